@@ -1,0 +1,64 @@
+// Command cortex-worker-echo runs the example echo worker: it takes jobs on
+// job.echo in the workers-echo queue group, waits its simulated work time,
+// and publishes each result on sys.job.result.
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/cortex-os/core/internal/echo"
+	"github.com/cortex-os/core/internal/system"
+)
+
+func main() {
+	if err := newCommand().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "cortex-worker-echo:", err)
+		os.Exit(1)
+	}
+}
+
+func newCommand() *cobra.Command {
+	var (
+		configPath, natsURL, logLevel, id string
+		concurrency                       int
+		heartbeat, grace                  time.Duration
+	)
+	work := echo.DefaultWorkTime
+	cmd := &cobra.Command{
+		Use:           "cortex-worker-echo",
+		Short:         "Run the CortexOS echo worker",
+		Args:          cobra.NoArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := system.LoadConfig(configPath, natsURL, logLevel)
+			if err != nil {
+				return err
+			}
+			log := system.Logger(cfg, os.Stderr)
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			log.Info("[WORKER echo] 🔧 CortexOS echo worker starting", "nats_url", cfg.NatsURL, "work_time", work.String())
+			return system.RunEchoWorker(ctx, system.EchoWorkerOptions{
+				NatsURL: cfg.NatsURL, ID: id, WorkTime: work, Concurrency: concurrency,
+				HeartbeatInterval: heartbeat, ShutdownGrace: grace, Logger: log,
+			})
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&configPath, "config", "", "config file (default config/local.yaml if present)")
+	f.StringVar(&natsURL, "nats-url", "", "NATS server URL (overrides NATS_URL and the config file)")
+	f.StringVar(&logLevel, "log-level", "", "debug, info, warn or error (overrides CORTEX_LOG_LEVEL and the config file)")
+	f.StringVar(&id, "id", "", "worker id (default: worker-echo-<host>-<random>, unique per process)")
+	f.Var(&work, "work-time", `simulated work per job: "0", "250ms" or "100ms-500ms"`)
+	f.IntVar(&concurrency, "concurrency", 64, "jobs run at once")
+	f.DurationVar(&heartbeat, "heartbeat-interval", 5*time.Second, "time between heartbeats")
+	f.DurationVar(&grace, "shutdown-grace", 10*time.Second, "how long in-flight jobs may finish after SIGINT/SIGTERM")
+	return cmd
+}

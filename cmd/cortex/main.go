@@ -1,0 +1,29 @@
+// Command cortex is the CortexOS command line: `cortex dev` runs the whole
+// system on an embedded NATS server; later subcommands submit and inspect jobs
+// and measure the system.
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+func main() {
+	if err := newRootCommand().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "cortex:", err)
+		os.Exit(1)
+	}
+}
+
+func newRootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "cortex",
+		Short:         "CortexOS: an AI control plane on NATS",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(newDevCommand())
+	return root
+}

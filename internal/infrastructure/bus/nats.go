@@ -1,0 +1,292 @@
+// Package bus carries cortex.v1 BusPackets over NATS. Everything on the wire is
+// Protobuf: a message that does not decode, is too large, or carries no known
+// payload is logged, counted and dropped; it never reaches a handler and never
+// stops a subscription.
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/cortex-os/core/pkg/pb/v1"
+)
+
+// DefaultMaxPacketBytes is the largest packet accepted, matching the NATS
+// server's default max_payload. Larger inputs and outputs belong behind
+// context_ptr / result_ptr.
+const DefaultMaxPacketBytes = 1 << 20
+
+// Errors returned by the bus. Decode failures wrap ErrMalformed, oversize
+// packets ErrTooLarge, packets with no known payload ErrUnknownPayload.
+var (
+	ErrMalformed      = errors.New("bus: malformed packet")
+	ErrTooLarge       = errors.New("bus: packet too large")
+	ErrUnknownPayload = errors.New("bus: packet has no known payload")
+	ErrNilPacket      = errors.New("bus: nil packet")
+)
+
+// Config configures a NatsBus. The zero value of every field but URL is
+// replaced by its default in Connect.
+type Config struct {
+	// URL of the NATS server(s), comma separated. Default nats.DefaultURL.
+	URL string
+	// Name identifies the connection in the server's monitoring.
+	Name string
+	// Logger receives connection events and rejected packets. Default slog.Default().
+	Logger *slog.Logger
+	// MaxPacketBytes caps a packet before it is decoded. Default DefaultMaxPacketBytes.
+	MaxPacketBytes int
+	// DrainTimeout bounds Close. Default 10s.
+	DrainTimeout time.Duration
+	// Options are extra nats.go options (credentials, TLS, ...), applied last.
+	Options []nats.Option
+}
+
+func (c *Config) setDefaults() {
+	if c.URL == "" {
+		c.URL = nats.DefaultURL
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.MaxPacketBytes <= 0 {
+		c.MaxPacketBytes = DefaultMaxPacketBytes
+	}
+	if c.DrainTimeout <= 0 {
+		c.DrainTimeout = 10 * time.Second
+	}
+}
+
+// Stats counts what the bus did. All fields are cumulative.
+type Stats struct {
+	Published      uint64
+	Delivered      uint64 // packets handed to a handler
+	Malformed      uint64 // bytes that did not decode
+	TooLarge       uint64 // packets over MaxPacketBytes, in or out
+	UnknownPayload uint64 // decoded, but no payload this version knows
+	HandlerPanics  uint64
+	AsyncErrors    uint64 // slow consumer and other asynchronous errors
+	Reconnects     uint64
+}
+
+// NatsBus publishes and subscribes BusPackets on one NATS connection.
+type NatsBus struct {
+	nc     *nats.Conn
+	cfg    Config
+	log    *slog.Logger
+	closed chan struct{}
+	once   sync.Once
+
+	published, delivered, malformed, tooLarge, unknown, panics, asyncErrs, reconnects atomic.Uint64
+}
+
+// NewNatsBus connects to url with default settings, as the design document's
+// constructor did.
+func NewNatsBus(url string) (*NatsBus, error) {
+	return Connect(Config{URL: url})
+}
+
+// Connect opens a connection that reconnects forever and logs every
+// disconnect, reconnect and asynchronous error.
+func Connect(cfg Config) (*NatsBus, error) {
+	cfg.setDefaults()
+	b := &NatsBus{cfg: cfg, log: cfg.Logger, closed: make(chan struct{})}
+	opts := []nats.Option{
+		nats.Name(cfg.Name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				b.log.Warn("bus disconnected", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			b.reconnects.Add(1)
+			b.log.Info("bus reconnected", "url", nc.ConnectedUrlRedacted())
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			b.asyncErrs.Add(1)
+			subject := ""
+			if sub != nil {
+				subject = sub.Subject
+			}
+			b.log.Error("bus asynchronous error", "subject", subject, "err", err)
+		}),
+		nats.ClosedHandler(func(*nats.Conn) { b.once.Do(func() { close(b.closed) }) }),
+	}
+	opts = append(opts, cfg.Options...)
+	nc, err := nats.Connect(cfg.URL, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("bus: connect %s: %w", cfg.URL, err)
+	}
+	b.nc = nc
+	return b, nil
+}
+
+// Conn exposes the underlying connection for request-reply and JetStream.
+func (b *NatsBus) Conn() *nats.Conn { return b.nc }
+
+// Close drains the connection: subscriptions stop taking messages, handlers
+// finish what they hold and pending publishes are flushed. It waits at most
+// Config.DrainTimeout.
+func (b *NatsBus) Close() {
+	if b.nc.IsClosed() {
+		return
+	}
+	if err := b.nc.Drain(); err != nil {
+		b.nc.Close()
+		return
+	}
+	select {
+	case <-b.closed:
+	case <-time.After(b.cfg.DrainTimeout + time.Second):
+		b.nc.Close()
+	}
+}
+
+// Publish encodes packet and publishes it on subject.
+func (b *NatsBus) Publish(subject string, packet *pb.BusPacket) error {
+	data, err := b.Encode(packet)
+	if err != nil {
+		return err
+	}
+	if err := b.nc.Publish(subject, data); err != nil {
+		return fmt.Errorf("bus: publish %s: %w", subject, err)
+	}
+	b.published.Add(1)
+	return nil
+}
+
+// Encode marshals packet, refusing packets larger than MaxPacketBytes.
+func (b *NatsBus) Encode(packet *pb.BusPacket) ([]byte, error) {
+	if packet == nil {
+		return nil, ErrNilPacket
+	}
+	data, err := proto.Marshal(packet)
+	if err != nil {
+		return nil, fmt.Errorf("bus: encode: %w", err)
+	}
+	if len(data) > b.cfg.MaxPacketBytes {
+		b.tooLarge.Add(1)
+		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(data), b.cfg.MaxPacketBytes)
+	}
+	return data, nil
+}
+
+// Subscribe delivers every decodable packet on subject to handler. With an
+// empty queue each subscriber gets every message; with a queue group each
+// message goes to one member. Handlers run one at a time per subscription;
+// a handler that panics is logged and counted, and delivery goes on.
+//
+// The returned drain function stops delivery, lets the handler finish the
+// packets already received, and returns when it has (or after DrainTimeout).
+func (b *NatsBus) Subscribe(subject, queue string, handler func(*pb.BusPacket)) (drain func() error, err error) {
+	if handler == nil {
+		return nil, errors.New("bus: nil handler")
+	}
+	cb := func(m *nats.Msg) { b.deliver(m, handler) }
+	var sub *nats.Subscription
+	if queue == "" {
+		sub, err = b.nc.Subscribe(subject, cb)
+	} else {
+		sub, err = b.nc.QueueSubscribe(subject, queue, cb)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("bus: subscribe %s: %w", subject, err)
+	}
+	// The client's default pending limits (512k messages / 64 MiB) are kept;
+	// overflow is reported through the error handler as a slow consumer.
+	return func() error { return b.drain(sub) }, nil
+}
+
+// drain drains sub and waits until its handler has finished.
+func (b *NatsBus) drain(sub *nats.Subscription) error {
+	if !sub.IsValid() {
+		return nil
+	}
+	closed := sub.StatusChanged(nats.SubscriptionClosed)
+	if err := sub.Drain(); err != nil {
+		if errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, nats.ErrBadSubscription) {
+			return nil
+		}
+		return fmt.Errorf("bus: drain %s: %w", sub.Subject, err)
+	}
+	timer := time.NewTimer(b.cfg.DrainTimeout)
+	defer timer.Stop()
+	select {
+	case <-closed:
+	case <-b.closed:
+	case <-timer.C:
+		_ = sub.Unsubscribe()
+		return fmt.Errorf("bus: drain %s: timed out after %s", sub.Subject, b.cfg.DrainTimeout)
+	}
+	return nil
+}
+
+func (b *NatsBus) deliver(m *nats.Msg, handler func(*pb.BusPacket)) {
+	packet, err := Decode(m.Data, b.cfg.MaxPacketBytes)
+	if err != nil {
+		switch {
+		case errors.Is(err, ErrTooLarge):
+			b.tooLarge.Add(1)
+		case errors.Is(err, ErrUnknownPayload):
+			b.unknown.Add(1)
+		default:
+			b.malformed.Add(1)
+		}
+		b.log.Warn("bus dropped packet", "subject", m.Subject, "bytes", len(m.Data), "err", err)
+		return
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			b.panics.Add(1)
+			b.log.Error("bus handler panicked", "subject", m.Subject, "panic", r)
+		}
+	}()
+	b.delivered.Add(1)
+	handler(packet)
+}
+
+// Decode checks the size of data, then unmarshals it. A packet without a
+// payload this version knows (an empty packet, or a oneof member added by a
+// newer protocol) is ErrUnknownPayload.
+func Decode(data []byte, maxBytes int) (*pb.BusPacket, error) {
+	if maxBytes > 0 && len(data) > maxBytes {
+		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(data), maxBytes)
+	}
+	var p pb.BusPacket
+	if err := proto.Unmarshal(data, &p); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	if p.Payload == nil {
+		return nil, ErrUnknownPayload
+	}
+	return &p, nil
+}
+
+// Stats returns the bus counters.
+func (b *NatsBus) Stats() Stats {
+	return Stats{
+		Published:      b.published.Load(),
+		Delivered:      b.delivered.Load(),
+		Malformed:      b.malformed.Load(),
+		TooLarge:       b.tooLarge.Load(),
+		UnknownPayload: b.unknown.Load(),
+		HandlerPanics:  b.panics.Load(),
+		AsyncErrors:    b.asyncErrs.Load(),
+		Reconnects:     b.reconnects.Load(),
+	}
+}
+
+// Flush waits until the server has processed everything published so far.
+func (b *NatsBus) Flush(ctx context.Context) error {
+	return b.nc.FlushWithContext(ctx)
+}

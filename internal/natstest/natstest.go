@@ -1,0 +1,38 @@
+// Package natstest runs a real, in-process NATS server for tests: a random
+// loopback port, JetStream in t.TempDir(), shut down by t.Cleanup.
+package natstest
+
+import (
+	"testing"
+
+	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/cortex-os/core/internal/embeddednats"
+)
+
+// RunServer starts a server for the test and returns it.
+func RunServer(t testing.TB) *server.Server {
+	t.Helper()
+	return RunServerWithDir(t, t.TempDir())
+}
+
+// RunServerWithDir starts a server whose JetStream lives in dir, so that a
+// test can restart a server on the same data.
+func RunServerWithDir(t testing.TB, dir string) *server.Server {
+	t.Helper()
+	srv, err := embeddednats.Start(embeddednats.Config{Port: -1, JetStream: true, StoreDir: dir})
+	if err != nil {
+		t.Fatalf("natstest: %v", err)
+	}
+	t.Cleanup(func() {
+		srv.Shutdown()
+		srv.WaitForShutdown()
+	})
+	return srv
+}
+
+// URL starts a server for the test and returns its client URL.
+func URL(t testing.TB) string {
+	t.Helper()
+	return RunServer(t).ClientURL()
+}

@@ -1,0 +1,50 @@
+package scheduler
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	pb "github.com/cortex-os/core/pkg/pb/v1"
+	"github.com/cortex-os/core/pkg/wire"
+)
+
+// Placement errors.
+var (
+	ErrEmptyTopic   = errors.New("empty topic")
+	ErrInvalidTopic = errors.New("invalid topic")
+)
+
+// NaiveStrategy is the design document's strategy: the subject is the topic,
+// and the workers subscribed to it share the job through their queue group.
+type NaiveStrategy struct{}
+
+// NewNaiveStrategy returns the naive strategy.
+func NewNaiveStrategy() *NaiveStrategy { return &NaiveStrategy{} }
+
+// PickSubject implements SchedulingStrategy. The topic must be a literal
+// subject under job. (no wildcards, no empty tokens): a job must never be
+// published onto a system subject such as sys.job.submit, which would loop.
+func (s *NaiveStrategy) PickSubject(req *pb.JobRequest, _ map[string]*pb.Heartbeat) (string, error) {
+	topic := req.GetTopic()
+	if err := ValidateTopic(topic); err != nil {
+		return "", err
+	}
+	return topic, nil
+}
+
+// ValidateTopic reports whether topic can be dispatched on.
+func ValidateTopic(topic string) error {
+	if topic == "" {
+		return ErrEmptyTopic
+	}
+	if !strings.HasPrefix(topic, wire.JobSubjectPrefix) {
+		return fmt.Errorf("%w %q: must start with %q", ErrInvalidTopic, topic, wire.JobSubjectPrefix)
+	}
+	for _, tok := range strings.Split(topic, ".") {
+		if tok == "" || tok == "*" || tok == ">" || strings.ContainsAny(tok, " \t\r\n") {
+			return fmt.Errorf("%w %q: empty, wildcard or blank token", ErrInvalidTopic, topic)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,345 @@
+// Package worker is the CortexOS worker runtime: it takes jobs from a topic's
+// queue group, runs them on a Handler with bounded concurrency, publishes
+// their results, heartbeats with its true load, and drains on shutdown.
+//
+// A worker is a few lines:
+//
+//	w, err := worker.New(worker.Config{
+//		Bus:     b, // a connected *bus.NatsBus, or anything with Publish/Subscribe
+//		Kind:    "echo",
+//		Handler: worker.HandlerFunc(func(ctx context.Context, job *pb.JobRequest) (string, error) {
+//			return "memory://echo/" + job.JobId, nil
+//		}),
+//	})
+//	if err != nil { ... }
+//	err = w.Run(ctx) // returns when ctx ends and in-flight jobs are drained
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/google/uuid"
+
+	pb "github.com/cortex-os/core/pkg/pb/v1"
+	"github.com/cortex-os/core/pkg/wire"
+)
+
+// Handler runs one job. It returns the job's result pointer, or an error that
+// fails the job. It must return soon after ctx is cancelled.
+type Handler interface {
+	HandleJob(ctx context.Context, job *pb.JobRequest) (resultPtr string, err error)
+}
+
+// HandlerFunc adapts a function to Handler.
+type HandlerFunc func(ctx context.Context, job *pb.JobRequest) (string, error)
+
+// HandleJob calls f.
+func (f HandlerFunc) HandleJob(ctx context.Context, job *pb.JobRequest) (string, error) {
+	return f(ctx, job)
+}
+
+// Bus is what the runtime needs of the bus; *bus.NatsBus has it.
+type Bus interface {
+	Publish(subject string, packet *pb.BusPacket) error
+	Subscribe(subject, queue string, handler func(*pb.BusPacket)) (drain func() error, err error)
+}
+
+// Config configures a Worker. Bus, Kind and Handler are required.
+type Config struct {
+	Bus     Bus
+	Handler Handler
+	// Kind names the worker type: it heartbeats on sys.heartbeat.<Kind> and
+	// logs as [WORKER <Kind>].
+	Kind string
+	// Topic is the subject jobs arrive on. Default "job.<Kind>".
+	Topic string
+	// QueueGroup shared by the workers of one topic. Default "workers-<Kind>".
+	QueueGroup string
+	// ID is unique per worker process. Default "worker-<Kind>-<host>-<random>".
+	ID string
+	// Region and Type describe the worker in heartbeats. Defaults "local", "cpu".
+	Region, Type string
+	// Capabilities are reported in heartbeats. Default [Kind].
+	Capabilities []string
+	// Concurrency is how many jobs run at once. Default 64.
+	Concurrency int
+	// HeartbeatInterval. Default 5s.
+	HeartbeatInterval time.Duration
+	// ShutdownGrace is how long in-flight jobs may run after shutdown begins
+	// before their contexts are cancelled. Default 10s.
+	ShutdownGrace time.Duration
+	// Logger. Default slog.Default(). Per-job events are logged at debug.
+	Logger *slog.Logger
+}
+
+func (c *Config) setDefaults() error {
+	switch {
+	case c.Bus == nil:
+		return errors.New("worker: Config.Bus is required")
+	case c.Handler == nil:
+		return errors.New("worker: Config.Handler is required")
+	case c.Kind == "":
+		return errors.New("worker: Config.Kind is required")
+	}
+	if c.Topic == "" {
+		c.Topic = wire.JobSubjectPrefix + c.Kind
+	}
+	if c.QueueGroup == "" {
+		c.QueueGroup = "workers-" + c.Kind
+	}
+	if c.ID == "" {
+		host, _ := os.Hostname()
+		if host == "" {
+			host = "local"
+		}
+		c.ID = fmt.Sprintf("worker-%s-%s-%s", c.Kind, host, uuid.NewString()[:8])
+	}
+	if c.Region == "" {
+		c.Region = "local"
+	}
+	if c.Type == "" {
+		c.Type = "cpu"
+	}
+	if len(c.Capabilities) == 0 {
+		c.Capabilities = []string{c.Kind}
+	}
+	if c.Concurrency <= 0 {
+		c.Concurrency = 64
+	}
+	if c.HeartbeatInterval <= 0 {
+		c.HeartbeatInterval = 5 * time.Second
+	}
+	if c.ShutdownGrace <= 0 {
+		c.ShutdownGrace = 10 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return nil
+}
+
+// Stats counts what the worker did.
+type Stats struct {
+	Received, Completed, Failed, PublishErrors uint64
+	Active                                     int64
+}
+
+// Worker runs jobs for one topic.
+type Worker struct {
+	cfg    Config
+	log    *slog.Logger
+	prefix string
+	slots  chan struct{}
+	jobs   sync.WaitGroup
+
+	// jobCtx is the parent of every handler's context; it is cancelled when
+	// the shutdown grace runs out.
+	jobCtx    context.Context
+	cancelJob context.CancelFunc
+
+	running                                    atomic.Bool
+	active                                     atomic.Int64
+	received, completed, failed, publishErrors atomic.Uint64
+	cpu                                        cpuMeter
+}
+
+// New validates cfg, fills in its defaults and returns a worker.
+func New(cfg Config) (*Worker, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	return &Worker{
+		cfg:    cfg,
+		log:    cfg.Logger,
+		prefix: "[WORKER " + cfg.Kind + "]",
+		slots:  make(chan struct{}, cfg.Concurrency),
+	}, nil
+}
+
+// ID is the worker's id.
+func (w *Worker) ID() string { return w.cfg.ID }
+
+// Run takes jobs until ctx ends, then stops taking jobs, lets in-flight jobs
+// finish within ShutdownGrace (cancelling the rest), and returns.
+func (w *Worker) Run(ctx context.Context) error {
+	if !w.running.CompareAndSwap(false, true) {
+		return errors.New("worker: already running")
+	}
+	defer w.running.Store(false)
+	w.jobCtx, w.cancelJob = context.WithCancel(context.WithoutCancel(ctx))
+	defer w.cancelJob()
+
+	drain, err := w.cfg.Bus.Subscribe(w.cfg.Topic, w.cfg.QueueGroup, w.handlePacket)
+	if err != nil {
+		return fmt.Errorf("worker: %w", err)
+	}
+	w.log.Info(w.prefix+" running", "worker_id", w.cfg.ID, "topic", w.cfg.Topic,
+		"queue_group", w.cfg.QueueGroup, "concurrency", w.cfg.Concurrency)
+
+	hbDone := make(chan struct{})
+	hbCtx, stopHB := context.WithCancel(ctx)
+	go func() {
+		defer close(hbDone)
+		w.heartbeatLoop(hbCtx)
+	}()
+
+	<-ctx.Done()
+	w.log.Info(w.prefix+" shutting down", "worker_id", w.cfg.ID, "in_flight", w.active.Load())
+	drainErr := drain() // no new jobs; the callback has handed off what it held
+
+	finished := make(chan struct{})
+	go func() { w.jobs.Wait(); close(finished) }()
+	grace := time.NewTimer(w.cfg.ShutdownGrace)
+	select {
+	case <-finished:
+		grace.Stop()
+	case <-grace.C:
+		w.log.Warn(w.prefix+" shutdown grace over, cancelling jobs", "worker_id", w.cfg.ID, "in_flight", w.active.Load())
+		w.cancelJob()
+		<-finished
+	}
+	stopHB()
+	<-hbDone
+	w.sendHeartbeat() // a last heartbeat with the final load
+	w.log.Info(w.prefix+" stopped", "worker_id", w.cfg.ID)
+	return drainErr
+}
+
+func (w *Worker) handlePacket(p *pb.BusPacket) {
+	req := p.GetJobRequest()
+	if req == nil {
+		w.log.Warn(w.prefix+" ignored packet that is not a job request", "sender_id", p.GetSenderId())
+		return
+	}
+	w.received.Add(1)
+	w.slots <- struct{}{} // at capacity, the next job waits here, in NATS's buffer
+	w.active.Add(1)
+	w.jobs.Add(1)
+	go w.run(req, p.GetTraceId())
+}
+
+func (w *Worker) run(req *pb.JobRequest, traceID string) {
+	defer func() {
+		w.active.Add(-1)
+		<-w.slots
+		w.jobs.Done()
+	}()
+	debug := w.log.Enabled(context.Background(), slog.LevelDebug)
+	if debug {
+		w.log.Debug(w.prefix+" 📥 job", "job_id", req.GetJobId(), "topic", req.GetTopic(),
+			"context_ptr", req.GetContextPtr(), "trace_id", traceID)
+	}
+	start := time.Now()
+	resultPtr, err := w.call(req)
+	res := &pb.JobResult{
+		JobId:       req.GetJobId(),
+		Status:      pb.JobStatus_JOB_STATUS_COMPLETED,
+		ResultPtr:   resultPtr,
+		WorkerId:    w.cfg.ID,
+		ExecutionMs: time.Since(start).Milliseconds(),
+	}
+	if err != nil {
+		res.Status = pb.JobStatus_JOB_STATUS_FAILED
+		w.failed.Add(1)
+		w.log.Warn(w.prefix+" job failed", "job_id", req.GetJobId(), "err", err, "trace_id", traceID)
+	} else {
+		w.completed.Add(1)
+	}
+	if err := w.cfg.Bus.Publish(wire.SubjectResult, wire.JobResultPacket(traceID, w.cfg.ID, res)); err != nil {
+		w.publishErrors.Add(1)
+		w.log.Error(w.prefix+" publishing result failed", "job_id", req.GetJobId(), "err", err)
+		return
+	}
+	if debug {
+		w.log.Debug(w.prefix+" 📤 result", "job_id", req.GetJobId(), "status", res.Status.String(),
+			"execution_ms", res.ExecutionMs, "trace_id", traceID)
+	}
+}
+
+// call runs the handler, turning a panic into a job failure.
+func (w *Worker) call(req *pb.JobRequest) (ptr string, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("handler panicked: %v", r)
+		}
+	}()
+	return w.cfg.Handler.HandleJob(w.jobCtx, req)
+}
+
+func (w *Worker) heartbeatLoop(ctx context.Context) {
+	w.sendHeartbeat()
+	t := time.NewTicker(w.cfg.HeartbeatInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			w.sendHeartbeat()
+		}
+	}
+}
+
+func (w *Worker) sendHeartbeat() {
+	hb := &pb.Heartbeat{
+		WorkerId:     w.cfg.ID,
+		Region:       w.cfg.Region,
+		Type:         w.cfg.Type,
+		CpuLoad:      w.cpu.load(),
+		ActiveJobs:   int32(w.active.Load()),
+		Capabilities: w.cfg.Capabilities,
+	}
+	if err := w.cfg.Bus.Publish(wire.HeartbeatSubject(w.cfg.Kind), wire.HeartbeatPacket("hb-"+w.cfg.ID, w.cfg.ID, hb)); err != nil {
+		w.log.Warn(w.prefix+" heartbeat failed", "err", err)
+	}
+}
+
+// Stats returns the worker's counters.
+func (w *Worker) Stats() Stats {
+	return Stats{
+		Received:      w.received.Load(),
+		Completed:     w.completed.Load(),
+		Failed:        w.failed.Load(),
+		PublishErrors: w.publishErrors.Load(),
+		Active:        w.active.Load(),
+	}
+}
+
+// cpuMeter reports the process's CPU use since its last reading, in percent
+// of the machine (0-100).
+type cpuMeter struct {
+	mu       sync.Mutex
+	lastWall time.Time
+	lastCPU  time.Duration
+}
+
+func (m *cpuMeter) load() float32 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	cpu := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	now := time.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	prevWall, prevCPU := m.lastWall, m.lastCPU
+	m.lastWall, m.lastCPU = now, cpu
+	if prevWall.IsZero() {
+		return 0
+	}
+	wall := now.Sub(prevWall)
+	if wall <= 0 {
+		return 0
+	}
+	pct := float64(cpu-prevCPU) / float64(wall) / float64(runtime.NumCPU()) * 100
+	return float32(min(max(pct, 0), 100))
+}
