@@ -30,8 +30,12 @@ type Heartbeat struct {
 	GpuUtilization float32                `protobuf:"fixed32,5,opt,name=gpu_utilization,json=gpuUtilization,proto3" json:"gpu_utilization,omitempty"` // 0–100
 	ActiveJobs     int32                  `protobuf:"varint,6,opt,name=active_jobs,json=activeJobs,proto3" json:"active_jobs,omitempty"`
 	Capabilities   []string               `protobuf:"bytes,7,rep,name=capabilities,proto3" json:"capabilities,omitempty"` // ["echo", "python", "k8s"]
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Appended after v1.0.
+	IntervalMs    int64      `protobuf:"varint,11,opt,name=interval_ms,json=intervalMs,proto3" json:"interval_ms,omitempty"` // time to the next heartbeat: the lease clock
+	Held          []*HeldJob `protobuf:"bytes,12,rep,name=held,proto3" json:"held,omitempty"`                                // the jobs this worker runs now: their leases
+	Draining      bool       `protobuf:"varint,13,opt,name=draining,proto3" json:"draining,omitempty"`                       // shutting down: send no more jobs
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Heartbeat) Reset() {
@@ -113,11 +117,85 @@ func (x *Heartbeat) GetCapabilities() []string {
 	return nil
 }
 
+func (x *Heartbeat) GetIntervalMs() int64 {
+	if x != nil {
+		return x.IntervalMs
+	}
+	return 0
+}
+
+func (x *Heartbeat) GetHeld() []*HeldJob {
+	if x != nil {
+		return x.Held
+	}
+	return nil
+}
+
+func (x *Heartbeat) GetDraining() bool {
+	if x != nil {
+		return x.Draining
+	}
+	return false
+}
+
+// HeldJob names one attempt of a job a worker holds.
+type HeldJob struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Attempt       int32                  `protobuf:"varint,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HeldJob) Reset() {
+	*x = HeldJob{}
+	mi := &file_api_proto_v1_heartbeat_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HeldJob) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HeldJob) ProtoMessage() {}
+
+func (x *HeldJob) ProtoReflect() protoreflect.Message {
+	mi := &file_api_proto_v1_heartbeat_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HeldJob.ProtoReflect.Descriptor instead.
+func (*HeldJob) Descriptor() ([]byte, []int) {
+	return file_api_proto_v1_heartbeat_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *HeldJob) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *HeldJob) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
 var File_api_proto_v1_heartbeat_proto protoreflect.FileDescriptor
 
 const file_api_proto_v1_heartbeat_proto_rawDesc = "" +
 	"\n" +
-	"\x1capi/proto/v1/heartbeat.proto\x12\tcortex.v1\"\xef\x01\n" +
+	"\x1capi/proto/v1/heartbeat.proto\x12\tcortex.v1\"\xd4\x02\n" +
 	"\tHeartbeat\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x16\n" +
 	"\x06region\x18\x02 \x01(\tR\x06region\x12\x12\n" +
@@ -126,9 +204,16 @@ const file_api_proto_v1_heartbeat_proto_rawDesc = "" +
 	"\x0fgpu_utilization\x18\x05 \x01(\x02R\x0egpuUtilization\x12\x1f\n" +
 	"\vactive_jobs\x18\x06 \x01(\x05R\n" +
 	"activeJobs\x12\"\n" +
-	"\fcapabilities\x18\a \x03(\tR\fcapabilitiesJ\x04\b\b\x10\tJ\x04\b\t\x10\n" +
+	"\fcapabilities\x18\a \x03(\tR\fcapabilities\x12\x1f\n" +
+	"\vinterval_ms\x18\v \x01(\x03R\n" +
+	"intervalMs\x12&\n" +
+	"\x04held\x18\f \x03(\v2\x12.cortex.v1.HeldJobR\x04held\x12\x1a\n" +
+	"\bdraining\x18\r \x01(\bR\bdrainingJ\x04\b\b\x10\tJ\x04\b\t\x10\n" +
 	"J\x04\b\n" +
-	"\x10\vB%Z#github.com/cortex-os/core/pkg/pb/v1b\x06proto3"
+	"\x10\v\":\n" +
+	"\aHeldJob\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n" +
+	"\aattempt\x18\x02 \x01(\x05R\aattemptB%Z#github.com/cortex-os/core/pkg/pb/v1b\x06proto3"
 
 var (
 	file_api_proto_v1_heartbeat_proto_rawDescOnce sync.Once
@@ -142,16 +227,18 @@ func file_api_proto_v1_heartbeat_proto_rawDescGZIP() []byte {
 	return file_api_proto_v1_heartbeat_proto_rawDescData
 }
 
-var file_api_proto_v1_heartbeat_proto_msgTypes = make([]protoimpl.MessageInfo, 1)
+var file_api_proto_v1_heartbeat_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
 var file_api_proto_v1_heartbeat_proto_goTypes = []any{
 	(*Heartbeat)(nil), // 0: cortex.v1.Heartbeat
+	(*HeldJob)(nil),   // 1: cortex.v1.HeldJob
 }
 var file_api_proto_v1_heartbeat_proto_depIdxs = []int32{
-	0, // [0:0] is the sub-list for method output_type
-	0, // [0:0] is the sub-list for method input_type
-	0, // [0:0] is the sub-list for extension type_name
-	0, // [0:0] is the sub-list for extension extendee
-	0, // [0:0] is the sub-list for field type_name
+	1, // 0: cortex.v1.Heartbeat.held:type_name -> cortex.v1.HeldJob
+	1, // [1:1] is the sub-list for method output_type
+	1, // [1:1] is the sub-list for method input_type
+	1, // [1:1] is the sub-list for extension type_name
+	1, // [1:1] is the sub-list for extension extendee
+	0, // [0:1] is the sub-list for field type_name
 }
 
 func init() { file_api_proto_v1_heartbeat_proto_init() }
@@ -165,7 +252,7 @@ func file_api_proto_v1_heartbeat_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_proto_v1_heartbeat_proto_rawDesc), len(file_api_proto_v1_heartbeat_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   1,
+			NumMessages:   2,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

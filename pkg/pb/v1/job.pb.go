@@ -79,6 +79,10 @@ const (
 	JobStatus_JOB_STATUS_UNSPECIFIED JobStatus = 0
 	JobStatus_JOB_STATUS_COMPLETED   JobStatus = 1
 	JobStatus_JOB_STATUS_FAILED      JobStatus = 2
+	// Appended after v1.0: the handler was cancelled (job cancelled, or its
+	// worker shut down before it finished) or ran past its timeout.
+	JobStatus_JOB_STATUS_CANCELLED JobStatus = 3
+	JobStatus_JOB_STATUS_TIMEOUT   JobStatus = 4
 )
 
 // Enum value maps for JobStatus.
@@ -87,11 +91,15 @@ var (
 		0: "JOB_STATUS_UNSPECIFIED",
 		1: "JOB_STATUS_COMPLETED",
 		2: "JOB_STATUS_FAILED",
+		3: "JOB_STATUS_CANCELLED",
+		4: "JOB_STATUS_TIMEOUT",
 	}
 	JobStatus_value = map[string]int32{
 		"JOB_STATUS_UNSPECIFIED": 0,
 		"JOB_STATUS_COMPLETED":   1,
 		"JOB_STATUS_FAILED":      2,
+		"JOB_STATUS_CANCELLED":   3,
+		"JOB_STATUS_TIMEOUT":     4,
 	}
 )
 
@@ -122,14 +130,89 @@ func (JobStatus) EnumDescriptor() ([]byte, []int) {
 	return file_api_proto_v1_job_proto_rawDescGZIP(), []int{1}
 }
 
+// JobState is a job's place in its lifecycle (docs/state_machine.md).
+// PENDING -> DISPATCHED -> RUNNING -> one terminal state; retries go back to
+// PENDING with the attempt counted. A terminal job never changes again.
+type JobState int32
+
+const (
+	JobState_JOB_STATE_UNSPECIFIED JobState = 0
+	JobState_JOB_STATE_PENDING     JobState = 1 // accepted, waiting for a worker (or for its retry backoff)
+	JobState_JOB_STATE_DISPATCHED  JobState = 2 // handed to a worker subject, attempt n, not yet confirmed
+	JobState_JOB_STATE_RUNNING     JobState = 3 // a worker confirmed it holds attempt n
+	JobState_JOB_STATE_COMPLETED   JobState = 4
+	JobState_JOB_STATE_FAILED      JobState = 5
+	JobState_JOB_STATE_DENIED      JobState = 6
+	JobState_JOB_STATE_TIMEOUT     JobState = 7
+	JobState_JOB_STATE_CANCELLED   JobState = 8
+)
+
+// Enum value maps for JobState.
+var (
+	JobState_name = map[int32]string{
+		0: "JOB_STATE_UNSPECIFIED",
+		1: "JOB_STATE_PENDING",
+		2: "JOB_STATE_DISPATCHED",
+		3: "JOB_STATE_RUNNING",
+		4: "JOB_STATE_COMPLETED",
+		5: "JOB_STATE_FAILED",
+		6: "JOB_STATE_DENIED",
+		7: "JOB_STATE_TIMEOUT",
+		8: "JOB_STATE_CANCELLED",
+	}
+	JobState_value = map[string]int32{
+		"JOB_STATE_UNSPECIFIED": 0,
+		"JOB_STATE_PENDING":     1,
+		"JOB_STATE_DISPATCHED":  2,
+		"JOB_STATE_RUNNING":     3,
+		"JOB_STATE_COMPLETED":   4,
+		"JOB_STATE_FAILED":      5,
+		"JOB_STATE_DENIED":      6,
+		"JOB_STATE_TIMEOUT":     7,
+		"JOB_STATE_CANCELLED":   8,
+	}
+)
+
+func (x JobState) Enum() *JobState {
+	p := new(JobState)
+	*p = x
+	return p
+}
+
+func (x JobState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (JobState) Descriptor() protoreflect.EnumDescriptor {
+	return file_api_proto_v1_job_proto_enumTypes[2].Descriptor()
+}
+
+func (JobState) Type() protoreflect.EnumType {
+	return &file_api_proto_v1_job_proto_enumTypes[2]
+}
+
+func (x JobState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use JobState.Descriptor instead.
+func (JobState) EnumDescriptor() ([]byte, []int) {
+	return file_api_proto_v1_job_proto_rawDescGZIP(), []int{2}
+}
+
 type JobRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
-	Topic         string                 `protobuf:"bytes,2,opt,name=topic,proto3" json:"topic,omitempty"` // logical topic / NATS subject
-	Priority      JobPriority            `protobuf:"varint,3,opt,name=priority,proto3,enum=cortex.v1.JobPriority" json:"priority,omitempty"`
-	ContextPtr    string                 `protobuf:"bytes,4,opt,name=context_ptr,json=contextPtr,proto3" json:"context_ptr,omitempty"` // "redis://jobs/{id}/context" (future)
-	AdapterId     string                 `protobuf:"bytes,5,opt,name=adapter_id,json=adapterId,proto3" json:"adapter_id,omitempty"`
-	EnvVars       map[string]string      `protobuf:"bytes,6,rep,name=env_vars,json=envVars,proto3" json:"env_vars,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	JobId      string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Topic      string                 `protobuf:"bytes,2,opt,name=topic,proto3" json:"topic,omitempty"` // logical topic / NATS subject
+	Priority   JobPriority            `protobuf:"varint,3,opt,name=priority,proto3,enum=cortex.v1.JobPriority" json:"priority,omitempty"`
+	ContextPtr string                 `protobuf:"bytes,4,opt,name=context_ptr,json=contextPtr,proto3" json:"context_ptr,omitempty"` // "redis://jobs/{id}/context" (future)
+	AdapterId  string                 `protobuf:"bytes,5,opt,name=adapter_id,json=adapterId,proto3" json:"adapter_id,omitempty"`
+	EnvVars    map[string]string      `protobuf:"bytes,6,rep,name=env_vars,json=envVars,proto3" json:"env_vars,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Appended after v1.0. Zero values mean "the scheduler's default".
+	MaxAttempts   int32 `protobuf:"varint,10,opt,name=max_attempts,json=maxAttempts,proto3" json:"max_attempts,omitempty"` // attempts before the job fails and is dead-lettered
+	TimeoutMs     int64 `protobuf:"varint,11,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`       // per attempt: the handler's deadline
+	Attempt       int32 `protobuf:"varint,12,opt,name=attempt,proto3" json:"attempt,omitempty"`                            // set by the scheduler on dispatch: 1, 2, ...
+	TtlMs         int64 `protobuf:"varint,13,opt,name=ttl_ms,json=ttlMs,proto3" json:"ttl_ms,omitempty"`                   // from submission: a job not finished by then ends TIMEOUT
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -206,13 +289,44 @@ func (x *JobRequest) GetEnvVars() map[string]string {
 	return nil
 }
 
+func (x *JobRequest) GetMaxAttempts() int32 {
+	if x != nil {
+		return x.MaxAttempts
+	}
+	return 0
+}
+
+func (x *JobRequest) GetTimeoutMs() int64 {
+	if x != nil {
+		return x.TimeoutMs
+	}
+	return 0
+}
+
+func (x *JobRequest) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *JobRequest) GetTtlMs() int64 {
+	if x != nil {
+		return x.TtlMs
+	}
+	return 0
+}
+
 type JobResult struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
-	Status        JobStatus              `protobuf:"varint,2,opt,name=status,proto3,enum=cortex.v1.JobStatus" json:"status,omitempty"`
-	ResultPtr     string                 `protobuf:"bytes,3,opt,name=result_ptr,json=resultPtr,proto3" json:"result_ptr,omitempty"` // "redis://jobs/{id}/result" (future)
-	WorkerId      string                 `protobuf:"bytes,4,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
-	ExecutionMs   int64                  `protobuf:"varint,5,opt,name=execution_ms,json=executionMs,proto3" json:"execution_ms,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	JobId       string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Status      JobStatus              `protobuf:"varint,2,opt,name=status,proto3,enum=cortex.v1.JobStatus" json:"status,omitempty"`
+	ResultPtr   string                 `protobuf:"bytes,3,opt,name=result_ptr,json=resultPtr,proto3" json:"result_ptr,omitempty"` // "redis://jobs/{id}/result" (future)
+	WorkerId    string                 `protobuf:"bytes,4,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	ExecutionMs int64                  `protobuf:"varint,5,opt,name=execution_ms,json=executionMs,proto3" json:"execution_ms,omitempty"`
+	// Appended after v1.0.
+	Attempt       int32  `protobuf:"varint,9,opt,name=attempt,proto3" json:"attempt,omitempty"` // the attempt this result is for (copied from the JobRequest)
+	Error         string `protobuf:"bytes,10,opt,name=error,proto3" json:"error,omitempty"`     // why the job failed, when it did
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -282,11 +396,458 @@ func (x *JobResult) GetExecutionMs() int64 {
 	return 0
 }
 
+func (x *JobResult) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *JobResult) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+// JobAck is a worker's answer to a dispatch: it holds attempt n of the job.
+type JobAck struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Attempt       int32                  `protobuf:"varint,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	WorkerId      string                 `protobuf:"bytes,3,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JobAck) Reset() {
+	*x = JobAck{}
+	mi := &file_api_proto_v1_job_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobAck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobAck) ProtoMessage() {}
+
+func (x *JobAck) ProtoReflect() protoreflect.Message {
+	mi := &file_api_proto_v1_job_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobAck.ProtoReflect.Descriptor instead.
+func (*JobAck) Descriptor() ([]byte, []int) {
+	return file_api_proto_v1_job_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *JobAck) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *JobAck) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *JobAck) GetWorkerId() string {
+	if x != nil {
+		return x.WorkerId
+	}
+	return ""
+}
+
+// JobCancel asks for a job to be cancelled, in any state.
+type JobCancel struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JobCancel) Reset() {
+	*x = JobCancel{}
+	mi := &file_api_proto_v1_job_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobCancel) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobCancel) ProtoMessage() {}
+
+func (x *JobCancel) ProtoReflect() protoreflect.Message {
+	mi := &file_api_proto_v1_job_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobCancel.ProtoReflect.Descriptor instead.
+func (*JobCancel) Descriptor() ([]byte, []int) {
+	return file_api_proto_v1_job_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *JobCancel) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *JobCancel) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// JobQuery asks the scheduler about one job, or lists jobs.
+type JobQuery struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`                 // one job; empty lists
+	State         JobState               `protobuf:"varint,2,opt,name=state,proto3,enum=cortex.v1.JobState" json:"state,omitempty"`     // list filter; UNSPECIFIED lists all
+	Limit         int32                  `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`                             // list limit; 0 means 100
+	DeadLetter    bool                   `protobuf:"varint,4,opt,name=dead_letter,json=deadLetter,proto3" json:"dead_letter,omitempty"` // list or re-drive the dead-letter queue
+	Redrive       bool                   `protobuf:"varint,5,opt,name=redrive,proto3" json:"redrive,omitempty"`                         // with dead_letter and job_id: run that job again
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JobQuery) Reset() {
+	*x = JobQuery{}
+	mi := &file_api_proto_v1_job_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobQuery) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobQuery) ProtoMessage() {}
+
+func (x *JobQuery) ProtoReflect() protoreflect.Message {
+	mi := &file_api_proto_v1_job_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobQuery.ProtoReflect.Descriptor instead.
+func (*JobQuery) Descriptor() ([]byte, []int) {
+	return file_api_proto_v1_job_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *JobQuery) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *JobQuery) GetState() JobState {
+	if x != nil {
+		return x.State
+	}
+	return JobState_JOB_STATE_UNSPECIFIED
+}
+
+func (x *JobQuery) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *JobQuery) GetDeadLetter() bool {
+	if x != nil {
+		return x.DeadLetter
+	}
+	return false
+}
+
+func (x *JobQuery) GetRedrive() bool {
+	if x != nil {
+		return x.Redrive
+	}
+	return false
+}
+
+// JobInfo is everything known about a job: the scheduler's record of it.
+type JobInfo struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	State         JobState               `protobuf:"varint,2,opt,name=state,proto3,enum=cortex.v1.JobState" json:"state,omitempty"`
+	Attempt       int32                  `protobuf:"varint,3,opt,name=attempt,proto3" json:"attempt,omitempty"` // attempts made so far (the current one while active)
+	MaxAttempts   int32                  `protobuf:"varint,4,opt,name=max_attempts,json=maxAttempts,proto3" json:"max_attempts,omitempty"`
+	WorkerId      string                 `protobuf:"bytes,5,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"` // the worker of the current or last attempt
+	ResultPtr     string                 `protobuf:"bytes,6,opt,name=result_ptr,json=resultPtr,proto3" json:"result_ptr,omitempty"`
+	Error         string                 `protobuf:"bytes,7,opt,name=error,proto3" json:"error,omitempty"`                                      // why it failed, was denied, timed out or was cancelled
+	PendingReason string                 `protobuf:"bytes,8,opt,name=pending_reason,json=pendingReason,proto3" json:"pending_reason,omitempty"` // why it is not running yet
+	TraceId       string                 `protobuf:"bytes,9,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"`
+	Request       *JobRequest            `protobuf:"bytes,10,opt,name=request,proto3" json:"request,omitempty"`
+	CreatedMs     int64                  `protobuf:"varint,11,opt,name=created_ms,json=createdMs,proto3" json:"created_ms,omitempty"` // unix milliseconds
+	UpdatedMs     int64                  `protobuf:"varint,12,opt,name=updated_ms,json=updatedMs,proto3" json:"updated_ms,omitempty"`
+	NextAttemptMs int64                  `protobuf:"varint,13,opt,name=next_attempt_ms,json=nextAttemptMs,proto3" json:"next_attempt_ms,omitempty"` // while PENDING after a failure: not before
+	DeadlineMs    int64                  `protobuf:"varint,14,opt,name=deadline_ms,json=deadlineMs,proto3" json:"deadline_ms,omitempty"`            // unix milliseconds; 0 none
+	ExecutionMs   int64                  `protobuf:"varint,15,opt,name=execution_ms,json=executionMs,proto3" json:"execution_ms,omitempty"`
+	Digest        []byte                 `protobuf:"bytes,16,opt,name=digest,proto3" json:"digest,omitempty"`                            // hash of the request, to tell a resubmission from a conflict
+	DeadLetter    bool                   `protobuf:"varint,17,opt,name=dead_letter,json=deadLetter,proto3" json:"dead_letter,omitempty"` // in the dead-letter queue
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JobInfo) Reset() {
+	*x = JobInfo{}
+	mi := &file_api_proto_v1_job_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobInfo) ProtoMessage() {}
+
+func (x *JobInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_api_proto_v1_job_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobInfo.ProtoReflect.Descriptor instead.
+func (*JobInfo) Descriptor() ([]byte, []int) {
+	return file_api_proto_v1_job_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *JobInfo) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *JobInfo) GetState() JobState {
+	if x != nil {
+		return x.State
+	}
+	return JobState_JOB_STATE_UNSPECIFIED
+}
+
+func (x *JobInfo) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *JobInfo) GetMaxAttempts() int32 {
+	if x != nil {
+		return x.MaxAttempts
+	}
+	return 0
+}
+
+func (x *JobInfo) GetWorkerId() string {
+	if x != nil {
+		return x.WorkerId
+	}
+	return ""
+}
+
+func (x *JobInfo) GetResultPtr() string {
+	if x != nil {
+		return x.ResultPtr
+	}
+	return ""
+}
+
+func (x *JobInfo) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *JobInfo) GetPendingReason() string {
+	if x != nil {
+		return x.PendingReason
+	}
+	return ""
+}
+
+func (x *JobInfo) GetTraceId() string {
+	if x != nil {
+		return x.TraceId
+	}
+	return ""
+}
+
+func (x *JobInfo) GetRequest() *JobRequest {
+	if x != nil {
+		return x.Request
+	}
+	return nil
+}
+
+func (x *JobInfo) GetCreatedMs() int64 {
+	if x != nil {
+		return x.CreatedMs
+	}
+	return 0
+}
+
+func (x *JobInfo) GetUpdatedMs() int64 {
+	if x != nil {
+		return x.UpdatedMs
+	}
+	return 0
+}
+
+func (x *JobInfo) GetNextAttemptMs() int64 {
+	if x != nil {
+		return x.NextAttemptMs
+	}
+	return 0
+}
+
+func (x *JobInfo) GetDeadlineMs() int64 {
+	if x != nil {
+		return x.DeadlineMs
+	}
+	return 0
+}
+
+func (x *JobInfo) GetExecutionMs() int64 {
+	if x != nil {
+		return x.ExecutionMs
+	}
+	return 0
+}
+
+func (x *JobInfo) GetDigest() []byte {
+	if x != nil {
+		return x.Digest
+	}
+	return nil
+}
+
+func (x *JobInfo) GetDeadLetter() bool {
+	if x != nil {
+		return x.DeadLetter
+	}
+	return false
+}
+
+// JobAnswer answers a submission that asked for one, a JobQuery or a JobCancel.
+type JobAnswer struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ok            bool                   `protobuf:"varint,1,opt,name=ok,proto3" json:"ok,omitempty"`
+	Error         string                 `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`          // why not, when !ok
+	Retryable     bool                   `protobuf:"varint,3,opt,name=retryable,proto3" json:"retryable,omitempty"` // the same request may succeed later
+	Jobs          []*JobInfo             `protobuf:"bytes,4,rep,name=jobs,proto3" json:"jobs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JobAnswer) Reset() {
+	*x = JobAnswer{}
+	mi := &file_api_proto_v1_job_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobAnswer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobAnswer) ProtoMessage() {}
+
+func (x *JobAnswer) ProtoReflect() protoreflect.Message {
+	mi := &file_api_proto_v1_job_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobAnswer.ProtoReflect.Descriptor instead.
+func (*JobAnswer) Descriptor() ([]byte, []int) {
+	return file_api_proto_v1_job_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *JobAnswer) GetOk() bool {
+	if x != nil {
+		return x.Ok
+	}
+	return false
+}
+
+func (x *JobAnswer) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *JobAnswer) GetRetryable() bool {
+	if x != nil {
+		return x.Retryable
+	}
+	return false
+}
+
+func (x *JobAnswer) GetJobs() []*JobInfo {
+	if x != nil {
+		return x.Jobs
+	}
+	return nil
+}
+
 var File_api_proto_v1_job_proto protoreflect.FileDescriptor
 
 const file_api_proto_v1_job_proto_rawDesc = "" +
 	"\n" +
-	"\x16api/proto/v1/job.proto\x12\tcortex.v1\"\xba\x02\n" +
+	"\x16api/proto/v1/job.proto\x12\tcortex.v1\"\xad\x03\n" +
 	"\n" +
 	"JobRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
@@ -296,27 +857,91 @@ const file_api_proto_v1_job_proto_rawDesc = "" +
 	"contextPtr\x12\x1d\n" +
 	"\n" +
 	"adapter_id\x18\x05 \x01(\tR\tadapterId\x12=\n" +
-	"\benv_vars\x18\x06 \x03(\v2\".cortex.v1.JobRequest.EnvVarsEntryR\aenvVars\x1a:\n" +
+	"\benv_vars\x18\x06 \x03(\v2\".cortex.v1.JobRequest.EnvVarsEntryR\aenvVars\x12!\n" +
+	"\fmax_attempts\x18\n" +
+	" \x01(\x05R\vmaxAttempts\x12\x1d\n" +
+	"\n" +
+	"timeout_ms\x18\v \x01(\x03R\ttimeoutMs\x12\x18\n" +
+	"\aattempt\x18\f \x01(\x05R\aattempt\x12\x15\n" +
+	"\x06ttl_ms\x18\r \x01(\x03R\x05ttlMs\x1a:\n" +
 	"\fEnvVarsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01J\x04\b\a\x10\bJ\x04\b\b\x10\tJ\x04\b\t\x10\n" +
-	"\"\xc1\x01\n" +
+	"\"\xf1\x01\n" +
 	"\tJobResult\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12,\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x14.cortex.v1.JobStatusR\x06status\x12\x1d\n" +
 	"\n" +
 	"result_ptr\x18\x03 \x01(\tR\tresultPtr\x12\x1b\n" +
 	"\tworker_id\x18\x04 \x01(\tR\bworkerId\x12!\n" +
-	"\fexecution_ms\x18\x05 \x01(\x03R\vexecutionMsJ\x04\b\x06\x10\aJ\x04\b\a\x10\bJ\x04\b\b\x10\t*|\n" +
+	"\fexecution_ms\x18\x05 \x01(\x03R\vexecutionMs\x12\x18\n" +
+	"\aattempt\x18\t \x01(\x05R\aattempt\x12\x14\n" +
+	"\x05error\x18\n" +
+	" \x01(\tR\x05errorJ\x04\b\x06\x10\aJ\x04\b\a\x10\bJ\x04\b\b\x10\t\"V\n" +
+	"\x06JobAck\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n" +
+	"\aattempt\x18\x02 \x01(\x05R\aattempt\x12\x1b\n" +
+	"\tworker_id\x18\x03 \x01(\tR\bworkerId\":\n" +
+	"\tJobCancel\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x9d\x01\n" +
+	"\bJobQuery\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12)\n" +
+	"\x05state\x18\x02 \x01(\x0e2\x13.cortex.v1.JobStateR\x05state\x12\x14\n" +
+	"\x05limit\x18\x03 \x01(\x05R\x05limit\x12\x1f\n" +
+	"\vdead_letter\x18\x04 \x01(\bR\n" +
+	"deadLetter\x12\x18\n" +
+	"\aredrive\x18\x05 \x01(\bR\aredrive\"\xb0\x04\n" +
+	"\aJobInfo\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12)\n" +
+	"\x05state\x18\x02 \x01(\x0e2\x13.cortex.v1.JobStateR\x05state\x12\x18\n" +
+	"\aattempt\x18\x03 \x01(\x05R\aattempt\x12!\n" +
+	"\fmax_attempts\x18\x04 \x01(\x05R\vmaxAttempts\x12\x1b\n" +
+	"\tworker_id\x18\x05 \x01(\tR\bworkerId\x12\x1d\n" +
+	"\n" +
+	"result_ptr\x18\x06 \x01(\tR\tresultPtr\x12\x14\n" +
+	"\x05error\x18\a \x01(\tR\x05error\x12%\n" +
+	"\x0epending_reason\x18\b \x01(\tR\rpendingReason\x12\x19\n" +
+	"\btrace_id\x18\t \x01(\tR\atraceId\x12/\n" +
+	"\arequest\x18\n" +
+	" \x01(\v2\x15.cortex.v1.JobRequestR\arequest\x12\x1d\n" +
+	"\n" +
+	"created_ms\x18\v \x01(\x03R\tcreatedMs\x12\x1d\n" +
+	"\n" +
+	"updated_ms\x18\f \x01(\x03R\tupdatedMs\x12&\n" +
+	"\x0fnext_attempt_ms\x18\r \x01(\x03R\rnextAttemptMs\x12\x1f\n" +
+	"\vdeadline_ms\x18\x0e \x01(\x03R\n" +
+	"deadlineMs\x12!\n" +
+	"\fexecution_ms\x18\x0f \x01(\x03R\vexecutionMs\x12\x16\n" +
+	"\x06digest\x18\x10 \x01(\fR\x06digest\x12\x1f\n" +
+	"\vdead_letter\x18\x11 \x01(\bR\n" +
+	"deadLetter\"w\n" +
+	"\tJobAnswer\x12\x0e\n" +
+	"\x02ok\x18\x01 \x01(\bR\x02ok\x12\x14\n" +
+	"\x05error\x18\x02 \x01(\tR\x05error\x12\x1c\n" +
+	"\tretryable\x18\x03 \x01(\bR\tretryable\x12&\n" +
+	"\x04jobs\x18\x04 \x03(\v2\x12.cortex.v1.JobInfoR\x04jobs*|\n" +
 	"\vJobPriority\x12\x1c\n" +
 	"\x18JOB_PRIORITY_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12JOB_PRIORITY_BATCH\x10\x01\x12\x1c\n" +
 	"\x18JOB_PRIORITY_INTERACTIVE\x10\x02\x12\x19\n" +
-	"\x15JOB_PRIORITY_CRITICAL\x10\x03*X\n" +
+	"\x15JOB_PRIORITY_CRITICAL\x10\x03*\x8a\x01\n" +
 	"\tJobStatus\x12\x1a\n" +
 	"\x16JOB_STATUS_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14JOB_STATUS_COMPLETED\x10\x01\x12\x15\n" +
-	"\x11JOB_STATUS_FAILED\x10\x02B%Z#github.com/cortex-os/core/pkg/pb/v1b\x06proto3"
+	"\x11JOB_STATUS_FAILED\x10\x02\x12\x18\n" +
+	"\x14JOB_STATUS_CANCELLED\x10\x03\x12\x16\n" +
+	"\x12JOB_STATUS_TIMEOUT\x10\x04*\xe2\x01\n" +
+	"\bJobState\x12\x19\n" +
+	"\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x15\n" +
+	"\x11JOB_STATE_PENDING\x10\x01\x12\x18\n" +
+	"\x14JOB_STATE_DISPATCHED\x10\x02\x12\x15\n" +
+	"\x11JOB_STATE_RUNNING\x10\x03\x12\x17\n" +
+	"\x13JOB_STATE_COMPLETED\x10\x04\x12\x14\n" +
+	"\x10JOB_STATE_FAILED\x10\x05\x12\x14\n" +
+	"\x10JOB_STATE_DENIED\x10\x06\x12\x15\n" +
+	"\x11JOB_STATE_TIMEOUT\x10\a\x12\x17\n" +
+	"\x13JOB_STATE_CANCELLED\x10\bB%Z#github.com/cortex-os/core/pkg/pb/v1b\x06proto3"
 
 var (
 	file_api_proto_v1_job_proto_rawDescOnce sync.Once
@@ -330,24 +955,34 @@ func file_api_proto_v1_job_proto_rawDescGZIP() []byte {
 	return file_api_proto_v1_job_proto_rawDescData
 }
 
-var file_api_proto_v1_job_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_api_proto_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_api_proto_v1_job_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_api_proto_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_api_proto_v1_job_proto_goTypes = []any{
 	(JobPriority)(0),   // 0: cortex.v1.JobPriority
 	(JobStatus)(0),     // 1: cortex.v1.JobStatus
-	(*JobRequest)(nil), // 2: cortex.v1.JobRequest
-	(*JobResult)(nil),  // 3: cortex.v1.JobResult
-	nil,                // 4: cortex.v1.JobRequest.EnvVarsEntry
+	(JobState)(0),      // 2: cortex.v1.JobState
+	(*JobRequest)(nil), // 3: cortex.v1.JobRequest
+	(*JobResult)(nil),  // 4: cortex.v1.JobResult
+	(*JobAck)(nil),     // 5: cortex.v1.JobAck
+	(*JobCancel)(nil),  // 6: cortex.v1.JobCancel
+	(*JobQuery)(nil),   // 7: cortex.v1.JobQuery
+	(*JobInfo)(nil),    // 8: cortex.v1.JobInfo
+	(*JobAnswer)(nil),  // 9: cortex.v1.JobAnswer
+	nil,                // 10: cortex.v1.JobRequest.EnvVarsEntry
 }
 var file_api_proto_v1_job_proto_depIdxs = []int32{
-	0, // 0: cortex.v1.JobRequest.priority:type_name -> cortex.v1.JobPriority
-	4, // 1: cortex.v1.JobRequest.env_vars:type_name -> cortex.v1.JobRequest.EnvVarsEntry
-	1, // 2: cortex.v1.JobResult.status:type_name -> cortex.v1.JobStatus
-	3, // [3:3] is the sub-list for method output_type
-	3, // [3:3] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	0,  // 0: cortex.v1.JobRequest.priority:type_name -> cortex.v1.JobPriority
+	10, // 1: cortex.v1.JobRequest.env_vars:type_name -> cortex.v1.JobRequest.EnvVarsEntry
+	1,  // 2: cortex.v1.JobResult.status:type_name -> cortex.v1.JobStatus
+	2,  // 3: cortex.v1.JobQuery.state:type_name -> cortex.v1.JobState
+	2,  // 4: cortex.v1.JobInfo.state:type_name -> cortex.v1.JobState
+	3,  // 5: cortex.v1.JobInfo.request:type_name -> cortex.v1.JobRequest
+	8,  // 6: cortex.v1.JobAnswer.jobs:type_name -> cortex.v1.JobInfo
+	7,  // [7:7] is the sub-list for method output_type
+	7,  // [7:7] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_api_proto_v1_job_proto_init() }
@@ -360,8 +995,8 @@ func file_api_proto_v1_job_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_proto_v1_job_proto_rawDesc), len(file_api_proto_v1_job_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   3,
+			NumEnums:      3,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

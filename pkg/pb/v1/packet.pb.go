@@ -34,6 +34,10 @@ type BusPacket struct {
 	//	*BusPacket_JobResult
 	//	*BusPacket_Heartbeat
 	//	*BusPacket_Alert
+	//	*BusPacket_JobAck
+	//	*BusPacket_JobCancel
+	//	*BusPacket_JobQuery
+	//	*BusPacket_JobAnswer
 	Payload       isBusPacket_Payload `protobuf_oneof:"payload"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -140,6 +144,42 @@ func (x *BusPacket) GetAlert() *SystemAlert {
 	return nil
 }
 
+func (x *BusPacket) GetJobAck() *JobAck {
+	if x != nil {
+		if x, ok := x.Payload.(*BusPacket_JobAck); ok {
+			return x.JobAck
+		}
+	}
+	return nil
+}
+
+func (x *BusPacket) GetJobCancel() *JobCancel {
+	if x != nil {
+		if x, ok := x.Payload.(*BusPacket_JobCancel); ok {
+			return x.JobCancel
+		}
+	}
+	return nil
+}
+
+func (x *BusPacket) GetJobQuery() *JobQuery {
+	if x != nil {
+		if x, ok := x.Payload.(*BusPacket_JobQuery); ok {
+			return x.JobQuery
+		}
+	}
+	return nil
+}
+
+func (x *BusPacket) GetJobAnswer() *JobAnswer {
+	if x != nil {
+		if x, ok := x.Payload.(*BusPacket_JobAnswer); ok {
+			return x.JobAnswer
+		}
+	}
+	return nil
+}
+
 type isBusPacket_Payload interface {
 	isBusPacket_Payload()
 }
@@ -160,6 +200,23 @@ type BusPacket_Alert struct {
 	Alert *SystemAlert `protobuf:"bytes,13,opt,name=alert,proto3,oneof"`
 }
 
+type BusPacket_JobAck struct {
+	// Appended after v1.0.
+	JobAck *JobAck `protobuf:"bytes,14,opt,name=job_ack,json=jobAck,proto3,oneof"`
+}
+
+type BusPacket_JobCancel struct {
+	JobCancel *JobCancel `protobuf:"bytes,15,opt,name=job_cancel,json=jobCancel,proto3,oneof"`
+}
+
+type BusPacket_JobQuery struct {
+	JobQuery *JobQuery `protobuf:"bytes,16,opt,name=job_query,json=jobQuery,proto3,oneof"`
+}
+
+type BusPacket_JobAnswer struct {
+	JobAnswer *JobAnswer `protobuf:"bytes,17,opt,name=job_answer,json=jobAnswer,proto3,oneof"`
+}
+
 func (*BusPacket_JobRequest) isBusPacket_Payload() {}
 
 func (*BusPacket_JobResult) isBusPacket_Payload() {}
@@ -167,6 +224,14 @@ func (*BusPacket_JobResult) isBusPacket_Payload() {}
 func (*BusPacket_Heartbeat) isBusPacket_Payload() {}
 
 func (*BusPacket_Alert) isBusPacket_Payload() {}
+
+func (*BusPacket_JobAck) isBusPacket_Payload() {}
+
+func (*BusPacket_JobCancel) isBusPacket_Payload() {}
+
+func (*BusPacket_JobQuery) isBusPacket_Payload() {}
+
+func (*BusPacket_JobAnswer) isBusPacket_Payload() {}
 
 type SystemAlert struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -232,7 +297,7 @@ var File_api_proto_v1_packet_proto protoreflect.FileDescriptor
 
 const file_api_proto_v1_packet_proto_rawDesc = "" +
 	"\n" +
-	"\x19api/proto/v1/packet.proto\x12\tcortex.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16api/proto/v1/job.proto\x1a\x1capi/proto/v1/heartbeat.proto\"\x8b\x03\n" +
+	"\x19api/proto/v1/packet.proto\x12\tcortex.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16api/proto/v1/job.proto\x1a\x1capi/proto/v1/heartbeat.proto\"\xdb\x04\n" +
 	"\tBusPacket\x12\x19\n" +
 	"\btrace_id\x18\x01 \x01(\tR\atraceId\x12\x1b\n" +
 	"\tsender_id\x18\x02 \x01(\tR\bsenderId\x129\n" +
@@ -245,7 +310,13 @@ const file_api_proto_v1_packet_proto_rawDesc = "" +
 	"\n" +
 	"job_result\x18\v \x01(\v2\x14.cortex.v1.JobResultH\x00R\tjobResult\x124\n" +
 	"\theartbeat\x18\f \x01(\v2\x14.cortex.v1.HeartbeatH\x00R\theartbeat\x12.\n" +
-	"\x05alert\x18\r \x01(\v2\x16.cortex.v1.SystemAlertH\x00R\x05alertB\t\n" +
+	"\x05alert\x18\r \x01(\v2\x16.cortex.v1.SystemAlertH\x00R\x05alert\x12,\n" +
+	"\ajob_ack\x18\x0e \x01(\v2\x11.cortex.v1.JobAckH\x00R\x06jobAck\x125\n" +
+	"\n" +
+	"job_cancel\x18\x0f \x01(\v2\x14.cortex.v1.JobCancelH\x00R\tjobCancel\x122\n" +
+	"\tjob_query\x18\x10 \x01(\v2\x13.cortex.v1.JobQueryH\x00R\bjobQuery\x125\n" +
+	"\n" +
+	"job_answer\x18\x11 \x01(\v2\x14.cortex.v1.JobAnswerH\x00R\tjobAnswerB\t\n" +
 	"\apayload\"[\n" +
 	"\vSystemAlert\x12\x14\n" +
 	"\x05level\x18\x01 \x01(\tR\x05level\x12\x18\n" +
@@ -272,6 +343,10 @@ var file_api_proto_v1_packet_proto_goTypes = []any{
 	(*JobRequest)(nil),            // 3: cortex.v1.JobRequest
 	(*JobResult)(nil),             // 4: cortex.v1.JobResult
 	(*Heartbeat)(nil),             // 5: cortex.v1.Heartbeat
+	(*JobAck)(nil),                // 6: cortex.v1.JobAck
+	(*JobCancel)(nil),             // 7: cortex.v1.JobCancel
+	(*JobQuery)(nil),              // 8: cortex.v1.JobQuery
+	(*JobAnswer)(nil),             // 9: cortex.v1.JobAnswer
 }
 var file_api_proto_v1_packet_proto_depIdxs = []int32{
 	2, // 0: cortex.v1.BusPacket.created_at:type_name -> google.protobuf.Timestamp
@@ -279,11 +354,15 @@ var file_api_proto_v1_packet_proto_depIdxs = []int32{
 	4, // 2: cortex.v1.BusPacket.job_result:type_name -> cortex.v1.JobResult
 	5, // 3: cortex.v1.BusPacket.heartbeat:type_name -> cortex.v1.Heartbeat
 	1, // 4: cortex.v1.BusPacket.alert:type_name -> cortex.v1.SystemAlert
-	5, // [5:5] is the sub-list for method output_type
-	5, // [5:5] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	6, // 5: cortex.v1.BusPacket.job_ack:type_name -> cortex.v1.JobAck
+	7, // 6: cortex.v1.BusPacket.job_cancel:type_name -> cortex.v1.JobCancel
+	8, // 7: cortex.v1.BusPacket.job_query:type_name -> cortex.v1.JobQuery
+	9, // 8: cortex.v1.BusPacket.job_answer:type_name -> cortex.v1.JobAnswer
+	9, // [9:9] is the sub-list for method output_type
+	9, // [9:9] is the sub-list for method input_type
+	9, // [9:9] is the sub-list for extension type_name
+	9, // [9:9] is the sub-list for extension extendee
+	0, // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_api_proto_v1_packet_proto_init() }
@@ -298,6 +377,10 @@ func file_api_proto_v1_packet_proto_init() {
 		(*BusPacket_JobResult)(nil),
 		(*BusPacket_Heartbeat)(nil),
 		(*BusPacket_Alert)(nil),
+		(*BusPacket_JobAck)(nil),
+		(*BusPacket_JobCancel)(nil),
+		(*BusPacket_JobQuery)(nil),
+		(*BusPacket_JobAnswer)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
