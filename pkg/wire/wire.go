@@ -4,6 +4,8 @@
 package wire
 
 import (
+	"errors"
+
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/cortex-os/core/pkg/pb/v1"
@@ -57,3 +59,32 @@ func HeartbeatPacket(traceID, senderID string, hb *pb.Heartbeat) *pb.BusPacket {
 	p.Payload = &pb.BusPacket_Heartbeat{Heartbeat: hb}
 	return p
 }
+
+// More subjects of the job lifecycle.
+const (
+	// SubjectQuery takes JobQuery requests (status, list, dead letters) and
+	// answers JobAnswer.
+	SubjectQuery = "sys.job.query"
+	// SubjectCancel takes JobCancel requests and answers JobAnswer.
+	SubjectCancel = "sys.job.cancel"
+	// SubjectEventPrefix starts the subjects a job's changes are published on:
+	// sys.job.event.<job_id> carries a JobInfo after every transition.
+	SubjectEventPrefix = "sys.job.event."
+	// SubjectDeadLetterPrefix starts the dead-letter subjects, sys.job.dlq.<job_id>.
+	SubjectDeadLetterPrefix = "sys.job.dlq."
+)
+
+// HeaderReplyTo, on a message published to sys.job.submit, names the subject
+// the scheduler answers on with a JobAnswer (accepted, or why not). A NATS
+// reply subject cannot serve: when a stream captures sys.job.submit, the
+// server itself answers it with the stream's publish acknowledgement.
+const HeaderReplyTo = "Cortex-Reply-To"
+
+// EventSubject is the subject a job's changes are published on.
+func EventSubject(jobID string) string { return SubjectEventPrefix + jobID }
+
+// WorkerCancelSubject is where a worker hears cancellations of jobs it holds.
+func WorkerCancelSubject(workerID string) string { return "sys.worker." + workerID + ".cancel" }
+
+// ErrNoResponders is returned by a request that reached no subscriber.
+var ErrNoResponders = errors.New("no responders")

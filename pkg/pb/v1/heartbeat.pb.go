@@ -34,6 +34,8 @@ type Heartbeat struct {
 	IntervalMs    int64      `protobuf:"varint,11,opt,name=interval_ms,json=intervalMs,proto3" json:"interval_ms,omitempty"` // time to the next heartbeat: the lease clock
 	Held          []*HeldJob `protobuf:"bytes,12,rep,name=held,proto3" json:"held,omitempty"`                                // the jobs this worker runs now: their leases
 	Draining      bool       `protobuf:"varint,13,opt,name=draining,proto3" json:"draining,omitempty"`                       // shutting down: send no more jobs
+	Topics        []string   `protobuf:"bytes,14,rep,name=topics,proto3" json:"topics,omitempty"`                            // the job subjects it takes jobs on ("job.echo")
+	Confirms      bool       `protobuf:"varint,15,opt,name=confirms,proto3" json:"confirms,omitempty"`                       // answers each dispatch with a JobAck
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -138,6 +140,20 @@ func (x *Heartbeat) GetDraining() bool {
 	return false
 }
 
+func (x *Heartbeat) GetTopics() []string {
+	if x != nil {
+		return x.Topics
+	}
+	return nil
+}
+
+func (x *Heartbeat) GetConfirms() bool {
+	if x != nil {
+		return x.Confirms
+	}
+	return false
+}
+
 // HeldJob names one attempt of a job a worker holds.
 type HeldJob struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -195,7 +211,7 @@ var File_api_proto_v1_heartbeat_proto protoreflect.FileDescriptor
 
 const file_api_proto_v1_heartbeat_proto_rawDesc = "" +
 	"\n" +
-	"\x1capi/proto/v1/heartbeat.proto\x12\tcortex.v1\"\xd4\x02\n" +
+	"\x1capi/proto/v1/heartbeat.proto\x12\tcortex.v1\"\x88\x03\n" +
 	"\tHeartbeat\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x16\n" +
 	"\x06region\x18\x02 \x01(\tR\x06region\x12\x12\n" +
@@ -208,7 +224,9 @@ const file_api_proto_v1_heartbeat_proto_rawDesc = "" +
 	"\vinterval_ms\x18\v \x01(\x03R\n" +
 	"intervalMs\x12&\n" +
 	"\x04held\x18\f \x03(\v2\x12.cortex.v1.HeldJobR\x04held\x12\x1a\n" +
-	"\bdraining\x18\r \x01(\bR\bdrainingJ\x04\b\b\x10\tJ\x04\b\t\x10\n" +
+	"\bdraining\x18\r \x01(\bR\bdraining\x12\x16\n" +
+	"\x06topics\x18\x0e \x03(\tR\x06topics\x12\x1a\n" +
+	"\bconfirms\x18\x0f \x01(\bR\bconfirmsJ\x04\b\b\x10\tJ\x04\b\t\x10\n" +
 	"J\x04\b\n" +
 	"\x10\v\":\n" +
 	"\aHeldJob\x12\x15\n" +

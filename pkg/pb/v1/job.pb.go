@@ -603,26 +603,28 @@ func (x *JobQuery) GetRedrive() bool {
 
 // JobInfo is everything known about a job: the scheduler's record of it.
 type JobInfo struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
-	State         JobState               `protobuf:"varint,2,opt,name=state,proto3,enum=cortex.v1.JobState" json:"state,omitempty"`
-	Attempt       int32                  `protobuf:"varint,3,opt,name=attempt,proto3" json:"attempt,omitempty"` // attempts made so far (the current one while active)
-	MaxAttempts   int32                  `protobuf:"varint,4,opt,name=max_attempts,json=maxAttempts,proto3" json:"max_attempts,omitempty"`
-	WorkerId      string                 `protobuf:"bytes,5,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"` // the worker of the current or last attempt
-	ResultPtr     string                 `protobuf:"bytes,6,opt,name=result_ptr,json=resultPtr,proto3" json:"result_ptr,omitempty"`
-	Error         string                 `protobuf:"bytes,7,opt,name=error,proto3" json:"error,omitempty"`                                      // why it failed, was denied, timed out or was cancelled
-	PendingReason string                 `protobuf:"bytes,8,opt,name=pending_reason,json=pendingReason,proto3" json:"pending_reason,omitempty"` // why it is not running yet
-	TraceId       string                 `protobuf:"bytes,9,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"`
-	Request       *JobRequest            `protobuf:"bytes,10,opt,name=request,proto3" json:"request,omitempty"`
-	CreatedMs     int64                  `protobuf:"varint,11,opt,name=created_ms,json=createdMs,proto3" json:"created_ms,omitempty"` // unix milliseconds
-	UpdatedMs     int64                  `protobuf:"varint,12,opt,name=updated_ms,json=updatedMs,proto3" json:"updated_ms,omitempty"`
-	NextAttemptMs int64                  `protobuf:"varint,13,opt,name=next_attempt_ms,json=nextAttemptMs,proto3" json:"next_attempt_ms,omitempty"` // while PENDING after a failure: not before
-	DeadlineMs    int64                  `protobuf:"varint,14,opt,name=deadline_ms,json=deadlineMs,proto3" json:"deadline_ms,omitempty"`            // unix milliseconds; 0 none
-	ExecutionMs   int64                  `protobuf:"varint,15,opt,name=execution_ms,json=executionMs,proto3" json:"execution_ms,omitempty"`
-	Digest        []byte                 `protobuf:"bytes,16,opt,name=digest,proto3" json:"digest,omitempty"`                            // hash of the request, to tell a resubmission from a conflict
-	DeadLetter    bool                   `protobuf:"varint,17,opt,name=dead_letter,json=deadLetter,proto3" json:"dead_letter,omitempty"` // in the dead-letter queue
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	JobId            string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	State            JobState               `protobuf:"varint,2,opt,name=state,proto3,enum=cortex.v1.JobState" json:"state,omitempty"`
+	Attempt          int32                  `protobuf:"varint,3,opt,name=attempt,proto3" json:"attempt,omitempty"` // attempts made so far (the current one while active)
+	MaxAttempts      int32                  `protobuf:"varint,4,opt,name=max_attempts,json=maxAttempts,proto3" json:"max_attempts,omitempty"`
+	WorkerId         string                 `protobuf:"bytes,5,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"` // the worker of the current or last attempt
+	ResultPtr        string                 `protobuf:"bytes,6,opt,name=result_ptr,json=resultPtr,proto3" json:"result_ptr,omitempty"`
+	Error            string                 `protobuf:"bytes,7,opt,name=error,proto3" json:"error,omitempty"`                                      // why it failed, was denied, timed out or was cancelled
+	PendingReason    string                 `protobuf:"bytes,8,opt,name=pending_reason,json=pendingReason,proto3" json:"pending_reason,omitempty"` // why it is not running yet
+	TraceId          string                 `protobuf:"bytes,9,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"`
+	Request          *JobRequest            `protobuf:"bytes,10,opt,name=request,proto3" json:"request,omitempty"`
+	CreatedMs        int64                  `protobuf:"varint,11,opt,name=created_ms,json=createdMs,proto3" json:"created_ms,omitempty"` // unix milliseconds
+	UpdatedMs        int64                  `protobuf:"varint,12,opt,name=updated_ms,json=updatedMs,proto3" json:"updated_ms,omitempty"`
+	NextAttemptMs    int64                  `protobuf:"varint,13,opt,name=next_attempt_ms,json=nextAttemptMs,proto3" json:"next_attempt_ms,omitempty"` // while PENDING after a failure: not before
+	DeadlineMs       int64                  `protobuf:"varint,14,opt,name=deadline_ms,json=deadlineMs,proto3" json:"deadline_ms,omitempty"`            // unix milliseconds; 0 none
+	ExecutionMs      int64                  `protobuf:"varint,15,opt,name=execution_ms,json=executionMs,proto3" json:"execution_ms,omitempty"`
+	Digest           []byte                 `protobuf:"bytes,16,opt,name=digest,proto3" json:"digest,omitempty"`                                                // hash of the request, to tell a resubmission from a conflict
+	DeadLetter       bool                   `protobuf:"varint,17,opt,name=dead_letter,json=deadLetter,proto3" json:"dead_letter,omitempty"`                     // in the dead-letter queue
+	AttemptStartedMs int64                  `protobuf:"varint,18,opt,name=attempt_started_ms,json=attemptStartedMs,proto3" json:"attempt_started_ms,omitempty"` // when the current attempt was dispatched
+	FailedAttempts   int32                  `protobuf:"varint,19,opt,name=failed_attempts,json=failedAttempts,proto3" json:"failed_attempts,omitempty"`         // attempts a worker started that failed, timed out or lost their lease
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *JobInfo) Reset() {
@@ -774,6 +776,20 @@ func (x *JobInfo) GetDeadLetter() bool {
 	return false
 }
 
+func (x *JobInfo) GetAttemptStartedMs() int64 {
+	if x != nil {
+		return x.AttemptStartedMs
+	}
+	return 0
+}
+
+func (x *JobInfo) GetFailedAttempts() int32 {
+	if x != nil {
+		return x.FailedAttempts
+	}
+	return 0
+}
+
 // JobAnswer answers a submission that asked for one, a JobQuery or a JobCancel.
 type JobAnswer struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -891,7 +907,7 @@ const file_api_proto_v1_job_proto_rawDesc = "" +
 	"\x05limit\x18\x03 \x01(\x05R\x05limit\x12\x1f\n" +
 	"\vdead_letter\x18\x04 \x01(\bR\n" +
 	"deadLetter\x12\x18\n" +
-	"\aredrive\x18\x05 \x01(\bR\aredrive\"\xb0\x04\n" +
+	"\aredrive\x18\x05 \x01(\bR\aredrive\"\x87\x05\n" +
 	"\aJobInfo\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12)\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x13.cortex.v1.JobStateR\x05state\x12\x18\n" +
@@ -915,7 +931,9 @@ const file_api_proto_v1_job_proto_rawDesc = "" +
 	"\fexecution_ms\x18\x0f \x01(\x03R\vexecutionMs\x12\x16\n" +
 	"\x06digest\x18\x10 \x01(\fR\x06digest\x12\x1f\n" +
 	"\vdead_letter\x18\x11 \x01(\bR\n" +
-	"deadLetter\"w\n" +
+	"deadLetter\x12,\n" +
+	"\x12attempt_started_ms\x18\x12 \x01(\x03R\x10attemptStartedMs\x12'\n" +
+	"\x0ffailed_attempts\x18\x13 \x01(\x05R\x0efailedAttempts\"w\n" +
 	"\tJobAnswer\x12\x0e\n" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x12\x14\n" +
 	"\x05error\x18\x02 \x01(\tR\x05error\x12\x1c\n" +

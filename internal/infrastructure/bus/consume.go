@@ -1,0 +1,153 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	pb "github.com/cortex-os/core/pkg/pb/v1"
+	"github.com/cortex-os/core/pkg/wire"
+)
+
+// StreamName is the JetStream stream that captures subject for Consume:
+// sys.job.submit -> CORTEX_JOB_SUBMIT.
+func StreamName(subject string) string {
+	return "CORTEX_" + strings.ToUpper(strings.ReplaceAll(strings.TrimPrefix(subject, "sys."), ".", "_"))
+}
+
+// Consume delivers the packets published on subject to one member of the
+// group named durable. The handler gets the packet and replyTo, where the
+// sender wants an answer ("" for none); its nil error acknowledges the packet,
+// an error hands it back for redelivery. With Config.Durable, a JetStream work-queue stream
+// captures the subject (so what is published while no consumer runs waits
+// for one) and durable is the stream's shared consumer: a packet is removed
+// only when a handler has returned nil for it. Without, it is a core NATS
+// queue subscription. Malformed packets are counted and never redelivered.
+// The returned stop function drains: it returns when the handler is idle.
+func (b *NatsBus) Consume(subject, durable string, handler func(p *pb.BusPacket, replyTo string) error) (stop func() error, err error) {
+	if handler == nil {
+		return nil, errors.New("bus: nil handler")
+	}
+	if !b.cfg.Durable {
+		return b.consumeCore(subject, durable, handler)
+	}
+	return b.consumeStream(subject, durable, handler)
+}
+
+func (b *NatsBus) consumeCore(subject, queue string, handler func(p *pb.BusPacket, replyTo string) error) (func() error, error) {
+	sub, err := b.nc.QueueSubscribe(subject, queue, func(m *nats.Msg) {
+		packet, err := b.decode(m.Subject, m.Data)
+		if err != nil {
+			return
+		}
+		replyTo := m.Header.Get(wire.HeaderReplyTo)
+		if replyTo == "" {
+			replyTo = m.Reply
+		}
+		b.call(m.Subject, packet, func(p *pb.BusPacket) {
+			if err := handler(p, replyTo); err != nil {
+				b.log.Warn("bus: handler failed; core NATS cannot redeliver", "subject", m.Subject, "err", err)
+			}
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bus: subscribe %s: %w", subject, err)
+	}
+	return func() error { return b.drain(sub) }, nil
+}
+
+// EnsureStream creates or updates the work-queue stream that captures subject.
+func (b *NatsBus) EnsureStream(ctx context.Context, subject string) (jetstream.Stream, error) {
+	js, err := b.JetStream()
+	if err != nil {
+		return nil, err
+	}
+	stream, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        StreamName(subject),
+		Description: "CortexOS: durable capture of " + subject,
+		Subjects:    []string{subject},
+		Retention:   jetstream.WorkQueuePolicy,
+		Storage:     jetstream.FileStorage,
+		Duplicates:  2 * time.Minute,
+		MaxMsgSize:  int32(b.cfg.MaxPacketBytes),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bus: stream for %s: %w", subject, err)
+	}
+	return stream, nil
+}
+
+func (b *NatsBus) consumeStream(subject, durable string, handler func(p *pb.BusPacket, replyTo string) error) (func() error, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	stream, err := b.EnsureStream(ctx, subject)
+	if err != nil {
+		return nil, err
+	}
+	cons, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+		Durable:       durable,
+		Description:   "CortexOS scheduler replicas",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       30 * time.Second,
+		MaxAckPending: 20000,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bus: consumer %s on %s: %w", durable, subject, err)
+	}
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		packet, err := b.decode(m.Subject(), m.Data())
+		if err != nil {
+			_ = m.Term() // garbage stays garbage: never redeliver it
+			return
+		}
+		var herr error
+		b.call(m.Subject(), packet, func(p *pb.BusPacket) { herr = handler(p, m.Headers().Get(wire.HeaderReplyTo)) })
+		if herr != nil {
+			b.log.Warn("bus: handler failed; redelivering", "subject", m.Subject(), "err", herr)
+			_ = m.NakWithDelay(time.Second)
+			return
+		}
+		_ = m.Ack()
+	}, jetstream.PullMaxMessages(1000), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+		if !errors.Is(err, jetstream.ErrNoHeartbeat) {
+			b.log.Warn("bus: consume error", "subject", subject, "err", err)
+		}
+	}))
+	if err != nil {
+		return nil, fmt.Errorf("bus: consume %s: %w", subject, err)
+	}
+	return func() error {
+		cc.Drain()
+		select {
+		case <-cc.Closed():
+			return nil
+		case <-time.After(b.cfg.DrainTimeout):
+			cc.Stop()
+			return fmt.Errorf("bus: drain of %s timed out", subject)
+		}
+	}, nil
+}
+
+// JetStream returns the connection's JetStream context.
+func (b *NatsBus) JetStream() (jetstream.JetStream, error) {
+	js, err := jetstream.New(b.nc)
+	if err != nil {
+		return nil, fmt.Errorf("bus: jetstream: %w", err)
+	}
+	return js, nil
+}
+
+// HasJetStream reports whether the server has JetStream enabled for us.
+func (b *NatsBus) HasJetStream(ctx context.Context) bool {
+	js, err := b.JetStream()
+	if err != nil {
+		return false
+	}
+	_, err = js.AccountInfo(ctx)
+	return err == nil
+}

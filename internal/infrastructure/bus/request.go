@@ -1,0 +1,92 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/nats-io/nats.go"
+
+	pb "github.com/cortex-os/core/pkg/pb/v1"
+	"github.com/cortex-os/core/pkg/wire"
+)
+
+// Request publishes packet on subject and waits for one answer until ctx
+// ends. A subject nobody listens on fails at once with an error wrapping
+// wire.ErrNoResponders.
+func (b *NatsBus) Request(ctx context.Context, subject string, packet *pb.BusPacket) (*pb.BusPacket, error) {
+	data, err := b.Encode(packet)
+	if err != nil {
+		return nil, err
+	}
+	msg, err := b.nc.RequestWithContext(ctx, subject, data)
+	if err != nil {
+		if errors.Is(err, nats.ErrNoResponders) {
+			return nil, fmt.Errorf("bus: request %s: %w", subject, wire.ErrNoResponders)
+		}
+		return nil, fmt.Errorf("bus: request %s: %w", subject, err)
+	}
+	b.published.Add(1)
+	reply, err := Decode(msg.Data, b.cfg.MaxPacketBytes)
+	if err != nil {
+		return nil, fmt.Errorf("bus: reply on %s: %w", subject, err)
+	}
+	return reply, nil
+}
+
+// PublishReplyTo publishes packet on subject with the wire.HeaderReplyTo
+// header, which asks the scheduler to answer a submission on replyTo.
+func (b *NatsBus) PublishReplyTo(subject string, packet *pb.BusPacket, replyTo string) error {
+	data, err := b.Encode(packet)
+	if err != nil {
+		return err
+	}
+	msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
+	msg.Header.Set(wire.HeaderReplyTo, replyTo)
+	if err := b.nc.PublishMsg(msg); err != nil {
+		return fmt.Errorf("bus: publish %s: %w", subject, err)
+	}
+	b.published.Add(1)
+	return nil
+}
+
+// NewInbox returns a unique subject to receive answers on.
+func (b *NatsBus) NewInbox() string { return b.nc.NewInbox() }
+
+// Serve answers requests on subject: handler's non-nil return is sent to the
+// requester. Messages published without a reply subject are handled and the
+// answer dropped. Like Subscribe, it returns a drain function.
+func (b *NatsBus) Serve(subject, queue string, handler func(*pb.BusPacket) *pb.BusPacket) (drain func() error, err error) {
+	if handler == nil {
+		return nil, errors.New("bus: nil handler")
+	}
+	cb := func(m *nats.Msg) {
+		packet, err := b.decode(m.Subject, m.Data)
+		if err != nil {
+			// The sender is waiting: tell it what was wrong.
+			b.answer(m, &pb.BusPacket{Payload: &pb.BusPacket_JobAnswer{JobAnswer: &pb.JobAnswer{Error: err.Error()}}})
+			return
+		}
+		b.call(m.Subject, packet, func(p *pb.BusPacket) { b.answer(m, handler(p)) })
+	}
+	var sub *nats.Subscription
+	if queue == "" {
+		sub, err = b.nc.Subscribe(subject, cb)
+	} else {
+		sub, err = b.nc.QueueSubscribe(subject, queue, cb)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("bus: subscribe %s: %w", subject, err)
+	}
+	return func() error { return b.drain(sub) }, nil
+}
+
+// answer sends answer to m's reply subject, if both exist.
+func (b *NatsBus) answer(m *nats.Msg, answer *pb.BusPacket) {
+	if answer == nil || m.Reply == "" {
+		return
+	}
+	if err := b.Publish(m.Reply, answer); err != nil {
+		b.log.Warn("bus: answering a request failed", "subject", m.Subject, "err", err)
+	}
+}
