@@ -46,6 +46,9 @@ type Config struct {
 	MaxPacketBytes int
 	// DrainTimeout bounds Close. Default 10s.
 	DrainTimeout time.Duration
+	// Durable makes Consume read from JetStream streams instead of core
+	// subscriptions. Needs a server with JetStream.
+	Durable bool
 	// Options are extra nats.go options (credentials, TLS, ...), applied last.
 	Options []nats.Option
 }
@@ -232,7 +235,16 @@ func (b *NatsBus) drain(sub *nats.Subscription) error {
 }
 
 func (b *NatsBus) deliver(m *nats.Msg, handler func(*pb.BusPacket)) {
-	packet, err := Decode(m.Data, b.cfg.MaxPacketBytes)
+	packet, err := b.decode(m.Subject, m.Data)
+	if err != nil {
+		return
+	}
+	b.call(m.Subject, packet, handler)
+}
+
+// decode decodes data received on subject, counting and logging a rejection.
+func (b *NatsBus) decode(subject string, data []byte) (*pb.BusPacket, error) {
+	packet, err := Decode(data, b.cfg.MaxPacketBytes)
 	if err != nil {
 		switch {
 		case errors.Is(err, ErrTooLarge):
@@ -242,13 +254,17 @@ func (b *NatsBus) deliver(m *nats.Msg, handler func(*pb.BusPacket)) {
 		default:
 			b.malformed.Add(1)
 		}
-		b.log.Warn("bus dropped packet", "subject", m.Subject, "bytes", len(m.Data), "err", err)
-		return
+		b.log.Warn("bus dropped packet", "subject", subject, "bytes", len(data), "err", err)
 	}
+	return packet, err
+}
+
+// call runs handler, containing a panic.
+func (b *NatsBus) call(subject string, packet *pb.BusPacket, handler func(*pb.BusPacket)) {
 	defer func() {
 		if r := recover(); r != nil {
 			b.panics.Add(1)
-			b.log.Error("bus handler panicked", "subject", m.Subject, "panic", r)
+			b.log.Error("bus handler panicked", "subject", subject, "panic", r)
 		}
 	}()
 	b.delivered.Add(1)
