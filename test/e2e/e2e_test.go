@@ -1,0 +1,310 @@
+package e2e
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/cortex-os/core/internal/natstest"
+	pb "github.com/cortex-os/core/pkg/pb/v1"
+	"github.com/cortex-os/core/pkg/wire"
+)
+
+// The README's per-binary way: NATS, cortex-scheduler and cortex-worker-echo
+// as separate processes, then send_echo_job; every step of the job is logged
+// with its trace_id, and SIGINT stops both cleanly.
+func TestPerBinaryFlow(t *testing.T) {
+	requireBinaries(t)
+	t.Parallel()
+	url := natstest.URL(t)
+
+	sched := startScheduler(t, url)
+	worker, workerID := startWorker(t, url)
+	if !strings.HasPrefix(workerID, "worker-echo-") {
+		t.Errorf("worker_id=%q, want the default worker-echo-<host>-<random>", workerID)
+	}
+	// The worker heartbeats as soon as it runs, and the scheduler is already
+	// listening.
+	sched.waitForLog(t, "[SCHEDULER] 💓 heartbeat", "worker_id", workerID)
+
+	s, r := sendEcho(t, url)
+	if r.WorkerID != workerID {
+		t.Errorf("Result worker_id=%s, want the worker's %s", r.WorkerID, workerID)
+	}
+	if want := "memory://echo/" + s.JobID; r.ResultPtr != want {
+		t.Errorf("Result result_ptr=%s, want %s", r.ResultPtr, want)
+	}
+
+	sched.waitForLog(t, "submitted", "job_id", s.JobID, "topic", "job.echo", "trace_id", s.TraceID)
+	sched.waitForLog(t, "dispatched", "job_id", s.JobID, "subject", "job.echo", "trace_id", s.TraceID)
+	sched.waitForLog(t, "[SCHEDULER] ✅ result", "job_id", s.JobID, "status", "JOB_STATUS_COMPLETED",
+		"worker_id", workerID, "trace_id", s.TraceID)
+	worker.waitForLog(t, "[WORKER echo] 📥 job", "job_id", s.JobID, "topic", "job.echo",
+		"context_ptr", "memory://echo_ctx/"+s.JobID, "trace_id", s.TraceID)
+	worker.waitForLog(t, "[WORKER echo] 📤 result", "job_id", s.JobID, "status", "JOB_STATUS_COMPLETED", "trace_id", s.TraceID)
+
+	sched.interrupt(t)
+	worker.interrupt(t)
+	if code := sched.wait(t, exitTimeout); code != 0 {
+		t.Errorf("cortex-scheduler exited %d after SIGINT, want 0", code)
+	}
+	if code := worker.wait(t, exitTimeout); code != 0 {
+		t.Errorf("cortex-worker-echo exited %d after SIGINT, want 0", code)
+	}
+	if _, ok := sched.findLog("[SCHEDULER] stopped"); !ok {
+		t.Errorf("cortex-scheduler did not log [SCHEDULER] stopped")
+	}
+	if _, ok := worker.findLog("[WORKER echo] stopped", "worker_id", workerID); !ok {
+		t.Errorf("cortex-worker-echo did not log [WORKER echo] stopped")
+	}
+}
+
+var devURLRE = regexp.MustCompile(`NATS listening on (nats://\S+)`)
+
+// `cortex dev` runs everything in one process: the job goes through its
+// embedded NATS, scheduler and worker, and SIGINT stops the workers, then the
+// scheduler, then NATS.
+func TestDev(t *testing.T) {
+	requireBinaries(t)
+	t.Parallel()
+	dataDir := filepath.Join(t.TempDir(), "data")
+	dev := start(t, binCortex, nil, "dev", "--port", "-1", "--http-port", "0", "--data-dir", dataDir, "--work-time", "0")
+
+	line := dev.waitFor(t, startTimeout, "NATS listening on nats://…", devURLRE.MatchString)
+	url := devURLRE.FindStringSubmatch(line)[1]
+	workerID := dev.waitForLogWithin(t, startTimeout, "[WORKER echo] running")["worker_id"]
+	if _, err := os.Stat(dataDir); err != nil {
+		t.Errorf("--data-dir: %v", err)
+	}
+
+	s, r := sendEcho(t, url)
+	if r.WorkerID != workerID {
+		t.Errorf("Result worker_id=%s, want the dev worker's %s", r.WorkerID, workerID)
+	}
+	dev.waitForLog(t, "[SCHEDULER] 📥 submitted", "job_id", s.JobID, "trace_id", s.TraceID)
+	dev.waitForLog(t, "[SCHEDULER] 🚀 dispatched", "job_id", s.JobID, "subject", "job.echo", "trace_id", s.TraceID)
+	dev.waitForLog(t, "[WORKER echo] 📥 job", "job_id", s.JobID, "trace_id", s.TraceID)
+	dev.waitForLog(t, "[WORKER echo] 📤 result", "job_id", s.JobID, "trace_id", s.TraceID)
+	dev.waitForLog(t, "[SCHEDULER] ✅ result", "job_id", s.JobID, "status", "JOB_STATUS_COMPLETED",
+		"worker_id", workerID, "trace_id", s.TraceID)
+	// The logs go to stderr, the banner to stdout.
+	if !strings.Contains(dev.stderr.String(), "[SCHEDULER] 📥 submitted") {
+		t.Errorf("the job's log lines are not on stderr")
+	}
+
+	if code := dev.stop(t); code != 0 {
+		t.Errorf("cortex dev exited %d after SIGINT, want 0", code)
+	}
+	if !strings.Contains(dev.stdout.String(), "CortexOS dev stopped.\n") {
+		t.Errorf("cortex dev did not print %q on stdout", "CortexOS dev stopped.")
+	}
+	logs := dev.stderr.String()
+	workerStopped := strings.Index(logs, `msg="[WORKER echo] stopped"`)
+	schedStopped := strings.Index(logs, `msg="[SCHEDULER] stopped"`)
+	switch {
+	case workerStopped < 0 || schedStopped < 0:
+		t.Errorf("cortex dev did not log both [WORKER echo] stopped and [SCHEDULER] stopped")
+	case schedStopped < workerStopped:
+		t.Errorf("the scheduler stopped before the worker; the worker's last results could be lost")
+	}
+}
+
+// A job nobody takes ends the sender with "no result" and exit 1: a topic
+// without workers (dispatched into the void), a topic the safety stub refuses,
+// and no NATS at all (which fails at once).
+func TestSenderWithoutResult(t *testing.T) {
+	requireBinaries(t)
+	t.Parallel()
+	url := natstest.URL(t)
+	sched := startScheduler(t, url)
+
+	nobody := start(t, binSender, nil, "--nats-url", url, "--topic", "job.nobody", "--timeout", "1s")
+	destroy := start(t, binSender, nil, "--nats-url", url, "--topic", "sys.destroy", "--timeout", "1s")
+	for _, p := range []*proc{nobody, destroy} {
+		if code := p.wait(t, exitTimeout); code == 0 {
+			t.Errorf("%s exited 0, want non-zero", strings.Join(p.cmd.Args[1:], " "))
+		}
+		if err := p.stderr.String(); !strings.Contains(err, "no result") {
+			t.Errorf("%s: stderr %q does not say %q", strings.Join(p.cmd.Args[1:], " "), err, "no result")
+		}
+		if resultRE.MatchString(p.stdout.String()) {
+			t.Errorf("%s printed a Result line", strings.Join(p.cmd.Args[1:], " "))
+		}
+	}
+	s := sentLine(t, nobody)
+	sched.waitForLog(t, "[SCHEDULER] 🚀 dispatched", "job_id", s.JobID, "subject", "job.nobody", "trace_id", s.TraceID)
+	s = sentLine(t, destroy)
+	sched.waitForLog(t, "[SAFETY]", "job_id", s.JobID, "topic", "sys.destroy", "reason", "forbidden topic", "trace_id", s.TraceID)
+	if _, ok := sched.findLog("dispatched", "job_id", s.JobID); ok {
+		t.Errorf("the sys.destroy job was dispatched")
+	}
+
+	noNATS, code := sendJob(t, closedURL(t), "--timeout", "20s")
+	if code == 0 {
+		t.Errorf("send_echo_job without NATS exited 0, want non-zero")
+	}
+	if !strings.Contains(noNATS.stderr.String(), "send_echo_job:") {
+		t.Errorf("send_echo_job without NATS: stderr %q has no error", noNATS.stderr.String())
+	}
+}
+
+// Two echo workers started without --id get distinct ids and share job.echo
+// through their queue group.
+func TestTwoWorkers(t *testing.T) {
+	requireBinaries(t)
+	t.Parallel()
+	url := natstest.URL(t)
+	startScheduler(t, url)
+	w1, id1 := startWorker(t, url)
+	w2, id2 := startWorker(t, url)
+	if id1 == id2 {
+		t.Fatalf("both workers have worker_id=%s", id1)
+	}
+
+	// Which member of a queue group gets a message is random; send jobs until
+	// each worker has had one. Each job goes to one worker with probability
+	// 1/2, so 24 jobs all on the same worker happen once in 2^23 runs.
+	const batch, maxJobs = 4, 24
+	seen := map[string]int{}
+	for sentJobs := 0; sentJobs < maxJobs && len(seen) < 2; sentJobs += batch {
+		var senders []*proc
+		for range batch {
+			senders = append(senders, start(t, binSender, nil, "--nats-url", url, "--timeout", "20s"))
+		}
+		for _, p := range senders {
+			if code := p.wait(t, exitTimeout); code != 0 {
+				t.Fatalf("send_echo_job exited %d\nstdout:\n%sstderr:\n%s", code, p.stdout.String(), p.stderr.String())
+			}
+			s, r := checkCompleted(t, p)
+			if r.WorkerID != id1 && r.WorkerID != id2 {
+				t.Fatalf("job %s completed by worker_id=%s, neither %s nor %s", s.JobID, r.WorkerID, id1, id2)
+			}
+			seen[r.WorkerID]++
+			w := w1
+			if r.WorkerID == id2 {
+				w = w2
+			}
+			w.waitForLog(t, "[WORKER echo] 📤 result", "job_id", s.JobID, "trace_id", s.TraceID)
+		}
+	}
+	if len(seen) < 2 {
+		t.Errorf("jobs per worker %v: one worker got all %d jobs", seen, maxJobs)
+	}
+}
+
+// A config file that does not load stops the binary at start, naming the file.
+func TestInvalidConfig(t *testing.T) {
+	requireBinaries(t)
+	t.Parallel()
+	cases := []struct {
+		name, content, want string // want: in stderr, besides the path
+		bins                []string
+	}{
+		{"unknown key", "nats_url: nats://127.0.0.1:4222\nbogus_key: 1\n", "bogus_key",
+			[]string{binScheduler, binWorker, binSender}},
+		{"bad yaml", "nats_url: [nats://127.0.0.1:4222\n", "yaml", []string{binScheduler}},
+		{"bad log level", "log_level: loud\n", "log_level", []string{binScheduler}},
+		{"bad nats url", "nats_url: http://127.0.0.1:4222\n", "scheme", []string{binScheduler}},
+		{"missing file", "", "no such file", []string{binScheduler}},
+	}
+	for _, c := range cases {
+		for _, bin := range c.bins {
+			t.Run(c.name+"/"+bin, func(t *testing.T) {
+				t.Parallel()
+				path := filepath.Join(t.TempDir(), "cortex.yaml")
+				if c.content != "" {
+					if err := os.WriteFile(path, []byte(c.content), 0o644); err != nil {
+						t.Fatal(err)
+					}
+				}
+				// No NATS_URL: an accepted config would dial localhost:4222,
+				// and fail, if at all, for another reason than the file.
+				p := start(t, bin, nil, "--config", path)
+				code := p.wait(t, quickTimeout)
+				stderr := p.stderr.String()
+				if code == 0 {
+					t.Fatalf("exited 0 with config %q", c.content)
+				}
+				if !strings.Contains(stderr, path) {
+					t.Errorf("stderr %q does not name the file %s", stderr, path)
+				}
+				if !strings.Contains(stderr, c.want) {
+					t.Errorf("stderr %q does not say %q", stderr, c.want)
+				}
+				if !strings.HasPrefix(stderr, bin+": ") {
+					t.Errorf("stderr %q does not start with %q", stderr, bin+": ")
+				}
+			})
+		}
+	}
+}
+
+// Garbage on the bus is dropped and logged; the scheduler and the worker go on
+// serving jobs.
+func TestSchedulerSurvivesGarbage(t *testing.T) {
+	requireBinaries(t)
+	t.Parallel()
+	url := natstest.URL(t)
+	sched := startScheduler(t, url)
+	worker, _ := startWorker(t, url)
+
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	garbage := [][]byte{
+		[]byte("this is not protobuf \xff\xfe\x00\x01"),
+		{0x0a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, // varint overflow
+		{0x52, 0x10, 0x0a}, // field 10 (job_request) cut short
+		{},                 // an empty packet: no payload
+		[]byte(strings.Repeat("\x00", 4096)),
+	}
+	for _, subject := range []string{wire.SubjectSubmit, wire.SubjectResult, "sys.heartbeat.echo", "job.echo"} {
+		for _, data := range garbage {
+			if err := nc.Publish(subject, data); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// Well-formed packets the scheduler must refuse: no job_id, and a topic
+	// that would loop back onto sys.job.submit.
+	for _, req := range []*pb.JobRequest{
+		{Topic: "job.echo"},
+		{JobId: "loop-job", Topic: wire.SubjectSubmit},
+	} {
+		data, err := proto.Marshal(wire.JobRequestPacket("garbage-trace", "e2e", req))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := nc.Publish(wire.SubjectSubmit, data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	sched.waitForLog(t, "bus dropped packet", "subject", wire.SubjectSubmit)
+	sched.waitForLog(t, "bus dropped packet", "subject", wire.SubjectResult)
+	sched.waitForLog(t, "bus dropped packet", "subject", "sys.heartbeat.echo")
+	sched.waitForLog(t, "rejected job without job_id", "trace_id", "garbage-trace")
+	sched.waitForLog(t, "no subject for job", "job_id", "loop-job")
+	worker.waitForLog(t, "bus dropped packet", "subject", "job.echo")
+
+	s, _ := sendEcho(t, url)
+	sched.waitForLog(t, "[SCHEDULER] ✅ result", "job_id", s.JobID, "status", "JOB_STATUS_COMPLETED", "trace_id", s.TraceID)
+	if _, ok := sched.findLog("dispatched", "job_id", "loop-job"); ok {
+		t.Errorf("the job for topic %s was dispatched", wire.SubjectSubmit)
+	}
+	for _, p := range []*proc{sched, worker} {
+		if code := p.stop(t); code != 0 {
+			t.Errorf("%s exited %d after SIGINT, want 0", p.name, code)
+		}
+	}
+}
