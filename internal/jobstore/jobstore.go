@@ -8,7 +8,9 @@ package jobstore
 import (
 	"context"
 	"errors"
+	"fmt"
 
+	"github.com/cortex-os/core/internal/lifecycle"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 )
 
@@ -23,6 +25,11 @@ var (
 	// ErrInvalidID: the id cannot be a key (empty, too long, or characters
 	// other than letters, digits and - _ = .; no leading or trailing dot).
 	ErrInvalidID = errors.New("jobstore: invalid job id")
+	// ErrAliasedPrev: Update was given prev.Job itself as next. Editing the
+	// record that was read in place also edits the state the transition is
+	// checked from, so the lifecycle check would be meaningless. Clone
+	// prev.Job (proto.Clone) and edit the copy.
+	ErrAliasedPrev = errors.New("jobstore: next is prev.Job; clone prev.Job before editing it")
 )
 
 // MaxIDLength is the longest job id accepted.
@@ -67,6 +74,16 @@ type Store interface {
 	List(ctx context.Context, f Filter) ([]Record, error)
 	// Watch calls fn with every current record, then with every change, until
 	// ctx ends. fn runs on one goroutine and must not block for long.
+	//
+	// Records arrive in revision order. A watcher that falls behind may skip
+	// a revision that a later one of the same job has already superseded
+	// (stores keep only a job's latest record), but it always gets the
+	// latest revision of every job that changed. Treat a record as "the job
+	// is now like this", not as an event: a job may seem to jump from
+	// PENDING to COMPLETED.
+	//
+	// Watch returns nil once ctx has ended, or an error saying why the watch
+	// ended early.
 	Watch(ctx context.Context, fn func(Record)) error
 }
 
@@ -91,11 +108,50 @@ func ValidID(id string) error {
 	return nil
 }
 
+// CheckCreate validates a job for Store.Create: a non-nil job with a valid id
+// in a legal first state (else a *lifecycle.IllegalTransitionError). Every
+// store calls it first, so all stores refuse the same things the same way.
+func CheckCreate(job *pb.JobInfo) error {
+	if job == nil {
+		return fmt.Errorf("%w: nil job", ErrInvalidID)
+	}
+	if err := ValidID(job.GetJobId()); err != nil {
+		return err
+	}
+	return lifecycle.Check(job.GetJobId(), pb.JobState_JOB_STATE_UNSPECIFIED, job.GetState())
+}
+
+// CheckUpdate validates the arguments of Store.Update before any store is
+// consulted: prev must have been read from a store (a job and a revision),
+// next must be a different message with the same id, and prev's state must
+// be allowed to move to next's (else a *lifecycle.IllegalTransitionError).
+// Whether prev is still current is the store's compare-and-set to decide.
+func CheckUpdate(prev Record, next *pb.JobInfo) error {
+	if next == nil {
+		return fmt.Errorf("%w: nil next job", ErrInvalidID)
+	}
+	if prev.Job == nil || prev.Revision == 0 {
+		return fmt.Errorf("%w: prev was not read from a store (no job or revision 0)", ErrRevision)
+	}
+	if next == prev.Job {
+		return ErrAliasedPrev
+	}
+	id := prev.Job.GetJobId()
+	if err := ValidID(id); err != nil {
+		return err
+	}
+	if next.GetJobId() != id {
+		return fmt.Errorf("%w: next has id %q, prev %q", ErrInvalidID, next.GetJobId(), id)
+	}
+	return lifecycle.Check(id, prev.Job.GetState(), next.GetState())
+}
+
 // DeadLetters holds jobs that exhausted their attempts, until someone re-drives
 // or drops them. Implementations: MemoryDeadLetters, kvstore.DeadLetters (a
 // JetStream stream).
 type DeadLetters interface {
-	// Put adds a job; a job already there is replaced.
+	// Put adds a job; a job already there is replaced and moves to the end
+	// of the order (it is the newest dead letter).
 	Put(ctx context.Context, job *pb.JobInfo) error
 	// List returns up to limit jobs (0: all), oldest first.
 	List(ctx context.Context, limit int) ([]*pb.JobInfo, error)

@@ -1,0 +1,295 @@
+package jobstore
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/cortex-os/core/internal/lifecycle"
+	pb "github.com/cortex-os/core/pkg/pb/v1"
+)
+
+// Memory is an in-process Store: a map guarded by a mutex. Revisions come
+// from one store-wide counter, so they increase with every write, like the
+// stream sequences of a KV bucket. Records are copied on the way in and on
+// the way out: nothing a caller holds aliases what is stored.
+//
+// Watchers. Every watcher has its own queue of records not yet delivered. A
+// write appends a copy of the new record to every watcher's queue while it
+// still holds the store's lock, so each watcher sees changes in revision
+// order, and the write never waits for a watcher. If the queue already holds
+// an undelivered record of the same job, that record is dropped: the new one
+// supersedes it and goes to the end, which is exactly what a KV bucket
+// keeping one revision per key does to a lagging watcher (see Store.Watch).
+// A watcher's queue therefore never holds more than one record per job, so
+// a stuck watcher costs memory bounded by the number of jobs, never blocks
+// writers, and is never cut off; once it resumes it gets the latest record
+// of every job that changed meanwhile. A watcher that keeps up gets every
+// revision. Watch delivers the queue on the caller's goroutine, one record
+// at a time, so fn is never called concurrently for one watcher and may
+// itself call the store.
+//
+// The zero Memory is ready to use; NewMemory is the conventional constructor.
+type Memory struct {
+	mu       sync.Mutex
+	jobs     map[string]*memEntry
+	rev      uint64
+	watchers map[*memWatcher]struct{}
+}
+
+type memEntry struct {
+	job *pb.JobInfo // owned by the store; never handed out
+	rev uint64
+}
+
+func (e *memEntry) record() Record {
+	return Record{Job: clone(e.job), Revision: e.rev}
+}
+
+var _ Store = (*Memory)(nil)
+
+// NewMemory returns an empty in-memory store.
+func NewMemory() *Memory {
+	return &Memory{}
+}
+
+func clone(j *pb.JobInfo) *pb.JobInfo {
+	return proto.Clone(j).(*pb.JobInfo)
+}
+
+// encodable returns a copy of job made through its Protobuf encoding, or the
+// encoding error (invalid UTF-8 in a string field, say). Memory refuses what
+// a store on the wire could not hold, so tests on Memory catch it too.
+func encodable(job *pb.JobInfo) (*pb.JobInfo, error) {
+	data, err := proto.Marshal(job)
+	if err != nil {
+		return nil, fmt.Errorf("jobstore: encode job %q: %w", job.GetJobId(), err)
+	}
+	out := new(pb.JobInfo)
+	if err := proto.Unmarshal(data, out); err != nil {
+		return nil, fmt.Errorf("jobstore: decode job %q: %w", job.GetJobId(), err)
+	}
+	return out, nil
+}
+
+// Create implements Store.
+func (m *Memory) Create(ctx context.Context, job *pb.JobInfo) (Record, error) {
+	if err := ctx.Err(); err != nil {
+		return Record{}, err
+	}
+	if err := CheckCreate(job); err != nil {
+		return Record{}, err
+	}
+	stored, err := encodable(job)
+	if err != nil {
+		return Record{}, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if e, ok := m.jobs[stored.GetJobId()]; ok {
+		return e.record(), ErrExists
+	}
+	if m.jobs == nil {
+		m.jobs = make(map[string]*memEntry)
+	}
+	e := m.writeLocked(stored)
+	return e.record(), nil
+}
+
+// Get implements Store. An id no store could hold is ErrInvalidID.
+func (m *Memory) Get(ctx context.Context, id string) (Record, error) {
+	if err := ctx.Err(); err != nil {
+		return Record{}, err
+	}
+	if err := ValidID(id); err != nil {
+		return Record{}, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e, ok := m.jobs[id]
+	if !ok {
+		return Record{}, ErrNotFound
+	}
+	return e.record(), nil
+}
+
+// Update implements Store. The checks run in this order, the same as in
+// every store: arguments and transition (CheckUpdate), then existence
+// (ErrNotFound), then revision (ErrRevision).
+func (m *Memory) Update(ctx context.Context, prev Record, next *pb.JobInfo) (Record, error) {
+	if err := ctx.Err(); err != nil {
+		return Record{}, err
+	}
+	if err := CheckUpdate(prev, next); err != nil {
+		return Record{}, err
+	}
+	stored, err := encodable(next)
+	if err != nil {
+		return Record{}, err
+	}
+	id := prev.Job.GetJobId()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e, ok := m.jobs[id]
+	if !ok {
+		return Record{}, ErrNotFound
+	}
+	if e.rev != prev.Revision {
+		return Record{}, ErrRevision
+	}
+	// prev is at the stored revision, so prev.Job should be the stored job.
+	// If the caller edited prev.Job after reading it, the stored state is the
+	// truth: check the transition from it too.
+	if err := lifecycle.Check(id, e.job.GetState(), stored.GetState()); err != nil {
+		return Record{}, err
+	}
+	e = m.writeLocked(stored)
+	return e.record(), nil
+}
+
+// writeLocked stores job under a new revision and queues it for every
+// watcher. m.mu is held.
+func (m *Memory) writeLocked(job *pb.JobInfo) *memEntry {
+	m.rev++
+	e := &memEntry{job: job, rev: m.rev}
+	m.jobs[job.GetJobId()] = e
+	for w := range m.watchers {
+		w.push(e.record())
+	}
+	return e
+}
+
+// List implements Store. Memory returns records in revision order (least
+// recently written first); callers must not rely on that, other stores
+// differ. A negative Limit is no limit.
+func (m *Memory) List(ctx context.Context, f Filter) ([]Record, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	matched := make([]*memEntry, 0, len(m.jobs))
+	for _, e := range m.jobs {
+		if f.Match(e.job) {
+			matched = append(matched, e)
+		}
+	}
+	m.mu.Unlock()
+	// Entries are immutable once written (a write replaces the entry), so
+	// they can be read without the lock.
+	sort.Slice(matched, func(i, j int) bool { return matched[i].rev < matched[j].rev })
+	if f.Limit > 0 && len(matched) > f.Limit {
+		matched = matched[:f.Limit]
+	}
+	out := make([]Record, len(matched))
+	for i, e := range matched {
+		out[i] = e.record()
+	}
+	return out, nil
+}
+
+// Watch implements Store; see Memory for how watchers are fed. Current
+// records come first, in revision order. fn runs on the caller's goroutine.
+// Watch returns nil once ctx has ended; it checks before every call of fn.
+func (m *Memory) Watch(ctx context.Context, fn func(Record)) error {
+	if ctx.Err() != nil {
+		return nil
+	}
+	w := &memWatcher{wake: make(chan struct{}, 1), pos: make(map[string]int)}
+	m.mu.Lock()
+	initial := make([]*memEntry, 0, len(m.jobs))
+	for _, e := range m.jobs {
+		initial = append(initial, e)
+	}
+	sort.Slice(initial, func(i, j int) bool { return initial[i].rev < initial[j].rev })
+	for _, e := range initial {
+		w.push(e.record())
+	}
+	if m.watchers == nil {
+		m.watchers = make(map[*memWatcher]struct{})
+	}
+	m.watchers[w] = struct{}{}
+	m.mu.Unlock()
+	defer func() {
+		m.mu.Lock()
+		delete(m.watchers, w)
+		m.mu.Unlock()
+	}()
+
+	for {
+		batch := w.take()
+		for _, r := range batch {
+			if ctx.Err() != nil {
+				return nil
+			}
+			fn(r)
+		}
+		if len(batch) > 0 {
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-w.wake:
+		}
+	}
+}
+
+// memWatcher is one watcher's queue of undelivered records, in revision
+// order, at most one live record per job. Writers push while holding
+// Memory.mu, so pushes are in revision order; the watcher takes the whole
+// queue at once.
+type memWatcher struct {
+	mu    sync.Mutex
+	queue []Record       // a superseded record is left as a hole (Job nil)
+	pos   map[string]int // job id -> index of its live record in queue
+	holes int
+	wake  chan struct{} // capacity 1: "the queue may be non-empty"
+}
+
+func (w *memWatcher) push(r Record) {
+	id := r.Job.GetJobId()
+	w.mu.Lock()
+	if i, ok := w.pos[id]; ok {
+		w.queue[i] = Record{}
+		w.holes++
+	}
+	w.pos[id] = len(w.queue)
+	w.queue = append(w.queue, r)
+	if w.holes > 64 && w.holes > len(w.queue)/2 {
+		w.compact()
+	}
+	w.mu.Unlock()
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// compact removes the holes. w.mu is held.
+func (w *memWatcher) compact() {
+	live := w.queue[:0]
+	for _, r := range w.queue {
+		if r.Job != nil {
+			w.pos[r.Job.GetJobId()] = len(live)
+			live = append(live, r)
+		}
+	}
+	clear(w.queue[len(live):])
+	w.queue = live
+	w.holes = 0
+}
+
+func (w *memWatcher) take() []Record {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.holes > 0 {
+		w.compact()
+	}
+	batch := w.queue
+	w.queue = nil
+	clear(w.pos)
+	return batch
+}
