@@ -1,0 +1,77 @@
+package wire_test
+
+import (
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/cortex-os/core/pkg/pb/v1"
+	"github.com/cortex-os/core/pkg/wire"
+)
+
+// The subjects are the bus contract shared with workers outside this repository.
+func TestSubjects(t *testing.T) {
+	t.Parallel()
+	for got, want := range map[string]string{
+		wire.SubjectSubmit:            "sys.job.submit",
+		wire.SubjectResult:            "sys.job.result",
+		wire.SubjectHeartbeats:        "sys.heartbeat.>",
+		wire.JobSubjectPrefix:         "job.",
+		wire.HeartbeatSubject("echo"): "sys.heartbeat.echo",
+	} {
+		if got != want {
+			t.Errorf("subject %q, want %q", got, want)
+		}
+	}
+	if wire.ProtocolVersion != 1 {
+		t.Errorf("ProtocolVersion = %d, want 1", wire.ProtocolVersion)
+	}
+}
+
+func TestPackets(t *testing.T) {
+	t.Parallel()
+	req := &pb.JobRequest{JobId: "j", Topic: "job.echo"}
+	res := &pb.JobResult{JobId: "j", Status: pb.JobStatus_JOB_STATUS_COMPLETED}
+	hb := &pb.Heartbeat{WorkerId: "w"}
+	before := time.Now().Add(-time.Second)
+	for name, tc := range map[string]struct {
+		p       *pb.BusPacket
+		payload proto.Message
+	}{
+		"request":   {wire.JobRequestPacket("trace", "sender", req), req},
+		"result":    {wire.JobResultPacket("trace", "sender", res), res},
+		"heartbeat": {wire.HeartbeatPacket("trace", "sender", hb), hb},
+	} {
+		p := tc.p
+		if p.GetTraceId() != "trace" || p.GetSenderId() != "sender" || p.GetProtocolVersion() != wire.ProtocolVersion {
+			t.Errorf("%s envelope = %v", name, p)
+		}
+		if c := p.GetCreatedAt(); c == nil || c.AsTime().Before(before) || c.AsTime().After(time.Now().Add(time.Second)) {
+			t.Errorf("%s created_at = %v, want now", name, c)
+		}
+		var got proto.Message
+		switch {
+		case p.GetJobRequest() != nil:
+			got = p.GetJobRequest()
+		case p.GetJobResult() != nil:
+			got = p.GetJobResult()
+		case p.GetHeartbeat() != nil:
+			got = p.GetHeartbeat()
+		}
+		if got != tc.payload {
+			t.Errorf("%s payload = %v, want %v", name, got, tc.payload)
+		}
+		data, err := proto.Marshal(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var back pb.BusPacket
+		if err := proto.Unmarshal(data, &back); err != nil || !proto.Equal(&back, p) {
+			t.Errorf("%s does not survive the wire: %v", name, err)
+		}
+	}
+	if p := wire.NewPacket("t", "s"); p.Payload != nil {
+		t.Errorf("NewPacket has a payload: %v", p)
+	}
+}
