@@ -25,5 +25,6 @@ func newRootCommand() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.AddCommand(newDevCommand())
+	root.AddCommand(newBenchCommand())
 	return root
 }

@@ -90,6 +90,10 @@ type Engine struct {
 	mu     sync.Mutex
 	drains []func() error
 
+	// blind: the strategy does not look at the workers, so no registry
+	// snapshot is taken per job.
+	blind bool
+
 	submitted, rejected, denied, unroutable, dispatched, dispatchErrs, results, heartbeats, alerts, unknown atomic.Uint64
 }
 
@@ -98,7 +102,8 @@ func New(cfg Config) (*Engine, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	return &Engine{cfg: cfg, log: cfg.Logger}, nil
+	wb, ok := cfg.Strategy.(WorkerBlind)
+	return &Engine{cfg: cfg, log: cfg.Logger, blind: ok && wb.WorkerBlind()}, nil
 }
 
 // NewEngine is the design document's constructor. It panics on a nil
@@ -225,7 +230,11 @@ func (e *Engine) processJob(req *pb.JobRequest, traceID string) {
 		return
 	}
 
-	subject, err := e.cfg.Strategy.PickSubject(req, e.cfg.Registry.Snapshot())
+	var workers map[string]*pb.Heartbeat
+	if !e.blind {
+		workers = e.cfg.Registry.Snapshot() // a copy per job: only for strategies that look
+	}
+	subject, err := e.cfg.Strategy.PickSubject(req, workers)
 	if err != nil {
 		e.unroutable.Add(1)
 		e.log.Warn("[SCHEDULER] no subject for job", "job_id", req.JobId, "topic", req.Topic, "err", err, "trace_id", traceID)

@@ -33,6 +33,9 @@ func (s *NaiveStrategy) PickSubject(req *pb.JobRequest, _ map[string]*pb.Heartbe
 	return topic, nil
 }
 
+// WorkerBlind implements WorkerBlind: the naive strategy ignores the workers.
+func (s *NaiveStrategy) WorkerBlind() bool { return true }
+
 // ValidateTopic reports whether topic can be dispatched on.
 func ValidateTopic(topic string) error {
 	if topic == "" {
@@ -41,10 +44,16 @@ func ValidateTopic(topic string) error {
 	if !strings.HasPrefix(topic, wire.JobSubjectPrefix) {
 		return fmt.Errorf("%w %q: must start with %q", ErrInvalidTopic, topic, wire.JobSubjectPrefix)
 	}
-	for _, tok := range strings.Split(topic, ".") {
+	// Token by token, as strings.Split(topic, ".") would give them, without
+	// allocating: this runs for every job.
+	for rest := topic; ; {
+		tok, tail, more := strings.Cut(rest, ".")
 		if tok == "" || tok == "*" || tok == ">" || strings.ContainsAny(tok, " \t\r\n") {
 			return fmt.Errorf("%w %q: empty, wildcard or blank token", ErrInvalidTopic, topic)
 		}
+		if !more {
+			return nil
+		}
+		rest = tail
 	}
-	return nil
 }

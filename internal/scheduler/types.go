@@ -51,3 +51,11 @@ type WorkerRegistry interface {
 type SchedulingStrategy interface {
 	PickSubject(req *pb.JobRequest, workers map[string]*pb.Heartbeat) (string, error)
 }
+
+// WorkerBlind is implemented by a SchedulingStrategy whose choice does not
+// look at the workers, such as NaiveStrategy (the subject is the topic). When
+// WorkerBlind returns true the engine passes PickSubject a nil map instead of
+// copying the registry for every job.
+type WorkerBlind interface {
+	WorkerBlind() bool
+}

@@ -146,6 +146,14 @@ type Worker struct {
 	jobCtx    context.Context
 	cancelJob context.CancelFunc
 
+	// Runners are goroutines that run jobs one after another, so that a job
+	// neither starts a goroutine nor grows a fresh stack. There are at most
+	// Concurrency of them; they end when Run does.
+	work     chan queuedJob // unbuffered: hands a job to an idle runner
+	quit     chan struct{}  // closed when the jobs are done: idle runners end
+	runners  sync.WaitGroup
+	nrunners int // owned by the subscription's callback
+
 	running                                    atomic.Bool
 	active                                     atomic.Int64
 	received, completed, failed, publishErrors atomic.Uint64
@@ -177,6 +185,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	defer w.running.Store(false)
 	w.jobCtx, w.cancelJob = context.WithCancel(context.WithoutCancel(ctx))
 	defer w.cancelJob()
+	w.work, w.quit, w.nrunners = make(chan queuedJob), make(chan struct{}), 0
 
 	drain, err := w.cfg.Bus.Subscribe(w.cfg.Topic, w.cfg.QueueGroup, w.handlePacket)
 	if err != nil {
@@ -194,19 +203,18 @@ func (w *Worker) Run(ctx context.Context) error {
 
 	<-ctx.Done()
 	w.log.Info(w.prefix+" shutting down", "worker_id", w.cfg.ID, "in_flight", w.active.Load())
-	drainErr := drain() // no new jobs; the callback has handed off what it held
-
-	finished := make(chan struct{})
-	go func() { w.jobs.Wait(); close(finished) }()
-	grace := time.NewTimer(w.cfg.ShutdownGrace)
-	select {
-	case <-finished:
-		grace.Stop()
-	case <-grace.C:
+	// The grace starts now, not after the drain: at full concurrency the
+	// subscription's callback waits for a free slot, so the drain cannot end
+	// before a running job does, and it is the grace that ends them.
+	grace := time.AfterFunc(w.cfg.ShutdownGrace, func() {
 		w.log.Warn(w.prefix+" shutdown grace over, cancelling jobs", "worker_id", w.cfg.ID, "in_flight", w.active.Load())
 		w.cancelJob()
-		<-finished
-	}
+	})
+	drainErr := drain() // no new jobs; the callback has handed off what it held
+	w.jobs.Wait()       // every jobs.Add happened in the callback, before drain returned
+	close(w.quit)       // the runners are idle: end them
+	w.runners.Wait()
+	grace.Stop()
 	stopHB()
 	<-hbDone
 	w.sendHeartbeat() // a last heartbeat with the final load
@@ -224,7 +232,48 @@ func (w *Worker) handlePacket(p *pb.BusPacket) {
 	w.slots <- struct{}{} // at capacity, the next job waits here, in NATS's buffer
 	w.active.Add(1)
 	w.jobs.Add(1)
-	go w.run(req, p.GetTraceId())
+	w.dispatch(queuedJob{req: req, traceID: p.GetTraceId()})
+}
+
+// queuedJob is a job handed to a runner.
+type queuedJob struct {
+	req     *pb.JobRequest
+	traceID string
+}
+
+// dispatch hands j to an idle runner, or starts a runner while there are
+// fewer than Concurrency, or else waits for one: the slot j holds was freed by
+// a runner that is about to take the next job.
+func (w *Worker) dispatch(j queuedJob) {
+	select {
+	case w.work <- j:
+		return
+	default:
+	}
+	if w.nrunners < w.cfg.Concurrency {
+		w.nrunners++
+		w.runners.Add(1)
+		go w.runner(j)
+		return
+	}
+	select {
+	case w.work <- j:
+	case <-w.quit: // Run is over (its drain timed out): run it on its own
+		go w.run(j.req, j.traceID)
+	}
+}
+
+// runner runs j, then the jobs handed to it, until Run ends.
+func (w *Worker) runner(j queuedJob) {
+	defer w.runners.Done()
+	for {
+		w.run(j.req, j.traceID)
+		select {
+		case j = <-w.work:
+		case <-w.quit:
+			return
+		}
+	}
 }
 
 func (w *Worker) run(req *pb.JobRequest, traceID string) {

@@ -157,10 +157,19 @@ func (b *NatsBus) Close() {
 
 // Publish encodes packet and publishes it on subject.
 func (b *NatsBus) Publish(subject string, packet *pb.BusPacket) error {
-	data, err := b.Encode(packet)
+	// The packet is marshalled into a pooled buffer: nats.Conn.Publish copies
+	// the bytes into the connection's buffer before it returns.
+	buf := encodeBuffers.Get().(*[]byte)
+	defer func() {
+		if cap(*buf) <= maxPooledBuffer {
+			encodeBuffers.Put(buf)
+		}
+	}()
+	data, err := b.encodeAppend((*buf)[:0], packet)
 	if err != nil {
 		return err
 	}
+	*buf = data
 	if err := b.nc.Publish(subject, data); err != nil {
 		return fmt.Errorf("bus: publish %s: %w", subject, err)
 	}
@@ -168,12 +177,30 @@ func (b *NatsBus) Publish(subject string, packet *pb.BusPacket) error {
 	return nil
 }
 
+// encodeBuffers are Publish's marshal buffers; buffers grown past
+// maxPooledBuffer by a large packet are not kept.
+var encodeBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+const maxPooledBuffer = 64 << 10
+
 // Encode marshals packet, refusing packets larger than MaxPacketBytes.
 func (b *NatsBus) Encode(packet *pb.BusPacket) ([]byte, error) {
+	return b.encodeAppend(nil, packet)
+}
+
+// encodeAppend marshals packet onto buf, refusing packets larger than
+// MaxPacketBytes.
+func (b *NatsBus) encodeAppend(buf []byte, packet *pb.BusPacket) ([]byte, error) {
 	if packet == nil {
 		return nil, ErrNilPacket
 	}
-	data, err := proto.Marshal(packet)
+	var data []byte
+	var err error
+	if buf == nil {
+		data, err = proto.Marshal(packet)
+	} else {
+		data, err = proto.MarshalOptions{}.MarshalAppend(buf, packet)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("bus: encode: %w", err)
 	}

@@ -1,0 +1,84 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/cortex-os/core/internal/bench"
+)
+
+func newBenchCommand() *cobra.Command {
+	var (
+		o          bench.Options
+		asJSON     bool
+		cpuProfile string
+	)
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Measure the system against the raw-NATS floor, in one run",
+		Long: `bench first measures the floor: the same message path with no control-plane
+logic (client -> relay -> worker -> client over core NATS, the same connections,
+packet bytes, window or rate). Then it measures the complete system: the
+scheduler (stub safety, memory registry, naive strategy) and echo workers
+(work time 0), each on its own connection, with the same load generator.
+
+It reports jobs/s, submit->dispatch and submit->result latency (p50, p90,
+p99, p99.9, max), CPU seconds per 1,000 jobs of the whole process, and peak
+RSS, for the floor and the system side by side.
+
+By default everything runs in one process on an embedded NATS server;
+--nats-url uses an existing server (with no other scheduler on it).
+See docs/BENCHMARKS.md.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) (err error) {
+			if o.Window == 0 && o.Rate == 0 {
+				return errors.New("--window 0 (no cap) needs --rate")
+			}
+			if cpuProfile != "" {
+				f, err := os.Create(cpuProfile)
+				if err != nil {
+					return fmt.Errorf("cpu profile: %w", err)
+				}
+				defer func() { err = errors.Join(err, f.Close()) }()
+				o.CPUProfile = f
+			}
+			if bench.IsTerminal(os.Stderr) {
+				o.Progress = os.Stderr
+			}
+			o.Commit = bench.Commit()
+
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			rep, err := bench.Run(ctx, o)
+			if err != nil {
+				if errors.Is(ctx.Err(), context.Canceled) {
+					return fmt.Errorf("interrupted: %w", err)
+				}
+				return err
+			}
+			if asJSON {
+				return rep.WriteJSON(cmd.OutOrStdout())
+			}
+			return rep.WriteTable(cmd.OutOrStdout())
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&o.Jobs, "jobs", bench.DefaultJobs, "jobs measured, in the floor and in the system each")
+	f.IntVar(&o.Window, "window", bench.DefaultWindow, "jobs in flight (1 measures latency); with --rate, a cap on them (0: none)")
+	f.Float64Var(&o.Rate, "rate", 0, "jobs per second, open loop: latency is measured from each job's intended send time (0: closed loop, --window)")
+	f.IntVar(&o.Workers, "workers", bench.DefaultWorkers, "echo workers (floor: worker subscribers), each on its own connection")
+	f.IntVar(&o.Payload, "payload", 0, "bytes carried in each job, as a string in JobRequest.context_ptr")
+	f.StringVar(&o.Store, "store", bench.StoreMemory, "job store: memory (jetstream is not available yet)")
+	f.IntVar(&o.Warmup, "warmup", bench.DefaultWarmup, "jobs run before each measurement and not counted")
+	f.StringVar(&o.NatsURL, "nats-url", "", "use this NATS server instead of an embedded one")
+	f.DurationVar(&o.IdleTimeout, "timeout", bench.DefaultIdleTimeout, "abort when no result arrives for this long")
+	f.BoolVar(&asJSON, "json", false, "print one JSON object on stdout instead of the table")
+	f.StringVar(&cpuProfile, "cpuprofile", "", "write a pprof CPU profile of the system's measured run to this file")
+	return cmd
+}

@@ -1,0 +1,190 @@
+// Package bench measures CortexOS against the floor NATS itself allows, in one
+// run: the same message path (client -> relay -> worker -> client) over core
+// NATS without control-plane logic, then the complete system (client ->
+// scheduler -> echo worker -> client), with the same connections, the same
+// packet bytes, the same window or rate, and the same measurement code.
+//
+// `cortex bench` and `make bench` run it; docs/BENCHMARKS.md shows how and
+// what it measured.
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"runtime/pprof"
+	"strings"
+	"time"
+
+	"github.com/cortex-os/core/internal/embeddednats"
+)
+
+// Stores the --store flag names.
+const (
+	StoreMemory    = "memory"
+	StoreJetStream = "jetstream"
+)
+
+// ErrStoreUnavailable is returned for a job store that does not exist yet.
+var ErrStoreUnavailable = errors.New("not available yet")
+
+// PayloadField names where the --payload bytes travel: a string of that many
+// bytes in JobRequest.context_ptr.
+const PayloadField = "context_ptr"
+
+// Defaults of Options.
+const (
+	DefaultJobs        = 100_000
+	DefaultWindow      = 1000
+	DefaultWorkers     = 1
+	DefaultWarmup      = 2000
+	DefaultIdleTimeout = 30 * time.Second
+)
+
+// Options configures a run. The zero value of a field means its default,
+// except Payload, Rate and Warmup, whose zero is meaningful.
+type Options struct {
+	// Jobs measured in each of the two runs (floor and system). Default DefaultJobs.
+	Jobs int
+	// Window is the number of jobs in flight. 1 measures latency. With Rate, it
+	// caps the jobs in flight (0: no cap). Default DefaultWindow without Rate.
+	Window int
+	// Rate, in jobs per second, makes the load an open loop: job i is due at
+	// start + i/Rate, and its latencies are measured from that intended time,
+	// so a stall is not hidden (coordinated omission). 0: closed loop.
+	Rate float64
+	// Workers is the number of echo workers (floor: worker subscribers), each on
+	// its own connection. Default DefaultWorkers.
+	Workers int
+	// Payload is the number of bytes carried in each job (in context_ptr).
+	Payload int
+	// Store is the job store: only StoreMemory exists yet. Default StoreMemory.
+	Store string
+	// Warmup jobs run before each measurement and are not counted. Negative: none.
+	Warmup int
+	// NatsURL uses an existing server; empty starts an embedded one.
+	NatsURL string
+	// IdleTimeout aborts a run in which no result arrived for this long
+	// (core NATS may drop a message). Default DefaultIdleTimeout.
+	IdleTimeout time.Duration
+	// Progress, if set, receives a progress bar (meant for a terminal).
+	Progress io.Writer
+	// CPUProfile, if set, receives a pprof CPU profile of the system's
+	// measured run (not the floor, not the warm-up).
+	CPUProfile io.Writer
+	// Commit is reported as is (see Commit()).
+	Commit string
+}
+
+func (o *Options) setDefaults() error {
+	if o.Jobs == 0 {
+		o.Jobs = DefaultJobs
+	}
+	if o.Workers == 0 {
+		o.Workers = DefaultWorkers
+	}
+	if o.Window == 0 && o.Rate == 0 {
+		o.Window = DefaultWindow
+	}
+	if o.Warmup < 0 {
+		o.Warmup = 0
+	}
+	if o.Store == "" {
+		o.Store = StoreMemory
+	}
+	if o.IdleTimeout <= 0 {
+		o.IdleTimeout = DefaultIdleTimeout
+	}
+	switch {
+	case o.Jobs < 0:
+		return fmt.Errorf("bench: --jobs must be positive, not %d", o.Jobs)
+	case o.Window < 0:
+		return fmt.Errorf("bench: --window must be positive, not %d", o.Window)
+	case o.Rate < 0:
+		return fmt.Errorf("bench: --rate must be positive, not %g", o.Rate)
+	case o.Workers < 0:
+		return fmt.Errorf("bench: --workers must be positive, not %d", o.Workers)
+	case o.Payload < 0:
+		return fmt.Errorf("bench: --payload must be 0 or more, not %d", o.Payload)
+	case o.Payload > maxPayload:
+		return fmt.Errorf("bench: --payload %d is over %d bytes; large inputs belong behind context_ptr", o.Payload, maxPayload)
+	}
+	switch o.Store {
+	case StoreMemory:
+	case StoreJetStream:
+		return fmt.Errorf("bench: --store %s: %w (the durable job store does not exist yet; use --store memory)", o.Store, ErrStoreUnavailable)
+	default:
+		return fmt.Errorf("bench: --store %q: want memory or jetstream", o.Store)
+	}
+	return nil
+}
+
+// maxPayload keeps a packet well under NATS's default max_payload of 1 MB.
+const maxPayload = 512 << 10
+
+// Run measures the floor, then the system, and reports both. Everything it
+// starts is stopped before it returns, also when ctx is cancelled.
+func Run(ctx context.Context, opts Options) (rep *Report, err error) {
+	if err := opts.setDefaults(); err != nil {
+		return nil, err
+	}
+	url := opts.NatsURL
+	natsDesc := "external " + redact(url)
+	if url == "" {
+		dir, err := os.MkdirTemp("", "cortex-bench-*")
+		if err != nil {
+			return nil, fmt.Errorf("bench: %w", err)
+		}
+		defer os.RemoveAll(dir)
+		srv, err := embeddednats.Start(embeddednats.Config{Port: -1, JetStream: true, StoreDir: dir})
+		if err != nil {
+			return nil, fmt.Errorf("bench: %w", err)
+		}
+		defer func() {
+			srv.Shutdown()
+			srv.WaitForShutdown()
+		}()
+		url = srv.ClientURL()
+		natsDesc = "embedded"
+	}
+
+	env := &env{opts: opts, url: url, runID: newRunID()}
+	env.topic = "job.bench." + env.runID
+	env.payload = strings.Repeat("x", opts.Payload)
+
+	floor, err := env.measure(ctx, floorPath)
+	if err != nil {
+		return nil, fmt.Errorf("bench: floor: %w", err)
+	}
+	system, err := env.measure(ctx, systemPath)
+	if err != nil {
+		return nil, fmt.Errorf("bench: system: %w", err)
+	}
+	return newReport(opts, natsDesc, floor, system), nil
+}
+
+// profile starts a CPU profile into w, if set, and returns its stop.
+func profile(w io.Writer) (stop func(), err error) {
+	if w == nil {
+		return func() {}, nil
+	}
+	if err := pprof.StartCPUProfile(w); err != nil {
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	return pprof.StopCPUProfile, nil
+}
+
+// redact drops credentials from a URL for the report.
+func redact(url string) string {
+	if at := strings.LastIndex(url, "@"); at >= 0 {
+		if scheme := strings.Index(url, "://"); scheme >= 0 && scheme < at {
+			return url[:scheme+3] + "***" + url[at:]
+		}
+	}
+	return url
+}
+
+func goVersion() string { return runtime.Version() }

@@ -1,0 +1,407 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/cortex-os/core/internal/echo"
+	"github.com/cortex-os/core/internal/infrastructure/bus"
+	"github.com/cortex-os/core/internal/logging"
+	"github.com/cortex-os/core/internal/scheduler"
+	pb "github.com/cortex-os/core/pkg/pb/v1"
+	"github.com/cortex-os/core/pkg/wire"
+	"github.com/cortex-os/core/pkg/worker"
+)
+
+// env is what both paths share in a run.
+type env struct {
+	opts    Options
+	url     string
+	runID   string
+	topic   string // job.bench.<run>: the subject jobs are dispatched on
+	payload string
+}
+
+// path is one of the two things measured.
+type path struct {
+	name  string
+	label string // for the progress bar
+	tag   string // in job ids, so the two runs never mix
+	// subjects the client submits on and takes results from.
+	subjects func(e *env) (submit, result string)
+	// start runs the parts between the client's submission and its result.
+	start func(ctx context.Context, e *env, tr *tracker) (*parts, error)
+}
+
+// parts is what a path started: its connections, and how to stop them.
+type parts struct {
+	buses []*bus.NatsBus
+	stop  []func() error // run in order, before the buses close
+}
+
+// close stops the parts, then drains and closes their connections.
+func (p *parts) close() error {
+	var errs []error
+	for _, stop := range p.stop {
+		errs = append(errs, stop())
+	}
+	for _, b := range p.buses {
+		b.Close()
+	}
+	return errors.Join(errs...)
+}
+
+// busErrors counts what the connections of p saw go wrong: asynchronous errors
+// (a slow consumer drops messages), undecodable packets, handler panics.
+func (p *parts) busErrors() uint64 {
+	var n uint64
+	for _, b := range p.buses {
+		s := b.Stats()
+		n += s.AsyncErrors + s.Malformed + s.TooLarge + s.UnknownPayload + s.HandlerPanics
+	}
+	return n
+}
+
+func (e *env) connect(p *parts, name string) (*bus.NatsBus, error) {
+	b, err := bus.Connect(bus.Config{URL: e.url, Name: name, Logger: logging.Discard()})
+	if err != nil {
+		return nil, err
+	}
+	p.buses = append(p.buses, b)
+	return b, nil
+}
+
+// floorPath is the same message path without control-plane logic: the relay
+// republishes the client's bytes to the worker subject without decoding them;
+// a worker (a queue subscriber) decodes the job and publishes its result with
+// the same bus code and the same packet a real echo worker would.
+var floorPath = path{
+	name:     "floor",
+	label:    "floor",
+	tag:      "f",
+	subjects: floorSubjects,
+	start:    startFloor,
+}
+
+func floorSubjects(e *env) (submit, result string) {
+	return "bench." + e.runID + ".submit", "bench." + e.runID + ".result"
+}
+
+func startFloor(ctx context.Context, e *env, tr *tracker) (_ *parts, err error) {
+	p := &parts{}
+	defer func() {
+		if err != nil {
+			_ = p.close()
+		}
+	}()
+	submit, result := floorSubjects(e)
+	work := "bench." + e.runID + ".work"
+
+	relay, err := e.connect(p, "cortex-bench-floor-relay")
+	if err != nil {
+		return nil, err
+	}
+	rc := relay.Conn()
+	sub, err := rc.Subscribe(submit, func(m *nats.Msg) { _ = rc.Publish(work, m.Data) })
+	if err != nil {
+		return nil, fmt.Errorf("relay: %w", err)
+	}
+	p.stop = append(p.stop, sub.Drain)
+
+	handle := echo.Handler(echo.WorkTime{})
+	for i := range e.opts.Workers {
+		wb, err := e.connect(p, "cortex-bench-floor-worker")
+		if err != nil {
+			return nil, err
+		}
+		id := fmt.Sprintf("bench-floor-worker-%d", i)
+		drain, err := wb.Subscribe(work, "bench-floor-"+e.runID, func(pkt *pb.BusPacket) {
+			req := pkt.GetJobRequest()
+			if req == nil {
+				return
+			}
+			tr.dispatch(req.GetJobId())
+			start := time.Now()
+			ptr, err := handle(ctx, req)
+			res := &pb.JobResult{
+				JobId:       req.GetJobId(),
+				Status:      pb.JobStatus_JOB_STATUS_COMPLETED,
+				ResultPtr:   ptr,
+				WorkerId:    id,
+				ExecutionMs: time.Since(start).Milliseconds(),
+			}
+			if err != nil {
+				res.Status = pb.JobStatus_JOB_STATUS_FAILED
+			}
+			_ = wb.Publish(result, wire.JobResultPacket(pkt.GetTraceId(), id, res))
+		})
+		if err != nil {
+			return nil, fmt.Errorf("floor worker: %w", err)
+		}
+		p.stop = append(p.stop, drain)
+	}
+	for _, b := range p.buses {
+		if err := flush(ctx, b); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+// systemPath is the complete system: the scheduler (stub safety, memory
+// registry, naive strategy) and echo workers on the worker runtime, each on
+// its own connection.
+var systemPath = path{
+	name:  "system",
+	label: "system",
+	tag:   "s",
+	subjects: func(*env) (string, string) {
+		return wire.SubjectSubmit, wire.SubjectResult
+	},
+	start: startSystem,
+}
+
+func startSystem(ctx context.Context, e *env, tr *tracker) (_ *parts, err error) {
+	p := &parts{}
+	defer func() {
+		if err != nil {
+			_ = p.close()
+		}
+	}()
+	log := logging.Discard()
+	sb, err := e.connect(p, "cortex-bench-scheduler")
+	if err != nil {
+		return nil, err
+	}
+	reg := scheduler.NewMemoryRegistry()
+	engine, err := scheduler.New(scheduler.Config{
+		Bus:      sb,
+		Safety:   scheduler.NewSafetyStub(),
+		Registry: reg,
+		Strategy: scheduler.NewNaiveStrategy(),
+		Logger:   log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := engine.Start(ctx); err != nil {
+		return nil, err
+	}
+	// Workers stop first, so that their last results still reach the
+	// scheduler; the scheduler then drains (the stop functions run in order).
+	var (
+		runs     sync.WaitGroup
+		runErrs  = make(chan error, e.opts.Workers)
+		stopWork context.CancelFunc
+		workCtx  context.Context
+	)
+	workCtx, stopWork = context.WithCancel(context.WithoutCancel(ctx))
+	p.stop = append(p.stop,
+		func() error {
+			stopWork()
+			runs.Wait()
+			close(runErrs)
+			var errs []error
+			for err := range runErrs {
+				errs = append(errs, err)
+			}
+			return errors.Join(errs...)
+		},
+		func() error { return engine.Stop(context.WithoutCancel(ctx)) },
+	)
+	if err := flush(ctx, sb); err != nil {
+		return nil, err
+	}
+
+	// The hook: the time a worker's handler receives the job is its dispatch.
+	echoHandler := echo.Handler(echo.WorkTime{})
+	hooked := worker.HandlerFunc(func(ctx context.Context, job *pb.JobRequest) (string, error) {
+		tr.dispatch(job.GetJobId())
+		return echoHandler(ctx, job)
+	})
+	ids := make([]string, e.opts.Workers)
+	for i := range e.opts.Workers {
+		wb, err := e.connect(p, "cortex-bench-worker-echo")
+		if err != nil {
+			return nil, err
+		}
+		w, err := worker.New(worker.Config{
+			Bus:        wb,
+			Kind:       echo.Kind,
+			Topic:      e.topic,
+			QueueGroup: "workers-bench-" + e.runID,
+			Handler:    hooked,
+			Logger:     log,
+		})
+		if err != nil {
+			return nil, err
+		}
+		ids[i] = w.ID()
+		runs.Go(func() {
+			if err := w.Run(workCtx); err != nil {
+				runErrs <- fmt.Errorf("worker %s: %w", w.ID(), err)
+			}
+		})
+	}
+	// A worker heartbeats right after it subscribes, on the same connection:
+	// once the scheduler has every worker's heartbeat, the server has every
+	// worker's subscription.
+	if err := waitFor(ctx, 10*time.Second, func() bool {
+		snap := reg.Snapshot()
+		for _, id := range ids {
+			if snap[id] == nil {
+				return false
+			}
+		}
+		return true
+	}); err != nil {
+		return nil, fmt.Errorf("waiting for %d workers to heartbeat: %w", len(ids), err)
+	}
+	return p, nil
+}
+
+func waitFor(ctx context.Context, limit time.Duration, ok func() bool) error {
+	deadline := time.Now().Add(limit)
+	for !ok() {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("timed out after %s", limit)
+		}
+		if err := sleep(ctx, 5*time.Millisecond); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// usage is the process's CPU time, peak resident set, heap allocations and
+// garbage collections.
+type usage struct {
+	cpu         time.Duration
+	maxRSS      int64 // bytes
+	mallocs, gc uint64
+	machine     time.Duration // the whole machine's busy CPU time
+	machineOK   bool
+}
+
+func readUsage() usage {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	u := usage{mallocs: ms.Mallocs, gc: uint64(ms.NumGC)}
+	u.machine, u.machineOK = machineBusy()
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err == nil {
+		u.cpu = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+		u.maxRSS = maxRSSBytes(ru.Maxrss)
+	}
+	return u
+}
+
+// measure runs one path: warm-up, then the measured jobs.
+func (e *env) measure(ctx context.Context, pa path) (res *PhaseResult, err error) {
+	o := e.opts
+	tr := newTracker("bench-"+e.runID+"-"+pa.tag+"-", o.Warmup+o.Jobs)
+	submit, result := pa.subjects(e)
+
+	client := &parts{}
+	defer func() { err = errors.Join(err, client.close()) }()
+	cb, err := e.connect(client, "cortex-bench-client")
+	if err != nil {
+		return nil, err
+	}
+	d := &driver{
+		tr:       tr,
+		nc:       cb.Conn(),
+		subject:  submit,
+		enc:      newEncoder(tr, "cortex-bench-client", e.topic, e.payload),
+		window:   o.Window,
+		rate:     o.Rate,
+		idle:     o.IdleTimeout,
+		progress: o.Progress,
+	}
+	drain, err := cb.Subscribe(result, "", d.onResult)
+	if err != nil {
+		return nil, err
+	}
+	client.stop = append(client.stop, drain)
+	if err := flush(ctx, cb); err != nil {
+		return nil, err
+	}
+
+	parts, err := pa.start(ctx, e, tr)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		err = errors.Join(err, parts.close())
+		if res != nil {
+			res.BusErrors = parts.busErrors() + client.busErrors()
+		}
+	}()
+
+	if o.Warmup > 0 {
+		d.label = pa.label + " warm-up"
+		if err := d.drive(ctx, newRound(0, o.Warmup, o.Window, false)); err != nil {
+			return nil, fmt.Errorf("warm-up: %w", err)
+		}
+	}
+
+	d.label = pa.label
+	r := newRound(o.Warmup, o.Warmup+o.Jobs, o.Window, true)
+	var stopProfile func()
+	if pa.name == "system" {
+		if stopProfile, err = profile(o.CPUProfile); err != nil {
+			return nil, err
+		}
+	} else {
+		stopProfile = func() {}
+	}
+	before := readUsage()
+	err = d.drive(ctx, r)
+	after := readUsage()
+	stopProfile()
+	if err != nil {
+		return nil, err
+	}
+	elapsed := time.Duration(r.end - r.start)
+	res = &PhaseResult{
+		Jobs:         o.Jobs,
+		Seconds:      elapsed.Seconds(),
+		JobsPerSec:   float64(o.Jobs) / elapsed.Seconds(),
+		Result:       latencyOf(r.result),
+		Dispatch:     latencyOf(r.dispatch),
+		SendLag:      latencyOf(r.lag),
+		CPUSeconds:   (after.cpu - before.cpu).Seconds(),
+		RSSMB:        float64(after.maxRSS) / (1 << 20),
+		AllocsPerJob: float64(after.mallocs-before.mallocs) / float64(o.Jobs),
+		GCs:          after.gc - before.gc,
+		Failed:       r.failed,
+		Undispatched: r.undispatched,
+		Duplicates:   d.dups.Load(),
+		Foreign:      d.foreign.Load(),
+	}
+	res.CPUPer1kJobs = res.CPUSeconds / float64(o.Jobs) * 1000
+	res.CPUCores = res.CPUSeconds / elapsed.Seconds()
+	if before.machineOK && after.machineOK {
+		// /proc/stat counts in 10 ms ticks: small negative values are rounding.
+		other := (after.machine - before.machine).Seconds() - res.CPUSeconds
+		res.OtherCores = max(other, 0) / elapsed.Seconds()
+	} else {
+		res.OtherCores = -1
+	}
+	return res, nil
+}
+
+// flush waits until the server has processed everything sent on b so far
+// (its subscriptions included).
+func flush(ctx context.Context, b *bus.NatsBus) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	return b.Flush(ctx)
+}
