@@ -22,7 +22,7 @@ func main() {
 }
 
 func newCommand() *cobra.Command {
-	var configPath, natsURL, logLevel, id string
+	var configPath, natsURL, logLevel, id, store string
 	cmd := &cobra.Command{
 		Use:           "cortex-scheduler",
 		Short:         "Run the CortexOS scheduler",
@@ -38,7 +38,11 @@ func newCommand() *cobra.Command {
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			log.Info("[SCHEDULER] 🧠 CortexOS scheduler starting", "nats_url", cfg.NatsURL)
-			return system.RunScheduler(ctx, system.SchedulerOptions{NatsURL: cfg.NatsURL, ID: id, Logger: log})
+			settings := cfg.Scheduler
+			if store != "" {
+				settings.Store = store
+			}
+			return system.RunScheduler(ctx, system.SchedulerOptions{NatsURL: cfg.NatsURL, ID: id, Logger: log, Settings: settings})
 		},
 	}
 	f := cmd.Flags()
@@ -46,5 +50,6 @@ func newCommand() *cobra.Command {
 	f.StringVar(&natsURL, "nats-url", "", "NATS server URL (overrides NATS_URL and the config file)")
 	f.StringVar(&logLevel, "log-level", "", "debug, info, warn or error (overrides CORTEX_LOG_LEVEL and the config file)")
 	f.StringVar(&id, "id", "", "scheduler replica id (default: unique per process)")
+	f.StringVar(&store, "store", "", "job store: auto (jetstream when the server has it), memory or jetstream (overrides the config file)")
 	return cmd
 }

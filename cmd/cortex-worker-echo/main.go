@@ -27,7 +27,7 @@ func newCommand() *cobra.Command {
 	var (
 		configPath, natsURL, logLevel, id string
 		concurrency                       int
-		heartbeat, grace                  time.Duration
+		heartbeat, lease, grace           time.Duration
 	)
 	work := echo.DefaultWorkTime
 	cmd := &cobra.Command{
@@ -45,9 +45,19 @@ func newCommand() *cobra.Command {
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			log.Info("[WORKER echo] 🔧 CortexOS echo worker starting", "nats_url", cfg.NatsURL, "work_time", work.String())
+			settings := cfg.Worker
+			if f := cmd.Flags(); f.Changed("heartbeat-interval") || settings.HeartbeatInterval == 0 {
+				settings.HeartbeatInterval = heartbeat
+			}
+			if f := cmd.Flags(); f.Changed("lease-interval") || settings.LeaseInterval == 0 {
+				settings.LeaseInterval = lease
+			}
+			if f := cmd.Flags(); f.Changed("shutdown-grace") || settings.ShutdownGrace == 0 {
+				settings.ShutdownGrace = grace
+			}
 			return system.RunEchoWorker(ctx, system.EchoWorkerOptions{
 				NatsURL: cfg.NatsURL, ID: id, WorkTime: work, Concurrency: concurrency,
-				HeartbeatInterval: heartbeat, ShutdownGrace: grace, Logger: log,
+				Settings: settings, Logger: log,
 			})
 		},
 	}
@@ -58,7 +68,8 @@ func newCommand() *cobra.Command {
 	f.StringVar(&id, "id", "", "worker id (default: worker-echo-<host>-<random>, unique per process)")
 	f.Var(&work, "work-time", `simulated work per job: "0", "250ms" or "100ms-500ms"`)
 	f.IntVar(&concurrency, "concurrency", 64, "jobs run at once")
-	f.DurationVar(&heartbeat, "heartbeat-interval", 5*time.Second, "time between heartbeats")
-	f.DurationVar(&grace, "shutdown-grace", 10*time.Second, "how long in-flight jobs may finish after SIGINT/SIGTERM")
+	f.DurationVar(&heartbeat, "heartbeat-interval", 5*time.Second, "time between heartbeats while idle")
+	f.DurationVar(&lease, "lease-interval", 500*time.Millisecond, "time between heartbeats while holding jobs (they renew the jobs' leases)")
+	f.DurationVar(&grace, "shutdown-grace", 10*time.Second, "how long in-flight jobs may finish after SIGINT/SIGTERM; the rest are handed back")
 	return cmd
 }

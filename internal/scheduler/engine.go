@@ -1,39 +1,80 @@
 package scheduler
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/google/uuid"
+	"google.golang.org/protobuf/proto"
 
+	"github.com/cortex-os/core/internal/jobstore"
+	"github.com/cortex-os/core/internal/lifecycle"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/wire"
 )
 
-// DefaultQueueGroup is the queue group scheduler replicas share submissions
-// and results through.
+// DefaultQueueGroup is the queue group (and durable consumer name) the
+// scheduler replicas share submissions, results, queries and cancels through.
 const DefaultQueueGroup = "cortex-scheduler"
 
-// Config configures an Engine. Bus, Safety, Registry and Strategy are required.
+// Config configures an Engine. Bus, Safety, Registry and Strategy are
+// required; every other zero value is replaced by its default.
 type Config struct {
 	Bus      Bus
 	Safety   SafetyChecker
 	Registry WorkerRegistry
 	Strategy SchedulingStrategy
+	// Store is the job store. Default: a new jobstore.Memory.
+	Store JobStore
+	// DeadLetters receives jobs that exhausted their attempts. Default: a
+	// new jobstore.MemoryDeadLetters.
+	DeadLetters DeadLetters
 
-	// ID is this replica's sender_id on the packets it publishes.
-	// Default "cortex-scheduler-<host>-<random>", unique per process.
+	// ID is this replica's sender_id. Default "cortex-scheduler-<host>-<random>".
 	ID string
-	// QueueGroup shared by the replicas for submissions and results.
-	// Default DefaultQueueGroup.
+	// QueueGroup shared by the replicas. Default DefaultQueueGroup.
 	QueueGroup string
 	// Logger. Default slog.Default(). Per-job events are logged at debug.
 	Logger *slog.Logger
+
+	// AckTimeout is how long a dispatch waits for the worker's confirmation.
+	// Default 1s.
+	AckTimeout time.Duration
+	// LeaseInterval is the heartbeat interval the scheduler expects of a
+	// worker that holds jobs, until its heartbeats say otherwise. Default 500ms.
+	LeaseInterval time.Duration
+	// LeaseMisses is how many heartbeat intervals a worker holding jobs may
+	// miss before it is dead and its jobs are dispatched again. Default 3.
+	LeaseMisses int
+	// MaxAttempts is the default for jobs that set none. Default 3.
+	MaxAttempts int
+	// Timeout is the default per-attempt timeout. Default 60s.
+	Timeout time.Duration
+	// TTL is the default time from submission by which a job must finish or
+	// end TIMEOUT. Default 10m; negative means none.
+	TTL time.Duration
+	// RetryBackoff and RetryBackoffMax bound the exponential, jittered delay
+	// before a failed attempt is retried. Defaults 100ms and 30s.
+	RetryBackoff, RetryBackoffMax time.Duration
+	// NoWorkerRetry is how often a job no worker took is offered again.
+	// Default 250ms.
+	NoWorkerRetry time.Duration
+	// Tick is how often timers (retries, leases, timeouts) are checked.
+	// Default 50ms.
+	Tick time.Duration
+	// MaxDispatching bounds the dispatches in flight. Default 4096.
+	MaxDispatching int
+	// StoreTimeout bounds one job-store operation. Default 5s.
+	StoreTimeout time.Duration
 }
 
 func (c *Config) setDefaults() error {
@@ -47,6 +88,12 @@ func (c *Config) setDefaults() error {
 	case c.Strategy == nil:
 		return errors.New("scheduler: Config.Strategy is required")
 	}
+	if c.Store == nil {
+		c.Store = jobstore.NewMemory()
+	}
+	if c.DeadLetters == nil {
+		c.DeadLetters = jobstore.NewMemoryDeadLetters()
+	}
 	if c.ID == "" {
 		c.ID = UniqueID("cortex-scheduler")
 	}
@@ -56,12 +103,40 @@ func (c *Config) setDefaults() error {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	setDuration(&c.AckTimeout, time.Second)
+	setDuration(&c.LeaseInterval, 500*time.Millisecond)
+	if c.LeaseMisses <= 0 {
+		c.LeaseMisses = 3
+	}
+	if c.MaxAttempts <= 0 {
+		c.MaxAttempts = 3
+	}
+	setDuration(&c.Timeout, time.Minute)
+	if c.TTL == 0 {
+		c.TTL = 10 * time.Minute
+	}
+	setDuration(&c.RetryBackoff, 100*time.Millisecond)
+	setDuration(&c.RetryBackoffMax, 30*time.Second)
+	setDuration(&c.NoWorkerRetry, 250*time.Millisecond)
+	setDuration(&c.Tick, 50*time.Millisecond)
+	if c.MaxDispatching <= 0 {
+		c.MaxDispatching = 4096
+	}
+	setDuration(&c.StoreTimeout, 5*time.Second)
 	return nil
 }
 
-// UniqueID returns prefix-host-random, distinct for every call.
+func setDuration(d *time.Duration, def time.Duration) {
+	if *d <= 0 {
+		*d = def
+	}
+}
+
+// UniqueID returns prefix-host-random, distinct for every call and usable as
+// a subject token.
 func UniqueID(prefix string) string {
 	host, _ := os.Hostname()
+	host = strings.NewReplacer(".", "-", " ", "-", "*", "-", ">", "-").Replace(host)
 	if host == "" {
 		host = "local"
 	}
@@ -71,30 +146,61 @@ func UniqueID(prefix string) string {
 // Stats counts what the engine did. All fields are cumulative.
 type Stats struct {
 	Submitted      uint64 // job requests received
-	Rejected       uint64 // invalid requests (no job_id)
-	Denied         uint64 // refused by the safety checker
+	Accepted       uint64 // new jobs recorded PENDING
+	Rejected       uint64 // invalid requests: no job created
+	Denied         uint64 // refused by the safety checker: recorded DENIED
+	Duplicates     uint64 // resubmissions of an existing job, answered with it
+	Conflicts      uint64 // an existing job_id with different content
+	Dispatched     uint64 // dispatches sent
+	NoResponders   uint64 // dispatches no worker was subscribed for
+	Unconfirmed    uint64 // dispatches no worker confirmed in time
 	Unroutable     uint64 // no subject could be picked
-	Dispatched     uint64
-	DispatchErrors uint64
-	Results        uint64
+	Results        uint64 // results received
+	StaleResults   uint64 // results of an attempt that was no longer current: fenced
+	LateResults    uint64 // results for jobs already finished: ignored
+	Completed      uint64
+	Retries        uint64 // attempts sent back to PENDING
+	LeasesLost     uint64
+	DeadLettered   uint64
+	Cancelled      uint64
 	Heartbeats     uint64
 	Alerts         uint64
 	Unknown        uint64 // packets with a payload the engine does not handle
+	StoreErrors    uint64
+	DispatchErrors uint64
 }
 
-// Engine is the scheduler's control loop.
+// Engine is the scheduler's control loop. Its replicas share one JobStore.
 type Engine struct {
 	cfg Config
 	log *slog.Logger
 
-	mu     sync.Mutex
-	drains []func() error
+	mu       sync.Mutex
+	active   map[string]*tracked // non-terminal jobs known to this replica
+	drains   []func() error
+	stopLoop context.CancelFunc
+	loops    sync.WaitGroup // timer loop and store watch
+	running  bool
+
+	dispatching chan struct{} // semaphore: dispatches in flight
+	inflight    sync.WaitGroup
 
 	// blind: the strategy does not look at the workers, so no registry
 	// snapshot is taken per job.
 	blind bool
 
-	submitted, rejected, denied, unroutable, dispatched, dispatchErrs, results, heartbeats, alerts, unknown atomic.Uint64
+	stats struct {
+		submitted, accepted, rejected, denied, duplicates, conflicts, dispatched, noResponders,
+		unconfirmed, unroutable, results, stale, late, completed, retries, leasesLost, deadLettered,
+		cancelled, heartbeats, alerts, unknown, storeErrors, dispatchErrors atomic.Uint64
+	}
+}
+
+// tracked is this replica's view of an active job.
+type tracked struct {
+	rec        jobstore.Record
+	leaseUntil time.Time // RUNNING: the worker must have heartbeated by then
+	busy       bool      // a dispatch or timer action of this replica holds it
 }
 
 // New validates cfg, fills in its defaults and returns an engine.
@@ -103,11 +209,17 @@ func New(cfg Config) (*Engine, error) {
 		return nil, err
 	}
 	wb, ok := cfg.Strategy.(WorkerBlind)
-	return &Engine{cfg: cfg, log: cfg.Logger, blind: ok && wb.WorkerBlind()}, nil
+	return &Engine{
+		cfg:         cfg,
+		log:         cfg.Logger,
+		active:      make(map[string]*tracked),
+		dispatching: make(chan struct{}, cfg.MaxDispatching),
+		blind:       ok && wb.WorkerBlind(),
+	}, nil
 }
 
-// NewEngine is the design document's constructor. It panics on a nil
-// dependency; use New to get an error instead.
+// NewEngine is the design document's constructor, with an in-memory job
+// store. It panics on a nil dependency; use New to get an error instead.
 func NewEngine(bus Bus, safety SafetyChecker, reg WorkerRegistry, strat SchedulingStrategy) *Engine {
 	e, err := New(Config{Bus: bus, Safety: safety, Registry: reg, Strategy: strat})
 	if err != nil {
@@ -119,23 +231,50 @@ func NewEngine(bus Bus, safety SafetyChecker, reg WorkerRegistry, strat Scheduli
 // ID is this replica's sender id.
 func (e *Engine) ID() string { return e.cfg.ID }
 
-// Start subscribes: every replica sees every heartbeat (no queue group), while
-// submissions and results are shared through the queue group. (The design
-// document subscribed heartbeats in the queue group too, so each of two
-// replicas saw only part of them.)
+// Start subscribes and starts the timers. Every replica sees every heartbeat
+// (no queue group: the design document put heartbeats in the queue group, so
+// each of two replicas saw only part of them); submissions, results, queries
+// and cancels are shared by the replicas.
 func (e *Engine) Start(ctx context.Context) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if len(e.drains) > 0 {
+	if e.running {
 		return errors.New("scheduler: already started")
 	}
-	subs := []struct{ subject, queue string }{
-		{wire.SubjectHeartbeats, ""},
-		{wire.SubjectSubmit, e.cfg.QueueGroup},
-		{wire.SubjectResult, e.cfg.QueueGroup},
+	loopCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	e.stopLoop = stop
+	e.loops.Add(2)
+	go func() {
+		defer e.loops.Done()
+		if err := e.cfg.Store.Watch(loopCtx, func(r jobstore.Record) { e.observe(r) }); err != nil && loopCtx.Err() == nil {
+			e.log.Error("[SCHEDULER] job store watch ended", "err", err)
+		}
+	}()
+	go func() {
+		defer e.loops.Done()
+		e.timerLoop(loopCtx)
+	}()
+
+	subscribe := []func() (func() error, error){
+		func() (func() error, error) {
+			return e.cfg.Bus.Subscribe(wire.SubjectHeartbeats, "", e.HandlePacket)
+		},
+		func() (func() error, error) {
+			return e.cfg.Bus.Consume(wire.SubjectResult, e.cfg.QueueGroup+"-results", e.handleResultPacket)
+		},
+		func() (func() error, error) {
+			return e.cfg.Bus.Serve(wire.SubjectQuery, e.cfg.QueueGroup, e.handleQuery)
+		},
+		func() (func() error, error) {
+			return e.cfg.Bus.Serve(wire.SubjectCancel, e.cfg.QueueGroup, e.handleCancel)
+		},
+		func() (func() error, error) {
+			return e.cfg.Bus.Consume(wire.SubjectSubmit, e.cfg.QueueGroup, e.handleSubmit)
+		},
 	}
-	for _, s := range subs {
-		drain, err := e.cfg.Bus.Subscribe(s.subject, s.queue, e.HandlePacket)
+	e.running = true
+	for _, sub := range subscribe {
+		drain, err := sub()
 		if err != nil {
 			e.stopLocked()
 			return fmt.Errorf("scheduler: %w", err)
@@ -146,11 +285,15 @@ func (e *Engine) Start(ctx context.Context) error {
 	return nil
 }
 
-// Stop drains the subscriptions: no new packet is taken, and the ones already
-// received are handled before Stop returns.
+// Stop stops intake first, then lets the packets already received and the
+// dispatches in flight finish, then stops the timers. Nothing is left
+// half-written: every change to a job is one compare-and-set.
 func (e *Engine) Stop(ctx context.Context) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if !e.running {
+		return nil
+	}
 	err := e.stopLocked()
 	e.log.InfoContext(ctx, "[SCHEDULER] stopped", "id", e.cfg.ID)
 	return err
@@ -158,10 +301,17 @@ func (e *Engine) Stop(ctx context.Context) error {
 
 func (e *Engine) stopLocked() error {
 	var errs []error
-	for _, drain := range e.drains {
-		errs = append(errs, drain())
+	// Submissions were subscribed last: drain in reverse, intake first.
+	for i := len(e.drains) - 1; i >= 0; i-- {
+		errs = append(errs, e.drains[i]())
 	}
 	e.drains = nil
+	e.mu.Unlock()
+	e.inflight.Wait()
+	e.stopLoop()
+	e.loops.Wait()
+	e.mu.Lock()
+	e.running = false
 	return errors.Join(errs...)
 }
 
@@ -174,98 +324,293 @@ func (e *Engine) Run(ctx context.Context) error {
 	return e.Stop(context.WithoutCancel(ctx))
 }
 
-// HandlePacket handles one packet from the bus.
+// HandlePacket handles a packet that needs no answer: heartbeats, results,
+// alerts. (Submissions arrive through handleSubmit, which can answer.)
 func (e *Engine) HandlePacket(p *pb.BusPacket) {
 	switch payload := p.Payload.(type) {
 	case *pb.BusPacket_Heartbeat:
-		e.heartbeats.Add(1)
-		hb := payload.Heartbeat
-		if e.debug() {
-			e.log.Debug("[SCHEDULER] 💓 heartbeat", "worker_id", hb.GetWorkerId(), "type", hb.GetType(),
-				"cpu", hb.GetCpuLoad(), "gpu", hb.GetGpuUtilization(), "active_jobs", hb.GetActiveJobs())
-		}
-		e.cfg.Registry.UpdateHeartbeat(hb)
-
+		e.handleHeartbeat(payload.Heartbeat)
 	case *pb.BusPacket_JobRequest:
-		e.submitted.Add(1)
-		e.processJob(payload.JobRequest, p.GetTraceId())
-
+		_ = e.handleSubmit(p, "")
 	case *pb.BusPacket_JobResult:
-		e.results.Add(1)
-		if e.debug() {
-			res := payload.JobResult
-			e.log.Debug("[SCHEDULER] ✅ result", "job_id", res.GetJobId(), "status", res.GetStatus().String(),
-				"worker_id", res.GetWorkerId(), "execution_ms", res.GetExecutionMs(), "trace_id", p.GetTraceId())
-		}
-
+		_ = e.handleResultPacket(p, "")
 	case *pb.BusPacket_Alert:
-		e.alerts.Add(1)
+		e.stats.alerts.Add(1)
 		a := payload.Alert
 		e.log.Warn("[SCHEDULER] alert", "level", a.GetLevel(), "component", a.GetComponent(),
 			"message", a.GetMessage(), "sender_id", p.GetSenderId())
-
 	default:
-		e.unknown.Add(1)
-		e.log.Warn("[SCHEDULER] packet without a known payload", "sender_id", p.GetSenderId(), "trace_id", p.GetTraceId())
-	}
-}
-
-func (e *Engine) processJob(req *pb.JobRequest, traceID string) {
-	if req.GetJobId() == "" {
-		e.rejected.Add(1)
-		e.log.Warn("[SCHEDULER] rejected job without job_id", "topic", req.GetTopic(), "trace_id", traceID)
-		return
-	}
-	if traceID == "" {
-		traceID = uuid.NewString()
-	}
-	if e.debug() {
-		e.log.Debug("[SCHEDULER] 📥 submitted", "job_id", req.JobId, "topic", req.Topic, "trace_id", traceID)
-	}
-
-	decision, reason := e.cfg.Safety.Check(req)
-	if decision != SafetyAllow {
-		e.denied.Add(1)
-		e.log.Info("[SAFETY] ⛔ BLOCKED", "job_id", req.JobId, "topic", req.Topic, "reason", reason, "trace_id", traceID)
-		return
-	}
-
-	var workers map[string]*pb.Heartbeat
-	if !e.blind {
-		workers = e.cfg.Registry.Snapshot() // a copy per job: only for strategies that look
-	}
-	subject, err := e.cfg.Strategy.PickSubject(req, workers)
-	if err != nil {
-		e.unroutable.Add(1)
-		e.log.Warn("[SCHEDULER] no subject for job", "job_id", req.JobId, "topic", req.Topic, "err", err, "trace_id", traceID)
-		return
-	}
-
-	if err := e.cfg.Bus.Publish(subject, wire.JobRequestPacket(traceID, e.cfg.ID, req)); err != nil {
-		e.dispatchErrs.Add(1)
-		e.log.Error("[SCHEDULER] dispatch failed", "job_id", req.JobId, "subject", subject, "err", err, "trace_id", traceID)
-		return
-	}
-	e.dispatched.Add(1)
-	if e.debug() {
-		e.log.Debug("[SCHEDULER] 🚀 dispatched", "job_id", req.JobId, "subject", subject, "trace_id", traceID)
+		e.stats.unknown.Add(1)
+		e.log.Warn("[SCHEDULER] packet the scheduler does not handle", "sender_id", p.GetSenderId(), "trace_id", p.GetTraceId())
 	}
 }
 
 func (e *Engine) debug() bool { return e.log.Enabled(context.Background(), slog.LevelDebug) }
 
+func (e *Engine) storeCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), e.cfg.StoreTimeout)
+}
+
+// ---- submissions ----
+
+func (e *Engine) handleSubmit(p *pb.BusPacket, replyTo string) error {
+	req := p.GetJobRequest()
+	if req == nil {
+		e.stats.unknown.Add(1)
+		e.reply(replyTo, p.GetTraceId(), refusal("sys.job.submit takes a job_request packet", false))
+		return nil
+	}
+	e.stats.submitted.Add(1)
+	traceID := p.GetTraceId()
+	if traceID == "" {
+		traceID = uuid.NewString()
+	}
+	answer, _, err := e.admit(req, traceID)
+	if err != nil {
+		return err // redelivered where the intake is durable
+	}
+	e.reply(replyTo, traceID, answer)
+	return nil
+}
+
+// admit validates req, asks the safety checker, records the job (PENDING, or
+// DENIED) and starts its dispatch. created is false for a resubmission of an
+// existing job. An error means the store failed: nothing was decided.
+func (e *Engine) admit(req *pb.JobRequest, traceID string) (answer *pb.JobAnswer, created bool, err error) {
+	if err := e.validate(req); err != nil {
+		e.stats.rejected.Add(1)
+		e.log.Warn("[SCHEDULER] refused job", "job_id", req.GetJobId(), "topic", req.GetTopic(), "err", err, "trace_id", traceID)
+		return refusal(err.Error(), false), false, nil
+	}
+	if e.debug() {
+		e.log.Debug("[SCHEDULER] 📥 submitted", "job_id", req.JobId, "topic", req.Topic, "trace_id", traceID)
+	}
+
+	now := time.Now()
+	job := &pb.JobInfo{
+		JobId:       req.JobId,
+		State:       lifecycle.Pending,
+		MaxAttempts: req.GetMaxAttempts(),
+		TraceId:     traceID,
+		Request:     req,
+		CreatedMs:   now.UnixMilli(),
+		UpdatedMs:   now.UnixMilli(),
+		Digest:      digest(req),
+	}
+	if job.MaxAttempts <= 0 {
+		job.MaxAttempts = int32(e.cfg.MaxAttempts)
+	}
+	if ttl := e.ttl(req); ttl > 0 {
+		job.DeadlineMs = now.Add(ttl).UnixMilli()
+	}
+	decision, reason := e.cfg.Safety.Check(req)
+	if decision != SafetyAllow {
+		job.State = lifecycle.Denied
+		job.Error = "denied by the safety policy: " + reason
+	} else {
+		job.PendingReason = "waiting to be dispatched"
+	}
+
+	ctx, cancel := e.storeCtx()
+	defer cancel()
+	rec, err := e.cfg.Store.Create(ctx, job)
+	switch {
+	case errors.Is(err, jobstore.ErrExists):
+		if bytes.Equal(rec.Job.GetDigest(), job.Digest) {
+			e.stats.duplicates.Add(1)
+			return &pb.JobAnswer{Ok: true, Jobs: []*pb.JobInfo{rec.Job}}, false, nil
+		}
+		e.stats.conflicts.Add(1)
+		e.log.Warn("[SCHEDULER] refused job: job_id exists with different content", "job_id", req.JobId, "trace_id", traceID)
+		return refusal(fmt.Sprintf("%s: job_id %s already exists with different content", conflictPrefix, req.JobId), false), false, nil
+	case err != nil:
+		e.stats.storeErrors.Add(1)
+		e.log.Error("[SCHEDULER] recording job failed", "job_id", req.JobId, "err", err)
+		return nil, false, err
+	}
+
+	if job.State == lifecycle.Denied {
+		e.stats.denied.Add(1)
+		e.log.Info("[SAFETY] ⛔ BLOCKED", "job_id", req.JobId, "topic", req.Topic, "reason", reason, "trace_id", traceID)
+		return &pb.JobAnswer{Error: job.Error, Jobs: []*pb.JobInfo{rec.Job}}, true, nil
+	}
+	e.stats.accepted.Add(1)
+	if t := e.observe(rec); t != nil {
+		e.startDispatch(t, true)
+	}
+	return &pb.JobAnswer{Ok: true, Jobs: []*pb.JobInfo{rec.Job}}, true, nil
+}
+
+// conflictPrefix starts the error of a submission whose job_id is taken.
+const conflictPrefix = "conflict"
+
+// validate refuses requests that cannot become jobs at all.
+func (e *Engine) validate(req *pb.JobRequest) error {
+	if err := jobstore.ValidID(req.GetJobId()); err != nil {
+		return fmt.Errorf("invalid job_id %q: letters, digits and - _ = . only, at most %d", req.GetJobId(), jobstore.MaxIDLength)
+	}
+	if req.GetTopic() != ForbiddenTopic { // the safety check answers for it
+		if err := ValidateTopic(req.GetTopic()); err != nil {
+			return err
+		}
+	}
+	if req.GetMaxAttempts() < 0 || req.GetTimeoutMs() < 0 || req.GetTtlMs() < 0 {
+		return errors.New("max_attempts, timeout_ms and ttl_ms must not be negative")
+	}
+	return nil
+}
+
+func (e *Engine) ttl(req *pb.JobRequest) time.Duration {
+	if req.GetTtlMs() > 0 {
+		return time.Duration(req.GetTtlMs()) * time.Millisecond
+	}
+	if e.cfg.TTL > 0 {
+		return e.cfg.TTL
+	}
+	return 0
+}
+
+func (e *Engine) timeout(req *pb.JobRequest) time.Duration {
+	if req.GetTimeoutMs() > 0 {
+		return time.Duration(req.GetTimeoutMs()) * time.Millisecond
+	}
+	return e.cfg.Timeout
+}
+
+// digest identifies a request's content, to tell a resubmission from a
+// conflicting reuse of its job_id.
+func digest(req *pb.JobRequest) []byte {
+	data, _ := proto.MarshalOptions{Deterministic: true}.Marshal(req)
+	sum := sha256.Sum256(data)
+	return sum[:16]
+}
+
+func refusal(msg string, retryable bool) *pb.JobAnswer {
+	return &pb.JobAnswer{Error: msg, Retryable: retryable}
+}
+
+func (e *Engine) reply(to, traceID string, answer *pb.JobAnswer) {
+	if to == "" {
+		return
+	}
+	p := wire.NewPacket(traceID, e.cfg.ID)
+	p.Payload = &pb.BusPacket_JobAnswer{JobAnswer: answer}
+	if err := e.cfg.Bus.Publish(to, p); err != nil {
+		e.log.Warn("[SCHEDULER] answering failed", "to", to, "err", err)
+	}
+}
+
+// ---- the job cache ----
+
+// observe records rec as this replica's latest view of its job and returns
+// the tracked entry of an active job (nil once the job is terminal). Views
+// older than the one held are ignored.
+func (e *Engine) observe(rec jobstore.Record) *tracked {
+	id := rec.Job.GetJobId()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	t := e.active[id]
+	if t != nil && t.rec.Revision >= rec.Revision {
+		return t
+	}
+	if !lifecycle.Active(rec.Job.GetState()) {
+		delete(e.active, id)
+		return nil
+	}
+	if t == nil {
+		t = &tracked{}
+		e.active[id] = t
+	}
+	prev := t.rec.Job
+	t.rec = rec
+	if rec.Job.State == lifecycle.Running &&
+		(prev.GetState() != lifecycle.Running || prev.GetAttempt() != rec.Job.Attempt || t.leaseUntil.IsZero()) {
+		t.leaseUntil = time.Now().Add(time.Duration(e.cfg.LeaseMisses) * e.cfg.LeaseInterval)
+	}
+	return t
+}
+
+// claim marks t busy for this replica; false if it already is or the job is
+// no longer active.
+func (e *Engine) claim(id string) (jobstore.Record, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	t := e.active[id]
+	if t == nil || t.busy {
+		return jobstore.Record{}, false
+	}
+	t.busy = true
+	return t.rec, true
+}
+
+func (e *Engine) release(id string) {
+	e.mu.Lock()
+	if t := e.active[id]; t != nil {
+		t.busy = false
+	}
+	e.mu.Unlock()
+}
+
+// mutate applies change to the job with compare-and-set, re-reading and
+// deciding again when another writer got there first. change edits a copy
+// and reports whether to write it. It returns the record written, or the
+// latest one read with written=false.
+func (e *Engine) mutate(rec jobstore.Record, change func(j *pb.JobInfo) bool) (_ jobstore.Record, written bool, _ error) {
+	ctx, cancel := e.storeCtx()
+	defer cancel()
+	for range 8 {
+		next := proto.Clone(rec.Job).(*pb.JobInfo)
+		if !change(next) {
+			return rec, false, nil
+		}
+		next.UpdatedMs = time.Now().UnixMilli()
+		nrec, err := e.cfg.Store.Update(ctx, rec, next)
+		if err == nil {
+			e.observe(nrec)
+			e.logTransition(rec.Job, nrec.Job)
+			return nrec, true, nil
+		}
+		if !errors.Is(err, jobstore.ErrRevision) {
+			e.stats.storeErrors.Add(1)
+			return rec, false, err
+		}
+		if rec, err = e.cfg.Store.Get(ctx, rec.Job.GetJobId()); err != nil {
+			e.stats.storeErrors.Add(1)
+			return rec, false, err
+		}
+		e.observe(rec)
+	}
+	return rec, false, fmt.Errorf("job %s: too many concurrent changes", rec.Job.GetJobId())
+}
+
+func (e *Engine) logTransition(prev, next *pb.JobInfo) {
+	if !e.debug() || prev.GetState() == next.GetState() {
+		return
+	}
+	e.log.Debug("[SCHEDULER] job "+lifecycle.Name(next.State), "job_id", next.JobId, "from", lifecycle.Name(prev.GetState()),
+		"attempt", next.Attempt, "worker_id", next.WorkerId, "reason", firstNonEmpty(next.PendingReason, next.Error), "trace_id", next.TraceId)
+}
+
+func firstNonEmpty(s ...string) string {
+	for _, v := range s {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
 // Stats returns the engine's counters.
 func (e *Engine) Stats() Stats {
+	s := &e.stats
 	return Stats{
-		Submitted:      e.submitted.Load(),
-		Rejected:       e.rejected.Load(),
-		Denied:         e.denied.Load(),
-		Unroutable:     e.unroutable.Load(),
-		Dispatched:     e.dispatched.Load(),
-		DispatchErrors: e.dispatchErrs.Load(),
-		Results:        e.results.Load(),
-		Heartbeats:     e.heartbeats.Load(),
-		Alerts:         e.alerts.Load(),
-		Unknown:        e.unknown.Load(),
+		Submitted: s.submitted.Load(), Accepted: s.accepted.Load(), Rejected: s.rejected.Load(),
+		Denied: s.denied.Load(), Duplicates: s.duplicates.Load(), Conflicts: s.conflicts.Load(),
+		Dispatched: s.dispatched.Load(), NoResponders: s.noResponders.Load(), Unconfirmed: s.unconfirmed.Load(),
+		Unroutable: s.unroutable.Load(), Results: s.results.Load(), StaleResults: s.stale.Load(),
+		LateResults: s.late.Load(), Completed: s.completed.Load(), Retries: s.retries.Load(),
+		LeasesLost: s.leasesLost.Load(), DeadLettered: s.deadLettered.Load(), Cancelled: s.cancelled.Load(),
+		Heartbeats: s.heartbeats.Load(), Alerts: s.alerts.Load(), Unknown: s.unknown.Load(),
+		StoreErrors: s.storeErrors.Load(), DispatchErrors: s.dispatchErrors.Load(),
 	}
 }

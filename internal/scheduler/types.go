@@ -1,17 +1,37 @@
-// Package scheduler is the CortexOS control loop: it takes job submissions,
-// asks a SafetyChecker, picks a subject with a SchedulingStrategy over the
-// WorkerRegistry, and dispatches on a Bus. It depends only on these four
-// interfaces; NATS lives behind Bus.
+// Package scheduler is the CortexOS control loop. It takes job submissions,
+// admits them through a SafetyChecker, records each job in a JobStore (the one
+// authority for its state, moved only by compare-and-set), places it with a
+// SchedulingStrategy over the WorkerRegistry, hands it to a worker with a
+// confirmed dispatch, watches the worker's lease, and applies results, with
+// retries, timeouts, cancellation and dead letters. It sees NATS only through
+// the Bus interface.
 package scheduler
 
-import pb "github.com/cortex-os/core/pkg/pb/v1"
+import (
+	"context"
 
-// Bus moves packets. The NATS implementation is bus.NatsBus. An empty queue
-// means every subscriber sees every packet; a queue group shares them. The
-// drain function Subscribe returns stops delivery and waits for the handler.
+	"github.com/cortex-os/core/internal/jobstore"
+	pb "github.com/cortex-os/core/pkg/pb/v1"
+)
+
+// Bus moves packets. The NATS implementation is bus.NatsBus.
 type Bus interface {
+	// Publish sends a packet.
 	Publish(subject string, packet *pb.BusPacket) error
+	// Subscribe delivers packets; an empty queue means every subscriber sees
+	// every packet, a queue group shares them. drain stops delivery and
+	// waits for the handler.
 	Subscribe(subject, queue string, handler func(*pb.BusPacket)) (drain func() error, err error)
+	// Request sends a packet and waits for one answer; no subscriber at all
+	// is an error wrapping wire.ErrNoResponders.
+	Request(ctx context.Context, subject string, packet *pb.BusPacket) (*pb.BusPacket, error)
+	// Serve answers requests with the handler's non-nil return.
+	Serve(subject, queue string, handler func(*pb.BusPacket) *pb.BusPacket) (drain func() error, err error)
+	// Consume delivers each packet published on subject to one member of
+	// the durable group, durably where the bus can; the handler's nil error
+	// acknowledges, an error asks for redelivery. replyTo is where the sender
+	// wants an answer.
+	Consume(subject, durable string, handler func(p *pb.BusPacket, replyTo string) error) (stop func() error, err error)
 }
 
 // SafetyDecision is the verdict of a SafetyChecker.
@@ -40,9 +60,11 @@ type SafetyChecker interface {
 	Check(req *pb.JobRequest) (SafetyDecision, string)
 }
 
-// WorkerRegistry keeps the last heartbeat of every worker.
+// WorkerRegistry keeps the last heartbeat of every live worker.
 type WorkerRegistry interface {
 	UpdateHeartbeat(hb *pb.Heartbeat)
+	// Snapshot returns the live workers by id. The heartbeats are shared:
+	// do not modify them.
 	Snapshot() map[string]*pb.Heartbeat
 }
 
@@ -51,6 +73,13 @@ type WorkerRegistry interface {
 type SchedulingStrategy interface {
 	PickSubject(req *pb.JobRequest, workers map[string]*pb.Heartbeat) (string, error)
 }
+
+// JobStore keeps job records; see package jobstore for the contract and the
+// memory and JetStream key-value implementations.
+type JobStore = jobstore.Store
+
+// DeadLetters holds jobs that exhausted their attempts.
+type DeadLetters = jobstore.DeadLetters
 
 // WorkerBlind is implemented by a SchedulingStrategy whose choice does not
 // look at the workers, such as NaiveStrategy (the subject is the topic). When

@@ -8,13 +8,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"time"
 
 	"github.com/nats-io/nats.go"
 
 	"github.com/cortex-os/core/internal/echo"
 	"github.com/cortex-os/core/internal/infrastructure/bus"
 	"github.com/cortex-os/core/internal/infrastructure/config"
+	"github.com/cortex-os/core/internal/jobstore"
+	"github.com/cortex-os/core/internal/jobstore/kvstore"
 	"github.com/cortex-os/core/internal/logging"
 	"github.com/cortex-os/core/internal/scheduler"
 	"github.com/cortex-os/core/pkg/worker"
@@ -55,6 +56,8 @@ type SchedulerOptions struct {
 	NatsURL string
 	ID      string // default: unique per process
 	Logger  *slog.Logger
+	// Settings are the scheduler section of the config: store and timers.
+	Settings config.Scheduler
 	// NatsOptions are extra connection options (credentials, TLS).
 	NatsOptions []nats.Option
 	// Started, if set, is called once the scheduler is subscribed.
@@ -68,13 +71,25 @@ func RunScheduler(ctx context.Context, opts SchedulerOptions) error {
 		return err
 	}
 	defer b.Close()
+	store, dead, mode, err := OpenStore(ctx, b, opts.Settings.Store)
+	if err != nil {
+		return err
+	}
 	engine, err := scheduler.New(scheduler.Config{
-		Bus:      b,
-		Safety:   scheduler.NewSafetyStub(),
-		Registry: scheduler.NewMemoryRegistry(),
-		Strategy: scheduler.NewNaiveStrategy(),
-		ID:       opts.ID,
-		Logger:   opts.Logger,
+		Bus:           b,
+		Safety:        scheduler.NewSafetyStub(),
+		Registry:      scheduler.NewMemoryRegistry(),
+		Strategy:      scheduler.NewNaiveStrategy(),
+		Store:         store,
+		DeadLetters:   dead,
+		ID:            opts.ID,
+		Logger:        opts.Logger,
+		AckTimeout:    opts.Settings.AckTimeout,
+		LeaseInterval: opts.Settings.LeaseInterval,
+		LeaseMisses:   opts.Settings.LeaseMisses,
+		MaxAttempts:   opts.Settings.MaxAttempts,
+		Timeout:       opts.Settings.Timeout,
+		TTL:           opts.Settings.TTL,
 	})
 	if err != nil {
 		return err
@@ -82,6 +97,7 @@ func RunScheduler(ctx context.Context, opts SchedulerOptions) error {
 	if err := engine.Start(ctx); err != nil {
 		return err
 	}
+	opts.Logger.Info("[SCHEDULER] job store", "store", mode)
 	if opts.Started != nil {
 		opts.Started()
 	}
@@ -89,16 +105,49 @@ func RunScheduler(ctx context.Context, opts SchedulerOptions) error {
 	return engine.Stop(context.WithoutCancel(ctx))
 }
 
+// OpenStore opens the job store and dead-letter queue for mode (auto,
+// memory or jetstream) and makes the bus's intake durable with JetStream.
+// auto is jetstream when the server has JetStream, memory otherwise.
+func OpenStore(ctx context.Context, b *bus.NatsBus, mode string) (scheduler.JobStore, scheduler.DeadLetters, string, error) {
+	if mode == "" || mode == config.StoreAuto {
+		mode = config.StoreMemory
+		if b.HasJetStream(ctx) {
+			mode = config.StoreJetStream
+		}
+	}
+	switch mode {
+	case config.StoreMemory:
+		return jobstore.NewMemory(), jobstore.NewMemoryDeadLetters(), mode, nil
+	case config.StoreJetStream:
+	default:
+		return nil, nil, "", fmt.Errorf("store %q: want auto, memory or jetstream", mode)
+	}
+	js, err := b.JetStream()
+	if err != nil {
+		return nil, nil, "", err
+	}
+	store, err := kvstore.New(ctx, js, kvstore.Config{})
+	if err != nil {
+		return nil, nil, "", fmt.Errorf("job store: %w (is JetStream enabled on the server?)", err)
+	}
+	dead, err := kvstore.NewDeadLetters(ctx, js, kvstore.DLConfig{})
+	if err != nil {
+		return nil, nil, "", fmt.Errorf("dead letters: %w", err)
+	}
+	b.SetDurable(true)
+	return store, dead, mode, nil
+}
+
 // EchoWorkerOptions configures RunEchoWorker.
 type EchoWorkerOptions struct {
-	NatsURL           string
-	ID                string // default: unique per process
-	WorkTime          echo.WorkTime
-	Concurrency       int
-	HeartbeatInterval time.Duration
-	ShutdownGrace     time.Duration
-	Logger            *slog.Logger
-	NatsOptions       []nats.Option
+	NatsURL     string
+	ID          string // default: unique per process
+	WorkTime    echo.WorkTime
+	Concurrency int
+	// Settings are the worker section of the config.
+	Settings    config.Worker
+	Logger      *slog.Logger
+	NatsOptions []nats.Option
 }
 
 // RunEchoWorker connects to NATS and runs an echo worker until ctx ends.
@@ -114,8 +163,9 @@ func RunEchoWorker(ctx context.Context, opts EchoWorkerOptions) error {
 		Handler:           worker.HandlerFunc(echo.Handler(opts.WorkTime)),
 		ID:                opts.ID,
 		Concurrency:       opts.Concurrency,
-		HeartbeatInterval: opts.HeartbeatInterval,
-		ShutdownGrace:     opts.ShutdownGrace,
+		HeartbeatInterval: opts.Settings.HeartbeatInterval,
+		LeaseInterval:     opts.Settings.LeaseInterval,
+		ShutdownGrace:     opts.Settings.ShutdownGrace,
 		Logger:            opts.Logger,
 	})
 	if err != nil {

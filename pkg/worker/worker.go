@@ -1,6 +1,9 @@
 // Package worker is the CortexOS worker runtime: it takes jobs from a topic's
-// queue group, runs them on a Handler with bounded concurrency, publishes
-// their results, heartbeats with its true load, and drains on shutdown.
+// queue group and confirms each one to the scheduler, runs them on a Handler
+// with bounded concurrency, a per-attempt timeout and cancellation, publishes
+// their results with the attempt they are for, heartbeats its true load and
+// the jobs it holds (their leases), and drains on shutdown, handing back what
+// does not finish in time.
 //
 // A worker is a few lines:
 //
@@ -22,6 +25,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -51,6 +55,7 @@ func (f HandlerFunc) HandleJob(ctx context.Context, job *pb.JobRequest) (string,
 type Bus interface {
 	Publish(subject string, packet *pb.BusPacket) error
 	Subscribe(subject, queue string, handler func(*pb.BusPacket)) (drain func() error, err error)
+	Serve(subject, queue string, handler func(*pb.BusPacket) *pb.BusPacket) (drain func() error, err error)
 }
 
 // Config configures a Worker. Bus, Kind and Handler are required.
@@ -72,8 +77,14 @@ type Config struct {
 	Capabilities []string
 	// Concurrency is how many jobs run at once. Default 64.
 	Concurrency int
-	// HeartbeatInterval. Default 5s.
+	// HeartbeatInterval while the worker holds no job. Default 5s.
 	HeartbeatInterval time.Duration
+	// LeaseInterval is the heartbeat interval while it holds jobs: each
+	// heartbeat renews the leases of the jobs it lists. Default 500ms.
+	LeaseInterval time.Duration
+	// SlotWait is how long a dispatch waits for a free slot before the
+	// worker refuses it (the scheduler then offers it elsewhere). Default 200ms.
+	SlotWait time.Duration
 	// ShutdownGrace is how long in-flight jobs may run after shutdown begins
 	// before their contexts are cancelled. Default 10s.
 	ShutdownGrace time.Duration
@@ -98,6 +109,7 @@ func (c *Config) setDefaults() error {
 	}
 	if c.ID == "" {
 		host, _ := os.Hostname()
+		host = strings.NewReplacer(".", "-", " ", "-", "*", "-", ">", "-").Replace(host)
 		if host == "" {
 			host = "local"
 		}
@@ -115,8 +127,20 @@ func (c *Config) setDefaults() error {
 	if c.Concurrency <= 0 {
 		c.Concurrency = 64
 	}
+	if strings.ContainsAny(c.ID, ". *>\t\r\n") {
+		return fmt.Errorf("worker: id %q must be one subject token: no dots, spaces or wildcards", c.ID)
+	}
 	if c.HeartbeatInterval <= 0 {
 		c.HeartbeatInterval = 5 * time.Second
+	}
+	if c.LeaseInterval <= 0 {
+		c.LeaseInterval = 500 * time.Millisecond
+	}
+	if c.LeaseInterval > c.HeartbeatInterval {
+		c.LeaseInterval = c.HeartbeatInterval
+	}
+	if c.SlotWait <= 0 {
+		c.SlotWait = 200 * time.Millisecond
 	}
 	if c.ShutdownGrace <= 0 {
 		c.ShutdownGrace = 10 * time.Second
@@ -130,6 +154,7 @@ func (c *Config) setDefaults() error {
 // Stats counts what the worker did.
 type Stats struct {
 	Received, Completed, Failed, PublishErrors uint64
+	Refused, Cancelled, TimedOut               uint64
 	Active                                     int64
 }
 
@@ -154,11 +179,29 @@ type Worker struct {
 	runners  sync.WaitGroup
 	nrunners int // owned by the subscription's callback
 
+	heldMu sync.Mutex
+	held   map[string]*heldJob // by job id: the jobs running now
+
 	running                                    atomic.Bool
+	draining                                   atomic.Bool
 	active                                     atomic.Int64
 	received, completed, failed, publishErrors atomic.Uint64
+	refused, cancelled, timedOut               atomic.Uint64
 	cpu                                        cpuMeter
 }
+
+// heldJob is a job the worker runs: its attempt, and how to cancel it.
+type heldJob struct {
+	attempt int32
+	cancel  context.CancelCauseFunc
+	stop    context.CancelFunc // releases the attempt's timeout timer
+}
+
+// Causes a handler's context is cancelled with.
+var (
+	errCancelled = errors.New("job cancelled")
+	errShutdown  = errors.New("worker shutting down")
+)
 
 // New validates cfg, fills in its defaults and returns a worker.
 func New(cfg Config) (*Worker, error) {
@@ -170,6 +213,7 @@ func New(cfg Config) (*Worker, error) {
 		log:    cfg.Logger,
 		prefix: "[WORKER " + cfg.Kind + "]",
 		slots:  make(chan struct{}, cfg.Concurrency),
+		held:   make(map[string]*heldJob),
 	}, nil
 }
 
@@ -187,8 +231,14 @@ func (w *Worker) Run(ctx context.Context) error {
 	defer w.cancelJob()
 	w.work, w.quit, w.nrunners = make(chan queuedJob), make(chan struct{}), 0
 
-	drain, err := w.cfg.Bus.Subscribe(w.cfg.Topic, w.cfg.QueueGroup, w.handlePacket)
+	w.draining.Store(false)
+	drainCancels, err := w.cfg.Bus.Subscribe(wire.WorkerCancelSubject(w.cfg.ID), "", w.handleCancel)
 	if err != nil {
+		return fmt.Errorf("worker: %w", err)
+	}
+	drain, err := w.cfg.Bus.Serve(w.cfg.Topic, w.cfg.QueueGroup, w.handlePacket)
+	if err != nil {
+		_ = drainCancels()
 		return fmt.Errorf("worker: %w", err)
 	}
 	w.log.Info(w.prefix+" running", "worker_id", w.cfg.ID, "topic", w.cfg.Topic,
@@ -203,11 +253,14 @@ func (w *Worker) Run(ctx context.Context) error {
 
 	<-ctx.Done()
 	w.log.Info(w.prefix+" shutting down", "worker_id", w.cfg.ID, "in_flight", w.active.Load())
+	w.draining.Store(true)
+	w.sendHeartbeat() // tell the schedulers at once: no more jobs here
 	// The grace starts now, not after the drain: at full concurrency the
 	// subscription's callback waits for a free slot, so the drain cannot end
 	// before a running job does, and it is the grace that ends them.
 	grace := time.AfterFunc(w.cfg.ShutdownGrace, func() {
-		w.log.Warn(w.prefix+" shutdown grace over, cancelling jobs", "worker_id", w.cfg.ID, "in_flight", w.active.Load())
+		w.log.Warn(w.prefix+" shutdown grace over, handing back unfinished jobs", "worker_id", w.cfg.ID, "in_flight", w.active.Load())
+		w.cancelAll(errShutdown)
 		w.cancelJob()
 	})
 	drainErr := drain() // no new jobs; the callback has handed off what it held
@@ -217,26 +270,121 @@ func (w *Worker) Run(ctx context.Context) error {
 	grace.Stop()
 	stopHB()
 	<-hbDone
+	if err := drainCancels(); err != nil && drainErr == nil {
+		drainErr = err
+	}
 	w.sendHeartbeat() // a last heartbeat with the final load
 	w.log.Info(w.prefix+" stopped", "worker_id", w.cfg.ID)
 	return drainErr
 }
 
-func (w *Worker) handlePacket(p *pb.BusPacket) {
+// handlePacket takes a dispatched job. A job the scheduler dispatched
+// (attempt >= 1) is confirmed with a JobAck once a slot is free, or refused
+// when none frees within SlotWait or the worker is draining, so the scheduler
+// offers it elsewhere. A job published straight on the subject (attempt 0, as
+// in the design document) waits for a slot.
+func (w *Worker) handlePacket(p *pb.BusPacket) *pb.BusPacket {
 	req := p.GetJobRequest()
 	if req == nil {
 		w.log.Warn(w.prefix+" ignored packet that is not a job request", "sender_id", p.GetSenderId())
-		return
+		return nil
 	}
 	w.received.Add(1)
-	w.slots <- struct{}{} // at capacity, the next job waits here, in NATS's buffer
+	if !w.acquire(req.GetAttempt() > 0) {
+		w.refused.Add(1)
+		reason := "at capacity"
+		if w.draining.Load() {
+			reason = "draining"
+		}
+		out := wire.NewPacket(p.GetTraceId(), w.cfg.ID)
+		out.Payload = &pb.BusPacket_JobAnswer{JobAnswer: &pb.JobAnswer{Error: reason, Retryable: true}}
+		return out
+	}
 	w.active.Add(1)
 	w.jobs.Add(1)
-	w.dispatch(queuedJob{req: req, traceID: p.GetTraceId()})
+	ctx := w.hold(req)
+	w.dispatch(queuedJob{ctx: ctx, req: req, traceID: p.GetTraceId()})
+	out := wire.NewPacket(p.GetTraceId(), w.cfg.ID)
+	out.Payload = &pb.BusPacket_JobAck{JobAck: &pb.JobAck{JobId: req.GetJobId(), Attempt: req.GetAttempt(), WorkerId: w.cfg.ID}}
+	return out
+}
+
+// acquire takes a slot: at once if one is free; else within SlotWait when
+// the job may be refused, or whenever one frees when it may not.
+func (w *Worker) acquire(mayRefuse bool) bool {
+	if w.draining.Load() && mayRefuse {
+		return false
+	}
+	select {
+	case w.slots <- struct{}{}:
+		return true
+	default:
+	}
+	if !mayRefuse {
+		w.slots <- struct{}{} // at capacity, the next job waits here, in NATS's buffer
+		return true
+	}
+	t := time.NewTimer(w.cfg.SlotWait)
+	defer t.Stop()
+	select {
+	case w.slots <- struct{}{}:
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
+// hold records a job as held and returns its handler's context: cancelled by
+// a JobCancel, at the attempt's timeout, or at the end of the shutdown grace.
+func (w *Worker) hold(req *pb.JobRequest) context.Context {
+	ctx, cancel := context.WithCancelCause(w.jobCtx)
+	stop := context.CancelFunc(func() {})
+	if ms := req.GetTimeoutMs(); ms > 0 {
+		ctx, stop = context.WithTimeoutCause(ctx, time.Duration(ms)*time.Millisecond, context.DeadlineExceeded)
+	}
+	w.heldMu.Lock()
+	w.held[req.GetJobId()] = &heldJob{attempt: req.GetAttempt(), cancel: cancel, stop: stop}
+	w.heldMu.Unlock()
+	return ctx
+}
+
+func (w *Worker) release(jobID string) {
+	w.heldMu.Lock()
+	if h := w.held[jobID]; h != nil {
+		h.stop()
+		h.cancel(nil)
+		delete(w.held, jobID)
+	}
+	w.heldMu.Unlock()
+}
+
+// cancelAll cancels every held job with cause.
+func (w *Worker) cancelAll(cause error) {
+	w.heldMu.Lock()
+	defer w.heldMu.Unlock()
+	for _, h := range w.held {
+		h.cancel(cause)
+	}
+}
+
+// handleCancel cancels a held job on the scheduler's word.
+func (w *Worker) handleCancel(p *pb.BusPacket) {
+	c := p.GetJobCancel()
+	if c == nil {
+		return
+	}
+	w.heldMu.Lock()
+	h := w.held[c.GetJobId()]
+	w.heldMu.Unlock()
+	if h != nil {
+		w.log.Info(w.prefix+" cancelling job", "job_id", c.GetJobId(), "reason", c.GetReason())
+		h.cancel(errCancelled)
+	}
 }
 
 // queuedJob is a job handed to a runner.
 type queuedJob struct {
+	ctx     context.Context
 	req     *pb.JobRequest
 	traceID string
 }
@@ -259,7 +407,7 @@ func (w *Worker) dispatch(j queuedJob) {
 	select {
 	case w.work <- j:
 	case <-w.quit: // Run is over (its drain timed out): run it on its own
-		go w.run(j.req, j.traceID)
+		go w.run(j)
 	}
 }
 
@@ -267,7 +415,7 @@ func (w *Worker) dispatch(j queuedJob) {
 func (w *Worker) runner(j queuedJob) {
 	defer w.runners.Done()
 	for {
-		w.run(j.req, j.traceID)
+		w.run(j)
 		select {
 		case j = <-w.work:
 		case <-w.quit:
@@ -276,30 +424,49 @@ func (w *Worker) runner(j queuedJob) {
 	}
 }
 
-func (w *Worker) run(req *pb.JobRequest, traceID string) {
+func (w *Worker) run(j queuedJob) {
+	req, traceID := j.req, j.traceID
 	defer func() {
+		w.release(req.GetJobId())
 		w.active.Add(-1)
 		<-w.slots
 		w.jobs.Done()
 	}()
 	debug := w.log.Enabled(context.Background(), slog.LevelDebug)
 	if debug {
-		w.log.Debug(w.prefix+" 📥 job", "job_id", req.GetJobId(), "topic", req.GetTopic(),
+		w.log.Debug(w.prefix+" 📥 job", "job_id", req.GetJobId(), "topic", req.GetTopic(), "attempt", req.GetAttempt(),
 			"context_ptr", req.GetContextPtr(), "trace_id", traceID)
 	}
 	start := time.Now()
-	resultPtr, err := w.call(req)
+	resultPtr, err := w.call(j.ctx, req)
 	res := &pb.JobResult{
 		JobId:       req.GetJobId(),
 		Status:      pb.JobStatus_JOB_STATUS_COMPLETED,
 		ResultPtr:   resultPtr,
 		WorkerId:    w.cfg.ID,
 		ExecutionMs: time.Since(start).Milliseconds(),
+		Attempt:     req.GetAttempt(),
 	}
 	if err != nil {
-		res.Status = pb.JobStatus_JOB_STATUS_FAILED
-		w.failed.Add(1)
-		w.log.Warn(w.prefix+" job failed", "job_id", req.GetJobId(), "err", err, "trace_id", traceID)
+		res.Error = err.Error()
+		switch cause := context.Cause(j.ctx); {
+		case errors.Is(cause, errShutdown):
+			res.Status = pb.JobStatus_JOB_STATUS_CANCELLED // handed back
+			res.Error = errShutdown.Error()
+			w.cancelled.Add(1)
+		case errors.Is(cause, errCancelled):
+			res.Status = pb.JobStatus_JOB_STATUS_CANCELLED
+			res.Error = errCancelled.Error()
+			w.cancelled.Add(1)
+		case errors.Is(cause, context.DeadlineExceeded):
+			res.Status = pb.JobStatus_JOB_STATUS_TIMEOUT
+			res.Error = fmt.Sprintf("timed out after %dms: %v", req.GetTimeoutMs(), err)
+			w.timedOut.Add(1)
+		default:
+			res.Status = pb.JobStatus_JOB_STATUS_FAILED
+			w.failed.Add(1)
+		}
+		w.log.Warn(w.prefix+" job did not complete", "job_id", req.GetJobId(), "status", res.Status.String(), "err", err, "trace_id", traceID)
 	} else {
 		w.completed.Add(1)
 	}
@@ -315,30 +482,34 @@ func (w *Worker) run(req *pb.JobRequest, traceID string) {
 }
 
 // call runs the handler, turning a panic into a job failure.
-func (w *Worker) call(req *pb.JobRequest) (ptr string, err error) {
+func (w *Worker) call(ctx context.Context, req *pb.JobRequest) (ptr string, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("handler panicked: %v", r)
 		}
 	}()
-	return w.cfg.Handler.HandleJob(w.jobCtx, req)
+	return w.cfg.Handler.HandleJob(ctx, req)
 }
 
+// heartbeatLoop heartbeats every LeaseInterval while the worker holds jobs
+// (each heartbeat renews their leases) and every HeartbeatInterval otherwise.
 func (w *Worker) heartbeatLoop(ctx context.Context) {
-	w.sendHeartbeat()
-	t := time.NewTicker(w.cfg.HeartbeatInterval)
+	last := w.sendHeartbeat()
+	t := time.NewTicker(w.cfg.LeaseInterval)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
-			w.sendHeartbeat()
+		case now := <-t.C:
+			if w.active.Load() > 0 || now.Sub(last) >= w.cfg.HeartbeatInterval-w.cfg.LeaseInterval/2 {
+				last = w.sendHeartbeat()
+			}
 		}
 	}
 }
 
-func (w *Worker) sendHeartbeat() {
+func (w *Worker) sendHeartbeat() time.Time {
 	hb := &pb.Heartbeat{
 		WorkerId:     w.cfg.ID,
 		Region:       w.cfg.Region,
@@ -346,10 +517,24 @@ func (w *Worker) sendHeartbeat() {
 		CpuLoad:      w.cpu.load(),
 		ActiveJobs:   int32(w.active.Load()),
 		Capabilities: w.cfg.Capabilities,
+		IntervalMs:   w.cfg.HeartbeatInterval.Milliseconds(),
+		Draining:     w.draining.Load(),
+		Topics:       []string{w.cfg.Topic},
+		Confirms:     true,
 	}
+	w.heldMu.Lock()
+	if len(w.held) > 0 {
+		hb.IntervalMs = w.cfg.LeaseInterval.Milliseconds()
+		hb.Held = make([]*pb.HeldJob, 0, len(w.held))
+		for id, h := range w.held {
+			hb.Held = append(hb.Held, &pb.HeldJob{JobId: id, Attempt: h.attempt})
+		}
+	}
+	w.heldMu.Unlock()
 	if err := w.cfg.Bus.Publish(wire.HeartbeatSubject(w.cfg.Kind), wire.HeartbeatPacket("hb-"+w.cfg.ID, w.cfg.ID, hb)); err != nil {
 		w.log.Warn(w.prefix+" heartbeat failed", "err", err)
 	}
+	return time.Now()
 }
 
 // Stats returns the worker's counters.
@@ -359,6 +544,9 @@ func (w *Worker) Stats() Stats {
 		Completed:     w.completed.Load(),
 		Failed:        w.failed.Load(),
 		PublishErrors: w.publishErrors.Load(),
+		Refused:       w.refused.Load(),
+		Cancelled:     w.cancelled.Load(),
+		TimedOut:      w.timedOut.Load(),
 		Active:        w.active.Load(),
 	}
 }

@@ -23,7 +23,7 @@ func StreamName(subject string) string {
 // Consume delivers the packets published on subject to one member of the
 // group named durable. The handler gets the packet and replyTo, where the
 // sender wants an answer ("" for none); its nil error acknowledges the packet,
-// an error hands it back for redelivery. With Config.Durable, a JetStream work-queue stream
+// an error hands it back for redelivery. When durable (SetDurable), a JetStream work-queue stream
 // captures the subject (so what is published while no consumer runs waits
 // for one) and durable is the stream's shared consumer: a packet is removed
 // only when a handler has returned nil for it. Without, it is a core NATS
@@ -33,7 +33,7 @@ func (b *NatsBus) Consume(subject, durable string, handler func(p *pb.BusPacket,
 	if handler == nil {
 		return nil, errors.New("bus: nil handler")
 	}
-	if !b.cfg.Durable {
+	if !b.durable.Load() {
 		return b.consumeCore(subject, durable, handler)
 	}
 	return b.consumeStream(subject, durable, handler)

@@ -46,9 +46,6 @@ type Config struct {
 	MaxPacketBytes int
 	// DrainTimeout bounds Close. Default 10s.
 	DrainTimeout time.Duration
-	// Durable makes Consume read from JetStream streams instead of core
-	// subscriptions. Needs a server with JetStream.
-	Durable bool
 	// Options are extra nats.go options (credentials, TLS, ...), applied last.
 	Options []nats.Option
 }
@@ -87,6 +84,8 @@ type NatsBus struct {
 	log    *slog.Logger
 	closed chan struct{}
 	once   sync.Once
+
+	durable atomic.Bool
 
 	published, delivered, malformed, tooLarge, unknown, panics, asyncErrs, reconnects atomic.Uint64
 }
@@ -133,6 +132,10 @@ func Connect(cfg Config) (*NatsBus, error) {
 	b.nc = nc
 	return b, nil
 }
+
+// SetDurable makes Consume read from JetStream work-queue streams (true) or
+// core queue subscriptions (false, the default). Set it before Consume.
+func (b *NatsBus) SetDurable(on bool) { b.durable.Store(on) }
 
 // Conn exposes the underlying connection for request-reply and JetStream.
 func (b *NatsBus) Conn() *nats.Conn { return b.nc }

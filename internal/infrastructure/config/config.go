@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -35,7 +36,50 @@ type Config struct {
 	// LogLevel is debug, info, warn or error. Per-job events are logged at
 	// debug, so production runs at info see no per-job lines.
 	LogLevel string `yaml:"log_level"`
+	// Scheduler settings; zero values take the scheduler's defaults.
+	Scheduler Scheduler `yaml:"scheduler"`
+	// Worker settings for the workers CortexOS ships (the echo worker).
+	Worker Worker `yaml:"worker"`
 }
+
+// Scheduler configures the scheduler. See docs/state_machine.md for the timers.
+type Scheduler struct {
+	// Store is where jobs are recorded: jetstream (a key-value bucket, and
+	// durable intake), memory (this process only), or auto: jetstream when
+	// the server has JetStream. Default auto.
+	Store string `yaml:"store"`
+	// AckTimeout: how long a dispatch waits for the worker's confirmation.
+	AckTimeout time.Duration `yaml:"ack_timeout"`
+	// LeaseInterval: the heartbeat interval expected of a worker holding jobs.
+	LeaseInterval time.Duration `yaml:"lease_interval"`
+	// LeaseMisses: heartbeats a worker holding jobs may miss before its jobs
+	// are dispatched again.
+	LeaseMisses int `yaml:"lease_misses"`
+	// MaxAttempts for jobs that set none.
+	MaxAttempts int `yaml:"max_attempts"`
+	// Timeout per attempt for jobs that set none.
+	Timeout time.Duration `yaml:"timeout"`
+	// TTL from submission for jobs that set none; a job not finished by then
+	// ends TIMEOUT.
+	TTL time.Duration `yaml:"ttl"`
+}
+
+// Worker configures the shipped workers.
+type Worker struct {
+	// HeartbeatInterval while idle. Default 5s.
+	HeartbeatInterval time.Duration `yaml:"heartbeat_interval"`
+	// LeaseInterval: heartbeat interval while holding jobs. Default 500ms.
+	LeaseInterval time.Duration `yaml:"lease_interval"`
+	// ShutdownGrace: how long in-flight jobs may finish after SIGTERM.
+	ShutdownGrace time.Duration `yaml:"shutdown_grace"`
+}
+
+// Store modes.
+const (
+	StoreAuto      = "auto"
+	StoreMemory    = "memory"
+	StoreJetStream = "jetstream"
+)
 
 // Default returns the configuration used when nothing is set.
 func Default() *Config {
@@ -116,6 +160,23 @@ func (c *Config) Validate() error {
 	}
 	if _, err := ParseLevel(c.LogLevel); err != nil {
 		return err
+	}
+	switch c.Scheduler.Store {
+	case "", StoreAuto, StoreMemory, StoreJetStream:
+	default:
+		return fmt.Errorf("scheduler.store %q: want auto, memory or jetstream", c.Scheduler.Store)
+	}
+	for name, d := range map[string]time.Duration{
+		"scheduler.ack_timeout": c.Scheduler.AckTimeout, "scheduler.lease_interval": c.Scheduler.LeaseInterval,
+		"scheduler.timeout": c.Scheduler.Timeout, "worker.heartbeat_interval": c.Worker.HeartbeatInterval,
+		"worker.lease_interval": c.Worker.LeaseInterval, "worker.shutdown_grace": c.Worker.ShutdownGrace,
+	} {
+		if d < 0 {
+			return fmt.Errorf("%s %s: must not be negative", name, d)
+		}
+	}
+	if c.Scheduler.LeaseMisses < 0 || c.Scheduler.MaxAttempts < 0 {
+		return errors.New("scheduler.lease_misses and scheduler.max_attempts must not be negative")
 	}
 	return nil
 }

@@ -1,0 +1,429 @@
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/cortex-os/core/internal/jobstore"
+	"github.com/cortex-os/core/internal/lifecycle"
+	pb "github.com/cortex-os/core/pkg/pb/v1"
+	"github.com/cortex-os/core/pkg/wire"
+)
+
+func (e *Engine) handleResultPacket(p *pb.BusPacket, _ string) error {
+	res := p.GetJobResult()
+	if res == nil {
+		e.stats.unknown.Add(1)
+		return nil
+	}
+	e.stats.results.Add(1)
+	if e.debug() {
+		e.log.Debug("[SCHEDULER] ✅ result", "job_id", res.GetJobId(), "status", res.GetStatus().String(),
+			"worker_id", res.GetWorkerId(), "attempt", res.GetAttempt(), "execution_ms", res.GetExecutionMs(), "trace_id", p.GetTraceId())
+	}
+	ctx, cancel := e.storeCtx()
+	defer cancel()
+	rec, err := e.cfg.Store.Get(ctx, res.GetJobId())
+	if errors.Is(err, jobstore.ErrNotFound) || errors.Is(err, jobstore.ErrInvalidID) {
+		e.stats.late.Add(1)
+		e.log.Warn("[SCHEDULER] result for an unknown job", "job_id", res.GetJobId(), "worker_id", res.GetWorkerId())
+		return nil
+	}
+	if err != nil {
+		e.stats.storeErrors.Add(1)
+		return err // redelivered where results are durable
+	}
+	return e.applyResult(rec, res)
+}
+
+// applyResult moves a job by its result. Exactly one result completes a job:
+// results for finished jobs and for attempts no longer current are ignored.
+func (e *Engine) applyResult(rec jobstore.Record, res *pb.JobResult) error {
+	var outcome string
+	rec, written, err := e.mutate(rec, func(j *pb.JobInfo) bool {
+		switch {
+		case lifecycle.Terminal(j.State):
+			outcome = "late"
+			return false
+		case res.GetAttempt() != 0 && (res.GetAttempt() != j.Attempt || j.State == lifecycle.Pending):
+			outcome = "stale"
+			return false
+		case res.GetAttempt() == 0 && j.State == lifecycle.Pending:
+			// A worker that does not say its attempt, for a job already
+			// given up: nothing tells this result is current.
+			outcome = "stale"
+			return false
+		}
+		j.WorkerId = res.GetWorkerId()
+		j.ExecutionMs = res.GetExecutionMs()
+		switch res.GetStatus() {
+		case pb.JobStatus_JOB_STATUS_COMPLETED:
+			j.State = lifecycle.Completed
+			j.ResultPtr = res.GetResultPtr()
+			j.Error = ""
+			j.PendingReason = ""
+			outcome = "completed"
+		case pb.JobStatus_JOB_STATUS_CANCELLED:
+			// The worker handed the job back (it is shutting down): not a
+			// failure of the job.
+			j.State = lifecycle.Pending
+			j.PendingReason = "handed back by " + res.GetWorkerId() + ": " + res.GetError()
+			j.NextAttemptMs = 0
+			outcome = "handed back"
+		default:
+			timedOut := res.GetStatus() == pb.JobStatus_JOB_STATUS_TIMEOUT
+			reason := res.GetError()
+			if reason == "" {
+				reason = "attempt failed"
+			}
+			outcome = e.failAttempt(j, fmt.Sprintf("attempt %d: %s", j.Attempt, reason), timedOut)
+		}
+		return true
+	})
+	switch {
+	case err != nil:
+		return err
+	case outcome == "stale":
+		e.stats.stale.Add(1)
+		e.log.Info("[SCHEDULER] fenced a stale result", "job_id", res.GetJobId(), "worker_id", res.GetWorkerId(),
+			"result_attempt", res.GetAttempt(), "current_attempt", rec.Job.GetAttempt(), "state", lifecycle.Name(rec.Job.GetState()))
+	case outcome == "late":
+		e.stats.late.Add(1)
+		if e.debug() {
+			e.log.Debug("[SCHEDULER] ignored result for a finished job", "job_id", res.GetJobId(), "state", lifecycle.Name(rec.Job.GetState()))
+		}
+	case written:
+		e.finished(rec)
+	}
+	return nil
+}
+
+// failAttempt records a failed attempt on j: back to PENDING after a backoff
+// while attempts remain, else FAILED (dead-lettered) or TIMEOUT.
+func (e *Engine) failAttempt(j *pb.JobInfo, reason string, timedOut bool) string {
+	j.FailedAttempts++
+	j.Error = reason
+	if j.FailedAttempts < j.MaxAttempts {
+		j.State = lifecycle.Pending
+		j.PendingReason = "retrying after " + reason
+		j.NextAttemptMs = time.Now().Add(e.backoff(j.FailedAttempts)).UnixMilli()
+		e.stats.retries.Add(1)
+		return "retry"
+	}
+	if timedOut {
+		j.State = lifecycle.Timeout
+		j.Error = fmt.Sprintf("%s; no attempts left (%d)", reason, j.MaxAttempts)
+		return "timeout"
+	}
+	j.State = lifecycle.Failed
+	j.DeadLetter = true
+	j.Error = fmt.Sprintf("%s; no attempts left (%d)", reason, j.MaxAttempts)
+	return "failed"
+}
+
+// backoff is the delay before retry n (1-based): exponential from
+// RetryBackoff, capped at RetryBackoffMax, with jitter in [d/2, d].
+func (e *Engine) backoff(n int32) time.Duration {
+	d := e.cfg.RetryBackoff
+	for i := int32(1); i < n && d < e.cfg.RetryBackoffMax; i++ {
+		d *= 2
+	}
+	d = min(d, e.cfg.RetryBackoffMax)
+	return d/2 + rand.N(d/2+1)
+}
+
+// finished does what follows a job's move: count it, dead-letter it.
+func (e *Engine) finished(rec jobstore.Record) {
+	j := rec.Job
+	switch j.GetState() {
+	case lifecycle.Completed:
+		e.stats.completed.Add(1)
+	case lifecycle.Failed:
+		if j.GetDeadLetter() {
+			e.stats.deadLettered.Add(1)
+			ctx, cancel := e.storeCtx()
+			defer cancel()
+			if err := e.cfg.DeadLetters.Put(ctx, j); err != nil {
+				e.log.Error("[SCHEDULER] dead-lettering failed", "job_id", j.JobId, "err", err)
+			}
+			e.log.Warn("[SCHEDULER] job failed and was dead-lettered", "job_id", j.JobId, "attempts", j.Attempt, "error", j.Error, "trace_id", j.TraceId)
+		}
+	case lifecycle.Timeout:
+		e.log.Warn("[SCHEDULER] job timed out", "job_id", j.JobId, "error", j.Error, "trace_id", j.TraceId)
+	}
+}
+
+// ---- heartbeats and leases ----
+
+func (e *Engine) handleHeartbeat(hb *pb.Heartbeat) {
+	e.stats.heartbeats.Add(1)
+	if e.debug() {
+		e.log.Debug("[SCHEDULER] 💓 heartbeat", "worker_id", hb.GetWorkerId(), "type", hb.GetType(),
+			"cpu", hb.GetCpuLoad(), "gpu", hb.GetGpuUtilization(), "active_jobs", hb.GetActiveJobs())
+	}
+	e.cfg.Registry.UpdateHeartbeat(hb)
+	if len(hb.GetHeld()) == 0 {
+		return
+	}
+	interval := time.Duration(hb.GetIntervalMs()) * time.Millisecond
+	if interval <= 0 {
+		interval = e.cfg.LeaseInterval
+	}
+	until := time.Now().Add(time.Duration(e.cfg.LeaseMisses) * interval)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, h := range hb.GetHeld() {
+		t := e.active[h.GetJobId()]
+		if t == nil || t.rec.Job.GetAttempt() != h.GetAttempt() {
+			continue
+		}
+		if w := t.rec.Job.GetWorkerId(); w != "" && w != hb.GetWorkerId() {
+			continue
+		}
+		t.leaseUntil = until
+	}
+}
+
+// ---- timers ----
+
+func (e *Engine) timerLoop(ctx context.Context) {
+	tick := time.NewTicker(e.cfg.Tick)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			e.checkTimers()
+		}
+	}
+}
+
+// checkTimers acts on the jobs whose time has come: retries due, leases
+// lost, attempts and jobs past their deadline, dispatches whose outcome was
+// lost with a scheduler that died.
+func (e *Engine) checkTimers() {
+	now := time.Now()
+	nowMs := now.UnixMilli()
+	type due struct {
+		t    *tracked
+		rec  jobstore.Record
+		what string
+	}
+	var todo []due
+	e.mu.Lock()
+	for _, t := range e.active {
+		if t.busy {
+			continue
+		}
+		j := t.rec.Job
+		what := ""
+		switch {
+		case j.GetDeadlineMs() > 0 && nowMs >= j.GetDeadlineMs():
+			what = "deadline"
+		case j.GetState() == lifecycle.Pending && nowMs >= j.GetNextAttemptMs():
+			what = "dispatch"
+		case j.GetState() == lifecycle.Running && now.After(t.leaseUntil):
+			what = "lease"
+		case lifecycle.Active(j.GetState()) && j.GetState() != lifecycle.Pending &&
+			nowMs > j.GetAttemptStartedMs()+(e.timeout(j.GetRequest())+e.leaseTTL()).Milliseconds():
+			what = "attempt-timeout"
+		case j.GetState() == lifecycle.Dispatched && j.GetPendingReason() == "" &&
+			nowMs > j.GetAttemptStartedMs()+(2*e.cfg.AckTimeout).Milliseconds():
+			what = "lost-dispatch"
+		}
+		if what != "" {
+			todo = append(todo, due{t, t.rec, what})
+		}
+	}
+	e.mu.Unlock()
+
+	for _, d := range todo {
+		if d.what == "dispatch" {
+			e.startDispatch(d.t, false)
+			continue
+		}
+		id := d.rec.Job.GetJobId()
+		rec, ok := e.claim(id)
+		if !ok {
+			continue
+		}
+		e.expire(rec, d.what)
+		e.release(id)
+	}
+}
+
+func (e *Engine) leaseTTL() time.Duration {
+	return time.Duration(e.cfg.LeaseMisses) * e.cfg.LeaseInterval
+}
+
+// expire acts on one timer.
+func (e *Engine) expire(rec jobstore.Record, what string) {
+	attempt := rec.Job.GetAttempt()
+	state := rec.Job.GetState()
+	var outcome string
+	rec, written, err := e.mutate(rec, func(j *pb.JobInfo) bool {
+		if j.Attempt != attempt || j.State != state {
+			return false // it moved meanwhile; the next tick decides again
+		}
+		switch what {
+		case "deadline":
+			j.State = lifecycle.Timeout
+			j.Error = "deadline exceeded"
+			if j.PendingReason != "" && state == lifecycle.Pending {
+				j.Error += " while pending: " + j.PendingReason
+			}
+		case "lease":
+			e.stats.leasesLost.Add(1)
+			outcome = e.failAttempt(j, fmt.Sprintf("worker %s lost its lease on attempt %d (no heartbeat for %s)", j.WorkerId, j.Attempt, e.leaseTTL()), false)
+			j.NextAttemptMs = 0 // a dead worker's jobs go elsewhere at once
+		case "attempt-timeout":
+			outcome = e.failAttempt(j, fmt.Sprintf("attempt %d timed out after %s", j.Attempt, e.timeout(j.Request)), true)
+		case "lost-dispatch":
+			j.State = lifecycle.Pending
+			j.PendingReason = fmt.Sprintf("the outcome of dispatching attempt %d was lost; dispatching again", j.Attempt)
+			j.NextAttemptMs = 0
+		}
+		return true
+	})
+	if err != nil {
+		e.log.Error("[SCHEDULER] timer action failed", "job_id", rec.Job.GetJobId(), "what", what, "err", err)
+		return
+	}
+	if written {
+		if what == "lease" {
+			e.log.Warn("[SCHEDULER] lease lost", "job_id", rec.Job.JobId, "worker_id", rec.Job.WorkerId, "attempt", attempt, "outcome", outcome)
+		}
+		e.finished(rec)
+	}
+}
+
+// ---- cancel and query ----
+
+func (e *Engine) handleCancel(p *pb.BusPacket) *pb.BusPacket {
+	c := p.GetJobCancel()
+	if c == nil {
+		return e.answer(p, refusal("sys.job.cancel takes a job_cancel packet", false))
+	}
+	ctx, cancel := e.storeCtx()
+	defer cancel()
+	rec, err := e.cfg.Store.Get(ctx, c.GetJobId())
+	if err != nil {
+		return e.answer(p, refusal(fmt.Sprintf("job %s: %v", c.GetJobId(), err), !errors.Is(err, jobstore.ErrNotFound)))
+	}
+	reason := c.GetReason()
+	if reason == "" {
+		reason = "cancelled by request"
+	}
+	var was *pb.JobInfo
+	rec, written, err := e.mutate(rec, func(j *pb.JobInfo) bool {
+		if lifecycle.Terminal(j.State) {
+			return false
+		}
+		was = proto.CloneOf(j)
+		j.State = lifecycle.Cancelled
+		j.Error = reason
+		return true
+	})
+	if err != nil {
+		return e.answer(p, refusal(err.Error(), true))
+	}
+	if !written {
+		return e.answer(p, &pb.JobAnswer{Error: "job already " + lifecycle.Name(rec.Job.GetState()), Jobs: []*pb.JobInfo{rec.Job}})
+	}
+	e.stats.cancelled.Add(1)
+	if w := was.GetWorkerId(); w != "" {
+		// Tell the worker, so the handler's context is cancelled.
+		msg := wire.NewPacket(rec.Job.TraceId, e.cfg.ID)
+		msg.Payload = &pb.BusPacket_JobCancel{JobCancel: &pb.JobCancel{JobId: rec.Job.JobId, Reason: reason}}
+		if err := e.cfg.Bus.Publish(wire.WorkerCancelSubject(w), msg); err != nil {
+			e.log.Warn("[SCHEDULER] telling the worker of a cancel failed", "job_id", rec.Job.JobId, "worker_id", w, "err", err)
+		}
+	}
+	e.log.Info("[SCHEDULER] job cancelled", "job_id", rec.Job.JobId, "was", lifecycle.Name(was.GetState()), "reason", reason)
+	return e.answer(p, &pb.JobAnswer{Ok: true, Jobs: []*pb.JobInfo{rec.Job}})
+}
+
+func (e *Engine) handleQuery(p *pb.BusPacket) *pb.BusPacket {
+	q := p.GetJobQuery()
+	if q == nil {
+		return e.answer(p, refusal("sys.job.query takes a job_query packet", false))
+	}
+	ctx, cancel := e.storeCtx()
+	defer cancel()
+	limit := int(q.GetLimit())
+	if limit <= 0 {
+		limit = 100
+	}
+	switch {
+	case q.GetDeadLetter() && q.GetRedrive():
+		return e.answer(p, e.redrive(ctx, q.GetJobId()))
+	case q.GetDeadLetter():
+		jobs, err := e.cfg.DeadLetters.List(ctx, limit)
+		if err != nil {
+			return e.answer(p, refusal(err.Error(), true))
+		}
+		return e.answer(p, &pb.JobAnswer{Ok: true, Jobs: jobs})
+	case q.GetJobId() != "":
+		rec, err := e.cfg.Store.Get(ctx, q.GetJobId())
+		if err != nil {
+			return e.answer(p, refusal(fmt.Sprintf("job %s: %v", q.GetJobId(), err), !errors.Is(err, jobstore.ErrNotFound)))
+		}
+		return e.answer(p, &pb.JobAnswer{Ok: true, Jobs: []*pb.JobInfo{rec.Job}})
+	default:
+		recs, err := e.cfg.Store.List(ctx, jobstore.Filter{State: q.GetState(), Limit: limit})
+		if err != nil {
+			return e.answer(p, refusal(err.Error(), true))
+		}
+		jobs := make([]*pb.JobInfo, len(recs))
+		for i, r := range recs {
+			jobs[i] = r.Job
+		}
+		return e.answer(p, &pb.JobAnswer{Ok: true, Jobs: jobs})
+	}
+}
+
+// redrive takes a job out of the dead-letter queue and submits its request
+// again as a new job, <job_id>-redrive-<n>: the failed job itself stays
+// FAILED, as every terminal job does.
+func (e *Engine) redrive(ctx context.Context, id string) *pb.JobAnswer {
+	job, err := e.cfg.DeadLetters.Take(ctx, id)
+	if err != nil {
+		return refusal(fmt.Sprintf("dead letter %s: %v", id, err), !errors.Is(err, jobstore.ErrNotFound))
+	}
+redrive:
+	for n := 1; n <= 100; n++ {
+		req := proto.CloneOf(job.GetRequest())
+		req.JobId = fmt.Sprintf("%s-redrive-%d", id, n)
+		req.Attempt = 0
+		answer, created, err := e.admit(req, job.GetTraceId())
+		switch {
+		case err != nil:
+			break redrive
+		case created: // a new job, PENDING (or DENIED by today's policy)
+			e.log.Info("[SCHEDULER] dead letter re-driven", "job_id", id, "new_job_id", req.JobId, "ok", answer.GetOk())
+			return answer
+		case answer.GetOk() || strings.HasPrefix(answer.GetError(), conflictPrefix):
+			continue // that id was taken by an earlier re-drive: try the next
+		default:
+			break redrive
+		}
+	}
+	// Put it back: nothing may be lost on the way.
+	if err := e.cfg.DeadLetters.Put(ctx, job); err != nil {
+		e.log.Error("[SCHEDULER] returning a dead letter failed", "job_id", id, "err", err)
+	}
+	return refusal("re-driving "+id+" failed; it stays in the dead-letter queue", true)
+}
+
+func (e *Engine) answer(p *pb.BusPacket, a *pb.JobAnswer) *pb.BusPacket {
+	out := wire.NewPacket(p.GetTraceId(), e.cfg.ID)
+	out.Payload = &pb.BusPacket_JobAnswer{JobAnswer: a}
+	return out
+}
