@@ -19,7 +19,7 @@ var ErrRefused = errors.New("refused")
 // RefusedError is the scheduler's "no" to a submission, query or cancel.
 type RefusedError struct {
 	Reason    string
-	Retryable bool         // the same request may succeed later
+	Retryable bool        // the same request may succeed later
 	Job       *pb.JobInfo // the job concerned, when there is one (a DENIED job)
 }
 

@@ -4,6 +4,7 @@ import (
 	"container/list"
 	"context"
 	"fmt"
+	"google.golang.org/protobuf/proto"
 	"sync"
 
 	pb "github.com/cortex-os/core/pkg/pb/v1"
@@ -92,4 +93,24 @@ func (d *MemoryDeadLetters) Take(ctx context.Context, id string) (*pb.JobInfo, e
 	d.order.Remove(el)
 	// The stored copy is no longer shared with anything: hand it over.
 	return el.Value.(*pb.JobInfo), nil
+}
+
+// Dead letters are rare: MemoryDeadLetters copies what it holds, unlike Memory.
+func clone(j *pb.JobInfo) *pb.JobInfo {
+	return proto.Clone(j).(*pb.JobInfo)
+}
+
+// encodable returns a copy of job made through its Protobuf encoding, or the
+// encoding error (invalid UTF-8 in a string field, say), so that the memory
+// queue refuses what the stream could not hold.
+func encodable(job *pb.JobInfo) (*pb.JobInfo, error) {
+	data, err := proto.Marshal(job)
+	if err != nil {
+		return nil, fmt.Errorf("jobstore: encode job %q: %w", job.GetJobId(), err)
+	}
+	out := new(pb.JobInfo)
+	if err := proto.Unmarshal(data, out); err != nil {
+		return nil, fmt.Errorf("jobstore: decode job %q: %w", job.GetJobId(), err)
+	}
+	return out, nil
 }

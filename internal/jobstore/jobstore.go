@@ -60,6 +60,11 @@ func (f Filter) Match(job *pb.JobInfo) bool {
 }
 
 // Store is what a job store does. Implementations: Memory, kvstore.Store.
+//
+// Records are read-only. A job passed to Create or Update belongs to the
+// store from then on, and a Record's Job must not be modified: Memory shares
+// them between all callers. To change a job, copy it, edit the copy and
+// Update with it.
 type Store interface {
 	// Create stores a new job. If the id exists it returns the existing
 	// record and ErrExists. The job's state must be a legal first state.

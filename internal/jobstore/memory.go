@@ -2,11 +2,8 @@ package jobstore
 
 import (
 	"context"
-	"fmt"
 	"sort"
 	"sync"
-
-	"google.golang.org/protobuf/proto"
 
 	"github.com/cortex-os/core/internal/lifecycle"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
@@ -14,11 +11,13 @@ import (
 
 // Memory is an in-process Store: a map guarded by a mutex. Revisions come
 // from one store-wide counter, so they increase with every write, like the
-// stream sequences of a KV bucket. Records are copied on the way in and on
-// the way out: nothing a caller holds aliases what is stored.
+// stream sequences of a KV bucket. Records are shared, not copied: the store
+// keeps the job given to Create or Update, and hands the same pointer to
+// every reader (see Store). That keeps the per-job cost of the in-memory
+// scheduler to a few map operations.
 //
 // Watchers. Every watcher has its own queue of records not yet delivered. A
-// write appends a copy of the new record to every watcher's queue while it
+// write appends the new record to every watcher's queue while it
 // still holds the store's lock, so each watcher sees changes in revision
 // order, and the write never waits for a watcher. If the queue already holds
 // an undelivered record of the same job, that record is dropped: the new one
@@ -35,7 +34,7 @@ import (
 // The zero Memory is ready to use; NewMemory is the conventional constructor.
 type Memory struct {
 	mu       sync.Mutex
-	jobs     map[string]*memEntry
+	jobs     map[string]memEntry
 	rev      uint64
 	watchers map[*memWatcher]struct{}
 }
@@ -45,34 +44,19 @@ type memEntry struct {
 	rev uint64
 }
 
-func (e *memEntry) record() Record {
-	return Record{Job: clone(e.job), Revision: e.rev}
+func (e memEntry) record() Record {
+	return Record{Job: e.job, Revision: e.rev}
 }
 
 var _ Store = (*Memory)(nil)
 
+// InProcess reports that nothing outside this process writes to the store,
+// so a scheduler that writes all of it needs no watch.
+func (m *Memory) InProcess() bool { return true }
+
 // NewMemory returns an empty in-memory store.
 func NewMemory() *Memory {
 	return &Memory{}
-}
-
-func clone(j *pb.JobInfo) *pb.JobInfo {
-	return proto.Clone(j).(*pb.JobInfo)
-}
-
-// encodable returns a copy of job made through its Protobuf encoding, or the
-// encoding error (invalid UTF-8 in a string field, say). Memory refuses what
-// a store on the wire could not hold, so tests on Memory catch it too.
-func encodable(job *pb.JobInfo) (*pb.JobInfo, error) {
-	data, err := proto.Marshal(job)
-	if err != nil {
-		return nil, fmt.Errorf("jobstore: encode job %q: %w", job.GetJobId(), err)
-	}
-	out := new(pb.JobInfo)
-	if err := proto.Unmarshal(data, out); err != nil {
-		return nil, fmt.Errorf("jobstore: decode job %q: %w", job.GetJobId(), err)
-	}
-	return out, nil
 }
 
 // Create implements Store.
@@ -83,17 +67,14 @@ func (m *Memory) Create(ctx context.Context, job *pb.JobInfo) (Record, error) {
 	if err := CheckCreate(job); err != nil {
 		return Record{}, err
 	}
-	stored, err := encodable(job)
-	if err != nil {
-		return Record{}, err
-	}
+	stored := job
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if e, ok := m.jobs[stored.GetJobId()]; ok {
 		return e.record(), ErrExists
 	}
 	if m.jobs == nil {
-		m.jobs = make(map[string]*memEntry)
+		m.jobs = make(map[string]memEntry)
 	}
 	e := m.writeLocked(stored)
 	return e.record(), nil
@@ -126,10 +107,7 @@ func (m *Memory) Update(ctx context.Context, prev Record, next *pb.JobInfo) (Rec
 	if err := CheckUpdate(prev, next); err != nil {
 		return Record{}, err
 	}
-	stored, err := encodable(next)
-	if err != nil {
-		return Record{}, err
-	}
+	stored := next
 	id := prev.Job.GetJobId()
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -152,9 +130,9 @@ func (m *Memory) Update(ctx context.Context, prev Record, next *pb.JobInfo) (Rec
 
 // writeLocked stores job under a new revision and queues it for every
 // watcher. m.mu is held.
-func (m *Memory) writeLocked(job *pb.JobInfo) *memEntry {
+func (m *Memory) writeLocked(job *pb.JobInfo) memEntry {
 	m.rev++
-	e := &memEntry{job: job, rev: m.rev}
+	e := memEntry{job: job, rev: m.rev}
 	m.jobs[job.GetJobId()] = e
 	for w := range m.watchers {
 		w.push(e.record())
@@ -170,7 +148,7 @@ func (m *Memory) List(ctx context.Context, f Filter) ([]Record, error) {
 		return nil, err
 	}
 	m.mu.Lock()
-	matched := make([]*memEntry, 0, len(m.jobs))
+	matched := make([]memEntry, 0, len(m.jobs))
 	for _, e := range m.jobs {
 		if f.Match(e.job) {
 			matched = append(matched, e)
@@ -199,7 +177,7 @@ func (m *Memory) Watch(ctx context.Context, fn func(Record)) error {
 	}
 	w := &memWatcher{wake: make(chan struct{}, 1), pos: make(map[string]int)}
 	m.mu.Lock()
-	initial := make([]*memEntry, 0, len(m.jobs))
+	initial := make([]memEntry, 0, len(m.jobs))
 	for _, e := range m.jobs {
 		initial = append(initial, e)
 	}

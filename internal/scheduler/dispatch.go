@@ -1,12 +1,10 @@
 package scheduler
 
 import (
-	"context"
-	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
-
-	"google.golang.org/protobuf/proto"
 
 	"github.com/cortex-os/core/internal/jobstore"
 	"github.com/cortex-os/core/internal/lifecycle"
@@ -14,39 +12,37 @@ import (
 	"github.com/cortex-os/core/pkg/wire"
 )
 
-// startDispatch hands a PENDING job to a dispatch goroutine. With wait, it
-// waits for a free dispatch slot (backpressure on intake); without, a job
-// finding no slot is left for the next tick.
-func (e *Engine) startDispatch(t *tracked, wait bool) {
-	id := t.rec.Job.GetJobId()
+// The hand-off. A dispatch is one compare-and-set (PENDING -> DISPATCHED,
+// attempt + 1) and one publish whose NATS reply subject names the job and
+// the attempt: <ackPrefix>.<attempt>.<job_id>. What comes back on it decides
+// what follows, asynchronously, with no goroutine or timer per job:
+//   - a JobAck: the worker holds attempt n -> RUNNING;
+//   - a refusal (JobAnswer): the worker is full or draining -> PENDING;
+//   - "no responders" from the server: nobody is subscribed -> PENDING;
+//   - the result itself: a worker that finishes quickly does not confirm
+//     first, its result completes the job from DISPATCHED;
+//   - nothing within AckTimeout: see unconfirmed.
+// A refused or unheard attempt number is given back: nobody holds it.
+
+// ackPrefix is the reply-subject prefix of this replica's dispatches.
+func (e *Engine) ackPrefix() string { return "_CORTEX.ack." + e.cfg.ID + "." }
+
+func (e *Engine) replySubject(attempt int32, jobID string) string {
+	return e.ackPrefix() + strconv.FormatInt(int64(attempt), 10) + "." + jobID
+}
+
+// tryDispatch dispatches a PENDING job now unless this replica is already
+// working on it.
+func (e *Engine) tryDispatch(id string) {
 	rec, ok := e.claim(id)
 	if !ok {
 		return
 	}
-	if wait {
-		e.dispatching <- struct{}{}
-	} else {
-		select {
-		case e.dispatching <- struct{}{}:
-		default:
-			e.release(id)
-			return
-		}
-	}
-	e.inflight.Add(1)
-	go func() {
-		defer func() {
-			<-e.dispatching
-			e.release(id)
-			e.inflight.Done()
-		}()
-		e.dispatch(rec)
-	}()
+	defer e.release(id)
+	e.dispatch(rec)
 }
 
-// dispatch moves a PENDING job to DISPATCHED (attempt + 1), hands it to a
-// worker and records what came of it: RUNNING on the worker's confirmation,
-// back to PENDING when no worker took it.
+// dispatch moves a due PENDING job to DISPATCHED and publishes it.
 func (e *Engine) dispatch(rec jobstore.Record) {
 	job := rec.Job
 	if job.GetState() != lifecycle.Pending || time.Now().UnixMilli() < job.GetNextAttemptMs() {
@@ -59,7 +55,7 @@ func (e *Engine) dispatch(rec jobstore.Record) {
 	subject, err := e.cfg.Strategy.PickSubject(job.Request, workers)
 	if err != nil {
 		e.stats.unroutable.Add(1)
-		e.requeue(rec, job.Attempt, "no subject for the job: "+err.Error(), e.cfg.NoWorkerRetry)
+		e.requeue(rec, lifecycle.Pending, job.Attempt, job.Attempt, "no subject for the job: "+err.Error(), e.cfg.NoWorkerRetry)
 		return
 	}
 	rec, written, err := e.mutate(rec, func(j *pb.JobInfo) bool {
@@ -80,55 +76,66 @@ func (e *Engine) dispatch(rec jobstore.Record) {
 		return
 	}
 	attempt := rec.Job.Attempt
-	req := proto.Clone(job.Request).(*pb.JobRequest)
+	req := cloneRequest(job.Request)
 	req.Attempt = attempt
 	req.TimeoutMs = e.timeout(req).Milliseconds()
-
-	ctx, cancel := context.WithTimeout(context.Background(), e.cfg.AckTimeout)
-	defer cancel()
+	err = e.cfg.Bus.PublishRequest(subject, e.replySubject(attempt, job.JobId), wire.JobRequestPacket(job.TraceId, e.cfg.ID, req))
+	if err != nil {
+		e.stats.dispatchErrors.Add(1)
+		e.log.Error("[SCHEDULER] dispatch failed", "job_id", job.JobId, "subject", subject, "err", err)
+		e.requeue(rec, lifecycle.Dispatched, attempt, attempt-1, "dispatch failed: "+err.Error(), e.cfg.NoWorkerRetry)
+		return
+	}
 	e.stats.dispatched.Add(1)
 	if e.debug() {
 		e.log.Debug("[SCHEDULER] 🚀 dispatched", "job_id", job.JobId, "subject", subject, "attempt", attempt, "trace_id", job.TraceId)
 	}
-	reply, err := e.cfg.Bus.Request(ctx, subject, wire.JobRequestPacket(job.TraceId, e.cfg.ID, req))
+}
+
+// handleReply takes what came back on a dispatch's reply subject.
+func (e *Engine) handleReply(subject string, p *pb.BusPacket, noResponders bool) {
+	n, jobID, ok := strings.Cut(strings.TrimPrefix(subject, e.ackPrefix()), ".")
+	a, err := strconv.ParseInt(n, 10, 32)
+	if !ok || err != nil {
+		e.stats.unknown.Add(1)
+		return
+	}
+	attempt := int32(a)
+	rec, ok := e.cached(jobID)
+	if !ok {
+		return // finished meanwhile (its result came first), or not ours
+	}
+	topic := rec.Job.GetRequest().GetTopic()
 	switch {
-	case errors.Is(err, wire.ErrNoResponders):
+	case noResponders:
 		e.stats.noResponders.Add(1)
-		// Nobody received attempt n: it is not spent, and may be reused.
-		e.requeue(rec, attempt-1, "no live worker subscribed to "+subject, e.cfg.NoWorkerRetry)
-	case err != nil:
-		e.unconfirmed(rec, subject, err)
-	case reply.GetJobAck() != nil:
-		ack := reply.GetJobAck()
-		if ack.GetJobId() != job.JobId || ack.GetAttempt() != attempt {
-			e.unconfirmed(rec, subject, fmt.Errorf("confirmation for %s attempt %d", ack.GetJobId(), ack.GetAttempt()))
-			return
-		}
+		e.requeue(rec, lifecycle.Dispatched, attempt, attempt-1, "no live worker subscribed to "+topic, e.cfg.NoWorkerRetry)
+	case p.GetJobAck() != nil:
+		ack := p.GetJobAck()
 		_, _, err := e.mutate(rec, func(j *pb.JobInfo) bool {
 			if j.State != lifecycle.Dispatched || j.Attempt != attempt {
 				return false // a result got there first, or the job was cancelled
 			}
 			j.State = lifecycle.Running
 			j.WorkerId = ack.GetWorkerId()
+			j.PendingReason = ""
 			return true
 		})
 		if err != nil {
-			e.log.Error("[SCHEDULER] recording confirmation failed", "job_id", job.JobId, "err", err)
+			e.log.Error("[SCHEDULER] recording confirmation failed", "job_id", jobID, "err", err)
 		}
-	case reply.GetJobAnswer() != nil && !reply.GetJobAnswer().GetOk():
-		// The worker refused before starting (at capacity, draining).
-		e.requeue(rec, attempt-1, "worker refused the job: "+reply.GetJobAnswer().GetError(), e.cfg.NoWorkerRetry)
+	case p.GetJobAnswer() != nil && !p.GetJobAnswer().GetOk():
+		e.requeue(rec, lifecycle.Dispatched, attempt, attempt-1, "worker refused the job: "+p.GetJobAnswer().GetError(), e.cfg.NoWorkerRetry)
 	default:
-		e.unconfirmed(rec, subject, errors.New("unexpected answer to a dispatch"))
+		e.stats.unknown.Add(1)
 	}
 }
 
-// requeue sends a DISPATCHED or PENDING job back to PENDING with a reason,
-// to be offered again after delay.
-func (e *Engine) requeue(rec jobstore.Record, attempt int32, reason string, delay time.Duration) {
-	prevAttempt := rec.Job.GetAttempt()
+// requeue sends a job in state from at attempt expect back to PENDING with
+// attempt, a reason, and a delay before it is offered again.
+func (e *Engine) requeue(rec jobstore.Record, from pb.JobState, expect, attempt int32, reason string, delay time.Duration) {
 	_, _, err := e.mutate(rec, func(j *pb.JobInfo) bool {
-		if (j.State != lifecycle.Pending && j.State != lifecycle.Dispatched) || j.Attempt != prevAttempt {
+		if j.State != from || j.Attempt != expect {
 			return false
 		}
 		j.State = lifecycle.Pending
@@ -142,24 +149,26 @@ func (e *Engine) requeue(rec jobstore.Record, attempt int32, reason string, dela
 	}
 }
 
-// unconfirmed handles a dispatch that reached a subscriber that did not
-// confirm in time. If workers that confirm serve the subject, the hand-off
-// is taken as failed and the job offered again (its attempt spent: it may
-// have run). Otherwise the subscriber is a worker that does not confirm, as
-// in the design document: the job stays DISPATCHED, covered by its timeout.
-func (e *Engine) unconfirmed(rec jobstore.Record, subject string, cause error) {
+// unconfirmed handles a dispatch that nothing answered within AckTimeout. If
+// workers that confirm serve the topic, the hand-off is taken as failed
+// (the worker died, or a scheduler died before it heard back) and the job is
+// offered again at once; its attempt is spent, since it may have run. If not,
+// the subscriber is a worker that does not confirm, as in the design
+// document: the job stays DISPATCHED, waiting for its result or its timeout.
+func (e *Engine) unconfirmed(rec jobstore.Record) {
 	e.stats.unconfirmed.Add(1)
 	attempt := rec.Job.GetAttempt()
-	if e.confirmingWorkerServes(subject) {
-		reason := fmt.Sprintf("no worker confirmed attempt %d within %s (%v)", attempt, e.cfg.AckTimeout, cause)
-		e.requeue(rec, attempt, reason, 0)
+	topic := rec.Job.GetRequest().GetTopic()
+	if e.confirmingWorkerServes(topic) {
+		reason := fmt.Sprintf("no worker confirmed attempt %d within %s", attempt, e.cfg.AckTimeout)
+		e.requeue(rec, lifecycle.Dispatched, attempt, attempt, reason, 0)
 		return
 	}
 	_, _, err := e.mutate(rec, func(j *pb.JobInfo) bool {
 		if j.State != lifecycle.Dispatched || j.Attempt != attempt {
 			return false
 		}
-		j.PendingReason = "delivered to " + subject + "; waiting for the result (the worker does not confirm)"
+		j.PendingReason = "delivered to " + topic + "; waiting for the result (the worker does not confirm)"
 		return true
 	})
 	if err != nil {
@@ -167,13 +176,13 @@ func (e *Engine) unconfirmed(rec jobstore.Record, subject string, cause error) {
 	}
 }
 
-func (e *Engine) confirmingWorkerServes(subject string) bool {
+func (e *Engine) confirmingWorkerServes(topic string) bool {
 	for _, hb := range e.cfg.Registry.Snapshot() {
 		if !hb.GetConfirms() || hb.GetDraining() {
 			continue
 		}
 		for _, t := range hb.GetTopics() {
-			if t == subject {
+			if t == topic {
 				return true
 			}
 		}

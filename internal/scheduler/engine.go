@@ -1,9 +1,7 @@
 package scheduler
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -71,10 +69,6 @@ type Config struct {
 	// Tick is how often timers (retries, leases, timeouts) are checked.
 	// Default 50ms.
 	Tick time.Duration
-	// MaxDispatching bounds the dispatches in flight. Default 4096.
-	MaxDispatching int
-	// StoreTimeout bounds one job-store operation. Default 5s.
-	StoreTimeout time.Duration
 }
 
 func (c *Config) setDefaults() error {
@@ -119,10 +113,6 @@ func (c *Config) setDefaults() error {
 	setDuration(&c.RetryBackoffMax, 30*time.Second)
 	setDuration(&c.NoWorkerRetry, 250*time.Millisecond)
 	setDuration(&c.Tick, 50*time.Millisecond)
-	if c.MaxDispatching <= 0 {
-		c.MaxDispatching = 4096
-	}
-	setDuration(&c.StoreTimeout, 5*time.Second)
 	return nil
 }
 
@@ -175,15 +165,16 @@ type Engine struct {
 	cfg Config
 	log *slog.Logger
 
-	mu       sync.Mutex
-	active   map[string]*tracked // non-terminal jobs known to this replica
+	mu     sync.Mutex
+	active map[string]*tracked // non-terminal jobs known to this replica
+
+	// runMu guards the lifecycle. It is not mu: draining waits for handlers
+	// that take mu.
+	runMu    sync.Mutex
 	drains   []func() error
 	stopLoop context.CancelFunc
 	loops    sync.WaitGroup // timer loop and store watch
 	running  bool
-
-	dispatching chan struct{} // semaphore: dispatches in flight
-	inflight    sync.WaitGroup
 
 	// blind: the strategy does not look at the workers, so no registry
 	// snapshot is taken per job.
@@ -210,11 +201,10 @@ func New(cfg Config) (*Engine, error) {
 	}
 	wb, ok := cfg.Strategy.(WorkerBlind)
 	return &Engine{
-		cfg:         cfg,
-		log:         cfg.Logger,
-		active:      make(map[string]*tracked),
-		dispatching: make(chan struct{}, cfg.MaxDispatching),
-		blind:       ok && wb.WorkerBlind(),
+		cfg:    cfg,
+		log:    cfg.Logger,
+		active: make(map[string]*tracked),
+		blind:  ok && wb.WorkerBlind(),
 	}, nil
 }
 
@@ -236,20 +226,24 @@ func (e *Engine) ID() string { return e.cfg.ID }
 // each of two replicas saw only part of them); submissions, results, queries
 // and cancels are shared by the replicas.
 func (e *Engine) Start(ctx context.Context) error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
+	e.runMu.Lock()
+	defer e.runMu.Unlock()
 	if e.running {
 		return errors.New("scheduler: already started")
 	}
 	loopCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	e.stopLoop = stop
-	e.loops.Add(2)
-	go func() {
-		defer e.loops.Done()
-		if err := e.cfg.Store.Watch(loopCtx, func(r jobstore.Record) { e.observe(r) }); err != nil && loopCtx.Err() == nil {
-			e.log.Error("[SCHEDULER] job store watch ended", "err", err)
-		}
-	}()
+	if ip, ok := e.cfg.Store.(interface{ InProcess() bool }); !ok || !ip.InProcess() {
+		// Other replicas write to the store: follow their changes.
+		e.loops.Add(1)
+		go func() {
+			defer e.loops.Done()
+			if err := e.cfg.Store.Watch(loopCtx, func(r jobstore.Record) { e.observe(r) }); err != nil && loopCtx.Err() == nil {
+				e.log.Error("[SCHEDULER] job store watch ended", "err", err)
+			}
+		}()
+	}
+	e.loops.Add(1)
 	go func() {
 		defer e.loops.Done()
 		e.timerLoop(loopCtx)
@@ -258,6 +252,9 @@ func (e *Engine) Start(ctx context.Context) error {
 	subscribe := []func() (func() error, error){
 		func() (func() error, error) {
 			return e.cfg.Bus.Subscribe(wire.SubjectHeartbeats, "", e.HandlePacket)
+		},
+		func() (func() error, error) {
+			return e.cfg.Bus.SubscribeReplies(e.ackPrefix()+">", e.handleReply)
 		},
 		func() (func() error, error) {
 			return e.cfg.Bus.Consume(wire.SubjectResult, e.cfg.QueueGroup+"-results", e.handleResultPacket)
@@ -285,12 +282,12 @@ func (e *Engine) Start(ctx context.Context) error {
 	return nil
 }
 
-// Stop stops intake first, then lets the packets already received and the
-// dispatches in flight finish, then stops the timers. Nothing is left
+// Stop stops intake first, then lets the packets already received be
+// handled, then stops the timers. Nothing is left
 // half-written: every change to a job is one compare-and-set.
 func (e *Engine) Stop(ctx context.Context) error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
+	e.runMu.Lock()
+	defer e.runMu.Unlock()
 	if !e.running {
 		return nil
 	}
@@ -306,11 +303,8 @@ func (e *Engine) stopLocked() error {
 		errs = append(errs, e.drains[i]())
 	}
 	e.drains = nil
-	e.mu.Unlock()
-	e.inflight.Wait()
 	e.stopLoop()
 	e.loops.Wait()
-	e.mu.Lock()
 	e.running = false
 	return errors.Join(errs...)
 }
@@ -347,8 +341,11 @@ func (e *Engine) HandlePacket(p *pb.BusPacket) {
 
 func (e *Engine) debug() bool { return e.log.Enabled(context.Background(), slog.LevelDebug) }
 
+// storeCtx is the context of job-store operations. It carries no deadline of
+// its own: the KV store's requests time out by the JetStream client's
+// default, and a timer per operation is a cost on the hot path.
 func (e *Engine) storeCtx() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), e.cfg.StoreTimeout)
+	return context.Background(), func() {}
 }
 
 // ---- submissions ----
@@ -395,7 +392,6 @@ func (e *Engine) admit(req *pb.JobRequest, traceID string) (answer *pb.JobAnswer
 		Request:     req,
 		CreatedMs:   now.UnixMilli(),
 		UpdatedMs:   now.UnixMilli(),
-		Digest:      digest(req),
 	}
 	if job.MaxAttempts <= 0 {
 		job.MaxAttempts = int32(e.cfg.MaxAttempts)
@@ -416,7 +412,7 @@ func (e *Engine) admit(req *pb.JobRequest, traceID string) (answer *pb.JobAnswer
 	rec, err := e.cfg.Store.Create(ctx, job)
 	switch {
 	case errors.Is(err, jobstore.ErrExists):
-		if bytes.Equal(rec.Job.GetDigest(), job.Digest) {
+		if proto.Equal(rec.Job.GetRequest(), req) { // the same job, submitted again
 			e.stats.duplicates.Add(1)
 			return &pb.JobAnswer{Ok: true, Jobs: []*pb.JobInfo{rec.Job}}, false, nil
 		}
@@ -435,8 +431,8 @@ func (e *Engine) admit(req *pb.JobRequest, traceID string) (answer *pb.JobAnswer
 		return &pb.JobAnswer{Error: job.Error, Jobs: []*pb.JobInfo{rec.Job}}, true, nil
 	}
 	e.stats.accepted.Add(1)
-	if t := e.observe(rec); t != nil {
-		e.startDispatch(t, true)
+	if e.observe(rec) != nil {
+		e.tryDispatch(rec.Job.JobId)
 	}
 	return &pb.JobAnswer{Ok: true, Jobs: []*pb.JobInfo{rec.Job}}, true, nil
 }
@@ -475,14 +471,6 @@ func (e *Engine) timeout(req *pb.JobRequest) time.Duration {
 		return time.Duration(req.GetTimeoutMs()) * time.Millisecond
 	}
 	return e.cfg.Timeout
-}
-
-// digest identifies a request's content, to tell a resubmission from a
-// conflicting reuse of its job_id.
-func digest(req *pb.JobRequest) []byte {
-	data, _ := proto.MarshalOptions{Deterministic: true}.Marshal(req)
-	sum := sha256.Sum256(data)
-	return sum[:16]
 }
 
 func refusal(msg string, retryable bool) *pb.JobAnswer {
@@ -530,6 +518,16 @@ func (e *Engine) observe(rec jobstore.Record) *tracked {
 	return t
 }
 
+// cached returns this replica's latest view of an active job.
+func (e *Engine) cached(id string) (jobstore.Record, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if t := e.active[id]; t != nil {
+		return t.rec, true
+	}
+	return jobstore.Record{}, false
+}
+
 // claim marks t busy for this replica; false if it already is or the job is
 // no longer active.
 func (e *Engine) claim(id string) (jobstore.Record, bool) {
@@ -559,7 +557,7 @@ func (e *Engine) mutate(rec jobstore.Record, change func(j *pb.JobInfo) bool) (_
 	ctx, cancel := e.storeCtx()
 	defer cancel()
 	for range 8 {
-		next := proto.Clone(rec.Job).(*pb.JobInfo)
+		next := cloneInfo(rec.Job)
 		if !change(next) {
 			return rec, false, nil
 		}

@@ -27,6 +27,10 @@ func (e *Engine) handleResultPacket(p *pb.BusPacket, _ string) error {
 		e.log.Debug("[SCHEDULER] ✅ result", "job_id", res.GetJobId(), "status", res.GetStatus().String(),
 			"worker_id", res.GetWorkerId(), "attempt", res.GetAttempt(), "execution_ms", res.GetExecutionMs(), "trace_id", p.GetTraceId())
 	}
+	rec, ok := e.cached(res.GetJobId())
+	if ok {
+		return e.applyResult(rec, res) // compare-and-set catches a stale cache
+	}
 	ctx, cancel := e.storeCtx()
 	defer cancel()
 	rec, err := e.cfg.Store.Get(ctx, res.GetJobId())
@@ -212,7 +216,6 @@ func (e *Engine) checkTimers() {
 	now := time.Now()
 	nowMs := now.UnixMilli()
 	type due struct {
-		t    *tracked
 		rec  jobstore.Record
 		what string
 	}
@@ -235,26 +238,29 @@ func (e *Engine) checkTimers() {
 			nowMs > j.GetAttemptStartedMs()+(e.timeout(j.GetRequest())+e.leaseTTL()).Milliseconds():
 			what = "attempt-timeout"
 		case j.GetState() == lifecycle.Dispatched && j.GetPendingReason() == "" &&
-			nowMs > j.GetAttemptStartedMs()+(2*e.cfg.AckTimeout).Milliseconds():
-			what = "lost-dispatch"
+			nowMs > j.GetAttemptStartedMs()+e.cfg.AckTimeout.Milliseconds():
+			what = "unconfirmed"
 		}
 		if what != "" {
-			todo = append(todo, due{t, t.rec, what})
+			todo = append(todo, due{t.rec, what})
 		}
 	}
 	e.mu.Unlock()
 
 	for _, d := range todo {
-		if d.what == "dispatch" {
-			e.startDispatch(d.t, false)
-			continue
-		}
 		id := d.rec.Job.GetJobId()
 		rec, ok := e.claim(id)
 		if !ok {
 			continue
 		}
-		e.expire(rec, d.what)
+		switch d.what {
+		case "dispatch":
+			e.dispatch(rec)
+		case "unconfirmed":
+			e.unconfirmed(rec)
+		default:
+			e.expire(rec, d.what)
+		}
 		e.release(id)
 	}
 }
@@ -285,10 +291,6 @@ func (e *Engine) expire(rec jobstore.Record, what string) {
 			j.NextAttemptMs = 0 // a dead worker's jobs go elsewhere at once
 		case "attempt-timeout":
 			outcome = e.failAttempt(j, fmt.Sprintf("attempt %d timed out after %s", j.Attempt, e.timeout(j.Request)), true)
-		case "lost-dispatch":
-			j.State = lifecycle.Pending
-			j.PendingReason = fmt.Sprintf("the outcome of dispatching attempt %d was lost; dispatching again", j.Attempt)
-			j.NextAttemptMs = 0
 		}
 		return true
 	})
@@ -326,7 +328,7 @@ func (e *Engine) handleCancel(p *pb.BusPacket) *pb.BusPacket {
 		if lifecycle.Terminal(j.State) {
 			return false
 		}
-		was = proto.CloneOf(j)
+		was = cloneInfo(j)
 		j.State = lifecycle.Cancelled
 		j.Error = reason
 		return true

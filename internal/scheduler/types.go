@@ -8,8 +8,6 @@
 package scheduler
 
 import (
-	"context"
-
 	"github.com/cortex-os/core/internal/jobstore"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 )
@@ -22,9 +20,12 @@ type Bus interface {
 	// every packet, a queue group shares them. drain stops delivery and
 	// waits for the handler.
 	Subscribe(subject, queue string, handler func(*pb.BusPacket)) (drain func() error, err error)
-	// Request sends a packet and waits for one answer; no subscriber at all
-	// is an error wrapping wire.ErrNoResponders.
-	Request(ctx context.Context, subject string, packet *pb.BusPacket) (*pb.BusPacket, error)
+	// PublishRequest sends a packet asking for answers on reply.
+	PublishRequest(subject, reply string, packet *pb.BusPacket) error
+	// SubscribeReplies delivers the answers arriving on subject (a wildcard
+	// over reply subjects), with the subject each came on; a request that
+	// reached no subscriber comes back as noResponders with a nil packet.
+	SubscribeReplies(subject string, handler func(subject string, p *pb.BusPacket, noResponders bool)) (drain func() error, err error)
 	// Serve answers requests with the handler's non-nil return.
 	Serve(subject, queue string, handler func(*pb.BusPacket) *pb.BusPacket) (drain func() error, err error)
 	// Consume delivers each packet published on subject to one member of

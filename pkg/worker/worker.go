@@ -55,7 +55,7 @@ func (f HandlerFunc) HandleJob(ctx context.Context, job *pb.JobRequest) (string,
 type Bus interface {
 	Publish(subject string, packet *pb.BusPacket) error
 	Subscribe(subject, queue string, handler func(*pb.BusPacket)) (drain func() error, err error)
-	Serve(subject, queue string, handler func(*pb.BusPacket) *pb.BusPacket) (drain func() error, err error)
+	SubscribeWithReply(subject, queue string, handler func(p *pb.BusPacket, reply string)) (drain func() error, err error)
 }
 
 // Config configures a Worker. Bus, Kind and Handler are required.
@@ -85,6 +85,12 @@ type Config struct {
 	// SlotWait is how long a dispatch waits for a free slot before the
 	// worker refuses it (the scheduler then offers it elsewhere). Default 200ms.
 	SlotWait time.Duration
+	// AckDelay: a job still running this long after it arrived is confirmed
+	// to the scheduler (JobAck: RUNNING, its lease starts). A job that
+	// finishes sooner is confirmed by its result alone, which saves a
+	// message per short job. It must stay well under the scheduler's
+	// ack_timeout. Default 20ms.
+	AckDelay time.Duration
 	// ShutdownGrace is how long in-flight jobs may run after shutdown begins
 	// before their contexts are cancelled. Default 10s.
 	ShutdownGrace time.Duration
@@ -142,6 +148,9 @@ func (c *Config) setDefaults() error {
 	if c.SlotWait <= 0 {
 		c.SlotWait = 200 * time.Millisecond
 	}
+	if c.AckDelay <= 0 {
+		c.AckDelay = 20 * time.Millisecond
+	}
 	if c.ShutdownGrace <= 0 {
 		c.ShutdownGrace = 10 * time.Second
 	}
@@ -166,10 +175,6 @@ type Worker struct {
 	slots  chan struct{}
 	jobs   sync.WaitGroup
 
-	// jobCtx is the parent of every handler's context; it is cancelled when
-	// the shutdown grace runs out.
-	jobCtx    context.Context
-	cancelJob context.CancelFunc
 
 	// Runners are goroutines that run jobs one after another, so that a job
 	// neither starts a goroutine nor grows a fresh stack. There are at most
@@ -192,9 +197,12 @@ type Worker struct {
 
 // heldJob is a job the worker runs: its attempt, and how to cancel it.
 type heldJob struct {
-	attempt int32
-	cancel  context.CancelCauseFunc
-	stop    context.CancelFunc // releases the attempt's timeout timer
+	attempt  int32
+	cancel   context.CancelCauseFunc
+	reply    string    // where to confirm it; "" once confirmed, or if nobody asked
+	traceID  string
+	started  time.Time
+	deadline time.Time // zero: none
 }
 
 // Causes a handler's context is cancelled with.
@@ -227,8 +235,6 @@ func (w *Worker) Run(ctx context.Context) error {
 		return errors.New("worker: already running")
 	}
 	defer w.running.Store(false)
-	w.jobCtx, w.cancelJob = context.WithCancel(context.WithoutCancel(ctx))
-	defer w.cancelJob()
 	w.work, w.quit, w.nrunners = make(chan queuedJob), make(chan struct{}), 0
 
 	w.draining.Store(false)
@@ -236,7 +242,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}
-	drain, err := w.cfg.Bus.Serve(w.cfg.Topic, w.cfg.QueueGroup, w.handlePacket)
+	drain, err := w.cfg.Bus.SubscribeWithReply(w.cfg.Topic, w.cfg.QueueGroup, w.handlePacket)
 	if err != nil {
 		_ = drainCancels()
 		return fmt.Errorf("worker: %w", err)
@@ -245,10 +251,15 @@ func (w *Worker) Run(ctx context.Context) error {
 		"queue_group", w.cfg.QueueGroup, "concurrency", w.cfg.Concurrency)
 
 	hbDone := make(chan struct{})
-	hbCtx, stopHB := context.WithCancel(ctx)
+	hbCtx, stopHB := context.WithCancel(context.WithoutCancel(ctx))
 	go func() {
 		defer close(hbDone)
 		w.heartbeatLoop(hbCtx)
+	}()
+	confirmDone := make(chan struct{})
+	go func() {
+		defer close(confirmDone)
+		w.confirmLoop(hbCtx)
 	}()
 
 	<-ctx.Done()
@@ -261,7 +272,6 @@ func (w *Worker) Run(ctx context.Context) error {
 	grace := time.AfterFunc(w.cfg.ShutdownGrace, func() {
 		w.log.Warn(w.prefix+" shutdown grace over, handing back unfinished jobs", "worker_id", w.cfg.ID, "in_flight", w.active.Load())
 		w.cancelAll(errShutdown)
-		w.cancelJob()
 	})
 	drainErr := drain() // no new jobs; the callback has handed off what it held
 	w.jobs.Wait()       // every jobs.Add happened in the callback, before drain returned
@@ -270,6 +280,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	grace.Stop()
 	stopHB()
 	<-hbDone
+	<-confirmDone
 	if err := drainCancels(); err != nil && drainErr == nil {
 		drainErr = err
 	}
@@ -279,18 +290,18 @@ func (w *Worker) Run(ctx context.Context) error {
 }
 
 // handlePacket takes a dispatched job. A job the scheduler dispatched
-// (attempt >= 1) is confirmed with a JobAck once a slot is free, or refused
-// when none frees within SlotWait or the worker is draining, so the scheduler
-// offers it elsewhere. A job published straight on the subject (attempt 0, as
-// in the design document) waits for a slot.
-func (w *Worker) handlePacket(p *pb.BusPacket) *pb.BusPacket {
+// (attempt >= 1) gets a slot within SlotWait or is refused (JobAnswer on the
+// reply subject), as it is while the worker drains, so the scheduler offers
+// it elsewhere; it is confirmed later (see AckDelay). A job published straight
+// on the subject (attempt 0, as in the design document) waits for a slot.
+func (w *Worker) handlePacket(p *pb.BusPacket, reply string) {
 	req := p.GetJobRequest()
 	if req == nil {
 		w.log.Warn(w.prefix+" ignored packet that is not a job request", "sender_id", p.GetSenderId())
-		return nil
+		return
 	}
 	w.received.Add(1)
-	if !w.acquire(req.GetAttempt() > 0) {
+	if !w.acquire(req.GetAttempt() > 0 && reply != "") {
 		w.refused.Add(1)
 		reason := "at capacity"
 		if w.draining.Load() {
@@ -298,15 +309,15 @@ func (w *Worker) handlePacket(p *pb.BusPacket) *pb.BusPacket {
 		}
 		out := wire.NewPacket(p.GetTraceId(), w.cfg.ID)
 		out.Payload = &pb.BusPacket_JobAnswer{JobAnswer: &pb.JobAnswer{Error: reason, Retryable: true}}
-		return out
+		if err := w.cfg.Bus.Publish(reply, out); err != nil {
+			w.log.Warn(w.prefix+" refusing a job failed", "job_id", req.GetJobId(), "err", err)
+		}
+		return
 	}
 	w.active.Add(1)
 	w.jobs.Add(1)
-	ctx := w.hold(req)
+	ctx := w.hold(req, reply, p.GetTraceId())
 	w.dispatch(queuedJob{ctx: ctx, req: req, traceID: p.GetTraceId()})
-	out := wire.NewPacket(p.GetTraceId(), w.cfg.ID)
-	out.Payload = &pb.BusPacket_JobAck{JobAck: &pb.JobAck{JobId: req.GetJobId(), Attempt: req.GetAttempt(), WorkerId: w.cfg.ID}}
-	return out
 }
 
 // acquire takes a slot: at once if one is free; else within SlotWait when
@@ -336,22 +347,62 @@ func (w *Worker) acquire(mayRefuse bool) bool {
 
 // hold records a job as held and returns its handler's context: cancelled by
 // a JobCancel, at the attempt's timeout, or at the end of the shutdown grace.
-func (w *Worker) hold(req *pb.JobRequest) context.Context {
-	ctx, cancel := context.WithCancelCause(w.jobCtx)
-	stop := context.CancelFunc(func() {})
+// The timeout is enforced by the confirmation loop, not a timer per job.
+func (w *Worker) hold(req *pb.JobRequest, reply, traceID string) context.Context {
+	// Not a child of Run's context: a child registers with its parent, a
+	// map write per job. Shutdown reaches held jobs through cancelAll.
+	ctx, cancel := context.WithCancelCause(context.Background())
+	h := &heldJob{attempt: req.GetAttempt(), cancel: cancel, reply: reply, traceID: traceID, started: time.Now()}
 	if ms := req.GetTimeoutMs(); ms > 0 {
-		ctx, stop = context.WithTimeoutCause(ctx, time.Duration(ms)*time.Millisecond, context.DeadlineExceeded)
+		h.deadline = h.started.Add(time.Duration(ms) * time.Millisecond)
 	}
 	w.heldMu.Lock()
-	w.held[req.GetJobId()] = &heldJob{attempt: req.GetAttempt(), cancel: cancel, stop: stop}
+	w.held[req.GetJobId()] = h
 	w.heldMu.Unlock()
 	return ctx
+}
+
+// confirmLoop, every AckDelay/2, confirms the held jobs that have run for
+// AckDelay and cancels those past their timeout.
+func (w *Worker) confirmLoop(ctx context.Context) {
+	t := time.NewTicker(w.cfg.AckDelay / 2)
+	defer t.Stop()
+	type ack struct {
+		id, reply, traceID string
+		attempt            int32
+	}
+	var acks []ack
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			acks = acks[:0]
+			w.heldMu.Lock()
+			for id, h := range w.held {
+				if h.reply != "" && now.Sub(h.started) >= w.cfg.AckDelay {
+					acks = append(acks, ack{id, h.reply, h.traceID, h.attempt})
+					h.reply = ""
+				}
+				if !h.deadline.IsZero() && now.After(h.deadline) {
+					h.cancel(context.DeadlineExceeded)
+				}
+			}
+			w.heldMu.Unlock()
+			for _, a := range acks {
+				out := wire.NewPacket(a.traceID, w.cfg.ID)
+				out.Payload = &pb.BusPacket_JobAck{JobAck: &pb.JobAck{JobId: a.id, Attempt: a.attempt, WorkerId: w.cfg.ID}}
+				if err := w.cfg.Bus.Publish(a.reply, out); err != nil {
+					w.log.Warn(w.prefix+" confirming a job failed", "job_id", a.id, "err", err)
+				}
+			}
+		}
+	}
 }
 
 func (w *Worker) release(jobID string) {
 	w.heldMu.Lock()
 	if h := w.held[jobID]; h != nil {
-		h.stop()
 		h.cancel(nil)
 		delete(w.held, jobID)
 	}

@@ -90,3 +90,73 @@ func (b *NatsBus) answer(m *nats.Msg, answer *pb.BusPacket) {
 		b.log.Warn("bus: answering a request failed", "subject", m.Subject, "err", err)
 	}
 }
+
+// PublishRequest publishes packet on subject with reply as its NATS reply
+// subject. If nobody is subscribed to subject, the server answers on reply
+// at once with a "no responders" status, which SubscribeReplies reports.
+func (b *NatsBus) PublishRequest(subject, reply string, packet *pb.BusPacket) error {
+	data, err := b.Encode(packet)
+	if err != nil {
+		return err
+	}
+	if err := b.nc.PublishRequest(subject, reply, data); err != nil {
+		return fmt.Errorf("bus: publish %s: %w", subject, err)
+	}
+	b.published.Add(1)
+	return nil
+}
+
+// SubscribeReplies delivers what arrives on subject (a wildcard over reply
+// subjects, usually): each answer with the subject it came on, or, for a
+// request that reached no subscriber, noResponders and a nil packet.
+func (b *NatsBus) SubscribeReplies(subject string, handler func(subject string, p *pb.BusPacket, noResponders bool)) (drain func() error, err error) {
+	if handler == nil {
+		return nil, errors.New("bus: nil handler")
+	}
+	sub, err := b.nc.Subscribe(subject, func(m *nats.Msg) {
+		if len(m.Data) == 0 && m.Header.Get(statusHeader) == statusNoResponders {
+			b.call(m.Subject, nil, func(*pb.BusPacket) { handler(m.Subject, nil, true) })
+			return
+		}
+		packet, err := b.decode(m.Subject, m.Data)
+		if err != nil {
+			return
+		}
+		b.call(m.Subject, packet, func(p *pb.BusPacket) { handler(m.Subject, p, false) })
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bus: subscribe %s: %w", subject, err)
+	}
+	return func() error { return b.drain(sub) }, nil
+}
+
+// SubscribeWithReply is Subscribe for handlers that answer later: each
+// packet comes with its NATS reply subject ("" when the sender wants none).
+func (b *NatsBus) SubscribeWithReply(subject, queue string, handler func(p *pb.BusPacket, reply string)) (drain func() error, err error) {
+	if handler == nil {
+		return nil, errors.New("bus: nil handler")
+	}
+	cb := func(m *nats.Msg) {
+		packet, err := b.decode(m.Subject, m.Data)
+		if err != nil {
+			return
+		}
+		b.call(m.Subject, packet, func(p *pb.BusPacket) { handler(p, m.Reply) })
+	}
+	var sub *nats.Subscription
+	if queue == "" {
+		sub, err = b.nc.Subscribe(subject, cb)
+	} else {
+		sub, err = b.nc.QueueSubscribe(subject, queue, cb)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("bus: subscribe %s: %w", subject, err)
+	}
+	return func() error { return b.drain(sub) }, nil
+}
+
+// The status header nats-server sets on its "no responders" answer.
+const (
+	statusHeader       = "Status"
+	statusNoResponders = "503"
+)

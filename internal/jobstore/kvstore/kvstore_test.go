@@ -92,6 +92,10 @@ func TestConformance(t *testing.T) {
 		_, js := connect(t, srv)
 		return newStore(t, js, Config{Bucket: uniqueName("JOBS")})
 	})
+	storetest.RunWire(t, func(t *testing.T) jobstore.Store {
+		_, js := connect(t, srv)
+		return newStore(t, js, Config{Bucket: uniqueName("JOBS")})
+	})
 }
 
 // The suite again on a memory-storage bucket with history, on one client

@@ -178,7 +178,7 @@ func testDLCopies(t *testing.T, d jobstore.DeadLetters) {
 		t.Fatal(err)
 	}
 	got[0].Error = "scribbled"
-	got[0].Digest[0] = 0
+	got[0].Request.Topic = "scribbled"
 	requireList(t, d, 0, want)
 }
 

@@ -619,7 +619,6 @@ type JobInfo struct {
 	NextAttemptMs    int64                  `protobuf:"varint,13,opt,name=next_attempt_ms,json=nextAttemptMs,proto3" json:"next_attempt_ms,omitempty"` // while PENDING after a failure: not before
 	DeadlineMs       int64                  `protobuf:"varint,14,opt,name=deadline_ms,json=deadlineMs,proto3" json:"deadline_ms,omitempty"`            // unix milliseconds; 0 none
 	ExecutionMs      int64                  `protobuf:"varint,15,opt,name=execution_ms,json=executionMs,proto3" json:"execution_ms,omitempty"`
-	Digest           []byte                 `protobuf:"bytes,16,opt,name=digest,proto3" json:"digest,omitempty"`                                                // hash of the request, to tell a resubmission from a conflict
 	DeadLetter       bool                   `protobuf:"varint,17,opt,name=dead_letter,json=deadLetter,proto3" json:"dead_letter,omitempty"`                     // in the dead-letter queue
 	AttemptStartedMs int64                  `protobuf:"varint,18,opt,name=attempt_started_ms,json=attemptStartedMs,proto3" json:"attempt_started_ms,omitempty"` // when the current attempt was dispatched
 	FailedAttempts   int32                  `protobuf:"varint,19,opt,name=failed_attempts,json=failedAttempts,proto3" json:"failed_attempts,omitempty"`         // attempts a worker started that failed, timed out or lost their lease
@@ -762,13 +761,6 @@ func (x *JobInfo) GetExecutionMs() int64 {
 	return 0
 }
 
-func (x *JobInfo) GetDigest() []byte {
-	if x != nil {
-		return x.Digest
-	}
-	return nil
-}
-
 func (x *JobInfo) GetDeadLetter() bool {
 	if x != nil {
 		return x.DeadLetter
@@ -907,7 +899,7 @@ const file_api_proto_v1_job_proto_rawDesc = "" +
 	"\x05limit\x18\x03 \x01(\x05R\x05limit\x12\x1f\n" +
 	"\vdead_letter\x18\x04 \x01(\bR\n" +
 	"deadLetter\x12\x18\n" +
-	"\aredrive\x18\x05 \x01(\bR\aredrive\"\x87\x05\n" +
+	"\aredrive\x18\x05 \x01(\bR\aredrive\"\xf5\x04\n" +
 	"\aJobInfo\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12)\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x13.cortex.v1.JobStateR\x05state\x12\x18\n" +
@@ -928,12 +920,11 @@ const file_api_proto_v1_job_proto_rawDesc = "" +
 	"\x0fnext_attempt_ms\x18\r \x01(\x03R\rnextAttemptMs\x12\x1f\n" +
 	"\vdeadline_ms\x18\x0e \x01(\x03R\n" +
 	"deadlineMs\x12!\n" +
-	"\fexecution_ms\x18\x0f \x01(\x03R\vexecutionMs\x12\x16\n" +
-	"\x06digest\x18\x10 \x01(\fR\x06digest\x12\x1f\n" +
+	"\fexecution_ms\x18\x0f \x01(\x03R\vexecutionMs\x12\x1f\n" +
 	"\vdead_letter\x18\x11 \x01(\bR\n" +
 	"deadLetter\x12,\n" +
 	"\x12attempt_started_ms\x18\x12 \x01(\x03R\x10attemptStartedMs\x12'\n" +
-	"\x0ffailed_attempts\x18\x13 \x01(\x05R\x0efailedAttempts\"w\n" +
+	"\x0ffailed_attempts\x18\x13 \x01(\x05R\x0efailedAttemptsJ\x04\b\x10\x10\x11\"w\n" +
 	"\tJobAnswer\x12\x0e\n" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x12\x14\n" +
 	"\x05error\x18\x02 \x01(\tR\x05error\x12\x1c\n" +
