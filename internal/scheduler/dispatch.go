@@ -109,7 +109,7 @@ func (e *Engine) handleReply(subject string, p *pb.BusPacket, noResponders bool)
 	switch {
 	case noResponders:
 		e.stats.noResponders.Add(1)
-		e.requeue(rec, lifecycle.Dispatched, attempt, attempt-1, "no live worker subscribed to "+topic, e.cfg.NoWorkerRetry)
+		e.requeue(rec, lifecycle.Dispatched, attempt, attempt-1, "no live worker subscribed to "+topic, e.noWorkerDelay(rec.Job))
 	case p.GetJobAck() != nil:
 		ack := p.GetJobAck()
 		_, _, err := e.mutate(rec, func(j *pb.JobInfo) bool {
@@ -129,6 +129,14 @@ func (e *Engine) handleReply(subject string, p *pb.BusPacket, noResponders bool)
 	default:
 		e.stats.unknown.Add(1)
 	}
+}
+
+// noWorkerDelay is how long a job no worker took waits before it is offered
+// again: NoWorkerRetry at first, then a quarter of the time it has waited so
+// far, at most 5s, so that a topic nobody serves costs little.
+func (e *Engine) noWorkerDelay(j *pb.JobInfo) time.Duration {
+	waited := time.Since(time.UnixMilli(j.GetCreatedMs()))
+	return max(e.cfg.NoWorkerRetry, min(5*time.Second, waited/4))
 }
 
 // requeue sends a job in state from at attempt expect back to PENDING with

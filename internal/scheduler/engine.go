@@ -582,8 +582,8 @@ func (e *Engine) mutate(rec jobstore.Record, change func(j *pb.JobInfo) bool) (_
 }
 
 func (e *Engine) logTransition(prev, next *pb.JobInfo) {
-	if !e.debug() || prev.GetState() == next.GetState() {
-		return
+	if !e.debug() || prev.GetState() == next.GetState() || next.GetState() == lifecycle.Dispatched {
+		return // a dispatch logs itself, with its subject
 	}
 	e.log.Debug("[SCHEDULER] job "+lifecycle.Name(next.State), "job_id", next.JobId, "from", lifecycle.Name(prev.GetState()),
 		"attempt", next.Attempt, "worker_id", next.WorkerId, "reason", firstNonEmpty(next.PendingReason, next.Error), "trace_id", next.TraceId)
