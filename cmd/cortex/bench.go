@@ -74,7 +74,7 @@ See docs/BENCHMARKS.md.`,
 	f.Float64Var(&o.Rate, "rate", 0, "jobs per second, open loop: latency is measured from each job's intended send time (0: closed loop, --window)")
 	f.IntVar(&o.Workers, "workers", bench.DefaultWorkers, "echo workers (floor: worker subscribers), each on its own connection")
 	f.IntVar(&o.Payload, "payload", 0, "bytes carried in each job, as a string in JobRequest.context_ptr")
-	f.StringVar(&o.Store, "store", bench.StoreMemory, "job store: memory (jetstream is not available yet)")
+	f.StringVar(&o.Store, "store", bench.StoreMemory, "job store: memory, or jetstream (a key-value bucket and durable intake, as deployed)")
 	f.IntVar(&o.Warmup, "warmup", bench.DefaultWarmup, "jobs run before each measurement and not counted")
 	f.StringVar(&o.NatsURL, "nats-url", "", "use this NATS server instead of an embedded one")
 	f.DurationVar(&o.IdleTimeout, "timeout", bench.DefaultIdleTimeout, "abort when no result arrives for this long")

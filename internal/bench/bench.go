@@ -10,7 +10,6 @@ package bench
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -27,9 +26,6 @@ const (
 	StoreMemory    = "memory"
 	StoreJetStream = "jetstream"
 )
-
-// ErrStoreUnavailable is returned for a job store that does not exist yet.
-var ErrStoreUnavailable = errors.New("not available yet")
 
 // PayloadField names where the --payload bytes travel: a string of that many
 // bytes in JobRequest.context_ptr.
@@ -61,7 +57,9 @@ type Options struct {
 	Workers int
 	// Payload is the number of bytes carried in each job (in context_ptr).
 	Payload int
-	// Store is the job store: only StoreMemory exists yet. Default StoreMemory.
+	// Store is the job store: StoreMemory (the control plane's own cost) or
+	// StoreJetStream (a key-value bucket and durable intake, as deployed).
+	// Default StoreMemory.
 	Store string
 	// Warmup jobs run before each measurement and are not counted. Negative: none.
 	Warmup int
@@ -113,9 +111,7 @@ func (o *Options) setDefaults() error {
 		return fmt.Errorf("bench: --payload %d is over %d bytes; large inputs belong behind context_ptr", o.Payload, maxPayload)
 	}
 	switch o.Store {
-	case StoreMemory:
-	case StoreJetStream:
-		return fmt.Errorf("bench: --store %s: %w (the durable job store does not exist yet; use --store memory)", o.Store, ErrStoreUnavailable)
+	case StoreMemory, StoreJetStream:
 	default:
 		return fmt.Errorf("bench: --store %q: want memory or jetstream", o.Store)
 	}

@@ -98,13 +98,17 @@ func TestRateModeCompletes(t *testing.T) {
 	}
 }
 
-func TestJetStreamStoreIsRefused(t *testing.T) {
-	_, err := bench.Run(context.Background(), bench.Options{Jobs: 10, Store: "jetstream"})
-	if !errors.Is(err, bench.ErrStoreUnavailable) {
-		t.Fatalf("err = %v, want ErrStoreUnavailable", err)
+// The durable store runs too: a key-value bucket and stream intake.
+func TestJetStreamStore(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	rep, err := bench.Run(ctx, bench.Options{Jobs: 100, Window: 10, Warmup: -1, Store: bench.StoreJetStream})
+	if err != nil {
+		t.Fatalf("Run: %v", err)
 	}
-	if !strings.Contains(err.Error(), "not available yet") {
-		t.Errorf("err = %q, want it to say 'not available yet'", err)
+	if rep.System.Failed != 0 {
+		t.Errorf("failed jobs: system %d", rep.System.Failed)
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/cortex-os/core/internal/echo"
 	"github.com/cortex-os/core/internal/infrastructure/bus"
 	"github.com/cortex-os/core/internal/logging"
+	"github.com/cortex-os/core/internal/jobstore/kvstore"
 	"github.com/cortex-os/core/internal/scheduler"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/wire"
@@ -181,12 +182,35 @@ func startSystem(ctx context.Context, e *env, tr *tracker) (_ *parts, err error)
 		return nil, err
 	}
 	reg := scheduler.NewMemoryRegistry()
+	var (
+		store scheduler.JobStore
+		dead  scheduler.DeadLetters
+	)
+	if e.opts.Store == StoreJetStream {
+		// Buckets of this run's own, so a bench against a live server
+		// never touches its jobs; intake and results through streams.
+		js, err := sb.JetStream()
+		if err != nil {
+			return nil, err
+		}
+		if store, err = kvstore.New(ctx, js, kvstore.Config{Bucket: "CORTEX_BENCH_JOBS_" + e.runID}); err != nil {
+			return nil, err
+		}
+		if dead, err = kvstore.NewDeadLetters(ctx, js, kvstore.DLConfig{
+			Stream: "CORTEX_BENCH_DLQ_" + e.runID, SubjectPrefix: "bench." + e.runID + ".dlq",
+		}); err != nil {
+			return nil, err
+		}
+		sb.SetDurable(true)
+	}
 	engine, err := scheduler.New(scheduler.Config{
-		Bus:      sb,
-		Safety:   scheduler.NewSafetyStub(),
-		Registry: reg,
-		Strategy: scheduler.NewNaiveStrategy(),
-		Logger:   log,
+		Bus:         sb,
+		Safety:      scheduler.NewSafetyStub(),
+		Registry:    reg,
+		Strategy:    scheduler.NewNaiveStrategy(),
+		Store:       store,
+		DeadLetters: dead,
+		Logger:      log,
 	})
 	if err != nil {
 		return nil, err

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -99,38 +100,63 @@ func (b *NatsBus) consumeStream(subject, durable string, handler func(p *pb.BusP
 	if err != nil {
 		return nil, fmt.Errorf("bus: consumer %s on %s: %w", durable, subject, err)
 	}
-	cc, err := cons.Consume(func(m jetstream.Msg) {
-		packet, err := b.decode(m.Subject(), m.Data())
-		if err != nil {
-			_ = m.Term() // garbage stays garbage: never redeliver it
-			return
-		}
-		var herr error
-		b.call(m.Subject(), packet, func(p *pb.BusPacket) { herr = handler(p, m.Headers().Get(wire.HeaderReplyTo)) })
-		if herr != nil {
-			b.log.Warn("bus: handler failed; redelivering", "subject", m.Subject(), "err", herr)
-			_ = m.NakWithDelay(time.Second)
-			return
-		}
-		_ = m.Ack()
-	}, jetstream.PullMaxMessages(1000), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-		if !errors.Is(err, jetstream.ErrNoHeartbeat) {
-			b.log.Warn("bus: consume error", "subject", subject, "err", err)
-		}
-	}))
+	// The handler's work is mostly round trips to the store: a pool of
+	// handlers keeps many in flight. Order across jobs does not matter; a
+	// job's own packets are ordered by its state, not by arrival.
+	msgs := make(chan jetstream.Msg)
+	var pool sync.WaitGroup
+	for range consumeParallel {
+		pool.Go(func() {
+			for m := range msgs {
+				b.handleStreamMsg(m, handler)
+			}
+		})
+	}
+	cc, err := cons.Consume(func(m jetstream.Msg) { msgs <- m },
+		jetstream.PullMaxMessages(1000), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			if !errors.Is(err, jetstream.ErrNoHeartbeat) {
+				b.log.Warn("bus: consume error", "subject", subject, "err", err)
+			}
+		}))
 	if err != nil {
+		close(msgs)
+		pool.Wait()
 		return nil, fmt.Errorf("bus: consume %s: %w", subject, err)
 	}
 	return func() error {
 		cc.Drain()
+		var err error
 		select {
 		case <-cc.Closed():
-			return nil
 		case <-time.After(b.cfg.DrainTimeout):
 			cc.Stop()
-			return fmt.Errorf("bus: drain of %s timed out", subject)
+			err = fmt.Errorf("bus: drain of %s timed out", subject)
 		}
+		close(msgs)
+		pool.Wait()
+		return err
 	}, nil
+}
+
+// consumeParallel is how many stream packets are handled at once.
+const consumeParallel = 64
+
+// handleStreamMsg decodes and handles one stream message, then acknowledges
+// it, asks for its redelivery, or (garbage) terminates it.
+func (b *NatsBus) handleStreamMsg(m jetstream.Msg, handler func(p *pb.BusPacket, replyTo string) error) {
+	packet, err := b.decode(m.Subject(), m.Data())
+	if err != nil {
+		_ = m.Term() // garbage stays garbage: never redeliver it
+		return
+	}
+	var herr error
+	b.call(m.Subject(), packet, func(p *pb.BusPacket) { herr = handler(p, m.Headers().Get(wire.HeaderReplyTo)) })
+	if herr != nil {
+		b.log.Warn("bus: handler failed; redelivering", "subject", m.Subject(), "err", herr)
+		_ = m.NakWithDelay(time.Second)
+		return
+	}
+	_ = m.Ack()
 }
 
 // JetStream returns the connection's JetStream context.
