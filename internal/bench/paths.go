@@ -13,8 +13,8 @@ import (
 
 	"github.com/cortex-os/core/internal/echo"
 	"github.com/cortex-os/core/internal/infrastructure/bus"
-	"github.com/cortex-os/core/internal/logging"
 	"github.com/cortex-os/core/internal/jobstore/kvstore"
+	"github.com/cortex-os/core/internal/logging"
 	"github.com/cortex-os/core/internal/scheduler"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/wire"

@@ -175,7 +175,6 @@ type Worker struct {
 	slots  chan struct{}
 	jobs   sync.WaitGroup
 
-
 	// Runners are goroutines that run jobs one after another, so that a job
 	// neither starts a goroutine nor grows a fresh stack. There are at most
 	// Concurrency of them; they end when Run does.
@@ -199,7 +198,7 @@ type Worker struct {
 type heldJob struct {
 	attempt  int32
 	cancel   context.CancelCauseFunc
-	reply    string    // where to confirm it; "" once confirmed, or if nobody asked
+	reply    string // where to confirm it; "" once confirmed, or if nobody asked
 	traceID  string
 	started  time.Time
 	deadline time.Time // zero: none
