@@ -1,6 +1,7 @@
 // Command cortex is the CortexOS command line: `cortex dev` runs the whole
-// system on an embedded NATS server; later subcommands submit and inspect jobs
-// and measure the system.
+// system on an embedded NATS server, `cortex submit`, `cortex job` and
+// `cortex dlq` submit, follow and inspect jobs, and `cortex bench` measures
+// the system.
 package main
 
 import (
@@ -26,5 +27,6 @@ func newRootCommand() *cobra.Command {
 	}
 	root.AddCommand(newDevCommand())
 	root.AddCommand(newBenchCommand())
+	root.AddCommand(newSubmitCommand(), newJobCommand(), newDLQCommand())
 	return root
 }

@@ -128,8 +128,12 @@ func (c *Client) Watch(ctx context.Context, jobID string, interval time.Duration
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
-		job, err := c.Get(ctx, jobID)
-		if err != nil && !retryable(err) {
+		// Each poll has its own bound: a scheduler that dies holding the
+		// query never answers it, and the watch must go on asking.
+		getCtx, cancel := context.WithTimeout(ctx, watchPollTimeout)
+		job, err := c.Get(getCtx, jobID)
+		cancel()
+		if err != nil && !retryable(err) && ctx.Err() == nil {
 			return nil, err
 		}
 		if job != nil {
@@ -151,6 +155,9 @@ func (c *Client) Watch(ctx context.Context, jobID string, interval time.Duration
 		}
 	}
 }
+
+// watchPollTimeout bounds each of Watch's queries.
+var watchPollTimeout = 5 * time.Second
 
 func retryable(err error) bool {
 	var r *RefusedError

@@ -2,7 +2,9 @@ package scheduler_test
 
 import (
 	"fmt"
+	"strconv"
 	"testing"
+	"time"
 
 	"github.com/cortex-os/core/internal/logging"
 	"github.com/cortex-os/core/internal/scheduler"
@@ -13,15 +15,49 @@ import (
 // The per-job hot path of the scheduler, without NATS: see docs/BENCHMARKS.md.
 // Run: go test -run '^$' -bench . -benchmem ./internal/scheduler
 
-// benchNopBus is a Bus that drops what is published.
-type benchNopBus struct{ published int }
+// benchNopBus is a Bus that drops what is published and confirms every
+// dispatch at once: the JobAck for the request's job and attempt comes back
+// through the engine's replies handler before PublishRequest returns.
+type benchNopBus struct {
+	published, requests int
+	replies             func(subject string, p *pb.BusPacket, noResponders bool)
+	ack                 pb.BusPacket
+	jobAck              pb.JobAck
+}
 
 func (b *benchNopBus) Publish(string, *pb.BusPacket) error { b.published++; return nil }
 
-func (b *benchNopBus) Subscribe(string, string, func(*pb.BusPacket)) (func() error, error) {
-	return func() error { return nil }, nil
+func (b *benchNopBus) PublishRequest(_, reply string, p *pb.BusPacket) error {
+	b.requests++
+	if b.replies != nil {
+		req := p.GetJobRequest()
+		b.jobAck = pb.JobAck{JobId: req.GetJobId(), Attempt: req.GetAttempt(), WorkerId: "worker-echo-0"}
+		b.ack.Payload = &pb.BusPacket_JobAck{JobAck: &b.jobAck}
+		b.replies(reply, &b.ack, false)
+	}
+	return nil
 }
 
+func nop() error { return nil }
+
+func (b *benchNopBus) Subscribe(string, string, func(*pb.BusPacket)) (func() error, error) {
+	return nop, nil
+}
+
+func (b *benchNopBus) SubscribeReplies(_ string, h func(string, *pb.BusPacket, bool)) (func() error, error) {
+	b.replies = h
+	return nop, nil
+}
+
+func (b *benchNopBus) Serve(string, string, func(*pb.BusPacket) *pb.BusPacket) (func() error, error) {
+	return nop, nil
+}
+
+func (b *benchNopBus) Consume(string, string, func(*pb.BusPacket, string) error) (func() error, error) {
+	return nop, nil
+}
+
+// benchEngine is a started engine on the nop bus and an in-memory store.
 func benchEngine(b *testing.B, workers int) (*scheduler.Engine, *benchNopBus) {
 	b.Helper()
 	bus := &benchNopBus{}
@@ -36,55 +72,86 @@ func benchEngine(b *testing.B, workers int) (*scheduler.Engine, *benchNopBus) {
 		Strategy: scheduler.NewNaiveStrategy(),
 		ID:       "cortex-scheduler-bench",
 		Logger:   logging.Discard(),
+		// Timers idle: the benchmark's goroutine is the only one at work.
+		Tick: time.Hour, AckTimeout: time.Hour, LeaseInterval: time.Hour,
 	})
 	if err != nil {
 		b.Fatal(err)
 	}
+	if err := e.Start(b.Context()); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = e.Stop(b.Context()) })
 	return e, bus
 }
 
-func benchJobRequest() *pb.JobRequest {
-	return &pb.JobRequest{JobId: "bench-0123456789", Topic: "job.echo", Priority: pb.JobPriority_JOB_PRIORITY_INTERACTIVE}
+func benchJobRequest(id string) *pb.JobRequest {
+	return &pb.JobRequest{JobId: id, Topic: "job.echo", Priority: pb.JobPriority_JOB_PRIORITY_INTERACTIVE}
 }
 
-// BenchmarkHandlePacketSubmit is a submission taken, checked, placed and
-// dispatched (the bus does not encode), with 1 and 100 workers known.
+// benchIDs returns n distinct job ids, made before the clock runs.
+func benchIDs(n int) []string {
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = "bench-" + strconv.Itoa(i)
+	}
+	return ids
+}
+
+// BenchmarkHandlePacketSubmit is a new job taken, checked, recorded,
+// placed, dispatched and confirmed (the bus does not encode), with 1 and 100
+// workers known. Each iteration submits a job with a new id.
 func BenchmarkHandlePacketSubmit(b *testing.B) {
 	for _, workers := range []int{1, 100} {
 		b.Run(fmt.Sprintf("workers=%d", workers), func(b *testing.B) {
 			e, bus := benchEngine(b, workers)
-			p := wire.JobRequestPacket("trace-0123456789", "client", benchJobRequest())
-			b.ReportAllocs()
-			for b.Loop() {
-				e.HandlePacket(p)
+			ids := benchIDs(b.N)
+			reqs := make([]*pb.BusPacket, len(ids))
+			for i, id := range ids {
+				reqs[i] = wire.JobRequestPacket("trace-0123456789", "client", benchJobRequest(id))
 			}
-			if bus.published == 0 || e.Stats().Dispatched != uint64(bus.published) {
-				b.Fatalf("dispatched %d, published %d", e.Stats().Dispatched, bus.published)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := range b.N {
+				e.HandlePacket(reqs[i])
+			}
+			b.StopTimer()
+			s := e.Stats()
+			if s.Accepted != uint64(b.N) || s.Dispatched != uint64(b.N) || bus.requests != b.N {
+				b.Fatalf("accepted %d, dispatched %d, requests %d; want %d", s.Accepted, s.Dispatched, bus.requests, b.N)
 			}
 		})
 	}
 }
 
-// BenchmarkHandlePacketResult is a job result taken by the scheduler.
+// BenchmarkHandlePacketResult is a RUNNING job's result taken and applied:
+// the job COMPLETED. The jobs are submitted before the clock runs.
 func BenchmarkHandlePacketResult(b *testing.B) {
 	e, _ := benchEngine(b, 1)
-	p := wire.JobResultPacket("trace-0123456789", "worker-echo-0", &pb.JobResult{
-		JobId: "bench-0123456789", Status: pb.JobStatus_JOB_STATUS_COMPLETED,
-		ResultPtr: "memory://echo/bench-0123456789", WorkerId: "worker-echo-0",
-	})
-	b.ReportAllocs()
-	for b.Loop() {
-		e.HandlePacket(p)
+	ids := benchIDs(b.N)
+	results := make([]*pb.BusPacket, len(ids))
+	for i, id := range ids {
+		e.HandlePacket(wire.JobRequestPacket("trace-0123456789", "client", benchJobRequest(id)))
+		results[i] = wire.JobResultPacket("trace-0123456789", "worker-echo-0", &pb.JobResult{
+			JobId: id, Status: pb.JobStatus_JOB_STATUS_COMPLETED, Attempt: 1,
+			ResultPtr: "memory://echo/" + id, WorkerId: "worker-echo-0",
+		})
 	}
-	if e.Stats().Results == 0 {
-		b.Fatal("no result counted")
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		e.HandlePacket(results[i])
+	}
+	b.StopTimer()
+	if s := e.Stats(); s.Completed != uint64(b.N) {
+		b.Fatalf("completed %d of %d (stats %+v)", s.Completed, b.N, s)
 	}
 }
 
 // BenchmarkSafetyStubCheck is the safety check of one job.
 func BenchmarkSafetyStubCheck(b *testing.B) {
 	s := scheduler.NewSafetyStub()
-	req := benchJobRequest()
+	req := benchJobRequest("bench-0123456789")
 	b.ReportAllocs()
 	for b.Loop() {
 		if d, _ := s.Check(req); d != scheduler.SafetyAllow {
@@ -96,7 +163,7 @@ func BenchmarkSafetyStubCheck(b *testing.B) {
 // BenchmarkNaiveStrategyPickSubject is the placement decision of one job.
 func BenchmarkNaiveStrategyPickSubject(b *testing.B) {
 	s := scheduler.NewNaiveStrategy()
-	req := benchJobRequest()
+	req := benchJobRequest("bench-0123456789")
 	workers := map[string]*pb.Heartbeat{"worker-echo-0": {WorkerId: "worker-echo-0"}}
 	b.ReportAllocs()
 	for b.Loop() {

@@ -103,7 +103,17 @@ func (e *Engine) handleReply(subject string, p *pb.BusPacket, noResponders bool)
 	attempt := int32(a)
 	rec, ok := e.cached(jobID)
 	if !ok {
-		return // finished meanwhile (its result came first), or not ours
+		// Finished meanwhile (its result came first), or not ours; or
+		// cancelled while the dispatch was on its way, and then the worker
+		// that took it must be told.
+		if ack := p.GetJobAck(); ack != nil {
+			ctx, cancel := e.storeCtx()
+			defer cancel()
+			if cur, err := e.cfg.Store.Get(ctx, jobID); err == nil {
+				e.cancelledBeforeAck(cur.Job, attempt, ack.GetWorkerId())
+			}
+		}
+		return
 	}
 	topic := rec.Job.GetRequest().GetTopic()
 	switch {
@@ -112,7 +122,7 @@ func (e *Engine) handleReply(subject string, p *pb.BusPacket, noResponders bool)
 		e.requeue(rec, lifecycle.Dispatched, attempt, attempt-1, "no live worker subscribed to "+topic, e.noWorkerDelay(rec.Job))
 	case p.GetJobAck() != nil:
 		ack := p.GetJobAck()
-		_, _, err := e.mutate(rec, func(j *pb.JobInfo) bool {
+		cur, written, err := e.mutate(rec, func(j *pb.JobInfo) bool {
 			if j.State != lifecycle.Dispatched || j.Attempt != attempt {
 				return false // a result got there first, or the job was cancelled
 			}
@@ -123,11 +133,27 @@ func (e *Engine) handleReply(subject string, p *pb.BusPacket, noResponders bool)
 		})
 		if err != nil {
 			e.log.Error("[SCHEDULER] recording confirmation failed", "job_id", jobID, "err", err)
+		} else if !written {
+			e.cancelledBeforeAck(cur.Job, attempt, ack.GetWorkerId())
 		}
 	case p.GetJobAnswer() != nil && !p.GetJobAnswer().GetOk():
 		e.requeue(rec, lifecycle.Dispatched, attempt, attempt-1, "worker refused the job: "+p.GetJobAnswer().GetError(), e.cfg.NoWorkerRetry)
 	default:
 		e.stats.unknown.Add(1)
+	}
+}
+
+// cancelledBeforeAck tells a worker that confirmed attempt n of a job
+// cancelled while the dispatch was on its way to cancel it: the cancel had no
+// worker to tell, and the handler would run to its end for nothing.
+func (e *Engine) cancelledBeforeAck(job *pb.JobInfo, attempt int32, workerID string) {
+	if job.GetState() != lifecycle.Cancelled || job.GetAttempt() != attempt || workerID == "" {
+		return
+	}
+	msg := wire.NewPacket(job.GetTraceId(), e.cfg.ID)
+	msg.Payload = &pb.BusPacket_JobCancel{JobCancel: &pb.JobCancel{JobId: job.GetJobId(), Reason: job.GetError()}}
+	if err := e.cfg.Bus.Publish(wire.WorkerCancelSubject(workerID), msg); err != nil {
+		e.log.Warn("[SCHEDULER] telling the worker of a cancel failed", "job_id", job.GetJobId(), "worker_id", workerID, "err", err)
 	}
 }
 
@@ -163,11 +189,23 @@ func (e *Engine) requeue(rec jobstore.Record, from pb.JobState, expect, attempt 
 // offered again at once; its attempt is spent, since it may have run. If not,
 // the subscriber is a worker that does not confirm, as in the design
 // document: the job stays DISPATCHED, waiting for its result or its timeout.
+//
+// Not knowing a confirming worker does not mean there is none, and taking the
+// silence for a worker that does not confirm leaves the job waiting for its
+// timeout. So a topic served by confirming workers within confirmMemory
+// still counts as one (the registry forgets workers whose heartbeats stopped,
+// as during a NATS outage); and a job dispatched before this replica started
+// (by a replica that stopped or died before hearing back) is decided only
+// once the replica has listened to heartbeats for an interval.
 func (e *Engine) unconfirmed(rec jobstore.Record) {
-	e.stats.unconfirmed.Add(1)
 	attempt := rec.Job.GetAttempt()
 	topic := rec.Job.GetRequest().GetTopic()
-	if e.confirmingWorkerServes(topic) {
+	confirming := e.confirmingWorkerServes(topic) || e.confirmedLately(topic)
+	if !confirming && rec.Job.GetAttemptStartedMs() < e.started.UnixMilli() && time.Since(e.started) < DefaultHeartbeatInterval {
+		return // a later tick decides
+	}
+	e.stats.unconfirmed.Add(1)
+	if confirming {
 		reason := fmt.Sprintf("no worker confirmed attempt %d within %s", attempt, e.cfg.AckTimeout)
 		e.requeue(rec, lifecycle.Dispatched, attempt, attempt, reason, 0)
 		return
@@ -182,6 +220,19 @@ func (e *Engine) unconfirmed(rec jobstore.Record) {
 	if err != nil {
 		e.log.Error("[SCHEDULER] recording dispatch failed", "job_id", rec.Job.GetJobId(), "err", err)
 	}
+}
+
+// confirmMemory is how long a topic counts as served by workers that confirm
+// after the last heartbeat of one.
+const confirmMemory = time.Minute
+
+// confirmedLately reports whether a worker that confirms heartbeated serving
+// topic within confirmMemory.
+func (e *Engine) confirmedLately(topic string) bool {
+	e.confirmMu.Lock()
+	at, ok := e.confirmSeen[topic]
+	e.confirmMu.Unlock()
+	return ok && time.Since(at) < confirmMemory
 }
 
 func (e *Engine) confirmingWorkerServes(topic string) bool {

@@ -168,6 +168,11 @@ type Engine struct {
 	mu     sync.Mutex
 	active map[string]*tracked // non-terminal jobs known to this replica
 
+	// confirmSeen: topic -> when a worker that confirms last heartbeated
+	// serving it (see confirmedLately).
+	confirmMu   sync.Mutex
+	confirmSeen map[string]time.Time
+
 	// runMu guards the lifecycle. It is not mu: draining waits for handlers
 	// that take mu.
 	runMu    sync.Mutex
@@ -175,6 +180,7 @@ type Engine struct {
 	stopLoop context.CancelFunc
 	loops    sync.WaitGroup // timer loop and store watch
 	running  bool
+	started  time.Time // when Start ran: the registry knows the workers only after a heartbeat interval
 
 	// blind: the strategy does not look at the workers, so no registry
 	// snapshot is taken per job.
@@ -233,6 +239,7 @@ func (e *Engine) Start(ctx context.Context) error {
 	}
 	loopCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	e.stopLoop = stop
+	e.started = time.Now()
 	if ip, ok := e.cfg.Store.(interface{ InProcess() bool }); !ok || !ip.InProcess() {
 		// Other replicas write to the store: follow their changes.
 		e.loops.Add(1)
@@ -282,9 +289,10 @@ func (e *Engine) Start(ctx context.Context) error {
 	return nil
 }
 
-// Stop stops intake first, then lets the packets already received be
-// handled, then stops the timers. Nothing is left
-// half-written: every change to a job is one compare-and-set.
+// Stop stops the timers and intake first, then lets the packets already
+// received be handled. Nothing is left half-written: every change to a job
+// is one compare-and-set, and no dispatch goes out once its answer can no
+// longer be heard.
 func (e *Engine) Stop(ctx context.Context) error {
 	e.runMu.Lock()
 	defer e.runMu.Unlock()
@@ -298,13 +306,15 @@ func (e *Engine) Stop(ctx context.Context) error {
 
 func (e *Engine) stopLocked() error {
 	var errs []error
+	// Timers first: a dispatch they sent once the replies subscription is
+	// drained would leave its job DISPATCHED with nobody to hear the answer.
+	e.stopLoop()
+	e.loops.Wait()
 	// Submissions were subscribed last: drain in reverse, intake first.
 	for i := len(e.drains) - 1; i >= 0; i-- {
 		errs = append(errs, e.drains[i]())
 	}
 	e.drains = nil
-	e.stopLoop()
-	e.loops.Wait()
 	e.running = false
 	return errors.Join(errs...)
 }
@@ -414,6 +424,9 @@ func (e *Engine) admit(req *pb.JobRequest, traceID string) (answer *pb.JobAnswer
 	case errors.Is(err, jobstore.ErrExists):
 		if proto.Equal(rec.Job.GetRequest(), req) { // the same job, submitted again
 			e.stats.duplicates.Add(1)
+			if rec.Job.GetState() == lifecycle.Denied { // refused then: refused now
+				return &pb.JobAnswer{Error: rec.Job.GetError(), Jobs: []*pb.JobInfo{rec.Job}}, false, nil
+			}
 			return &pb.JobAnswer{Ok: true, Jobs: []*pb.JobInfo{rec.Job}}, false, nil
 		}
 		e.stats.conflicts.Add(1)

@@ -5,109 +5,17 @@ import (
 	"errors"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/cortex-os/core/internal/jobstore"
+	"github.com/cortex-os/core/internal/lifecycle"
 	"github.com/cortex-os/core/internal/scheduler"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/wire"
 )
-
-// recordingSafety wraps the stub and records what it was asked.
-type recordingSafety struct {
-	mu    sync.Mutex
-	asked []string
-}
-
-func (r *recordingSafety) Check(req *pb.JobRequest) (scheduler.SafetyDecision, string) {
-	r.mu.Lock()
-	r.asked = append(r.asked, req.GetJobId())
-	r.mu.Unlock()
-	return scheduler.NewSafetyStub().Check(req)
-}
-
-func (r *recordingSafety) calls() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return len(r.asked)
-}
-
-// recordingStrategy wraps NaiveStrategy and records the registry snapshots it saw.
-type recordingStrategy struct {
-	mu   sync.Mutex
-	seen []map[string]*pb.Heartbeat
-}
-
-func (r *recordingStrategy) PickSubject(req *pb.JobRequest, workers map[string]*pb.Heartbeat) (string, error) {
-	r.mu.Lock()
-	r.seen = append(r.seen, workers)
-	r.mu.Unlock()
-	return scheduler.NewNaiveStrategy().PickSubject(req, workers)
-}
-
-func (r *recordingStrategy) calls() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return len(r.seen)
-}
-
-type harness struct {
-	engine   *scheduler.Engine
-	bus      *fakeBus
-	registry *scheduler.MemoryRegistry
-	safety   *recordingSafety
-	strategy *recordingStrategy
-	logs     *logBuffer
-}
-
-func newHarness(t *testing.T, level slog.Level) *harness {
-	t.Helper()
-	h := &harness{
-		bus:      &fakeBus{},
-		registry: scheduler.NewMemoryRegistry(),
-		safety:   &recordingSafety{},
-		strategy: &recordingStrategy{},
-		logs:     &logBuffer{},
-	}
-	e, err := scheduler.New(scheduler.Config{
-		Bus: h.bus, Safety: h.safety, Registry: h.registry, Strategy: h.strategy,
-		ID: "sched-test", Logger: h.logs.logger(level),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.engine = e
-	return h
-}
-
-func submit(traceID, jobID, topic string) *pb.BusPacket {
-	return wire.JobRequestPacket(traceID, "client-1", &pb.JobRequest{JobId: jobID, Topic: topic})
-}
-
-func TestSafetyStubBlocksDestroy(t *testing.T) {
-	t.Parallel()
-	h := newHarness(t, slog.LevelInfo)
-	h.engine.HandlePacket(submit("trace-d", "job-d", scheduler.ForbiddenTopic))
-
-	if p := h.bus.publishes(); len(p) != 0 {
-		t.Fatalf("a denied job was published: %+v", p)
-	}
-	if s := h.engine.Stats(); s.Submitted != 1 || s.Denied != 1 || s.Dispatched != 0 {
-		t.Errorf("stats = %+v", s)
-	}
-	if h.strategy.calls() != 0 {
-		t.Error("the strategy was consulted for a denied job")
-	}
-	logs := h.logs.String()
-	for _, want := range []string{"[SAFETY]", "BLOCKED", "job_id=job-d", "trace_id=trace-d", "forbidden topic"} {
-		if !strings.Contains(logs, want) {
-			t.Errorf("log lacks %q:\n%s", want, logs)
-		}
-	}
-}
 
 func TestSafetyStub(t *testing.T) {
 	t.Parallel()
@@ -127,161 +35,6 @@ func TestSafetyStub(t *testing.T) {
 		if d.String() != want {
 			t.Errorf("SafetyDecision(%d).String() = %q, want %q", int(d), d.String(), want)
 		}
-	}
-}
-
-func TestAllowedJobIsDispatchedWithItsTraceID(t *testing.T) {
-	t.Parallel()
-	h := newHarness(t, slog.LevelDebug)
-	req := &pb.JobRequest{
-		JobId: "job-1", Topic: "job.echo", Priority: pb.JobPriority_JOB_PRIORITY_INTERACTIVE,
-		ContextPtr: "redis://jobs/job-1/context", EnvVars: map[string]string{"A": "1"},
-	}
-	h.engine.HandlePacket(wire.JobRequestPacket("trace-1", "client-1", req))
-
-	pubs := h.bus.publishes()
-	if len(pubs) != 1 {
-		t.Fatalf("%d publishes, want 1: %+v", len(pubs), pubs)
-	}
-	p := pubs[0]
-	if p.subject != "job.echo" {
-		t.Errorf("subject = %q, want job.echo", p.subject)
-	}
-	if p.packet.GetTraceId() != "trace-1" {
-		t.Errorf("trace_id = %q, want trace-1", p.packet.GetTraceId())
-	}
-	if p.packet.GetSenderId() != "sched-test" || h.engine.ID() != "sched-test" {
-		t.Errorf("sender_id = %q, engine ID %q; want sched-test", p.packet.GetSenderId(), h.engine.ID())
-	}
-	if p.packet.GetProtocolVersion() != wire.ProtocolVersion || p.packet.GetCreatedAt() == nil {
-		t.Errorf("envelope = %v", p.packet)
-	}
-	if !proto.Equal(p.packet.GetJobRequest(), req) {
-		t.Errorf("dispatched request %v, want %v", p.packet.GetJobRequest(), req)
-	}
-	if s := h.engine.Stats(); s.Submitted != 1 || s.Dispatched != 1 || s.Denied+s.Rejected+s.Unroutable+s.DispatchErrors != 0 {
-		t.Errorf("stats = %+v", s)
-	}
-	if !strings.Contains(h.logs.String(), "[SCHEDULER]") || !strings.Contains(h.logs.String(), "trace_id=trace-1") {
-		t.Errorf("debug log lacks the job's way:\n%s", h.logs.String())
-	}
-}
-
-func TestNoPerJobLogsAtInfo(t *testing.T) {
-	t.Parallel()
-	h := newHarness(t, slog.LevelInfo)
-	h.engine.HandlePacket(submit("t", "j", "job.echo"))
-	h.engine.HandlePacket(wire.HeartbeatPacket("t", "w", &pb.Heartbeat{WorkerId: "w"}))
-	h.engine.HandlePacket(wire.JobResultPacket("t", "w", &pb.JobResult{JobId: "j"}))
-	if logs := h.logs.String(); logs != "" {
-		t.Errorf("per-job events logged at info:\n%s", logs)
-	}
-}
-
-func TestMissingTraceIDGetsOne(t *testing.T) {
-	t.Parallel()
-	h := newHarness(t, slog.LevelInfo)
-	h.engine.HandlePacket(submit("", "job-a", "job.echo"))
-	h.engine.HandlePacket(submit("", "job-b", "job.echo"))
-	pubs := h.bus.publishes()
-	if len(pubs) != 2 {
-		t.Fatalf("%d publishes, want 2", len(pubs))
-	}
-	a, b := pubs[0].packet.GetTraceId(), pubs[1].packet.GetTraceId()
-	if a == "" || b == "" || a == b {
-		t.Errorf("trace ids %q and %q: want two distinct new ones", a, b)
-	}
-}
-
-func TestMissingJobIDIsRejected(t *testing.T) {
-	t.Parallel()
-	h := newHarness(t, slog.LevelInfo)
-	h.engine.HandlePacket(submit("t", "", "job.echo"))
-	// A job_request field that is present but empty.
-	h.engine.HandlePacket(&pb.BusPacket{TraceId: "t", Payload: &pb.BusPacket_JobRequest{}})
-
-	if p := h.bus.publishes(); len(p) != 0 {
-		t.Fatalf("a job without job_id was published: %+v", p)
-	}
-	if s := h.engine.Stats(); s.Submitted != 2 || s.Rejected != 2 || s.Dispatched != 0 {
-		t.Errorf("stats = %+v", s)
-	}
-	if h.safety.calls() != 0 {
-		t.Error("the safety checker was asked about a rejected job")
-	}
-	if !strings.Contains(h.logs.String(), "without job_id") {
-		t.Errorf("rejection not logged:\n%s", h.logs.String())
-	}
-}
-
-func TestUnroutableJobIsNotPublished(t *testing.T) {
-	t.Parallel()
-	h := newHarness(t, slog.LevelInfo)
-	for _, topic := range []string{"", wire.SubjectSubmit, "job.>", "echo"} {
-		h.engine.HandlePacket(submit("t", "j-"+topic, topic))
-	}
-	if p := h.bus.publishes(); len(p) != 0 {
-		t.Fatalf("unroutable jobs were published: %+v", p)
-	}
-	if s := h.engine.Stats(); s.Unroutable != 4 || s.Dispatched != 0 {
-		t.Errorf("stats = %+v", s)
-	}
-}
-
-func TestDispatchErrorIsCounted(t *testing.T) {
-	t.Parallel()
-	h := newHarness(t, slog.LevelInfo)
-	h.bus.publishErr = errors.New("bus down")
-	h.engine.HandlePacket(submit("t", "j", "job.echo"))
-	if s := h.engine.Stats(); s.DispatchErrors != 1 || s.Dispatched != 0 {
-		t.Errorf("stats = %+v", s)
-	}
-	if !strings.Contains(h.logs.String(), "bus down") {
-		t.Errorf("dispatch error not logged:\n%s", h.logs.String())
-	}
-}
-
-func TestHeartbeatsGoToTheRegistry(t *testing.T) {
-	t.Parallel()
-	h := newHarness(t, slog.LevelInfo)
-	h.engine.HandlePacket(wire.HeartbeatPacket("hb", "w1", &pb.Heartbeat{WorkerId: "w1", ActiveJobs: 1}))
-	h.engine.HandlePacket(wire.HeartbeatPacket("hb", "w2", &pb.Heartbeat{WorkerId: "w2"}))
-	h.engine.HandlePacket(wire.HeartbeatPacket("hb", "w1", &pb.Heartbeat{WorkerId: "w1", ActiveJobs: 5}))
-
-	snap := h.registry.Snapshot()
-	if len(snap) != 2 || snap["w1"].GetActiveJobs() != 5 || snap["w2"] == nil {
-		t.Fatalf("registry = %v", snap)
-	}
-	if s := h.engine.Stats(); s.Heartbeats != 3 {
-		t.Errorf("Heartbeats = %d, want 3", s.Heartbeats)
-	}
-	// The strategy decides over the registry's content.
-	h.engine.HandlePacket(submit("t", "j", "job.echo"))
-	h.strategy.mu.Lock()
-	defer h.strategy.mu.Unlock()
-	if len(h.strategy.seen) != 1 || len(h.strategy.seen[0]) != 2 {
-		t.Errorf("strategy saw %v, want the two workers", h.strategy.seen)
-	}
-}
-
-func TestResultsAlertsAndUnknownAreCounted(t *testing.T) {
-	t.Parallel()
-	h := newHarness(t, slog.LevelInfo)
-	h.engine.HandlePacket(wire.JobResultPacket("t", "w", &pb.JobResult{JobId: "j", Status: pb.JobStatus_JOB_STATUS_COMPLETED}))
-	h.engine.HandlePacket(wire.JobResultPacket("t", "w", &pb.JobResult{JobId: "k", Status: pb.JobStatus_JOB_STATUS_FAILED}))
-	h.engine.HandlePacket(&pb.BusPacket{SenderId: "x", Payload: &pb.BusPacket_Alert{Alert: &pb.SystemAlert{Level: "WARN", Message: "disk", Component: "w"}}})
-	h.engine.HandlePacket(&pb.BusPacket{SenderId: "ghost", TraceId: "t-ghost"})
-
-	s := h.engine.Stats()
-	if s.Results != 2 || s.Alerts != 1 || s.Unknown != 1 || s.Submitted != 0 || s.Heartbeats != 0 {
-		t.Errorf("stats = %+v", s)
-	}
-	if p := h.bus.publishes(); len(p) != 0 {
-		t.Errorf("results, alerts or unknown packets caused publishes: %+v", p)
-	}
-	logs := h.logs.String()
-	if !strings.Contains(logs, "alert") || !strings.Contains(logs, "disk") || !strings.Contains(logs, "sender_id=ghost") {
-		t.Errorf("alert or unknown packet not logged:\n%s", logs)
 	}
 }
 
@@ -329,8 +82,8 @@ func TestUniqueID(t *testing.T) {
 	seen := map[string]bool{}
 	for range 100 {
 		id := scheduler.UniqueID("p")
-		if !strings.HasPrefix(id, "p-") || seen[id] {
-			t.Fatalf("UniqueID = %q (seen before: %v)", id, seen[id])
+		if !strings.HasPrefix(id, "p-") || seen[id] || strings.ContainsAny(id, ". *>") {
+			t.Fatalf("UniqueID = %q (seen before: %v): want a distinct subject token", id, seen[id])
 		}
 		seen[id] = true
 	}
@@ -343,6 +96,7 @@ func TestStartSubscriptions(t *testing.T) {
 		{"my-group", "my-group"},
 	} {
 		fb := &fakeBus{}
+		fb.fallback("", ackBy("w-1"))
 		e, err := scheduler.New(scheduler.Config{
 			Bus: fb, Safety: scheduler.NewSafetyStub(), Registry: scheduler.NewMemoryRegistry(),
 			Strategy: scheduler.NewNaiveStrategy(), QueueGroup: tc.group, Logger: slog.New(slog.DiscardHandler),
@@ -353,39 +107,57 @@ func TestStartSubscriptions(t *testing.T) {
 		if err := e.Start(context.Background()); err != nil {
 			t.Fatal(err)
 		}
-		got := map[string]string{}
+		type key struct {
+			kind    subKind
+			subject string
+		}
+		got := map[key]string{}
+		replies := 0
 		for _, s := range fb.subscriptions() {
-			if _, dup := got[s.subject]; dup {
-				t.Errorf("subscribed %s twice", s.subject)
+			if s.kind == kindReplies {
+				replies++
+				if !strings.HasSuffix(s.subject, ".>") || strings.HasPrefix(s.subject, "sys.") || strings.HasPrefix(s.subject, "job.") {
+					t.Errorf("replies subscription on %q: want a private wildcard", s.subject)
+				}
+				continue
 			}
-			got[s.subject] = s.queue
-			if s.handler == nil {
-				t.Errorf("nil handler for %s", s.subject)
+			k := key{s.kind, s.subject}
+			if _, dup := got[k]; dup {
+				t.Errorf("%s %s twice", s.kind, s.subject)
+			}
+			got[k] = s.queue
+		}
+		if replies != 1 {
+			t.Errorf("%d replies subscriptions, want 1", replies)
+		}
+		want := map[key]string{
+			{kindSubscribe, wire.SubjectHeartbeats}: "", // every replica sees every heartbeat
+			{kindConsume, wire.SubjectSubmit}:       tc.want,
+			{kindServe, wire.SubjectQuery}:          tc.want,
+			{kindServe, wire.SubjectCancel}:         tc.want,
+		}
+		for k, queue := range want {
+			if q, ok := got[k]; !ok || q != queue {
+				t.Errorf("%s %s: queue %q (present %v), want %q", k.kind, k.subject, q, ok, queue)
 			}
 		}
-		want := map[string]string{
-			wire.SubjectHeartbeats: "", // every replica sees every heartbeat
-			wire.SubjectSubmit:     tc.want,
-			wire.SubjectResult:     tc.want,
+		// Results are shared by the replicas too, through a durable group of their own.
+		if q, ok := got[key{kindConsume, wire.SubjectResult}]; !ok || !strings.HasPrefix(q, tc.want) {
+			t.Errorf("results consumed by %q (present %v), want the group %q", q, ok, tc.want)
 		}
-		if len(got) != len(want) {
-			t.Errorf("subscriptions %v, want %v", got, want)
-		}
-		for subject, queue := range want {
-			if q, ok := got[subject]; !ok || q != queue {
-				t.Errorf("subscription %s: queue %q (present %v), want %q", subject, q, ok, queue)
-			}
+		if len(got) != len(want)+1 {
+			t.Errorf("subscriptions %v", got)
 		}
 
-		// The submit subscription's handler is the engine's.
-		for _, s := range fb.subscriptions() {
-			if s.subject == wire.SubjectSubmit {
-				s.handler(submit("t", "j", "job.echo"))
-			}
+		// The intake's handler is the engine's: a submission through it is
+		// dispatched on its topic, and confirmed through the replies.
+		if err := fb.submit(t, submitPacket("t", request("j", "job.echo")), ""); err != nil {
+			t.Fatal(err)
 		}
-		if p := fb.publishes(); len(p) != 1 || p[0].subject != "job.echo" {
-			t.Errorf("a packet through the submit subscription gave publishes %+v", p)
+		if d := fb.dispatches(); len(d) != 1 || d[0].subject != "job.echo" {
+			t.Errorf("a packet through the intake gave dispatches %+v", d)
 		}
+		eventually(t, "the confirmation to be recorded", func() bool { return e.Stats().Dispatched == 1 })
 
 		if err := e.Start(context.Background()); err == nil {
 			t.Error("a second Start succeeded")
@@ -393,30 +165,50 @@ func TestStartSubscriptions(t *testing.T) {
 		if err := e.Stop(context.Background()); err != nil {
 			t.Fatal(err)
 		}
-		if n := fb.drainCount(); n != 3 {
-			t.Errorf("Stop drained %d subscriptions, want 3", n)
+		n := len(fb.subscriptions())
+		if fb.drainCount() != n {
+			t.Errorf("Stop drained %d of %d subscriptions", fb.drainCount(), n)
 		}
-		if err := e.Stop(context.Background()); err != nil || fb.drainCount() != 3 {
+		if err := e.Stop(context.Background()); err != nil || fb.drainCount() != n {
 			t.Errorf("a second Stop: %v, drains %d", err, fb.drainCount())
+		}
+		if v := fb.violated(); len(v) != 0 {
+			t.Errorf("bus misuse: %v", v)
 		}
 	}
 }
 
 func TestStartFailureDrainsWhatItSubscribed(t *testing.T) {
 	t.Parallel()
-	fb := &fakeBus{failOn: wire.SubjectResult}
-	e, err := scheduler.New(scheduler.Config{
-		Bus: fb, Safety: scheduler.NewSafetyStub(), Registry: scheduler.NewMemoryRegistry(),
-		Strategy: scheduler.NewNaiveStrategy(), Logger: slog.New(slog.DiscardHandler),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.Start(context.Background()); err == nil || !strings.Contains(err.Error(), "subscribe refused") {
-		t.Fatalf("Start = %v, want the subscribe error", err)
-	}
-	if subs, drains := len(fb.subscriptions()), fb.drainCount(); drains != subs {
-		t.Errorf("%d subscriptions made, %d drained", subs, drains)
+	for _, subject := range []string{wire.SubjectHeartbeats, wire.SubjectResult, wire.SubjectCancel, wire.SubjectSubmit} {
+		fb := &fakeBus{failOn: subject}
+		e, err := scheduler.New(scheduler.Config{
+			Bus: fb, Safety: scheduler.NewSafetyStub(), Registry: scheduler.NewMemoryRegistry(),
+			Strategy: scheduler.NewNaiveStrategy(), Logger: slog.New(slog.DiscardHandler),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.Start(context.Background()); err == nil || !strings.Contains(err.Error(), "subscribe refused") {
+			t.Fatalf("Start failing on %s = %v, want the subscribe error", subject, err)
+		}
+		if subs, drains := len(fb.subscriptions()), fb.drainCount(); drains != subs {
+			t.Errorf("failing on %s: %d subscriptions made, %d drained", subject, subs, drains)
+		}
+		// A failed Start leaves the engine stopped: Stop is a no-op, and it
+		// can be started again once the bus works.
+		if err := e.Stop(context.Background()); err != nil {
+			t.Errorf("Stop after a failed Start: %v", err)
+		}
+		fb.mu.Lock()
+		fb.failOn = ""
+		fb.mu.Unlock()
+		if err := e.Start(context.Background()); err != nil {
+			t.Errorf("Start after a failed Start: %v", err)
+		}
+		if err := e.Stop(context.Background()); err != nil {
+			t.Error(err)
+		}
 	}
 }
 
@@ -433,23 +225,398 @@ func TestRunStopsOnCancel(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- e.Run(ctx) }()
-	deadline := time.Now().Add(10 * time.Second)
-	for len(fb.subscriptions()) < 3 {
-		if time.Now().After(deadline) {
-			t.Fatal("Run did not subscribe")
+	eventually(t, "Run to subscribe", func() bool {
+		for _, s := range fb.subscriptions() {
+			if s.subject == wire.SubjectSubmit {
+				return true
+			}
 		}
-		time.Sleep(time.Millisecond)
-	}
+		return false
+	})
 	cancel()
 	select {
 	case err := <-done:
 		if err != nil {
 			t.Fatalf("Run = %v", err)
 		}
-	case <-time.After(10 * time.Second):
+	case <-time.After(waitLimit):
 		t.Fatal("Run did not return after cancel")
 	}
-	if fb.drainCount() != 3 {
-		t.Errorf("Run drained %d subscriptions, want 3", fb.drainCount())
+	if n := len(fb.subscriptions()); fb.drainCount() != n {
+		t.Errorf("Run drained %d of %d subscriptions", fb.drainCount(), n)
+	}
+}
+
+// ---- admission ----
+
+func TestValidJobIsRecordedPendingAndAnswered(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	r.bus.fallback("", silence()) // the dispatch goes unanswered: the job stays put
+	req := &pb.JobRequest{
+		JobId: "job-1", Topic: "job.echo", Priority: pb.JobPriority_JOB_PRIORITY_INTERACTIVE,
+		ContextPtr: "redis://jobs/job-1/context", EnvVars: map[string]string{"A": "1"},
+	}
+	before := time.Now().UnixMilli()
+	r.submit(req, "trace-1", "client.inbox.1")
+
+	p, a := r.answerOn("client.inbox.1")
+	if p.GetTraceId() != "trace-1" || p.GetSenderId() != "sched-test" {
+		t.Errorf("answer envelope: trace %q sender %q; want trace-1, sched-test", p.GetTraceId(), p.GetSenderId())
+	}
+	if !a.GetOk() || a.GetError() != "" || len(a.GetJobs()) != 1 {
+		t.Fatalf("answer = %v, want ok with the job", a)
+	}
+	j := a.GetJobs()[0]
+	if j.GetJobId() != "job-1" || j.GetState() != lifecycle.Pending || j.GetTraceId() != "trace-1" || !proto.Equal(j.GetRequest(), req) {
+		t.Errorf("answered job = %v", j)
+	}
+
+	stored := r.job("job-1")
+	if stored == nil {
+		t.Fatal("the job was not recorded")
+	}
+	first := r.store.history("job-1")[0]
+	if first.GetState() != lifecycle.Pending || first.GetAttempt() != 0 || first.GetPendingReason() == "" {
+		t.Errorf("first record = %s, want PENDING at attempt 0 with a reason", describe(first))
+	}
+	if stored.GetTraceId() != "trace-1" || stored.GetMaxAttempts() != 3 || stored.GetCreatedMs() < before ||
+		stored.GetDeadlineMs() < stored.GetCreatedMs()+(10*time.Minute).Milliseconds() || !proto.Equal(stored.GetRequest(), req) {
+		t.Errorf("stored job = %v; want the trace, 3 attempts, a 10 min deadline and the request", stored)
+	}
+	if s := r.e.Stats(); s.Submitted != 1 || s.Accepted != 1 || s.Rejected+s.Denied+s.Duplicates+s.Conflicts != 0 {
+		t.Errorf("stats = %+v", s)
+	}
+	// The request's own limits win over the defaults.
+	r.submit(&pb.JobRequest{JobId: "job-2", Topic: "job.echo", MaxAttempts: 7, TtlMs: 1234}, "trace-2", "")
+	if j := r.job("job-2"); j.GetMaxAttempts() != 7 || j.GetDeadlineMs() != j.GetCreatedMs()+1234 {
+		t.Errorf("job-2 = %v: want max_attempts 7 and a deadline 1234ms after creation", j)
+	}
+}
+
+func TestNoAnswerWithoutReplyTo(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	r.bus.fallback("", silence())
+	r.submit(request("quiet", "job.echo"), "t", "")
+	if p := r.bus.publishes(); len(p) != 0 {
+		t.Errorf("a submission without reply-to was answered: %+v", p)
+	}
+	if r.job("quiet") == nil {
+		t.Error("not recorded")
+	}
+}
+
+func TestMissingTraceIDGetsOne(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	r.bus.fallback("", silence())
+	r.submit(request("job-a", "job.echo"), "", "inbox.a")
+	r.submit(request("job-b", "job.echo"), "", "inbox.b")
+	pa, _ := r.answerOn("inbox.a")
+	pb_, _ := r.answerOn("inbox.b")
+	a, b := pa.GetTraceId(), pb_.GetTraceId()
+	if a == "" || b == "" || a == b {
+		t.Fatalf("trace ids %q and %q: want two distinct new ones", a, b)
+	}
+	if r.job("job-a").GetTraceId() != a || r.job("job-b").GetTraceId() != b {
+		t.Errorf("recorded traces %q, %q; answered %q, %q", r.job("job-a").GetTraceId(), r.job("job-b").GetTraceId(), a, b)
+	}
+	// The dispatches carry them too.
+	da, db := r.waitDispatches("job-a", 1)[0], r.waitDispatches("job-b", 1)[0]
+	if da.packet.GetTraceId() != a || db.packet.GetTraceId() != b {
+		t.Errorf("dispatched with traces %q, %q; want %q, %q", da.packet.GetTraceId(), db.packet.GetTraceId(), a, b)
+	}
+}
+
+func TestInvalidSubmissionsAreRefusedWithoutARecord(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	bad := []*pb.JobRequest{
+		{JobId: "", Topic: "job.echo"},
+		{JobId: "has space", Topic: "job.echo"},
+		{JobId: ".leading-dot", Topic: "job.echo"},
+		{JobId: "a/b", Topic: "job.echo"},
+		{JobId: "a*", Topic: "job.echo"},
+		{JobId: strings.Repeat("x", 257), Topic: "job.echo"},
+		{JobId: "t1", Topic: ""},
+		{JobId: "t2", Topic: "echo"},
+		{JobId: "t3", Topic: wire.SubjectSubmit},
+		{JobId: "t4", Topic: wire.SubjectResult},
+		{JobId: "t5", Topic: "job.>"},
+		{JobId: "t6", Topic: "job.*"},
+		{JobId: "t7", Topic: "job..x"},
+		{JobId: "t8", Topic: "job"},
+		{JobId: "n1", Topic: "job.echo", MaxAttempts: -1},
+		{JobId: "n2", Topic: "job.echo", TimeoutMs: -1},
+		{JobId: "n3", Topic: "job.echo", TtlMs: -1},
+	}
+	for i, req := range bad {
+		inbox := "inbox." + string(rune('a'+i))
+		r.submit(req, "trace-bad", inbox)
+		p, a := r.answerOn(inbox)
+		if a.GetOk() || a.GetError() == "" || a.GetRetryable() || len(a.GetJobs()) != 0 || p.GetTraceId() != "trace-bad" {
+			t.Errorf("job_id %q topic %q: answer %v (trace %q), want a final refusal with a reason", req.GetJobId(), req.GetTopic(), a, p.GetTraceId())
+		}
+	}
+	// A packet that is not a job request at all.
+	hb := wire.HeartbeatPacket("trace-x", "w", &pb.Heartbeat{WorkerId: "w"})
+	if err := r.bus.submit(t, hb, "inbox.hb"); err != nil {
+		t.Fatal(err)
+	}
+	if _, a := r.answerOn("inbox.hb"); a.GetOk() || !strings.Contains(a.GetError(), "job_request") {
+		t.Errorf("a heartbeat on the intake: %v", a)
+	}
+
+	recs, err := r.store.List(context.Background(), jobstore.Filter{})
+	if err != nil || len(recs) != 0 {
+		t.Errorf("refused submissions were recorded: %d records, %v", len(recs), err)
+	}
+	if d := r.bus.dispatches(); len(d) != 0 {
+		t.Errorf("refused submissions were dispatched: %+v", d)
+	}
+	if r.safety.calls() != 0 {
+		t.Error("the safety checker was asked about an invalid job")
+	}
+	if s := r.e.Stats(); s.Rejected != uint64(len(bad)) || s.Accepted != 0 || s.Unknown != 1 {
+		t.Errorf("stats = %+v; want %d rejected", s, len(bad))
+	}
+	if !strings.Contains(r.logs.String(), "refused job") {
+		t.Errorf("refusals not logged:\n%s", r.logs.String())
+	}
+}
+
+func TestDestroyIsDeniedRecordedAndNeverDispatched(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	r.bus.fallback("", ackBy("w-1"))
+	r.submit(request("destroy-1", scheduler.ForbiddenTopic), "trace-d", "inbox.d")
+
+	_, a := r.answerOn("inbox.d")
+	if a.GetOk() || !strings.Contains(a.GetError(), "forbidden topic") || len(a.GetJobs()) != 1 || a.GetJobs()[0].GetState() != lifecycle.Denied {
+		t.Errorf("answer = %v, want a refusal with the DENIED job", a)
+	}
+	j := r.job("destroy-1")
+	if j.GetState() != lifecycle.Denied || j.GetError() != "denied by the safety policy: forbidden topic" || j.GetTraceId() != "trace-d" {
+		t.Errorf("recorded %v", j)
+	}
+	if h := r.store.history("destroy-1"); len(h) != 1 {
+		t.Errorf("the denied job was written %d times, want once: %s", len(h), r.describeHistory("destroy-1"))
+	}
+	logs := r.logs.String()
+	for _, want := range []string{"[SAFETY]", "BLOCKED", "job_id=destroy-1", "trace_id=trace-d", "forbidden topic"} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("log lacks %q:\n%s", want, logs)
+		}
+	}
+	if r.strategy.calls() != 0 {
+		t.Error("the strategy was consulted for a denied job")
+	}
+
+	// A job submitted after it is dispatched; by then the denied one would
+	// have been too, had it been active.
+	r.submit(request("after", "job.echo"), "t", "")
+	r.waitState("after", lifecycle.Running, 1)
+	for _, d := range r.bus.dispatches() {
+		if d.packet.GetJobRequest().GetJobId() == "destroy-1" || d.subject == scheduler.ForbiddenTopic || !strings.HasPrefix(d.subject, "job.") {
+			t.Errorf("dispatched %v on %s", d.packet, d.subject)
+		}
+	}
+	for _, p := range r.bus.publishes() {
+		if p.subject == scheduler.ForbiddenTopic {
+			t.Errorf("published on %s", p.subject)
+		}
+	}
+	if s := r.e.Stats(); s.Submitted != 2 || s.Denied != 1 || s.Dispatched != 1 {
+		t.Errorf("stats = %+v", s)
+	}
+	// It can be asked about, and it stays DENIED.
+	if qa := r.query(&pb.JobQuery{JobId: "destroy-1"}); !qa.GetOk() || qa.GetJobs()[0].GetState() != lifecycle.Denied {
+		t.Errorf("query = %v", qa)
+	}
+}
+
+// Resubmitting a denied job must not read as accepted: the client's answer
+// says "refused" whether it is the first or the second time.
+func TestResubmittedDeniedJobIsStillRefused(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	r.submit(request("destroy-2", scheduler.ForbiddenTopic), "t", "inbox.1")
+	r.submit(request("destroy-2", scheduler.ForbiddenTopic), "t", "inbox.2")
+	_, first := r.answerOn("inbox.1")
+	_, second := r.answerOn("inbox.2")
+	if first.GetOk() || second.GetOk() || second.GetError() != first.GetError() {
+		t.Errorf("answers %v then %v: want the same refusal twice", first, second)
+	}
+	if len(second.GetJobs()) != 1 || second.GetJobs()[0].GetState() != lifecycle.Denied {
+		t.Errorf("second answer %v: want the DENIED job", second)
+	}
+}
+
+func TestDuplicateAndConflict(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	r.bus.fallback("", ackBy("w-1"))
+	req := &pb.JobRequest{JobId: "dup", Topic: "job.echo", EnvVars: map[string]string{"K": "V", "L": "W"}}
+	r.submit(req, "trace-1", "inbox.1")
+	r.waitState("dup", lifecycle.Running, 1)
+	rev := r.revision("dup")
+
+	// The same content again (the map in another order on the wire, say):
+	// answered with the existing job, nothing new recorded.
+	again := &pb.JobRequest{JobId: "dup", Topic: "job.echo", EnvVars: map[string]string{"L": "W", "K": "V"}}
+	r.submit(again, "trace-2", "inbox.2")
+	_, a := r.answerOn("inbox.2")
+	if !a.GetOk() || len(a.GetJobs()) != 1 || a.GetJobs()[0].GetState() != lifecycle.Running || a.GetJobs()[0].GetTraceId() != "trace-1" {
+		t.Errorf("resubmission answered %v, want ok with the existing RUNNING job", a)
+	}
+	if r.revision("dup") != rev {
+		t.Error("a resubmission changed the job")
+	}
+
+	// The same id with other content: a conflict.
+	r.submit(&pb.JobRequest{JobId: "dup", Topic: "job.other"}, "trace-3", "inbox.3")
+	_, c := r.answerOn("inbox.3")
+	if c.GetOk() || !strings.HasPrefix(c.GetError(), "conflict") || c.GetRetryable() {
+		t.Errorf("conflict answered %v", c)
+	}
+	if j := r.job("dup"); j.GetRequest().GetTopic() != "job.echo" || r.revision("dup") != rev {
+		t.Errorf("a conflicting submission changed the job: %v", j)
+	}
+	if s := r.e.Stats(); s.Submitted != 3 || s.Accepted != 1 || s.Duplicates != 1 || s.Conflicts != 1 {
+		t.Errorf("stats = %+v", s)
+	}
+	if n := len(r.bus.dispatchesOf("dup")); n != 1 {
+		t.Errorf("dispatched %d times, want once", n)
+	}
+}
+
+func TestStoreFailureAtIntakeAsksForRedelivery(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	r.bus.fallback("", silence())
+	boom := errors.New("store down")
+	r.store.failCreate(boom)
+	err := r.bus.submit(t, submitPacket("t", request("j", "job.echo")), "inbox.1")
+	if !errors.Is(err, boom) {
+		t.Fatalf("intake handler = %v, want the store error (so a durable intake redelivers)", err)
+	}
+	if p := r.bus.publishedOn("inbox.1"); len(p) != 0 {
+		t.Errorf("answered although nothing was decided: %v", p)
+	}
+	if s := r.e.Stats(); s.StoreErrors != 1 || s.Accepted != 0 {
+		t.Errorf("stats = %+v", s)
+	}
+	// Redelivered once the store is back: recorded and answered.
+	r.store.failCreate(nil)
+	r.submit(request("j", "job.echo"), "t", "inbox.2")
+	if _, a := r.answerOn("inbox.2"); !a.GetOk() {
+		t.Errorf("after the store came back: %v", a)
+	}
+}
+
+func TestUnroutableJobWaitsWithItsReason(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, func(r *rig) { r.strategy.fail = errors.New("no GPU worker") })
+	r.submit(request("gpu-job", "job.train"), "t", "")
+	j := r.waitJob("gpu-job", "pending with the strategy's reason", func(j *pb.JobInfo) bool {
+		return j.GetState() == lifecycle.Pending && strings.Contains(j.GetPendingReason(), "no GPU worker")
+	})
+	if j.GetAttempt() != 0 {
+		t.Errorf("attempt = %d, want 0", j.GetAttempt())
+	}
+	r.waitStats("a second try", func(s scheduler.Stats) bool { return s.Unroutable >= 2 })
+	if d := r.bus.dispatches(); len(d) != 0 {
+		t.Errorf("dispatched: %+v", d)
+	}
+}
+
+// ---- heartbeats, registry, strategy ----
+
+func TestHeartbeatsGoToTheRegistryAndTheStrategy(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, func(r *rig) { r.strategy.blind = false })
+	r.bus.fallback("", silence())
+	r.heartbeat(&pb.Heartbeat{WorkerId: "w1", ActiveJobs: 1})
+	r.heartbeat(&pb.Heartbeat{WorkerId: "w2"})
+	r.heartbeat(&pb.Heartbeat{WorkerId: "w1", ActiveJobs: 5})
+
+	snap := r.reg.Snapshot()
+	if len(snap) != 2 || snap["w1"].GetActiveJobs() != 5 || snap["w2"] == nil {
+		t.Fatalf("registry = %v", snap)
+	}
+	if s := r.e.Stats(); s.Heartbeats != 3 {
+		t.Errorf("Heartbeats = %d, want 3", s.Heartbeats)
+	}
+	// A strategy that looks decides over the registry's content.
+	r.submit(request("j", "job.echo"), "t", "")
+	r.waitDispatches("j", 1)
+	if seen := r.strategy.snapshots(); len(seen) == 0 || len(seen[0]) != 2 {
+		t.Errorf("strategy saw %v, want the two workers", seen)
+	}
+}
+
+func TestWorkerBlindStrategyGetsNoSnapshot(t *testing.T) {
+	t.Parallel()
+	r := newRig(t) // the rig's strategy is blind by default
+	r.bus.fallback("", silence())
+	r.heartbeat(&pb.Heartbeat{WorkerId: "w1"})
+	r.submit(request("j", "job.echo"), "t", "")
+	r.waitDispatches("j", 1)
+	if seen := r.strategy.snapshots(); len(seen) == 0 || seen[0] != nil {
+		t.Errorf("a blind strategy was given %v, want nil", seen)
+	}
+}
+
+func TestAlertsAndUnknownPacketsAreCounted(t *testing.T) {
+	t.Parallel()
+	h := &logBuffer{}
+	e, err := scheduler.New(scheduler.Config{
+		Bus: &fakeBus{}, Safety: scheduler.NewSafetyStub(), Registry: scheduler.NewMemoryRegistry(),
+		Strategy: scheduler.NewNaiveStrategy(), ID: "sched-test", Logger: h.logger(slog.LevelInfo),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.HandlePacket(wire.JobResultPacket("t", "w", &pb.JobResult{JobId: "nobody-knows", Status: pb.JobStatus_JOB_STATUS_COMPLETED}))
+	e.HandlePacket(&pb.BusPacket{SenderId: "x", Payload: &pb.BusPacket_Alert{Alert: &pb.SystemAlert{Level: "WARN", Message: "disk", Component: "w"}}})
+	e.HandlePacket(&pb.BusPacket{SenderId: "ghost", TraceId: "t-ghost"})
+
+	s := e.Stats()
+	if s.Results != 1 || s.LateResults != 1 || s.Alerts != 1 || s.Unknown != 1 || s.Submitted != 0 || s.Heartbeats != 0 {
+		t.Errorf("stats = %+v", s)
+	}
+	logs := h.String()
+	for _, want := range []string{"alert", "disk", "sender_id=ghost", "unknown job", "job_id=nobody-knows"} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("log lacks %q:\n%s", want, logs)
+		}
+	}
+}
+
+// At info level a job's normal way (submitted, dispatched, confirmed,
+// heartbeats, completed) logs nothing; at debug it is all there with its trace.
+func TestPerJobEventsLogOnlyAtDebug(t *testing.T) {
+	t.Parallel()
+	for _, level := range []slog.Level{slog.LevelInfo, slog.LevelDebug} {
+		r := newRig(t, withLevel(level))
+		r.bus.fallback("", ackBy("w"))
+		startLog := r.logs.String()
+		r.submit(request("j", "job.echo"), "trace-log", "")
+		r.waitState("j", lifecycle.Running, 1)
+		r.heartbeat(&pb.Heartbeat{WorkerId: "w", Held: []*pb.HeldJob{{JobId: "j", Attempt: 1}}})
+		r.result(completed("j", 1, "w"))
+		r.waitState("j", lifecycle.Completed, 1)
+		logs := strings.TrimPrefix(r.logs.String(), startLog)
+		if level == slog.LevelInfo && logs != "" {
+			t.Errorf("per-job events logged at info:\n%s", logs)
+		}
+		if level == slog.LevelDebug {
+			for _, want := range []string{"submitted", "dispatched", "RUNNING", "result", "COMPLETED", "trace_id=trace-log"} {
+				if !strings.Contains(logs, want) {
+					t.Errorf("debug log lacks %q:\n%s", want, logs)
+				}
+			}
+		}
 	}
 }

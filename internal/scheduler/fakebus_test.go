@@ -3,32 +3,86 @@ package scheduler_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
 
 	pb "github.com/cortex-os/core/pkg/pb/v1"
+	"github.com/cortex-os/core/pkg/wire"
 )
 
-// fakeBus is an in-memory scheduler.Bus for the engine's pure logic: it
-// records publishes and subscriptions and delivers nothing by itself.
+// fakeBus is an in-memory scheduler.Bus for the engine's logic, without NATS.
+//
+// It records every publish, request and subscription. It delivers nothing by
+// itself: a test injects packets into the engine's handlers (submit, result,
+// heartbeat, query, cancel) through the helpers below, as a NATS delivery
+// goroutine would. The answer to each dispatch (PublishRequest) is scripted:
+// per subject, a queue of responders used one per call, then a fallback. A
+// responder's answer comes back on the dispatch's reply subject through the
+// engine's SubscribeReplies handler, asynchronously and in order, as NATS
+// delivers it.
+//
+// Packets are cloned on the way in and out, as encoding them would: the
+// engine never shares memory with the test.
 type fakeBus struct {
 	mu         sync.Mutex
 	published  []published
-	subs       []subscription
+	requests   []published
+	subs       []*subscription
 	drained    int
 	publishErr error
-	failOn     string // Subscribe on this subject fails
+	failOn     string // subscribing to this subject fails
+
+	scripts   map[string][]responder // per subject, used first, one per call
+	fallbacks map[string]responder   // per subject; "" for any subject
+
+	// violations are things the engine must never do, noted as they happen.
+	violations []string
+	// closed is set by a test once the engine has stopped: nothing may be
+	// published after.
+	closed bool
+
+	replies sync.WaitGroup // answers being delivered
 }
 
 type published struct {
-	subject string
-	packet  *pb.BusPacket
+	subject, reply string
+	packet         *pb.BusPacket
+	at             time.Time
 }
 
+type subKind string
+
+const (
+	kindSubscribe subKind = "subscribe"
+	kindReplies   subKind = "replies"
+	kindServe     subKind = "serve"
+	kindConsume   subKind = "consume"
+)
+
 type subscription struct {
-	subject, queue string
+	kind           subKind
+	subject, queue string // queue: the queue group, or the durable name of Consume
 	handler        func(*pb.BusPacket)
+	replies        func(subject string, p *pb.BusPacket, noResponders bool)
+	serve          func(*pb.BusPacket) *pb.BusPacket
+	consume        func(p *pb.BusPacket, replyTo string) error
+
+	drainDelay time.Duration // how long draining takes, as a round trip to a server would
+
+	mu       sync.Mutex
+	isDrain  bool
+	inflight sync.WaitGroup
+	queued   chan func() // replies: delivered one at a time, in order
+	done     chan struct{}
 }
+
+// ---- the Bus interface ----
 
 func (f *fakeBus) Publish(subject string, p *pb.BusPacket) error {
 	f.mu.Lock()
@@ -36,24 +90,363 @@ func (f *fakeBus) Publish(subject string, p *pb.BusPacket) error {
 	if f.publishErr != nil {
 		return f.publishErr
 	}
-	f.published = append(f.published, published{subject, p})
+	if f.closed {
+		f.violations = append(f.violations, "Publish on "+subject+" after the engine stopped")
+	}
+	f.published = append(f.published, published{subject: subject, packet: clonePacket(p), at: time.Now()})
+	return nil
+}
+
+func (f *fakeBus) PublishRequest(subject, reply string, p *pb.BusPacket) error {
+	f.mu.Lock()
+	if f.publishErr != nil {
+		f.mu.Unlock()
+		return f.publishErr
+	}
+	if f.closed {
+		f.violations = append(f.violations, fmt.Sprintf("PublishRequest on %s after the engine stopped", subject))
+	}
+	sub := f.repliesFor(reply)
+	if sub == nil {
+		f.violations = append(f.violations, fmt.Sprintf("PublishRequest on %s with reply %s, which nobody hears (the replies subscription is drained or missing)", subject, reply))
+	}
+	req := clonePacket(p)
+	f.requests = append(f.requests, published{subject: subject, reply: reply, packet: req, at: time.Now()})
+	r := f.next(subject)
+	f.mu.Unlock()
+
+	a := r(subject, req)
+	if a.hold != nil {
+		<-a.hold
+	}
+	if a.publishErr != nil {
+		return a.publishErr
+	}
+	if sub == nil || a.silent {
+		return nil
+	}
+	f.replies.Add(1)
+	deliver := func() {
+		defer f.replies.Done()
+		if a.gate != nil {
+			<-a.gate
+		}
+		sub.enqueue(func() { sub.replies(reply, clonePacket(a.packet), a.noResponders) })
+	}
+	if a.gate != nil {
+		go deliver()
+	} else {
+		deliver()
+	}
 	return nil
 }
 
 func (f *fakeBus) Subscribe(subject, queue string, h func(*pb.BusPacket)) (func() error, error) {
+	return f.add(&subscription{kind: kindSubscribe, subject: subject, queue: queue, handler: h})
+}
+
+func (f *fakeBus) SubscribeReplies(subject string, h func(subject string, p *pb.BusPacket, noResponders bool)) (func() error, error) {
+	s := &subscription{kind: kindReplies, subject: subject, replies: h, queued: make(chan func(), 1024), done: make(chan struct{})}
+	drain, err := f.add(s)
+	if err != nil {
+		return nil, err
+	}
+	go func() {
+		defer close(s.done)
+		for fn := range s.queued {
+			fn()
+		}
+	}()
+	return drain, nil
+}
+
+func (f *fakeBus) Serve(subject, queue string, h func(*pb.BusPacket) *pb.BusPacket) (func() error, error) {
+	return f.add(&subscription{kind: kindServe, subject: subject, queue: queue, serve: h})
+}
+
+func (f *fakeBus) Consume(subject, durable string, h func(p *pb.BusPacket, replyTo string) error) (func() error, error) {
+	return f.add(&subscription{kind: kindConsume, subject: subject, queue: durable, consume: h})
+}
+
+func (f *fakeBus) add(s *subscription) (func() error, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if subject == f.failOn {
+	if s.subject == f.failOn {
 		return nil, errors.New("subscribe refused")
 	}
-	f.subs = append(f.subs, subscription{subject, queue, h})
+	if s.subject == "" || (s.handler == nil && s.replies == nil && s.serve == nil && s.consume == nil) {
+		return nil, errors.New("fake bus: empty subject or nil handler")
+	}
+	f.subs = append(f.subs, s)
+	var once sync.Once
 	return func() error {
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		f.drained++
+		once.Do(func() {
+			s.mu.Lock()
+			s.isDrain = true
+			s.mu.Unlock()
+			time.Sleep(s.drainDelay)
+			s.inflight.Wait() // the handler finishes what it holds
+			if s.queued != nil {
+				close(s.queued)
+				<-s.done
+			}
+			f.mu.Lock()
+			f.drained++
+			f.mu.Unlock()
+		})
 		return nil
 	}, nil
 }
+
+// enqueue hands a reply to the subscription's delivery goroutine; a drained
+// subscription drops it, as NATS would, and enqueue returns false.
+func (s *subscription) enqueue(fn func()) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.isDrain {
+		return false
+	}
+	s.queued <- fn
+	return true
+}
+
+// enter starts a delivery to s; false if s is drained.
+func (s *subscription) enter() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.isDrain {
+		return false
+	}
+	s.inflight.Add(1)
+	return true
+}
+
+// repliesFor is the live replies subscription matching subject. f.mu is held.
+func (f *fakeBus) repliesFor(subject string) *subscription {
+	for _, s := range f.subs {
+		if s.kind != kindReplies || !subjectMatches(s.subject, subject) {
+			continue
+		}
+		s.mu.Lock()
+		live := !s.isDrain
+		s.mu.Unlock()
+		if live {
+			return s
+		}
+	}
+	return nil
+}
+
+// subjectMatches reports whether subject matches pattern, with NATS's * and >.
+func subjectMatches(pattern, subject string) bool {
+	p, s := strings.Split(pattern, "."), strings.Split(subject, ".")
+	for i, tok := range p {
+		if tok == ">" {
+			return len(s) > i
+		}
+		if i >= len(s) || (tok != "*" && tok != s[i]) {
+			return false
+		}
+	}
+	return len(p) == len(s)
+}
+
+func clonePacket(p *pb.BusPacket) *pb.BusPacket {
+	if p == nil {
+		return nil
+	}
+	return proto.Clone(p).(*pb.BusPacket)
+}
+
+// ---- scripting the answers to dispatches ----
+
+// answer is what comes back for one dispatch.
+type answer struct {
+	packet       *pb.BusPacket
+	noResponders bool
+	silent       bool          // nothing comes back: no confirmation in time
+	publishErr   error         // the publish itself fails
+	gate         chan struct{} // the answer comes back once this is closed
+	hold         chan struct{} // the publish itself returns once this is closed
+}
+
+// responder decides the answer to one dispatch.
+type responder func(subject string, req *pb.BusPacket) answer
+
+// ackBy confirms the dispatched attempt as workerID, as pkg/worker does.
+func ackBy(workerID string) responder {
+	return func(_ string, req *pb.BusPacket) answer {
+		r := req.GetJobRequest()
+		p := wire.NewPacket(req.GetTraceId(), workerID)
+		p.Payload = &pb.BusPacket_JobAck{JobAck: &pb.JobAck{JobId: r.GetJobId(), Attempt: r.GetAttempt(), WorkerId: workerID}}
+		return answer{packet: p}
+	}
+}
+
+// noResponders is the server's answer when nobody is subscribed.
+func noResponders() responder {
+	return func(string, *pb.BusPacket) answer { return answer{noResponders: true} }
+}
+
+// silence is a subscriber that never answers: a worker of the design
+// document, or one that died with the job.
+func silence() responder {
+	return func(string, *pb.BusPacket) answer { return answer{silent: true} }
+}
+
+// refuseBy is a worker refusing the job before it starts.
+func refuseBy(workerID, reason string) responder {
+	return func(_ string, req *pb.BusPacket) answer {
+		p := wire.NewPacket(req.GetTraceId(), workerID)
+		p.Payload = &pb.BusPacket_JobAnswer{JobAnswer: &pb.JobAnswer{Error: reason, Retryable: true}}
+		return answer{packet: p}
+	}
+}
+
+// failPublish makes the dispatch's publish fail.
+func failPublish(err error) responder {
+	return func(string, *pb.BusPacket) answer { return answer{publishErr: err} }
+}
+
+// gated holds r's answer until gate is closed.
+func gated(gate chan struct{}, r responder) responder {
+	return func(subject string, req *pb.BusPacket) answer {
+		a := r(subject, req)
+		a.gate = gate
+		return a
+	}
+}
+
+// held makes the publish of r's dispatch block until hold is closed, as a
+// publish stuck on a full connection would.
+func held(hold chan struct{}, r responder) responder {
+	return func(subject string, req *pb.BusPacket) answer {
+		a := r(subject, req)
+		a.hold = hold
+		return a
+	}
+}
+
+// script queues responders for the next dispatches on subject ("" for any).
+func (f *fakeBus) script(subject string, rs ...responder) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.scripts == nil {
+		f.scripts = make(map[string][]responder)
+	}
+	f.scripts[subject] = append(f.scripts[subject], rs...)
+}
+
+// fallback answers the dispatches on subject ("" for any) once its script is
+// used up.
+func (f *fakeBus) fallback(subject string, r responder) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fallbacks == nil {
+		f.fallbacks = make(map[string]responder)
+	}
+	f.fallbacks[subject] = r
+}
+
+// next is the responder for a dispatch on subject. f.mu is held.
+func (f *fakeBus) next(subject string) responder {
+	for _, key := range []string{subject, ""} {
+		if q := f.scripts[key]; len(q) > 0 {
+			f.scripts[key] = q[1:]
+			return q[0]
+		}
+	}
+	if r := f.fallbacks[subject]; r != nil {
+		return r
+	}
+	if r := f.fallbacks[""]; r != nil {
+		return r
+	}
+	return noResponders()
+}
+
+// ---- injecting packets into the engine ----
+
+// find returns the live subscription of kind on subject.
+func (f *fakeBus) find(t testing.TB, kind subKind, subject string) *subscription {
+	t.Helper()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i := len(f.subs) - 1; i >= 0; i-- {
+		s := f.subs[i]
+		if s.kind == kind && s.subject == subject {
+			return s
+		}
+	}
+	t.Fatalf("no %s subscription on %s", kind, subject)
+	return nil
+}
+
+// submit delivers a submission through the engine's Consume handler, with
+// replyTo as the sender's answer subject. It returns the handler's error
+// (non-nil: redeliver).
+func (f *fakeBus) submit(t testing.TB, p *pb.BusPacket, replyTo string) error {
+	t.Helper()
+	return f.consume(t, wire.SubjectSubmit, p, replyTo)
+}
+
+// result delivers a result through the engine's Consume handler.
+func (f *fakeBus) result(t testing.TB, p *pb.BusPacket) error {
+	t.Helper()
+	return f.consume(t, wire.SubjectResult, p, "")
+}
+
+func (f *fakeBus) consume(t testing.TB, subject string, p *pb.BusPacket, replyTo string) error {
+	t.Helper()
+	s := f.find(t, kindConsume, subject)
+	if !s.enter() {
+		t.Fatalf("delivery to the drained consumer of %s", subject)
+	}
+	defer s.inflight.Done()
+	return s.consume(clonePacket(p), replyTo)
+}
+
+// heartbeat delivers a heartbeat packet to the engine's heartbeat subscription.
+func (f *fakeBus) heartbeat(t testing.TB, hb *pb.Heartbeat) {
+	t.Helper()
+	s := f.find(t, kindSubscribe, wire.SubjectHeartbeats)
+	if !s.enter() {
+		t.Fatal("heartbeat to a drained subscription")
+	}
+	defer s.inflight.Done()
+	s.handler(wire.HeartbeatPacket("hb-"+hb.GetWorkerId(), hb.GetWorkerId(), proto.Clone(hb).(*pb.Heartbeat)))
+}
+
+// ask delivers a request to the engine's Serve handler on subject and
+// returns its answer.
+func (f *fakeBus) ask(t testing.TB, subject string, p *pb.BusPacket) *pb.BusPacket {
+	t.Helper()
+	s := f.find(t, kindServe, subject)
+	if !s.enter() {
+		t.Fatalf("request to the drained server of %s", subject)
+	}
+	defer s.inflight.Done()
+	return clonePacket(s.serve(clonePacket(p)))
+}
+
+// reply delivers p (or "no responders") on a reply subject, as a late or
+// unexpected answer to a dispatch would arrive.
+func (f *fakeBus) reply(t testing.TB, subject string, p *pb.BusPacket, noResponders bool) {
+	t.Helper()
+	f.mu.Lock()
+	s := f.repliesFor(subject)
+	f.mu.Unlock()
+	if s == nil {
+		t.Fatalf("no replies subscription for %s", subject)
+	}
+	done := make(chan struct{})
+	if !s.enqueue(func() { defer close(done); s.replies(subject, clonePacket(p), noResponders) }) {
+		t.Fatalf("the replies subscription for %s was drained", subject)
+	}
+	<-done
+}
+
+// ---- what the engine did ----
 
 func (f *fakeBus) publishes() []published {
 	f.mu.Lock()
@@ -61,16 +454,58 @@ func (f *fakeBus) publishes() []published {
 	return append([]published(nil), f.published...)
 }
 
-func (f *fakeBus) subscriptions() []subscription {
+// publishedOn returns the packets published on subject.
+func (f *fakeBus) publishedOn(subject string) []*pb.BusPacket {
+	var out []*pb.BusPacket
+	for _, p := range f.publishes() {
+		if p.subject == subject {
+			out = append(out, p.packet)
+		}
+	}
+	return out
+}
+
+// dispatches returns the requests published (the dispatches), in order.
+func (f *fakeBus) dispatches() []published {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return append([]subscription(nil), f.subs...)
+	return append([]published(nil), f.requests...)
+}
+
+// dispatchesOf returns the dispatched requests of one job, in order.
+func (f *fakeBus) dispatchesOf(jobID string) []published {
+	var out []published
+	for _, d := range f.dispatches() {
+		if d.packet.GetJobRequest().GetJobId() == jobID {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+func (f *fakeBus) subscriptions() []*subscription {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]*subscription(nil), f.subs...)
 }
 
 func (f *fakeBus) drainCount() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.drained
+}
+
+// close marks the engine stopped: publishing from now on is a violation.
+func (f *fakeBus) close() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.closed = true
+}
+
+func (f *fakeBus) violated() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.violations...)
 }
 
 // logBuffer captures a text logger's output.

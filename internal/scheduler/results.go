@@ -172,6 +172,17 @@ func (e *Engine) handleHeartbeat(hb *pb.Heartbeat) {
 			"cpu", hb.GetCpuLoad(), "gpu", hb.GetGpuUtilization(), "active_jobs", hb.GetActiveJobs())
 	}
 	e.cfg.Registry.UpdateHeartbeat(hb)
+	if hb.GetConfirms() && !hb.GetDraining() && len(hb.GetTopics()) > 0 {
+		now := time.Now()
+		e.confirmMu.Lock()
+		if e.confirmSeen == nil {
+			e.confirmSeen = make(map[string]time.Time)
+		}
+		for _, t := range hb.GetTopics() {
+			e.confirmSeen[t] = now
+		}
+		e.confirmMu.Unlock()
+	}
 	if len(hb.GetHeld()) == 0 {
 		return
 	}
@@ -317,7 +328,7 @@ func (e *Engine) handleCancel(p *pb.BusPacket) *pb.BusPacket {
 	defer cancel()
 	rec, err := e.cfg.Store.Get(ctx, c.GetJobId())
 	if err != nil {
-		return e.answer(p, refusal(fmt.Sprintf("job %s: %v", c.GetJobId(), err), !errors.Is(err, jobstore.ErrNotFound)))
+		return e.answer(p, refusal(fmt.Sprintf("job %s: %v", c.GetJobId(), err), storeRetryable(err)))
 	}
 	reason := c.GetReason()
 	if reason == "" {
@@ -375,7 +386,7 @@ func (e *Engine) handleQuery(p *pb.BusPacket) *pb.BusPacket {
 	case q.GetJobId() != "":
 		rec, err := e.cfg.Store.Get(ctx, q.GetJobId())
 		if err != nil {
-			return e.answer(p, refusal(fmt.Sprintf("job %s: %v", q.GetJobId(), err), !errors.Is(err, jobstore.ErrNotFound)))
+			return e.answer(p, refusal(fmt.Sprintf("job %s: %v", q.GetJobId(), err), storeRetryable(err)))
 		}
 		return e.answer(p, &pb.JobAnswer{Ok: true, Jobs: []*pb.JobInfo{rec.Job}})
 	default:
@@ -397,7 +408,7 @@ func (e *Engine) handleQuery(p *pb.BusPacket) *pb.BusPacket {
 func (e *Engine) redrive(ctx context.Context, id string) *pb.JobAnswer {
 	job, err := e.cfg.DeadLetters.Take(ctx, id)
 	if err != nil {
-		return refusal(fmt.Sprintf("dead letter %s: %v", id, err), !errors.Is(err, jobstore.ErrNotFound))
+		return refusal(fmt.Sprintf("dead letter %s: %v", id, err), storeRetryable(err))
 	}
 redrive:
 	for n := 1; n <= 100; n++ {
@@ -422,6 +433,12 @@ redrive:
 		e.log.Error("[SCHEDULER] returning a dead letter failed", "job_id", id, "err", err)
 	}
 	return refusal("re-driving "+id+" failed; it stays in the dead-letter queue", true)
+}
+
+// storeRetryable reports whether asking again may be answered otherwise: not
+// for a job that does not exist, nor for an id no job can have.
+func storeRetryable(err error) bool {
+	return !errors.Is(err, jobstore.ErrNotFound) && !errors.Is(err, jobstore.ErrInvalidID)
 }
 
 func (e *Engine) answer(p *pb.BusPacket, a *pb.JobAnswer) *pb.BusPacket {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/cortex-os/core/internal/scheduler"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
@@ -106,5 +107,31 @@ func TestMemoryRegistryConcurrentUse(t *testing.T) {
 	wg.Wait()
 	if r.Len() != 50 {
 		t.Errorf("Len = %d, want 50", r.Len())
+	}
+}
+
+// A worker that stops heartbeating leaves the registry after Misses of the
+// intervals its heartbeats announce; without an announced interval, the
+// design document's 5s is assumed.
+func TestMemoryRegistryExpiry(t *testing.T) {
+	t.Parallel()
+	r := scheduler.NewMemoryRegistry()
+	r.UpdateHeartbeat(&pb.Heartbeat{WorkerId: "fast", IntervalMs: 10})
+	r.UpdateHeartbeat(&pb.Heartbeat{WorkerId: "doc"}) // no interval: 5s
+	start := time.Now()
+	eventually(t, "the silent fast worker to expire", func() bool { _, ok := r.Snapshot()["fast"]; return !ok })
+	if gone := time.Since(start); gone < 3*10*time.Millisecond-time.Millisecond {
+		t.Errorf("expired after %s, before 3 missed 10ms heartbeats", gone)
+	}
+	if _, ok := r.Snapshot()["doc"]; !ok || scheduler.DefaultHeartbeatInterval != 5*time.Second {
+		t.Error("a worker without an interval expired early")
+	}
+	if r.Len() != 1 {
+		t.Errorf("Len = %d, want 1", r.Len())
+	}
+	// A heartbeat brings it back.
+	r.UpdateHeartbeat(&pb.Heartbeat{WorkerId: "fast", IntervalMs: 10_000})
+	if _, ok := r.Snapshot()["fast"]; !ok {
+		t.Error("a heartbeat did not bring the worker back")
 	}
 }

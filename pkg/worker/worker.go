@@ -115,11 +115,13 @@ func (c *Config) setDefaults() error {
 	}
 	if c.ID == "" {
 		host, _ := os.Hostname()
-		host = strings.NewReplacer(".", "-", " ", "-", "*", "-", ">", "-").Replace(host)
 		if host == "" {
 			host = "local"
 		}
-		c.ID = fmt.Sprintf("worker-%s-%s-%s", c.Kind, host, uuid.NewString()[:8])
+		// One subject token, whatever the host and the kind (a kind may
+		// name a dotted topic) are called.
+		c.ID = strings.NewReplacer(".", "-", " ", "-", "*", "-", ">", "-").
+			Replace(fmt.Sprintf("worker-%s-%s-%s", c.Kind, host, uuid.NewString()[:8]))
 	}
 	if c.Region == "" {
 		c.Region = "local"
@@ -183,8 +185,9 @@ type Worker struct {
 	runners  sync.WaitGroup
 	nrunners int // owned by the subscription's callback
 
-	heldMu sync.Mutex
-	held   map[string]*heldJob // by job id: the jobs running now
+	heldMu     sync.Mutex
+	held       map[*heldJob]struct{} // the jobs running now; one job may be held twice (two attempts)
+	handedBack bool                  // the shutdown grace is over: jobs held from now on are handed back at once
 
 	running                                    atomic.Bool
 	draining                                   atomic.Bool
@@ -196,6 +199,7 @@ type Worker struct {
 
 // heldJob is a job the worker runs: its attempt, and how to cancel it.
 type heldJob struct {
+	id       string
 	attempt  int32
 	cancel   context.CancelCauseFunc
 	reply    string // where to confirm it; "" once confirmed, or if nobody asked
@@ -220,7 +224,7 @@ func New(cfg Config) (*Worker, error) {
 		log:    cfg.Logger,
 		prefix: "[WORKER " + cfg.Kind + "]",
 		slots:  make(chan struct{}, cfg.Concurrency),
-		held:   make(map[string]*heldJob),
+		held:   make(map[*heldJob]struct{}),
 	}, nil
 }
 
@@ -237,6 +241,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.work, w.quit, w.nrunners = make(chan queuedJob), make(chan struct{}), 0
 
 	w.draining.Store(false)
+	w.heldMu.Lock()
+	w.handedBack = false
+	w.heldMu.Unlock()
 	drainCancels, err := w.cfg.Bus.Subscribe(wire.WorkerCancelSubject(w.cfg.ID), "", w.handleCancel)
 	if err != nil {
 		return fmt.Errorf("worker: %w", err)
@@ -270,6 +277,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	// before a running job does, and it is the grace that ends them.
 	grace := time.AfterFunc(w.cfg.ShutdownGrace, func() {
 		w.log.Warn(w.prefix+" shutdown grace over, handing back unfinished jobs", "worker_id", w.cfg.ID, "in_flight", w.active.Load())
+		w.heldMu.Lock()
+		w.handedBack = true // and the jobs still waiting for a slot, when they get one
+		w.heldMu.Unlock()
 		w.cancelAll(errShutdown)
 	})
 	drainErr := drain() // no new jobs; the callback has handed off what it held
@@ -300,7 +310,7 @@ func (w *Worker) handlePacket(p *pb.BusPacket, reply string) {
 		return
 	}
 	w.received.Add(1)
-	if !w.acquire(req.GetAttempt() > 0 && reply != "") {
+	if !w.acquire(req.GetAttempt() > 0 && reply != "", sentAt(p)) {
 		w.refused.Add(1)
 		reason := "at capacity"
 		if w.draining.Load() {
@@ -315,13 +325,22 @@ func (w *Worker) handlePacket(p *pb.BusPacket, reply string) {
 	}
 	w.active.Add(1)
 	w.jobs.Add(1)
-	ctx := w.hold(req, reply, p.GetTraceId())
-	w.dispatch(queuedJob{ctx: ctx, req: req, traceID: p.GetTraceId()})
+	ctx, h := w.hold(req, reply, p.GetTraceId())
+	w.dispatch(queuedJob{ctx: ctx, req: req, traceID: p.GetTraceId(), held: h})
 }
 
-// acquire takes a slot: at once if one is free; else within SlotWait when
-// the job may be refused, or whenever one frees when it may not.
-func (w *Worker) acquire(mayRefuse bool) bool {
+// acquire takes a slot: at once if one is free; else, when the job may be
+// refused, within what is left of SlotWait since the dispatch was sent, or
+// whenever one frees when it may not.
+//
+// SlotWait counts from the sending (the packet's created_at), not from when
+// this callback got to the dispatch. Dispatches are handled one at a time:
+// at capacity, each queued one would otherwise wait a full SlotWait after the
+// one before, and with a backlog larger than the workers' capacity the later
+// ones were taken long after the scheduler had stopped waiting for them
+// (ack_timeout) and offered them again, so every slot ran attempts whose
+// results were fenced and no job completed any more.
+func (w *Worker) acquire(mayRefuse bool, sent time.Time) bool {
 	if w.draining.Load() && mayRefuse {
 		return false
 	}
@@ -334,7 +353,14 @@ func (w *Worker) acquire(mayRefuse bool) bool {
 		w.slots <- struct{}{} // at capacity, the next job waits here, in NATS's buffer
 		return true
 	}
-	t := time.NewTimer(w.cfg.SlotWait)
+	wait := w.cfg.SlotWait
+	if !sent.IsZero() {
+		wait -= max(time.Since(sent), 0)
+	}
+	if wait <= 0 {
+		return false
+	}
+	t := time.NewTimer(wait)
 	defer t.Stop()
 	select {
 	case w.slots <- struct{}{}:
@@ -344,21 +370,32 @@ func (w *Worker) acquire(mayRefuse bool) bool {
 	}
 }
 
+// sentAt is when p was sent, by its sender's clock; zero if it does not say.
+func sentAt(p *pb.BusPacket) time.Time {
+	if ts := p.GetCreatedAt(); ts != nil {
+		return ts.AsTime()
+	}
+	return time.Time{}
+}
+
 // hold records a job as held and returns its handler's context: cancelled by
 // a JobCancel, at the attempt's timeout, or at the end of the shutdown grace.
 // The timeout is enforced by the confirmation loop, not a timer per job.
-func (w *Worker) hold(req *pb.JobRequest, reply, traceID string) context.Context {
+func (w *Worker) hold(req *pb.JobRequest, reply, traceID string) (context.Context, *heldJob) {
 	// Not a child of Run's context: a child registers with its parent, a
 	// map write per job. Shutdown reaches held jobs through cancelAll.
 	ctx, cancel := context.WithCancelCause(context.Background())
-	h := &heldJob{attempt: req.GetAttempt(), cancel: cancel, reply: reply, traceID: traceID, started: time.Now()}
+	h := &heldJob{id: req.GetJobId(), attempt: req.GetAttempt(), cancel: cancel, reply: reply, traceID: traceID, started: time.Now()}
 	if ms := req.GetTimeoutMs(); ms > 0 {
 		h.deadline = h.started.Add(time.Duration(ms) * time.Millisecond)
 	}
 	w.heldMu.Lock()
-	w.held[req.GetJobId()] = h
+	w.held[h] = struct{}{}
+	if w.handedBack {
+		cancel(errShutdown)
+	}
 	w.heldMu.Unlock()
-	return ctx
+	return ctx, h
 }
 
 // confirmLoop, every AckDelay/2, confirms the held jobs that have run for
@@ -378,9 +415,9 @@ func (w *Worker) confirmLoop(ctx context.Context) {
 		case now := <-t.C:
 			acks = acks[:0]
 			w.heldMu.Lock()
-			for id, h := range w.held {
+			for h := range w.held {
 				if h.reply != "" && now.Sub(h.started) >= w.cfg.AckDelay {
-					acks = append(acks, ack{id, h.reply, h.traceID, h.attempt})
+					acks = append(acks, ack{h.id, h.reply, h.traceID, h.attempt})
 					h.reply = ""
 				}
 				if !h.deadline.IsZero() && now.After(h.deadline) {
@@ -399,12 +436,10 @@ func (w *Worker) confirmLoop(ctx context.Context) {
 	}
 }
 
-func (w *Worker) release(jobID string) {
+func (w *Worker) release(h *heldJob) {
 	w.heldMu.Lock()
-	if h := w.held[jobID]; h != nil {
-		h.cancel(nil)
-		delete(w.held, jobID)
-	}
+	h.cancel(nil)
+	delete(w.held, h)
 	w.heldMu.Unlock()
 }
 
@@ -412,23 +447,25 @@ func (w *Worker) release(jobID string) {
 func (w *Worker) cancelAll(cause error) {
 	w.heldMu.Lock()
 	defer w.heldMu.Unlock()
-	for _, h := range w.held {
+	for h := range w.held {
 		h.cancel(cause)
 	}
 }
 
-// handleCancel cancels a held job on the scheduler's word.
+// handleCancel cancels a held job (every attempt of it held here) on the
+// scheduler's word.
 func (w *Worker) handleCancel(p *pb.BusPacket) {
 	c := p.GetJobCancel()
 	if c == nil {
 		return
 	}
 	w.heldMu.Lock()
-	h := w.held[c.GetJobId()]
-	w.heldMu.Unlock()
-	if h != nil {
-		w.log.Info(w.prefix+" cancelling job", "job_id", c.GetJobId(), "reason", c.GetReason())
-		h.cancel(errCancelled)
+	defer w.heldMu.Unlock()
+	for h := range w.held {
+		if h.id == c.GetJobId() {
+			w.log.Info(w.prefix+" cancelling job", "job_id", h.id, "attempt", h.attempt, "reason", c.GetReason())
+			h.cancel(errCancelled)
+		}
 	}
 }
 
@@ -437,6 +474,7 @@ type queuedJob struct {
 	ctx     context.Context
 	req     *pb.JobRequest
 	traceID string
+	held    *heldJob
 }
 
 // dispatch hands j to an idle runner, or starts a runner while there are
@@ -477,7 +515,7 @@ func (w *Worker) runner(j queuedJob) {
 func (w *Worker) run(j queuedJob) {
 	req, traceID := j.req, j.traceID
 	defer func() {
-		w.release(req.GetJobId())
+		w.release(j.held)
 		w.active.Add(-1)
 		<-w.slots
 		w.jobs.Done()
@@ -576,8 +614,8 @@ func (w *Worker) sendHeartbeat() time.Time {
 	if len(w.held) > 0 {
 		hb.IntervalMs = w.cfg.LeaseInterval.Milliseconds()
 		hb.Held = make([]*pb.HeldJob, 0, len(w.held))
-		for id, h := range w.held {
-			hb.Held = append(hb.Held, &pb.HeldJob{JobId: id, Attempt: h.attempt})
+		for h := range w.held {
+			hb.Held = append(hb.Held, &pb.HeldJob{JobId: h.id, Attempt: h.attempt})
 		}
 	}
 	w.heldMu.Unlock()

@@ -4,220 +4,19 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-
-	"github.com/cortex-os/core/internal/infrastructure/bus"
-	"github.com/cortex-os/core/internal/natstest"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/wire"
 	"github.com/cortex-os/core/pkg/worker"
 )
 
-const waitFor = 10 * time.Second
-
-func eventually(t testing.TB, timeout time.Duration, cond func() bool, format string, args ...any) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for: %s", timeout, fmt.Sprintf(format, args...))
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-var discard = slog.New(slog.DiscardHandler)
-
-func connect(t testing.TB, url string) *bus.NatsBus {
-	t.Helper()
-	b, err := bus.Connect(bus.Config{URL: url, Logger: discard})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Close)
-	return b
-}
-
-func flush(t testing.TB, b *bus.NatsBus) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
-	defer cancel()
-	if err := b.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// packets collects what a subscription receives.
-type packets struct {
-	mu sync.Mutex
-	ps []*pb.BusPacket
-}
-
-func (c *packets) add(p *pb.BusPacket) {
-	c.mu.Lock()
-	c.ps = append(c.ps, p)
-	c.mu.Unlock()
-}
-
-func (c *packets) all() []*pb.BusPacket {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return slices.Clone(c.ps)
-}
-
-func (c *packets) len() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.ps)
-}
-
-// result returns the result of jobID, if it arrived.
-func (c *packets) result(jobID string) (*pb.BusPacket, bool) {
-	for _, p := range c.all() {
-		if p.GetJobResult().GetJobId() == jobID {
-			return p, true
-		}
-	}
-	return nil, false
-}
-
-func (c *packets) waitResult(t testing.TB, jobID string) *pb.BusPacket {
-	t.Helper()
-	var p *pb.BusPacket
-	eventually(t, waitFor, func() bool {
-		var ok bool
-		p, ok = c.result(jobID)
-		return ok
-	}, "the result of %s", jobID)
-	return p
-}
-
-// env is a NATS server with an observer connection that sees results and
-// heartbeats, and a separate connection for the worker.
-type env struct {
-	srv        *server.Server
-	observer   *bus.NatsBus
-	workerBus  *bus.NatsBus
-	results    *packets
-	heartbeats *packets
-	kind       string
-}
-
-func newEnv(t *testing.T, kind string) *env {
-	t.Helper()
-	srv := natstest.RunServer(t)
-	e := &env{
-		srv: srv, observer: connect(t, srv.ClientURL()), workerBus: connect(t, srv.ClientURL()),
-		results: &packets{}, heartbeats: &packets{}, kind: kind,
-	}
-	if _, err := e.observer.Subscribe(wire.SubjectResult, "", e.results.add); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.observer.Subscribe(wire.HeartbeatSubject(kind), "", e.heartbeats.add); err != nil {
-		t.Fatal(err)
-	}
-	flush(t, e.observer)
-	return e
-}
-
-// running is a worker started by start.
-type running struct {
-	w      *worker.Worker
-	cancel context.CancelFunc
-	done   chan error
-}
-
-// start runs a worker until the test ends, and returns once the worker has
-// subscribed: its first heartbeat, sent after the subscription on the same
-// connection, has arrived.
-func (e *env) start(t *testing.T, cfg worker.Config) *running {
-	t.Helper()
-	cfg.Bus = e.workerBus
-	cfg.Kind = e.kind
-	if cfg.Logger == nil {
-		cfg.Logger = discard
-	}
-	w, err := worker.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{w: w, cancel: cancel, done: make(chan error, 1)}
-	go func() { r.done <- w.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-r.done:
-		case <-time.After(30 * time.Second):
-			t.Error("worker did not stop")
-		}
-	})
-	e.waitHeartbeat(t, func(hb *pb.Heartbeat) bool { return hb.GetWorkerId() == w.ID() }, "the first heartbeat of %s", w.ID())
-	return r
-}
-
-func (e *env) waitHeartbeat(t testing.TB, match func(*pb.Heartbeat) bool, format string, args ...any) *pb.BusPacket {
-	t.Helper()
-	var found *pb.BusPacket
-	eventually(t, waitFor, func() bool {
-		for _, p := range e.heartbeats.all() {
-			if match(p.GetHeartbeat()) {
-				found = p
-				return true
-			}
-		}
-		return false
-	}, format, args...)
-	return found
-}
-
-func (e *env) send(t testing.TB, jobID string) string {
-	t.Helper()
-	trace := "trace-" + jobID
-	req := &pb.JobRequest{JobId: jobID, Topic: wire.JobSubjectPrefix + e.kind}
-	if err := e.observer.Publish(wire.JobSubjectPrefix+e.kind, wire.JobRequestPacket(trace, "test-scheduler", req)); err != nil {
-		t.Fatal(err)
-	}
-	return trace
-}
-
-// waitRun waits for Run to return.
-func (r *running) waitRun(t testing.TB) error {
-	t.Helper()
-	select {
-	case err := <-r.done:
-		r.done <- err // for the cleanup
-		return err
-	case <-time.After(waitFor):
-		t.Fatal("Run did not return")
-		return nil
-	}
-}
-
-// releaser is a channel that blocked handlers wait on. Tests register
-// release as a cleanup after starting the worker (cleanups run last-in
-// first-out), so that a failing test does not leave its worker waiting.
-type releaser struct {
-	ch   chan struct{}
-	once sync.Once
-}
-
-func newReleaser() *releaser { return &releaser{ch: make(chan struct{})} }
-
-func (r *releaser) release() { r.once.Do(func() { close(r.ch) }) }
-
-func echoHandler(_ context.Context, job *pb.JobRequest) (string, error) {
-	return "memory://test/" + job.GetJobId(), nil
-}
-
+// The design document's promise: a job published straight on the topic
+// (attempt 0, no reply subject) runs and its result is published.
 func TestJobProducesResult(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, "echo")
@@ -229,6 +28,9 @@ func TestJobProducesResult(t *testing.T) {
 	if res.GetStatus() != pb.JobStatus_JOB_STATUS_COMPLETED || res.GetResultPtr() != "memory://test/job-1" {
 		t.Errorf("result = %v", res)
 	}
+	if res.GetAttempt() != 0 || res.GetError() != "" {
+		t.Errorf("attempt %d, error %q; want 0 and none", res.GetAttempt(), res.GetError())
+	}
 	if res.GetWorkerId() != r.w.ID() || p.GetSenderId() != r.w.ID() {
 		t.Errorf("worker_id %q, sender_id %q; want %q", res.GetWorkerId(), p.GetSenderId(), r.w.ID())
 	}
@@ -239,7 +41,7 @@ func TestJobProducesResult(t *testing.T) {
 		t.Errorf("result packet = %v", p)
 	}
 	eventually(t, waitFor, func() bool { s := r.w.Stats(); return s.Completed == 1 }, "Completed == 1")
-	if s := r.w.Stats(); s.Received != 1 || s.Failed != 0 || s.PublishErrors != 0 || s.Active != 0 {
+	if s := r.w.Stats(); s.Received != 1 || s.Failed != 0 || s.PublishErrors != 0 || s.Active != 0 || s.Refused != 0 {
 		t.Errorf("stats = %+v", s)
 	}
 }
@@ -247,12 +49,16 @@ func TestJobProducesResult(t *testing.T) {
 func TestCustomTopicAndQueueGroup(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, "py")
-	e.start(t, worker.Config{Handler: worker.HandlerFunc(echoHandler), Topic: "job.code.python", QueueGroup: "pythons"})
+	r := e.start(t, worker.Config{Handler: worker.HandlerFunc(echoHandler), Topic: "job.code.python", QueueGroup: "pythons"})
 	req := &pb.JobRequest{JobId: "p1", Topic: "job.code.python"}
 	if err := e.observer.Publish("job.code.python", wire.JobRequestPacket("t", "s", req)); err != nil {
 		t.Fatal(err)
 	}
 	e.results.waitResult(t, "p1")
+	// Its heartbeats name the topic it serves.
+	e.waitHeartbeat(t, func(hb *pb.Heartbeat) bool {
+		return hb.GetWorkerId() == r.w.ID() && slices.Equal(hb.GetTopics(), []string{"job.code.python"})
+	}, "a heartbeat with topics [job.code.python]")
 }
 
 func TestHandlerErrorFailsTheJob(t *testing.T) {
@@ -261,10 +67,14 @@ func TestHandlerErrorFailsTheJob(t *testing.T) {
 	r := e.start(t, worker.Config{Handler: worker.HandlerFunc(func(context.Context, *pb.JobRequest) (string, error) {
 		return "ignored", errors.New("model exploded")
 	})})
-	trace := e.send(t, "bad")
+	trace := e.publish(t, e.job("bad", 2))
 	p := e.results.waitResult(t, "bad")
-	if p.GetJobResult().GetStatus() != pb.JobStatus_JOB_STATUS_FAILED || p.GetTraceId() != trace || p.GetJobResult().GetWorkerId() != r.w.ID() {
+	res := p.GetJobResult()
+	if res.GetStatus() != pb.JobStatus_JOB_STATUS_FAILED || p.GetTraceId() != trace || res.GetWorkerId() != r.w.ID() {
 		t.Errorf("result = %v", p)
+	}
+	if res.GetError() != "model exploded" || res.GetAttempt() != 2 {
+		t.Errorf("error %q, attempt %d; want the handler's error and attempt 2", res.GetError(), res.GetAttempt())
 	}
 	eventually(t, waitFor, func() bool { return r.w.Stats().Failed == 1 }, "Failed == 1")
 }
@@ -280,7 +90,8 @@ func TestHandlerPanicFailsTheJobAndWorkerGoesOn(t *testing.T) {
 	})})
 	e.send(t, "panic")
 	e.send(t, "after")
-	if p := e.results.waitResult(t, "panic"); p.GetJobResult().GetStatus() != pb.JobStatus_JOB_STATUS_FAILED {
+	p := e.results.waitResult(t, "panic")
+	if res := p.GetJobResult(); res.GetStatus() != pb.JobStatus_JOB_STATUS_FAILED || !strings.Contains(res.GetError(), "handler bug") {
 		t.Errorf("panicking job: %v", p)
 	}
 	if p := e.results.waitResult(t, "after"); p.GetJobResult().GetStatus() != pb.JobStatus_JOB_STATUS_COMPLETED {
@@ -326,6 +137,12 @@ func TestHeartbeatIsSentAtOnce(t *testing.T) {
 	if hb.GetRegion() != "eu-west" || hb.GetType() != "gpu" || !slices.Equal(hb.GetCapabilities(), []string{"echo", "python"}) || hb.GetActiveJobs() != 0 {
 		t.Errorf("heartbeat = %v", hb)
 	}
+	// The lifecycle fields: idle, so the next heartbeat is an idle interval
+	// away, no leases, not draining, the topic it serves, and it confirms.
+	if hb.GetIntervalMs() != time.Hour.Milliseconds() || len(hb.GetHeld()) != 0 || hb.GetDraining() ||
+		!slices.Equal(hb.GetTopics(), []string{"job.echo"}) || !hb.GetConfirms() {
+		t.Errorf("heartbeat lifecycle fields = %v", hb)
+	}
 	if p.GetSenderId() != "w-fixed" || p.GetTraceId() == "" {
 		t.Errorf("heartbeat envelope = %v", p)
 	}
@@ -343,7 +160,10 @@ func TestHeartbeatDefaults(t *testing.T) {
 	if hb.GetRegion() != "local" || hb.GetType() != "cpu" || !slices.Equal(hb.GetCapabilities(), []string{"echo"}) {
 		t.Errorf("heartbeat defaults = %v", hb)
 	}
-	if !strings.HasPrefix(r.w.ID(), "worker-echo-") {
+	if hb.GetIntervalMs() != 5000 || !hb.GetConfirms() || !slices.Equal(hb.GetTopics(), []string{"job.echo"}) {
+		t.Errorf("heartbeat lifecycle defaults = %v, want interval_ms 5000", hb)
+	}
+	if !strings.HasPrefix(r.w.ID(), "worker-echo-") || strings.ContainsAny(r.w.ID(), ". *>") {
 		t.Errorf("default ID = %q", r.w.ID())
 	}
 }
@@ -403,6 +223,8 @@ func TestConcurrencyLimit(t *testing.T) {
 		}),
 	})
 	t.Cleanup(gate.release)
+	// Published straight on the topic (attempt 0): at capacity they wait for
+	// a slot rather than being refused.
 	for i := range jobs {
 		e.send(t, fmt.Sprint("c", i))
 	}
@@ -420,7 +242,7 @@ func TestConcurrencyLimit(t *testing.T) {
 	if p := peak.Load(); p > limit {
 		t.Errorf("%d handlers ran at once, limit %d", p, limit)
 	}
-	if s := r.w.Stats(); s.Completed != jobs || s.Received != jobs {
+	if s := r.w.Stats(); s.Completed != jobs || s.Received != jobs || s.Refused != 0 {
 		t.Errorf("stats = %+v", s)
 	}
 }
@@ -446,12 +268,13 @@ func TestShutdownLetsInFlightJobsFinish(t *testing.T) {
 
 	subs := e.srv.NumSubscriptions()
 	r.cancel()
+	// Shutdown is announced at once: a heartbeat with draining set.
+	e.waitHeartbeat(t, func(hb *pb.Heartbeat) bool { return hb.GetWorkerId() == r.w.ID() && hb.GetDraining() },
+		"a heartbeat with draining=true")
 	// The worker has stopped taking jobs once the server lost its subscription.
 	eventually(t, waitFor, func() bool { return e.srv.NumSubscriptions() < subs }, "the job subscription to be drained")
-	select {
-	case err := <-r.done:
-		t.Fatalf("Run returned (%v) with a job in flight", err)
-	default:
+	if r.returned() {
+		t.Fatal("Run returned with a job in flight")
 	}
 	// A job sent now is not taken.
 	e.send(t, "late")
@@ -471,35 +294,39 @@ func TestShutdownLetsInFlightJobsFinish(t *testing.T) {
 		t.Errorf("Received = %d after shutdown began, want 1", s.Received)
 	}
 	// A last heartbeat reports the final load.
-	e.waitHeartbeat(t, func(hb *pb.Heartbeat) bool { return hb.GetWorkerId() == r.w.ID() && hb.GetActiveJobs() == 0 },
-		"the last heartbeat")
+	e.waitHeartbeat(t, func(hb *pb.Heartbeat) bool {
+		return hb.GetWorkerId() == r.w.ID() && hb.GetActiveJobs() == 0 && hb.GetDraining() && len(hb.GetHeld()) == 0
+	}, "the last heartbeat")
 }
 
-func TestShutdownGraceCancelsJobs(t *testing.T) {
+// A job still running when the grace ends is handed back: its context is
+// cancelled and its result says CANCELLED, "worker shutting down", for the
+// attempt it was, so the scheduler offers it again without counting a failure.
+func TestShutdownHandsBackUnfinishedJobs(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, "echo")
-	started := make(chan struct{})
-	r := e.start(t, worker.Config{
-		ShutdownGrace: 50 * time.Millisecond,
-		Handler: worker.HandlerFunc(func(ctx context.Context, _ *pb.JobRequest) (string, error) {
-			close(started)
-			<-ctx.Done() // only the end of the grace ends this job
-			return "", ctx.Err()
-		}),
-	})
-	e.send(t, "stuck")
-	<-started
+	g := newGates()
+	r := e.start(t, worker.Config{ShutdownGrace: 50 * time.Millisecond, Handler: g.handler()})
+	t.Cleanup(g.releaseAll)
+	req := e.job("stuck", 3)
+	waitAck(t, e.request(req), req, r.w.ID())
 	r.cancel()
 	if err := r.waitRun(t); err != nil {
 		t.Fatalf("Run = %v", err)
 	}
-	if p := e.results.waitResult(t, "stuck"); p.GetJobResult().GetStatus() != pb.JobStatus_JOB_STATUS_FAILED {
-		t.Errorf("cancelled job: %v", p)
+	p := e.results.waitResult(t, "stuck")
+	res := p.GetJobResult()
+	if res.GetStatus() != pb.JobStatus_JOB_STATUS_CANCELLED || res.GetError() != "worker shutting down" || res.GetAttempt() != 3 {
+		t.Errorf("handed-back job: %v", p)
+	}
+	if s := r.w.Stats(); s.Cancelled != 1 || s.Failed != 0 || s.Active != 0 {
+		t.Errorf("stats = %+v", s)
 	}
 }
 
 // With every slot taken and more jobs waiting, shutdown still ends when the
-// grace runs out: the waiting jobs are not left behind the running ones.
+// grace runs out: the waiting jobs are not left behind the running ones, and
+// are handed back too.
 func TestShutdownGraceWithBacklog(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, "echo")
@@ -521,7 +348,8 @@ func TestShutdownGraceWithBacklog(t *testing.T) {
 		t.Fatalf("Run = %v", err)
 	}
 	for _, id := range []string{"b1", "b2"} {
-		if p := e.results.waitResult(t, id); p.GetJobResult().GetStatus() != pb.JobStatus_JOB_STATUS_FAILED {
+		p := e.results.waitResult(t, id)
+		if res := p.GetJobResult(); res.GetStatus() != pb.JobStatus_JOB_STATUS_CANCELLED || res.GetError() != "worker shutting down" {
 			t.Errorf("job %s: %v", id, p)
 		}
 	}
@@ -565,10 +393,34 @@ func TestConfigValidation(t *testing.T) {
 	}
 }
 
-// nopBus satisfies worker.Bus for tests that never run the worker.
-type nopBus struct{}
-
-func (nopBus) Publish(string, *pb.BusPacket) error { return nil }
-func (nopBus) Subscribe(string, string, func(*pb.BusPacket)) (func() error, error) {
-	return func() error { return nil }, nil
+// The worker's ID is one token of its cancel subject, sys.worker.<id>.cancel.
+func TestIDMustBeOneSubjectToken(t *testing.T) {
+	t.Parallel()
+	b := &nopBus{}
+	h := worker.HandlerFunc(echoHandler)
+	for _, id := range []string{"w.1", "w 1", "w*", "w>", "a.b.c", "w\t1"} {
+		if w, err := worker.New(worker.Config{Bus: b, Handler: h, Kind: "echo", ID: id}); err == nil {
+			t.Errorf("New with ID %q = %q, want an error", id, w.ID())
+		} else if !strings.Contains(err.Error(), "id") {
+			t.Errorf("New with ID %q: %v, want an error about the id", id, err)
+		}
+	}
+	for _, id := range []string{"w-1", "worker_echo_host", "W1"} {
+		if w, err := worker.New(worker.Config{Bus: b, Handler: h, Kind: "echo", ID: id}); err != nil || w.ID() != id {
+			t.Errorf("New with ID %q = %v", id, err)
+		}
+	}
+	// The default ID is one token whatever the host is called (the hostname
+	// cannot be set here; the check is that no dot gets through) and
+	// whatever the kind is: a kind may name a dotted topic.
+	for _, kind := range []string{"echo", "code.python"} {
+		w, err := worker.New(worker.Config{Bus: b, Handler: h, Kind: kind})
+		if err != nil {
+			t.Errorf("New with kind %q and no ID: %v", kind, err)
+			continue
+		}
+		if id := w.ID(); strings.ContainsAny(id, ". *>") || !strings.HasPrefix(id, "worker-") {
+			t.Errorf("default ID for kind %q = %q, want one subject token", kind, id)
+		}
+	}
 }

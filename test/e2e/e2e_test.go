@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/proto"
@@ -47,6 +48,12 @@ func TestPerBinaryFlow(t *testing.T) {
 	worker.waitForLog(t, "[WORKER echo] 📥 job", "job_id", s.JobID, "topic", "job.echo",
 		"context_ptr", "memory://echo_ctx/"+s.JobID, "trace_id", s.TraceID)
 	worker.waitForLog(t, "[WORKER echo] 📤 result", "job_id", s.JobID, "status", "JOB_STATUS_COMPLETED", "trace_id", s.TraceID)
+	// The scheduler (its default store: JetStream, which the server has)
+	// remembers the job as the sender saw it end.
+	sched.waitForLog(t, "[SCHEDULER] job store", "store", "jetstream")
+	if j := getJob(t, url, s.JobID); j.State != "COMPLETED" || j.Attempts != 1 || j.WorkerID != workerID || j.TraceID != s.TraceID {
+		t.Errorf("job get: %+v, want COMPLETED, attempt 1, worker %s, trace_id %s", j, workerID, s.TraceID)
+	}
 
 	sched.interrupt(t)
 	worker.interrupt(t)
@@ -92,6 +99,14 @@ func TestDev(t *testing.T) {
 	dev.waitForLog(t, "[WORKER echo] 📤 result", "job_id", s.JobID, "trace_id", s.TraceID)
 	dev.waitForLog(t, "[SCHEDULER] ✅ result", "job_id", s.JobID, "status", "JOB_STATUS_COMPLETED",
 		"worker_id", workerID, "trace_id", s.TraceID)
+	// The client commands work against the embedded server too.
+	out := cortexOK(t, []string{"NATS_URL=" + url}, "submit", "--topic", "job.echo", "--wait")
+	if cs := changes(out); len(cs) == 0 || cs[len(cs)-1].State != "COMPLETED" || cs[len(cs)-1].Worker != workerID {
+		t.Errorf("cortex submit --wait against cortex dev: %+v, want COMPLETED by %s\n%s", cs, workerID, out)
+	}
+	if j := getJob(t, url, s.JobID); j.State != "COMPLETED" || j.WorkerID != workerID {
+		t.Errorf("cortex job get against cortex dev: %+v", j)
+	}
 	// The logs go to stderr, the banner to stdout.
 	if !strings.Contains(dev.stderr.String(), "[SCHEDULER] 📥 submitted") {
 		t.Errorf("the job's log lines are not on stderr")
@@ -114,34 +129,60 @@ func TestDev(t *testing.T) {
 	}
 }
 
-// A job nobody takes ends the sender with "no result" and exit 1: a topic
-// without workers (dispatched into the void), a topic the safety stub refuses,
-// and no NATS at all (which fails at once).
+// The sender follows its job through the scheduler's status path. A job the
+// safety policy refuses ends it at once, DENIED, with the reason; a job for a
+// topic no worker serves is recorded and stays PENDING, so the sender gives up
+// at its --timeout saying so, with the reason; without NATS it fails at once.
+// Here the scheduler keeps its jobs in memory.
 func TestSenderWithoutResult(t *testing.T) {
 	requireBinaries(t)
 	t.Parallel()
 	url := natstest.URL(t)
-	sched := startScheduler(t, url)
+	sched := startScheduler(t, url, "--store", "memory")
+	sched.waitForLog(t, "[SCHEDULER] job store", "store", "memory")
 
+	began := time.Now()
+	destroy := start(t, binSender, nil, "--nats-url", url, "--topic", "sys.destroy", "--timeout", "30s")
 	nobody := start(t, binSender, nil, "--nats-url", url, "--topic", "job.nobody", "--timeout", "1s")
-	destroy := start(t, binSender, nil, "--nats-url", url, "--topic", "sys.destroy", "--timeout", "1s")
-	for _, p := range []*proc{nobody, destroy} {
-		if code := p.wait(t, exitTimeout); code == 0 {
-			t.Errorf("%s exited 0, want non-zero", strings.Join(p.cmd.Args[1:], " "))
-		}
-		if err := p.stderr.String(); !strings.Contains(err, "no result") {
-			t.Errorf("%s: stderr %q does not say %q", strings.Join(p.cmd.Args[1:], " "), err, "no result")
+	for _, p := range []*proc{destroy, nobody} {
+		if code := p.wait(t, exitTimeout); code != 1 {
+			t.Errorf("%s exited %d, want 1", strings.Join(p.cmd.Args[1:], " "), code)
 		}
 		if resultRE.MatchString(p.stdout.String()) {
 			t.Errorf("%s printed a Result line", strings.Join(p.cmd.Args[1:], " "))
 		}
 	}
-	s := sentLine(t, nobody)
-	sched.waitForLog(t, "[SCHEDULER] 🚀 dispatched", "job_id", s.JobID, "subject", "job.nobody", "trace_id", s.TraceID)
-	s = sentLine(t, destroy)
+
+	// Refused: at once, not at the 30 s timeout.
+	s := sentLine(t, destroy)
+	if took := time.Since(began); took > 15*time.Second {
+		t.Errorf("the sys.destroy sender took %s; a refusal should end it at once", took)
+	}
+	if err := destroy.stderr.String(); !strings.Contains(err, "job_id="+s.JobID+" DENIED") || !strings.Contains(err, "forbidden topic") {
+		t.Errorf("sys.destroy: stderr %q does not say job_id=%s DENIED ... forbidden topic", err, s.JobID)
+	}
 	sched.waitForLog(t, "[SAFETY]", "job_id", s.JobID, "topic", "sys.destroy", "reason", "forbidden topic", "trace_id", s.TraceID)
 	if _, ok := sched.findLog("dispatched", "job_id", s.JobID); ok {
 		t.Errorf("the sys.destroy job was dispatched")
+	}
+	if j := getJob(t, url, s.JobID); j.State != "DENIED" || !strings.Contains(j.Error, "forbidden topic") {
+		t.Errorf("sys.destroy job: state=%s error=%q, want DENIED for the forbidden topic", j.State, j.Error)
+	}
+
+	// Not refused, not taken: still PENDING, and why.
+	s = sentLine(t, nobody)
+	const why = "no live worker subscribed to job.nobody"
+	// The scheduler offers the job to job.nobody again now and then, and
+	// for a moment each time it is DISPATCHED: the sender may have seen that.
+	err := nobody.stderr.String()
+	if !strings.Contains(err, "no result within 1s") ||
+		!(strings.Contains(err, "job_id="+s.JobID+" is still PENDING ("+why+")") ||
+			strings.Contains(err, "job_id="+s.JobID+" is still DISPATCHED")) {
+		t.Errorf("job.nobody: stderr %q does not say no result within 1s, job_id=%s is still PENDING (%s)", err, s.JobID, why)
+	}
+	sched.waitForLog(t, "[SCHEDULER] 🚀 dispatched", "job_id", s.JobID, "subject", "job.nobody", "trace_id", s.TraceID)
+	if j := waitJob(t, url, s.JobID, "PENDING", func(j jobView) bool { return j.State == "PENDING" }); j.PendingReason != why || j.TraceID != s.TraceID {
+		t.Errorf("job.nobody job: pending_reason=%q trace_id=%s, want %q, %s", j.PendingReason, j.TraceID, why, s.TraceID)
 	}
 
 	noNATS, code := sendJob(t, closedURL(t), "--timeout", "20s")
@@ -293,8 +334,12 @@ func TestSchedulerSurvivesGarbage(t *testing.T) {
 	sched.waitForLog(t, "bus dropped packet", "subject", wire.SubjectSubmit)
 	sched.waitForLog(t, "bus dropped packet", "subject", wire.SubjectResult)
 	sched.waitForLog(t, "bus dropped packet", "subject", "sys.heartbeat.echo")
-	sched.waitForLog(t, "rejected job without job_id", "trace_id", "garbage-trace")
-	sched.waitForLog(t, "no subject for job", "job_id", "loop-job")
+	if a := sched.waitForLog(t, "[SCHEDULER] refused job", "job_id", "", "trace_id", "garbage-trace"); !strings.Contains(a["err"], "invalid job_id") {
+		t.Errorf("job without job_id refused with err=%q, want invalid job_id", a["err"])
+	}
+	if a := sched.waitForLog(t, "[SCHEDULER] refused job", "job_id", "loop-job"); !strings.Contains(a["err"], "invalid topic") {
+		t.Errorf("job for %s refused with err=%q, want invalid topic", wire.SubjectSubmit, a["err"])
+	}
 	worker.waitForLog(t, "bus dropped packet", "subject", "job.echo")
 
 	s, _ := sendEcho(t, url)

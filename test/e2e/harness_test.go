@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -411,11 +412,11 @@ func parseAttrs(line string) map[string]string {
 // sent and result are what the sender printed.
 type sent struct{ JobID, TraceID, Topic string }
 
-type result struct{ JobID, Status, WorkerID, ResultPtr, TraceID string }
+type result struct{ JobID, Status, WorkerID, ResultPtr, TraceID, State, Attempts string }
 
 var (
 	sentRE   = regexp.MustCompile(`(?m)^Sent job job_id=\S+ trace_id=\S+ topic=\S+$`)
-	resultRE = regexp.MustCompile(`(?m)^Result job_id=\S+ status=\S+ worker_id=\S* result_ptr=\S* execution_ms=\d+ trace_id=\S+$`)
+	resultRE = regexp.MustCompile(`(?m)^Result job_id=\S+ status=\S+ worker_id=\S* result_ptr=\S* execution_ms=\d+ trace_id=\S+ state=[A-Z]+ attempts=\d+$`)
 )
 
 // sentLine parses the sender's "Sent job" line.
@@ -437,7 +438,8 @@ func resultLine(t *testing.T, p *proc) result {
 		t.Fatalf("%s: no %q line on stdout", p.name, "Result job_id=… status=… … trace_id=…")
 	}
 	a := parseAttrs(line)
-	return result{JobID: a["job_id"], Status: a["status"], WorkerID: a["worker_id"], ResultPtr: a["result_ptr"], TraceID: a["trace_id"]}
+	return result{JobID: a["job_id"], Status: a["status"], WorkerID: a["worker_id"], ResultPtr: a["result_ptr"],
+		TraceID: a["trace_id"], State: a["state"], Attempts: a["attempts"]}
 }
 
 // sendJob runs the sender against url and waits for it to exit.
@@ -467,8 +469,11 @@ func checkCompleted(t *testing.T, p *proc) (sent, result) {
 	if r.JobID != s.JobID || r.TraceID != s.TraceID {
 		t.Fatalf("Result ids job_id=%s trace_id=%s, want the sent job_id=%s trace_id=%s", r.JobID, r.TraceID, s.JobID, s.TraceID)
 	}
-	if r.Status != "JOB_STATUS_COMPLETED" {
-		t.Fatalf("Result status=%s, want JOB_STATUS_COMPLETED", r.Status)
+	if r.Status != "JOB_STATUS_COMPLETED" || r.State != "COMPLETED" {
+		t.Fatalf("Result status=%s state=%s, want JOB_STATUS_COMPLETED and COMPLETED", r.Status, r.State)
+	}
+	if n, err := strconv.Atoi(r.Attempts); err != nil || n < 1 {
+		t.Fatalf("Result attempts=%s, want at least 1", r.Attempts)
 	}
 	if r.WorkerID == "" {
 		t.Fatalf("Result has no worker_id")
@@ -496,6 +501,114 @@ func startWorker(t *testing.T, url string, args ...string) (*proc, string) {
 		t.Fatalf("%s: running line without a worker_id", p.name)
 	}
 	return p, id
+}
+
+// cortex runs the cortex command with args and env (plus baseEnv), waits for
+// it to exit and returns it with its exit code.
+func cortex(t *testing.T, env []string, args ...string) (*proc, int) {
+	t.Helper()
+	p := start(t, binCortex, env, args...)
+	return p, p.wait(t, exitTimeout)
+}
+
+// cortexOK is cortex for a command that must succeed: it fails the test on
+// any other exit code and returns stdout.
+func cortexOK(t *testing.T, env []string, args ...string) string {
+	t.Helper()
+	p, code := cortex(t, env, args...)
+	if code != 0 {
+		t.Fatalf("cortex %s exited %d, want 0\nstdout:\n%sstderr:\n%s",
+			strings.Join(args, " "), code, p.stdout.String(), p.stderr.String())
+	}
+	return p.stdout.String()
+}
+
+// cortexFails is cortex for a command that must fail: exit 1 with one line on
+// stderr, "cortex: " and a message containing want. It returns the process.
+func cortexFails(t *testing.T, env []string, want string, args ...string) *proc {
+	t.Helper()
+	p, code := cortex(t, env, args...)
+	stderr := p.stderr.String()
+	if code != 1 {
+		t.Fatalf("cortex %s exited %d, want 1\nstdout:\n%sstderr:\n%s",
+			strings.Join(args, " "), code, p.stdout.String(), stderr)
+	}
+	if !strings.HasPrefix(stderr, "cortex: ") || strings.Count(stderr, "\n") != 1 {
+		t.Errorf("cortex %s: stderr %q is not one line starting with %q", strings.Join(args, " "), stderr, "cortex: ")
+	}
+	if !strings.Contains(stderr, want) {
+		t.Errorf("cortex %s: stderr %q does not say %q", strings.Join(args, " "), stderr, want)
+	}
+	return p
+}
+
+// jobView is the part of `cortex job get --json` the tests read.
+type jobView struct {
+	JobID          string `json:"job_id"`
+	State          string `json:"state"`
+	Attempts       int    `json:"attempts"`
+	MaxAttempts    int    `json:"max_attempts"`
+	FailedAttempts int    `json:"failed_attempts"`
+	WorkerID       string `json:"worker_id"`
+	ResultPtr      string `json:"result_ptr"`
+	Error          string `json:"error"`
+	PendingReason  string `json:"pending_reason"`
+	Topic          string `json:"topic"`
+	TraceID        string `json:"trace_id"`
+	Created        string `json:"created"`
+	Updated        string `json:"updated"`
+	DeadLetter     bool   `json:"dead_letter"`
+}
+
+// requiredJobKeys are the keys every JSON job has (issue 4, item 8, and the
+// rest of what `cortex job get --json` promises).
+var requiredJobKeys = []string{"job_id", "state", "attempts", "worker_id", "result_ptr", "error",
+	"pending_reason", "topic", "trace_id", "max_attempts", "failed_attempts", "created", "updated", "dead_letter"}
+
+// decodeJob decodes one JSON job and checks that it has every required key,
+// and RFC 3339 times.
+func decodeJob(t *testing.T, data []byte) jobView {
+	t.Helper()
+	var keys map[string]json.RawMessage
+	if err := json.Unmarshal(data, &keys); err != nil {
+		t.Fatalf("not one JSON object: %v\n%s", err, data)
+	}
+	for _, k := range requiredJobKeys {
+		if _, ok := keys[k]; !ok {
+			t.Errorf("JSON job has no %q: %s", k, data)
+		}
+	}
+	var v jobView
+	if err := json.Unmarshal(data, &v); err != nil {
+		t.Fatalf("JSON job: %v\n%s", err, data)
+	}
+	for _, ts := range []string{v.Created, v.Updated} {
+		if _, err := time.Parse(time.RFC3339, ts); err != nil {
+			t.Errorf("JSON job time %q is not RFC 3339: %v", ts, err)
+		}
+	}
+	return v
+}
+
+// getJob runs `cortex job get ID --json` against url.
+func getJob(t *testing.T, url, id string) jobView {
+	t.Helper()
+	return decodeJob(t, []byte(cortexOK(t, nil, "job", "get", id, "--json", "--nats-url", url)))
+}
+
+// listJobs runs `cortex <args> --json` (job list, dlq list) against url.
+func listJobs(t *testing.T, url string, args ...string) []jobView {
+	t.Helper()
+	out := cortexOK(t, nil, append(args, "--json", "--nats-url", url)...)
+	var raw []json.RawMessage
+	if err := json.Unmarshal([]byte(out), &raw); err != nil {
+		t.Fatalf("cortex %s --json: not a JSON array: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	jobs := make([]jobView, len(raw))
+	for i, r := range raw {
+		jobs[i] = decodeJob(t, r)
+	}
+	return jobs
 }
 
 // The log parser the assertions rely on; it needs no binaries.

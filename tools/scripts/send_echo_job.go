@@ -1,12 +1,15 @@
-// send_echo_job sends one echo job to CortexOS, prints its job_id and
-// trace_id, then waits for its JobResult and prints it. With no result within
-// --timeout it says so and exits 1.
+// send_echo_job sends one echo job to CortexOS and prints its job_id and
+// trace_id. It waits for the scheduler to confirm the job (a refusal, such as
+// DENIED by the safety policy, is printed and exits 1 at once), then follows
+// the job's state until it ends and prints its result. With no terminal state
+// within --timeout it says where the job still is and exits 1.
 //
 //	go run ./tools/scripts/send_echo_job.go [--topic job.echo] [--timeout 10s]
 package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -16,6 +19,7 @@ import (
 
 	"github.com/cortex-os/core/internal/client"
 	"github.com/cortex-os/core/internal/infrastructure/bus"
+	"github.com/cortex-os/core/internal/lifecycle"
 	"github.com/cortex-os/core/internal/logging"
 	"github.com/cortex-os/core/internal/system"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
@@ -26,7 +30,7 @@ func main() {
 		configPath = flag.String("config", "", "config file (default config/local.yaml if present)")
 		natsURL    = flag.String("nats-url", "", "NATS server URL (overrides NATS_URL and the config file)")
 		topic      = flag.String("topic", "job.echo", "job topic")
-		timeout    = flag.Duration("timeout", 10*time.Second, "how long to wait for the result")
+		timeout    = flag.Duration("timeout", 10*time.Second, "how long to wait for the job to end")
 	)
 	flag.Parse()
 	if err := run(*configPath, *natsURL, *topic, *timeout); err != nil {
@@ -45,6 +49,7 @@ func run(configPath, natsURL, topic string, timeout time.Duration) error {
 		return err
 	}
 	defer b.Close()
+	c := client.New(b, "job-sender")
 
 	jobID := uuid.NewString()
 	req := &pb.JobRequest{
@@ -57,15 +62,60 @@ func run(configPath, natsURL, topic string, timeout time.Duration) error {
 	defer cancel()
 	traceID := uuid.NewString()
 	fmt.Printf("Sent job job_id=%s trace_id=%s topic=%s\n", jobID, traceID, topic)
-	_, p, err := client.SubmitAndWait(ctx, b, "job-sender", traceID, req)
-	if err != nil {
-		return fmt.Errorf("%w (is a scheduler and a worker for %s running?)", err, topic)
+
+	// The scheduler answers once it has recorded the job, or says why not.
+	if _, err := c.Submit(ctx, req, traceID); err != nil {
+		var refused *client.RefusedError
+		if errors.As(err, &refused) {
+			state := "refused"
+			if refused.Job != nil {
+				state = lifecycle.Name(refused.Job.GetState())
+			}
+			return fmt.Errorf("job_id=%s %s: %s", jobID, state, refused.Reason)
+		}
+		return fmt.Errorf("no result: %w (is a scheduler running?)", err)
 	}
-	res := p.GetJobResult()
-	fmt.Printf("Result job_id=%s status=%s worker_id=%s result_ptr=%s execution_ms=%d trace_id=%s\n",
-		res.GetJobId(), res.GetStatus(), res.GetWorkerId(), res.GetResultPtr(), res.GetExecutionMs(), p.GetTraceId())
-	if res.GetStatus() != pb.JobStatus_JOB_STATUS_COMPLETED {
-		return fmt.Errorf("job_id=%s ended %s", res.GetJobId(), res.GetStatus())
+
+	// Then follow it until it ends.
+	job, err := c.Watch(ctx, jobID, 50*time.Millisecond, nil)
+	if err != nil {
+		if job == nil {
+			return fmt.Errorf("no result within %s for job_id=%s: %w (is a scheduler running?)", timeout, jobID, err)
+		}
+		why := job.GetPendingReason()
+		if why == "" {
+			why = job.GetError()
+		}
+		if why != "" {
+			why = " (" + why + ")"
+		}
+		return fmt.Errorf("no result within %s: job_id=%s is still %s%s; is a worker for %s running?",
+			timeout, jobID, lifecycle.Name(job.GetState()), why, topic)
+	}
+	fmt.Printf("Result job_id=%s status=%s worker_id=%s result_ptr=%s execution_ms=%d trace_id=%s state=%s attempts=%d\n",
+		job.GetJobId(), statusOf(job.GetState()), job.GetWorkerId(), job.GetResultPtr(), job.GetExecutionMs(), job.GetTraceId(),
+		lifecycle.Name(job.GetState()), job.GetAttempt())
+	if job.GetState() != lifecycle.Completed {
+		msg := fmt.Sprintf("job_id=%s ended %s", job.GetJobId(), lifecycle.Name(job.GetState()))
+		if e := job.GetError(); e != "" {
+			msg += ": " + e
+		}
+		return errors.New(msg)
 	}
 	return nil
+}
+
+// statusOf is the JobStatus of the result that ended a job in state s.
+func statusOf(s pb.JobState) pb.JobStatus {
+	switch s {
+	case lifecycle.Completed:
+		return pb.JobStatus_JOB_STATUS_COMPLETED
+	case lifecycle.Failed:
+		return pb.JobStatus_JOB_STATUS_FAILED
+	case lifecycle.Timeout:
+		return pb.JobStatus_JOB_STATUS_TIMEOUT
+	case lifecycle.Cancelled:
+		return pb.JobStatus_JOB_STATUS_CANCELLED
+	}
+	return pb.JobStatus_JOB_STATUS_UNSPECIFIED
 }

@@ -113,7 +113,7 @@ func (b *NatsBus) consumeStream(subject, durable string, handler func(p *pb.BusP
 		})
 	}
 	cc, err := cons.Consume(func(m jetstream.Msg) { msgs <- m },
-		jetstream.PullMaxMessages(1000), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+		jetstream.PullMaxMessages(128), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			if !errors.Is(err, jetstream.ErrNoHeartbeat) {
 				b.log.Warn("bus: consume error", "subject", subject, "err", err)
 			}

@@ -1,0 +1,189 @@
+package scheduler_test
+
+import (
+	"context"
+	"errors"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/cortex-os/core/internal/lifecycle"
+	"github.com/cortex-os/core/internal/scheduler"
+	pb "github.com/cortex-os/core/pkg/pb/v1"
+	"github.com/cortex-os/core/pkg/wire"
+)
+
+func ids(jobs []*pb.JobInfo) []string {
+	out := make([]string, len(jobs))
+	for i, j := range jobs {
+		out[i] = j.GetJobId()
+	}
+	sort.Strings(out)
+	return out
+}
+
+func TestQueryByIDAndListByState(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, withConfig(func(c *scheduler.Config) { c.NoWorkerRetry = time.Hour }))
+	r.bus.fallback("job.run", ackBy("w-1"))
+	r.bus.fallback("job.none", noResponders())
+	r.submit(request("run-1", "job.run"), "t", "")
+	r.submit(request("done-1", "job.run"), "t", "")
+	r.submit(request("pend-1", "job.none"), "t", "")
+	r.submit(request("deny-1", scheduler.ForbiddenTopic), "t", "")
+	r.waitState("run-1", lifecycle.Running, 1)
+	r.waitState("done-1", lifecycle.Running, 1)
+	r.result(completed("done-1", 1, "w-1"))
+	r.waitJob("pend-1", "pending", func(j *pb.JobInfo) bool {
+		return j.GetState() == lifecycle.Pending && j.GetAttempt() == 0 && j.GetPendingReason() != "waiting to be dispatched"
+	})
+
+	a := r.query(&pb.JobQuery{JobId: "run-1"})
+	if !a.GetOk() || len(a.GetJobs()) != 1 || a.GetJobs()[0].GetWorkerId() != "w-1" || a.GetJobs()[0].GetState() != lifecycle.Running {
+		t.Errorf("query run-1 = %v", a)
+	}
+	if a := r.query(&pb.JobQuery{JobId: "nope"}); a.GetOk() || a.GetRetryable() || !strings.Contains(a.GetError(), "not found") {
+		t.Errorf("query of an unknown job = %v", a)
+	}
+	if a := r.query(&pb.JobQuery{JobId: "bad id"}); a.GetOk() || a.GetRetryable() {
+		t.Errorf("query of an impossible id = %v; retrying it cannot succeed", a)
+	}
+
+	for _, tc := range []struct {
+		state pb.JobState
+		want  []string
+	}{
+		{lifecycle.Running, []string{"run-1"}},
+		{lifecycle.Completed, []string{"done-1"}},
+		{lifecycle.Pending, []string{"pend-1"}},
+		{lifecycle.Denied, []string{"deny-1"}},
+		{lifecycle.Failed, []string{}},
+		{pb.JobState_JOB_STATE_UNSPECIFIED, []string{"deny-1", "done-1", "pend-1", "run-1"}},
+	} {
+		a := r.query(&pb.JobQuery{State: tc.state})
+		if got := ids(a.GetJobs()); !a.GetOk() || strings.Join(got, ",") != strings.Join(tc.want, ",") {
+			t.Errorf("list %s = %v (%v), want %v", lifecycle.Name(tc.state), got, a.GetError(), tc.want)
+		}
+	}
+	if a := r.query(&pb.JobQuery{Limit: 2}); !a.GetOk() || len(a.GetJobs()) != 2 {
+		t.Errorf("list with limit 2 = %d jobs", len(a.GetJobs()))
+	}
+
+	p := wire.NewPacket("t", "c")
+	p.Payload = &pb.BusPacket_JobCancel{JobCancel: &pb.JobCancel{JobId: "run-1"}}
+	if a := r.bus.ask(t, wire.SubjectQuery, p).GetJobAnswer(); a.GetOk() || !strings.Contains(a.GetError(), "job_query") {
+		t.Errorf("a cancel on the query subject answered %v", a)
+	}
+}
+
+func TestDeadLettersListAndRedrive(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	r.bus.fallback("", ackBy("w-1"))
+	req := &pb.JobRequest{JobId: "poison", Topic: "job.echo", MaxAttempts: 1, EnvVars: map[string]string{"K": "V"}}
+	r.submit(req, "trace-poison", "")
+	r.waitState("poison", lifecycle.Running, 1)
+	r.result(failedResult("poison", 1, "w-1", pb.JobStatus_JOB_STATUS_FAILED, "crash"))
+	if j := r.job("poison"); j.GetState() != lifecycle.Failed || !j.GetDeadLetter() {
+		t.Fatalf("poison = %s", describe(j))
+	}
+	if a := r.query(&pb.JobQuery{DeadLetter: true}); !a.GetOk() || strings.Join(ids(a.GetJobs()), ",") != "poison" {
+		t.Fatalf("dead letters = %v", a)
+	}
+
+	a := r.query(&pb.JobQuery{JobId: "poison", DeadLetter: true, Redrive: true})
+	if !a.GetOk() || len(a.GetJobs()) != 1 {
+		t.Fatalf("redrive = %v", a)
+	}
+	nj := a.GetJobs()[0]
+	wantReq := proto.Clone(req).(*pb.JobRequest)
+	wantReq.JobId = "poison-redrive-1"
+	if nj.GetJobId() != "poison-redrive-1" || nj.GetState() != lifecycle.Pending || nj.GetTraceId() != "trace-poison" ||
+		nj.GetAttempt() != 0 || nj.GetFailedAttempts() != 0 || !proto.Equal(nj.GetRequest(), wantReq) {
+		t.Errorf("re-driven job = %v", nj)
+	}
+	if a := r.query(&pb.JobQuery{DeadLetter: true}); !a.GetOk() || len(a.GetJobs()) != 0 {
+		t.Errorf("dead letters after the redrive = %v", a)
+	}
+	// The failed job itself stays FAILED; the new one runs.
+	if j := r.job("poison"); j.GetState() != lifecycle.Failed {
+		t.Errorf("poison after the redrive = %s", describe(j))
+	}
+	r.waitState("poison-redrive-1", lifecycle.Running, 1)
+
+	// Not in the queue any more: nothing to re-drive.
+	if a := r.query(&pb.JobQuery{JobId: "poison", DeadLetter: true, Redrive: true}); a.GetOk() || !strings.Contains(a.GetError(), "not found") {
+		t.Errorf("second redrive = %v", a)
+	}
+	// Back in the queue (a second failure, say): the next id is taken.
+	if err := r.dead.Put(context.Background(), r.job("poison")); err != nil {
+		t.Fatal(err)
+	}
+	if a := r.query(&pb.JobQuery{JobId: "poison", DeadLetter: true, Redrive: true}); !a.GetOk() || a.GetJobs()[0].GetJobId() != "poison-redrive-2" {
+		t.Errorf("redrive with -1 taken = %v", a)
+	}
+}
+
+func TestStaleResultOfAPendingJobIsFenced(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, withConfig(func(c *scheduler.Config) { c.NoWorkerRetry = time.Hour }))
+	r.bus.fallback("", noResponders())
+	r.submit(request("p", "job.echo"), "t", "")
+	r.waitJob("p", "pending", func(j *pb.JobInfo) bool {
+		return j.GetState() == lifecycle.Pending && j.GetPendingReason() != "waiting to be dispatched"
+	})
+	rev := r.revision("p")
+	// Nobody holds it: neither a numbered nor an unnumbered result can be current.
+	r.result(completed("p", 1, "ghost"))
+	r.result(completed("p", 0, "ghost"))
+	if s := r.e.Stats(); s.StaleResults != 2 || r.revision("p") != rev {
+		t.Errorf("stats %+v, job %s", s, describe(r.job("p")))
+	}
+}
+
+// A result the store cannot be asked about is handed back to the bus for
+// redelivery (where results are durable), not dropped.
+func TestResultStoreFailureAsksForRedelivery(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	r.bus.fallback("", ackBy("w-1"))
+	r.submit(request("j", "job.echo"), "t", "")
+	r.waitState("j", lifecycle.Running, 1)
+	r.stop() // a new replica, whose cache is cold, takes the result
+	r2 := newRig(t, func(x *rig) { x.store = r.store })
+	boom := errors.New("store down")
+	r2.store.failGet(boom)
+	if err := r2.bus.result(t, wire.JobResultPacket("t", "w-1", completed("j", 1, "w-1"))); !errors.Is(err, boom) {
+		t.Fatalf("result handler = %v, want the store error", err)
+	}
+	if s := r2.e.Stats(); s.StoreErrors != 1 || s.Completed != 0 {
+		t.Errorf("stats = %+v", s)
+	}
+	r2.store.failGet(nil)
+	r2.result(completed("j", 1, "w-1"))
+	if j := r2.job("j"); j.GetState() != lifecycle.Completed {
+		t.Errorf("after redelivery: %s", describe(j))
+	}
+}
+
+// An engine stopped and started again works as before.
+func TestRestartAfterStop(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	r.bus.fallback("", ackBy("w-1"))
+	if err := r.e.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.e.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	r.submit(request("again", "job.echo"), "t", "")
+	r.waitState("again", lifecycle.Running, 1)
+	r.result(completed("again", 1, "w-1"))
+	if j := r.job("again"); j.GetState() != lifecycle.Completed {
+		t.Errorf("job = %s", describe(j))
+	}
+}
