@@ -62,7 +62,8 @@ Ctrl-C stops the workers (in-flight jobs finish), the scheduler, then NATS.`,
 			if mon := srv.MonitorAddr(); mon != nil {
 				fmt.Fprintf(out, "  monitoring:  http://%s/\n", mon)
 			}
-			fmt.Fprintf(out, "  send a job:  NATS_URL=%s go run ./tools/scripts/send_echo_job.go\n", url)
+			fmt.Fprintf(out, "  send a job:  ./bin/cortex submit --nats-url %s --topic job.echo --wait\n", url)
+			fmt.Fprintf(out, "          or:  NATS_URL=%s go run ./tools/scripts/send_echo_job.go\n", url)
 			fmt.Fprintln(out, "  Ctrl-C stops everything.")
 
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
