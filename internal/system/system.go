@@ -4,7 +4,6 @@ package system
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -172,12 +171,4 @@ func RunEchoWorker(ctx context.Context, opts EchoWorkerOptions) error {
 		return err
 	}
 	return w.Run(ctx)
-}
-
-// IgnoreCanceled maps the context errors of an orderly shutdown to nil.
-func IgnoreCanceled(err error) error {
-	if errors.Is(err, context.Canceled) {
-		return nil
-	}
-	return err
 }

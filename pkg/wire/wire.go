@@ -91,9 +91,6 @@ const (
 	SubjectQuery = "sys.job.query"
 	// SubjectCancel takes JobCancel requests and answers JobAnswer.
 	SubjectCancel = "sys.job.cancel"
-	// SubjectEventPrefix starts the subjects a job's changes are published on:
-	// sys.job.event.<job_id> carries a JobInfo after every transition.
-	SubjectEventPrefix = "sys.job.event."
 	// SubjectDeadLetterPrefix starts the dead-letter subjects, sys.job.dlq.<job_id>.
 	SubjectDeadLetterPrefix = "sys.job.dlq."
 )
@@ -103,9 +100,6 @@ const (
 // reply subject cannot serve: when a stream captures sys.job.submit, the
 // server itself answers it with the stream's publish acknowledgement.
 const HeaderReplyTo = "Cortex-Reply-To"
-
-// EventSubject is the subject a job's changes are published on.
-func EventSubject(jobID string) string { return SubjectEventPrefix + jobID }
 
 // WorkerCancelSubject is where a worker hears cancellations of jobs it holds.
 func WorkerCancelSubject(workerID string) string { return "sys.worker." + workerID + ".cancel" }
