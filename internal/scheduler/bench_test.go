@@ -1,6 +1,7 @@
 package scheduler_test
 
 import (
+	"context"
 	"fmt"
 	"strconv"
 	"testing"
@@ -152,9 +153,10 @@ func BenchmarkHandlePacketResult(b *testing.B) {
 func BenchmarkSafetyStubCheck(b *testing.B) {
 	s := scheduler.NewSafetyStub()
 	req := benchJobRequest("bench-0123456789")
+	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
-		if d, _ := s.Check(req); d != scheduler.SafetyAllow {
+		if v, _ := s.Check(ctx, req); v.Decision != scheduler.SafetyAllow {
 			b.Fatal("denied")
 		}
 	}

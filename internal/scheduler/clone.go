@@ -26,22 +26,30 @@ func cloneInfo(j *pb.JobInfo) *pb.JobInfo {
 		DeadLetter:       j.DeadLetter,
 		AttemptStartedMs: j.AttemptStartedMs,
 		FailedAttempts:   j.FailedAttempts,
+		RuleId:           j.RuleId,
+		PolicyVersion:    j.PolicyVersion,
+		Pool:             j.Pool,
+		AwaitingSafety:   j.AwaitingSafety,
 	}
 }
 
 // cloneRequest copies a request to dispatch (with its attempt set). The
-// environment map is shared: nothing edits it.
+// environment map, requirements and payload are shared: nothing edits them.
 func cloneRequest(r *pb.JobRequest) *pb.JobRequest {
 	return &pb.JobRequest{
-		JobId:       r.JobId,
-		Topic:       r.Topic,
-		Priority:    r.Priority,
-		ContextPtr:  r.ContextPtr,
-		AdapterId:   r.AdapterId,
-		EnvVars:     r.EnvVars,
-		MaxAttempts: r.MaxAttempts,
-		TimeoutMs:   r.TimeoutMs,
-		Attempt:     r.Attempt,
-		TtlMs:       r.TtlMs,
+		JobId:                r.JobId,
+		Topic:                r.Topic,
+		Priority:             r.Priority,
+		ContextPtr:           r.ContextPtr,
+		AdapterId:            r.AdapterId,
+		EnvVars:              r.EnvVars,
+		MaxAttempts:          r.MaxAttempts,
+		TimeoutMs:            r.TimeoutMs,
+		Attempt:              r.Attempt,
+		TtlMs:                r.TtlMs,
+		Tenant:               r.Tenant,
+		RequiredCapabilities: r.RequiredCapabilities,
+		RequiredLabels:       r.RequiredLabels,
+		Payload:              r.Payload,
 	}
 }

@@ -1,6 +1,7 @@
 package scheduler
 
 import (
+	"context"
 	"fmt"
 	"strconv"
 	"strings"
@@ -47,6 +48,13 @@ func (e *Engine) dispatch(rec jobstore.Record) {
 	job := rec.Job
 	if job.GetState() != lifecycle.Pending || time.Now().UnixMilli() < job.GetNextAttemptMs() {
 		return
+	}
+	if job.GetAwaitingSafety() {
+		var ok bool
+		if rec, ok = e.recheckSafety(rec); !ok {
+			return
+		}
+		job = rec.Job
 	}
 	var workers map[string]*pb.Heartbeat
 	if !e.blind {
@@ -247,4 +255,44 @@ func (e *Engine) confirmingWorkerServes(topic string) bool {
 		}
 	}
 	return false
+}
+
+// recheckSafety asks the safety checker again about a job admitted while it
+// could not decide. It returns the job's record and true when it may be
+// dispatched now.
+func (e *Engine) recheckSafety(rec jobstore.Record) (jobstore.Record, bool) {
+	v, err := e.cfg.Safety.Check(context.Background(), rec.Job.GetRequest())
+	rec, written, werr := e.mutate(rec, func(j *pb.JobInfo) bool {
+		if j.State != lifecycle.Pending || !j.AwaitingSafety {
+			return false
+		}
+		switch {
+		case err != nil:
+			j.PendingReason = SafetyUnavailableReason + "; checked again before dispatch"
+			j.NextAttemptMs = time.Now().Add(e.cfg.NoWorkerRetry).UnixMilli()
+		case v.Decision == SafetyThrottle:
+			j.PendingReason = "throttled by the safety policy: " + v.Reason
+			j.NextAttemptMs = time.Now().Add(max(v.RetryAfter, e.cfg.Tick)).UnixMilli()
+		case v.Decision != SafetyAllow:
+			j.State = lifecycle.Denied
+			j.Error = "denied by the safety policy: " + v.Reason
+			j.PendingReason = ""
+			j.AwaitingSafety = false
+		default:
+			j.AwaitingSafety = false
+			j.PendingReason = "waiting to be dispatched"
+		}
+		j.RuleId, j.PolicyVersion = v.RuleID, v.PolicyVersion
+		return true
+	})
+	if werr != nil {
+		e.log.Error("[SCHEDULER] recording the safety decision failed", "job_id", rec.Job.GetJobId(), "err", werr)
+		return rec, false
+	}
+	if written && rec.Job.GetState() == lifecycle.Denied {
+		e.stats.denied.Add(1)
+		e.log.Info("[SAFETY] ⛔ BLOCKED", "job_id", rec.Job.GetJobId(), "topic", rec.Job.GetRequest().GetTopic(),
+			"reason", v.Reason, "rule_id", v.RuleID, "trace_id", rec.Job.GetTraceId())
+	}
+	return rec, written && rec.Job.GetState() == lifecycle.Pending && !rec.Job.GetAwaitingSafety()
 }

@@ -69,7 +69,21 @@ type Config struct {
 	// Tick is how often timers (retries, leases, timeouts) are checked.
 	// Default 50ms.
 	Tick time.Duration
+	// SafetyUnavailable is what happens to a job the safety checker could
+	// not decide on (a remote kernel that does not answer): SafetyUnavailablePending
+	// (the default) keeps it PENDING and checks it again before dispatch;
+	// SafetyUnavailableDeny ends it DENIED. Either way it fails closed.
+	SafetyUnavailable string
 }
+
+// What a job the safety checker could not decide on becomes.
+const (
+	SafetyUnavailablePending = "pending"
+	SafetyUnavailableDeny    = "deny"
+)
+
+// SafetyUnavailableReason is the reason of a job the safety checker could not decide on.
+const SafetyUnavailableReason = "safety kernel unavailable"
 
 func (c *Config) setDefaults() error {
 	switch {
@@ -113,6 +127,13 @@ func (c *Config) setDefaults() error {
 	setDuration(&c.RetryBackoffMax, 30*time.Second)
 	setDuration(&c.NoWorkerRetry, 250*time.Millisecond)
 	setDuration(&c.Tick, 50*time.Millisecond)
+	switch c.SafetyUnavailable {
+	case "":
+		c.SafetyUnavailable = SafetyUnavailablePending
+	case SafetyUnavailablePending, SafetyUnavailableDeny:
+	default:
+		return fmt.Errorf("scheduler: Config.SafetyUnavailable %q: want %q or %q", c.SafetyUnavailable, SafetyUnavailablePending, SafetyUnavailableDeny)
+	}
 	return nil
 }
 
@@ -158,6 +179,10 @@ type Stats struct {
 	Unknown        uint64 // packets with a payload the engine does not handle
 	StoreErrors    uint64
 	DispatchErrors uint64
+	Throttled      uint64 // submissions refused for now by a throttle rule
+	// SafetyUnavailable counts safety checks that got no decision (a remote
+	// kernel did not answer): the job failed closed.
+	SafetyUnavailable uint64
 }
 
 // Engine is the scheduler's control loop. Its replicas share one JobStore.
@@ -189,7 +214,7 @@ type Engine struct {
 	stats struct {
 		submitted, accepted, rejected, denied, duplicates, conflicts, dispatched, noResponders,
 		unconfirmed, unroutable, results, stale, late, completed, retries, leasesLost, deadLettered,
-		cancelled, heartbeats, alerts, unknown, storeErrors, dispatchErrors atomic.Uint64
+		cancelled, heartbeats, alerts, unknown, storeErrors, dispatchErrors, throttled, safetyUnavailable atomic.Uint64
 	}
 }
 
@@ -393,6 +418,7 @@ func (e *Engine) admit(req *pb.JobRequest, traceID string) (answer *pb.JobAnswer
 		e.log.Debug("[SCHEDULER] 📥 submitted", "job_id", req.JobId, "topic", req.Topic, "trace_id", traceID)
 	}
 
+	var reason string
 	now := time.Now()
 	job := &pb.JobInfo{
 		JobId:       req.JobId,
@@ -409,13 +435,35 @@ func (e *Engine) admit(req *pb.JobRequest, traceID string) (answer *pb.JobAnswer
 	if ttl := e.ttl(req); ttl > 0 {
 		job.DeadlineMs = now.Add(ttl).UnixMilli()
 	}
-	decision, reason := e.cfg.Safety.Check(req)
-	if decision != SafetyAllow {
+	verdict, serr := e.cfg.Safety.Check(context.Background(), req)
+	switch {
+	case serr != nil:
+		e.stats.safetyUnavailable.Add(1)
+		e.log.Warn("[SAFETY] safety kernel unavailable", "job_id", req.JobId, "err", serr, "fail_closed", e.cfg.SafetyUnavailable)
+		if e.cfg.SafetyUnavailable == SafetyUnavailableDeny {
+			job.State = lifecycle.Denied
+			job.Error = SafetyUnavailableReason + ": " + serr.Error()
+			reason = SafetyUnavailableReason
+		} else {
+			job.AwaitingSafety = true
+			job.PendingReason = SafetyUnavailableReason + "; checked again before dispatch"
+			job.NextAttemptMs = now.Add(e.cfg.NoWorkerRetry).UnixMilli()
+		}
+	case verdict.Decision == SafetyThrottle:
+		e.stats.throttled.Add(1)
+		if e.debug() {
+			e.log.Debug("[SAFETY] throttled", "job_id", req.JobId, "rule_id", verdict.RuleID, "retry_after", verdict.RetryAfter, "trace_id", traceID)
+		}
+		return &pb.JobAnswer{Error: "throttled by the safety policy: " + verdict.Reason, Retryable: true,
+			RetryAfterMs: max(1, verdict.RetryAfter.Milliseconds()), RuleId: verdict.RuleID}, false, nil
+	case verdict.Decision != SafetyAllow:
 		job.State = lifecycle.Denied
-		job.Error = "denied by the safety policy: " + reason
-	} else {
+		job.Error = "denied by the safety policy: " + verdict.Reason
+		reason = verdict.Reason
+	default:
 		job.PendingReason = "waiting to be dispatched"
 	}
+	job.RuleId, job.PolicyVersion = verdict.RuleID, verdict.PolicyVersion
 
 	ctx, cancel := e.storeCtx()
 	defer cancel()
@@ -440,8 +488,8 @@ func (e *Engine) admit(req *pb.JobRequest, traceID string) (answer *pb.JobAnswer
 
 	if job.State == lifecycle.Denied {
 		e.stats.denied.Add(1)
-		e.log.Info("[SAFETY] ⛔ BLOCKED", "job_id", req.JobId, "topic", req.Topic, "reason", reason, "trace_id", traceID)
-		return &pb.JobAnswer{Error: job.Error, Jobs: []*pb.JobInfo{rec.Job}}, true, nil
+		e.log.Info("[SAFETY] ⛔ BLOCKED", "job_id", req.JobId, "topic", req.Topic, "reason", reason, "rule_id", job.RuleId, "trace_id", traceID)
+		return &pb.JobAnswer{Error: job.Error, RuleId: job.RuleId, Jobs: []*pb.JobInfo{rec.Job}}, true, nil
 	}
 	e.stats.accepted.Add(1)
 	if e.observe(rec) != nil {
@@ -623,5 +671,6 @@ func (e *Engine) Stats() Stats {
 		LeasesLost: s.leasesLost.Load(), DeadLettered: s.deadLettered.Load(), Cancelled: s.cancelled.Load(),
 		Heartbeats: s.heartbeats.Load(), Alerts: s.alerts.Load(), Unknown: s.unknown.Load(),
 		StoreErrors: s.storeErrors.Load(), DispatchErrors: s.dispatchErrors.Load(),
+		Throttled: s.throttled.Load(), SafetyUnavailable: s.safetyUnavailable.Load(),
 	}
 }

@@ -20,18 +20,19 @@ import (
 func TestSafetyStub(t *testing.T) {
 	t.Parallel()
 	stub := scheduler.NewSafetyStub()
-	if d, reason := stub.Check(&pb.JobRequest{Topic: "sys.destroy"}); d != scheduler.SafetyDeny || reason == "" {
-		t.Errorf("Check(sys.destroy) = %v, %q; want deny with a reason", d, reason)
+	ctx := context.Background()
+	if v, err := stub.Check(ctx, &pb.JobRequest{Topic: "sys.destroy"}); err != nil || v.Decision != scheduler.SafetyDeny || v.Reason == "" || v.RuleID == "" {
+		t.Errorf("Check(sys.destroy) = %+v, %v; want deny with a reason and a rule", v, err)
 	}
 	for _, topic := range []string{"job.echo", "", "sys.destroy.all", "SYS.DESTROY"} {
-		if d, _ := stub.Check(&pb.JobRequest{Topic: topic}); d != scheduler.SafetyAllow {
-			t.Errorf("Check(%q) = %v, want allow", topic, d)
+		if v, _ := stub.Check(ctx, &pb.JobRequest{Topic: topic}); v.Decision != scheduler.SafetyAllow {
+			t.Errorf("Check(%q) = %v, want allow", topic, v.Decision)
 		}
 	}
-	if d, _ := stub.Check(nil); d != scheduler.SafetyAllow {
-		t.Errorf("Check(nil) = %v", d)
+	if v, _ := stub.Check(ctx, nil); v.Decision != scheduler.SafetyAllow {
+		t.Errorf("Check(nil) = %v", v.Decision)
 	}
-	for d, want := range map[scheduler.SafetyDecision]string{scheduler.SafetyAllow: "allow", scheduler.SafetyDeny: "deny", 7: "unknown"} {
+	for d, want := range map[scheduler.SafetyDecision]string{scheduler.SafetyAllow: "allow", scheduler.SafetyDeny: "deny", scheduler.SafetyThrottle: "throttle", 7: "unknown"} {
 		if d.String() != want {
 			t.Errorf("SafetyDecision(%d).String() = %q, want %q", int(d), d.String(), want)
 		}

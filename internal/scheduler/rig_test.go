@@ -11,6 +11,7 @@ import (
 
 	"github.com/cortex-os/core/internal/jobstore"
 	"github.com/cortex-os/core/internal/lifecycle"
+	"github.com/cortex-os/core/internal/safety"
 	"github.com/cortex-os/core/internal/scheduler"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/wire"
@@ -357,11 +358,11 @@ type recordingSafety struct {
 	asked []string
 }
 
-func (r *recordingSafety) Check(req *pb.JobRequest) (scheduler.SafetyDecision, string) {
+func (r *recordingSafety) Check(ctx context.Context, req *pb.JobRequest) (safety.Verdict, error) {
 	r.mu.Lock()
 	r.asked = append(r.asked, req.GetJobId())
 	r.mu.Unlock()
-	return scheduler.NewSafetyStub().Check(req)
+	return scheduler.NewSafetyStub().Check(ctx, req)
 }
 
 func (r *recordingSafety) calls() int {

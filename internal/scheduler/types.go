@@ -8,7 +8,10 @@
 package scheduler
 
 import (
+	"context"
+
 	"github.com/cortex-os/core/internal/jobstore"
+	"github.com/cortex-os/core/internal/safety"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 )
 
@@ -35,30 +38,22 @@ type Bus interface {
 	Consume(subject, durable string, handler func(p *pb.BusPacket, replyTo string) error) (stop func() error, err error)
 }
 
-// SafetyDecision is the verdict of a SafetyChecker.
-type SafetyDecision int
+// SafetyDecision is the decision of a SafetyChecker.
+type SafetyDecision = safety.Decision
 
 // Safety decisions.
 const (
-	SafetyAllow SafetyDecision = iota
-	SafetyDeny
+	SafetyAllow    = safety.Allow
+	SafetyDeny     = safety.Deny
+	SafetyThrottle = safety.Throttle
 )
 
-func (d SafetyDecision) String() string {
-	switch d {
-	case SafetyAllow:
-		return "allow"
-	case SafetyDeny:
-		return "deny"
-	default:
-		return "unknown"
-	}
-}
-
-// SafetyChecker admits or refuses a job before it is dispatched. A denial
-// carries a reason.
+// SafetyChecker admits or refuses a job before it is dispatched. A verdict
+// other than allow carries a reason, and the rule that made it. An error
+// means no decision could be made (a remote kernel did not answer): the
+// engine then fails closed.
 type SafetyChecker interface {
-	Check(req *pb.JobRequest) (SafetyDecision, string)
+	Check(ctx context.Context, req *pb.JobRequest) (safety.Verdict, error)
 }
 
 // WorkerRegistry keeps the last heartbeat of every live worker.

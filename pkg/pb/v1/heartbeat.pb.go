@@ -31,11 +31,16 @@ type Heartbeat struct {
 	ActiveJobs     int32                  `protobuf:"varint,6,opt,name=active_jobs,json=activeJobs,proto3" json:"active_jobs,omitempty"`
 	Capabilities   []string               `protobuf:"bytes,7,rep,name=capabilities,proto3" json:"capabilities,omitempty"` // ["echo", "python", "k8s"]
 	// Appended after v1.0.
-	IntervalMs    int64      `protobuf:"varint,11,opt,name=interval_ms,json=intervalMs,proto3" json:"interval_ms,omitempty"` // time to the next heartbeat: the lease clock
-	Held          []*HeldJob `protobuf:"bytes,12,rep,name=held,proto3" json:"held,omitempty"`                                // the jobs this worker runs now: their leases
-	Draining      bool       `protobuf:"varint,13,opt,name=draining,proto3" json:"draining,omitempty"`                       // shutting down: send no more jobs
-	Topics        []string   `protobuf:"bytes,14,rep,name=topics,proto3" json:"topics,omitempty"`                            // the job subjects it takes jobs on ("job.echo")
-	Confirms      bool       `protobuf:"varint,15,opt,name=confirms,proto3" json:"confirms,omitempty"`                       // answers each dispatch with a JobAck
+	IntervalMs int64      `protobuf:"varint,11,opt,name=interval_ms,json=intervalMs,proto3" json:"interval_ms,omitempty"` // time to the next heartbeat: the lease clock
+	Held       []*HeldJob `protobuf:"bytes,12,rep,name=held,proto3" json:"held,omitempty"`                                // the jobs this worker runs now: their leases
+	Draining   bool       `protobuf:"varint,13,opt,name=draining,proto3" json:"draining,omitempty"`                       // shutting down: send no more jobs
+	Topics     []string   `protobuf:"bytes,14,rep,name=topics,proto3" json:"topics,omitempty"`                            // the job subjects it takes jobs on ("job.echo")
+	Confirms   bool       `protobuf:"varint,15,opt,name=confirms,proto3" json:"confirms,omitempty"`                       // answers each dispatch with a JobAck
+	// Appended for placement.
+	Capacity      int32             `protobuf:"varint,16,opt,name=capacity,proto3" json:"capacity,omitempty"`                                                                      // jobs it runs at once; 0 means unknown (treated as 1)
+	Labels        map[string]string `protobuf:"bytes,17,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"` // gpu=h100, region=eu, model=llama-3-8b
+	Pool          string            `protobuf:"bytes,18,opt,name=pool,proto3" json:"pool,omitempty"`                                                                               // the pool it serves, when configured
+	Direct        bool              `protobuf:"varint,19,opt,name=direct,proto3" json:"direct,omitempty"`                                                                          // takes jobs on its own subject, sys.worker.<id>.job
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -154,6 +159,95 @@ func (x *Heartbeat) GetConfirms() bool {
 	return false
 }
 
+func (x *Heartbeat) GetCapacity() int32 {
+	if x != nil {
+		return x.Capacity
+	}
+	return 0
+}
+
+func (x *Heartbeat) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *Heartbeat) GetPool() string {
+	if x != nil {
+		return x.Pool
+	}
+	return ""
+}
+
+func (x *Heartbeat) GetDirect() bool {
+	if x != nil {
+		return x.Direct
+	}
+	return false
+}
+
+// WorkerInfo is the scheduler's view of a live worker (cortex workers).
+type WorkerInfo struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Heartbeat     *Heartbeat             `protobuf:"bytes,1,opt,name=heartbeat,proto3" json:"heartbeat,omitempty"`                        // its last heartbeat
+	LastSeenMs    int64                  `protobuf:"varint,2,opt,name=last_seen_ms,json=lastSeenMs,proto3" json:"last_seen_ms,omitempty"` // unix milliseconds of that heartbeat
+	Assigned      int32                  `protobuf:"varint,3,opt,name=assigned,proto3" json:"assigned,omitempty"`                         // jobs the scheduler placed on it and counts against its capacity
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WorkerInfo) Reset() {
+	*x = WorkerInfo{}
+	mi := &file_api_proto_v1_heartbeat_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WorkerInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WorkerInfo) ProtoMessage() {}
+
+func (x *WorkerInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_api_proto_v1_heartbeat_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WorkerInfo.ProtoReflect.Descriptor instead.
+func (*WorkerInfo) Descriptor() ([]byte, []int) {
+	return file_api_proto_v1_heartbeat_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *WorkerInfo) GetHeartbeat() *Heartbeat {
+	if x != nil {
+		return x.Heartbeat
+	}
+	return nil
+}
+
+func (x *WorkerInfo) GetLastSeenMs() int64 {
+	if x != nil {
+		return x.LastSeenMs
+	}
+	return 0
+}
+
+func (x *WorkerInfo) GetAssigned() int32 {
+	if x != nil {
+		return x.Assigned
+	}
+	return 0
+}
+
 // HeldJob names one attempt of a job a worker holds.
 type HeldJob struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -165,7 +259,7 @@ type HeldJob struct {
 
 func (x *HeldJob) Reset() {
 	*x = HeldJob{}
-	mi := &file_api_proto_v1_heartbeat_proto_msgTypes[1]
+	mi := &file_api_proto_v1_heartbeat_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -177,7 +271,7 @@ func (x *HeldJob) String() string {
 func (*HeldJob) ProtoMessage() {}
 
 func (x *HeldJob) ProtoReflect() protoreflect.Message {
-	mi := &file_api_proto_v1_heartbeat_proto_msgTypes[1]
+	mi := &file_api_proto_v1_heartbeat_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -190,7 +284,7 @@ func (x *HeldJob) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeldJob.ProtoReflect.Descriptor instead.
 func (*HeldJob) Descriptor() ([]byte, []int) {
-	return file_api_proto_v1_heartbeat_proto_rawDescGZIP(), []int{1}
+	return file_api_proto_v1_heartbeat_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *HeldJob) GetJobId() string {
@@ -211,7 +305,7 @@ var File_api_proto_v1_heartbeat_proto protoreflect.FileDescriptor
 
 const file_api_proto_v1_heartbeat_proto_rawDesc = "" +
 	"\n" +
-	"\x1capi/proto/v1/heartbeat.proto\x12\tcortex.v1\"\x88\x03\n" +
+	"\x1capi/proto/v1/heartbeat.proto\x12\tcortex.v1\"\xc5\x04\n" +
 	"\tHeartbeat\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x16\n" +
 	"\x06region\x18\x02 \x01(\tR\x06region\x12\x12\n" +
@@ -226,9 +320,22 @@ const file_api_proto_v1_heartbeat_proto_rawDesc = "" +
 	"\x04held\x18\f \x03(\v2\x12.cortex.v1.HeldJobR\x04held\x12\x1a\n" +
 	"\bdraining\x18\r \x01(\bR\bdraining\x12\x16\n" +
 	"\x06topics\x18\x0e \x03(\tR\x06topics\x12\x1a\n" +
-	"\bconfirms\x18\x0f \x01(\bR\bconfirmsJ\x04\b\b\x10\tJ\x04\b\t\x10\n" +
+	"\bconfirms\x18\x0f \x01(\bR\bconfirms\x12\x1a\n" +
+	"\bcapacity\x18\x10 \x01(\x05R\bcapacity\x128\n" +
+	"\x06labels\x18\x11 \x03(\v2 .cortex.v1.Heartbeat.LabelsEntryR\x06labels\x12\x12\n" +
+	"\x04pool\x18\x12 \x01(\tR\x04pool\x12\x16\n" +
+	"\x06direct\x18\x13 \x01(\bR\x06direct\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01J\x04\b\b\x10\tJ\x04\b\t\x10\n" +
 	"J\x04\b\n" +
-	"\x10\v\":\n" +
+	"\x10\v\"~\n" +
+	"\n" +
+	"WorkerInfo\x122\n" +
+	"\theartbeat\x18\x01 \x01(\v2\x14.cortex.v1.HeartbeatR\theartbeat\x12 \n" +
+	"\flast_seen_ms\x18\x02 \x01(\x03R\n" +
+	"lastSeenMs\x12\x1a\n" +
+	"\bassigned\x18\x03 \x01(\x05R\bassigned\":\n" +
 	"\aHeldJob\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\x05R\aattemptB%Z#github.com/cortex-os/core/pkg/pb/v1b\x06proto3"
@@ -245,18 +352,22 @@ func file_api_proto_v1_heartbeat_proto_rawDescGZIP() []byte {
 	return file_api_proto_v1_heartbeat_proto_rawDescData
 }
 
-var file_api_proto_v1_heartbeat_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_api_proto_v1_heartbeat_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
 var file_api_proto_v1_heartbeat_proto_goTypes = []any{
-	(*Heartbeat)(nil), // 0: cortex.v1.Heartbeat
-	(*HeldJob)(nil),   // 1: cortex.v1.HeldJob
+	(*Heartbeat)(nil),  // 0: cortex.v1.Heartbeat
+	(*WorkerInfo)(nil), // 1: cortex.v1.WorkerInfo
+	(*HeldJob)(nil),    // 2: cortex.v1.HeldJob
+	nil,                // 3: cortex.v1.Heartbeat.LabelsEntry
 }
 var file_api_proto_v1_heartbeat_proto_depIdxs = []int32{
-	1, // 0: cortex.v1.Heartbeat.held:type_name -> cortex.v1.HeldJob
-	1, // [1:1] is the sub-list for method output_type
-	1, // [1:1] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	2, // 0: cortex.v1.Heartbeat.held:type_name -> cortex.v1.HeldJob
+	3, // 1: cortex.v1.Heartbeat.labels:type_name -> cortex.v1.Heartbeat.LabelsEntry
+	0, // 2: cortex.v1.WorkerInfo.heartbeat:type_name -> cortex.v1.Heartbeat
+	3, // [3:3] is the sub-list for method output_type
+	3, // [3:3] is the sub-list for method input_type
+	3, // [3:3] is the sub-list for extension type_name
+	3, // [3:3] is the sub-list for extension extendee
+	0, // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_api_proto_v1_heartbeat_proto_init() }
@@ -270,7 +381,7 @@ func file_api_proto_v1_heartbeat_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_proto_v1_heartbeat_proto_rawDesc), len(file_api_proto_v1_heartbeat_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   2,
+			NumMessages:   4,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

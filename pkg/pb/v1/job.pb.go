@@ -209,12 +209,17 @@ type JobRequest struct {
 	AdapterId  string                 `protobuf:"bytes,5,opt,name=adapter_id,json=adapterId,proto3" json:"adapter_id,omitempty"`
 	EnvVars    map[string]string      `protobuf:"bytes,6,rep,name=env_vars,json=envVars,proto3" json:"env_vars,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Appended after v1.0. Zero values mean "the scheduler's default".
-	MaxAttempts   int32 `protobuf:"varint,10,opt,name=max_attempts,json=maxAttempts,proto3" json:"max_attempts,omitempty"` // attempts before the job fails and is dead-lettered
-	TimeoutMs     int64 `protobuf:"varint,11,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`       // per attempt: the handler's deadline
-	Attempt       int32 `protobuf:"varint,12,opt,name=attempt,proto3" json:"attempt,omitempty"`                            // set by the scheduler on dispatch: 1, 2, ...
-	TtlMs         int64 `protobuf:"varint,13,opt,name=ttl_ms,json=ttlMs,proto3" json:"ttl_ms,omitempty"`                   // from submission: a job not finished by then ends TIMEOUT
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	MaxAttempts int32 `protobuf:"varint,10,opt,name=max_attempts,json=maxAttempts,proto3" json:"max_attempts,omitempty"` // attempts before the job fails and is dead-lettered
+	TimeoutMs   int64 `protobuf:"varint,11,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`       // per attempt: the handler's deadline
+	Attempt     int32 `protobuf:"varint,12,opt,name=attempt,proto3" json:"attempt,omitempty"`                            // set by the scheduler on dispatch: 1, 2, ...
+	TtlMs       int64 `protobuf:"varint,13,opt,name=ttl_ms,json=ttlMs,proto3" json:"ttl_ms,omitempty"`                   // from submission: a job not finished by then ends TIMEOUT
+	// Appended for placement and policy.
+	Tenant               string            `protobuf:"bytes,14,opt,name=tenant,proto3" json:"tenant,omitempty"`                                                                                                                 // who the job is for: fair sharing, limits, policy
+	RequiredCapabilities []string          `protobuf:"bytes,15,rep,name=required_capabilities,json=requiredCapabilities,proto3" json:"required_capabilities,omitempty"`                                                         // a worker must report every one of them
+	RequiredLabels       map[string]string `protobuf:"bytes,16,rep,name=required_labels,json=requiredLabels,proto3" json:"required_labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"` // a worker must carry each label with this value
+	Payload              []byte            `protobuf:"bytes,17,opt,name=payload,proto3" json:"payload,omitempty"`                                                                                                               // inline input for the handler (size-capped)
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *JobRequest) Reset() {
@@ -315,6 +320,34 @@ func (x *JobRequest) GetTtlMs() int64 {
 		return x.TtlMs
 	}
 	return 0
+}
+
+func (x *JobRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *JobRequest) GetRequiredCapabilities() []string {
+	if x != nil {
+		return x.RequiredCapabilities
+	}
+	return nil
+}
+
+func (x *JobRequest) GetRequiredLabels() map[string]string {
+	if x != nil {
+		return x.RequiredLabels
+	}
+	return nil
+}
+
+func (x *JobRequest) GetPayload() []byte {
+	if x != nil {
+		return x.Payload
+	}
+	return nil
 }
 
 type JobResult struct {
@@ -532,6 +565,7 @@ type JobQuery struct {
 	Limit         int32                  `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`                             // list limit; 0 means 100
 	DeadLetter    bool                   `protobuf:"varint,4,opt,name=dead_letter,json=deadLetter,proto3" json:"dead_letter,omitempty"` // list or re-drive the dead-letter queue
 	Redrive       bool                   `protobuf:"varint,5,opt,name=redrive,proto3" json:"redrive,omitempty"`                         // with dead_letter and job_id: run that job again
+	Workers       bool                   `protobuf:"varint,6,opt,name=workers,proto3" json:"workers,omitempty"`                         // list the live workers instead of jobs
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -601,6 +635,13 @@ func (x *JobQuery) GetRedrive() bool {
 	return false
 }
 
+func (x *JobQuery) GetWorkers() bool {
+	if x != nil {
+		return x.Workers
+	}
+	return false
+}
+
 // JobInfo is everything known about a job: the scheduler's record of it.
 type JobInfo struct {
 	state            protoimpl.MessageState `protogen:"open.v1"`
@@ -622,6 +663,10 @@ type JobInfo struct {
 	DeadLetter       bool                   `protobuf:"varint,17,opt,name=dead_letter,json=deadLetter,proto3" json:"dead_letter,omitempty"`                     // in the dead-letter queue
 	AttemptStartedMs int64                  `protobuf:"varint,18,opt,name=attempt_started_ms,json=attemptStartedMs,proto3" json:"attempt_started_ms,omitempty"` // when the current attempt was dispatched
 	FailedAttempts   int32                  `protobuf:"varint,19,opt,name=failed_attempts,json=failedAttempts,proto3" json:"failed_attempts,omitempty"`         // attempts a worker started that failed, timed out or lost their lease
+	RuleId           string                 `protobuf:"bytes,20,opt,name=rule_id,json=ruleId,proto3" json:"rule_id,omitempty"`                                  // the policy rule that decided admission (deny or throttle)
+	PolicyVersion    string                 `protobuf:"bytes,21,opt,name=policy_version,json=policyVersion,proto3" json:"policy_version,omitempty"`             // the version of the policy that decided
+	Pool             string                 `protobuf:"bytes,22,opt,name=pool,proto3" json:"pool,omitempty"`                                                    // the pool the job is placed in
+	AwaitingSafety   bool                   `protobuf:"varint,23,opt,name=awaiting_safety,json=awaitingSafety,proto3" json:"awaiting_safety,omitempty"`         // admitted PENDING while the safety kernel was unavailable: checked again before dispatch
 	unknownFields    protoimpl.UnknownFields
 	sizeCache        protoimpl.SizeCache
 }
@@ -782,6 +827,34 @@ func (x *JobInfo) GetFailedAttempts() int32 {
 	return 0
 }
 
+func (x *JobInfo) GetRuleId() string {
+	if x != nil {
+		return x.RuleId
+	}
+	return ""
+}
+
+func (x *JobInfo) GetPolicyVersion() string {
+	if x != nil {
+		return x.PolicyVersion
+	}
+	return ""
+}
+
+func (x *JobInfo) GetPool() string {
+	if x != nil {
+		return x.Pool
+	}
+	return ""
+}
+
+func (x *JobInfo) GetAwaitingSafety() bool {
+	if x != nil {
+		return x.AwaitingSafety
+	}
+	return false
+}
+
 // JobAnswer answers a submission that asked for one, a JobQuery or a JobCancel.
 type JobAnswer struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -789,6 +862,9 @@ type JobAnswer struct {
 	Error         string                 `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`          // why not, when !ok
 	Retryable     bool                   `protobuf:"varint,3,opt,name=retryable,proto3" json:"retryable,omitempty"` // the same request may succeed later
 	Jobs          []*JobInfo             `protobuf:"bytes,4,rep,name=jobs,proto3" json:"jobs,omitempty"`
+	RetryAfterMs  int64                  `protobuf:"varint,5,opt,name=retry_after_ms,json=retryAfterMs,proto3" json:"retry_after_ms,omitempty"` // with retryable: try again no sooner than this
+	RuleId        string                 `protobuf:"bytes,6,opt,name=rule_id,json=ruleId,proto3" json:"rule_id,omitempty"`                      // the policy rule behind a denial or throttle
+	Workers       []*WorkerInfo          `protobuf:"bytes,7,rep,name=workers,proto3" json:"workers,omitempty"`                                  // answers JobQuery.workers
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -851,11 +927,32 @@ func (x *JobAnswer) GetJobs() []*JobInfo {
 	return nil
 }
 
+func (x *JobAnswer) GetRetryAfterMs() int64 {
+	if x != nil {
+		return x.RetryAfterMs
+	}
+	return 0
+}
+
+func (x *JobAnswer) GetRuleId() string {
+	if x != nil {
+		return x.RuleId
+	}
+	return ""
+}
+
+func (x *JobAnswer) GetWorkers() []*WorkerInfo {
+	if x != nil {
+		return x.Workers
+	}
+	return nil
+}
+
 var File_api_proto_v1_job_proto protoreflect.FileDescriptor
 
 const file_api_proto_v1_job_proto_rawDesc = "" +
 	"\n" +
-	"\x16api/proto/v1/job.proto\x12\tcortex.v1\"\xad\x03\n" +
+	"\x16api/proto/v1/job.proto\x12\tcortex.v1\x1a\x1capi/proto/v1/heartbeat.proto\"\xab\x05\n" +
 	"\n" +
 	"JobRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
@@ -871,8 +968,15 @@ const file_api_proto_v1_job_proto_rawDesc = "" +
 	"\n" +
 	"timeout_ms\x18\v \x01(\x03R\ttimeoutMs\x12\x18\n" +
 	"\aattempt\x18\f \x01(\x05R\aattempt\x12\x15\n" +
-	"\x06ttl_ms\x18\r \x01(\x03R\x05ttlMs\x1a:\n" +
+	"\x06ttl_ms\x18\r \x01(\x03R\x05ttlMs\x12\x16\n" +
+	"\x06tenant\x18\x0e \x01(\tR\x06tenant\x123\n" +
+	"\x15required_capabilities\x18\x0f \x03(\tR\x14requiredCapabilities\x12R\n" +
+	"\x0frequired_labels\x18\x10 \x03(\v2).cortex.v1.JobRequest.RequiredLabelsEntryR\x0erequiredLabels\x12\x18\n" +
+	"\apayload\x18\x11 \x01(\fR\apayload\x1a:\n" +
 	"\fEnvVarsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1aA\n" +
+	"\x13RequiredLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01J\x04\b\a\x10\bJ\x04\b\b\x10\tJ\x04\b\t\x10\n" +
 	"\"\xf1\x01\n" +
@@ -892,14 +996,15 @@ const file_api_proto_v1_job_proto_rawDesc = "" +
 	"\tworker_id\x18\x03 \x01(\tR\bworkerId\":\n" +
 	"\tJobCancel\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x9d\x01\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\xb7\x01\n" +
 	"\bJobQuery\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12)\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x13.cortex.v1.JobStateR\x05state\x12\x14\n" +
 	"\x05limit\x18\x03 \x01(\x05R\x05limit\x12\x1f\n" +
 	"\vdead_letter\x18\x04 \x01(\bR\n" +
 	"deadLetter\x12\x18\n" +
-	"\aredrive\x18\x05 \x01(\bR\aredrive\"\xf5\x04\n" +
+	"\aredrive\x18\x05 \x01(\bR\aredrive\x12\x18\n" +
+	"\aworkers\x18\x06 \x01(\bR\aworkers\"\xf2\x05\n" +
 	"\aJobInfo\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12)\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x13.cortex.v1.JobStateR\x05state\x12\x18\n" +
@@ -924,12 +1029,19 @@ const file_api_proto_v1_job_proto_rawDesc = "" +
 	"\vdead_letter\x18\x11 \x01(\bR\n" +
 	"deadLetter\x12,\n" +
 	"\x12attempt_started_ms\x18\x12 \x01(\x03R\x10attemptStartedMs\x12'\n" +
-	"\x0ffailed_attempts\x18\x13 \x01(\x05R\x0efailedAttemptsJ\x04\b\x10\x10\x11\"w\n" +
+	"\x0ffailed_attempts\x18\x13 \x01(\x05R\x0efailedAttempts\x12\x17\n" +
+	"\arule_id\x18\x14 \x01(\tR\x06ruleId\x12%\n" +
+	"\x0epolicy_version\x18\x15 \x01(\tR\rpolicyVersion\x12\x12\n" +
+	"\x04pool\x18\x16 \x01(\tR\x04pool\x12'\n" +
+	"\x0fawaiting_safety\x18\x17 \x01(\bR\x0eawaitingSafetyJ\x04\b\x10\x10\x11\"\xe7\x01\n" +
 	"\tJobAnswer\x12\x0e\n" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x12\x14\n" +
 	"\x05error\x18\x02 \x01(\tR\x05error\x12\x1c\n" +
 	"\tretryable\x18\x03 \x01(\bR\tretryable\x12&\n" +
-	"\x04jobs\x18\x04 \x03(\v2\x12.cortex.v1.JobInfoR\x04jobs*|\n" +
+	"\x04jobs\x18\x04 \x03(\v2\x12.cortex.v1.JobInfoR\x04jobs\x12$\n" +
+	"\x0eretry_after_ms\x18\x05 \x01(\x03R\fretryAfterMs\x12\x17\n" +
+	"\arule_id\x18\x06 \x01(\tR\x06ruleId\x12/\n" +
+	"\aworkers\x18\a \x03(\v2\x15.cortex.v1.WorkerInfoR\aworkers*|\n" +
 	"\vJobPriority\x12\x1c\n" +
 	"\x18JOB_PRIORITY_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12JOB_PRIORITY_BATCH\x10\x01\x12\x1c\n" +
@@ -965,7 +1077,7 @@ func file_api_proto_v1_job_proto_rawDescGZIP() []byte {
 }
 
 var file_api_proto_v1_job_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_api_proto_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_api_proto_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_api_proto_v1_job_proto_goTypes = []any{
 	(JobPriority)(0),   // 0: cortex.v1.JobPriority
 	(JobStatus)(0),     // 1: cortex.v1.JobStatus
@@ -978,20 +1090,24 @@ var file_api_proto_v1_job_proto_goTypes = []any{
 	(*JobInfo)(nil),    // 8: cortex.v1.JobInfo
 	(*JobAnswer)(nil),  // 9: cortex.v1.JobAnswer
 	nil,                // 10: cortex.v1.JobRequest.EnvVarsEntry
+	nil,                // 11: cortex.v1.JobRequest.RequiredLabelsEntry
+	(*WorkerInfo)(nil), // 12: cortex.v1.WorkerInfo
 }
 var file_api_proto_v1_job_proto_depIdxs = []int32{
 	0,  // 0: cortex.v1.JobRequest.priority:type_name -> cortex.v1.JobPriority
 	10, // 1: cortex.v1.JobRequest.env_vars:type_name -> cortex.v1.JobRequest.EnvVarsEntry
-	1,  // 2: cortex.v1.JobResult.status:type_name -> cortex.v1.JobStatus
-	2,  // 3: cortex.v1.JobQuery.state:type_name -> cortex.v1.JobState
-	2,  // 4: cortex.v1.JobInfo.state:type_name -> cortex.v1.JobState
-	3,  // 5: cortex.v1.JobInfo.request:type_name -> cortex.v1.JobRequest
-	8,  // 6: cortex.v1.JobAnswer.jobs:type_name -> cortex.v1.JobInfo
-	7,  // [7:7] is the sub-list for method output_type
-	7,  // [7:7] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	11, // 2: cortex.v1.JobRequest.required_labels:type_name -> cortex.v1.JobRequest.RequiredLabelsEntry
+	1,  // 3: cortex.v1.JobResult.status:type_name -> cortex.v1.JobStatus
+	2,  // 4: cortex.v1.JobQuery.state:type_name -> cortex.v1.JobState
+	2,  // 5: cortex.v1.JobInfo.state:type_name -> cortex.v1.JobState
+	3,  // 6: cortex.v1.JobInfo.request:type_name -> cortex.v1.JobRequest
+	8,  // 7: cortex.v1.JobAnswer.jobs:type_name -> cortex.v1.JobInfo
+	12, // 8: cortex.v1.JobAnswer.workers:type_name -> cortex.v1.WorkerInfo
+	9,  // [9:9] is the sub-list for method output_type
+	9,  // [9:9] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_api_proto_v1_job_proto_init() }
@@ -999,13 +1115,14 @@ func file_api_proto_v1_job_proto_init() {
 	if File_api_proto_v1_job_proto != nil {
 		return
 	}
+	file_api_proto_v1_heartbeat_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_proto_v1_job_proto_rawDesc), len(file_api_proto_v1_job_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   8,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -38,6 +38,7 @@ type BusPacket struct {
 	//	*BusPacket_JobCancel
 	//	*BusPacket_JobQuery
 	//	*BusPacket_JobAnswer
+	//	*BusPacket_SafetyVerdict
 	Payload       isBusPacket_Payload `protobuf_oneof:"payload"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -180,6 +181,15 @@ func (x *BusPacket) GetJobAnswer() *JobAnswer {
 	return nil
 }
 
+func (x *BusPacket) GetSafetyVerdict() *SafetyVerdict {
+	if x != nil {
+		if x, ok := x.Payload.(*BusPacket_SafetyVerdict); ok {
+			return x.SafetyVerdict
+		}
+	}
+	return nil
+}
+
 type isBusPacket_Payload interface {
 	isBusPacket_Payload()
 }
@@ -217,6 +227,10 @@ type BusPacket_JobAnswer struct {
 	JobAnswer *JobAnswer `protobuf:"bytes,17,opt,name=job_answer,json=jobAnswer,proto3,oneof"`
 }
 
+type BusPacket_SafetyVerdict struct {
+	SafetyVerdict *SafetyVerdict `protobuf:"bytes,18,opt,name=safety_verdict,json=safetyVerdict,proto3,oneof"` // sys.safety.check answers; sys.safety.audit records
+}
+
 func (*BusPacket_JobRequest) isBusPacket_Payload() {}
 
 func (*BusPacket_JobResult) isBusPacket_Payload() {}
@@ -232,6 +246,8 @@ func (*BusPacket_JobCancel) isBusPacket_Payload() {}
 func (*BusPacket_JobQuery) isBusPacket_Payload() {}
 
 func (*BusPacket_JobAnswer) isBusPacket_Payload() {}
+
+func (*BusPacket_SafetyVerdict) isBusPacket_Payload() {}
 
 type SystemAlert struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -297,7 +313,7 @@ var File_api_proto_v1_packet_proto protoreflect.FileDescriptor
 
 const file_api_proto_v1_packet_proto_rawDesc = "" +
 	"\n" +
-	"\x19api/proto/v1/packet.proto\x12\tcortex.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16api/proto/v1/job.proto\x1a\x1capi/proto/v1/heartbeat.proto\"\xdb\x04\n" +
+	"\x19api/proto/v1/packet.proto\x12\tcortex.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16api/proto/v1/job.proto\x1a\x1capi/proto/v1/heartbeat.proto\x1a\x19api/proto/v1/safety.proto\"\x9e\x05\n" +
 	"\tBusPacket\x12\x19\n" +
 	"\btrace_id\x18\x01 \x01(\tR\atraceId\x12\x1b\n" +
 	"\tsender_id\x18\x02 \x01(\tR\bsenderId\x129\n" +
@@ -316,7 +332,8 @@ const file_api_proto_v1_packet_proto_rawDesc = "" +
 	"job_cancel\x18\x0f \x01(\v2\x14.cortex.v1.JobCancelH\x00R\tjobCancel\x122\n" +
 	"\tjob_query\x18\x10 \x01(\v2\x13.cortex.v1.JobQueryH\x00R\bjobQuery\x125\n" +
 	"\n" +
-	"job_answer\x18\x11 \x01(\v2\x14.cortex.v1.JobAnswerH\x00R\tjobAnswerB\t\n" +
+	"job_answer\x18\x11 \x01(\v2\x14.cortex.v1.JobAnswerH\x00R\tjobAnswer\x12A\n" +
+	"\x0esafety_verdict\x18\x12 \x01(\v2\x18.cortex.v1.SafetyVerdictH\x00R\rsafetyVerdictB\t\n" +
 	"\apayload\"[\n" +
 	"\vSystemAlert\x12\x14\n" +
 	"\x05level\x18\x01 \x01(\tR\x05level\x12\x18\n" +
@@ -347,22 +364,24 @@ var file_api_proto_v1_packet_proto_goTypes = []any{
 	(*JobCancel)(nil),             // 7: cortex.v1.JobCancel
 	(*JobQuery)(nil),              // 8: cortex.v1.JobQuery
 	(*JobAnswer)(nil),             // 9: cortex.v1.JobAnswer
+	(*SafetyVerdict)(nil),         // 10: cortex.v1.SafetyVerdict
 }
 var file_api_proto_v1_packet_proto_depIdxs = []int32{
-	2, // 0: cortex.v1.BusPacket.created_at:type_name -> google.protobuf.Timestamp
-	3, // 1: cortex.v1.BusPacket.job_request:type_name -> cortex.v1.JobRequest
-	4, // 2: cortex.v1.BusPacket.job_result:type_name -> cortex.v1.JobResult
-	5, // 3: cortex.v1.BusPacket.heartbeat:type_name -> cortex.v1.Heartbeat
-	1, // 4: cortex.v1.BusPacket.alert:type_name -> cortex.v1.SystemAlert
-	6, // 5: cortex.v1.BusPacket.job_ack:type_name -> cortex.v1.JobAck
-	7, // 6: cortex.v1.BusPacket.job_cancel:type_name -> cortex.v1.JobCancel
-	8, // 7: cortex.v1.BusPacket.job_query:type_name -> cortex.v1.JobQuery
-	9, // 8: cortex.v1.BusPacket.job_answer:type_name -> cortex.v1.JobAnswer
-	9, // [9:9] is the sub-list for method output_type
-	9, // [9:9] is the sub-list for method input_type
-	9, // [9:9] is the sub-list for extension type_name
-	9, // [9:9] is the sub-list for extension extendee
-	0, // [0:9] is the sub-list for field type_name
+	2,  // 0: cortex.v1.BusPacket.created_at:type_name -> google.protobuf.Timestamp
+	3,  // 1: cortex.v1.BusPacket.job_request:type_name -> cortex.v1.JobRequest
+	4,  // 2: cortex.v1.BusPacket.job_result:type_name -> cortex.v1.JobResult
+	5,  // 3: cortex.v1.BusPacket.heartbeat:type_name -> cortex.v1.Heartbeat
+	1,  // 4: cortex.v1.BusPacket.alert:type_name -> cortex.v1.SystemAlert
+	6,  // 5: cortex.v1.BusPacket.job_ack:type_name -> cortex.v1.JobAck
+	7,  // 6: cortex.v1.BusPacket.job_cancel:type_name -> cortex.v1.JobCancel
+	8,  // 7: cortex.v1.BusPacket.job_query:type_name -> cortex.v1.JobQuery
+	9,  // 8: cortex.v1.BusPacket.job_answer:type_name -> cortex.v1.JobAnswer
+	10, // 9: cortex.v1.BusPacket.safety_verdict:type_name -> cortex.v1.SafetyVerdict
+	10, // [10:10] is the sub-list for method output_type
+	10, // [10:10] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_api_proto_v1_packet_proto_init() }
@@ -372,6 +391,7 @@ func file_api_proto_v1_packet_proto_init() {
 	}
 	file_api_proto_v1_job_proto_init()
 	file_api_proto_v1_heartbeat_proto_init()
+	file_api_proto_v1_safety_proto_init()
 	file_api_proto_v1_packet_proto_msgTypes[0].OneofWrappers = []any{
 		(*BusPacket_JobRequest)(nil),
 		(*BusPacket_JobResult)(nil),
@@ -381,6 +401,7 @@ func file_api_proto_v1_packet_proto_init() {
 		(*BusPacket_JobCancel)(nil),
 		(*BusPacket_JobQuery)(nil),
 		(*BusPacket_JobAnswer)(nil),
+		(*BusPacket_SafetyVerdict)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
