@@ -5,6 +5,7 @@ package wire
 
 import (
 	"errors"
+	"strings"
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -19,16 +20,69 @@ const ProtocolVersion = 1
 const (
 	// SubjectSubmit takes JobRequests from clients.
 	SubjectSubmit = "sys.job.submit"
-	// SubjectResult takes JobResults from workers.
+	// SubjectResult takes JobResults from workers built from the design
+	// document; workers now publish on ResultSubject(id), below it.
 	SubjectResult = "sys.job.result"
-	// SubjectHeartbeats matches every worker heartbeat (sys.heartbeat.<kind>).
+	// SubjectHeartbeats matches every worker heartbeat
+	// (sys.heartbeat.<kind>.<worker_id>, and the bare sys.heartbeat.<kind>).
 	SubjectHeartbeats = "sys.heartbeat.>"
 	// JobSubjectPrefix starts every subject a job can be dispatched on (job.<topic>).
 	JobSubjectPrefix = "job."
 )
 
-// HeartbeatSubject is the subject a worker of the given kind heartbeats on.
+// HeartbeatSubject is the subject a worker of the given kind heartbeated on
+// in the design document: the bare subject, which names no worker. Workers
+// now heartbeat on WorkerHeartbeatSubject; schedulers still take both.
 func HeartbeatSubject(kind string) string { return "sys.heartbeat." + kind }
+
+// Worker identity is carried in the subject: core NATS does not tell a
+// subscriber who published, but the server's permissions can let a worker's
+// user publish only on the subjects that name it (docs/security.md), and the
+// scheduler refuses a packet whose worker_id is not the one its subject
+// names.
+
+// WorkerHeartbeatSubject is where worker workerID, of the given kind,
+// heartbeats: sys.heartbeat.<kind>.<worker_id>.
+func WorkerHeartbeatSubject(kind, workerID string) string {
+	return "sys.heartbeat." + kind + "." + workerID
+}
+
+// ResultSubject is where worker workerID publishes its results:
+// sys.job.result.<worker_id>.
+func ResultSubject(workerID string) string { return SubjectResult + "." + workerID }
+
+// SubjectResults matches the results of every worker that names itself
+// (sys.job.result.<worker_id>). It does not match the bare SubjectResult,
+// where workers built from the design document publish: whoever wants every
+// result subscribes to both.
+const SubjectResults = SubjectResult + ".>"
+
+// HeartbeatSubjectWorker returns the worker id a heartbeat subject names: the
+// last token of sys.heartbeat.<kind>.<worker_id>. The bare
+// sys.heartbeat.<kind> names none (named is false). A subject of four or
+// more tokens is read as naming its worker, so a worker of a dotted kind must
+// use WorkerHeartbeatSubject, not the bare subject.
+func HeartbeatSubjectWorker(subject string) (workerID string, named bool) {
+	rest, ok := strings.CutPrefix(subject, "sys.heartbeat.")
+	if !ok {
+		return "", false
+	}
+	i := strings.LastIndexByte(rest, '.')
+	if i < 0 {
+		return "", false // sys.heartbeat.<kind>
+	}
+	return rest[i+1:], true
+}
+
+// ResultSubjectWorker returns the worker id a result subject names:
+// sys.job.result.<worker_id>. The bare sys.job.result names none.
+func ResultSubjectWorker(subject string) (workerID string, named bool) {
+	id, ok := strings.CutPrefix(subject, SubjectResult+".")
+	if !ok {
+		return "", false
+	}
+	return id, true
+}
 
 // NewPacket wraps a payload in a BusPacket stamped now.
 func NewPacket(traceID, senderID string) *pb.BusPacket {

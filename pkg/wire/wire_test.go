@@ -75,3 +75,43 @@ func TestPackets(t *testing.T) {
 		t.Errorf("NewPacket has a payload: %v", p)
 	}
 }
+
+// A worker names itself in the subjects it publishes on; the scheduler reads
+// the name back.
+func TestWorkerSubjects(t *testing.T) {
+	t.Parallel()
+	for got, want := range map[string]string{
+		wire.WorkerHeartbeatSubject("echo", "w1"): "sys.heartbeat.echo.w1",
+		wire.ResultSubject("w1"):                   "sys.job.result.w1",
+		wire.SubjectResults:                        "sys.job.result.>",
+	} {
+		if got != want {
+			t.Errorf("subject %q, want %q", got, want)
+		}
+	}
+	for _, tc := range []struct {
+		subject, id string
+		named       bool
+	}{
+		{"sys.heartbeat.echo.w1", "w1", true},
+		{"sys.heartbeat.gpu.a100.w1", "w1", true},
+		{"sys.heartbeat.echo", "", false},
+		{"sys.job.result.w1", "", false},
+	} {
+		if id, named := wire.HeartbeatSubjectWorker(tc.subject); id != tc.id || named != tc.named {
+			t.Errorf("HeartbeatSubjectWorker(%q) = %q, %v; want %q, %v", tc.subject, id, named, tc.id, tc.named)
+		}
+	}
+	for _, tc := range []struct {
+		subject, id string
+		named       bool
+	}{
+		{"sys.job.result.w1", "w1", true},
+		{"sys.job.result", "", false},
+		{"sys.heartbeat.echo.w1", "", false},
+	} {
+		if id, named := wire.ResultSubjectWorker(tc.subject); id != tc.id || named != tc.named {
+			t.Errorf("ResultSubjectWorker(%q) = %q, %v; want %q, %v", tc.subject, id, named, tc.id, tc.named)
+		}
+	}
+}
