@@ -4,6 +4,8 @@
 package safety
 
 import (
+	"errors"
+	"fmt"
 	"time"
 
 	pb "github.com/cortex-os/core/pkg/pb/v1"
@@ -58,3 +60,63 @@ type Verdict struct {
 	// RetryAfter is, for Throttle, how long until the job may be admitted.
 	RetryAfter time.Duration
 }
+
+// Record is the audit record of v, a decision about req made by decidedBy
+// at at: the SafetyVerdict published on SubjectAudit and answered on
+// SubjectCheck.
+func Record(req *pb.JobRequest, v Verdict, decidedBy string, at time.Time) *pb.SafetyVerdict {
+	return &pb.SafetyVerdict{
+		Decision:      v.Decision.Proto(),
+		Reason:        v.Reason,
+		RuleId:        v.RuleID,
+		PolicyVersion: v.PolicyVersion,
+		RetryAfterMs:  retryAfterMs(v),
+		JobId:         req.GetJobId(),
+		Tenant:        req.GetTenant(),
+		Topic:         req.GetTopic(),
+		DecidedMs:     at.UnixMilli(),
+		DecidedBy:     decidedBy,
+	}
+}
+
+// retryAfterMs is v's retry-after in whole milliseconds, rounded up, at
+// least 1 for a throttle.
+func retryAfterMs(v Verdict) int64 {
+	if v.Decision != Throttle {
+		return 0
+	}
+	return max(1, (v.RetryAfter+time.Millisecond-1).Milliseconds())
+}
+
+// maxRetryAfter bounds a retry-after read from the wire.
+const maxRetryAfter = 24 * time.Hour
+
+// VerdictFromProto reads a verdict from its wire form. A verdict without a
+// decision this version knows is an error: it decides nothing.
+func VerdictFromProto(sv *pb.SafetyVerdict) (Verdict, error) {
+	if sv == nil {
+		return Verdict{}, errNoVerdict
+	}
+	v := Verdict{Reason: sv.GetReason(), RuleID: sv.GetRuleId(), PolicyVersion: sv.GetPolicyVersion()}
+	switch sv.GetDecision() {
+	case pb.PolicyDecision_POLICY_DECISION_ALLOW:
+		v.Decision = Allow
+	case pb.PolicyDecision_POLICY_DECISION_DENY:
+		v.Decision = Deny
+	case pb.PolicyDecision_POLICY_DECISION_THROTTLE:
+		v.Decision = Throttle
+		ms := min(max(sv.GetRetryAfterMs(), 1), maxRetryAfter.Milliseconds())
+		v.RetryAfter = time.Duration(ms) * time.Millisecond
+	default:
+		if sv.GetReason() != "" {
+			return Verdict{}, fmt.Errorf("%w: %s", errNoDecision, sv.GetReason())
+		}
+		return Verdict{}, fmt.Errorf("%w: %v", errNoDecision, sv.GetDecision())
+	}
+	return v, nil
+}
+
+var (
+	errNoVerdict  = errors.New("no safety verdict")
+	errNoDecision = errors.New("verdict without a decision")
+)

@@ -1,0 +1,183 @@
+package safety
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	pb "github.com/cortex-os/core/pkg/pb/v1"
+	"github.com/cortex-os/core/pkg/wire"
+)
+
+// Subjects and queue group of the safety kernel on the bus.
+const (
+	// SubjectCheck takes safety checks: a BusPacket with a job_request,
+	// answered (request-reply) with a BusPacket with a safety_verdict.
+	SubjectCheck = "sys.safety.check"
+	// SubjectAudit carries a BusPacket with a safety_verdict for every
+	// decision: job_id, tenant, topic, decision, rule_id, policy_version,
+	// reason, retry_after_ms, decided_ms and decided_by.
+	SubjectAudit = "sys.safety.audit"
+	// QueueGroup is the queue group of the safety services on SubjectCheck:
+	// each check goes to one of them.
+	QueueGroup = "cortex-safety"
+)
+
+// Publisher publishes packets; *bus.NatsBus is one.
+type Publisher interface {
+	Publish(subject string, packet *pb.BusPacket) error
+}
+
+// AuditorConfig configures a BusAuditor.
+type AuditorConfig struct {
+	// Bus publishes the records. Required.
+	Bus Publisher
+	// Subject is where records go. Default SubjectAudit.
+	Subject string
+	// Buffer is how many records may wait to be published; when it is full
+	// Record drops the record (counted). Default 4096.
+	Buffer int
+	// SenderID signs the packets. Default "cortex-safety".
+	SenderID string
+	// Logger receives publish failures and drops, at most one line a
+	// second. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// AuditStats counts what a BusAuditor did.
+type AuditStats struct {
+	Published uint64
+	Dropped   uint64 // the buffer was full, or the auditor had stopped
+	Failed    uint64 // the bus refused the publish
+}
+
+// BusAuditor publishes audit records on the bus, from its own goroutine, so
+// that Record never waits: it is the Config.Audit hook of a Kernel.
+type BusAuditor struct {
+	cfg AuditorConfig
+	log *slog.Logger
+	ch  chan *pb.SafetyVerdict
+
+	published, dropped, failed atomic.Uint64
+	lastWarnNs                 atomic.Int64
+
+	mu      sync.Mutex
+	cancel  context.CancelFunc
+	done    chan struct{}
+	running atomic.Bool
+}
+
+// NewBusAuditor returns an auditor; run it with Run or Start.
+func NewBusAuditor(cfg AuditorConfig) (*BusAuditor, error) {
+	if cfg.Bus == nil {
+		return nil, errors.New("safety: AuditorConfig.Bus is required")
+	}
+	if cfg.Buffer < 0 {
+		return nil, errors.New("safety: AuditorConfig.Buffer is negative")
+	}
+	if cfg.Subject == "" {
+		cfg.Subject = SubjectAudit
+	}
+	if cfg.Buffer == 0 {
+		cfg.Buffer = 4096
+	}
+	if cfg.SenderID == "" {
+		cfg.SenderID = "cortex-safety"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &BusAuditor{cfg: cfg, log: cfg.Logger, ch: make(chan *pb.SafetyVerdict, cfg.Buffer)}, nil
+}
+
+// Record queues rec for publishing, or drops it (counted) if the buffer is
+// full. It never blocks.
+func (a *BusAuditor) Record(rec *pb.SafetyVerdict) {
+	select {
+	case a.ch <- rec:
+	default:
+		a.dropped.Add(1)
+		a.warn("[SAFETY] audit buffer full; record dropped", "dropped_total", a.dropped.Load())
+	}
+}
+
+// Run publishes records until ctx ends, then publishes what is still
+// buffered and returns nil. One Run at a time.
+func (a *BusAuditor) Run(ctx context.Context) error {
+	if !a.running.CompareAndSwap(false, true) {
+		return errors.New("safety: BusAuditor is already running")
+	}
+	defer a.running.Store(false)
+	for {
+		select {
+		case rec := <-a.ch:
+			a.publish(rec)
+		case <-ctx.Done():
+			for {
+				select {
+				case rec := <-a.ch:
+					a.publish(rec)
+				default:
+					return nil
+				}
+			}
+		}
+	}
+}
+
+// Start runs the auditor in a goroutine until Stop.
+func (a *BusAuditor) Start() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.cancel != nil {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	a.cancel, a.done = cancel, make(chan struct{})
+	go func(done chan struct{}) {
+		defer close(done)
+		_ = a.Run(ctx)
+	}(a.done)
+}
+
+// Stop ends what Start started, after publishing what is buffered.
+func (a *BusAuditor) Stop() {
+	a.mu.Lock()
+	cancel, done := a.cancel, a.done
+	a.cancel, a.done = nil, nil
+	a.mu.Unlock()
+	if cancel == nil {
+		return
+	}
+	cancel()
+	<-done
+}
+
+func (a *BusAuditor) publish(rec *pb.SafetyVerdict) {
+	p := wire.NewPacket("", a.cfg.SenderID)
+	p.Payload = &pb.BusPacket_SafetyVerdict{SafetyVerdict: rec}
+	if err := a.cfg.Bus.Publish(a.cfg.Subject, p); err != nil {
+		a.failed.Add(1)
+		a.warn("[SAFETY] publishing an audit record failed", "subject", a.cfg.Subject, "err", err, "failed_total", a.failed.Load())
+		return
+	}
+	a.published.Add(1)
+}
+
+// warn logs at most once a second.
+func (a *BusAuditor) warn(msg string, args ...any) {
+	now := time.Now().UnixNano()
+	last := a.lastWarnNs.Load()
+	if now-last < int64(time.Second) || !a.lastWarnNs.CompareAndSwap(last, now) {
+		return
+	}
+	a.log.Warn(msg, args...)
+}
+
+// Stats returns the auditor's counters.
+func (a *BusAuditor) Stats() AuditStats {
+	return AuditStats{Published: a.published.Load(), Dropped: a.dropped.Load(), Failed: a.failed.Load()}
+}
