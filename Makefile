@@ -13,18 +13,13 @@ ARGS      ?=
 
 all: build
 
-## proto: regenerate pkg/pb/v1 from api/proto/v1. Uses protoc with the pinned
-## protoc-gen-go when protoc is installed, and a pure-Go protoc otherwise; the
-## output is the same.
+## proto: regenerate pkg/pb/v1 from api/proto/v1 with the pure-Go protoc in
+## tools/protocheck: protoc-gen-go's generator (*.pb.go), vtprotobuf's
+## (*_vtproto.pb.go: reflection-free marshalling for the bus) and CheckUTF8
+## (*_utf8.pb.go), at the versions pinned in go.mod. protoc itself, when
+## installed, is used by proto-check to confirm the files compile with it.
 proto:
-	@if command -v protoc >/dev/null 2>&1; then \
-		$(GO) build -o bin/protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go && \
-		protoc -I . --plugin=protoc-gen-go=bin/protoc-gen-go \
-			--go_out=. --go_opt=module=$(MODULE) $(PROTO_SRC)/*.proto && \
-		echo "generated $(PB_OUT) with $$(protoc --version)"; \
-	else \
-		$(PROTOCHECK) generate && echo "generated $(PB_OUT) with the pure-Go protoc (protoc not installed)"; \
-	fi
+	$(PROTOCHECK) generate
 
 ## proto-check: the committed generated code is fresh, and api/proto/v1 keeps
 ## the v1 wire contract of api/proto/baseline. With protoc installed, also

@@ -15,9 +15,9 @@ import (
 
 func newBenchCommand() *cobra.Command {
 	var (
-		o          bench.Options
-		asJSON     bool
-		cpuProfile string
+		o                      bench.Options
+		asJSON                 bool
+		cpuProfile, memProfile string
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -47,6 +47,14 @@ See docs/BENCHMARKS.md.`,
 				}
 				defer func() { err = errors.Join(err, f.Close()) }()
 				o.CPUProfile = f
+			}
+			if memProfile != "" {
+				f, err := os.Create(memProfile)
+				if err != nil {
+					return fmt.Errorf("memory profile: %w", err)
+				}
+				defer func() { err = errors.Join(err, f.Close()) }()
+				o.MemProfile = f
 			}
 			if bench.IsTerminal(os.Stderr) {
 				o.Progress = os.Stderr
@@ -80,5 +88,6 @@ See docs/BENCHMARKS.md.`,
 	f.DurationVar(&o.IdleTimeout, "timeout", bench.DefaultIdleTimeout, "abort when no result arrives for this long")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object on stdout instead of the table")
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write a pprof CPU profile of the system's measured run to this file")
+	f.StringVar(&memProfile, "memprofile", "", "write a pprof allocation profile, taken after the system's measured run, to this file")
 	return cmd
 }

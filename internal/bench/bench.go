@@ -73,6 +73,10 @@ type Options struct {
 	// CPUProfile, if set, receives a pprof CPU profile of the system's
 	// measured run (not the floor, not the warm-up).
 	CPUProfile io.Writer
+	// MemProfile, if set, receives a pprof allocation profile written after
+	// the system's measured run (allocations since the process started, so
+	// the floor's too: compare with -diff_base or look at the system's code).
+	MemProfile io.Writer
 	// Commit is reported as is (see Commit()).
 	Commit string
 }

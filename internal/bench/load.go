@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
+	"github.com/cortex-os/core/internal/infrastructure/bus"
 	"github.com/nats-io/nats.go"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/cortex-os/core/pkg/pb/v1"
@@ -101,7 +101,7 @@ func (e *encoder) encode(n int) ([]byte, error) {
 	now := time.Now()
 	e.ts.Seconds, e.ts.Nanos = now.Unix(), int32(now.Nanosecond())
 	var err error
-	e.out, err = proto.MarshalOptions{}.MarshalAppend(e.out[:0], e.pkt)
+	e.out, err = bus.AppendPacket(e.out[:0], e.pkt, 0)
 	return e.out, err
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"runtime/pprof"
 	"sync"
 	"syscall"
 	"time"
@@ -392,6 +393,11 @@ func (e *env) measure(ctx context.Context, pa path) (res *PhaseResult, err error
 	stopProfile()
 	if err != nil {
 		return nil, err
+	}
+	if pa.name == "system" && o.MemProfile != nil {
+		if err := pprof.Lookup("allocs").WriteTo(o.MemProfile, 0); err != nil {
+			return nil, fmt.Errorf("memory profile: %w", err)
+		}
 	}
 	elapsed := time.Duration(r.end - r.start)
 	res = &PhaseResult{

@@ -15,6 +15,10 @@ import (
 
 	"github.com/bufbuild/protocompile/linker"
 	"github.com/bufbuild/protocompile/protoutil"
+	_ "github.com/planetscale/vtprotobuf/features/marshal"
+	_ "github.com/planetscale/vtprotobuf/features/size"
+	_ "github.com/planetscale/vtprotobuf/features/unmarshal"
+	vtgen "github.com/planetscale/vtprotobuf/generator"
 	gengo "google.golang.org/protobuf/cmd/protoc-gen-go/internal_gengo"
 	"google.golang.org/protobuf/compiler/protogen"
 	"google.golang.org/protobuf/proto"
@@ -37,8 +41,14 @@ func generateRoot(root string) (map[string][]byte, error) {
 	return generateGo(files)
 }
 
-// generateGo runs protoc-gen-go's generator in-process on a request shaped
-// like the one protoc sends.
+// vtFeatures are the vtprotobuf features generated next to protoc-gen-go's
+// code: reflection-free MarshalVT, UnmarshalVT and SizeVT, which the bus uses
+// on its hot path (the wire format is the same), and UnmarshalVTUnsafe, whose
+// strings share the bytes decoded (for buffers nothing else holds).
+const vtFeatures = "marshal+unmarshal+unmarshal_unsafe+size"
+
+// generateGo runs protoc-gen-go's generator, then protoc-gen-go-vtproto's,
+// in-process on a request shaped like the one protoc sends.
 func generateGo(files linker.Files) (map[string][]byte, error) {
 	req := &pluginpb.CodeGeneratorRequest{
 		Parameter: proto.String("module=" + goModule),
@@ -54,20 +64,50 @@ func generateGo(files linker.Files) (map[string][]byte, error) {
 	for _, f := range gen.Files {
 		if f.Generate {
 			gengo.GenerateFile(gen, f)
+			generateCheck(gen, f)
 		}
 	}
 	gen.SupportedFeatures = gengo.SupportedFeatures
 	gen.SupportedEditionsMinimum = gengo.SupportedEditionsMinimum
 	gen.SupportedEditionsMaximum = gengo.SupportedEditionsMaximum
-	resp := gen.Response()
-	if resp.Error != nil {
-		return nil, errors.New(resp.GetError())
+	out := map[string][]byte{}
+	if err := collect(gen.Response(), out); err != nil {
+		return nil, err
 	}
-	out := make(map[string][]byte, len(resp.File))
+
+	vtReq := proto.Clone(req).(*pluginpb.CodeGeneratorRequest)
+	vtReq.Parameter = proto.String("module=" + goModule + ",features=" + vtFeatures)
+	var features string
+	vt, err := protogen.Options{ParamFunc: func(name, value string) error {
+		if name != "features" {
+			return fmt.Errorf("unknown parameter %q", name)
+		}
+		features = value
+		return nil
+	}}.New(vtReq)
+	if err != nil {
+		return nil, err
+	}
+	cfg := vtgen.Config{Poolable: vtgen.NewObjectSet(), PoolableExclude: vtgen.NewObjectSet()}
+	g, err := vtgen.NewGenerator(vt, strings.Split(features, "+"), &cfg)
+	if err != nil {
+		return nil, err
+	}
+	g.Generate()
+	if err := collect(vt.Response(), out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func collect(resp *pluginpb.CodeGeneratorResponse, out map[string][]byte) error {
+	if resp.Error != nil {
+		return errors.New(resp.GetError())
+	}
 	for _, f := range resp.File {
 		out[f.GetName()] = []byte(f.GetContent())
 	}
-	return out, nil
+	return nil
 }
 
 // dependencyOrder lists the files and everything they import, each file

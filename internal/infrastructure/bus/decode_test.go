@@ -2,9 +2,12 @@ package bus_test
 
 import (
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/cortex-os/core/internal/infrastructure/bus"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
@@ -88,5 +91,87 @@ func FuzzDecode(f *testing.F) {
 		if !proto.Equal(p, p2) {
 			t.Fatalf("re-decoded packet differs:\n%v\n%v", p, p2)
 		}
+	})
+}
+
+// FuzzDecodeMatchesProtobuf: Decode (vtprotobuf's UnmarshalVT and the
+// generated CheckDecoded) accepts what protobuf-go's Unmarshal accepts, and
+// decodes it to the same message; it refuses, in addition, known fields sent
+// with the wrong wire type; and what it accepts is always valid for
+// protobuf-go.
+func FuzzDecodeMatchesProtobuf(f *testing.F) {
+	f.Add(mustMarshal(f, jobPacket("seed")))
+	f.Add(mustMarshal(f, wire.JobResultPacket("t", "w", &pb.JobResult{JobId: "j", Error: "e"})))
+	f.Add(mustMarshal(f, wire.HeartbeatPacket("t", "w", &pb.Heartbeat{WorkerId: "w", Labels: map[string]string{"gpu": "h100"}})))
+	answer := wire.NewPacket("t", "s")
+	answer.Payload = &pb.BusPacket_JobAnswer{JobAnswer: &pb.JobAnswer{Jobs: []*pb.JobInfo{{JobId: "j", Request: &pb.JobRequest{EnvVars: map[string]string{"k": "v"}}}}}}
+	f.Add(mustMarshal(f, answer))
+	bad := jobPacket("bad")
+	bad.GetJobRequest().RequiredLabels = map[string]string{"k": "\xff"}
+	f.Add(mustMarshalPartial(f, bad))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var ref pb.BusPacket
+		refErr := proto.Unmarshal(data, &ref)
+		p, err := bus.Decode(data, 0)
+		if refErr == nil && err == nil {
+			// Unknown fields may be kept byte for byte differently (and
+			// vtprotobuf's Timestamp drops them): compare the known ones.
+			dropUnknown(ref.ProtoReflect())
+			dropUnknown(p.ProtoReflect())
+		}
+		switch {
+		case refErr == nil && err != nil && strings.Contains(err.Error(), "wrong wireType"):
+			// Stricter on purpose: protobuf-go keeps a known field sent with
+			// another wire type as an unknown field; no version of the
+			// contract changes a field's type, so Decode refuses it.
+		case refErr == nil && err != nil && !errors.Is(err, bus.ErrUnknownPayload):
+			t.Fatalf("Decode refused what protobuf-go accepts: %v", err)
+		case refErr == nil && err == nil && !proto.Equal(&ref, p):
+			t.Fatalf("Decode and protobuf-go disagree:\n%v\n%v", p, &ref)
+		case err == nil:
+			// Whatever Decode accepts is valid for protobuf-go downstream
+			// (the job store marshals it; logs print it). It may accept
+			// bytes protobuf-go refuses only where the refused part does
+			// not survive decoding (a string sent twice, the first one
+			// invalid UTF-8).
+			_ = fmt.Sprint(p)
+			again, merr := proto.Marshal(p)
+			if merr != nil {
+				t.Fatalf("a decoded packet does not marshal with protobuf-go: %v", merr)
+			}
+			var q pb.BusPacket
+			if uerr := proto.Unmarshal(again, &q); uerr != nil || !proto.Equal(p, &q) {
+				t.Fatalf("a decoded packet does not round-trip through protobuf-go: %v", uerr)
+			}
+		}
+	})
+}
+
+func mustMarshalPartial(f *testing.F, p *pb.BusPacket) []byte {
+	f.Helper()
+	data, err := p.MarshalVT() // writes invalid UTF-8 as it is, like a hostile sender
+	if err != nil {
+		f.Fatal(err)
+	}
+	return data
+}
+
+func dropUnknown(m protoreflect.Message) {
+	m.SetUnknown(nil)
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		switch {
+		case fd.IsList() && fd.Message() != nil:
+			for i := range v.List().Len() {
+				dropUnknown(v.List().Get(i).Message())
+			}
+		case fd.IsMap() && fd.MapValue().Message() != nil:
+			v.Map().Range(func(_ protoreflect.MapKey, mv protoreflect.Value) bool {
+				dropUnknown(mv.Message())
+				return true
+			})
+		case !fd.IsList() && !fd.IsMap() && fd.Message() != nil:
+			dropUnknown(v.Message())
+		}
+		return true
 	})
 }

@@ -9,12 +9,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"google.golang.org/protobuf/proto"
 
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 )
@@ -194,22 +194,29 @@ func (b *NatsBus) Encode(packet *pb.BusPacket) ([]byte, error) {
 // encodeAppend marshals packet onto buf, refusing packets larger than
 // MaxPacketBytes.
 func (b *NatsBus) encodeAppend(buf []byte, packet *pb.BusPacket) ([]byte, error) {
+	data, err := AppendPacket(buf, packet, b.cfg.MaxPacketBytes)
+	if errors.Is(err, ErrTooLarge) {
+		b.tooLarge.Add(1)
+	}
+	return data, err
+}
+
+// AppendPacket marshals packet onto buf, refusing a packet larger than
+// maxBytes (0: no limit) before building it. It writes the bytes
+// proto.Marshal writes, with the generated MarshalVT code (vtprotobuf)
+// instead of reflection.
+func AppendPacket(buf []byte, packet *pb.BusPacket, maxBytes int) ([]byte, error) {
 	if packet == nil {
 		return nil, ErrNilPacket
 	}
-	var data []byte
-	var err error
-	if buf == nil {
-		data, err = proto.Marshal(packet)
-	} else {
-		data, err = proto.MarshalOptions{}.MarshalAppend(buf, packet)
+	size := packet.SizeVT()
+	if maxBytes > 0 && size > maxBytes {
+		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, size, maxBytes)
 	}
-	if err != nil {
+	n := len(buf)
+	data := slices.Grow(buf, size)[:n+size]
+	if _, err := packet.MarshalToSizedBufferVT(data[n:]); err != nil {
 		return nil, fmt.Errorf("bus: encode: %w", err)
-	}
-	if len(data) > b.cfg.MaxPacketBytes {
-		b.tooLarge.Add(1)
-		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(data), b.cfg.MaxPacketBytes)
 	}
 	return data, nil
 }
@@ -274,7 +281,7 @@ func (b *NatsBus) deliver(m *nats.Msg, handler func(*pb.BusPacket)) {
 
 // decode decodes data received on subject, counting and logging a rejection.
 func (b *NatsBus) decode(subject string, data []byte) (*pb.BusPacket, error) {
-	packet, err := Decode(data, b.cfg.MaxPacketBytes)
+	packet, err := decodePacket(data, b.cfg.MaxPacketBytes, true)
 	if err != nil {
 		switch {
 		case errors.Is(err, ErrTooLarge):
@@ -303,19 +310,37 @@ func (b *NatsBus) call(subject string, packet *pb.BusPacket, handler func(*pb.Bu
 
 // Decode checks the size of data, then unmarshals it. A packet without a
 // payload this version knows (an empty packet, or a oneof member added by a
-// newer protocol) is ErrUnknownPayload.
+// newer protocol) is ErrUnknownPayload. Strings not valid UTF-8 and malformed
+// unknown fields are ErrMalformed, naming the field.
 func Decode(data []byte, maxBytes int) (*pb.BusPacket, error) {
+	return decodePacket(data, maxBytes, false)
+}
+
+// decodePacket is Decode. With owned, the packet's strings and bytes share
+// data instead of copying it: only for a buffer nothing else holds or
+// changes, such as a received message's (nats.go copies each message's
+// payload into a buffer of its own).
+func decodePacket(data []byte, maxBytes int, owned bool) (*pb.BusPacket, error) {
 	if maxBytes > 0 && len(data) > maxBytes {
 		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(data), maxBytes)
 	}
-	var p pb.BusPacket
-	if err := proto.Unmarshal(data, &p); err != nil {
+	p := new(pb.BusPacket)
+	var err error
+	if owned {
+		err = p.UnmarshalVTUnsafe(data)
+	} else {
+		err = p.UnmarshalVT(data)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	if err := p.CheckDecoded(); err != nil { // what UnmarshalVT does not check
 		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
 	if p.Payload == nil {
 		return nil, ErrUnknownPayload
 	}
-	return &p, nil
+	return p, nil
 }
 
 // Stats returns the bus counters.
