@@ -18,7 +18,8 @@ func newSubmitCommand() *cobra.Command {
 	var (
 		conn                           connFlags
 		topic, jobID, contextPtr, prio string
-		env                            []string
+		tenant, payload                string
+		env, labels, caps              []string
 		maxAttempts                    int32
 		jobTimeout, ttl, waitFor       time.Duration
 		wait, asJSON                   bool
@@ -38,7 +39,8 @@ state, and exits 0 only if the job COMPLETED.
 --timeout is the job's own per-attempt timeout; --request-timeout bounds the
 wait for the scheduler's answer.`,
 		Example: `  cortex submit --topic job.echo --wait
-  cortex submit --topic job.echo --job-id report-42 --env MODEL=small --max-attempts 5 --json`,
+  cortex submit --topic job.echo --job-id report-42 --env MODEL=small --max-attempts 5 --json
+  cortex submit --topic job.llm --tenant acme --priority critical --require gpu --label region=eu`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			priority, err := parsePriority(prio)
@@ -53,6 +55,19 @@ wait for the scheduler's answer.`,
 				MaxAttempts: maxAttempts,
 				TimeoutMs:   jobTimeout.Milliseconds(),
 				TtlMs:       ttl.Milliseconds(),
+				Tenant:      tenant,
+				Payload:     []byte(payload),
+			}
+			req.RequiredCapabilities = caps
+			if len(labels) > 0 {
+				req.RequiredLabels = make(map[string]string, len(labels))
+				for _, kv := range labels {
+					k, v, ok := strings.Cut(kv, "=")
+					if !ok || k == "" {
+						return fmt.Errorf("--label %q: want KEY=VALUE", kv)
+					}
+					req.RequiredLabels[k] = v
+				}
 			}
 			if maxAttempts < 0 || jobTimeout < 0 || ttl < 0 {
 				return errors.New("--max-attempts, --timeout and --ttl must not be negative")
@@ -127,6 +142,10 @@ wait for the scheduler's answer.`,
 	f.Int32Var(&maxAttempts, "max-attempts", 0, "attempts before the job fails and is dead-lettered (0: the scheduler's default)")
 	f.DurationVar(&jobTimeout, "timeout", 0, "the job's per-attempt timeout (0: the scheduler's default)")
 	f.DurationVar(&ttl, "ttl", 0, "the job's deadline from submission: not finished by then, it ends TIMEOUT (0: the scheduler's default)")
+	f.StringVar(&tenant, "tenant", "", "who the job is for: fair sharing, limits and policy apply per tenant")
+	f.StringSliceVar(&caps, "require", nil, "capabilities a worker must have to run the job (comma-separated or repeated)")
+	f.StringArrayVar(&labels, "label", nil, "KEY=VALUE a worker must carry to run the job, such as gpu=h100 (repeatable)")
+	f.StringVar(&payload, "payload", "", "inline input for the handler (JobRequest.payload)")
 	f.BoolVar(&wait, "wait", false, "follow the job to its terminal state; exit 0 only if it COMPLETED")
 	f.DurationVar(&waitFor, "wait-timeout", 0, "with --wait: give up after this long (0: wait until the job ends)")
 	f.BoolVar(&asJSON, "json", false, "print the job as one JSON object (with --wait: as it ended)")
