@@ -156,6 +156,10 @@ type jobView struct {
 	Deadline       string            `json:"deadline,omitempty"`
 	ExecutionMs    int64             `json:"execution_ms"`
 	DeadLetter     bool              `json:"dead_letter"`
+	Tenant         string            `json:"tenant,omitempty"`
+	Pool           string            `json:"pool,omitempty"`
+	RuleID         string            `json:"rule_id,omitempty"`
+	PolicyVersion  string            `json:"policy_version,omitempty"`
 }
 
 func viewOf(j *pb.JobInfo) jobView {
@@ -182,6 +186,10 @@ func viewOf(j *pb.JobInfo) jobView {
 		Deadline:       formatMs(j.GetDeadlineMs()),
 		ExecutionMs:    j.GetExecutionMs(),
 		DeadLetter:     j.GetDeadLetter(),
+		Tenant:         req.GetTenant(),
+		Pool:           j.GetPool(),
+		RuleID:         j.GetRuleId(),
+		PolicyVersion:  j.GetPolicyVersion(),
 	}
 }
 
@@ -244,7 +252,11 @@ func writeJob(w io.Writer, j *pb.JobInfo) error {
 		{"result_ptr", v.ResultPtr},
 		{"error", v.Error},
 		{"pending_reason", v.PendingReason},
+		{"rule_id", v.RuleID},
+		{"policy_version", v.PolicyVersion},
 		{"topic", v.Topic},
+		{"tenant", v.Tenant},
+		{"pool", v.Pool},
 		{"priority", v.Priority},
 		{"context_ptr", v.ContextPtr},
 		{"env", strings.Join(env, " ")},
