@@ -18,12 +18,23 @@ var ErrRefused = errors.New("refused")
 
 // RefusedError is the scheduler's "no" to a submission, query or cancel.
 type RefusedError struct {
-	Reason    string
-	Retryable bool        // the same request may succeed later
-	Job       *pb.JobInfo // the job concerned, when there is one (a DENIED job)
+	Reason     string
+	Retryable  bool          // the same request may succeed later
+	RetryAfter time.Duration // with Retryable: not sooner than this (a throttle)
+	RuleID     string        // the policy rule that denied or throttled it
+	Job        *pb.JobInfo   // the job concerned, when there is one (a DENIED job)
 }
 
-func (e *RefusedError) Error() string { return e.Reason }
+func (e *RefusedError) Error() string {
+	msg := e.Reason
+	if e.RuleID != "" {
+		msg += " (rule " + e.RuleID + ")"
+	}
+	if e.RetryAfter > 0 {
+		msg += "; retry after " + e.RetryAfter.String()
+	}
+	return msg
+}
 
 // Is makes errors.Is(err, ErrRefused) true.
 func (e *RefusedError) Is(target error) bool { return target == ErrRefused }
@@ -202,7 +213,8 @@ func (c *Client) many(ctx context.Context, subject string, p *pb.BusPacket) ([]*
 		return nil, err
 	}
 	if !a.GetOk() {
-		return nil, &RefusedError{Reason: a.GetError(), Retryable: a.GetRetryable()}
+		return nil, &RefusedError{Reason: a.GetError(), Retryable: a.GetRetryable(),
+			RetryAfter: time.Duration(a.GetRetryAfterMs()) * time.Millisecond, RuleID: a.GetRuleId()}
 	}
 	return a.GetJobs(), nil
 }
@@ -213,7 +225,7 @@ func answerJob(a *pb.JobAnswer) (*pb.JobInfo, error) {
 		job = a.GetJobs()[0]
 	}
 	if !a.GetOk() {
-		return job, &RefusedError{Reason: a.GetError(), Retryable: a.GetRetryable(), Job: job}
+		return job, &RefusedError{Reason: a.GetError(), Retryable: a.GetRetryable(), RuleID: a.GetRuleId(), Job: job}
 	}
 	if job == nil {
 		return nil, errors.New("client: answer without a job")
