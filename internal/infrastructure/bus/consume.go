@@ -34,13 +34,50 @@ func (b *NatsBus) Consume(subject, durable string, handler func(p *pb.BusPacket,
 	if handler == nil {
 		return nil, errors.New("bus: nil handler")
 	}
-	if !b.durable.Load() {
-		return b.consumeCore(subject, durable, handler)
-	}
-	return b.consumeStream(subject, durable, handler)
+	return b.consume([]string{subject}, durable, func(_ string, p *pb.BusPacket, replyTo string) error { return handler(p, replyTo) })
 }
 
-func (b *NatsBus) consumeCore(subject, queue string, handler func(p *pb.BusPacket, replyTo string) error) (func() error, error) {
+// ConsumeTree is Consume of subject and of every subject below it
+// (subject.>), handing the handler the subject each packet came on. When
+// durable, one work-queue stream, named after subject (StreamName), captures
+// both; a stream that Consume made for subject alone is updated to capture
+// both, keeping what it holds.
+func (b *NatsBus) ConsumeTree(subject, durable string, handler func(subject string, p *pb.BusPacket, replyTo string) error) (stop func() error, err error) {
+	if handler == nil {
+		return nil, errors.New("bus: nil handler")
+	}
+	return b.consume([]string{subject, subject + ".>"}, durable, handler)
+}
+
+// consume is Consume over subjects; the stream is named after the first.
+func (b *NatsBus) consume(subjects []string, durable string, handler func(subject string, p *pb.BusPacket, replyTo string) error) (func() error, error) {
+	if !b.durable.Load() {
+		var stops []func() error
+		for _, subject := range subjects {
+			stop, err := b.consumeCore(subject, durable, handler)
+			if err != nil {
+				for _, s := range stops {
+					_ = s()
+				}
+				return nil, err
+			}
+			stops = append(stops, stop)
+		}
+		if len(stops) == 1 {
+			return stops[0], nil
+		}
+		return func() error {
+			var errs []error
+			for _, s := range stops {
+				errs = append(errs, s())
+			}
+			return errors.Join(errs...)
+		}, nil
+	}
+	return b.consumeStream(subjects, durable, handler)
+}
+
+func (b *NatsBus) consumeCore(subject, queue string, handler func(subject string, p *pb.BusPacket, replyTo string) error) (func() error, error) {
 	sub, err := b.nc.QueueSubscribe(subject, queue, func(m *nats.Msg) {
 		packet, err := b.decode(m.Subject, m.Data)
 		if err != nil {
@@ -51,7 +88,7 @@ func (b *NatsBus) consumeCore(subject, queue string, handler func(p *pb.BusPacke
 			replyTo = m.Reply
 		}
 		b.call(m.Subject, packet, func(p *pb.BusPacket) {
-			if err := handler(p, replyTo); err != nil {
+			if err := handler(m.Subject, p, replyTo); err != nil {
 				b.log.Warn("bus: handler failed; core NATS cannot redeliver", "subject", m.Subject, "err", err)
 			}
 		})
@@ -62,16 +99,17 @@ func (b *NatsBus) consumeCore(subject, queue string, handler func(p *pb.BusPacke
 	return func() error { return b.drain(sub) }, nil
 }
 
-// EnsureStream creates or updates the work-queue stream that captures subject.
-func (b *NatsBus) EnsureStream(ctx context.Context, subject string) (jetstream.Stream, error) {
+// EnsureStream creates or updates the work-queue stream that captures subject
+// (and the more subjects, if any), named StreamName(subject).
+func (b *NatsBus) EnsureStream(ctx context.Context, subject string, more ...string) (jetstream.Stream, error) {
 	js, err := b.JetStream()
 	if err != nil {
 		return nil, err
 	}
 	stream, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        StreamName(subject),
-		Description: "CortexOS: durable capture of " + subject,
-		Subjects:    []string{subject},
+		Description: "CortexOS: durable capture of " + strings.Join(append([]string{subject}, more...), ", "),
+		Subjects:    append([]string{subject}, more...),
 		Retention:   jetstream.WorkQueuePolicy,
 		Storage:     jetstream.FileStorage,
 		Duplicates:  2 * time.Minute,
@@ -83,10 +121,11 @@ func (b *NatsBus) EnsureStream(ctx context.Context, subject string) (jetstream.S
 	return stream, nil
 }
 
-func (b *NatsBus) consumeStream(subject, durable string, handler func(p *pb.BusPacket, replyTo string) error) (func() error, error) {
+func (b *NatsBus) consumeStream(subjects []string, durable string, handler func(subject string, p *pb.BusPacket, replyTo string) error) (func() error, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	stream, err := b.EnsureStream(ctx, subject)
+	subject := subjects[0]
+	stream, err := b.EnsureStream(ctx, subject, subjects[1:]...)
 	if err != nil {
 		return nil, err
 	}
@@ -143,14 +182,14 @@ const consumeParallel = 64
 
 // handleStreamMsg decodes and handles one stream message, then acknowledges
 // it, asks for its redelivery, or (garbage) terminates it.
-func (b *NatsBus) handleStreamMsg(m jetstream.Msg, handler func(p *pb.BusPacket, replyTo string) error) {
+func (b *NatsBus) handleStreamMsg(m jetstream.Msg, handler func(subject string, p *pb.BusPacket, replyTo string) error) {
 	packet, err := b.decode(m.Subject(), m.Data())
 	if err != nil {
 		_ = m.Term() // garbage stays garbage: never redeliver it
 		return
 	}
 	var herr error
-	b.call(m.Subject(), packet, func(p *pb.BusPacket) { herr = handler(p, m.Headers().Get(wire.HeaderReplyTo)) })
+	b.call(m.Subject(), packet, func(p *pb.BusPacket) { herr = handler(m.Subject(), p, m.Headers().Get(wire.HeaderReplyTo)) })
 	if herr != nil {
 		b.log.Warn("bus: handler failed; redelivering", "subject", m.Subject(), "err", herr)
 		_ = m.NakWithDelay(time.Second)

@@ -27,7 +27,7 @@ func (b *NatsBus) Request(ctx context.Context, subject string, packet *pb.BusPac
 		return nil, fmt.Errorf("bus: request %s: %w", subject, err)
 	}
 	b.published.Add(1)
-	reply, err := Decode(msg.Data, b.cfg.MaxPacketBytes)
+	reply, err := decodePacket(msg.Data, b.cfg.MaxPacketBytes, true)
 	if err != nil {
 		return nil, fmt.Errorf("bus: reply on %s: %w", subject, err)
 	}
@@ -160,3 +160,29 @@ const (
 	statusHeader       = "Status"
 	statusNoResponders = "503"
 )
+
+// SubscribeWithSubject is Subscribe for handlers that need the subject each
+// packet came on (a wildcard subscription whose subjects carry an identity,
+// say).
+func (b *NatsBus) SubscribeWithSubject(subject, queue string, handler func(subject string, p *pb.BusPacket)) (drain func() error, err error) {
+	if handler == nil {
+		return nil, errors.New("bus: nil handler")
+	}
+	cb := func(m *nats.Msg) {
+		packet, err := b.decode(m.Subject, m.Data)
+		if err != nil {
+			return
+		}
+		b.call(m.Subject, packet, func(p *pb.BusPacket) { handler(m.Subject, p) })
+	}
+	var sub *nats.Subscription
+	if queue == "" {
+		sub, err = b.nc.Subscribe(subject, cb)
+	} else {
+		sub, err = b.nc.QueueSubscribe(subject, queue, cb)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("bus: subscribe %s: %w", subject, err)
+	}
+	return func() error { return b.drain(sub) }, nil
+}
