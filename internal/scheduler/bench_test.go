@@ -58,6 +58,14 @@ func (b *benchNopBus) Consume(string, string, func(*pb.BusPacket, string) error)
 	return nop, nil
 }
 
+func (b *benchNopBus) SubscribeWithSubject(string, string, func(string, *pb.BusPacket)) (func() error, error) {
+	return nop, nil
+}
+
+func (b *benchNopBus) ConsumeTree(string, string, func(string, *pb.BusPacket, string) error) (func() error, error) {
+	return nop, nil
+}
+
 // benchEngine is a started engine on the nop bus and an in-memory store.
 func benchEngine(b *testing.B, workers int) (*scheduler.Engine, *benchNopBus) {
 	b.Helper()

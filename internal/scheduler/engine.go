@@ -74,6 +74,11 @@ type Config struct {
 	// (the default) keeps it PENDING and checks it again before dispatch;
 	// SafetyUnavailableDeny ends it DENIED. Either way it fails closed.
 	SafetyUnavailable string
+	// RequireWorkerIdentity refuses heartbeats and results on subjects that
+	// name no worker (the design document's bare sys.heartbeat.<kind> and
+	// sys.job.result). A heartbeat or result whose subject names another
+	// worker than its worker_id is refused either way. See docs/security.md.
+	RequireWorkerIdentity bool
 }
 
 // What a job the safety checker could not decide on becomes.
@@ -183,6 +188,9 @@ type Stats struct {
 	// SafetyUnavailable counts safety checks that got no decision (a remote
 	// kernel did not answer): the job failed closed.
 	SafetyUnavailable uint64
+	// IdentityRejected counts heartbeats and results refused because their
+	// subject names another worker (or, with RequireWorkerIdentity, none).
+	IdentityRejected uint64
 }
 
 // Engine is the scheduler's control loop. Its replicas share one JobStore.
@@ -214,7 +222,8 @@ type Engine struct {
 	stats struct {
 		submitted, accepted, rejected, denied, duplicates, conflicts, dispatched, noResponders,
 		unconfirmed, unroutable, results, stale, late, completed, retries, leasesLost, deadLettered,
-		cancelled, heartbeats, alerts, unknown, storeErrors, dispatchErrors, throttled, safetyUnavailable atomic.Uint64
+		cancelled, heartbeats, alerts, unknown, storeErrors, dispatchErrors, throttled, safetyUnavailable,
+		identityRejected atomic.Uint64
 	}
 }
 
@@ -283,13 +292,13 @@ func (e *Engine) Start(ctx context.Context) error {
 
 	subscribe := []func() (func() error, error){
 		func() (func() error, error) {
-			return e.cfg.Bus.Subscribe(wire.SubjectHeartbeats, "", e.HandlePacket)
+			return e.cfg.Bus.SubscribeWithSubject(wire.SubjectHeartbeats, "", e.handleHeartbeatOn)
 		},
 		func() (func() error, error) {
 			return e.cfg.Bus.SubscribeReplies(e.ackPrefix()+">", e.handleReply)
 		},
 		func() (func() error, error) {
-			return e.cfg.Bus.Consume(wire.SubjectResult, e.cfg.QueueGroup+"-results", e.handleResultPacket)
+			return e.cfg.Bus.ConsumeTree(wire.SubjectResult, e.cfg.QueueGroup+"-results", e.handleResultOn)
 		},
 		func() (func() error, error) {
 			return e.cfg.Bus.Serve(wire.SubjectQuery, e.cfg.QueueGroup, e.handleQuery)
@@ -672,5 +681,6 @@ func (e *Engine) Stats() Stats {
 		Heartbeats: s.heartbeats.Load(), Alerts: s.alerts.Load(), Unknown: s.unknown.Load(),
 		StoreErrors: s.storeErrors.Load(), DispatchErrors: s.dispatchErrors.Load(),
 		Throttled: s.throttled.Load(), SafetyUnavailable: s.safetyUnavailable.Load(),
+		IdentityRejected: s.identityRejected.Load(),
 	}
 }

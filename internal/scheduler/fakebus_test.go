@@ -72,6 +72,8 @@ type subscription struct {
 	replies        func(subject string, p *pb.BusPacket, noResponders bool)
 	serve          func(*pb.BusPacket) *pb.BusPacket
 	consume        func(p *pb.BusPacket, replyTo string) error
+	from           func(subject string, p *pb.BusPacket)                       // SubscribeWithSubject
+	consumeFrom    func(subject string, p *pb.BusPacket, replyTo string) error // ConsumeTree
 
 	drainDelay time.Duration // how long draining takes, as a round trip to a server would
 
@@ -168,13 +170,21 @@ func (f *fakeBus) Consume(subject, durable string, h func(p *pb.BusPacket, reply
 	return f.add(&subscription{kind: kindConsume, subject: subject, queue: durable, consume: h})
 }
 
+func (f *fakeBus) SubscribeWithSubject(subject, queue string, h func(subject string, p *pb.BusPacket)) (func() error, error) {
+	return f.add(&subscription{kind: kindSubscribe, subject: subject, queue: queue, from: h})
+}
+
+func (f *fakeBus) ConsumeTree(subject, durable string, h func(subject string, p *pb.BusPacket, replyTo string) error) (func() error, error) {
+	return f.add(&subscription{kind: kindConsume, subject: subject, queue: durable, consumeFrom: h})
+}
+
 func (f *fakeBus) add(s *subscription) (func() error, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if s.subject == f.failOn {
 		return nil, errors.New("subscribe refused")
 	}
-	if s.subject == "" || (s.handler == nil && s.replies == nil && s.serve == nil && s.consume == nil) {
+	if s.subject == "" || (s.handler == nil && s.replies == nil && s.serve == nil && s.consume == nil && s.from == nil && s.consumeFrom == nil) {
 		return nil, errors.New("fake bus: empty subject or nil handler")
 	}
 	f.subs = append(f.subs, s)
@@ -390,31 +400,66 @@ func (f *fakeBus) submit(t testing.TB, p *pb.BusPacket, replyTo string) error {
 	return f.consume(t, wire.SubjectSubmit, p, replyTo)
 }
 
-// result delivers a result through the engine's Consume handler.
+// result delivers a result through the engine's results consumer, on the
+// subject its worker publishes on (sys.job.result.<worker_id>; the bare
+// sys.job.result for a result that names no worker).
 func (f *fakeBus) result(t testing.TB, p *pb.BusPacket) error {
 	t.Helper()
-	return f.consume(t, wire.SubjectResult, p, "")
+	on := wire.SubjectResult
+	if w := p.GetJobResult().GetWorkerId(); w != "" {
+		on = wire.ResultSubject(w)
+	}
+	return f.resultOn(t, on, p)
+}
+
+// resultOn delivers a result packet through the engine's results consumer
+// as if it came on subject.
+func (f *fakeBus) resultOn(t testing.TB, subject string, p *pb.BusPacket) error {
+	t.Helper()
+	return f.consumeOn(t, wire.SubjectResult, subject, p, "")
 }
 
 func (f *fakeBus) consume(t testing.TB, subject string, p *pb.BusPacket, replyTo string) error {
+	t.Helper()
+	return f.consumeOn(t, subject, subject, p, replyTo)
+}
+
+// consumeOn delivers p to the consumer of subject as if it came on on.
+func (f *fakeBus) consumeOn(t testing.TB, subject, on string, p *pb.BusPacket, replyTo string) error {
 	t.Helper()
 	s := f.find(t, kindConsume, subject)
 	if !s.enter() {
 		t.Fatalf("delivery to the drained consumer of %s", subject)
 	}
 	defer s.inflight.Done()
+	if s.consumeFrom != nil {
+		return s.consumeFrom(on, clonePacket(p), replyTo)
+	}
 	return s.consume(clonePacket(p), replyTo)
 }
 
-// heartbeat delivers a heartbeat packet to the engine's heartbeat subscription.
+// heartbeat delivers a heartbeat packet to the engine's heartbeat
+// subscription, on the subject its worker publishes on.
 func (f *fakeBus) heartbeat(t testing.TB, hb *pb.Heartbeat) {
+	t.Helper()
+	f.heartbeatOn(t, wire.WorkerHeartbeatSubject("test", hb.GetWorkerId()),
+		wire.HeartbeatPacket("hb-"+hb.GetWorkerId(), hb.GetWorkerId(), proto.Clone(hb).(*pb.Heartbeat)))
+}
+
+// heartbeatOn delivers p to the engine's heartbeat subscription as if it
+// came on subject.
+func (f *fakeBus) heartbeatOn(t testing.TB, subject string, p *pb.BusPacket) {
 	t.Helper()
 	s := f.find(t, kindSubscribe, wire.SubjectHeartbeats)
 	if !s.enter() {
 		t.Fatal("heartbeat to a drained subscription")
 	}
 	defer s.inflight.Done()
-	s.handler(wire.HeartbeatPacket("hb-"+hb.GetWorkerId(), hb.GetWorkerId(), proto.Clone(hb).(*pb.Heartbeat)))
+	if s.from != nil {
+		s.from(subject, clonePacket(p))
+		return
+	}
+	s.handler(clonePacket(p))
 }
 
 // ask delivers a request to the engine's Serve handler on subject and

@@ -163,6 +163,70 @@ func (e *Engine) finished(rec jobstore.Record) {
 	}
 }
 
+// ---- worker identity ----
+
+// A worker names itself in the subjects it publishes on
+// (sys.heartbeat.<kind>.<worker_id>, sys.job.result.<worker_id>), and the
+// server's permissions let its user publish on those only
+// (docs/security.md). A packet whose worker_id is not the worker its subject
+// names is refused; with RequireWorkerIdentity, so is one on a subject that
+// names none.
+
+// handleHeartbeatOn handles a packet that came on a heartbeat subject.
+func (e *Engine) handleHeartbeatOn(subject string, p *pb.BusPacket) {
+	switch payload := p.Payload.(type) {
+	case *pb.BusPacket_Heartbeat:
+		if e.identified("heartbeat", subject, payload.Heartbeat.GetWorkerId(), wire.HeartbeatSubjectWorker) {
+			e.handleHeartbeat(payload.Heartbeat)
+		}
+	case *pb.BusPacket_JobResult:
+		if e.identified("result", subject, payload.JobResult.GetWorkerId(), wire.HeartbeatSubjectWorker) {
+			_ = e.handleResultPacket(p, "")
+		}
+	case *pb.BusPacket_JobRequest:
+		if e.cfg.RequireWorkerIdentity {
+			// A worker's user may publish here; submitting is the clients'.
+			e.stats.identityRejected.Add(1)
+			e.log.Warn("[SCHEDULER] refused a submission on a heartbeat subject", "subject", subject, "sender_id", p.GetSenderId())
+			return
+		}
+		e.HandlePacket(p)
+	default:
+		e.HandlePacket(p)
+	}
+}
+
+// handleResultOn handles a result that came on subject, if the subject may
+// carry it. A refused result is acknowledged: it is never redelivered.
+func (e *Engine) handleResultOn(subject string, p *pb.BusPacket, replyTo string) error {
+	if res := p.GetJobResult(); res != nil && !e.identified("result", subject, res.GetWorkerId(), wire.ResultSubjectWorker) {
+		return nil
+	}
+	return e.handleResultPacket(p, replyTo)
+}
+
+// identified reports whether a packet of worker claimed that came on
+// subject may be applied; named reads the worker the subject names. It
+// counts and logs a refusal.
+func (e *Engine) identified(what, subject, claimed string, named func(string) (string, bool)) bool {
+	id, ok := named(subject)
+	switch {
+	case ok && id == claimed:
+		return true
+	case !ok && !e.cfg.RequireWorkerIdentity:
+		return true // the design document's bare subjects
+	}
+	e.stats.identityRejected.Add(1)
+	if ok {
+		e.log.Warn("[SCHEDULER] refused a "+what+" whose subject names another worker",
+			"subject", subject, "subject_worker", id, "worker_id", claimed)
+	} else {
+		e.log.Warn("[SCHEDULER] refused a "+what+" on a subject that names no worker (require_worker_identity)",
+			"subject", subject, "worker_id", claimed)
+	}
+	return false
+}
+
 // ---- heartbeats and leases ----
 
 func (e *Engine) handleHeartbeat(hb *pb.Heartbeat) {

@@ -36,6 +36,13 @@ type Bus interface {
 	// acknowledges, an error asks for redelivery. replyTo is where the sender
 	// wants an answer.
 	Consume(subject, durable string, handler func(p *pb.BusPacket, replyTo string) error) (stop func() error, err error)
+	// SubscribeWithSubject is Subscribe handing the handler the subject each
+	// packet came on: heartbeat subjects name their worker.
+	SubscribeWithSubject(subject, queue string, handler func(subject string, p *pb.BusPacket)) (drain func() error, err error)
+	// ConsumeTree is Consume of subject and of the subjects below it
+	// (subject.>), handing the handler the subject each packet came on:
+	// results arrive on sys.job.result and on sys.job.result.<worker_id>.
+	ConsumeTree(subject, durable string, handler func(subject string, p *pb.BusPacket, replyTo string) error) (stop func() error, err error)
 }
 
 // SafetyDecision is the decision of a SafetyChecker.
