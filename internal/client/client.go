@@ -42,26 +42,30 @@ func Submit(b Bus, senderID, traceID string, req *pb.JobRequest) (Submission, er
 }
 
 // SubmitAndWait submits req, then waits for its JobResult on sys.job.result
-// until ctx ends. It listens before it submits, so a fast result is not missed.
+// and sys.job.result.> until ctx ends. It listens before it submits, so a fast result is not missed.
 func SubmitAndWait(ctx context.Context, b Bus, senderID, traceID string, req *pb.JobRequest) (Submission, *pb.BusPacket, error) {
 	if req.JobId == "" {
 		req.JobId = uuid.NewString()
 	}
 	results := make(chan *pb.BusPacket, 1)
 	jobID := req.JobId
-	drain, err := b.Subscribe(wire.SubjectResult, "", func(p *pb.BusPacket) {
-		if p.GetJobResult().GetJobId() != jobID {
-			return
+	// Workers publish on sys.job.result.<worker_id>; those built from the
+	// design document on sys.job.result.
+	for _, subject := range []string{wire.SubjectResult, wire.SubjectResults} {
+		drain, err := b.Subscribe(subject, "", func(p *pb.BusPacket) {
+			if p.GetJobResult().GetJobId() != jobID {
+				return
+			}
+			select {
+			case results <- p:
+			default:
+			}
+		})
+		if err != nil {
+			return Submission{}, nil, err
 		}
-		select {
-		case results <- p:
-		default:
-		}
-	})
-	if err != nil {
-		return Submission{}, nil, err
+		defer func() { _ = drain() }()
 	}
-	defer func() { _ = drain() }()
 	if f, ok := b.(interface{ Flush(context.Context) error }); ok {
 		// Make sure the server has our subscription before the job can finish.
 		if err := f.Flush(ctx); err != nil {

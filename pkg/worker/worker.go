@@ -62,8 +62,8 @@ type Bus interface {
 type Config struct {
 	Bus     Bus
 	Handler Handler
-	// Kind names the worker type: it heartbeats on sys.heartbeat.<Kind> and
-	// logs as [WORKER <Kind>].
+	// Kind names the worker type: it heartbeats on sys.heartbeat.<Kind> (see
+	// NamedSubjects) and logs as [WORKER <Kind>].
 	Kind string
 	// Topic is the subject jobs arrive on. Default "job.<Kind>".
 	Topic string
@@ -96,6 +96,15 @@ type Config struct {
 	ShutdownGrace time.Duration
 	// Logger. Default slog.Default(). Per-job events are logged at debug.
 	Logger *slog.Logger
+
+	// NamedSubjects makes the worker name itself in the subjects it
+	// publishes on: heartbeats on sys.heartbeat.<Kind>.<ID>, results on
+	// sys.job.result.<ID>. A NATS server that lets each worker's user
+	// publish only on its own subjects needs it (docs/security.md), and so
+	// does a scheduler with require_worker_identity. Without it the worker
+	// uses the design document's subjects, sys.heartbeat.<Kind> and
+	// sys.job.result, where the design document's clients read results.
+	NamedSubjects bool
 }
 
 func (c *Config) setDefaults() error {
@@ -195,6 +204,8 @@ type Worker struct {
 	received, completed, failed, publishErrors atomic.Uint64
 	refused, cancelled, timedOut               atomic.Uint64
 	cpu                                        cpuMeter
+
+	resultSubject, heartbeatSubject string // see Config.NamedSubjects
 }
 
 // heldJob is a job the worker runs: its attempt, and how to cancel it.
@@ -219,13 +230,20 @@ func New(cfg Config) (*Worker, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	return &Worker{
+	w := &Worker{
 		cfg:    cfg,
 		log:    cfg.Logger,
 		prefix: "[WORKER " + cfg.Kind + "]",
 		slots:  make(chan struct{}, cfg.Concurrency),
 		held:   make(map[*heldJob]struct{}),
-	}, nil
+
+		resultSubject:    wire.SubjectResult,
+		heartbeatSubject: wire.HeartbeatSubject(cfg.Kind),
+	}
+	if cfg.NamedSubjects {
+		w.resultSubject, w.heartbeatSubject = wire.ResultSubject(cfg.ID), wire.WorkerHeartbeatSubject(cfg.Kind, cfg.ID)
+	}
+	return w, nil
 }
 
 // ID is the worker's id.
@@ -558,7 +576,7 @@ func (w *Worker) run(j queuedJob) {
 	} else {
 		w.completed.Add(1)
 	}
-	if err := w.cfg.Bus.Publish(wire.SubjectResult, wire.JobResultPacket(traceID, w.cfg.ID, res)); err != nil {
+	if err := w.cfg.Bus.Publish(w.resultSubject, wire.JobResultPacket(traceID, w.cfg.ID, res)); err != nil {
 		w.publishErrors.Add(1)
 		w.log.Error(w.prefix+" publishing result failed", "job_id", req.GetJobId(), "err", err)
 		return
@@ -619,7 +637,7 @@ func (w *Worker) sendHeartbeat() time.Time {
 		}
 	}
 	w.heldMu.Unlock()
-	if err := w.cfg.Bus.Publish(wire.HeartbeatSubject(w.cfg.Kind), wire.HeartbeatPacket("hb-"+w.cfg.ID, w.cfg.ID, hb)); err != nil {
+	if err := w.cfg.Bus.Publish(w.heartbeatSubject, wire.HeartbeatPacket("hb-"+w.cfg.ID, w.cfg.ID, hb)); err != nil {
 		w.log.Warn(w.prefix+" heartbeat failed", "err", err)
 	}
 	return time.Now()
