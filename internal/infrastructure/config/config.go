@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/cortex-os/core/internal/infrastructure/bus"
 )
 
 // DefaultPath is the development config the binaries read when no --config
@@ -29,10 +31,39 @@ const (
 	EnvLogLevel = "CORTEX_LOG_LEVEL"
 )
 
+// Environment variables that set the NATS credentials (the nats section),
+// overriding the file.
+const (
+	EnvNatsUser          = "NATS_USER"
+	EnvNatsPassword      = "NATS_PASSWORD"
+	EnvNatsToken         = "NATS_TOKEN"
+	EnvNatsNKeySeed      = "NATS_NKEY_SEED"
+	EnvNatsCreds         = "NATS_CREDS"
+	EnvNatsCA            = "NATS_CA"
+	EnvNatsCert          = "NATS_CERT"
+	EnvNatsKey           = "NATS_KEY"
+	EnvNatsTLSServerName = "NATS_TLS_SERVER_NAME"
+	EnvNatsInboxPrefix   = "NATS_INBOX_PREFIX"
+)
+
+// CredentialEnv lists the credential variables, each with the field it sets.
+func CredentialEnv(c *bus.Credentials) map[string]*string {
+	return map[string]*string{
+		EnvNatsUser: &c.User, EnvNatsPassword: &c.Password, EnvNatsToken: &c.Token,
+		EnvNatsNKeySeed: &c.NKeySeed, EnvNatsCreds: &c.Creds,
+		EnvNatsCA: &c.CA, EnvNatsCert: &c.Cert, EnvNatsKey: &c.Key,
+		EnvNatsTLSServerName: &c.TLSServerName, EnvNatsInboxPrefix: &c.InboxPrefix,
+	}
+}
+
 // Config is the configuration shared by every CortexOS binary.
 type Config struct {
 	// NatsURL of the NATS server(s), comma separated.
 	NatsURL string `yaml:"nats_url"`
+	// NATS are the credentials the binaries connect with: user and
+	// password, token, NKey seed file, creds file, TLS and mutual TLS (see
+	// docs/security.md). Empty: none.
+	NATS bus.Credentials `yaml:"nats"`
 	// LogLevel is debug, info, warn or error. Per-job events are logged at
 	// debug, so production runs at info see no per-job lines.
 	LogLevel string `yaml:"log_level"`
@@ -62,6 +93,13 @@ type Scheduler struct {
 	// TTL from submission for jobs that set none; a job not finished by then
 	// ends TIMEOUT.
 	TTL time.Duration `yaml:"ttl"`
+	// RequireWorkerIdentity refuses heartbeats and results that do not name
+	// their worker in the subject (the bare sys.heartbeat.<kind> and
+	// sys.job.result of the design document). Heartbeats and results whose
+	// subject names another worker than their worker_id are refused either
+	// way. Turn it on where the server's permissions tie each worker to its
+	// subjects (docs/security.md).
+	RequireWorkerIdentity bool `yaml:"require_worker_identity"`
 }
 
 // Worker configures the shipped workers.
@@ -72,6 +110,11 @@ type Worker struct {
 	LeaseInterval time.Duration `yaml:"lease_interval"`
 	// ShutdownGrace: how long in-flight jobs may finish after SIGTERM.
 	ShutdownGrace time.Duration `yaml:"shutdown_grace"`
+	// NamedSubjects: heartbeats on sys.heartbeat.<kind>.<id> and results on
+	// sys.job.result.<id>, as a server that holds each worker to its
+	// subjects requires (docs/security.md). The shipped workers do so
+	// whenever NATS credentials are set, whatever this says.
+	NamedSubjects bool `yaml:"named_subjects"`
 }
 
 // Store modes.
@@ -137,6 +180,11 @@ func (c *Config) applyEnv(lookup func(string) (string, bool)) {
 	if v, ok := lookup(EnvLogLevel); ok && v != "" {
 		c.LogLevel = v
 	}
+	for name, field := range CredentialEnv(&c.NATS) {
+		if v, ok := lookup(name); ok && v != "" {
+			*field = v
+		}
+	}
 }
 
 // Validate reports the first invalid setting.
@@ -159,6 +207,9 @@ func (c *Config) Validate() error {
 		}
 	}
 	if _, err := ParseLevel(c.LogLevel); err != nil {
+		return err
+	}
+	if err := c.NATS.Validate(); err != nil {
 		return err
 	}
 	switch c.Scheduler.Store {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cortex-os/core/internal/infrastructure/bus"
 	"github.com/cortex-os/core/internal/infrastructure/config"
 )
 
@@ -18,6 +19,10 @@ func clearEnv(t *testing.T) {
 	t.Helper()
 	t.Setenv(config.EnvNatsURL, "")
 	t.Setenv(config.EnvLogLevel, "")
+	var c bus.Credentials
+	for name := range config.CredentialEnv(&c) {
+		t.Setenv(name, "")
+	}
 }
 
 func writeFile(t *testing.T, content string) string {
