@@ -1,0 +1,763 @@
+package placement
+
+import (
+	"maps"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	pb "github.com/cortex-os/core/pkg/pb/v1"
+	"github.com/cortex-os/core/pkg/wire"
+)
+
+// Registry defaults.
+const (
+	// DefaultInterval is assumed for heartbeats that do not say when the
+	// next comes (interval_ms 0): the design document's workers heartbeat
+	// every 5s and say nothing.
+	DefaultInterval = 5 * time.Second
+	// DefaultMisses: a worker is gone after this many of its intervals
+	// without a heartbeat.
+	DefaultMisses = 3
+	// DefaultReconcileGrace: a job counted against a worker and missing from
+	// the jobs its heartbeats say it holds is no longer counted once it was
+	// placed this long ago (its result went to another scheduler replica,
+	// or the queue group gave it to another worker).
+	DefaultReconcileGrace = 2 * time.Second
+	// DefaultMaxTopics bounds the per-topic candidate slices kept.
+	DefaultMaxTopics = 4096
+)
+
+// RegistryOptions configure a Registry; zero values take the defaults.
+type RegistryOptions struct {
+	// Pools resolves topics to pools. Default: NewPools(Config{}) (no pools:
+	// every topic is its own).
+	Pools *Pools
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+	// DefaultInterval for heartbeats without interval_ms. Default 5s.
+	DefaultInterval time.Duration
+	// Misses: intervals a worker may go without a heartbeat. Default 3.
+	Misses int
+	// ReconcileGrace. Default 2s.
+	ReconcileGrace time.Duration
+	// MaxTopics bounds the per-topic candidate slices kept (they are rebuilt
+	// on demand). Default 4096.
+	MaxTopics int
+}
+
+// Worker is the registry's view of a live worker, from its last heartbeat
+// and the jobs placed on it since. A Strategy reads it during Place; it must
+// not modify it or keep it.
+type Worker struct {
+	ID string
+	// Pool the worker reserves itself for; "" serves every pool.
+	Pool         string
+	Topics       []string
+	Capabilities []string
+	Labels       map[string]string
+	// Capacity is how many jobs it runs at once (a heartbeat's 0 is 1).
+	Capacity int
+	// Assigned counts the jobs placed on it (Assign) not yet released or
+	// reconciled away.
+	Assigned int
+	// ActiveJobs is what its last heartbeat said it runs.
+	ActiveJobs       int
+	CPULoad, GPUUtil float32
+	Draining, Direct bool
+	LastSeen         time.Time
+	// Interval is the time to its next heartbeat, as the last one said.
+	Interval time.Duration
+
+	hb      *pb.Heartbeat
+	until   int64  // expires: unix nanoseconds
+	subject string // wire.WorkerJobSubject(ID), when Direct
+	jobs    map[string]assignment
+	feat    featureSet
+	in      []membership // the candidate sets it is in
+	wild    bool         // a topic with a wildcard
+}
+
+// Free is how many more jobs the worker can take: Capacity minus the larger
+// of Assigned and ActiveJobs; 0 while draining.
+func (w *Worker) Free() int {
+	if w.Draining {
+		return 0
+	}
+	return max(0, w.Capacity-max(w.Assigned, w.ActiveJobs))
+}
+
+// Load is the larger of its CPU load and GPU utilisation, 0 to 100.
+func (w *Worker) Load() float32 { return min(max(w.CPULoad, w.GPUUtil, 0), 100) }
+
+// Subject is where a job placed on this worker is published: its own
+// subject when it is direct, else the job's topic (and its queue group).
+func (w *Worker) Subject(job *Job) string {
+	if w.Direct {
+		return w.subject
+	}
+	return job.Topic
+}
+
+type assignment struct {
+	at   int64  // when placed, unix nanoseconds
+	seen uint64 // the reconcile epoch it was last seen held in
+}
+
+type membership struct {
+	set *candSet
+	idx int
+}
+
+// candSet is the live workers that can take the jobs of one topic (or, for a
+// pool set, of any topic of one configured pool): they serve it, belong to
+// its pool, and have the pool's capabilities and labels. Slots repeat what a
+// decision reads of each worker, so a decision scans one slice.
+type candSet struct {
+	topic string // "" for a pool set
+	pool  *Pool
+	items []slot
+	rr    uint32 // where the next scan starts: ties rotate
+}
+
+type slot struct {
+	w     *Worker
+	until int64
+	free  int32
+	load  float32
+	// rank orders slots for least-loaded: free capacity, then the inverse
+	// of the load band; 0 when full.
+	rank uint32
+}
+
+// Registry keeps the live workers from their heartbeats, the jobs placed on
+// each, and the candidate slices placement scans. It is safe for concurrent
+// use and pure: the engine feeds it heartbeats and outcomes.
+//
+// It also satisfies the engine's WorkerRegistry (UpdateHeartbeat, Snapshot).
+type Registry struct {
+	mu    sync.Mutex
+	pools *Pools
+	now   func() time.Time
+	opts  RegistryOptions
+
+	workers   map[string]*Worker
+	jobs      map[string]*Worker // assigned job -> worker
+	topicSets map[string]*candSet
+	poolSets  []*candSet // per configured pool
+	legacy    int        // workers that report no topics (v1.0)
+	feats     features
+	epoch     uint64
+	version   uint64
+}
+
+// NewRegistry returns an empty registry.
+func NewRegistry(opts RegistryOptions) *Registry {
+	if opts.Pools == nil {
+		opts.Pools, _ = NewPools(Config{})
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.DefaultInterval <= 0 {
+		opts.DefaultInterval = DefaultInterval
+	}
+	if opts.Misses <= 0 {
+		opts.Misses = DefaultMisses
+	}
+	if opts.ReconcileGrace <= 0 {
+		opts.ReconcileGrace = DefaultReconcileGrace
+	}
+	if opts.MaxTopics <= 0 {
+		opts.MaxTopics = DefaultMaxTopics
+	}
+	r := &Registry{
+		pools: opts.Pools, now: opts.Now, opts: opts,
+		workers:   make(map[string]*Worker),
+		jobs:      make(map[string]*Worker),
+		topicSets: make(map[string]*candSet),
+		feats:     features{caps: map[string]int{}, labels: map[string]map[string]int{}},
+	}
+	for _, p := range opts.Pools.List() {
+		r.poolSets = append(r.poolSets, &candSet{pool: p})
+	}
+	return r
+}
+
+// Pools returns the registry's pools.
+func (r *Registry) Pools() *Pools { return r.pools }
+
+// Version changes whenever a job that could not be placed might now be: a
+// worker joined, left or changed what it serves, or capacity freed. The
+// engine compares it to the version it last drained the pools at.
+func (r *Registry) Version() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.version
+}
+
+// Heartbeat records hb, received at at, as its worker's latest: the worker
+// is live until Misses of its intervals pass without another. Jobs counted
+// against the worker that its heartbeat does not list as held are dropped
+// once placed ReconcileGrace before at. hb is kept: do not modify it after.
+func (r *Registry) Heartbeat(hb *pb.Heartbeat, at time.Time) {
+	id := hb.GetWorkerId()
+	if id == "" {
+		return
+	}
+	interval := time.Duration(hb.GetIntervalMs()) * time.Millisecond
+	if interval <= 0 {
+		interval = r.opts.DefaultInterval
+	}
+	now := at.UnixNano()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	w := r.workers[id]
+	fresh := w == nil
+	if fresh {
+		w = &Worker{ID: id, jobs: make(map[string]assignment, 1)}
+		r.workers[id] = w
+	}
+	oldFree, wasLive := w.Free(), !fresh && w.until > now
+	w.hb, w.LastSeen, w.Interval = hb, at, interval
+	w.until = now + int64(r.opts.Misses)*int64(interval)
+	w.Capacity = max(1, int(hb.GetCapacity()))
+	w.ActiveJobs = max(0, int(hb.GetActiveJobs()))
+	w.CPULoad, w.GPUUtil = hb.GetCpuLoad(), hb.GetGpuUtilization()
+	w.Draining = hb.GetDraining()
+	if w.Direct = hb.GetDirect(); w.Direct && w.subject == "" {
+		w.subject = wire.WorkerJobSubject(id)
+	}
+	changed := fresh || w.Pool != hb.GetPool() || !slices.Equal(w.Topics, hb.GetTopics()) ||
+		!slices.Equal(w.Capabilities, hb.GetCapabilities()) || !maps.Equal(w.Labels, hb.GetLabels())
+	if changed {
+		if !fresh && len(w.Topics) == 0 {
+			r.legacy--
+		}
+		w.Pool, w.Topics, w.Capabilities, w.Labels = hb.GetPool(), hb.GetTopics(), hb.GetCapabilities(), hb.GetLabels()
+		if len(w.Topics) == 0 {
+			r.legacy++
+		}
+		w.wild = slices.ContainsFunc(w.Topics, isPattern)
+		w.feat = r.feats.of(w)
+		r.join(w)
+	}
+	r.reconcile(w, hb.GetHeld(), now)
+	r.refresh(w)
+	if changed || !wasLive || w.Free() > oldFree {
+		r.version++
+	}
+}
+
+// UpdateHeartbeat records hb received now (the engine's WorkerRegistry).
+func (r *Registry) UpdateHeartbeat(hb *pb.Heartbeat) { r.Heartbeat(hb, r.now()) }
+
+// reconcile drops the jobs counted against w that its heartbeat does not
+// list as held and that were placed before the grace.
+func (r *Registry) reconcile(w *Worker, held []*pb.HeldJob, now int64) {
+	if len(w.jobs) == 0 {
+		return
+	}
+	r.epoch++
+	for _, h := range held {
+		if a, ok := w.jobs[h.GetJobId()]; ok {
+			a.seen = r.epoch
+			w.jobs[h.GetJobId()] = a
+		}
+	}
+	cutoff := now - int64(r.opts.ReconcileGrace)
+	for id, a := range w.jobs {
+		if a.seen != r.epoch && a.at < cutoff {
+			delete(w.jobs, id)
+			delete(r.jobs, id)
+		}
+	}
+	w.Assigned = len(w.jobs)
+}
+
+// Assign counts job against worker at once, until Release (or a heartbeat
+// of the worker that does not list it, ReconcileGrace later). A job assigned
+// elsewhere before moves. It reports whether the worker is known.
+func (r *Registry) Assign(workerID, jobID string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	w := r.workers[workerID]
+	if w == nil {
+		return false
+	}
+	r.assign(w, jobID, r.now().UnixNano())
+	return true
+}
+
+func (r *Registry) assign(w *Worker, jobID string, now int64) {
+	if prev := r.jobs[jobID]; prev != nil {
+		if prev == w {
+			return
+		}
+		r.unassign(prev, jobID)
+	}
+	w.jobs[jobID] = assignment{at: now}
+	r.jobs[jobID] = w
+	w.Assigned = len(w.jobs)
+	r.refresh(w)
+}
+
+// Release stops counting job against its worker: it finished, was refused,
+// was never confirmed, or was cancelled. workerID "" releases it from
+// whichever worker it was assigned to; a job assigned to another worker than
+// workerID stays.
+func (r *Registry) Release(workerID, jobID string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	w := r.jobs[jobID]
+	if w == nil || (workerID != "" && w.ID != workerID) {
+		return
+	}
+	r.unassign(w, jobID)
+}
+
+func (r *Registry) unassign(w *Worker, jobID string) {
+	before := w.Free()
+	delete(w.jobs, jobID)
+	delete(r.jobs, jobID)
+	w.Assigned = len(w.jobs)
+	r.refresh(w)
+	if w.Free() > before {
+		r.version++
+	}
+}
+
+// AssignedTo returns the worker a job is counted against.
+func (r *Registry) AssignedTo(jobID string) (string, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if w := r.jobs[jobID]; w != nil {
+		return w.ID, true
+	}
+	return "", false
+}
+
+// Expire forgets the workers whose heartbeats stopped (Misses intervals
+// ago) and the jobs counted against them, and returns their ids.
+func (r *Registry) Expire() []string {
+	now := r.now().UnixNano()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var gone []string
+	for id, w := range r.workers {
+		if w.until > now {
+			continue
+		}
+		gone = append(gone, id)
+		r.remove(w)
+	}
+	sort.Strings(gone)
+	return gone
+}
+
+// Forget removes a worker at once (it said it stopped).
+func (r *Registry) Forget(workerID string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if w := r.workers[workerID]; w != nil {
+		r.remove(w)
+	}
+}
+
+func (r *Registry) remove(w *Worker) {
+	r.leave(w)
+	for id := range w.jobs {
+		delete(r.jobs, id)
+	}
+	if len(w.Topics) == 0 {
+		r.legacy--
+	}
+	delete(r.workers, w.ID)
+	r.version++
+}
+
+// Len is the number of live workers.
+func (r *Registry) Len() int {
+	now := r.now().UnixNano()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, w := range r.workers {
+		if w.until > now {
+			n++
+		}
+	}
+	return n
+}
+
+// Worker returns a copy of a live worker's view.
+func (r *Registry) Worker(id string) (Worker, bool) {
+	now := r.now().UnixNano()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	w := r.workers[id]
+	if w == nil || w.until <= now {
+		return Worker{}, false
+	}
+	c := *w
+	c.jobs, c.in = nil, nil
+	return c, true
+}
+
+// Workers lists the live workers for `cortex workers`, by id. The
+// heartbeats are shared: do not modify them.
+func (r *Registry) Workers() []*pb.WorkerInfo {
+	now := r.now().UnixNano()
+	r.mu.Lock()
+	out := make([]*pb.WorkerInfo, 0, len(r.workers))
+	for _, w := range r.workers {
+		if w.until > now {
+			out = append(out, &pb.WorkerInfo{Heartbeat: w.hb, LastSeenMs: w.LastSeen.UnixMilli(), Assigned: int32(w.Assigned)})
+		}
+	}
+	r.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].GetHeartbeat().GetWorkerId() < out[j].GetHeartbeat().GetWorkerId() })
+	return out
+}
+
+// Snapshot returns the last heartbeat of every live worker by id (the
+// engine's WorkerRegistry). The heartbeats are shared: do not modify them.
+func (r *Registry) Snapshot() map[string]*pb.Heartbeat {
+	now := r.now().UnixNano()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make(map[string]*pb.Heartbeat, len(r.workers))
+	for id, w := range r.workers {
+		if w.until > now {
+			out[id] = w.hb
+		}
+	}
+	return out
+}
+
+// Place runs strategy s (nil: the job's pool's) for job over the live
+// workers that can take jobs of its topic in its pool, and counts the chosen
+// worker's new job at once, in the same step, so that concurrent decisions
+// spread. A strategy that is WorkerBlind runs without the registry.
+func (r *Registry) Place(job *Job, s Strategy) (Decision, error) {
+	if s == nil {
+		s = job.Pool.Placer()
+	}
+	if b, ok := s.(WorkerBlind); ok && b.WorkerBlind() {
+		return s.Place(job, Candidates{job: job})
+	}
+	now := r.now().UnixNano()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	set := r.topicSet(job.Topic)
+	c := Candidates{r: r, set: set, job: job, now: now}
+	if n := len(set.items); n > 0 {
+		c.off = int(set.rr % uint32(n))
+		set.rr++
+	}
+	c.req = r.feats.require(job)
+	d, err := s.Place(job, c)
+	if err == nil && d.WorkerID != "" {
+		if w := r.workers[d.WorkerID]; w != nil {
+			r.assign(w, job.ID, now)
+		}
+	}
+	return d, err
+}
+
+// ---- candidate sets ----
+
+// topicSet returns the candidate set of a topic, building it on first use.
+func (r *Registry) topicSet(topic string) *candSet {
+	if s := r.topicSets[topic]; s != nil {
+		return s
+	}
+	if len(r.topicSets) >= r.opts.MaxTopics {
+		for t, s := range r.topicSets { // evict one: it is rebuilt when needed
+			r.dropSet(s)
+			delete(r.topicSets, t)
+			break
+		}
+	}
+	s := &candSet{topic: topic, pool: r.pools.Resolve(topic)}
+	r.topicSets[topic] = s
+	for _, w := range r.workers {
+		if r.belongs(w, s) {
+			r.add(s, w)
+		}
+	}
+	return s
+}
+
+// poolSet is the set of every worker of a job's pool: the topic set itself
+// for an implicit pool.
+func (r *Registry) poolSet(s *candSet) *candSet {
+	if s.pool.index < 0 || s.pool.index >= len(r.poolSets) {
+		return s
+	}
+	return r.poolSets[s.pool.index]
+}
+
+// belongs reports whether w can take jobs of s: it serves s's topic (any
+// topic of s's pool for a pool set) and is eligible for s's pool.
+func (r *Registry) belongs(w *Worker, s *candSet) bool {
+	if !eligible(w, s.pool) {
+		return false
+	}
+	if s.topic != "" {
+		return serves(w, s.topic)
+	}
+	for _, t := range w.Topics {
+		for _, p := range s.pool.Topics {
+			if overlap(t, p) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func serves(w *Worker, topic string) bool {
+	for _, t := range w.Topics {
+		if t == topic || MatchSubject(t, topic) {
+			return true
+		}
+	}
+	return false
+}
+
+// eligible: w is not reserved for another pool and has p's capabilities
+// and labels.
+func eligible(w *Worker, p *Pool) bool {
+	if w.Pool != "" && w.Pool != p.Name {
+		return false
+	}
+	for _, c := range p.Capabilities {
+		if !slices.Contains(w.Capabilities, c) {
+			return false
+		}
+	}
+	for k, v := range p.Labels {
+		if got, ok := w.Labels[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
+}
+
+// join puts w in every candidate set it belongs to, after a change of what
+// it serves or is.
+func (r *Registry) join(w *Worker) {
+	r.leave(w)
+	if w.wild {
+		for _, s := range r.topicSets {
+			if r.belongs(w, s) {
+				r.add(s, w)
+			}
+		}
+	} else {
+		for i, t := range w.Topics {
+			if slices.Contains(w.Topics[:i], t) {
+				continue
+			}
+			if s := r.topicSets[t]; s != nil && eligible(w, s.pool) {
+				r.add(s, w)
+			}
+		}
+	}
+	for _, s := range r.poolSets {
+		if r.belongs(w, s) {
+			r.add(s, w)
+		}
+	}
+}
+
+// leave takes w out of every candidate set.
+func (r *Registry) leave(w *Worker) {
+	for len(w.in) > 0 {
+		m := w.in[len(w.in)-1]
+		r.removeAt(m.set, m.idx)
+	}
+}
+
+func (r *Registry) add(s *candSet, w *Worker) {
+	s.items = append(s.items, slot{w: w})
+	w.in = append(w.in, membership{set: s, idx: len(s.items) - 1})
+	r.fill(&s.items[len(s.items)-1])
+}
+
+// removeAt removes slot i of s, moving the last slot into its place.
+func (r *Registry) removeAt(s *candSet, i int) {
+	w := s.items[i].w
+	last := len(s.items) - 1
+	if i != last {
+		moved := s.items[last].w
+		s.items[i] = s.items[last]
+		for k := range moved.in {
+			if moved.in[k].set == s {
+				moved.in[k].idx = i
+				break
+			}
+		}
+	}
+	s.items[last] = slot{}
+	s.items = s.items[:last]
+	for k := range w.in {
+		if w.in[k].set == s {
+			w.in[k] = w.in[len(w.in)-1]
+			w.in = w.in[:len(w.in)-1]
+			break
+		}
+	}
+}
+
+// dropSet takes every worker out of s, which is being discarded.
+func (r *Registry) dropSet(s *candSet) {
+	for len(s.items) > 0 {
+		r.removeAt(s, len(s.items)-1)
+	}
+}
+
+// refresh copies w's state into its slots.
+func (r *Registry) refresh(w *Worker) {
+	for _, m := range w.in {
+		r.fill(&m.set.items[m.idx])
+	}
+}
+
+func (r *Registry) fill(sl *slot) {
+	w := sl.w
+	sl.until, sl.free, sl.load = w.until, int32(min(w.Free(), 1<<23)), w.Load()
+	sl.rank = 0
+	if sl.free > 0 {
+		sl.rank = uint32(sl.free)<<8 | (255 - uint32(sl.load)/LoadBand)
+	}
+}
+
+// ---- capabilities and labels as bits ----
+
+// featWords * 64 capabilities and labels are interned as bits, so that a
+// job's own requirements are checked against a worker with a few ANDs.
+// Beyond that, checks fall back to the worker's lists.
+const featWords = 4
+
+type featureSet [featWords]uint64
+
+type features struct {
+	caps   map[string]int
+	labels map[string]map[string]int // key -> value -> bit
+	n      int
+}
+
+func (f *features) capBit(c string, add bool) (int, bool) {
+	if b, ok := f.caps[c]; ok {
+		return b, true
+	}
+	if !add || f.n >= featWords*64 {
+		return 0, false
+	}
+	f.caps[c] = f.n
+	f.n++
+	return f.n - 1, true
+}
+
+func (f *features) labelBit(k, v string, add bool) (int, bool) {
+	if b, ok := f.labels[k][v]; ok {
+		return b, true
+	}
+	if !add || f.n >= featWords*64 {
+		return 0, false
+	}
+	m := f.labels[k]
+	if m == nil {
+		m = map[string]int{}
+		f.labels[k] = m
+	}
+	m[v] = f.n
+	f.n++
+	return f.n - 1, true
+}
+
+func (f *features) full() bool { return f.n >= featWords*64 }
+
+// of interns w's capabilities and labels and returns its bits.
+func (f *features) of(w *Worker) featureSet {
+	var s featureSet
+	for _, c := range w.Capabilities {
+		if b, ok := f.capBit(c, true); ok {
+			s[b/64] |= 1 << (b % 64)
+		}
+	}
+	for k, v := range w.Labels {
+		if b, ok := f.labelBit(k, v, true); ok {
+			s[b/64] |= 1 << (b % 64)
+		}
+	}
+	return s
+}
+
+// requirement is a job's own requirements as bits.
+type requirement struct {
+	bits featureSet
+	any  bool // the job requires something
+	slow bool // some requirement has no bit: check the lists
+	none bool // some requirement no worker has ever reported: nothing fits
+}
+
+func (f *features) require(job *Job) requirement {
+	var q requirement
+	for _, c := range job.Capabilities {
+		q.any = true
+		if b, ok := f.capBit(c, false); ok {
+			q.bits[b/64] |= 1 << (b % 64)
+		} else if f.full() {
+			q.slow = true
+		} else {
+			q.none = true
+		}
+	}
+	for k, v := range job.Labels {
+		q.any = true
+		if b, ok := f.labelBit(k, v, false); ok {
+			q.bits[b/64] |= 1 << (b % 64)
+		} else if f.full() {
+			q.slow = true
+		} else {
+			q.none = true
+		}
+	}
+	return q
+}
+
+// fits reports whether w meets job's own requirements q.
+func (q *requirement) fits(w *Worker, job *Job) bool {
+	switch {
+	case !q.any:
+		return true
+	case q.none:
+		return false
+	case q.slow:
+		return hasAll(w, job.Capabilities, job.Labels)
+	}
+	for i := range q.bits {
+		if w.feat[i]&q.bits[i] != q.bits[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func hasAll(w *Worker, caps []string, labels map[string]string) bool {
+	for _, c := range caps {
+		if !slices.Contains(w.Capabilities, c) {
+			return false
+		}
+	}
+	for k, v := range labels {
+		if got, ok := w.Labels[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
+}
