@@ -28,5 +28,7 @@ func newRootCommand() *cobra.Command {
 	root.AddCommand(newDevCommand())
 	root.AddCommand(newBenchCommand())
 	root.AddCommand(newSubmitCommand(), newJobCommand(), newDLQCommand())
+	root.AddCommand(newPolicyCommand())
+	root.AddCommand(newSafetyCommand())
 	return root
 }

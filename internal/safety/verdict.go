@@ -70,7 +70,7 @@ func Record(req *pb.JobRequest, v Verdict, decidedBy string, at time.Time) *pb.S
 		Reason:        v.Reason,
 		RuleId:        v.RuleID,
 		PolicyVersion: v.PolicyVersion,
-		RetryAfterMs:  retryAfterMs(v),
+		RetryAfterMs:  v.RetryAfterMs(),
 		JobId:         req.GetJobId(),
 		Tenant:        req.GetTenant(),
 		Topic:         req.GetTopic(),
@@ -79,13 +79,13 @@ func Record(req *pb.JobRequest, v Verdict, decidedBy string, at time.Time) *pb.S
 	}
 }
 
-// retryAfterMs is v's retry-after in whole milliseconds, rounded up, at
-// least 1 for a throttle.
-func retryAfterMs(v Verdict) int64 {
+// RetryAfterMs is v's retry-after in whole milliseconds, rounded up: at
+// least 1 for a throttle, 0 for any other decision.
+func (v Verdict) RetryAfterMs() int64 {
 	if v.Decision != Throttle {
 		return 0
 	}
-	return max(1, (v.RetryAfter+time.Millisecond-1).Milliseconds())
+	return max(1, (v.RetryAfter + time.Millisecond - 1).Milliseconds())
 }
 
 // maxRetryAfter bounds a retry-after read from the wire.
