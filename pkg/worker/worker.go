@@ -23,8 +23,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"math"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -73,10 +76,28 @@ type Config struct {
 	ID string
 	// Region and Type describe the worker in heartbeats. Defaults "local", "cpu".
 	Region, Type string
-	// Capabilities are reported in heartbeats. Default [Kind].
+	// Capabilities are reported in heartbeats: a job or pool that requires
+	// a capability is placed only on workers that report it. Default [Kind].
 	Capabilities []string
-	// Concurrency is how many jobs run at once. Default 64.
+	// Labels are reported in heartbeats (gpu=h100, region=eu,
+	// model=llama-3-8b): a job or pool that requires a label is placed only
+	// on workers that carry it with that value.
+	Labels map[string]string
+	// Pool, when set, reserves the worker for the jobs of that pool of the
+	// scheduler's placement config; "" serves any pool.
+	Pool string
+	// Capacity is how many jobs run at once, reported in heartbeats so that
+	// the scheduler places no more: a dispatch beyond it is refused (at
+	// capacity). It is the same setting as Concurrency, its older name; set
+	// either. Default 64.
+	Capacity int
+	// Concurrency is Capacity's older name.
 	Concurrency int
+	// Direct: the worker also takes jobs on its own subject,
+	// sys.worker.<ID>.job (wire.WorkerJobSubject), and says so in its
+	// heartbeats, so that a strategy can place a job on this very worker
+	// rather than on the topic's queue group.
+	Direct bool
 	// HeartbeatInterval while the worker holds no job. Default 5s.
 	HeartbeatInterval time.Duration
 	// LeaseInterval is the heartbeat interval while it holds jobs: each
@@ -141,8 +162,8 @@ func (c *Config) setDefaults() error {
 	if len(c.Capabilities) == 0 {
 		c.Capabilities = []string{c.Kind}
 	}
-	if c.Concurrency <= 0 {
-		c.Concurrency = 64
+	if err := c.checkPlacement(); err != nil {
+		return err
 	}
 	if strings.ContainsAny(c.ID, ". *>\t\r\n") {
 		return fmt.Errorf("worker: id %q must be one subject token: no dots, spaces or wildcards", c.ID)
@@ -167,6 +188,47 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	return nil
+}
+
+// checkPlacement validates and defaults what the worker reports for
+// placement: capacity, capabilities, labels and pool.
+func (c *Config) checkPlacement() error {
+	switch {
+	case c.Capacity < 0:
+		return fmt.Errorf("worker: capacity %d must be positive", c.Capacity)
+	case c.Concurrency < 0:
+		return fmt.Errorf("worker: concurrency %d must be positive", c.Concurrency)
+	case c.Capacity > 0 && c.Concurrency > 0 && c.Capacity != c.Concurrency:
+		return fmt.Errorf("worker: capacity %d and concurrency %d differ: they are one setting, set one", c.Capacity, c.Concurrency)
+	case c.Capacity > math.MaxInt32:
+		return fmt.Errorf("worker: capacity %d is too large", c.Capacity)
+	}
+	if c.Capacity == 0 {
+		c.Capacity = c.Concurrency
+	}
+	if c.Capacity == 0 {
+		c.Capacity = 64
+	}
+	c.Concurrency = c.Capacity
+	// Copies: the heartbeats carry them while the caller may reuse its own.
+	c.Capabilities, c.Labels = slices.Clone(c.Capabilities), maps.Clone(c.Labels)
+	for _, cp := range c.Capabilities {
+		if strings.TrimSpace(cp) == "" || strings.TrimSpace(cp) != cp {
+			return fmt.Errorf("worker: capability %q must be non-empty, without surrounding blanks", cp)
+		}
+	}
+	for k, v := range c.Labels {
+		if strings.TrimSpace(k) == "" || strings.TrimSpace(k) != k || strings.ContainsAny(k, "=,") {
+			return fmt.Errorf("worker: label key %q must be non-empty, without '=', ',' or surrounding blanks", k)
+		}
+		if strings.TrimSpace(v) != v {
+			return fmt.Errorf("worker: label %s=%q: the value has surrounding blanks", k, v)
+		}
+	}
+	if strings.ContainsAny(c.Pool, " \t\r\n") {
+		return fmt.Errorf("worker: pool %q must not contain blanks", c.Pool)
 	}
 	return nil
 }
@@ -271,8 +333,20 @@ func (w *Worker) Run(ctx context.Context) error {
 		_ = drainCancels()
 		return fmt.Errorf("worker: %w", err)
 	}
+	if w.cfg.Direct {
+		// Its own subject: the same handling as the topic's, no queue group.
+		drainTopic := drain
+		drainDirect, err := w.cfg.Bus.SubscribeWithReply(wire.WorkerJobSubject(w.cfg.ID), "", w.handlePacket)
+		if err != nil {
+			_ = drainTopic()
+			_ = drainCancels()
+			return fmt.Errorf("worker: %w", err)
+		}
+		drain = func() error { return errors.Join(drainDirect(), drainTopic()) }
+	}
 	w.log.Info(w.prefix+" running", "worker_id", w.cfg.ID, "topic", w.cfg.Topic,
-		"queue_group", w.cfg.QueueGroup, "concurrency", w.cfg.Concurrency)
+		"queue_group", w.cfg.QueueGroup, "capacity", w.cfg.Capacity, "direct", w.cfg.Direct,
+		"capabilities", w.cfg.Capabilities, "labels", w.cfg.Labels, "pool", w.cfg.Pool)
 
 	hbDone := make(chan struct{})
 	hbCtx, stopHB := context.WithCancel(context.WithoutCancel(ctx))
@@ -627,6 +701,10 @@ func (w *Worker) sendHeartbeat() time.Time {
 		Draining:     w.draining.Load(),
 		Topics:       []string{w.cfg.Topic},
 		Confirms:     true,
+		Capacity:     int32(w.cfg.Capacity),
+		Labels:       w.cfg.Labels,
+		Pool:         w.cfg.Pool,
+		Direct:       w.cfg.Direct,
 	}
 	w.heldMu.Lock()
 	if len(w.held) > 0 {
