@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/cortex-os/core/internal/infrastructure/config"
 	"github.com/cortex-os/core/internal/safety"
 	"github.com/cortex-os/core/internal/system"
 )
@@ -39,6 +40,13 @@ records still buffered are published first.`,
 			if err != nil {
 				return oneLine(err)
 			}
+			// Credentials: the config file's, the environment's, then the flags'.
+			if err := config.ApplyCredentialFlags(cmd.Flags(), cfg); err != nil {
+				return err
+			}
+			if opts.NatsOptions, err = cfg.NATS.Options(); err != nil {
+				return err
+			}
 			opts.NatsURL = cfg.NatsURL
 			opts.Logger = system.Logger(cfg, os.Stderr)
 			ctx, stop := signalContext(cmd)
@@ -58,5 +66,6 @@ records still buffered are published first.`,
 	f.StringVar(&opts.AuditSubject, "audit-subject", safety.SubjectAudit, "subject of the audit records")
 	f.BoolVar(&opts.NoAudit, "no-audit", false, "publish no audit records")
 	f.DurationVar(&opts.WatchInterval, "watch-interval", safety.DefaultWatchInterval, "how often the policy file is read for changes")
+	config.RegisterCredentialFlags(f)
 	return cmd
 }
