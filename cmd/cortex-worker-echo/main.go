@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
 	"time"
 
@@ -26,8 +27,12 @@ func main() {
 func newCommand() *cobra.Command {
 	var (
 		configPath, natsURL, logLevel, id string
-		concurrency                       int
+		concurrency, capacity             int
 		heartbeat, lease, grace           time.Duration
+		capabilities                      echo.Capabilities
+		labels                            echo.Labels
+		pool                              string
+		direct                            bool
 	)
 	work := echo.DefaultWorkTime
 	cmd := &cobra.Command{
@@ -37,6 +42,9 @@ func newCommand() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := placementFlags(cmd, &concurrency, capacity, &capabilities, pool); err != nil {
+				return err
+			}
 			cfg, err := system.LoadConfig(configPath, natsURL, logLevel)
 			if err != nil {
 				return err
@@ -56,7 +64,8 @@ func newCommand() *cobra.Command {
 				settings.ShutdownGrace = grace
 			}
 			return system.RunEchoWorker(ctx, system.EchoWorkerOptions{
-				NatsURL: cfg.NatsURL, ID: id, WorkTime: work, Concurrency: concurrency,
+				NatsURL: cfg.NatsURL, ID: id, WorkTime: work, Capacity: concurrency,
+				Capabilities: capabilities, Labels: labels, Pool: pool, Direct: direct,
 				Settings: settings, Logger: log,
 			})
 		},
@@ -67,9 +76,41 @@ func newCommand() *cobra.Command {
 	f.StringVar(&logLevel, "log-level", "", "debug, info, warn or error (overrides CORTEX_LOG_LEVEL and the config file)")
 	f.StringVar(&id, "id", "", "worker id (default: worker-echo-<host>-<random>, unique per process)")
 	f.Var(&work, "work-time", `simulated work per job: "0", "250ms" or "100ms-500ms"`)
-	f.IntVar(&concurrency, "concurrency", 64, "jobs run at once")
+	f.IntVar(&concurrency, "concurrency", 64, "jobs run at once (the same setting as --capacity)")
+	f.IntVar(&capacity, "capacity", 64, "jobs run at once, reported in heartbeats: the scheduler places no more here")
+	f.Var(&capabilities, "capabilities", `capabilities reported, comma separated ("gpu,python"; echo is always one)`)
+	f.Var(&labels, "labels", `labels reported, comma separated key=value ("gpu=h100,region=eu")`)
+	f.StringVar(&pool, "pool", "", "the placement pool this worker is reserved for (default: any)")
+	f.BoolVar(&direct, "direct", false, "also take jobs on this worker's own subject, sys.worker.<id>.job, so the scheduler can pick it")
 	f.DurationVar(&heartbeat, "heartbeat-interval", 5*time.Second, "time between heartbeats while idle")
 	f.DurationVar(&lease, "lease-interval", 500*time.Millisecond, "time between heartbeats while holding jobs (they renew the jobs' leases)")
 	f.DurationVar(&grace, "shutdown-grace", 10*time.Second, "how long in-flight jobs may finish after SIGINT/SIGTERM; the rest are handed back")
 	return cmd
+}
+
+// placementFlags checks what the worker will report for placement and
+// settles --capacity and --concurrency (one setting, two names) into
+// concurrency.
+func placementFlags(cmd *cobra.Command, concurrency *int, capacity int, capabilities *echo.Capabilities, pool string) error {
+	f := cmd.Flags()
+	if f.Changed("capacity") {
+		if capacity < 1 {
+			return fmt.Errorf("--capacity %d: must be at least 1", capacity)
+		}
+		if f.Changed("concurrency") && *concurrency != capacity {
+			return fmt.Errorf("--capacity %d and --concurrency %d differ: they are one setting, give one", capacity, *concurrency)
+		}
+		*concurrency = capacity
+	}
+	if *concurrency < 1 {
+		return fmt.Errorf("--concurrency %d: must be at least 1", *concurrency)
+	}
+	if err := echo.ValidatePool(pool); err != nil {
+		return fmt.Errorf("--pool: %w", err)
+	}
+	if len(*capabilities) > 0 && !slices.Contains(*capabilities, echo.Kind) {
+		// Its kind stays a capability: jobs that require "echo" still fit.
+		*capabilities = append(echo.Capabilities{echo.Kind}, *capabilities...)
+	}
+	return nil
 }

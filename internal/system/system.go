@@ -143,6 +143,15 @@ type EchoWorkerOptions struct {
 	ID          string // default: unique per process
 	WorkTime    echo.WorkTime
 	Concurrency int
+	// What the worker reports for placement (worker.Config): Capacity (the
+	// same setting as Concurrency: set one), Capabilities (default [echo]),
+	// Labels, the Pool it reserves itself for, and Direct (it takes jobs on
+	// its own subject too).
+	Capacity     int
+	Capabilities []string
+	Labels       map[string]string
+	Pool         string
+	Direct       bool
 	// Settings are the worker section of the config.
 	Settings    config.Worker
 	Logger      *slog.Logger
@@ -162,6 +171,11 @@ func RunEchoWorker(ctx context.Context, opts EchoWorkerOptions) error {
 		Handler:           worker.HandlerFunc(echo.Handler(opts.WorkTime)),
 		ID:                opts.ID,
 		Concurrency:       opts.Concurrency,
+		Capacity:          opts.Capacity,
+		Capabilities:      opts.Capabilities,
+		Labels:            opts.Labels,
+		Pool:              opts.Pool,
+		Direct:            opts.Direct,
 		HeartbeatInterval: opts.Settings.HeartbeatInterval,
 		LeaseInterval:     opts.Settings.LeaseInterval,
 		ShutdownGrace:     opts.Settings.ShutdownGrace,
