@@ -29,4 +29,37 @@
 // user-facing reasons, and errors.Is tells "wait for capacity" (ErrWait)
 // from "nothing can run this now" (ErrUnplaceable) and refusals that may
 // succeed later (ErrQueueFull).
+//
+// # How the engine drives it
+//
+// One Pools, one Registry and one Queues per scheduler replica (Example
+// shows the loop):
+//
+//   - heartbeat: Registry.Heartbeat(hb, receivedAt). If Registry.Version
+//     changed since the engine last looked, Queues.WakeAll and drain.
+//   - submit: job := NewJob(req, pools); Queues.Push(job). A *QueueFullError
+//     is a retryable refusal whose message is the reason. Then drain the
+//     job's pool.
+//   - drain a pool (after a submit, a release, a wake, and on the timer
+//     tick, over Queues.Backlogged): q.Next(), Registry.Place(job, nil)
+//     (counts the job against the chosen worker at once); on success
+//     Queues.Start(job), record Decision.WorkerID and publish on
+//     Decision.Subject; on an error for which PoolWide is true,
+//     q.Block(err.Error()) and stop; on any other error
+//     Queues.Park(job, err.Error()) and go on.
+//   - ack: nothing (the job stays counted).
+//   - refusal, no responders, unconfirmed, dispatch error: Registry.Release
+//     (workerID, jobID), then Queues.Readmit(job) (not bounded: it was
+//     admitted) unless the job is over.
+//   - result, lease lost, timeout: Registry.Release(workerID, jobID) and
+//     Queues.Finish(jobID); Readmit instead of Finish for a retry. A job that
+//     reaches a terminal state through another replica (seen in the job
+//     store's watch) must be Finished too, or its tenant keeps counting it.
+//   - cancel: Registry.Release("", jobID); Queues.Remove(jobID).
+//   - timer tick: Registry.Expire() (then WakeAll if anything expired, for
+//     the reasons to change), and drain.
+//   - `cortex job get` of a PENDING job: Queues.Reason(jobID);
+//     `cortex workers`: Registry.Workers().
+//   - restart: Queues.Readmit every PENDING job from the store, with its
+//     created time as Enqueued.
 package placement

@@ -442,7 +442,11 @@ func (r *Registry) Snapshot() map[string]*pb.Heartbeat {
 // spread. A strategy that is WorkerBlind runs without the registry.
 func (r *Registry) Place(job *Job, s Strategy) (Decision, error) {
 	if s == nil {
-		s = job.Pool.Placer()
+		pool := job.Pool
+		if pool == nil {
+			pool = r.pools.Resolve(job.Topic)
+		}
+		s = pool.Placer()
 	}
 	if b, ok := s.(WorkerBlind); ok && b.WorkerBlind() {
 		return s.Place(job, Candidates{job: job})
