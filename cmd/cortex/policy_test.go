@@ -68,7 +68,7 @@ func TestPolicyCheck(t *testing.T) {
 		t.Error("check without --policy: no error")
 	}
 	out, err = runCortex(t, context.Background(), "policy", "check", "--policy", filepath.Join(t.TempDir(), "none.yaml"))
-	if err == nil || !strings.Contains(out, "none.yaml: open") {
+	if err == nil || !strings.Contains(out, "none.yaml: cannot read the file: no such file or directory") {
 		t.Errorf("check of a missing file: %q, %v", out, err)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"regexp"
 	"strconv"
@@ -136,17 +137,26 @@ func LoadPolicy(path string) (*Policy, error) {
 func readPolicyFile(path string) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, &PolicyError{File: path, Errors: []FieldError{{Msg: err.Error()}}}
+		return nil, &PolicyError{File: path, Errors: []FieldError{{Msg: "cannot read the file: " + pathless(err)}}}
 	}
 	defer f.Close()
 	data, err := io.ReadAll(io.LimitReader(f, MaxPolicyBytes+1))
 	if err != nil {
-		return nil, &PolicyError{File: path, Errors: []FieldError{{Msg: err.Error()}}}
+		return nil, &PolicyError{File: path, Errors: []FieldError{{Msg: "cannot read the file: " + pathless(err)}}}
 	}
 	if len(data) > MaxPolicyBytes {
 		return nil, &PolicyError{File: path, Errors: []FieldError{{Msg: fmt.Sprintf("larger than %d bytes", MaxPolicyBytes)}}}
 	}
 	return data, nil
+}
+
+// pathless is err without the path a *fs.PathError repeats.
+func pathless(err error) string {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err.Error()
+	}
+	return err.Error()
 }
 
 // ParsePolicy parses and validates a policy. It reports every problem it
