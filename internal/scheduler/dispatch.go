@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/cortex-os/core/internal/jobstore"
 	"github.com/cortex-os/core/internal/lifecycle"
@@ -26,10 +27,16 @@ import (
 // A refused or unheard attempt number is given back: nobody holds it.
 
 // ackPrefix is the reply-subject prefix of this replica's dispatches.
-func (e *Engine) ackPrefix() string { return "_CORTEX.ack." + e.cfg.ID + "." }
+func (e *Engine) ackPrefix() string { return e.ackPfx }
 
+// replySubject is <ackPrefix><attempt>.<jobID>, built with one allocation.
 func (e *Engine) replySubject(attempt int32, jobID string) string {
-	return e.ackPrefix() + strconv.FormatInt(int64(attempt), 10) + "." + jobID
+	b := make([]byte, 0, len(e.ackPfx)+12+len(jobID))
+	b = append(b, e.ackPfx...)
+	b = strconv.AppendInt(b, int64(attempt), 10)
+	b = append(b, '.')
+	b = append(b, jobID...)
+	return unsafe.String(unsafe.SliceData(b), len(b))
 }
 
 // tryDispatch dispatches a PENDING job now unless this replica is already

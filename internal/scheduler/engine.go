@@ -218,6 +218,8 @@ type Engine struct {
 	// blind: the strategy does not look at the workers, so no registry
 	// snapshot is taken per job.
 	blind bool
+	// ackPfx is the reply-subject prefix of this replica's dispatches.
+	ackPfx string
 
 	stats struct {
 		submitted, accepted, rejected, denied, duplicates, conflicts, dispatched, noResponders,
@@ -245,6 +247,7 @@ func New(cfg Config) (*Engine, error) {
 		log:    cfg.Logger,
 		active: make(map[string]*tracked),
 		blind:  ok && wb.WorkerBlind(),
+		ackPfx: "_CORTEX.ack." + cfg.ID + ".",
 	}, nil
 }
 
