@@ -253,7 +253,9 @@ func (k *Kernel) report(ctx context.Context, a *active, rule int, req *pb.JobReq
 // ---- loading ----
 
 // Install puts p in force. Throttle rules keep their buckets across a
-// reload when a rule of the same id has the same throttle settings.
+// reload when a rule of the same id has the same throttle settings. A
+// running Watch replaces p when the policy file's content changes next;
+// Reload replaces it at once.
 func (k *Kernel) Install(p *Policy) error {
 	if p == nil {
 		return errors.New("safety: Install: nil policy")
@@ -261,7 +263,6 @@ func (k *Kernel) Install(p *Policy) error {
 	k.loadMu.Lock()
 	defer k.loadMu.Unlock()
 	k.install(p, "")
-	k.path, k.tried = "", false
 	return nil
 }
 

@@ -165,6 +165,9 @@ func TestDefaultPolicyKernel(t *testing.T) {
 	if v := check(t, k, &pb.JobRequest{Topic: "job.echo"}); v.Decision != safety.Allow {
 		t.Fatalf("job.echo: %+v", v)
 	}
+	if v := check(t, k, nil); v.Decision != safety.Allow {
+		t.Fatalf("a nil job: %+v", v)
+	}
 }
 
 // TestThrottlePerTenant: a tenant over its rate is throttled with a

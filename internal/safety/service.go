@@ -33,7 +33,8 @@ type ServiceConfig struct {
 	// Queue is the queue group: each check goes to one service of it.
 	// Default QueueGroup.
 	Queue string
-	// Started, if set, is called once the service is subscribed.
+	// Started, if set, is called once the service is subscribed (and, for
+	// a bus with a Flush method, the server has the subscription).
 	Started func()
 }
 
@@ -65,6 +66,17 @@ func (s *Service) Run(ctx context.Context) error {
 	drain, err := s.cfg.Bus.Serve(s.cfg.Subject, s.cfg.Queue, s.Answer)
 	if err != nil {
 		return err
+	}
+	// Started means the server has the subscription: checks sent from now
+	// on find the service.
+	if f, ok := s.cfg.Bus.(interface{ Flush(context.Context) error }); ok {
+		fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := f.Flush(fctx)
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			_ = drain()
+			return fmt.Errorf("safety: subscribing to %s: %w", s.cfg.Subject, err)
+		}
 	}
 	if s.cfg.Started != nil {
 		s.cfg.Started()
