@@ -353,20 +353,19 @@ func (k *Kernel) loadLocked(path string, data []byte) error {
 // refuse logs and counts a policy that was not installed.
 func (k *Kernel) refuse(path string, err error) {
 	k.refused.Add(1)
-	attrs := []any{"file", path, "err", err}
-	if a := k.active.Load(); a != nil {
-		attrs = append(attrs, "running_version", a.p.Version)
-	}
+	attrs := []any{"file", path}
 	var pe *PolicyError
 	if errors.As(err, &pe) {
 		lines := make([]string, len(pe.Errors))
 		for i, fe := range pe.Errors {
 			lines[i] = fe.String()
 		}
-		attrs = append(attrs[:0], "file", path, "errors", strings.Join(lines, "; "))
-		if a := k.active.Load(); a != nil {
-			attrs = append(attrs, "running_version", a.p.Version)
-		}
+		attrs = append(attrs, "errors", strings.Join(lines, "; "))
+	} else {
+		attrs = append(attrs, "err", err)
+	}
+	if a := k.active.Load(); a != nil {
+		attrs = append(attrs, "running_version", a.p.Version)
 	}
 	k.log.Error("[SAFETY] policy refused; the running policy stays in force", attrs...)
 }

@@ -98,9 +98,8 @@ type Policy struct {
 	DefaultReason string
 
 	rules []*rule
-	// hasCEL says that some rule has a when expression; hasThrottle that
-	// some rule throttles.
-	hasCEL, hasThrottle bool
+	// hasThrottle says that some rule throttles.
+	hasThrottle bool
 }
 
 // NumRules is the number of rules.
@@ -445,9 +444,6 @@ func (ps *parser) policy(doc *yaml.Node) *Policy {
 				}
 				r.idNode = nil
 				p.rules = append(p.rules, r)
-				if r.when != nil {
-					p.hasCEL = true
-				}
 				if r.throttle != nil {
 					p.hasThrottle = true
 				}
@@ -471,7 +467,9 @@ func (ps *parser) rule(n *yaml.Node, field string) *rule {
 		ps.errorf(n, field+".id", "id is required")
 	}
 	if e, ok := m["description"]; ok {
-		ps.scalar(e.val, field+".description")
+		if d := deref(e.val); d == nil || d.Kind != yaml.ScalarNode {
+			ps.errorf(d, field+".description", "want text")
+		}
 	}
 	if e, ok := m["match"]; ok {
 		ps.match(e.val, field+".match", r)
