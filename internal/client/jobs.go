@@ -129,6 +129,19 @@ func (c *Client) Redrive(ctx context.Context, jobID string) (*pb.JobInfo, error)
 	return c.one(ctx, wire.SubjectQuery, c.query(&pb.JobQuery{JobId: jobID, DeadLetter: true, Redrive: true}))
 }
 
+// Workers lists the live workers a scheduler knows, with their capacity,
+// load, capabilities, labels and last heartbeat.
+func (c *Client) Workers(ctx context.Context) ([]*pb.WorkerInfo, error) {
+	a, err := c.ask(ctx, wire.SubjectQuery, c.query(&pb.JobQuery{Workers: true}))
+	if err != nil {
+		return nil, err
+	}
+	if !a.GetOk() {
+		return nil, &RefusedError{Reason: a.GetError(), Retryable: a.GetRetryable()}
+	}
+	return a.GetWorkers(), nil
+}
+
 // Watch polls a job every interval, calling onChange with each new state,
 // until the job is terminal (returned) or ctx ends.
 func (c *Client) Watch(ctx context.Context, jobID string, interval time.Duration, onChange func(*pb.JobInfo)) (*pb.JobInfo, error) {

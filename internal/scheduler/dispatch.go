@@ -10,6 +10,7 @@ import (
 
 	"github.com/cortex-os/core/internal/jobstore"
 	"github.com/cortex-os/core/internal/lifecycle"
+	"github.com/cortex-os/core/internal/safety"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/wire"
 )
@@ -50,18 +51,13 @@ func (e *Engine) tryDispatch(id string) {
 	e.dispatch(rec)
 }
 
-// dispatch moves a due PENDING job to DISPATCHED and publishes it.
+// dispatch moves a due PENDING job to DISPATCHED and publishes it on the
+// subject the SchedulingStrategy picks (the jobs of pools that place by
+// what workers report go through drain instead).
 func (e *Engine) dispatch(rec jobstore.Record) {
 	job := rec.Job
 	if job.GetState() != lifecycle.Pending || time.Now().UnixMilli() < job.GetNextAttemptMs() {
 		return
-	}
-	if job.GetAwaitingSafety() {
-		var ok bool
-		if rec, ok = e.recheckSafety(rec); !ok {
-			return
-		}
-		job = rec.Job
 	}
 	var workers map[string]*pb.Heartbeat
 	if !e.blind {
@@ -73,13 +69,31 @@ func (e *Engine) dispatch(rec jobstore.Record) {
 		e.requeue(rec, lifecycle.Pending, job.Attempt, job.Attempt, "no subject for the job: "+err.Error(), e.cfg.NoWorkerRetry)
 		return
 	}
+	e.dispatchTo(rec, subject, "")
+}
+
+// dispatchTo moves a due PENDING job to DISPATCHED, to workerID when
+// placement chose one, and publishes it on subject. It reports whether the
+// job was dispatched.
+func (e *Engine) dispatchTo(rec jobstore.Record, subject, workerID string) bool {
+	job := rec.Job
+	if job.GetState() != lifecycle.Pending || time.Now().UnixMilli() < job.GetNextAttemptMs() {
+		return false
+	}
+	if job.GetAwaitingSafety() {
+		var ok bool
+		if rec, ok = e.recheckSafety(rec); !ok {
+			return false
+		}
+		job = rec.Job
+	}
 	rec, written, err := e.mutate(rec, func(j *pb.JobInfo) bool {
 		if j.State != lifecycle.Pending || time.Now().UnixMilli() < j.NextAttemptMs {
 			return false
 		}
 		j.State = lifecycle.Dispatched
 		j.Attempt++
-		j.WorkerId = ""
+		j.WorkerId = workerID
 		j.PendingReason = ""
 		j.AttemptStartedMs = time.Now().UnixMilli()
 		return true
@@ -88,7 +102,7 @@ func (e *Engine) dispatch(rec jobstore.Record) {
 		e.log.Error("[SCHEDULER] recording dispatch failed", "job_id", job.JobId, "err", err)
 	}
 	if !written {
-		return
+		return false
 	}
 	attempt := rec.Job.Attempt
 	req := cloneRequest(job.Request)
@@ -99,12 +113,13 @@ func (e *Engine) dispatch(rec jobstore.Record) {
 		e.stats.dispatchErrors.Add(1)
 		e.log.Error("[SCHEDULER] dispatch failed", "job_id", job.JobId, "subject", subject, "err", err)
 		e.requeue(rec, lifecycle.Dispatched, attempt, attempt-1, "dispatch failed: "+err.Error(), e.cfg.NoWorkerRetry)
-		return
+		return true // the requeue freed what placement held
 	}
 	e.stats.dispatched.Add(1)
 	if e.debug() {
-		e.log.Debug("[SCHEDULER] 🚀 dispatched", "job_id", job.JobId, "subject", subject, "attempt", attempt, "trace_id", job.TraceId)
+		e.log.Debug("[SCHEDULER] 🚀 dispatched", "job_id", job.JobId, "subject", subject, "worker_id", workerID, "attempt", attempt, "trace_id", job.TraceId)
 	}
+	return true
 }
 
 // handleReply takes what came back on a dispatch's reply subject.
@@ -268,7 +283,7 @@ func (e *Engine) confirmingWorkerServes(topic string) bool {
 // could not decide. It returns the job's record and true when it may be
 // dispatched now.
 func (e *Engine) recheckSafety(rec jobstore.Record) (jobstore.Record, bool) {
-	v, err := e.cfg.Safety.Check(context.Background(), rec.Job.GetRequest())
+	v, err := e.cfg.Safety.Check(safety.WithTraceID(context.Background(), rec.Job.GetTraceId()), rec.Job.GetRequest())
 	rec, written, werr := e.mutate(rec, func(j *pb.JobInfo) bool {
 		if j.State != lifecycle.Pending || !j.AwaitingSafety {
 			return false

@@ -16,6 +16,8 @@ import (
 
 	"github.com/cortex-os/core/internal/jobstore"
 	"github.com/cortex-os/core/internal/lifecycle"
+	"github.com/cortex-os/core/internal/placement"
+	"github.com/cortex-os/core/internal/safety"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/wire"
 )
@@ -69,6 +71,14 @@ type Config struct {
 	// Tick is how often timers (retries, leases, timeouts) are checked.
 	// Default 50ms.
 	Tick time.Duration
+	// Placement names the pools, tenants and strategies of placement (see
+	// package placement). Default: no pools and the naive strategy for every
+	// topic, the design document's behaviour. Pools whose strategy looks at
+	// the workers (least-loaded) queue their jobs and place them on workers
+	// with room; for that the Registry should be a *placement.Registry over
+	// the same Pools (otherwise the engine keeps one of its own, fed the same
+	// heartbeats).
+	Placement *placement.Pools
 	// SafetyUnavailable is what happens to a job the safety checker could
 	// not decide on (a remote kernel that does not answer): SafetyUnavailablePending
 	// (the default) keeps it PENDING and checks it again before dispatch;
@@ -185,6 +195,7 @@ type Stats struct {
 	StoreErrors    uint64
 	DispatchErrors uint64
 	Throttled      uint64 // submissions refused for now by a throttle rule
+	Backpressure   uint64 // submissions refused because their pool's or tenant's queue was full
 	// SafetyUnavailable counts safety checks that got no decision (a remote
 	// kernel did not answer): the job failed closed.
 	SafetyUnavailable uint64
@@ -221,10 +232,18 @@ type Engine struct {
 	// ackPfx is the reply-subject prefix of this replica's dispatches.
 	ackPfx string
 
+	// Placement (placement.go). queues is nil when no pool places jobs by
+	// what workers report: then nothing of it runs per job.
+	pools      *placement.Pools
+	preg       *placement.Registry
+	queues     *placement.Queues
+	placeMu    sync.Mutex // drain's decisions
+	regVersion uint64     // the registry version drain last woke the queues at
+
 	stats struct {
 		submitted, accepted, rejected, denied, duplicates, conflicts, dispatched, noResponders,
 		unconfirmed, unroutable, results, stale, late, completed, retries, leasesLost, deadLettered,
-		cancelled, heartbeats, alerts, unknown, storeErrors, dispatchErrors, throttled, safetyUnavailable,
+		cancelled, heartbeats, alerts, unknown, storeErrors, dispatchErrors, throttled, safetyUnavailable, backpressure,
 		identityRejected atomic.Uint64
 	}
 }
@@ -242,13 +261,40 @@ func New(cfg Config) (*Engine, error) {
 		return nil, err
 	}
 	wb, ok := cfg.Strategy.(WorkerBlind)
-	return &Engine{
+	e := &Engine{
 		cfg:    cfg,
 		log:    cfg.Logger,
 		active: make(map[string]*tracked),
 		blind:  ok && wb.WorkerBlind(),
 		ackPfx: "_CORTEX.ack." + cfg.ID + ".",
-	}, nil
+		pools:  cfg.Placement,
+	}
+	if e.pools == nil {
+		if pr, ok := cfg.Registry.(*placement.Registry); ok {
+			e.pools = pr.Pools()
+		}
+	}
+	if e.pools != nil {
+		if pr, ok := cfg.Registry.(*placement.Registry); ok {
+			e.preg = pr
+		} else {
+			e.preg = placement.NewRegistry(placement.RegistryOptions{Pools: e.pools})
+		}
+		e.queues = placement.NewQueues(placement.QueueOptions{Pools: e.pools})
+		placing := false
+		for _, p := range e.pools.List() {
+			placing = placing || e.placed(p)
+		}
+		if def, ok := placement.LookupStrategy(e.pools.Config().DefaultStrategy); ok {
+			if b, blind := def.(placement.WorkerBlind); !blind || !b.WorkerBlind() {
+				placing = true // implicit pools place
+			}
+		}
+		if !placing {
+			e.queues = nil
+		}
+	}
+	return e, nil
 }
 
 // NewEngine is the design document's constructor, with an in-memory job
@@ -447,7 +493,7 @@ func (e *Engine) admit(req *pb.JobRequest, traceID string) (answer *pb.JobAnswer
 	if ttl := e.ttl(req); ttl > 0 {
 		job.DeadlineMs = now.Add(ttl).UnixMilli()
 	}
-	verdict, serr := e.cfg.Safety.Check(context.Background(), req)
+	verdict, serr := e.cfg.Safety.Check(safety.WithTraceID(context.Background(), traceID), req)
 	switch {
 	case serr != nil:
 		e.stats.safetyUnavailable.Add(1)
@@ -476,10 +522,27 @@ func (e *Engine) admit(req *pb.JobRequest, traceID string) (answer *pb.JobAnswer
 		job.PendingReason = "waiting to be dispatched"
 	}
 	job.RuleId, job.PolicyVersion = verdict.RuleID, verdict.PolicyVersion
+	pool := e.poolOf(req)
+	if pool != nil {
+		job.Pool = pool.Name
+	}
+	queued := false
+	if job.State == lifecycle.Pending && !job.AwaitingSafety && e.placed(pool) {
+		var refused *pb.JobAnswer
+		if queued, refused = e.pushNew(job); refused != nil {
+			if e.debug() {
+				e.log.Debug("[SCHEDULER] refused job: queue full", "job_id", req.JobId, "pool", job.Pool, "reason", refused.Error, "trace_id", traceID)
+			}
+			return refused, false, nil
+		}
+	}
 
 	ctx, cancel := e.storeCtx()
 	defer cancel()
 	rec, err := e.cfg.Store.Create(ctx, job)
+	if err != nil && queued {
+		e.queues.Remove(job.JobId) // not recorded: not queued either
+	}
 	switch {
 	case errors.Is(err, jobstore.ErrExists):
 		if proto.Equal(rec.Job.GetRequest(), req) { // the same job, submitted again
@@ -505,7 +568,11 @@ func (e *Engine) admit(req *pb.JobRequest, traceID string) (answer *pb.JobAnswer
 	}
 	e.stats.accepted.Add(1)
 	if e.observe(rec) != nil {
-		e.tryDispatch(rec.Job.JobId)
+		if queued {
+			e.drain()
+		} else {
+			e.tryDispatch(rec.Job.JobId)
+		}
 	}
 	return &pb.JobAnswer{Ok: true, Jobs: []*pb.JobInfo{rec.Job}}, true, nil
 }
@@ -574,6 +641,13 @@ func (e *Engine) observe(rec jobstore.Record) *tracked {
 	if t != nil && t.rec.Revision >= rec.Revision {
 		return t
 	}
+	var prev *pb.JobInfo
+	if t != nil {
+		prev = t.rec.Job
+	}
+	if e.queues != nil {
+		e.placementObserve(prev, rec.Job)
+	}
 	if !lifecycle.Active(rec.Job.GetState()) {
 		delete(e.active, id)
 		return nil
@@ -582,7 +656,6 @@ func (e *Engine) observe(rec jobstore.Record) *tracked {
 		t = &tracked{}
 		e.active[id] = t
 	}
-	prev := t.rec.Job
 	t.rec = rec
 	if rec.Job.State == lifecycle.Running &&
 		(prev.GetState() != lifecycle.Running || prev.GetAttempt() != rec.Job.Attempt || t.leaseUntil.IsZero()) {
@@ -683,7 +756,7 @@ func (e *Engine) Stats() Stats {
 		LeasesLost: s.leasesLost.Load(), DeadLettered: s.deadLettered.Load(), Cancelled: s.cancelled.Load(),
 		Heartbeats: s.heartbeats.Load(), Alerts: s.alerts.Load(), Unknown: s.unknown.Load(),
 		StoreErrors: s.storeErrors.Load(), DispatchErrors: s.dispatchErrors.Load(),
-		Throttled: s.throttled.Load(), SafetyUnavailable: s.safetyUnavailable.Load(),
+		Throttled: s.throttled.Load(), SafetyUnavailable: s.safetyUnavailable.Load(), Backpressure: s.backpressure.Load(),
 		IdentityRejected: s.identityRejected.Load(),
 	}
 }

@@ -236,6 +236,12 @@ func (e *Engine) handleHeartbeat(hb *pb.Heartbeat) {
 			"cpu", hb.GetCpuLoad(), "gpu", hb.GetGpuUtilization(), "active_jobs", hb.GetActiveJobs())
 	}
 	e.cfg.Registry.UpdateHeartbeat(hb)
+	if e.preg != nil && e.preg != e.cfg.Registry {
+		e.preg.UpdateHeartbeat(hb)
+	}
+	if e.queues != nil && len(hb.GetTopics()) > 0 {
+		defer e.drain() // room may have freed, or a worker with a missing capability come
+	}
 	if hb.GetConfirms() && !hb.GetDraining() && len(hb.GetTopics()) > 0 {
 		now := time.Now()
 		e.confirmMu.Lock()
@@ -330,13 +336,21 @@ func (e *Engine) checkTimers() {
 		}
 		switch d.what {
 		case "dispatch":
-			e.dispatch(rec)
+			if e.placed(e.poolOf(rec.Job.GetRequest())) {
+				e.readmitDue(rec) // drain, below, places it
+			} else {
+				e.dispatch(rec)
+			}
 		case "unconfirmed":
 			e.unconfirmed(rec)
 		default:
 			e.expire(rec, d.what)
 		}
 		e.release(id)
+	}
+	if e.queues != nil {
+		e.preg.Expire()
+		e.drain()
 	}
 }
 
@@ -439,6 +453,8 @@ func (e *Engine) handleQuery(p *pb.BusPacket) *pb.BusPacket {
 		limit = 100
 	}
 	switch {
+	case q.GetWorkers():
+		return e.answer(p, &pb.JobAnswer{Ok: true, Workers: e.workers()})
 	case q.GetDeadLetter() && q.GetRedrive():
 		return e.answer(p, e.redrive(ctx, q.GetJobId()))
 	case q.GetDeadLetter():
@@ -452,7 +468,12 @@ func (e *Engine) handleQuery(p *pb.BusPacket) *pb.BusPacket {
 		if err != nil {
 			return e.answer(p, refusal(fmt.Sprintf("job %s: %v", q.GetJobId(), err), storeRetryable(err)))
 		}
-		return e.answer(p, &pb.JobAnswer{Ok: true, Jobs: []*pb.JobInfo{rec.Job}})
+		job := rec.Job
+		if r := e.pendingReason(job); r != "" && r != job.GetPendingReason() {
+			job = cloneInfo(job) // why it waits now, as this replica's queues see it
+			job.PendingReason = r
+		}
+		return e.answer(p, &pb.JobAnswer{Ok: true, Jobs: []*pb.JobInfo{job}})
 	default:
 		recs, err := e.cfg.Store.List(ctx, jobstore.Filter{State: q.GetState(), Limit: limit})
 		if err != nil {

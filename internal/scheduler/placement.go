@@ -1,0 +1,210 @@
+package scheduler
+
+import (
+	"errors"
+	"time"
+
+	"github.com/cortex-os/core/internal/jobstore"
+	"github.com/cortex-os/core/internal/lifecycle"
+	"github.com/cortex-os/core/internal/placement"
+	pb "github.com/cortex-os/core/pkg/pb/v1"
+)
+
+// Placement by what workers report. A job whose pool uses a strategy that
+// looks at the workers (least-loaded, or one registered by name) is not
+// published the moment it is admitted: it waits in its pool's queue
+// (placement.Queues: bounded, priority order with aging, fair between
+// tenants, tenant concurrency limits) until the registry has a worker with
+// room for it, and is then dispatched to that worker, counted against its
+// capacity at once. A job whose pool uses the naive strategy (the design
+// document's, the default) is dispatched at once on its topic, as before.
+//
+// The placement state is this replica's: its queues hold the jobs it admitted
+// or saw become due, its registry counts the jobs it placed. Every change of
+// a job passes through observe, which keeps the two in step with the job
+// store: a job that leaves its attempt (a result, a refusal, a lost lease, a
+// cancel) frees its worker's slot and its tenant's.
+
+// placed reports whether jobs of pool wait in a queue for a worker with room.
+func (e *Engine) placed(pool *placement.Pool) bool {
+	if e.queues == nil || pool == nil {
+		return false
+	}
+	b, ok := pool.Placer().(placement.WorkerBlind)
+	return !ok || !b.WorkerBlind()
+}
+
+// poolOf resolves a request's pool; nil when nothing is configured.
+func (e *Engine) poolOf(req *pb.JobRequest) *placement.Pool {
+	if e.pools == nil {
+		return nil
+	}
+	return e.pools.Resolve(req.GetTopic())
+}
+
+// newPlacementJob is the placement view of a recorded job.
+func (e *Engine) newPlacementJob(j *pb.JobInfo) *placement.Job {
+	pj := placement.NewJob(j.GetRequest(), e.pools)
+	if j.GetCreatedMs() > 0 {
+		pj.Enqueued = time.UnixMilli(j.GetCreatedMs()) // aging counts across retries
+	}
+	return pj
+}
+
+// drain places what the queues hold on the workers with room, then
+// dispatches it. Decisions are made under placeMu, one pool after another;
+// the dispatches (a store write and a publish each) happen after, outside it.
+func (e *Engine) drain() {
+	if e.queues == nil {
+		return
+	}
+	type pick struct {
+		job *placement.Job
+		d   placement.Decision
+	}
+	var picks []pick
+	e.placeMu.Lock()
+	if v := e.preg.Version(); v != e.regVersion {
+		// Workers came, went or freed room: parked jobs and blocked pools
+		// are worth another look.
+		e.regVersion = v
+		e.queues.WakeAll()
+	}
+	for _, q := range e.queues.Backlogged() {
+		for {
+			j := q.Next()
+			if j == nil {
+				break
+			}
+			d, err := e.preg.Place(j, nil)
+			if err != nil {
+				if placement.PoolWide(err) {
+					q.Block(err.Error()) // no room anywhere in the pool: until a worker frees some
+					break
+				}
+				e.queues.Park(j, err.Error()) // this job cannot run now; the others may
+				continue
+			}
+			e.queues.Start(j)
+			picks = append(picks, pick{j, d})
+		}
+	}
+	e.placeMu.Unlock()
+	for _, p := range picks {
+		e.dispatchPlaced(p.job, p.d)
+	}
+}
+
+// dispatchPlaced dispatches a job placement chose a worker for.
+func (e *Engine) dispatchPlaced(j *placement.Job, d placement.Decision) {
+	rec, ok := e.claim(j.ID)
+	if !ok {
+		// Finished meanwhile, or a timer of this replica holds it: give
+		// the slot back; observe or the next tick queues it again if it is
+		// still pending.
+		e.unplace(j.ID, d.WorkerID)
+		return
+	}
+	written := e.dispatchTo(rec, d.Subject, d.WorkerID)
+	e.release(j.ID)
+	if !written {
+		e.unplace(j.ID, d.WorkerID)
+		if cur, ok := e.cached(j.ID); ok && cur.Job.GetState() == lifecycle.Pending {
+			e.queues.Readmit(e.newPlacementJob(cur.Job))
+		}
+	}
+}
+
+// unplace gives back the slot a job held on a worker and its tenant's.
+func (e *Engine) unplace(jobID, workerID string) {
+	e.preg.Release(workerID, jobID)
+	e.queues.Remove(jobID)
+}
+
+// placementObserve keeps the queues and the registry in step with a change
+// of a job, seen by observe (under e.mu: it must not take e.mu or placeMu).
+func (e *Engine) placementObserve(prev, next *pb.JobInfo) {
+	if e.queues == nil {
+		return
+	}
+	id := next.GetJobId()
+	switch st := next.GetState(); {
+	case lifecycle.Terminal(st):
+		e.preg.Release("", id)
+		e.queues.Remove(id)
+	case st == lifecycle.Pending:
+		if prev.GetState() == lifecycle.Dispatched || prev.GetState() == lifecycle.Running {
+			// The attempt ended without a result: its worker's slot is free.
+			e.preg.Release("", id)
+		}
+		if !e.placed(e.poolOf(next.GetRequest())) || next.GetAwaitingSafety() {
+			return
+		}
+		if time.Now().UnixMilli() < next.GetNextAttemptMs() {
+			// Backing off: out of the queue (and no longer running for its
+			// tenant) until the timer finds it due.
+			e.queues.Remove(id)
+			return
+		}
+		if _, known := e.queues.Job(id); known || prev == nil {
+			// Started here and handed back, or new: queue it (again).
+			// (A new job admitted here is pushed by admit, with its
+			// bound checked; Readmit of a queued job changes nothing.)
+			e.queues.Readmit(e.newPlacementJob(next))
+		}
+	default: // DISPATCHED or RUNNING
+		if _, mine := e.preg.AssignedTo(id); !mine {
+			// Another replica placed it.
+			e.queues.Remove(id)
+		}
+	}
+}
+
+// readmitDue queues a PENDING job of a placed pool that became due (its
+// backoff ended, or it was found pending after a restart).
+func (e *Engine) readmitDue(rec jobstore.Record) {
+	if _, known := e.queues.Job(rec.Job.GetJobId()); known {
+		return
+	}
+	e.queues.Readmit(e.newPlacementJob(rec.Job))
+}
+
+// pushNew queues a job being admitted to a placed pool, or refuses it when
+// the pool's or the tenant's queue is at its bound. A job already known
+// (submitted again) is left as it is.
+func (e *Engine) pushNew(job *pb.JobInfo) (pushed bool, refusal *pb.JobAnswer) {
+	if _, known := e.queues.Job(job.GetJobId()); known {
+		return false, nil
+	}
+	pj := e.newPlacementJob(job)
+	if err := e.queues.Push(pj); err != nil {
+		var full *placement.QueueFullError
+		if errors.As(err, &full) {
+			e.stats.backpressure.Add(1)
+			return false, &pb.JobAnswer{Error: err.Error(), Retryable: true, RetryAfterMs: e.cfg.NoWorkerRetry.Milliseconds()}
+		}
+		return false, &pb.JobAnswer{Error: err.Error(), Retryable: true}
+	}
+	return true, nil
+}
+
+// pendingReason is why a PENDING job waits, as the queues see it now.
+func (e *Engine) pendingReason(j *pb.JobInfo) string {
+	if e.queues == nil || j.GetState() != lifecycle.Pending {
+		return ""
+	}
+	return e.queues.Reason(j.GetJobId())
+}
+
+// workers lists the live workers for cortex workers.
+func (e *Engine) workers() []*pb.WorkerInfo {
+	if e.preg != nil {
+		return e.preg.Workers()
+	}
+	snap := e.cfg.Registry.Snapshot()
+	out := make([]*pb.WorkerInfo, 0, len(snap))
+	for _, hb := range snap {
+		out = append(out, &pb.WorkerInfo{Heartbeat: hb})
+	}
+	return out
+}
