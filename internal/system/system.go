@@ -16,6 +16,8 @@ import (
 	"github.com/cortex-os/core/internal/jobstore"
 	"github.com/cortex-os/core/internal/jobstore/kvstore"
 	"github.com/cortex-os/core/internal/logging"
+	"github.com/cortex-os/core/internal/placement"
+	"github.com/cortex-os/core/internal/safety"
 	"github.com/cortex-os/core/internal/scheduler"
 	"github.com/cortex-os/core/pkg/worker"
 )
@@ -57,6 +59,11 @@ type SchedulerOptions struct {
 	Logger  *slog.Logger
 	// Settings are the scheduler section of the config: store and timers.
 	Settings config.Scheduler
+	// Safety is the safety section: the policy, or the remote kernel.
+	Safety config.Safety
+	// Placement is the placement section; nil: the naive strategy for
+	// every topic.
+	Placement *placement.Config
 	// NatsOptions are extra connection options (credentials, TLS).
 	NatsOptions []nats.Option
 	// Started, if set, is called once the scheduler is subscribed.
@@ -74,21 +81,44 @@ func RunScheduler(ctx context.Context, opts SchedulerOptions) error {
 	if err != nil {
 		return err
 	}
+	id := opts.ID
+	if id == "" {
+		id = scheduler.UniqueID("cortex-scheduler")
+	}
+	checker, stopSafety, err := openSafety(ctx, b, id, opts)
+	if err != nil {
+		return err
+	}
+	defer stopSafety()
+	var (
+		registry scheduler.WorkerRegistry = scheduler.NewMemoryRegistry()
+		pools    *placement.Pools
+	)
+	if opts.Placement != nil {
+		if pools, err = placement.NewPools(*opts.Placement); err != nil {
+			return fmt.Errorf("placement: %w", err)
+		}
+		registry = placement.NewRegistry(placement.RegistryOptions{Pools: pools})
+	}
 	engine, err := scheduler.New(scheduler.Config{
-		Bus:           b,
-		Safety:        scheduler.NewSafetyStub(),
-		Registry:      scheduler.NewMemoryRegistry(),
-		Strategy:      scheduler.NewNaiveStrategy(),
-		Store:         store,
-		DeadLetters:   dead,
-		ID:            opts.ID,
-		Logger:        opts.Logger,
-		AckTimeout:    opts.Settings.AckTimeout,
-		LeaseInterval: opts.Settings.LeaseInterval,
-		LeaseMisses:   opts.Settings.LeaseMisses,
-		MaxAttempts:   opts.Settings.MaxAttempts,
-		Timeout:       opts.Settings.Timeout,
-		TTL:           opts.Settings.TTL,
+		Bus:               b,
+		Safety:            checker,
+		Registry:          registry,
+		Placement:         pools,
+		SafetyUnavailable: opts.Safety.Unavailable,
+		Strategy:          scheduler.NewNaiveStrategy(),
+		Store:             store,
+		DeadLetters:       dead,
+		ID:                id,
+		Logger:            opts.Logger,
+		AckTimeout:        opts.Settings.AckTimeout,
+		LeaseInterval:     opts.Settings.LeaseInterval,
+		LeaseMisses:       opts.Settings.LeaseMisses,
+		MaxAttempts:       opts.Settings.MaxAttempts,
+		Timeout:           opts.Settings.Timeout,
+		TTL:               opts.Settings.TTL,
+
+		RequireWorkerIdentity: opts.Settings.RequireWorkerIdentity,
 	})
 	if err != nil {
 		return err
@@ -102,6 +132,46 @@ func RunScheduler(ctx context.Context, opts SchedulerOptions) error {
 	}
 	<-ctx.Done()
 	return engine.Stop(context.WithoutCancel(ctx))
+}
+
+// openSafety returns the scheduler's safety checker: a remote kernel (cortex
+// safety) when the config says so, else a kernel in this process with the
+// policy file (reloaded when it changes) or the shipped default policy, its
+// every decision published on sys.safety.audit. stop ends what it started.
+func openSafety(ctx context.Context, b *bus.NatsBus, id string, opts SchedulerOptions) (scheduler.SafetyChecker, func(), error) {
+	if opts.Safety.Remote {
+		r, err := safety.NewRemote(safety.RemoteConfig{Bus: b, Timeout: opts.Safety.Timeout, SenderID: id})
+		if err != nil {
+			return nil, nil, err
+		}
+		opts.Logger.Info("[SAFETY] decisions by the remote safety kernel", "subject", safety.SubjectCheck,
+			"timeout", opts.Safety.Timeout, "unavailable", opts.Safety.Unavailable)
+		return r, func() {}, nil
+	}
+	auditor, err := safety.NewBusAuditor(safety.AuditorConfig{Bus: b, SenderID: id, Logger: opts.Logger})
+	if err != nil {
+		return nil, nil, err
+	}
+	kernel, err := safety.New(safety.Config{PolicyFile: opts.Safety.Policy, Logger: opts.Logger, Audit: auditor.Record, InstanceID: id})
+	if err != nil {
+		return nil, nil, err
+	}
+	auditor.Start()
+	watchCtx, stopWatch := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if opts.Safety.Policy != "" {
+			_ = kernel.Watch(watchCtx, "")
+		}
+	}()
+	p := kernel.Policy()
+	opts.Logger.Info("[SAFETY] policy in force", "file", opts.Safety.Policy, "version", p.Version, "rules", p.NumRules())
+	return kernel, func() {
+		stopWatch()
+		<-done
+		auditor.Stop()
+	}, nil
 }
 
 // OpenStore opens the job store and dead-letter queue for mode (auto,
@@ -179,6 +249,7 @@ func RunEchoWorker(ctx context.Context, opts EchoWorkerOptions) error {
 		HeartbeatInterval: opts.Settings.HeartbeatInterval,
 		LeaseInterval:     opts.Settings.LeaseInterval,
 		ShutdownGrace:     opts.Settings.ShutdownGrace,
+		NamedSubjects:     opts.Settings.NamedSubjects,
 		Logger:            opts.Logger,
 	})
 	if err != nil {

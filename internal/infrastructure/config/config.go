@@ -16,6 +16,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/cortex-os/core/internal/infrastructure/bus"
+	"github.com/cortex-os/core/internal/placement"
 )
 
 // DefaultPath is the development config the binaries read when no --config
@@ -71,6 +72,28 @@ type Config struct {
 	Scheduler Scheduler `yaml:"scheduler"`
 	// Worker settings for the workers CortexOS ships (the echo worker).
 	Worker Worker `yaml:"worker"`
+	// Safety configures admission: the policy and where it is decided.
+	Safety Safety `yaml:"safety"`
+	// Placement names pools, tenants and strategies (docs/scheduling.md).
+	// Absent: every topic is placed by the naive strategy, as in the design
+	// document.
+	Placement *placement.Config `yaml:"placement"`
+}
+
+// Safety configures the safety kernel (docs/policy.md).
+type Safety struct {
+	// Policy is the policy file, reloaded when it changes. Empty: the
+	// shipped default policy (config/policy.yaml's rules, built in).
+	Policy string `yaml:"policy"`
+	// Remote: the scheduler asks a cortex safety service over NATS instead
+	// of deciding in-process.
+	Remote bool `yaml:"remote"`
+	// Timeout of a remote check. Default 500ms.
+	Timeout time.Duration `yaml:"timeout"`
+	// Unavailable is what a job becomes when a remote kernel does not
+	// answer in time: pending (the default: it waits, and is checked again
+	// before dispatch) or deny. Either way it fails closed.
+	Unavailable string `yaml:"unavailable"`
 }
 
 // Scheduler configures the scheduler. See docs/state_machine.md for the timers.
@@ -224,6 +247,19 @@ func (c *Config) Validate() error {
 	} {
 		if d < 0 {
 			return fmt.Errorf("%s %s: must not be negative", name, d)
+		}
+	}
+	switch c.Safety.Unavailable {
+	case "", "pending", "deny":
+	default:
+		return fmt.Errorf("safety.unavailable %q: want pending or deny", c.Safety.Unavailable)
+	}
+	if c.Safety.Timeout < 0 {
+		return fmt.Errorf("safety.timeout %s: must not be negative", c.Safety.Timeout)
+	}
+	if c.Placement != nil {
+		if err := c.Placement.Validate(); err != nil {
+			return fmt.Errorf("placement: %w", err)
 		}
 	}
 	if c.Scheduler.LeaseMisses < 0 || c.Scheduler.MaxAttempts < 0 {
