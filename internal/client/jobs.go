@@ -238,7 +238,8 @@ func answerJob(a *pb.JobAnswer) (*pb.JobInfo, error) {
 		job = a.GetJobs()[0]
 	}
 	if !a.GetOk() {
-		return job, &RefusedError{Reason: a.GetError(), Retryable: a.GetRetryable(), RuleID: a.GetRuleId(), Job: job}
+		return job, &RefusedError{Reason: a.GetError(), Retryable: a.GetRetryable(), RuleID: a.GetRuleId(), Job: job,
+			RetryAfter: time.Duration(a.GetRetryAfterMs()) * time.Millisecond}
 	}
 	if job == nil {
 		return nil, errors.New("client: answer without a job")
