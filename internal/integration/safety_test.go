@@ -235,4 +235,3 @@ func TestRemoteKernelStoppedFailsClosed(t *testing.T) {
 		})
 	}
 }
-
