@@ -31,13 +31,27 @@ import (
 // at a time, so fn is never called concurrently for one watcher and may
 // itself call the store.
 //
-// The zero Memory is ready to use; NewMemory is the conventional constructor.
+// Retention. A finished job (terminal state) is kept until
+// DefaultMemoryRetain newer jobs have finished (NewMemoryRetaining sets
+// another number), then forgotten, so that a long-running scheduler's memory
+// stays bounded: the KV store's TTL does the same. A job_id submitted again
+// after its job was forgotten makes a new job.
+//
+// The zero Memory is ready to use, keeping every job; NewMemory is the
+// conventional constructor.
 type Memory struct {
 	mu       sync.Mutex
 	jobs     map[string]memEntry
 	rev      uint64
 	watchers map[*memWatcher]struct{}
+
+	retain   int      // finished jobs kept; 0: all
+	finished []string // ids of finished jobs, oldest first (a ring when full)
+	next     int      // the oldest, once finished is full
 }
+
+// DefaultMemoryRetain is how many finished jobs NewMemory keeps.
+const DefaultMemoryRetain = 100_000
 
 type memEntry struct {
 	job *pb.JobInfo // owned by the store; never handed out
@@ -56,7 +70,13 @@ func (m *Memory) InProcess() bool { return true }
 
 // NewMemory returns an empty in-memory store.
 func NewMemory() *Memory {
-	return &Memory{}
+	return NewMemoryRetaining(DefaultMemoryRetain)
+}
+
+// NewMemoryRetaining returns an empty in-memory store that keeps the last
+// retain finished jobs (0: all of them).
+func NewMemoryRetaining(retain int) *Memory {
+	return &Memory{retain: max(retain, 0)}
 }
 
 // Create implements Store.
@@ -77,6 +97,9 @@ func (m *Memory) Create(ctx context.Context, job *pb.JobInfo) (Record, error) {
 		m.jobs = make(map[string]memEntry)
 	}
 	e := m.writeLocked(stored)
+	if m.retain > 0 && lifecycle.Terminal(stored.GetState()) { // denied at admission
+		m.retireLocked(stored.GetJobId())
+	}
 	return e.record(), nil
 }
 
@@ -125,7 +148,25 @@ func (m *Memory) Update(ctx context.Context, prev Record, next *pb.JobInfo) (Rec
 		return Record{}, err
 	}
 	e = m.writeLocked(stored)
+	if m.retain > 0 && lifecycle.Terminal(stored.GetState()) {
+		m.retireLocked(id)
+	}
 	return e.record(), nil
+}
+
+// retireLocked notes that job id finished, forgetting the oldest finished job
+// once more than m.retain have. m.mu is held.
+func (m *Memory) retireLocked(id string) {
+	if len(m.finished) < m.retain {
+		m.finished = append(m.finished, id)
+		return
+	}
+	old := m.finished[m.next]
+	if e, ok := m.jobs[old]; ok && lifecycle.Terminal(e.job.GetState()) {
+		delete(m.jobs, old)
+	}
+	m.finished[m.next] = id
+	m.next = (m.next + 1) % m.retain
 }
 
 // writeLocked stores job under a new revision and queues it for every

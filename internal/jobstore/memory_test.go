@@ -12,6 +12,7 @@ import (
 	"github.com/cortex-os/core/internal/jobstore/storetest"
 	"github.com/cortex-os/core/internal/lifecycle"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
+	"google.golang.org/protobuf/proto"
 )
 
 func TestMemoryConformance(t *testing.T) {
@@ -168,5 +169,33 @@ func TestMemoryEndedContext(t *testing.T) {
 	}
 	if err := d.Put(ctx, job); !errors.Is(err, context.Canceled) {
 		t.Errorf("Put = %v, want context.Canceled", err)
+	}
+}
+
+func TestMemoryForgetsTheOldestFinishedJobs(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	m := jobstore.NewMemoryRetaining(3)
+	for i := range 5 {
+		id := fmt.Sprintf("job-%d", i)
+		rec, err := m.Create(ctx, &pb.JobInfo{JobId: id, State: lifecycle.Pending})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 4 {
+			break // stays active
+		}
+		next := proto.CloneOf(rec.Job)
+		next.State = lifecycle.Cancelled
+		if _, err := m.Update(ctx, rec, next); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Four finished, three kept: job-0 is forgotten; the active job-4 stays.
+	for i, want := range []bool{false, true, true, true, true} {
+		_, err := m.Get(ctx, fmt.Sprintf("job-%d", i))
+		if got := err == nil; got != want {
+			t.Errorf("job-%d kept = %v, want %v (%v)", i, got, want, err)
+		}
 	}
 }
