@@ -66,8 +66,12 @@ test-short:
 bench:
 	$(GO) run ./cmd/cortex bench $(ARGS)
 
+FUZZTIME ?= 30s
 fuzz:
-	$(GO) test -run '^$$' -fuzz=FuzzDecode -fuzztime=30s ./internal/infrastructure/bus
+	$(GO) test -run '^$$' -fuzz='^FuzzDecode$$' -fuzztime=$(FUZZTIME) ./internal/infrastructure/bus
+	$(GO) test -run '^$$' -fuzz='^FuzzDecodeMatchesProtobuf$$' -fuzztime=$(FUZZTIME) ./internal/infrastructure/bus
+	$(GO) test -run '^$$' -fuzz='^FuzzParsePolicy$$' -fuzztime=$(FUZZTIME) ./internal/safety
+	$(GO) test -run '^$$' -fuzz='^FuzzRemoteAnswer$$' -fuzztime=$(FUZZTIME) ./internal/safety
 
 clean:
 	rm -rf bin
