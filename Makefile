@@ -72,6 +72,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz='^FuzzDecodeMatchesProtobuf$$' -fuzztime=$(FUZZTIME) ./internal/infrastructure/bus
 	$(GO) test -run '^$$' -fuzz='^FuzzParsePolicy$$' -fuzztime=$(FUZZTIME) ./internal/safety
 	$(GO) test -run '^$$' -fuzz='^FuzzRemoteAnswer$$' -fuzztime=$(FUZZTIME) ./internal/safety
+	$(GO) test -run '^$$' -fuzz='^FuzzParseConfig$$' -fuzztime=$(FUZZTIME) ./internal/placement
 
 clean:
 	rm -rf bin
