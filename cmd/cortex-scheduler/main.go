@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/cortex-os/core/internal/infrastructure/config"
 	"github.com/cortex-os/core/internal/system"
 )
 
@@ -23,6 +24,7 @@ func main() {
 
 func newCommand() *cobra.Command {
 	var configPath, natsURL, logLevel, id, store string
+	var requireIdentity bool
 	cmd := &cobra.Command{
 		Use:           "cortex-scheduler",
 		Short:         "Run the CortexOS scheduler",
@@ -34,15 +36,21 @@ func newCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			natsOpts, err := system.NatsOptions(cmd.Flags(), cfg)
+			if err != nil {
+				return err
+			}
 			log := system.Logger(cfg, os.Stderr)
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			log.Info("[SCHEDULER] 🧠 CortexOS scheduler starting", "nats_url", cfg.NatsURL)
 			settings := cfg.Scheduler
 			if store != "" {
 				settings.Store = store
 			}
-			return system.RunScheduler(ctx, system.SchedulerOptions{NatsURL: cfg.NatsURL, ID: id, Logger: log, Settings: settings})
+			settings.RequireWorkerIdentity = settings.RequireWorkerIdentity || requireIdentity
+			log.Info("[SCHEDULER] 🧠 CortexOS scheduler starting", "nats_url", cfg.NatsURL, "credentials", cfg.NATS,
+				"require_worker_identity", settings.RequireWorkerIdentity)
+			return system.RunScheduler(ctx, system.SchedulerOptions{NatsURL: cfg.NatsURL, ID: id, Logger: log, Settings: settings, NatsOptions: natsOpts})
 		},
 	}
 	f := cmd.Flags()
@@ -51,5 +59,7 @@ func newCommand() *cobra.Command {
 	f.StringVar(&logLevel, "log-level", "", "debug, info, warn or error (overrides CORTEX_LOG_LEVEL and the config file)")
 	f.StringVar(&id, "id", "", "scheduler replica id (default: unique per process)")
 	f.StringVar(&store, "store", "", "job store: auto (jetstream when the server has it), memory or jetstream (overrides the config file)")
+	f.BoolVar(&requireIdentity, "require-worker-identity", false, "refuse heartbeats and results on subjects that name no worker (scheduler.require_worker_identity; docs/security.md)")
+	config.RegisterCredentialFlags(f)
 	return cmd
 }

@@ -1,6 +1,7 @@
 // Command cortex-worker-echo runs the example echo worker: it takes jobs on
 // job.echo in the workers-echo queue group, waits its simulated work time,
-// and publishes each result on sys.job.result.
+// and publishes each result on sys.job.result (with NATS credentials, on
+// sys.job.result.<id>: docs/security.md).
 package main
 
 import (
@@ -14,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cortex-os/core/internal/echo"
+	"github.com/cortex-os/core/internal/infrastructure/config"
 	"github.com/cortex-os/core/internal/system"
 )
 
@@ -49,10 +51,23 @@ func newCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// Credentials: the worker's NATS user is its identity.
+			natsOpts, err := system.NatsOptions(cmd.Flags(), cfg)
+			if err != nil {
+				return err
+			}
+			if !cfg.NATS.IsZero() {
+				cfg.Worker.NamedSubjects = true // heartbeats and results on subjects that name it
+			}
+			if id == "" {
+				id = cfg.NATS.User // a server that ties the user to its subjects wants them named so
+			}
+
 			log := system.Logger(cfg, os.Stderr)
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			log.Info("[WORKER echo] 🔧 CortexOS echo worker starting", "nats_url", cfg.NatsURL, "work_time", work.String())
+			log.Info("[WORKER echo] 🔧 CortexOS echo worker starting", "nats_url", cfg.NatsURL, "work_time", work.String(),
+				"credentials", cfg.NATS, "named_subjects", cfg.Worker.NamedSubjects)
 			settings := cfg.Worker
 			if f := cmd.Flags(); f.Changed("heartbeat-interval") || settings.HeartbeatInterval == 0 {
 				settings.HeartbeatInterval = heartbeat
@@ -66,7 +81,7 @@ func newCommand() *cobra.Command {
 			return system.RunEchoWorker(ctx, system.EchoWorkerOptions{
 				NatsURL: cfg.NatsURL, ID: id, WorkTime: work, Capacity: concurrency,
 				Capabilities: capabilities, Labels: labels, Pool: pool, Direct: direct,
-				Settings: settings, Logger: log,
+				Settings: settings, Logger: log, NatsOptions: natsOpts,
 			})
 		},
 	}
@@ -74,7 +89,7 @@ func newCommand() *cobra.Command {
 	f.StringVar(&configPath, "config", "", "config file (default config/local.yaml if present)")
 	f.StringVar(&natsURL, "nats-url", "", "NATS server URL (overrides NATS_URL and the config file)")
 	f.StringVar(&logLevel, "log-level", "", "debug, info, warn or error (overrides CORTEX_LOG_LEVEL and the config file)")
-	f.StringVar(&id, "id", "", "worker id (default: worker-echo-<host>-<random>, unique per process)")
+	f.StringVar(&id, "id", "", "worker id (default: the NATS user if any, else worker-echo-<host>-<random>, unique per process)")
 	f.Var(&work, "work-time", `simulated work per job: "0", "250ms" or "100ms-500ms"`)
 	f.IntVar(&concurrency, "concurrency", 64, "jobs run at once (the same setting as --capacity)")
 	f.IntVar(&capacity, "capacity", 64, "jobs run at once, reported in heartbeats: the scheduler places no more here")
@@ -85,6 +100,10 @@ func newCommand() *cobra.Command {
 	f.DurationVar(&heartbeat, "heartbeat-interval", 5*time.Second, "time between heartbeats while idle")
 	f.DurationVar(&lease, "lease-interval", 500*time.Millisecond, "time between heartbeats while holding jobs (they renew the jobs' leases)")
 	f.DurationVar(&grace, "shutdown-grace", 10*time.Second, "how long in-flight jobs may finish after SIGINT/SIGTERM; the rest are handed back")
+
+	// NATS credentials (docs/security.md). With any, the worker names itself
+	// in its subjects (sys.heartbeat.echo.<id>, sys.job.result.<id>).
+	config.RegisterCredentialFlags(f)
 	return cmd
 }
 

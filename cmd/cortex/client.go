@@ -19,6 +19,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
@@ -42,16 +43,19 @@ const clientSenderID = "cortex-cli"
 
 // connFlags are the flags of every client command: where NATS is (the same
 // sources as the other binaries: --config, then NATS_URL, then --nats-url)
-// and how long one request may take.
+// and how long one request may take. The credentials (--nats-user, ...) are
+// the root command's persistent flags; they reach the command's flags.
 type connFlags struct {
 	configPath string
 	natsURL    string
 	timeout    time.Duration
+	flags      *pflag.FlagSet // the command's, with the root's credential flags once parsed
 }
 
 // register adds the flags to f; the request timeout is named timeoutFlag
 // (submit uses --timeout for the job's own timeout).
 func (c *connFlags) register(f *pflag.FlagSet, timeoutFlag string) {
+	c.flags = f
 	f.StringVar(&c.configPath, "config", "", "config file (default config/local.yaml if present)")
 	f.StringVar(&c.natsURL, "nats-url", "", "NATS server URL (overrides NATS_URL and the config file)")
 	f.DurationVar(&c.timeout, timeoutFlag, defaultRequestTimeout, "how long to wait for the scheduler's answer")
@@ -74,13 +78,20 @@ func (c *connFlags) open() (*session, error) {
 	if err != nil {
 		return nil, oneLine(err)
 	}
+	natsOpts, err := system.NatsOptions(c.flags, cfg)
+	if err != nil {
+		return nil, oneLine(err)
+	}
 	// Connection trouble is worth a line on stderr; per-job chatter is not.
 	log := logging.New(os.Stderr, max(system.Level(cfg), slog.LevelWarn))
-	b, err := bus.Connect(bus.Config{URL: cfg.NatsURL, Name: "cortex-cli", Logger: log, DrainTimeout: 2 * time.Second})
+	b, err := bus.Connect(bus.Config{URL: cfg.NatsURL, Name: "cortex-cli", Logger: log, DrainTimeout: 2 * time.Second, Options: natsOpts})
 	if err != nil {
 		cause := errors.Unwrap(err)
 		if cause == nil {
 			cause = err
+		}
+		if errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) || errors.Is(err, nats.ErrAuthRevoked) {
+			return nil, fmt.Errorf("NATS at %s refused the credentials (%s): %v", cfg.NatsURL, cfg.NATS.Describe(), cause)
 		}
 		return nil, fmt.Errorf("cannot reach NATS at %s: %v", cfg.NatsURL, cause)
 	}
@@ -115,6 +126,10 @@ func (s *session) explain(err error) error {
 	case errors.Is(err, wire.ErrNoResponders):
 		return fmt.Errorf("no scheduler is answering on %s (is cortex-scheduler or cortex dev running?)", s.url)
 	case errors.Is(err, context.DeadlineExceeded):
+		if last := s.bus.Conn().LastError(); errors.Is(last, nats.ErrPermissionViolation) {
+			// The server dropped what we sent, or the answer's subscription.
+			return fmt.Errorf("NATS at %s refused it: %v (what this user may do: docs/security.md)", s.url, last)
+		}
 		return fmt.Errorf("no answer from a scheduler on %s within %s", s.url, s.timeout)
 	case errors.Is(err, context.Canceled):
 		return errors.New("interrupted")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -11,6 +12,7 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 
 	"github.com/cortex-os/core/internal/echo"
@@ -24,7 +26,7 @@ func newDevCommand() *cobra.Command {
 	var (
 		host, dataDir, logLevel string
 		port, httpPort, workers int
-		syncAlways              bool
+		syncAlways, auth        bool
 	)
 	work := echo.DefaultWorkTime
 	cmd := &cobra.Command{
@@ -32,9 +34,18 @@ func newDevCommand() *cobra.Command {
 		Short: "Run NATS (embedded, with JetStream), the scheduler and an echo worker in one process",
 		Long: `dev starts an embedded NATS server with JetStream, a scheduler and echo
 workers, each on its own connection, and logs every job's way through them.
-Ctrl-C stops the workers (in-flight jobs finish), the scheduler, then NATS.`,
+Ctrl-C stops the workers (in-flight jobs finish), the scheduler, then NATS.
+
+With --auth, NATS admits only a user per role (client, scheduler, safety,
+one per worker) with the permissions of config/nats-auth.conf and passwords
+generated for this run; the scheduler and each worker connect as their own
+user, and the client's credentials are printed (and written, mode 0600, to
+dev-credentials.env in the data directory). See docs/security.md.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if config.CredentialFlagsGiven(cmd.Flags()) {
+				return errors.New("dev runs its own NATS server: the --nats-* credential flags do not apply (--auth runs it with a user per role)")
+			}
 			level, err := config.ParseLevel(logLevel)
 			if err != nil {
 				return err
@@ -43,10 +54,18 @@ Ctrl-C stops the workers (in-flight jobs finish), the scheduler, then NATS.`,
 			if err := os.MkdirAll(dataDir, 0o755); err != nil {
 				return fmt.Errorf("data dir: %w", err)
 			}
-			srv, err := embeddednats.Start(embeddednats.Config{
+			ncfg := embeddednats.Config{
 				Host: host, Port: port, HTTPPort: httpPort,
 				JetStream: true, StoreDir: dataDir, SyncAlways: syncAlways,
-			})
+			}
+			var roles *embeddednats.DevAuth
+			if auth {
+				if roles, err = embeddednats.NewDevAuth(workers, "echo", "job."+echo.Kind); err != nil {
+					return err
+				}
+				ncfg.Users = roles.Users()
+			}
+			srv, err := embeddednats.Start(ncfg)
 			if err != nil {
 				return err
 			}
@@ -62,13 +81,17 @@ Ctrl-C stops the workers (in-flight jobs finish), the scheduler, then NATS.`,
 			if mon := srv.MonitorAddr(); mon != nil {
 				fmt.Fprintf(out, "  monitoring:  http://%s/\n", mon)
 			}
-			fmt.Fprintf(out, "  send a job:  ./bin/cortex submit --nats-url %s --topic job.echo --wait\n", url)
-			fmt.Fprintf(out, "          or:  NATS_URL=%s go run ./tools/scripts/send_echo_job.go\n", url)
+			if roles == nil {
+				fmt.Fprintf(out, "  send a job:  ./bin/cortex submit --nats-url %s --topic job.echo --wait\n", url)
+				fmt.Fprintf(out, "          or:  NATS_URL=%s go run ./tools/scripts/send_echo_job.go\n", url)
+			} else if err := printDevAuth(out, roles, url, abs); err != nil {
+				return err
+			}
 			fmt.Fprintln(out, "  Ctrl-C stops everything.")
 
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			return runParts(ctx, url, log, workers, work)
+			return runParts(ctx, url, log, workers, work, roles)
 		},
 	}
 	f := cmd.Flags()
@@ -80,13 +103,69 @@ Ctrl-C stops the workers (in-flight jobs finish), the scheduler, then NATS.`,
 	f.IntVar(&workers, "workers", 1, "echo workers to run")
 	f.Var(&work, "work-time", `simulated work per echo job: "0", "250ms" or "100ms-500ms"`)
 	f.StringVar(&logLevel, "log-level", "debug", "debug shows every job; info shows none")
+	f.BoolVar(&auth, "auth", false, "admit only a user per role, with generated passwords, and print the client's (docs/security.md)")
 	return cmd
+}
+
+// devCredentialsFile is where dev --auth writes the client's credentials, in
+// the data directory.
+const devCredentialsFile = "dev-credentials.env"
+
+// printDevAuth prints the users of a dev --auth run and writes the client's
+// credentials to dev-credentials.env in dataDir, readable by its owner only.
+func printDevAuth(out io.Writer, roles *embeddednats.DevAuth, url, dataDir string) error {
+	env := fmt.Sprintf("export NATS_URL=%s NATS_USER=%s NATS_PASSWORD=%s\n", url, roles.Client.User, roles.Client.Password)
+	path := filepath.Join(dataDir, devCredentialsFile)
+	if err := os.WriteFile(path, []byte(env), 0o600); err != nil {
+		return fmt.Errorf("writing the dev credentials: %w", err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil { // an older file keeps its mode on write
+		return fmt.Errorf("writing the dev credentials: %w", err)
+	}
+	fmt.Fprintln(out, "  auth:        a user per role, generated passwords (docs/security.md)")
+	fmt.Fprintf(out, "    client     --nats-user %s --nats-password %s\n", roles.Client.User, roles.Client.Password)
+	fmt.Fprintf(out, "    safety     --nats-user %s --nats-password %s  (for cortex safety)\n", roles.Safety.User, roles.Safety.Password)
+	fmt.Fprintf(out, "    scheduler  %s, workers", roles.Scheduler.User)
+	for _, w := range roles.Workers {
+		fmt.Fprintf(out, " %s", w.User)
+	}
+	fmt.Fprintln(out, ": run in this process")
+	fmt.Fprintf(out, "  send a job:  ./bin/cortex submit --nats-url %s --nats-user %s --nats-password %s --topic job.echo --wait\n",
+		url, roles.Client.User, roles.Client.Password)
+	fmt.Fprintf(out, "          or:  . %s && ./bin/cortex submit --topic job.echo --wait\n", path)
+	return nil
 }
 
 // runParts runs the scheduler and the workers until ctx ends or one of them
 // fails. The workers stop first, so the results of their in-flight jobs still
 // reach the scheduler; then the scheduler stops.
-func runParts(ctx context.Context, url string, log *slog.Logger, workers int, work echo.WorkTime) error {
+//
+// With roles (dev --auth), the scheduler and each worker connect as their
+// own user; workers name themselves in their subjects and the scheduler
+// requires them to.
+func runParts(ctx context.Context, url string, log *slog.Logger, workers int, work echo.WorkTime, roles *embeddednats.DevAuth) error {
+	var (
+		schedOpts []nats.Option
+		settings  config.Scheduler
+	)
+	workerOpts := make([]system.EchoWorkerOptions, workers)
+	for i := range workerOpts {
+		workerOpts[i] = system.EchoWorkerOptions{NatsURL: url, WorkTime: work, Logger: log}
+	}
+	if roles != nil {
+		var err error
+		if schedOpts, err = roles.Scheduler.Credentials().Options(); err != nil {
+			return err
+		}
+		settings.RequireWorkerIdentity = true
+		for i, w := range roles.Workers {
+			o := &workerOpts[i]
+			if o.NatsOptions, err = w.Credentials().Options(); err != nil {
+				return err
+			}
+			o.ID, o.Settings.NamedSubjects = w.User, true
+		}
+	}
 	schedCtx, stopSched := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopSched()
 	workCtx, stopWork := context.WithCancel(ctx)
@@ -98,6 +177,7 @@ func runParts(ctx context.Context, url string, log *slog.Logger, workers int, wo
 	sched.Go(func() {
 		err := system.RunScheduler(schedCtx, system.SchedulerOptions{
 			NatsURL: url, Logger: log, Started: func() { close(started) },
+			Settings: settings, NatsOptions: schedOpts,
 		})
 		if err != nil {
 			errs <- fmt.Errorf("scheduler: %w", err)
@@ -111,9 +191,9 @@ func runParts(ctx context.Context, url string, log *slog.Logger, workers int, wo
 		return err
 	}
 	var pool sync.WaitGroup
-	for range workers {
+	for _, opts := range workerOpts {
 		pool.Go(func() {
-			if err := system.RunEchoWorker(workCtx, system.EchoWorkerOptions{NatsURL: url, WorkTime: work, Logger: log}); err != nil {
+			if err := system.RunEchoWorker(workCtx, opts); err != nil {
 				errs <- fmt.Errorf("echo worker: %w", err)
 				stopWork()
 			}

@@ -9,6 +9,8 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+
+	"github.com/cortex-os/core/internal/infrastructure/config"
 )
 
 func main() {
@@ -25,6 +27,8 @@ func newRootCommand() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	// NATS credentials for every command that connects (docs/security.md).
+	config.RegisterCredentialFlags(root.PersistentFlags())
 	root.AddCommand(newDevCommand())
 	root.AddCommand(newBenchCommand())
 	root.AddCommand(newSubmitCommand(), newJobCommand(), newDLQCommand())

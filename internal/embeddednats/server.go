@@ -30,6 +30,18 @@ type Config struct {
 	Debug bool
 	// ReadyTimeout bounds the wait for the server to accept connections. Default 10s.
 	ReadyTimeout time.Duration
+
+	// ConfigFile is a nats-server configuration file (such as
+	// config/nats-auth.conf: accounts, users and their permissions, TLS).
+	// The fields above override what it says about where to listen and
+	// JetStream.
+	ConfigFile string
+	// Users, when set, are the only users the server admits, each with its
+	// permissions (see NewDevAuth).
+	Users []*server.User
+	// Configure, when set, is called with the server's options last, to set
+	// what the fields above do not (TLS, say).
+	Configure func(*server.Options)
 }
 
 // Start starts a server and waits until it accepts connections. The caller
@@ -47,17 +59,29 @@ func Start(cfg Config) (*server.Server, error) {
 	if cfg.JetStream && cfg.StoreDir == "" {
 		return nil, errors.New("embeddednats: JetStream needs a StoreDir")
 	}
-	opts := &server.Options{
-		ServerName: "cortex-embedded",
-		Host:       cfg.Host,
-		Port:       cfg.Port,
-		HTTPHost:   cfg.Host,
-		HTTPPort:   cfg.HTTPPort,
-		JetStream:  cfg.JetStream,
-		StoreDir:   cfg.StoreDir,
-		SyncAlways: cfg.SyncAlways,
-		NoSigs:     true,
-		NoLog:      !cfg.Debug,
+	opts := &server.Options{}
+	if cfg.ConfigFile != "" {
+		var err error
+		if opts, err = server.ProcessConfigFile(cfg.ConfigFile); err != nil {
+			return nil, fmt.Errorf("embeddednats: %w", err)
+		}
+	}
+	if opts.ServerName == "" {
+		opts.ServerName = "cortex-embedded"
+	}
+	opts.Host, opts.Port = cfg.Host, cfg.Port
+	opts.HTTPHost, opts.HTTPPort = cfg.Host, cfg.HTTPPort
+	opts.JetStream = opts.JetStream || cfg.JetStream
+	if cfg.StoreDir != "" {
+		opts.StoreDir = cfg.StoreDir
+	}
+	opts.SyncAlways = opts.SyncAlways || cfg.SyncAlways
+	opts.NoSigs, opts.NoLog = true, !cfg.Debug
+	if cfg.Users != nil {
+		opts.Users = cfg.Users
+	}
+	if cfg.Configure != nil {
+		cfg.Configure(opts)
 	}
 	srv, err := server.NewServer(opts)
 	if err != nil {

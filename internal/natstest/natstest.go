@@ -36,3 +36,21 @@ func URL(t testing.TB) string {
 	t.Helper()
 	return RunServer(t).ClientURL()
 }
+
+// RunServerWith starts a server for the test as RunServer does (a random
+// loopback port, JetStream in t.TempDir()), with cfg's ConfigFile, Users and
+// Configure: a configuration file with users and permissions, say.
+func RunServerWith(t testing.TB, cfg embeddednats.Config) *server.Server {
+	t.Helper()
+	cfg.Host, cfg.Port, cfg.HTTPPort = "127.0.0.1", -1, 0
+	cfg.JetStream, cfg.StoreDir = true, t.TempDir()
+	srv, err := embeddednats.Start(cfg)
+	if err != nil {
+		t.Fatalf("natstest: %v", err)
+	}
+	t.Cleanup(func() {
+		srv.Shutdown()
+		srv.WaitForShutdown()
+	})
+	return srv
+}

@@ -1,0 +1,175 @@
+package embeddednats
+
+import (
+	"crypto/rand"
+	"fmt"
+	"sort"
+
+	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/cortex-os/core/internal/infrastructure/bus"
+)
+
+// The roles of the CortexOS bus and what each may publish and subscribe to
+// (docs/security.md). config/nats-auth.conf grants the same permissions, and
+// a test (test/security) holds the two equal, so `cortex dev --auth` runs
+// under the configuration the documentation ships.
+//
+// Every connection of a role reads its answers under its own inbox prefix,
+// _INBOX.<user> (bus.DefaultInboxPrefix), and may subscribe to nothing else
+// of the kind: a client reads its own answers only.
+
+// Subjects the roles share.
+const (
+	subjectSubmit  = "sys.job.submit"
+	subjectQuery   = "sys.job.query"
+	subjectCancel  = "sys.job.cancel"
+	subjectResult  = "sys.job.result"
+	safetyCheck    = "sys.safety.check"
+	safetyAudit    = "sys.safety.audit"
+	allInboxes     = "_INBOX.>"
+	schedulerAcks  = "_CORTEX.ack.>"
+	jobStoreBucket = "$KV.CORTEX_JOBS.>"
+)
+
+// InboxSubjects is what user may subscribe to for its answers: _INBOX.<user>.>.
+func InboxSubjects(user string) string { return bus.DefaultInboxPrefix(user) + ".>" }
+
+// ClientPermissions: submit, query and cancel jobs (cortex submit, job,
+// dlq) and read the answers, its own only.
+func ClientPermissions(user string) *server.Permissions {
+	return &server.Permissions{
+		Publish:   &server.SubjectPermission{Allow: []string{subjectSubmit, subjectQuery, subjectCancel}},
+		Subscribe: &server.SubjectPermission{Allow: []string{InboxSubjects(user)}},
+	}
+}
+
+// SchedulerPermissions: take submissions, queries, cancels, results and
+// heartbeats; dispatch on job.> and hear the workers' confirmations on
+// _CORTEX.ack.>; cancel on sys.worker.<id>.cancel; answer any client's
+// inbox; ask the safety service; keep jobs in JetStream (its API, acks and
+// flow control, the job bucket, the dead-letter stream).
+func SchedulerPermissions(user string) *server.Permissions {
+	return &server.Permissions{
+		Publish: &server.SubjectPermission{Allow: []string{
+			"job.>", "sys.worker.*.>", "sys.job.dlq.>", allInboxes,
+			safetyCheck, safetyAudit,
+			"$JS.API.>", "$JS.ACK.>", "$JS.FC.>", jobStoreBucket,
+		}},
+		Subscribe: &server.SubjectPermission{Allow: []string{
+			subjectSubmit, subjectQuery, subjectCancel, subjectResult, subjectResult + ".>",
+			"sys.heartbeat.>", schedulerAcks, InboxSubjects(user),
+		}},
+	}
+}
+
+// SafetyPermissions: answer safety checks (to whoever asked: responses
+// only) and publish the audit records.
+func SafetyPermissions() *server.Permissions {
+	return &server.Permissions{
+		Publish:   &server.SubjectPermission{Allow: []string{safetyAudit}},
+		Subscribe: &server.SubjectPermission{Allow: []string{safetyCheck}},
+		Response:  allowResponses(),
+	}
+}
+
+// WorkerPermissions: the worker whose id (and NATS user) is workerID takes
+// jobs on its topics and cancellations on sys.worker.<id>.>, answers the
+// dispatches it received (responses only: it cannot answer another's), and
+// publishes heartbeats and results on the subjects that name it and no
+// other (pkg/worker's NamedSubjects).
+func WorkerPermissions(workerID string, topics ...string) *server.Permissions {
+	return &server.Permissions{
+		Publish: &server.SubjectPermission{Allow: []string{
+			"sys.heartbeat.*." + workerID, subjectResult + "." + workerID,
+		}},
+		Subscribe: &server.SubjectPermission{Allow: append(append([]string(nil), topics...), "sys.worker."+workerID+".>")},
+		Response:  allowResponses(),
+	}
+}
+
+// allowResponses is the server's allow_responses: true (one answer per
+// request received, within two minutes).
+func allowResponses() *server.ResponsePermission {
+	return &server.ResponsePermission{MaxMsgs: server.DEFAULT_ALLOW_RESPONSE_MAX_MSGS, Expires: server.DEFAULT_ALLOW_RESPONSE_EXPIRATION}
+}
+
+// Role names.
+const (
+	RoleClient    = "client"
+	RoleScheduler = "scheduler"
+	RoleSafety    = "safety"
+	RoleWorker    = "worker"
+)
+
+// DevUser is a generated user of a role.
+type DevUser struct {
+	Role, User, Password string
+}
+
+// Credentials are the user's bus credentials.
+func (u DevUser) Credentials() bus.Credentials {
+	return bus.Credentials{User: u.User, Password: u.Password}
+}
+
+// DevAuth is a set of users, one per role and one per worker, with random
+// passwords: what `cortex dev --auth` runs with.
+type DevAuth struct {
+	Client, Scheduler, Safety DevUser
+	Workers                   []DevUser
+	// Topics the workers take jobs on.
+	Topics []string
+}
+
+// NewDevAuth generates the users: client, scheduler, safety, and workers
+// named workerPrefix-1 ... -n, each taking jobs on topics, each with a
+// random 24-character password.
+func NewDevAuth(workers int, workerPrefix string, topics ...string) (*DevAuth, error) {
+	a := &DevAuth{Topics: topics}
+	var err error
+	user := func(role, name string) DevUser {
+		if err != nil {
+			return DevUser{}
+		}
+		var pw string
+		pw, err = randomPassword()
+		return DevUser{Role: role, User: name, Password: pw}
+	}
+	a.Client = user(RoleClient, "client")
+	a.Scheduler = user(RoleScheduler, "scheduler")
+	a.Safety = user(RoleSafety, "safety")
+	for i := range workers {
+		a.Workers = append(a.Workers, user(RoleWorker, fmt.Sprintf("%s-%d", workerPrefix, i+1)))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("embeddednats: generating passwords: %w", err)
+	}
+	return a, nil
+}
+
+// Users are the server's users, with their role's permissions.
+func (a *DevAuth) Users() []*server.User {
+	users := []*server.User{
+		{Username: a.Client.User, Password: a.Client.Password, Permissions: ClientPermissions(a.Client.User)},
+		{Username: a.Scheduler.User, Password: a.Scheduler.Password, Permissions: SchedulerPermissions(a.Scheduler.User)},
+		{Username: a.Safety.User, Password: a.Safety.Password, Permissions: SafetyPermissions()},
+	}
+	for _, w := range a.Workers {
+		users = append(users, &server.User{Username: w.User, Password: w.Password, Permissions: WorkerPermissions(w.User, a.Topics...)})
+	}
+	sort.Slice(users, func(i, j int) bool { return users[i].Username < users[j].Username })
+	return users
+}
+
+// randomPassword is 24 characters of [a-z2-7] (120 bits).
+func randomPassword() (string, error) {
+	const alphabet = "abcdefghijklmnopqrstuvwxyz234567"
+	b := make([]byte, 24)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	for i := range b {
+		b[i] = alphabet[b[i]%32]
+	}
+	return string(b), nil
+}
