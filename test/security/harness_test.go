@@ -26,6 +26,7 @@ import (
 	"github.com/cortex-os/core/internal/infrastructure/bus"
 	"github.com/cortex-os/core/internal/infrastructure/config"
 	"github.com/cortex-os/core/internal/natstest"
+	"github.com/cortex-os/core/internal/placement"
 	"github.com/cortex-os/core/internal/scheduler"
 	"github.com/cortex-os/core/internal/system"
 )
@@ -169,14 +170,20 @@ func connect(t testing.TB, url, user string, log *slog.Logger) *bus.NatsBus {
 // safety settings, until the test ends.
 func runScheduler(t testing.TB, url, store string, sc config.Safety, log *slog.Logger) {
 	t.Helper()
+	runSchedulerWith(t, url, store, sc, nil, log)
+}
+
+// runSchedulerWith is runScheduler with a placement section.
+func runSchedulerWith(t testing.TB, url, store string, sc config.Safety, pc *placement.Config, log *slog.Logger) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	started, done := make(chan struct{}), make(chan error, 1)
 	go func() {
 		done <- system.RunScheduler(ctx, system.SchedulerOptions{
 			NatsURL: url, ID: "sched-" + strings.ReplaceAll(t.Name(), "/", "-"), Logger: log, NatsOptions: natsOptions(t, creds("scheduler")),
 			Settings: config.Scheduler{Store: store, RequireWorkerIdentity: true, MaxAttempts: 1},
-			Safety:   sc,
-			Started:  func() { close(started) },
+			Safety:   sc, Placement: pc,
+			Started: func() { close(started) },
 		})
 	}()
 	select {
@@ -199,11 +206,18 @@ func runScheduler(t testing.TB, url, store string, sc config.Safety, log *slog.L
 // stops it.
 func runWorker(t testing.TB, url, user string, work echo.WorkTime, log *slog.Logger) (stop func()) {
 	t.Helper()
+	return runWorkerWith(t, url, user, work, false, log)
+}
+
+// runWorkerWith is runWorker; a direct worker also takes jobs on its own
+// subject, sys.worker.<id>.job.
+func runWorkerWith(t testing.TB, url, user string, work echo.WorkTime, direct bool, log *slog.Logger) (stop func()) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
 		done <- system.RunEchoWorker(ctx, system.EchoWorkerOptions{
-			NatsURL: url, ID: user, WorkTime: work, Logger: log, NatsOptions: natsOptions(t, creds(user)),
+			NatsURL: url, ID: user, WorkTime: work, Logger: log, NatsOptions: natsOptions(t, creds(user)), Direct: direct,
 			Settings: config.Worker{NamedSubjects: true, HeartbeatInterval: 100 * time.Millisecond, ShutdownGrace: time.Second},
 		})
 	}()

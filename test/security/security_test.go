@@ -21,6 +21,7 @@ import (
 	"github.com/cortex-os/core/internal/infrastructure/bus"
 	"github.com/cortex-os/core/internal/infrastructure/config"
 	"github.com/cortex-os/core/internal/lifecycle"
+	"github.com/cortex-os/core/internal/placement"
 	"github.com/cortex-os/core/internal/safety"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/wire"
@@ -398,6 +399,34 @@ func denied(t *testing.T, ctx context.Context, c *client.Client, id string) {
 	if j := watch(t, ctx, c, id, terminal); j.GetState() != lifecycle.Denied {
 		t.Errorf("sys.destroy job is %s, want DENIED", lifecycle.Name(j.GetState()))
 	}
+}
+
+// Placement that picks a worker dispatches on the worker's own subject,
+// sys.worker.<id>.job: the scheduler may publish there and the worker take
+// it, and nobody else.
+func TestPlacementUnderShippedConfig(t *testing.T) {
+	t.Parallel()
+	url := startServer(t).ClientURL()
+	logs := captureLogs(t)
+	log := logs.logger()
+	runSchedulerWith(t, url, config.StoreJetStream, config.Safety{},
+		&placement.Config{Pools: []placement.Pool{{Name: "echo", Topics: []string{"job.echo"}, Strategy: placement.StrategyLeastLoaded}}}, log)
+	runWorkerWith(t, url, "echo-1", echo.WorkTime{}, true, log)
+	c := client.New(connect(t, url, "client", log), "security-test")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*waitFor)
+	defer cancel()
+	for _, id := range []string{"placed-1", "placed-2"} {
+		submit(t, ctx, c, &pb.JobRequest{JobId: id, Topic: "job.echo"})
+		if j := watch(t, ctx, c, id, terminal); j.GetState() != lifecycle.Completed || j.GetWorkerId() != "echo-1" {
+			t.Errorf("job %s ended %s on %q, want COMPLETED on echo-1", id, lifecycle.Name(j.GetState()), j.GetWorkerId())
+		}
+	}
+	// Only echo-1 takes its own subject.
+	w2 := raw(t, url, "echo-2")
+	if _, err := w2.SubscribeSync(wire.WorkerJobSubject("echo-1")); err != nil {
+		t.Fatal(err)
+	}
+	w2.refused(t, "subscription", wire.WorkerJobSubject("echo-1"))
 }
 
 func terminal(j *pb.JobInfo) bool { return lifecycle.Terminal(j.GetState()) }
