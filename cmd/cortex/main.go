@@ -34,5 +34,6 @@ func newRootCommand() *cobra.Command {
 	root.AddCommand(newSubmitCommand(), newJobCommand(), newDLQCommand())
 	root.AddCommand(newPolicyCommand())
 	root.AddCommand(newSafetyCommand())
+	root.AddCommand(newWorkersCommand())
 	return root
 }

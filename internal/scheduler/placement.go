@@ -201,6 +201,9 @@ func (e *Engine) workers() []*pb.WorkerInfo {
 	if e.preg != nil {
 		return e.preg.Workers()
 	}
+	if l, ok := e.cfg.Registry.(interface{ Workers() []*pb.WorkerInfo }); ok {
+		return l.Workers()
+	}
 	snap := e.cfg.Registry.Snapshot()
 	out := make([]*pb.WorkerInfo, 0, len(snap))
 	for _, hb := range snap {

@@ -23,6 +23,7 @@ type MemoryRegistry struct {
 
 type registered struct {
 	hb      *pb.Heartbeat
+	seen    time.Time
 	expires time.Time
 }
 
@@ -42,9 +43,10 @@ func (r *MemoryRegistry) UpdateHeartbeat(hb *pb.Heartbeat) {
 	if interval <= 0 {
 		interval = DefaultHeartbeatInterval
 	}
-	expires := time.Now().Add(time.Duration(r.misses) * interval)
+	now := time.Now()
+	expires := now.Add(time.Duration(r.misses) * interval)
 	r.mu.Lock()
-	r.workers[hb.WorkerId] = registered{hb: hb, expires: expires}
+	r.workers[hb.WorkerId] = registered{hb: hb, seen: now, expires: expires}
 	r.mu.Unlock()
 }
 
@@ -61,6 +63,20 @@ func (r *MemoryRegistry) Snapshot() map[string]*pb.Heartbeat {
 			continue
 		}
 		out[id] = w.hb
+	}
+	return out
+}
+
+// Workers lists the live workers with when each last heartbeated.
+func (r *MemoryRegistry) Workers() []*pb.WorkerInfo {
+	now := time.Now()
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make([]*pb.WorkerInfo, 0, len(r.workers))
+	for _, w := range r.workers {
+		if !now.After(w.expires) {
+			out = append(out, &pb.WorkerInfo{Heartbeat: w.hb, LastSeenMs: w.seen.UnixMilli()})
+		}
 	}
 	return out
 }

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -433,4 +434,47 @@ func TestCLIWatchAcrossSchedulerRestart(t *testing.T) {
 	if cs := changes(watch.stdout.String()); len(cs) == 0 || cs[len(cs)-1].State != "CANCELLED" || cs[len(cs)-1].Why != "after the restart" {
 		t.Errorf("job watch across a restart: %+v, want CANCELLED (after the restart) last", cs)
 	}
+}
+
+// cortex workers lists what the worker binary reports; cortex submit
+// carries a job's requirements to the scheduler, and job get shows them.
+func TestCLIWorkersAndRequirements(t *testing.T) {
+	requireBinaries(t)
+	t.Parallel()
+	url := natstest.URL(t)
+	startScheduler(t, url)
+	_, workerID := startWorker(t, url, "--capacity", "3", "--capabilities", "echo,gpu", "--labels", "gpu=h100,region=eu")
+	env := []string{"NATS_URL=" + url}
+
+	var ws []struct {
+		WorkerID     string            `json:"worker_id"`
+		Capacity     int               `json:"capacity"`
+		Capabilities []string          `json:"capabilities"`
+		Labels       map[string]string `json:"labels"`
+		LastSeen     string            `json:"last_seen"`
+	}
+	waitFor(t, "the worker listed", func() bool {
+		ws = ws[:0]
+		if err := json.Unmarshal([]byte(cortexOK(t, env, "workers", "--json")), &ws); err != nil {
+			t.Fatal(err)
+		}
+		return len(ws) == 1
+	})
+	w := ws[0]
+	if w.WorkerID != workerID || w.Capacity != 3 || !slices.Contains(w.Capabilities, "gpu") ||
+		w.Labels["region"] != "eu" || w.LastSeen == "" {
+		t.Errorf("workers --json: %+v", w)
+	}
+	table := cortexOK(t, env, "workers")
+	if !strings.Contains(table, workerID) || !strings.Contains(table, "gpu=h100,region=eu") {
+		t.Errorf("workers:\n%s", table)
+	}
+
+	cortexOK(t, env, "submit", "--topic", "job.echo", "--job-id", "needs-gpu", "--tenant", "acme",
+		"--require", "gpu", "--label", "region=eu", "--priority", "critical", "--wait")
+	kv := keyValues(cortexOK(t, env, "job", "get", "needs-gpu"))
+	if kv["tenant"] != "acme" || kv["state"] != "COMPLETED" || kv["worker_id"] != workerID || kv["priority"] != "critical" {
+		t.Errorf("job get: %v", kv)
+	}
+	cortexFails(t, env, "want KEY=VALUE", "submit", "--topic", "job.echo", "--label", "gpu")
 }
