@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -23,8 +24,9 @@ func main() {
 }
 
 func newCommand() *cobra.Command {
-	var configPath, natsURL, logLevel, id, store string
-	var requireIdentity bool
+	var configPath, natsURL, logLevel, id, store, policy, placementFile, unavailable string
+	var requireIdentity, remote bool
+	var safetyTimeout time.Duration
 	cmd := &cobra.Command{
 		Use:           "cortex-scheduler",
 		Short:         "Run the CortexOS scheduler",
@@ -48,9 +50,27 @@ func newCommand() *cobra.Command {
 				settings.Store = store
 			}
 			settings.RequireWorkerIdentity = settings.RequireWorkerIdentity || requireIdentity
+			safetyCfg := cfg.Safety
+			if policy != "" {
+				safetyCfg.Policy = policy
+			}
+			safetyCfg.Remote = safetyCfg.Remote || remote
+			if safetyTimeout > 0 {
+				safetyCfg.Timeout = safetyTimeout
+			}
+			if unavailable != "" {
+				safetyCfg.Unavailable = unavailable
+			}
+			placementCfg := cfg.Placement
+			if placementFile != "" {
+				if placementCfg, err = system.LoadPlacement(placementFile); err != nil {
+					return err
+				}
+			}
 			log.Info("[SCHEDULER] 🧠 CortexOS scheduler starting", "nats_url", cfg.NatsURL, "credentials", cfg.NATS,
 				"require_worker_identity", settings.RequireWorkerIdentity)
-			return system.RunScheduler(ctx, system.SchedulerOptions{NatsURL: cfg.NatsURL, ID: id, Logger: log, Settings: settings, NatsOptions: natsOpts})
+			return system.RunScheduler(ctx, system.SchedulerOptions{NatsURL: cfg.NatsURL, ID: id, Logger: log, Settings: settings,
+				NatsOptions: natsOpts, Safety: safetyCfg, Placement: placementCfg})
 		},
 	}
 	f := cmd.Flags()
@@ -60,6 +80,11 @@ func newCommand() *cobra.Command {
 	f.StringVar(&id, "id", "", "scheduler replica id (default: unique per process)")
 	f.StringVar(&store, "store", "", "job store: auto (jetstream when the server has it), memory or jetstream (overrides the config file)")
 	f.BoolVar(&requireIdentity, "require-worker-identity", false, "refuse heartbeats and results on subjects that name no worker (scheduler.require_worker_identity; docs/security.md)")
+	f.StringVar(&policy, "policy", "", "safety policy file, reloaded when it changes (safety.policy; default: the shipped policy, config/policy.yaml's rules)")
+	f.BoolVar(&remote, "safety-remote", false, "ask a cortex safety service over NATS instead of deciding in this process (safety.remote)")
+	f.DurationVar(&safetyTimeout, "safety-timeout", 0, "how long a remote safety check may take (safety.timeout; default 500ms)")
+	f.StringVar(&unavailable, "safety-unavailable", "", "what a job becomes when the remote kernel does not answer: pending (default) or deny (safety.unavailable)")
+	f.StringVar(&placementFile, "placement", "", "placement config file: pools, tenants, strategies (the config's placement section; docs/scheduling.md)")
 	config.RegisterCredentialFlags(f)
 	return cmd
 }

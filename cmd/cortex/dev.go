@@ -27,6 +27,7 @@ func newDevCommand() *cobra.Command {
 		host, dataDir, logLevel string
 		port, httpPort, workers int
 		syncAlways, auth        bool
+		policy, placementFile   string
 	)
 	work := echo.DefaultWorkTime
 	cmd := &cobra.Command{
@@ -91,7 +92,13 @@ dev-credentials.env in the data directory). See docs/security.md.`,
 
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			return runParts(ctx, url, log, workers, work, roles)
+			parts := system.SchedulerOptions{Safety: config.Safety{Policy: policy}}
+			if placementFile != "" {
+				if parts.Placement, err = system.LoadPlacement(placementFile); err != nil {
+					return err
+				}
+			}
+			return runParts(ctx, url, log, workers, work, roles, parts)
 		},
 	}
 	f := cmd.Flags()
@@ -103,6 +110,8 @@ dev-credentials.env in the data directory). See docs/security.md.`,
 	f.IntVar(&workers, "workers", 1, "echo workers to run")
 	f.Var(&work, "work-time", `simulated work per echo job: "0", "250ms" or "100ms-500ms"`)
 	f.StringVar(&logLevel, "log-level", "debug", "debug shows every job; info shows none")
+	f.StringVar(&policy, "policy", "", "safety policy file, reloaded when it changes (default: the shipped policy, config/policy.yaml's rules)")
+	f.StringVar(&placementFile, "placement", "", "placement config file: pools, tenants, strategies (docs/scheduling.md; default: the naive strategy)")
 	f.BoolVar(&auth, "auth", false, "admit only a user per role, with generated passwords, and print the client's (docs/security.md)")
 	return cmd
 }
@@ -143,7 +152,7 @@ func printDevAuth(out io.Writer, roles *embeddednats.DevAuth, url, dataDir strin
 // With roles (dev --auth), the scheduler and each worker connect as their
 // own user; workers name themselves in their subjects and the scheduler
 // requires them to.
-func runParts(ctx context.Context, url string, log *slog.Logger, workers int, work echo.WorkTime, roles *embeddednats.DevAuth) error {
+func runParts(ctx context.Context, url string, log *slog.Logger, workers int, work echo.WorkTime, roles *embeddednats.DevAuth, parts system.SchedulerOptions) error {
 	var (
 		schedOpts []nats.Option
 		settings  config.Scheduler
@@ -177,7 +186,7 @@ func runParts(ctx context.Context, url string, log *slog.Logger, workers int, wo
 	sched.Go(func() {
 		err := system.RunScheduler(schedCtx, system.SchedulerOptions{
 			NatsURL: url, Logger: log, Started: func() { close(started) },
-			Settings: settings, NatsOptions: schedOpts,
+			Settings: settings, NatsOptions: schedOpts, Safety: parts.Safety, Placement: parts.Placement,
 		})
 		if err != nil {
 			errs <- fmt.Errorf("scheduler: %w", err)

@@ -101,9 +101,9 @@ wait for the scheduler's answer.`,
 						_ = writeJSON(out, viewOf(refused.Job))
 					}
 					if refused.Job != nil {
-						return fmt.Errorf("job %s refused (%s): %s", refused.Job.GetJobId(), lifecycle.Name(refused.Job.GetState()), refused.Reason)
+						return fmt.Errorf("job %s refused (%s): %s", refused.Job.GetJobId(), lifecycle.Name(refused.Job.GetState()), refused.Error())
 					}
-					return fmt.Errorf("job %s refused: %s", req.GetJobId(), refused.Reason)
+					return fmt.Errorf("job %s refused: %s", req.GetJobId(), refused.Error())
 				}
 				if errors.Is(err, context.DeadlineExceeded) {
 					return fmt.Errorf("no answer from a scheduler on %s within %s for job %s; where the intake is durable (JetStream), it is recorded when a scheduler runs", s.url, s.timeout, req.GetJobId())

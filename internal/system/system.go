@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 
 	"github.com/nats-io/nats.go"
 
@@ -132,6 +133,23 @@ func RunScheduler(ctx context.Context, opts SchedulerOptions) error {
 	}
 	<-ctx.Done()
 	return engine.Stop(context.WithoutCancel(ctx))
+}
+
+// LoadPlacement reads a placement config file (the schema of the config's
+// placement section) and validates it.
+func LoadPlacement(path string) (*placement.Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("placement: %w", err)
+	}
+	cfg, err := placement.ParseConfig(data)
+	if err != nil {
+		return nil, fmt.Errorf("placement %s: %w", path, err)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("placement %s: %w", path, err)
+	}
+	return &cfg, nil
 }
 
 // openSafety returns the scheduler's safety checker: a remote kernel (cortex

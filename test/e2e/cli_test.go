@@ -478,3 +478,44 @@ func TestCLIWorkersAndRequirements(t *testing.T) {
 	}
 	cortexFails(t, env, "want KEY=VALUE", "submit", "--topic", "job.echo", "--label", "gpu")
 }
+
+// The scheduler binary with --policy: a denied job says which rule denied it,
+// in the refusal and in job get; with --placement, a job needing a capability
+// nobody has waits and job get says why.
+func TestCLIPolicyAndPlacementFlags(t *testing.T) {
+	requireBinaries(t)
+	t.Parallel()
+	dir := t.TempDir()
+	policy := filepath.Join(dir, "policy.yaml")
+	if err := os.WriteFile(policy, []byte(`version: "e2e-1"
+rules:
+  - id: no-secrets
+    match: {env_vars: ["*_SECRET"]}
+    decision: deny
+    reason: pass secrets by reference
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	place := filepath.Join(dir, "placement.yaml")
+	if err := os.WriteFile(place, []byte("default_strategy: least-loaded\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	url := natstest.URL(t)
+	sched := startScheduler(t, url, "--policy", policy, "--placement", place)
+	sched.waitForLog(t, "[SAFETY] policy in force", "version", "e2e-1")
+	startWorker(t, url, "--capabilities", "echo", "--direct")
+	env := []string{"NATS_URL=" + url}
+
+	cortexFails(t, env, "rule no-secrets", "submit", "--topic", "job.echo", "--job-id", "leaky", "--env", "DB_SECRET=x")
+	kv := keyValues(cortexOK(t, env, "job", "get", "leaky"))
+	if kv["state"] != "DENIED" || kv["rule_id"] != "no-secrets" || kv["policy_version"] != "e2e-1" {
+		t.Errorf("job get of a denied job: %v", kv)
+	}
+	sched.waitForLog(t, "[SAFETY]", "job_id", "leaky", "rule_id", "no-secrets")
+
+	cortexOK(t, env, "submit", "--topic", "job.echo", "--job-id", "plain", "--wait")
+	cortexOK(t, env, "submit", "--topic", "job.echo", "--job-id", "needs-gpu", "--require", "gpu")
+	waitJob(t, url, "needs-gpu", "a pending reason", func(j jobView) bool {
+		return j.State == "PENDING" && strings.Contains(j.PendingReason, "no live worker with capability gpu")
+	})
+}
