@@ -82,8 +82,8 @@ func TestWorkerSubjects(t *testing.T) {
 	t.Parallel()
 	for got, want := range map[string]string{
 		wire.WorkerHeartbeatSubject("echo", "w1"): "sys.heartbeat.echo.w1",
-		wire.ResultSubject("w1"):                   "sys.job.result.w1",
-		wire.SubjectResults:                        "sys.job.result.>",
+		wire.ResultSubject("w1"):                  "sys.job.result.w1",
+		wire.SubjectResults:                       "sys.job.result.>",
 	} {
 		if got != want {
 			t.Errorf("subject %q, want %q", got, want)
