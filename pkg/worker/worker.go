@@ -452,8 +452,12 @@ func (w *Worker) acquire(mayRefuse bool, sent time.Time) bool {
 	if wait <= 0 {
 		return false
 	}
-	t := time.NewTimer(wait)
-	defer t.Stop()
+	t := slotTimers.Get().(*time.Timer)
+	t.Reset(wait)
+	defer func() {
+		t.Stop() // since Go 1.23 a stopped timer's channel holds nothing stale
+		slotTimers.Put(t)
+	}()
 	select {
 	case w.slots <- struct{}{}:
 		return true
@@ -461,6 +465,15 @@ func (w *Worker) acquire(mayRefuse bool, sent time.Time) bool {
 		return false
 	}
 }
+
+// slotTimers are the timers of acquire's waits: at capacity every dispatch
+// waits on one, and a timer per dispatch was a good part of the worker's
+// allocations.
+var slotTimers = sync.Pool{New: func() any {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return t
+}}
 
 // sentAt is when p was sent, by its sender's clock; zero if it does not say.
 func sentAt(p *pb.BusPacket) time.Time {
