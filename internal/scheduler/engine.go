@@ -601,6 +601,78 @@ func (e *Engine) validate(req *pb.JobRequest) error {
 	if req.GetMaxAttempts() < 0 || req.GetTimeoutMs() < 0 || req.GetTtlMs() < 0 {
 		return errors.New("max_attempts, timeout_ms and ttl_ms must not be negative")
 	}
+	return validateFields(req)
+}
+
+// Bounds on a request's free-form fields: a job is kept in memory while it
+// lives, its tenant and requirements index queues and throttles, and none of
+// them has a reason to be large.
+const (
+	MaxTenantLength = 128  // tenant
+	MaxNameLength   = 128  // a capability, a label or env var key, adapter_id
+	MaxValueLength  = 4096 // a label or env var value, context_ptr
+	MaxListLength   = 64   // capabilities, labels
+	MaxEnvVars      = 256
+)
+
+// validateFields checks the free-form fields of a request, naming the field
+// that is wrong.
+func validateFields(req *pb.JobRequest) error {
+	if err := validName("tenant", req.GetTenant(), MaxTenantLength); err != nil {
+		return err
+	}
+	if err := validName("adapter_id", req.GetAdapterId(), MaxNameLength); err != nil {
+		return err
+	}
+	if len(req.GetContextPtr()) > MaxValueLength {
+		return fmt.Errorf("context_ptr: %d bytes, at most %d", len(req.GetContextPtr()), MaxValueLength)
+	}
+	caps := req.GetRequiredCapabilities()
+	if len(caps) > MaxListLength {
+		return fmt.Errorf("required_capabilities: %d entries, at most %d", len(caps), MaxListLength)
+	}
+	for i, c := range caps {
+		if c == "" {
+			return fmt.Errorf("required_capabilities[%d]: empty", i)
+		}
+		if err := validName(fmt.Sprintf("required_capabilities[%d]", i), c, MaxNameLength); err != nil {
+			return err
+		}
+	}
+	if err := validMap("required_labels", req.GetRequiredLabels(), MaxListLength); err != nil {
+		return err
+	}
+	return validMap("env_vars", req.GetEnvVars(), MaxEnvVars)
+}
+
+func validMap(field string, m map[string]string, maxLen int) error {
+	if len(m) > maxLen {
+		return fmt.Errorf("%s: %d entries, at most %d", field, len(m), maxLen)
+	}
+	for k, v := range m {
+		if k == "" {
+			return fmt.Errorf("%s: an empty key", field)
+		}
+		if err := validName(field+" key", k, MaxNameLength); err != nil {
+			return err
+		}
+		if len(v) > MaxValueLength {
+			return fmt.Errorf("%s[%q]: value of %d bytes, at most %d", field, k, len(v), MaxValueLength)
+		}
+	}
+	return nil
+}
+
+// validName: at most maxLen bytes, no control characters.
+func validName(field, s string, maxLen int) error {
+	if len(s) > maxLen {
+		return fmt.Errorf("%s: %d bytes, at most %d", field, len(s), maxLen)
+	}
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f {
+			return fmt.Errorf("%s %q: control characters are not allowed", field, s)
+		}
+	}
 	return nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -352,8 +353,28 @@ func TestInvalidSubmissionsAreRefusedWithoutARecord(t *testing.T) {
 		{JobId: "n2", Topic: "job.echo", TimeoutMs: -1},
 		{JobId: "n3", Topic: "job.echo", TtlMs: -1},
 	}
-	for i, req := range bad {
-		inbox := "inbox." + string(rune('a'+i))
+	// Free-form fields out of bounds: the refusal names the field.
+	named := map[string]*pb.JobRequest{
+		"tenant":                   {JobId: "f1", Topic: "job.echo", Tenant: strings.Repeat("t", 129)},
+		"tenant \"a\\nb\"":         {JobId: "f2", Topic: "job.echo", Tenant: "a\nb"},
+		"required_capabilities[1]": {JobId: "f3", Topic: "job.echo", RequiredCapabilities: []string{"gpu", ""}},
+		"required_capabilities:":   {JobId: "f4", Topic: "job.echo", RequiredCapabilities: make([]string, 65)},
+		"required_labels":          {JobId: "f5", Topic: "job.echo", RequiredLabels: map[string]string{"": "x"}},
+		"env_vars[\"K\"]":          {JobId: "f6", Topic: "job.echo", EnvVars: map[string]string{"K": strings.Repeat("v", 4097)}},
+		"context_ptr":              {JobId: "f7", Topic: "job.echo", ContextPtr: strings.Repeat("c", 4097)},
+		"adapter_id":               {JobId: "f8", Topic: "job.echo", AdapterId: strings.Repeat("a", 129)},
+	}
+	i := len(bad)
+	for field, req := range named {
+		bad = append(bad, req)
+		inbox := "inbox.named." + req.GetJobId()
+		r.submit(req, "trace-bad", inbox)
+		if _, a := r.answerOn(inbox); !strings.Contains(a.GetError(), field) {
+			t.Errorf("%s: refusal %q does not name %s", req.GetJobId(), a.GetError(), field)
+		}
+	}
+	for j, req := range bad[:i] {
+		inbox := "inbox.bad." + strconv.Itoa(j)
 		r.submit(req, "trace-bad", inbox)
 		p, a := r.answerOn(inbox)
 		if a.GetOk() || a.GetError() == "" || a.GetRetryable() || len(a.GetJobs()) != 0 || p.GetTraceId() != "trace-bad" {
