@@ -348,16 +348,25 @@ tenants:
 	if !errors.As(err, &re) || !re.Retryable || !strings.Contains(re.Reason, "tenant capped at its pending limit of 5") {
 		t.Errorf("sixth job of the capped tenant: %v, want a retryable refusal naming the tenant's bound", err)
 	}
-	// A flood without confirmations: bounded, counted, and the scheduler
-	// still answers.
+	// A flood of 100,000 submissions without confirmations: refused past
+	// the bound and counted, nothing more recorded (the scheduler's memory
+	// holds what the bounds allow), and the scheduler still answers.
+	admitted := r.sched.Stats().Accepted
 	b := connect(t, r.url, "flooder")
-	for i := range 5000 {
+	const flood = 100_000
+	for i := range flood {
 		if err := b.Publish("sys.job.submit", submitPacketFor(fmt.Sprintf("flood-%d", i), "job.gpu")); err != nil {
 			t.Fatal(err)
 		}
+		if i%10_000 == 0 {
+			flush(t, b) // keep the publisher from outrunning its own buffer
+		}
 	}
 	flush(t, b)
-	eventually(t, waitFor, func() bool { return r.sched.Stats().Backpressure >= 5030 }, "the flood refused")
+	eventually(t, 2*waitFor, func() bool { return r.sched.Stats().Backpressure >= 30+1+flood }, "the flood refused")
+	if got := r.sched.Stats().Accepted; got != admitted {
+		t.Errorf("the flood added %d jobs past the bounds", got-admitted)
+	}
 	if j := r.get(t, "gpu-0"); j.GetState() != lifecycle.Pending {
 		t.Errorf("gpu-0 is %s, want PENDING", lifecycle.Name(j.GetState()))
 	}
