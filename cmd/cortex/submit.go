@@ -106,6 +106,9 @@ wait for the scheduler's answer.`,
 					return fmt.Errorf("job %s refused: %s", req.GetJobId(), refused.Error())
 				}
 				if errors.Is(err, context.DeadlineExceeded) {
+					if explained := s.explain(err); strings.Contains(explained.Error(), "refused") {
+						return explained // a permission violation, not a silent scheduler
+					}
 					return fmt.Errorf("no answer from a scheduler on %s within %s for job %s; where the intake is durable (JetStream), it is recorded when a scheduler runs", s.url, s.timeout, req.GetJobId())
 				}
 				return s.explain(err)
