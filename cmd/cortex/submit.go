@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 
 	"github.com/cortex-os/core/internal/client"
@@ -106,8 +107,8 @@ wait for the scheduler's answer.`,
 					return fmt.Errorf("job %s refused: %s", req.GetJobId(), refused.Error())
 				}
 				if errors.Is(err, context.DeadlineExceeded) {
-					if explained := s.explain(err); strings.Contains(explained.Error(), "refused") {
-						return explained // a permission violation, not a silent scheduler
+					if errors.Is(s.bus.Conn().LastError(), nats.ErrPermissionViolation) {
+						return s.explain(err) // the server refused it: not a silent scheduler
 					}
 					return fmt.Errorf("no answer from a scheduler on %s within %s for job %s; where the intake is durable (JetStream), it is recorded when a scheduler runs", s.url, s.timeout, req.GetJobId())
 				}
