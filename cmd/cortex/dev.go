@@ -134,6 +134,7 @@ func printDevAuth(out io.Writer, roles *embeddednats.DevAuth, url, dataDir strin
 	fmt.Fprintln(out, "  auth:        a user per role, generated passwords (docs/security.md)")
 	fmt.Fprintf(out, "    client     --nats-user %s --nats-password %s\n", roles.Client.User, roles.Client.Password)
 	fmt.Fprintf(out, "    safety     --nats-user %s --nats-password %s  (for cortex safety)\n", roles.Safety.User, roles.Safety.Password)
+	fmt.Fprintf(out, "    auditor    --nats-user %s --nats-password %s  (reads sys.safety.audit)\n", roles.Auditor.User, roles.Auditor.Password)
 	fmt.Fprintf(out, "    scheduler  %s, workers", roles.Scheduler.User)
 	for _, w := range roles.Workers {
 		fmt.Fprintf(out, " %s", w.User)

@@ -73,6 +73,15 @@ func SafetyPermissions() *server.Permissions {
 	}
 }
 
+// AuditorPermissions: read the safety kernel's audit records, publish
+// nothing.
+func AuditorPermissions() *server.Permissions {
+	return &server.Permissions{
+		Publish:   &server.SubjectPermission{Deny: []string{">"}},
+		Subscribe: &server.SubjectPermission{Allow: []string{safetyAudit}},
+	}
+}
+
 // WorkerPermissions: the worker whose id (and NATS user) is workerID takes
 // jobs on its topics and cancellations on sys.worker.<id>.>, answers the
 // dispatches it received (responses only: it cannot answer another's), and
@@ -99,6 +108,7 @@ const (
 	RoleClient    = "client"
 	RoleScheduler = "scheduler"
 	RoleSafety    = "safety"
+	RoleAuditor   = "auditor"
 	RoleWorker    = "worker"
 )
 
@@ -115,13 +125,13 @@ func (u DevUser) Credentials() bus.Credentials {
 // DevAuth is a set of users, one per role and one per worker, with random
 // passwords: what `cortex dev --auth` runs with.
 type DevAuth struct {
-	Client, Scheduler, Safety DevUser
-	Workers                   []DevUser
+	Client, Scheduler, Safety, Auditor DevUser
+	Workers                            []DevUser
 	// Topics the workers take jobs on.
 	Topics []string
 }
 
-// NewDevAuth generates the users: client, scheduler, safety, and workers
+// NewDevAuth generates the users: client, scheduler, safety, auditor, and workers
 // named workerPrefix-1 ... -n, each taking jobs on topics, each with a
 // random 24-character password.
 func NewDevAuth(workers int, workerPrefix string, topics ...string) (*DevAuth, error) {
@@ -138,6 +148,7 @@ func NewDevAuth(workers int, workerPrefix string, topics ...string) (*DevAuth, e
 	a.Client = user(RoleClient, "client")
 	a.Scheduler = user(RoleScheduler, "scheduler")
 	a.Safety = user(RoleSafety, "safety")
+	a.Auditor = user(RoleAuditor, "auditor")
 	for i := range workers {
 		a.Workers = append(a.Workers, user(RoleWorker, fmt.Sprintf("%s-%d", workerPrefix, i+1)))
 	}
@@ -153,6 +164,7 @@ func (a *DevAuth) Users() []*server.User {
 		{Username: a.Client.User, Password: a.Client.Password, Permissions: ClientPermissions(a.Client.User)},
 		{Username: a.Scheduler.User, Password: a.Scheduler.Password, Permissions: SchedulerPermissions(a.Scheduler.User)},
 		{Username: a.Safety.User, Password: a.Safety.Password, Permissions: SafetyPermissions()},
+		{Username: a.Auditor.User, Password: a.Auditor.Password, Permissions: AuditorPermissions()},
 	}
 	for _, w := range a.Workers {
 		users = append(users, &server.User{Username: w.User, Password: w.Password, Permissions: WorkerPermissions(w.User, a.Topics...)})

@@ -40,6 +40,7 @@ var passwordVars = map[string]string{
 	"client":    "CORTEX_CLIENT_PASSWORD",
 	"scheduler": "CORTEX_SCHEDULER_PASSWORD",
 	"safety":    "CORTEX_SAFETY_PASSWORD",
+	"auditor":   "CORTEX_AUDITOR_PASSWORD",
 	"echo-1":    "CORTEX_ECHO_1_PASSWORD",
 	"echo-2":    "CORTEX_ECHO_2_PASSWORD",
 }

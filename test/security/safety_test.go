@@ -206,6 +206,22 @@ func TestDeniedJobUnderShippedConfig(t *testing.T) {
 	t.Parallel()
 	r := newSafetyRig(t, inProcessKernel(t), nil)
 	seen := watchJobEcho(t, r.url)
+	// The auditor role captures the audit records.
+	var (
+		auditMu sync.Mutex
+		audit   = map[string]*pb.SafetyVerdict{}
+	)
+	drain, err := connect(t, r.url, "auditor", r.log).Subscribe(safety.SubjectAudit, "", func(p *pb.BusPacket) {
+		if v := p.GetSafetyVerdict(); v != nil {
+			auditMu.Lock()
+			audit[v.GetJobId()] = v
+			auditMu.Unlock()
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = drain() })
 
 	job, err := r.client.Submit(r.ctx, &pb.JobRequest{JobId: "leaky", Topic: "job.echo", EnvVars: map[string]string{"DB_SECRET": "x"}}, "")
 	var re *client.RefusedError
@@ -241,8 +257,15 @@ func TestDeniedJobUnderShippedConfig(t *testing.T) {
 	if st := r.kernel.Stats(); st.Denied != 2 || st.Allowed != 1 {
 		t.Errorf("kernel: %d denied, %d allowed; want 2 and 1", st.Denied, st.Allowed)
 	}
-	// Three decisions audited by the scheduler, none refused by the server.
+	// Three decisions audited by the scheduler, none refused by the server,
+	// and captured by the auditor.
 	r.audited(t, 3)
+	eventually(t, "the auditor to capture the denial", func() bool {
+		auditMu.Lock()
+		defer auditMu.Unlock()
+		v := audit["leaky"]
+		return v.GetDecision() == pb.PolicyDecision_POLICY_DECISION_DENY && v.GetRuleId() == "no-secrets" && v.GetPolicyVersion() == "v1"
+	})
 	r.noRefusals(t)
 }
 

@@ -40,6 +40,7 @@ func TestShippedConfigIsTheRoles(t *testing.T) {
 		"client":    embeddednats.ClientPermissions("client"),
 		"scheduler": embeddednats.SchedulerPermissions("scheduler"),
 		"safety":    embeddednats.SafetyPermissions(),
+		"auditor":   embeddednats.AuditorPermissions(),
 		"echo-1":    embeddednats.WorkerPermissions("echo-1", "job.echo"),
 		"echo-2":    embeddednats.WorkerPermissions("echo-2", "job.echo"),
 	}
