@@ -399,3 +399,42 @@ func TestWorkersAreListedWithWhatTheyReport(t *testing.T) {
 	}
 	t.Errorf("worker %s not listed: %v", id, ws)
 }
+
+// Without a placement section (the naive strategy: the NATS queue group
+// picks), a job that needs a capability still runs only where it exists: a
+// worker without it hands the job back and it is offered again.
+func TestWorkersRefuseJobsTheyCannotRun(t *testing.T) {
+	t.Parallel()
+	url := natstest.URL(t)
+	s := startScheduler(t, url, "sched-naive", "memory", func(c *scheduler.Config) { c.NoWorkerRetry = 20 * time.Millisecond })
+	start := func(caps []string) string {
+		b := connect(t, url, "worker")
+		w, err := worker.New(worker.Config{Bus: b, Kind: echo.Kind, Logger: discard, Capabilities: caps,
+			Handler: worker.HandlerFunc(echo.Handler(echo.WorkTime{})), HeartbeatInterval: 200 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- w.Run(ctx) }()
+		t.Cleanup(func() { cancel(); <-done })
+		waitRegistered(t, s, w.ID())
+		return w.ID()
+	}
+	start([]string{"echo"})
+	gpu := start([]string{"echo", "gpu"})
+	cl := client.New(connect(t, url, "client"), "test-client")
+	for i := range 8 {
+		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+		_, err := cl.Submit(ctx, &pb.JobRequest{JobId: fmt.Sprintf("gpu-%d", i), Topic: "job.echo", RequiredCapabilities: []string{"gpu"}}, "t")
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 8 {
+		if j := s.waitState(t, fmt.Sprintf("gpu-%d", i), lifecycle.Completed); j.GetWorkerId() != gpu {
+			t.Errorf("gpu-%d ran on %s, not on the gpu worker %s", i, j.GetWorkerId(), gpu)
+		}
+	}
+}

@@ -17,10 +17,14 @@ import (
 // tenants, tenant concurrency limits) until the registry has a worker with
 // room for it, and is then dispatched to that worker, counted against its
 // capacity at once. A job whose pool uses the naive strategy (the design
-// document's, the default) is dispatched at once on its topic, as before.
+// document's; what every topic gets when no placement is configured) is
+// dispatched at once on its topic, as before. With placement configured, the
+// default strategy is least-loaded.
 //
-// The placement state is this replica's: its queues hold the jobs it admitted
-// or saw become due, its registry counts the jobs it placed. Every change of
+// The placement state is this replica's: its queues hold the pending jobs it
+// admitted or saw in the job store, its registry counts the jobs it placed.
+// Replicas race for the same pending jobs; the store's compare-and-set lets
+// one dispatch win. Every change of
 // a job passes through observe, which keeps the two in step with the job
 // store: a job that leaves its attempt (a result, a refusal, a lost lease, a
 // cancel) frees its worker's slot and its tenant's.

@@ -402,7 +402,20 @@ func (w *Worker) handlePacket(p *pb.BusPacket, reply string) {
 		return
 	}
 	w.received.Add(1)
-	if !w.acquire(req.GetAttempt() > 0 && reply != "", sentAt(p)) {
+	mayRefuse := req.GetAttempt() > 0 && reply != ""
+	missing := w.lacks(req)
+	if missing != "" && mayRefuse {
+		// Delivered through the topic's queue group to a worker that cannot
+		// run it: hand it back, so that it is placed again.
+		w.refused.Add(1)
+		out := wire.NewPacket(p.GetTraceId(), w.cfg.ID)
+		out.Payload = &pb.BusPacket_JobAnswer{JobAnswer: &pb.JobAnswer{Error: "worker " + w.cfg.ID + " lacks " + missing, Retryable: true}}
+		if err := w.cfg.Bus.Publish(reply, out); err != nil {
+			w.log.Warn(w.prefix+" refusing a job failed", "job_id", req.GetJobId(), "err", err)
+		}
+		return
+	}
+	if !w.acquire(mayRefuse, sentAt(p)) {
 		w.refused.Add(1)
 		reason := "at capacity"
 		if w.draining.Load() {
@@ -419,6 +432,22 @@ func (w *Worker) handlePacket(p *pb.BusPacket, reply string) {
 	w.jobs.Add(1)
 	ctx, h := w.hold(req, reply, p.GetTraceId())
 	w.dispatch(queuedJob{ctx: ctx, req: req, traceID: p.GetTraceId(), held: h})
+}
+
+// lacks names the first of the job's required capabilities or labels this
+// worker does not have; "" when it has them all.
+func (w *Worker) lacks(req *pb.JobRequest) string {
+	for _, c := range req.GetRequiredCapabilities() {
+		if !slices.Contains(w.cfg.Capabilities, c) {
+			return "capability " + c
+		}
+	}
+	for k, v := range req.GetRequiredLabels() {
+		if got, ok := w.cfg.Labels[k]; !ok || got != v {
+			return "label " + k + "=" + v
+		}
+	}
+	return ""
 }
 
 // acquire takes a slot: at once if one is free; else, when the job may be
