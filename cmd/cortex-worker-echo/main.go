@@ -96,7 +96,7 @@ func newCommand() *cobra.Command {
 	f.Var(&capabilities, "capabilities", `capabilities reported, comma separated ("gpu,python"; echo is always one)`)
 	f.Var(&labels, "labels", `labels reported, comma separated key=value ("gpu=h100,region=eu")`)
 	f.StringVar(&pool, "pool", "", "the placement pool this worker is reserved for (default: any)")
-	f.BoolVar(&direct, "direct", false, "also take jobs on this worker's own subject, sys.worker.<id>.job, so the scheduler can pick it")
+	f.BoolVar(&direct, "direct", true, "also take jobs on this worker's own subject, sys.worker.<id>.job, so that placement reaches the worker it chose (--direct=false: only the topic's queue group)")
 	f.DurationVar(&heartbeat, "heartbeat-interval", 5*time.Second, "time between heartbeats while idle")
 	f.DurationVar(&lease, "lease-interval", 500*time.Millisecond, "time between heartbeats while holding jobs (they renew the jobs' leases)")
 	f.DurationVar(&grace, "shutdown-grace", 10*time.Second, "how long in-flight jobs may finish after SIGINT/SIGTERM; the rest are handed back")

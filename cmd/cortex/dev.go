@@ -160,7 +160,7 @@ func runParts(ctx context.Context, url string, log *slog.Logger, workers int, wo
 	)
 	workerOpts := make([]system.EchoWorkerOptions, workers)
 	for i := range workerOpts {
-		workerOpts[i] = system.EchoWorkerOptions{NatsURL: url, WorkTime: work, Logger: log}
+		workerOpts[i] = system.EchoWorkerOptions{NatsURL: url, WorkTime: work, Logger: log, Direct: true}
 	}
 	if roles != nil {
 		var err error
