@@ -1,35 +1,19 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
+	"github.com/cortex-os/core/internal/logging"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
 
-// syncBuffer is a bytes.Buffer a command writes while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer collects a logger's output while the test reads it.
+type syncBuffer = logging.Buffer
 
 // cortexCmd runs cortex with args and returns its output and error.
 func cortexCmd(ctx context.Context, args ...string) (string, error) {

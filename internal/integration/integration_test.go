@@ -455,8 +455,12 @@ func TestTwoSchedulerReplicas(t *testing.T) {
 	url := natstest.URL(t)
 	heartbeats, hbConn := record(t, url, wire.SubjectHeartbeats)
 	results, resConn := record(t, url, wire.SubjectResult)
-	a := startScheduler(t, url, "sched-a", config.StoreJetStream)
-	b := startScheduler(t, url, "sched-b", config.StoreJetStream)
+	// Each job must run once: a confirmation slower than the ack timeout
+	// (a loaded CI machine) would rightly dispatch it again, so the timeout
+	// is out of reach here.
+	patient := func(c *scheduler.Config) { c.AckTimeout = time.Minute }
+	a := startScheduler(t, url, "sched-a", config.StoreJetStream, patient)
+	b := startScheduler(t, url, "sched-b", config.StoreJetStream, patient)
 	w := startWorker(t, url, 20*time.Millisecond, nil)
 	waitRegistered(t, a, w.w.ID())
 	waitRegistered(t, b, w.w.ID())

@@ -1,10 +1,10 @@
 package safety_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"github.com/cortex-os/core/internal/logging"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -543,20 +543,5 @@ func writeAtomic(t testing.TB, path, content string) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer for loggers on several goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+// syncBuffer collects a logger's output while the test reads it.
+type syncBuffer = logging.Buffer

@@ -1,9 +1,9 @@
 package scheduler_test
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
+	"github.com/cortex-os/core/internal/logging"
 	"log/slog"
 	"strings"
 	"sync"
@@ -554,22 +554,7 @@ func (f *fakeBus) violated() []string {
 }
 
 // logBuffer captures a text logger's output.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+type logBuffer struct{ logging.Buffer }
 
 func (l *logBuffer) logger(level slog.Level) *slog.Logger {
 	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: level}))

@@ -1,11 +1,11 @@
 package e2e
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/cortex-os/core/internal/logging"
 	"net"
 	"os"
 	"os/exec"
@@ -164,24 +164,9 @@ func closedURL(t *testing.T) string {
 	return "nats://" + addr
 }
 
-// lockedBuffer is an io.Writer the exec package's copy goroutine writes to
+// lockedBuffer collects a process's output, written by the exec package's copy goroutine
 // while the test reads it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+type lockedBuffer = logging.Buffer
 
 // completeLines are the lines of s that end in a newline.
 func completeLines(s string) []string {

@@ -13,11 +13,11 @@
 package fault
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/cortex-os/core/internal/logging"
 	"log/slog"
 	"net"
 	"os"
@@ -228,24 +228,9 @@ func (n *natsServer) URL() string { return fmt.Sprintf("nats://127.0.0.1:%d", n.
 
 // ---- processes ----
 
-// lockedBuffer is an io.Writer the exec package's copy goroutine writes to
+// lockedBuffer collects a process's output, written by the exec package's copy goroutine
 // while the test reads it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+type lockedBuffer = logging.Buffer
 
 // proc is a binary running as a child process.
 type proc struct {

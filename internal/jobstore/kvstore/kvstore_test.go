@@ -1,10 +1,10 @@
 package kvstore
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"github.com/cortex-os/core/internal/logging"
 	"log/slog"
 	"strings"
 	"sync"
@@ -52,23 +52,8 @@ func uniqueName(prefix string) string {
 	return fmt.Sprintf("%s_%d", prefix, names.Add(1))
 }
 
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer collects a logger's output while the test reads it.
+type syncBuffer = logging.Buffer
 
 func quietLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
