@@ -189,6 +189,12 @@ func TestCapabilityRoutingRunsJobsOnlyWhereTheCapabilityIs(t *testing.T) {
 	r.mustSubmit(t, &pb.JobRequest{JobId: "after-tpu"})
 	r.waitState(t, "after-tpu", lifecycle.Completed)
 	r.waitReason(t, "needs-tpu", "no live worker with capability tpu")
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	listed, err := r.client.List(ctx, lifecycle.Pending, 10)
+	cancel()
+	if err != nil || len(listed) != 1 || !strings.Contains(listed[0].GetPendingReason(), "capability tpu") {
+		t.Errorf("job list --state pending: %v, %v; want needs-tpu with its reason", listed, err)
+	}
 	if j := r.get(t, "needs-tpu"); j.GetState() != lifecycle.Pending || j.GetPool() == "" {
 		t.Errorf("needs-tpu: %s in pool %q, want PENDING in a pool", lifecycle.Name(j.GetState()), j.GetPool())
 	}

@@ -482,6 +482,10 @@ func (e *Engine) handleQuery(p *pb.BusPacket) *pb.BusPacket {
 		jobs := make([]*pb.JobInfo, len(recs))
 		for i, r := range recs {
 			jobs[i] = r.Job
+			if why := e.pendingReason(r.Job); why != "" && why != r.Job.GetPendingReason() {
+				jobs[i] = cloneInfo(r.Job) // why it waits now, as in job get
+				jobs[i].PendingReason = why
+			}
 		}
 		return e.answer(p, &pb.JobAnswer{Ok: true, Jobs: jobs})
 	}
