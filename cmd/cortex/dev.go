@@ -82,14 +82,6 @@ dev-credentials.env in the data directory). See docs/security.md.`,
 			if mon := srv.MonitorAddr(); mon != nil {
 				fmt.Fprintf(out, "  monitoring:  http://%s/\n", mon)
 			}
-			if roles == nil {
-				fmt.Fprintf(out, "  send a job:  ./bin/cortex submit --nats-url %s --topic job.echo --wait\n", url)
-				fmt.Fprintf(out, "          or:  NATS_URL=%s go run ./tools/scripts/send_echo_job.go\n", url)
-			} else if err := printDevAuth(out, roles, url, abs); err != nil {
-				return err
-			}
-			fmt.Fprintln(out, "  Ctrl-C stops everything.")
-
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			parts := system.SchedulerOptions{Safety: config.Safety{Policy: policy}}
@@ -98,7 +90,19 @@ dev-credentials.env in the data directory). See docs/security.md.`,
 					return err
 				}
 			}
-			return runParts(ctx, url, log, workers, work, roles, parts)
+			// How to send a job is printed once the scheduler takes
+			// submissions: one sent before would find no intake.
+			ready := func() error {
+				if roles == nil {
+					fmt.Fprintf(out, "  send a job:  ./bin/cortex submit --nats-url %s --topic job.echo --wait\n", url)
+					fmt.Fprintf(out, "          or:  NATS_URL=%s go run ./tools/scripts/send_echo_job.go\n", url)
+				} else if err := printDevAuth(out, roles, url, abs); err != nil {
+					return err
+				}
+				fmt.Fprintln(out, "  Ctrl-C stops everything.")
+				return nil
+			}
+			return runParts(ctx, url, log, workers, work, roles, parts, ready)
 		},
 	}
 	f := cmd.Flags()
@@ -153,7 +157,7 @@ func printDevAuth(out io.Writer, roles *embeddednats.DevAuth, url, dataDir strin
 // With roles (dev --auth), the scheduler and each worker connect as their
 // own user; workers name themselves in their subjects and the scheduler
 // requires them to.
-func runParts(ctx context.Context, url string, log *slog.Logger, workers int, work echo.WorkTime, roles *embeddednats.DevAuth, parts system.SchedulerOptions) error {
+func runParts(ctx context.Context, url string, log *slog.Logger, workers int, work echo.WorkTime, roles *embeddednats.DevAuth, parts system.SchedulerOptions, ready func() error) error {
 	var (
 		schedOpts []nats.Option
 		settings  config.Scheduler
@@ -199,6 +203,13 @@ func runParts(ctx context.Context, url string, log *slog.Logger, workers int, wo
 	case err := <-errs:
 		sched.Wait()
 		return err
+	}
+	if ready != nil {
+		if err := ready(); err != nil {
+			stopSched()
+			sched.Wait()
+			return err
+		}
 	}
 	var pool sync.WaitGroup
 	for _, opts := range workerOpts {

@@ -84,12 +84,14 @@ func TestDev(t *testing.T) {
 
 	line := dev.waitFor(t, startTimeout, "NATS listening on nats://…", devURLRE.MatchString)
 	url := devURLRE.FindStringSubmatch(line)[1]
+	// A job sent the moment dev says how is not lost: the line comes once
+	// the scheduler takes submissions.
+	dev.waitFor(t, startTimeout, "send a job", func(l string) bool { return strings.Contains(l, "send a job:") })
+	s, r := sendEcho(t, url)
 	workerID := dev.waitForLogWithin(t, startTimeout, "[WORKER echo] running")["worker_id"]
 	if _, err := os.Stat(dataDir); err != nil {
 		t.Errorf("--data-dir: %v", err)
 	}
-
-	s, r := sendEcho(t, url)
 	if r.WorkerID != workerID {
 		t.Errorf("Result worker_id=%s, want the dev worker's %s", r.WorkerID, workerID)
 	}
