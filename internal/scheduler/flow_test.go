@@ -357,7 +357,7 @@ func TestFailedAttemptsRetryWithBackoffThenDeadLetter(t *testing.T) {
 	}
 }
 
-func TestTimeoutOnTheLastAttemptEndsTimeout(t *testing.T) {
+func TestTimeoutOnTheLastAttemptEndsTimeoutDeadLettered(t *testing.T) {
 	t.Parallel()
 	r := newRig(t)
 	r.bus.fallback("", ackBy("w-1"))
@@ -370,11 +370,13 @@ func TestTimeoutOnTheLastAttemptEndsTimeout(t *testing.T) {
 	r.waitState("slow", lifecycle.Running, 2)
 	r.result(failedResult("slow", 2, "w-1", pb.JobStatus_JOB_STATUS_TIMEOUT, "timed out after 5ms"))
 	j := r.job("slow")
-	if j.GetState() != lifecycle.Timeout || j.GetDeadLetter() || !strings.Contains(j.GetError(), "no attempts left (2)") {
+	if j.GetState() != lifecycle.Timeout || !j.GetDeadLetter() || !strings.Contains(j.GetError(), "no attempts left (2)") {
 		t.Errorf("final = %s", describe(j))
 	}
-	if dead, _ := r.dead.List(context.Background(), 0); len(dead) != 0 {
-		t.Errorf("a timed-out job was dead-lettered: %v", dead)
+	// Every attempt spent, as a failed job: dead-lettered, so it can be
+	// re-driven.
+	if dead, _ := r.dead.List(context.Background(), 0); len(dead) != 1 || dead[0].GetJobId() != "slow" {
+		t.Errorf("dead letters %v, want the timed-out job", dead)
 	}
 }
 

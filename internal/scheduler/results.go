@@ -122,6 +122,7 @@ func (e *Engine) failAttempt(j *pb.JobInfo, reason string, timedOut bool) string
 	}
 	if timedOut {
 		j.State = lifecycle.Timeout
+		j.DeadLetter = true // as a failed job: every attempt was spent
 		j.Error = fmt.Sprintf("%s; no attempts left (%d)", reason, j.MaxAttempts)
 		return "timeout"
 	}
@@ -148,18 +149,22 @@ func (e *Engine) finished(rec jobstore.Record) {
 	switch j.GetState() {
 	case lifecycle.Completed:
 		e.stats.completed.Add(1)
-	case lifecycle.Failed:
-		if j.GetDeadLetter() {
-			e.stats.deadLettered.Add(1)
-			ctx, cancel := e.storeCtx()
-			defer cancel()
-			if err := e.cfg.DeadLetters.Put(ctx, j); err != nil {
-				e.log.Error("[SCHEDULER] dead-lettering failed", "job_id", j.JobId, "err", err)
-			}
-			e.log.Warn("[SCHEDULER] job failed and was dead-lettered", "job_id", j.JobId, "attempts", j.Attempt, "error", j.Error, "trace_id", j.TraceId)
+	case lifecycle.Failed, lifecycle.Timeout:
+		if !j.GetDeadLetter() { // past the job's deadline: not a matter of attempts
+			e.log.Warn("[SCHEDULER] job timed out", "job_id", j.JobId, "error", j.Error, "trace_id", j.TraceId)
+			return
 		}
-	case lifecycle.Timeout:
-		e.log.Warn("[SCHEDULER] job timed out", "job_id", j.JobId, "error", j.Error, "trace_id", j.TraceId)
+		e.stats.deadLettered.Add(1)
+		ctx, cancel := e.storeCtx()
+		defer cancel()
+		if err := e.cfg.DeadLetters.Put(ctx, j); err != nil {
+			e.log.Error("[SCHEDULER] dead-lettering failed", "job_id", j.JobId, "err", err)
+		}
+		msg := "[SCHEDULER] job failed and was dead-lettered"
+		if j.GetState() == lifecycle.Timeout {
+			msg = "[SCHEDULER] job timed out and was dead-lettered"
+		}
+		e.log.Warn(msg, "job_id", j.JobId, "attempts", j.Attempt, "error", j.Error, "trace_id", j.TraceId)
 	}
 }
 
