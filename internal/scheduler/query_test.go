@@ -187,3 +187,24 @@ func TestRestartAfterStop(t *testing.T) {
 		t.Errorf("job = %s", describe(j))
 	}
 }
+
+// A limited list holds the most recently updated jobs, oldest first.
+func TestListWithALimitGivesTheLatestJobs(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, withConfig(func(c *scheduler.Config) { c.NoWorkerRetry = time.Hour }))
+	r.bus.fallback("job.none", noResponders())
+	for _, id := range []string{"j1", "j2", "j3", "j4"} {
+		r.submit(request(id, "job.none"), "t", "")
+		j := r.waitJob(id, "recorded", func(j *pb.JobInfo) bool { return j.GetAttempt() == 0 && j.GetPendingReason() != "waiting to be dispatched" })
+		// The next job's updated_ms must differ (milliseconds): the order under test.
+		eventually(t, "the clock to move on", func() bool { return time.Now().UnixMilli() > j.GetUpdatedMs() })
+	}
+	a := r.query(&pb.JobQuery{Limit: 2})
+	var got []string
+	for _, j := range a.GetJobs() {
+		got = append(got, j.GetJobId())
+	}
+	if strings.Join(got, " ") != "j3 j4" {
+		t.Errorf("list --limit 2 = %v, want the latest two, j3 j4", got)
+	}
+}

@@ -1,10 +1,12 @@
 package scheduler
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"time"
 
@@ -480,9 +482,17 @@ func (e *Engine) handleQuery(p *pb.BusPacket) *pb.BusPacket {
 		}
 		return e.answer(p, &pb.JobAnswer{Ok: true, Jobs: []*pb.JobInfo{job}})
 	default:
-		recs, err := e.cfg.Store.List(ctx, jobstore.Filter{State: q.GetState(), Limit: limit})
+		// The most recently updated jobs, not whichever the store yields
+		// first: a store lists in no order callers may rely on.
+		recs, err := e.cfg.Store.List(ctx, jobstore.Filter{State: q.GetState(), Limit: -1})
 		if err != nil {
 			return e.answer(p, refusal(err.Error(), true))
+		}
+		slices.SortStableFunc(recs, func(a, b jobstore.Record) int {
+			return cmp.Compare(a.Job.GetUpdatedMs(), b.Job.GetUpdatedMs())
+		})
+		if len(recs) > limit {
+			recs = recs[len(recs)-limit:]
 		}
 		jobs := make([]*pb.JobInfo, len(recs))
 		for i, r := range recs {
