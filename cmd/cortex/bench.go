@@ -11,6 +11,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cortex-os/core/internal/bench"
+	"github.com/cortex-os/core/internal/infrastructure/config"
+	"github.com/cortex-os/core/internal/system"
 )
 
 func newBenchCommand() *cobra.Command {
@@ -39,6 +41,22 @@ See docs/BENCHMARKS.md.`,
 		RunE: func(cmd *cobra.Command, _ []string) (err error) {
 			if o.Window == 0 && o.Rate == 0 {
 				return errors.New("--window 0 (no cap) needs --rate")
+			}
+			switch {
+			case o.NatsURL != "":
+				// Credentials for that server: NATS_* variables, then --nats-* flags.
+				var cfg config.Config
+				for name, field := range config.CredentialEnv(&cfg.NATS) {
+					if v := os.Getenv(name); v != "" {
+						*field = v
+					}
+				}
+				var err error
+				if o.NatsOptions, err = system.NatsOptions(cmd.Flags(), &cfg); err != nil {
+					return err
+				}
+			case config.CredentialFlagsGiven(cmd.Flags()):
+				return errors.New("the --nats-* credentials are for a server given with --nats-url: the embedded one takes none")
 			}
 			if cpuProfile != "" {
 				f, err := os.Create(cpuProfile)

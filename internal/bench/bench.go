@@ -11,6 +11,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"github.com/nats-io/nats.go"
 	"io"
 	"os"
 	"runtime"
@@ -65,6 +66,9 @@ type Options struct {
 	Warmup int
 	// NatsURL uses an existing server; empty starts an embedded one.
 	NatsURL string
+	// NatsOptions are connection options (credentials, TLS) for NatsURL's
+	// server, used by every connection of the run.
+	NatsOptions []nats.Option
 	// IdleTimeout aborts a run in which no result arrived for this long
 	// (core NATS may drop a message). Default DefaultIdleTimeout.
 	IdleTimeout time.Duration

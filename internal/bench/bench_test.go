@@ -5,6 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/cortex-os/core/internal/embeddednats"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"runtime"
 	"strings"
 	"testing"
@@ -153,5 +156,22 @@ func TestExistingServer(t *testing.T) {
 	}
 	if !strings.HasPrefix(rep.Nats, "external ") || !strings.Contains(rep.CPUScope, "not the external NATS server") {
 		t.Errorf("nats %q, cpu scope %q: want an external server, outside the CPU figure", rep.Nats, rep.CPUScope)
+	}
+}
+
+// Against a server that admits only a user, the bench connects with the
+// credentials it is given.
+func TestBenchWithCredentials(t *testing.T) {
+	t.Parallel()
+	srv := natstest.RunServerWith(t, embeddednats.Config{Users: []*server.User{{Username: "bench", Password: "secret"}}})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	o := bench.Options{Jobs: 50, Window: 10, Warmup: -1, NatsURL: srv.ClientURL()}
+	if _, err := bench.Run(ctx, o); err == nil {
+		t.Fatal("the bench ran without credentials on a server that requires them")
+	}
+	o.NatsOptions = []nats.Option{nats.UserInfo("bench", "secret")}
+	if rep, err := bench.Run(ctx, o); err != nil || rep.System.Failed != 0 {
+		t.Fatalf("with credentials: %v", err)
 	}
 }

@@ -72,7 +72,7 @@ func (p *parts) busErrors() uint64 {
 }
 
 func (e *env) connect(p *parts, name string) (*bus.NatsBus, error) {
-	b, err := bus.Connect(bus.Config{URL: e.url, Name: name, Logger: logging.Discard()})
+	b, err := bus.Connect(bus.Config{URL: e.url, Name: name, Logger: logging.Discard(), Options: e.opts.NatsOptions})
 	if err != nil {
 		return nil, err
 	}
