@@ -195,7 +195,9 @@ func TestListWithALimitGivesTheLatestJobs(t *testing.T) {
 	r.bus.fallback("job.none", noResponders())
 	for _, id := range []string{"j1", "j2", "j3", "j4"} {
 		r.submit(request(id, "job.none"), "t", "")
-		j := r.waitJob(id, "recorded", func(j *pb.JobInfo) bool { return j.GetAttempt() == 0 && j.GetPendingReason() != "waiting to be dispatched" })
+		j := r.waitJob(id, "recorded", func(j *pb.JobInfo) bool {
+			return j.GetAttempt() == 0 && j.GetPendingReason() != "waiting to be dispatched"
+		})
 		// The next job's updated_ms must differ (milliseconds): the order under test.
 		eventually(t, "the clock to move on", func() bool { return time.Now().UnixMilli() > j.GetUpdatedMs() })
 	}
