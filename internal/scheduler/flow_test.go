@@ -658,3 +658,35 @@ func TestCancelRefusals(t *testing.T) {
 		t.Errorf("stats = %+v", s)
 	}
 }
+
+// A result for a job another replica dispatched, handled by a replica whose
+// cache still has the job PENDING: the store, not the stale cache, decides,
+// and the result completes the job instead of being fenced.
+func TestResultJudgedAgainstTheStoreNotAStaleCache(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, func(r *rig) { r.store.watch, r.store.silent = true, true },
+		withConfig(func(c *scheduler.Config) { c.NoWorkerRetry = time.Hour }))
+	r.bus.fallback("job.echo", noResponders())
+	r.submit(request("other", "job.echo"), "t", "")
+	r.waitJob("other", "back to PENDING", func(j *pb.JobInfo) bool {
+		return j.GetState() == lifecycle.Pending && j.GetAttempt() == 0 && j.GetPendingReason() != "waiting to be dispatched"
+	})
+	// Another replica dispatches it (this one's cache does not see that).
+	ctx := context.Background()
+	cur, err := r.store.Get(ctx, "other")
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := proto.CloneOf(cur.Job)
+	next.State, next.Attempt, next.PendingReason = lifecycle.Dispatched, 1, ""
+	if _, err := r.store.Update(ctx, cur, next); err != nil {
+		t.Fatal(err)
+	}
+	r.result(completed("other", 1, "w-1"))
+	if j := r.job("other"); j.GetState() != lifecycle.Completed {
+		t.Errorf("the result of the other replica's dispatch was not applied: %s", describe(j))
+	}
+	if s := r.e.Stats(); s.StaleResults != 0 {
+		t.Errorf("fenced %d results as stale", s.StaleResults)
+	}
+}

@@ -31,7 +31,10 @@ func (e *Engine) handleResultPacket(p *pb.BusPacket, _ string) error {
 	}
 	rec, ok := e.cached(res.GetJobId())
 	if ok {
-		return e.applyResult(rec, res) // compare-and-set catches a stale cache
+		// Compare-and-set catches a cache that is behind when the result
+		// applies; applyResult reads the store again before it calls a
+		// result stale on the cache's word.
+		return e.applyResult(rec, res, false)
 	}
 	ctx, cancel := e.storeCtx()
 	defer cancel()
@@ -45,12 +48,16 @@ func (e *Engine) handleResultPacket(p *pb.BusPacket, _ string) error {
 		e.stats.storeErrors.Add(1)
 		return err // redelivered where results are durable
 	}
-	return e.applyResult(rec, res)
+	return e.applyResult(rec, res, true)
 }
 
 // applyResult moves a job by its result. Exactly one result completes a job:
 // results for finished jobs and for attempts no longer current are ignored.
-func (e *Engine) applyResult(rec jobstore.Record, res *pb.JobResult) error {
+// fresh says rec was just read from the store; a record from this replica's
+// cache may be behind another replica's dispatch (the job still PENDING, or
+// at an older attempt, here), so a result that looks stale against it is
+// judged again against the store before it is fenced.
+func (e *Engine) applyResult(rec jobstore.Record, res *pb.JobResult, fresh bool) error {
 	var outcome string
 	rec, written, err := e.mutate(rec, func(j *pb.JobInfo) bool {
 		switch {
@@ -95,6 +102,16 @@ func (e *Engine) applyResult(rec jobstore.Record, res *pb.JobResult) error {
 	switch {
 	case err != nil:
 		return err
+	case outcome == "stale" && !fresh:
+		ctx, cancel := e.storeCtx()
+		defer cancel()
+		cur, err := e.cfg.Store.Get(ctx, res.GetJobId())
+		if err != nil {
+			e.stats.storeErrors.Add(1)
+			return err // redelivered where results are durable
+		}
+		e.observe(cur)
+		return e.applyResult(cur, res, true)
 	case outcome == "stale":
 		e.stats.stale.Add(1)
 		e.log.Info("[SCHEDULER] fenced a stale result", "job_id", res.GetJobId(), "worker_id", res.GetWorkerId(),
