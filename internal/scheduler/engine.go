@@ -372,6 +372,16 @@ func (e *Engine) Start(ctx context.Context) error {
 		}
 		e.drains = append(e.drains, drain)
 	}
+	// Started means the server has the subscriptions: a submission sent
+	// from now on is heard (over core NATS, one sent before would be lost).
+	if f, ok := e.cfg.Bus.(interface{ Flush(context.Context) error }); ok {
+		fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := f.Flush(fctx)
+		cancel()
+		if err != nil {
+			e.log.Warn("[SCHEDULER] flushing the subscriptions failed", "err", err)
+		}
+	}
 	e.log.InfoContext(ctx, "[SCHEDULER] started", "id", e.cfg.ID, "queue_group", e.cfg.QueueGroup)
 	return nil
 }
