@@ -45,14 +45,11 @@ See docs/BENCHMARKS.md.`,
 			switch {
 			case o.NatsURL != "":
 				// Credentials for that server: NATS_* variables, then --nats-* flags.
-				var cfg config.Config
-				for name, field := range config.CredentialEnv(&cfg.NATS) {
-					if v := os.Getenv(name); v != "" {
-						*field = v
-					}
+				cfg, err := config.Load("")
+				if err != nil {
+					return err
 				}
-				var err error
-				if o.NatsOptions, err = system.NatsOptions(cmd.Flags(), &cfg); err != nil {
+				if o.NatsOptions, err = system.NatsOptions(cmd.Flags(), cfg); err != nil {
 					return err
 				}
 			case config.CredentialFlagsGiven(cmd.Flags()):

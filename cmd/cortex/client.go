@@ -126,15 +126,21 @@ func (s *session) explain(err error) error {
 	case errors.Is(err, wire.ErrNoResponders):
 		return fmt.Errorf("no scheduler is answering on %s (is cortex-scheduler or cortex dev running?)", s.url)
 	case errors.Is(err, context.DeadlineExceeded):
-		if last := s.bus.Conn().LastError(); errors.Is(last, nats.ErrPermissionViolation) {
+		if s.refusedByServer() {
 			// The server dropped what we sent, or the answer's subscription.
-			return fmt.Errorf("NATS at %s refused it: %v (what this user may do: docs/security.md)", s.url, last)
+			return fmt.Errorf("NATS at %s refused it: %v (what this user may do: docs/security.md)", s.url, s.bus.Conn().LastError())
 		}
 		return fmt.Errorf("no answer from a scheduler on %s within %s", s.url, s.timeout)
 	case errors.Is(err, context.Canceled):
 		return errors.New("interrupted")
 	}
 	return err
+}
+
+// refusedByServer reports whether the server refused something this
+// connection sent or subscribed to (a permission violation).
+func (s *session) refusedByServer() bool {
+	return errors.Is(s.bus.Conn().LastError(), nats.ErrPermissionViolation)
 }
 
 // signalContext is cmd's context, ended by SIGINT or SIGTERM.

@@ -7,7 +7,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 
 	"github.com/cortex-os/core/internal/client"
@@ -107,7 +106,7 @@ wait for the scheduler's answer.`,
 					return fmt.Errorf("job %s refused: %s", req.GetJobId(), refused.Error())
 				}
 				if errors.Is(err, context.DeadlineExceeded) {
-					if errors.Is(s.bus.Conn().LastError(), nats.ErrPermissionViolation) {
+					if s.refusedByServer() {
 						return s.explain(err) // the server refused it: not a silent scheduler
 					}
 					return fmt.Errorf("no answer from a scheduler on %s within %s for job %s; where the intake is durable (JetStream), it is recorded when a scheduler runs", s.url, s.timeout, req.GetJobId())

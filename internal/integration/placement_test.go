@@ -161,10 +161,8 @@ func (r *placedRig) waitState(t *testing.T, id string, state pb.JobState) *pb.Jo
 
 func (r *placedRig) waitReason(t *testing.T, id, want string) {
 	t.Helper()
-	var got string
-	eventually(t, waitFor, func() bool { got = r.get(t, id).GetPendingReason(); return strings.Contains(got, want) },
+	eventually(t, waitFor, func() bool { return strings.Contains(r.get(t, id).GetPendingReason(), want) },
 		"job %s pending because %q", id, want)
-	_ = got
 }
 
 func TestCapabilityRoutingRunsJobsOnlyWhereTheCapabilityIs(t *testing.T) {
