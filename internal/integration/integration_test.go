@@ -510,10 +510,13 @@ func TestTwoSchedulerReplicas(t *testing.T) {
 	if err := resConn.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	sent := uint64(len(heartbeats.all()))
+	// The recorder's callback may still be behind its flush: count again
+	// at every look, until all three agree.
+	var sent uint64
 	eventually(t, waitFor, func() bool {
-		return a.engine.Stats().Heartbeats == sent && b.engine.Stats().Heartbeats == sent
-	}, "both replicas to see all %d heartbeats", sent)
+		sent = uint64(len(heartbeats.all()))
+		return sent > 0 && a.engine.Stats().Heartbeats == sent && b.engine.Stats().Heartbeats == sent
+	}, "both replicas to see every heartbeat the recorder saw")
 
 	// Each job ran once and produced one result.
 	count := map[string]int{}
