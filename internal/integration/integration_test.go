@@ -519,6 +519,7 @@ func TestTwoSchedulerReplicas(t *testing.T) {
 	}, "both replicas to see every heartbeat the recorder saw")
 
 	// Each job ran once and produced one result.
+	eventually(t, waitFor, func() bool { return len(results.all()) >= jobs }, "the recorder to see %d results", jobs)
 	count := map[string]int{}
 	for _, m := range results.all() {
 		p := decode(t, m)
