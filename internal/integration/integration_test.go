@@ -270,7 +270,7 @@ func TestJobFlowsEndToEndWithOneTraceID(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if accepted.GetJobId() != "job-e2e" || accepted.GetTraceId() != "trace-e2e" || accepted.GetState() != lifecycle.Pending {
+			if accepted.GetJobId() != "job-e2e" || accepted.GetTraceId() != "trace-e2e" || accepted.GetState() != lifecycle.Dispatched {
 				t.Errorf("accepted = %v", accepted)
 			}
 			done, err := cl.Watch(ctxFor(t), "job-e2e", 10*time.Millisecond, nil)

@@ -28,8 +28,9 @@ var States = []pb.JobState{Pending, Dispatched, Running, Completed, Failed, Deni
 // may "move" to itself: an update that changes only details (a pending
 // reason, a lease holder) is a self-transition. Terminal states have none.
 var transitions = map[pb.JobState][]pb.JobState{
-	// Created: a new job is PENDING, or DENIED by admission.
-	pb.JobState_JOB_STATE_UNSPECIFIED: {Pending, Denied},
+	// Created: a new job is PENDING, or DENIED by admission, or DISPATCHED
+	// (attempt 1) when admission hands it to a worker subject at once.
+	pb.JobState_JOB_STATE_UNSPECIFIED: {Pending, Dispatched, Denied},
 	// Pending: waiting for a worker or for its retry backoff.
 	Pending: {Pending, Dispatched, Timeout, Cancelled, Failed},
 	// Dispatched: attempt n handed to a worker subject, not yet confirmed.

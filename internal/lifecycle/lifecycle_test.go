@@ -16,13 +16,13 @@ import (
 // may move to. Rows absent (the terminal states) allow nothing.
 //
 //	| from \ to  | PENDING | DISPATCHED | RUNNING | COMPLETED | FAILED | DENIED | TIMEOUT | CANCELLED |
-//	| (new)      | ✓       |            |         |           |        | ✓      |         |           |
+//	| (new)      | ✓       | ✓          |         |           |        | ✓      |         |           |
 //	| PENDING    | ✓*      | ✓          |         |           | ✓      |        | ✓       | ✓         |
 //	| DISPATCHED | ✓       | ✓*         | ✓       | ✓         | ✓      |        | ✓       | ✓         |
 //	| RUNNING    | ✓       |            | ✓*      | ✓         | ✓      |        | ✓       | ✓         |
 //	| terminal   |         |            |         |           |        |        |         |           |
 var docTable = map[string]string{
-	"NEW":        "PENDING DENIED",
+	"NEW":        "PENDING DISPATCHED DENIED",
 	"PENDING":    "PENDING DISPATCHED FAILED TIMEOUT CANCELLED",
 	"DISPATCHED": "PENDING DISPATCHED RUNNING COMPLETED FAILED TIMEOUT CANCELLED",
 	"RUNNING":    "PENDING RUNNING COMPLETED FAILED TIMEOUT CANCELLED",

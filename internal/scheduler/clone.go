@@ -33,23 +33,30 @@ func cloneInfo(j *pb.JobInfo) *pb.JobInfo {
 	}
 }
 
-// cloneRequest copies a request to dispatch (with its attempt set). The
-// environment map, requirements and payload are shared: nothing edits them.
+// cloneRequest copies a request. The environment map, requirements and
+// payload are shared: nothing edits them.
 func cloneRequest(r *pb.JobRequest) *pb.JobRequest {
-	return &pb.JobRequest{
-		JobId:                r.JobId,
-		Topic:                r.Topic,
-		Priority:             r.Priority,
-		ContextPtr:           r.ContextPtr,
-		AdapterId:            r.AdapterId,
-		EnvVars:              r.EnvVars,
-		MaxAttempts:          r.MaxAttempts,
-		TimeoutMs:            r.TimeoutMs,
-		Attempt:              r.Attempt,
-		TtlMs:                r.TtlMs,
-		Tenant:               r.Tenant,
-		RequiredCapabilities: r.RequiredCapabilities,
-		RequiredLabels:       r.RequiredLabels,
-		Payload:              r.Payload,
-	}
+	out := new(pb.JobRequest)
+	copyRequest(out, r)
+	return out
+}
+
+// copyRequest sets dst's fields to r's (a dispatch's copy, its attempt to be
+// set), sharing maps and slices as cloneRequest does.
+// TestCopyRequestCopiesEveryField keeps it complete.
+func copyRequest(dst, r *pb.JobRequest) {
+	dst.JobId = r.JobId
+	dst.Topic = r.Topic
+	dst.Priority = r.Priority
+	dst.ContextPtr = r.ContextPtr
+	dst.AdapterId = r.AdapterId
+	dst.EnvVars = r.EnvVars
+	dst.MaxAttempts = r.MaxAttempts
+	dst.TimeoutMs = r.TimeoutMs
+	dst.Attempt = r.Attempt
+	dst.TtlMs = r.TtlMs
+	dst.Tenant = r.Tenant
+	dst.RequiredCapabilities = r.RequiredCapabilities
+	dst.RequiredLabels = r.RequiredLabels
+	dst.Payload = r.Payload
 }

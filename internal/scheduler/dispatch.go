@@ -5,8 +5,11 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unsafe"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/cortex-os/core/internal/jobstore"
 	"github.com/cortex-os/core/internal/lifecycle"
@@ -59,17 +62,30 @@ func (e *Engine) dispatch(rec jobstore.Record) {
 	if job.GetState() != lifecycle.Pending || time.Now().UnixMilli() < job.GetNextAttemptMs() {
 		return
 	}
-	var workers map[string]*pb.Heartbeat
-	if !e.blind {
-		workers = e.cfg.Registry.Snapshot() // a copy per job: only for strategies that look
-	}
-	subject, err := e.cfg.Strategy.PickSubject(job.Request, workers)
+	subject, err := e.subjectFor(job.Request)
 	if err != nil {
 		e.stats.unroutable.Add(1)
 		e.requeue(rec, lifecycle.Pending, job.Attempt, job.Attempt, "no subject for the job: "+err.Error(), e.cfg.NoWorkerRetry)
 		return
 	}
 	e.dispatchTo(rec, subject, "")
+}
+
+// subjectFor asks the SchedulingStrategy where req goes.
+func (e *Engine) subjectFor(req *pb.JobRequest) (string, error) {
+	var workers map[string]*pb.Heartbeat
+	if !e.blind {
+		workers = e.cfg.Registry.Snapshot() // a copy per job: only for strategies that look
+	}
+	return e.cfg.Strategy.PickSubject(req, workers)
+}
+
+// pickSubject is subjectFor for admission, which dispatches at once only
+// when the strategy has an answer; else the job is recorded PENDING and
+// dispatch asks again (and counts and explains the failure).
+func (e *Engine) pickSubject(req *pb.JobRequest) (string, bool) {
+	subject, err := e.subjectFor(req)
+	return subject, err == nil
 }
 
 // dispatchTo moves a due PENDING job to DISPATCHED, to workerID when
@@ -104,22 +120,48 @@ func (e *Engine) dispatchTo(rec jobstore.Record, subject, workerID string) bool 
 	if !written {
 		return false
 	}
-	attempt := rec.Job.Attempt
-	req := cloneRequest(job.Request)
-	req.Attempt = attempt
-	req.TimeoutMs = e.timeout(req).Milliseconds()
-	err = e.cfg.Bus.PublishRequest(subject, e.replySubject(attempt, job.JobId), wire.JobRequestPacket(job.TraceId, e.cfg.ID, req))
+	e.publishDispatch(rec, subject)
+	return true
+}
+
+// dispatchPacket is the packet publishDispatch builds for a job. The bus
+// encodes it before PublishRequest returns, so it is pooled: this runs for
+// every job.
+type dispatchPacket struct {
+	packet  pb.BusPacket
+	created timestamppb.Timestamp
+	payload pb.BusPacket_JobRequest
+	req     pb.JobRequest
+}
+
+var dispatchPackets = sync.Pool{New: func() any { return new(dispatchPacket) }}
+
+// publishDispatch publishes the DISPATCHED job rec on subject; a failed
+// publish puts it back to PENDING.
+func (e *Engine) publishDispatch(rec jobstore.Record, subject string) {
+	job := rec.Job
+	attempt := job.Attempt
+	workerID := job.WorkerId
+	d := dispatchPackets.Get().(*dispatchPacket)
+	copyRequest(&d.req, job.Request)
+	d.req.Attempt = attempt
+	d.req.TimeoutMs = e.timeout(&d.req).Milliseconds()
+	d.payload.JobRequest = &d.req
+	d.packet.Payload = &d.payload
+	wire.Stamp(&d.packet, &d.created, job.TraceId, e.cfg.ID)
+	err := e.cfg.Bus.PublishRequest(subject, e.replySubject(attempt, job.JobId), &d.packet)
+	*d = dispatchPacket{} // drop the references to the job before pooling
+	dispatchPackets.Put(d)
 	if err != nil {
 		e.stats.dispatchErrors.Add(1)
 		e.log.Error("[SCHEDULER] dispatch failed", "job_id", job.JobId, "subject", subject, "err", err)
 		e.requeue(rec, lifecycle.Dispatched, attempt, attempt-1, "dispatch failed: "+err.Error(), e.cfg.NoWorkerRetry)
-		return true // the requeue freed what placement held
+		return // the requeue freed what placement held
 	}
 	e.stats.dispatched.Add(1)
 	if e.debug() {
 		e.log.Debug("[SCHEDULER] 🚀 dispatched", "job_id", job.JobId, "subject", subject, "worker_id", workerID, "attempt", attempt, "trace_id", job.TraceId)
 	}
-	return true
 }
 
 // handleReply takes what came back on a dispatch's reply subject.

@@ -469,7 +469,7 @@ func (e *Engine) handleSubmit(p *pb.BusPacket, replyTo string) error {
 	if traceID == "" {
 		traceID = uuid.NewString()
 	}
-	answer, _, err := e.admit(req, traceID)
+	answer, _, err := e.admit(req, traceID, replyTo != "")
 	if err != nil {
 		return err // redelivered where the intake is durable
 	}
@@ -480,7 +480,9 @@ func (e *Engine) handleSubmit(p *pb.BusPacket, replyTo string) error {
 // admit validates req, asks the safety checker, records the job (PENDING, or
 // DENIED) and starts its dispatch. created is false for a resubmission of an
 // existing job. An error means the store failed: nothing was decided.
-func (e *Engine) admit(req *pb.JobRequest, traceID string) (answer *pb.JobAnswer, created bool, err error) {
+// Without answerWanted (nobody waits for the answer) an accepted job's
+// answer is nil: it is not built for nothing on the hot path.
+func (e *Engine) admit(req *pb.JobRequest, traceID string, answerWanted bool) (answer *pb.JobAnswer, created bool, err error) {
 	if err := e.validate(req); err != nil {
 		e.stats.rejected.Add(1)
 		e.log.Warn("[SCHEDULER] refused job", "job_id", req.GetJobId(), "topic", req.GetTopic(), "err", err, "trace_id", traceID)
@@ -555,6 +557,21 @@ func (e *Engine) admit(req *pb.JobRequest, traceID string) (answer *pb.JobAnswer
 		}
 	}
 
+	// A job that can go at once is recorded DISPATCHED (attempt 1): one store
+	// write where PENDING then DISPATCHED took two. What PENDING would say
+	// (waiting to be dispatched) never holds for it. A crash before the
+	// publish below is a dispatch whose outcome is lost: AckTimeout covers it,
+	// as it covers a crash after any dispatch's write.
+	subject, direct := "", false
+	if job.State == lifecycle.Pending && !job.AwaitingSafety && !queued && !e.placed(pool) {
+		if subject, direct = e.pickSubject(job.Request); direct {
+			job.State = lifecycle.Dispatched
+			job.Attempt = 1
+			job.PendingReason = ""
+			job.AttemptStartedMs = job.CreatedMs
+		}
+	}
+
 	ctx, cancel := e.storeCtx()
 	defer cancel()
 	rec, err := e.cfg.Store.Create(ctx, job)
@@ -586,11 +603,16 @@ func (e *Engine) admit(req *pb.JobRequest, traceID string) (answer *pb.JobAnswer
 	}
 	e.stats.accepted.Add(1)
 	if e.observe(rec) != nil {
-		if queued {
+		if direct {
+			e.publishDispatch(rec, subject)
+		} else if queued {
 			e.drain()
 		} else {
 			e.tryDispatch(rec.Job.JobId)
 		}
+	}
+	if !answerWanted {
+		return nil, true, nil
 	}
 	return &pb.JobAnswer{Ok: true, Jobs: []*pb.JobInfo{rec.Job}}, true, nil
 }

@@ -251,7 +251,9 @@ func TestRunStopsOnCancel(t *testing.T) {
 
 // ---- admission ----
 
-func TestValidJobIsRecordedPendingAndAnswered(t *testing.T) {
+// A job the strategy has a subject for is recorded once, already DISPATCHED
+// at attempt 1, and published.
+func TestValidJobIsRecordedDispatchedAndAnswered(t *testing.T) {
 	t.Parallel()
 	r := newRig(t)
 	r.bus.fallback("", silence()) // the dispatch goes unanswered: the job stays put
@@ -270,7 +272,7 @@ func TestValidJobIsRecordedPendingAndAnswered(t *testing.T) {
 		t.Fatalf("answer = %v, want ok with the job", a)
 	}
 	j := a.GetJobs()[0]
-	if j.GetJobId() != "job-1" || j.GetState() != lifecycle.Pending || j.GetTraceId() != "trace-1" || !proto.Equal(j.GetRequest(), req) {
+	if j.GetJobId() != "job-1" || j.GetState() != lifecycle.Dispatched || j.GetTraceId() != "trace-1" || !proto.Equal(j.GetRequest(), req) {
 		t.Errorf("answered job = %v", j)
 	}
 
@@ -279,8 +281,12 @@ func TestValidJobIsRecordedPendingAndAnswered(t *testing.T) {
 		t.Fatal("the job was not recorded")
 	}
 	first := r.store.history("job-1")[0]
-	if first.GetState() != lifecycle.Pending || first.GetAttempt() != 0 || first.GetPendingReason() == "" {
-		t.Errorf("first record = %s, want PENDING at attempt 0 with a reason", describe(first))
+	if first.GetState() != lifecycle.Dispatched || first.GetAttempt() != 1 || first.GetPendingReason() != "" ||
+		first.GetAttemptStartedMs() != first.GetCreatedMs() {
+		t.Errorf("first record = %s, want DISPATCHED at attempt 1, started when created", describe(first))
+	}
+	if d := r.bus.dispatchesOf("job-1"); len(d) != 1 || d[0].packet.GetJobRequest().GetAttempt() != 1 {
+		t.Errorf("dispatches = %v, want one of attempt 1", d)
 	}
 	if stored.GetTraceId() != "trace-1" || stored.GetMaxAttempts() != 3 || stored.GetCreatedMs() < before ||
 		stored.GetDeadlineMs() < stored.GetCreatedMs()+(10*time.Minute).Milliseconds() || !proto.Equal(stored.GetRequest(), req) {

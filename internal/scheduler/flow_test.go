@@ -53,7 +53,7 @@ func TestConfirmedDispatchRuns(t *testing.T) {
 	if j.GetWorkerId() != "w-1" || j.GetPendingReason() != "" || j.GetFailedAttempts() != 0 {
 		t.Errorf("running job = %s", describe(j))
 	}
-	if got := r.states("job-1"); got != "PENDING/0 DISPATCHED/1 RUNNING/1" {
+	if got := r.states("job-1"); got != "DISPATCHED/1 RUNNING/1" {
 		t.Errorf("states %s", got)
 	}
 

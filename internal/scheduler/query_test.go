@@ -101,8 +101,8 @@ func TestDeadLettersListAndRedrive(t *testing.T) {
 	nj := a.GetJobs()[0]
 	wantReq := proto.Clone(req).(*pb.JobRequest)
 	wantReq.JobId = "poison-redrive-1"
-	if nj.GetJobId() != "poison-redrive-1" || nj.GetState() != lifecycle.Pending || nj.GetTraceId() != "trace-poison" ||
-		nj.GetAttempt() != 0 || nj.GetFailedAttempts() != 0 || !proto.Equal(nj.GetRequest(), wantReq) {
+	if nj.GetJobId() != "poison-redrive-1" || nj.GetState() != lifecycle.Dispatched || nj.GetTraceId() != "trace-poison" ||
+		nj.GetAttempt() != 1 || nj.GetFailedAttempts() != 0 || !proto.Equal(nj.GetRequest(), wantReq) {
 		t.Errorf("re-driven job = %v", nj)
 	}
 	if a := r.query(&pb.JobQuery{DeadLetter: true}); !a.GetOk() || len(a.GetJobs()) != 0 {

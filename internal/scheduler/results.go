@@ -536,11 +536,11 @@ redrive:
 		req := proto.CloneOf(job.GetRequest())
 		req.JobId = fmt.Sprintf("%s-redrive-%d", id, n)
 		req.Attempt = 0
-		answer, created, err := e.admit(req, job.GetTraceId())
+		answer, created, err := e.admit(req, job.GetTraceId(), true)
 		switch {
 		case err != nil:
 			break redrive
-		case created: // a new job, PENDING (or DENIED by today's policy)
+		case created: // a new job, PENDING or DISPATCHED (or DENIED by today's policy)
 			e.log.Info("[SCHEDULER] dead letter re-driven", "job_id", id, "new_job_id", req.JobId, "ok", answer.GetOk())
 			return answer
 		case answer.GetOk() || strings.HasPrefix(answer.GetError(), conflictPrefix):

@@ -104,7 +104,7 @@ func JobRequestPacket(traceID, senderID string, req *pb.JobRequest) *pb.BusPacke
 		payload pb.BusPacket_JobRequest
 	}{}
 	a.payload.JobRequest = req
-	stamp(&a.packet, &a.created, traceID, senderID)
+	Stamp(&a.packet, &a.created, traceID, senderID)
 	a.packet.Payload = &a.payload
 	return &a.packet
 }
@@ -118,14 +118,15 @@ func JobResultPacket(traceID, senderID string, res *pb.JobResult) *pb.BusPacket 
 		payload pb.BusPacket_JobResult
 	}{}
 	a.payload.JobResult = res
-	stamp(&a.packet, &a.created, traceID, senderID)
+	Stamp(&a.packet, &a.created, traceID, senderID)
 	a.packet.Payload = &a.payload
 	return &a.packet
 }
 
-// stamp fills in the envelope of p as NewPacket does, with created as its
-// time stamp.
-func stamp(p *pb.BusPacket, created *timestamppb.Timestamp, traceID, senderID string) {
+// Stamp fills in the envelope of p as NewPacket does (trace and sender ids,
+// the time now, the protocol version), with created as its time stamp: for
+// callers that build packets in memory they reuse.
+func Stamp(p *pb.BusPacket, created *timestamppb.Timestamp, traceID, senderID string) {
 	now := time.Now()
 	created.Seconds, created.Nanos = now.Unix(), int32(now.Nanosecond())
 	p.TraceId, p.SenderId, p.CreatedAt, p.ProtocolVersion = traceID, senderID, created, ProtocolVersion

@@ -91,8 +91,8 @@ func TestCLISubmitWaitAndInspect(t *testing.T) {
 		t.Fatalf("submit --wait: first line %q, want job_id=%s trace_id=… topic=job.echo", completeLines(out)[0], id)
 	}
 	cs := changes(out)
-	if len(cs) < 2 || cs[0].State != "PENDING" {
-		t.Fatalf("submit --wait: changes %+v, want PENDING first, then on to COMPLETED\n%s", cs, out)
+	if len(cs) < 2 || cs[0].State != "DISPATCHED" || cs[0].Attempt != "1" {
+		t.Fatalf("submit --wait: changes %+v, want DISPATCHED (at once, attempt 1) first, then on to COMPLETED\n%s", cs, out)
 	}
 	last := cs[len(cs)-1]
 	if last.State != "COMPLETED" || last.Attempt != "1" || last.Worker != workerID || last.Why != "result_ptr=memory://echo/"+id {
@@ -178,8 +178,9 @@ func TestCLICancelDenyDeadline(t *testing.T) {
 
 	const id = "cli-nobody-1"
 	sub := parseAttrs(cortexOK(t, nil, conf("submit", "--topic", "job.nobody", "--job-id", id)...))
-	if sub["job_id"] != id || sub["state"] != "PENDING" {
-		t.Fatalf("submit: %v, want job_id=%s state=PENDING", sub, id)
+	// Dispatched at once; "no responders" then sends it back to PENDING.
+	if sub["job_id"] != id || sub["state"] != "DISPATCHED" {
+		t.Fatalf("submit: %v, want job_id=%s state=DISPATCHED", sub, id)
 	}
 	watch := start(t, binCortex, nil, conf("job", "watch", id)...)
 	const why = "no live worker subscribed to job.nobody"

@@ -160,8 +160,14 @@ func (b *NatsBus) Close() {
 
 // Publish encodes packet and publishes it on subject.
 func (b *NatsBus) Publish(subject string, packet *pb.BusPacket) error {
-	// The packet is marshalled into a pooled buffer: nats.Conn.Publish copies
-	// the bytes into the connection's buffer before it returns.
+	return b.publish(subject, "", packet)
+}
+
+// publish publishes packet on subject with reply as its reply subject
+// ("": none). The packet is marshalled into a pooled buffer: the NATS
+// client copies the bytes into the connection's buffer
+// before it returns.
+func (b *NatsBus) publish(subject, reply string, packet *pb.BusPacket) error {
 	buf := encodeBuffers.Get().(*[]byte)
 	defer func() {
 		if cap(*buf) <= maxPooledBuffer {
@@ -173,7 +179,12 @@ func (b *NatsBus) Publish(subject string, packet *pb.BusPacket) error {
 		return err
 	}
 	*buf = data
-	if err := b.nc.Publish(subject, data); err != nil {
+	if reply == "" {
+		err = b.nc.Publish(subject, data)
+	} else {
+		err = b.nc.PublishRequest(subject, reply, data)
+	}
+	if err != nil {
 		return fmt.Errorf("bus: publish %s: %w", subject, err)
 	}
 	b.published.Add(1)

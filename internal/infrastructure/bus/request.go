@@ -95,15 +95,7 @@ func (b *NatsBus) answer(m *nats.Msg, answer *pb.BusPacket) {
 // subject. If nobody is subscribed to subject, the server answers on reply
 // at once with a "no responders" status, which SubscribeReplies reports.
 func (b *NatsBus) PublishRequest(subject, reply string, packet *pb.BusPacket) error {
-	data, err := b.Encode(packet)
-	if err != nil {
-		return err
-	}
-	if err := b.nc.PublishRequest(subject, reply, data); err != nil {
-		return fmt.Errorf("bus: publish %s: %w", subject, err)
-	}
-	b.published.Add(1)
-	return nil
+	return b.publish(subject, reply, packet)
 }
 
 // SubscribeReplies delivers what arrives on subject (a wildcard over reply
