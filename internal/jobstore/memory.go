@@ -2,6 +2,7 @@ package jobstore
 
 import (
 	"context"
+	"hash/maphash"
 	"sort"
 	"sync"
 
@@ -37,17 +38,44 @@ import (
 // stays bounded: the KV store's TTL does the same. A job_id submitted again
 // after its job was forgotten makes a new job.
 //
+// Layout. Active jobs are in a map by id, small enough to stay in the CPU's
+// cache. Finished jobs are in a ring, oldest first, indexed by a 64-bit
+// hash of their id (random seed) that holds no pointers: with 100,000 jobs
+// kept, a map by string id cost each job several cache misses (the key's
+// bytes live elsewhere) and the garbage collector a scan of every key. Two
+// ids with the same hash are as unlikely as 2^-64 per pair; should it happen,
+// the older job is forgotten early, never confused with the newer.
+//
 // The zero Memory is ready to use, keeping every job; NewMemory is the
 // conventional constructor.
 type Memory struct {
 	mu       sync.Mutex
-	jobs     map[string]memEntry
+	active   map[string]memEntry // jobs in a non-terminal state
 	rev      uint64
 	watchers map[*memWatcher]struct{}
 
-	retain   int      // finished jobs kept; 0: all
-	finished []string // ids of finished jobs, oldest first (a ring when full)
-	next     int      // the oldest, once finished is full
+	retain int            // finished jobs kept; 0: all
+	ring   []doneEntry    // finished jobs, oldest at next once len(ring) == retain
+	next   int            // the oldest, once the ring is full
+	index  map[uint64]int // hash of a finished job's id -> its place in ring
+
+	testHash func(string) uint64 // replaces the hash in tests, to make collisions
+}
+
+// indexSeed seeds the hashes of finished jobs' ids, once per process.
+var indexSeed = maphash.MakeSeed()
+
+func (m *Memory) hashID(id string) uint64 {
+	if m.testHash != nil {
+		return m.testHash(id)
+	}
+	return maphash.String(indexSeed, id)
+}
+
+// doneEntry is a finished job in the ring, with the hash it is indexed by.
+type doneEntry struct {
+	memEntry
+	hash uint64
 }
 
 // DefaultMemoryRetain is how many finished jobs NewMemory keeps.
@@ -90,17 +118,10 @@ func (m *Memory) Create(ctx context.Context, job *pb.JobInfo) (Record, error) {
 	stored := job
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if e, ok := m.jobs[stored.GetJobId()]; ok {
+	if e, ok := m.lookupLocked(stored.GetJobId()); ok {
 		return e.record(), ErrExists
 	}
-	if m.jobs == nil {
-		m.jobs = make(map[string]memEntry)
-	}
-	e := m.writeLocked(stored)
-	if m.retain > 0 && lifecycle.Terminal(stored.GetState()) { // denied at admission
-		m.retireLocked(stored.GetJobId())
-	}
-	return e.record(), nil
+	return m.writeLocked(stored, false).record(), nil
 }
 
 // Get implements Store. An id no store could hold is ErrInvalidID.
@@ -113,7 +134,7 @@ func (m *Memory) Get(ctx context.Context, id string) (Record, error) {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	e, ok := m.jobs[id]
+	e, ok := m.lookupLocked(id)
 	if !ok {
 		return Record{}, ErrNotFound
 	}
@@ -134,7 +155,7 @@ func (m *Memory) Update(ctx context.Context, prev Record, next *pb.JobInfo) (Rec
 	id := prev.Job.GetJobId()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	e, ok := m.jobs[id]
+	e, ok := m.lookupLocked(id)
 	if !ok {
 		return Record{}, ErrNotFound
 	}
@@ -147,38 +168,78 @@ func (m *Memory) Update(ctx context.Context, prev Record, next *pb.JobInfo) (Rec
 	if err := lifecycle.Check(id, e.job.GetState(), stored.GetState()); err != nil {
 		return Record{}, err
 	}
-	e = m.writeLocked(stored)
-	if m.retain > 0 && lifecycle.Terminal(stored.GetState()) {
-		m.retireLocked(id)
-	}
-	return e.record(), nil
+	return m.writeLocked(stored, true).record(), nil
 }
 
-// retireLocked notes that job id finished, forgetting the oldest finished job
-// once more than m.retain have. m.mu is held.
-func (m *Memory) retireLocked(id string) {
-	if len(m.finished) < m.retain {
-		m.finished = append(m.finished, id)
+// lookupLocked finds a job, active or finished. m.mu is held.
+func (m *Memory) lookupLocked(id string) (memEntry, bool) {
+	if e, ok := m.active[id]; ok {
+		return e, true
+	}
+	if i, ok := m.index[m.hashID(id)]; ok && m.ring[i].job.GetJobId() == id {
+		return m.ring[i].memEntry, true
+	}
+	return memEntry{}, false
+}
+
+// finishLocked keeps e, a finished job, in the ring, forgetting the oldest
+// finished job once more than m.retain have finished. m.mu is held.
+func (m *Memory) finishLocked(e memEntry) {
+	d := doneEntry{memEntry: e, hash: m.hashID(e.job.GetJobId())}
+	if m.index == nil {
+		m.index = make(map[uint64]int)
+	}
+	if m.retain == 0 || len(m.ring) < m.retain {
+		m.index[d.hash] = len(m.ring)
+		m.ring = append(m.ring, d)
 		return
 	}
-	old := m.finished[m.next]
-	if e, ok := m.jobs[old]; ok && lifecycle.Terminal(e.job.GetState()) {
-		delete(m.jobs, old)
+	if old := m.ring[m.next]; m.index[old.hash] == m.next { // else a newer job took its hash
+		delete(m.index, old.hash)
 	}
-	m.finished[m.next] = id
+	m.ring[m.next] = d
+	m.index[d.hash] = m.next
 	m.next = (m.next + 1) % m.retain
 }
 
-// writeLocked stores job under a new revision and queues it for every
+// writeLocked stores job under a new revision, as active or finished
+// (wasActive: it is in the active map now), and queues it for every
 // watcher. m.mu is held.
-func (m *Memory) writeLocked(job *pb.JobInfo) memEntry {
+func (m *Memory) writeLocked(job *pb.JobInfo, wasActive bool) memEntry {
 	m.rev++
 	e := memEntry{job: job, rev: m.rev}
-	m.jobs[job.GetJobId()] = e
+	id := job.GetJobId()
+	if lifecycle.Terminal(job.GetState()) {
+		if wasActive {
+			delete(m.active, id)
+		}
+		m.finishLocked(e)
+	} else {
+		if m.active == nil {
+			m.active = make(map[string]memEntry)
+		}
+		m.active[id] = e
+	}
 	for w := range m.watchers {
 		w.push(e.record())
 	}
 	return e
+}
+
+// allLocked returns every job kept. m.mu is held.
+func (m *Memory) allLocked(keep func(memEntry) bool) []memEntry {
+	all := make([]memEntry, 0, len(m.active)+len(m.ring))
+	for _, e := range m.active {
+		if keep(e) {
+			all = append(all, e)
+		}
+	}
+	for _, d := range m.ring {
+		if keep(d.memEntry) {
+			all = append(all, d.memEntry)
+		}
+	}
+	return all
 }
 
 // List implements Store. Memory returns records in revision order (least
@@ -189,12 +250,7 @@ func (m *Memory) List(ctx context.Context, f Filter) ([]Record, error) {
 		return nil, err
 	}
 	m.mu.Lock()
-	matched := make([]memEntry, 0, len(m.jobs))
-	for _, e := range m.jobs {
-		if f.Match(e.job) {
-			matched = append(matched, e)
-		}
-	}
+	matched := m.allLocked(func(e memEntry) bool { return f.Match(e.job) })
 	m.mu.Unlock()
 	// Entries are immutable once written (a write replaces the entry), so
 	// they can be read without the lock.
@@ -218,10 +274,7 @@ func (m *Memory) Watch(ctx context.Context, fn func(Record)) error {
 	}
 	w := &memWatcher{wake: make(chan struct{}, 1), pos: make(map[string]int)}
 	m.mu.Lock()
-	initial := make([]memEntry, 0, len(m.jobs))
-	for _, e := range m.jobs {
-		initial = append(initial, e)
-	}
+	initial := m.allLocked(func(memEntry) bool { return true })
 	sort.Slice(initial, func(i, j int) bool { return initial[i].rev < initial[j].rev })
 	for _, e := range initial {
 		w.push(e.record())
