@@ -73,6 +73,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz='^FuzzParsePolicy$$' -fuzztime=$(FUZZTIME) ./internal/safety
 	$(GO) test -run '^$$' -fuzz='^FuzzRemoteAnswer$$' -fuzztime=$(FUZZTIME) ./internal/safety
 	$(GO) test -run '^$$' -fuzz='^FuzzParseConfig$$' -fuzztime=$(FUZZTIME) ./internal/placement
+	$(GO) test -run '^$$' -fuzz='^FuzzValidateTopic$$' -fuzztime=$(FUZZTIME) ./internal/scheduler
 
 clean:
 	rm -rf bin

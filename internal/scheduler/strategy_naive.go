@@ -44,16 +44,23 @@ func ValidateTopic(topic string) error {
 	if !strings.HasPrefix(topic, wire.JobSubjectPrefix) {
 		return fmt.Errorf("%w %q: must start with %q", ErrInvalidTopic, topic, wire.JobSubjectPrefix)
 	}
-	// Token by token, as strings.Split(topic, ".") would give them, without
-	// allocating: this runs for every job.
-	for rest := topic; ; {
-		tok, tail, more := strings.Cut(rest, ".")
-		if tok == "" || tok == "*" || tok == ">" || strings.ContainsAny(tok, " \t\r\n") {
+	// Token by token, in one pass without allocating: this runs for every
+	// job. A token is what strings.Split(topic, ".") would give.
+	start := 0
+	for i := 0; i <= len(topic); i++ {
+		if i < len(topic) {
+			switch topic[i] {
+			case ' ', '\t', '\r', '\n':
+				return fmt.Errorf("%w %q: empty, wildcard or blank token", ErrInvalidTopic, topic)
+			case '.':
+			default:
+				continue
+			}
+		}
+		if tok := topic[start:i]; tok == "" || tok == "*" || tok == ">" {
 			return fmt.Errorf("%w %q: empty, wildcard or blank token", ErrInvalidTopic, topic)
 		}
-		if !more {
-			return nil
-		}
-		rest = tail
+		start = i + 1
 	}
+	return nil
 }

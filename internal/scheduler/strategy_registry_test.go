@@ -3,6 +3,7 @@ package scheduler_test
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -134,4 +135,24 @@ func TestMemoryRegistryExpiry(t *testing.T) {
 	if _, ok := r.Snapshot()["fast"]; !ok {
 		t.Error("a heartbeat did not bring the worker back")
 	}
+}
+
+// FuzzValidateTopic holds ValidateTopic's one-pass scan to the rule it
+// implements, written the plain way: a job.-prefixed subject whose tokens
+// (strings.Split on ".") are neither empty, nor a wildcard, nor hold blanks.
+func FuzzValidateTopic(f *testing.F) {
+	for _, s := range []string{"job.echo", "job..x", "job.*", "job.a*", "job.>", "job.a b", "job.", "sys.x", "", "job.a.b.c"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, topic string) {
+		want := topic != "" && strings.HasPrefix(topic, "job.")
+		for _, tok := range strings.Split(topic, ".") {
+			if tok == "" || tok == "*" || tok == ">" || strings.ContainsAny(tok, " \t\r\n") {
+				want = false
+			}
+		}
+		if got := scheduler.ValidateTopic(topic) == nil; got != want {
+			t.Fatalf("ValidateTopic(%q) valid = %v, want %v", topic, got, want)
+		}
+	})
 }
