@@ -34,7 +34,7 @@ func newCommand() *cobra.Command {
 		capabilities                      echo.Capabilities
 		labels                            echo.Labels
 		pool                              string
-		direct                            bool
+		direct, inline                    bool
 	)
 	work := echo.DefaultWorkTime
 	cmd := &cobra.Command{
@@ -80,7 +80,7 @@ func newCommand() *cobra.Command {
 			}
 			return system.RunEchoWorker(ctx, system.EchoWorkerOptions{
 				NatsURL: cfg.NatsURL, ID: id, WorkTime: work, Capacity: concurrency,
-				Capabilities: capabilities, Labels: labels, Pool: pool, Direct: direct,
+				Capabilities: capabilities, Labels: labels, Pool: pool, Direct: direct, Inline: inline,
 				Settings: settings, Logger: log, NatsOptions: natsOpts,
 			})
 		},
@@ -96,6 +96,7 @@ func newCommand() *cobra.Command {
 	f.Var(&capabilities, "capabilities", `capabilities reported, comma separated ("gpu,python"; echo is always one)`)
 	f.Var(&labels, "labels", `labels reported, comma separated key=value ("gpu=h100,region=eu")`)
 	f.StringVar(&pool, "pool", "", "the placement pool this worker is reserved for (default: any)")
+	f.BoolVar(&inline, "inline", false, "run each job on the delivery goroutine instead of a runner: no hand-off per job, but one job at a time in arrival order (for --work-time 0; a job that takes time holds back the ones behind it)")
 	f.BoolVar(&direct, "direct", true, "also take jobs on this worker's own subject, sys.worker.<id>.job, so that placement reaches the worker it chose (--direct=false: only the topic's queue group)")
 	f.DurationVar(&heartbeat, "heartbeat-interval", 5*time.Second, "time between heartbeats while idle")
 	f.DurationVar(&lease, "lease-interval", 500*time.Millisecond, "time between heartbeats while holding jobs (they renew the jobs' leases)")

@@ -240,6 +240,9 @@ type EchoWorkerOptions struct {
 	Labels       map[string]string
 	Pool         string
 	Direct       bool
+	// Inline runs each job on the delivery goroutine (worker.Config.Inline):
+	// for WorkTime 0 only.
+	Inline bool
 	// Settings are the worker section of the config.
 	Settings    config.Worker
 	Logger      *slog.Logger
@@ -264,6 +267,7 @@ func RunEchoWorker(ctx context.Context, opts EchoWorkerOptions) error {
 		Labels:            opts.Labels,
 		Pool:              opts.Pool,
 		Direct:            opts.Direct,
+		Inline:            opts.Inline,
 		HeartbeatInterval: opts.Settings.HeartbeatInterval,
 		LeaseInterval:     opts.Settings.LeaseInterval,
 		ShutdownGrace:     opts.Settings.ShutdownGrace,

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -413,5 +414,61 @@ func TestCancelReachesEveryAttempt(t *testing.T) {
 		if res := e.results.waitResultAttempt(t, "dup", attempt).GetJobResult(); res.GetStatus() != pb.JobStatus_JOB_STATUS_CANCELLED {
 			t.Errorf("attempt %d: %v", attempt, res)
 		}
+	}
+}
+
+// An inline worker runs each job on the delivery goroutine: one after
+// another in arrival order (a job that arrives while another runs starts
+// only once it has ended), each held and cancellable as on a runner.
+func TestInlineRunsJobsOneAfterAnother(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, "echo")
+	g := newGates()
+	t.Cleanup(g.releaseAll)
+	var (
+		mu     sync.Mutex
+		events []string
+	)
+	note := func(s string) {
+		mu.Lock()
+		events = append(events, s)
+		mu.Unlock()
+	}
+	gated := g.handler()
+	h := worker.HandlerFunc(func(ctx context.Context, job *pb.JobRequest) (string, error) {
+		note("start " + job.GetJobId())
+		defer note("end " + job.GetJobId())
+		return gated.HandleJob(ctx, job)
+	})
+	r := e.start(t, worker.Config{Handler: h, Inline: true})
+
+	e.send(t, "first")
+	g.waitStarted(t, "first", 0)
+	e.send(t, "second")
+	flush(t, e.observer)
+	g.release("second", 0) // it may run at once, once it starts
+	g.release("first", 0)
+	for _, id := range []string{"first", "second"} {
+		if res := e.results.waitResult(t, id).GetJobResult(); res.GetStatus() != pb.JobStatus_JOB_STATUS_COMPLETED || res.GetWorkerId() != r.w.ID() {
+			t.Errorf("%s: result %v", id, res)
+		}
+	}
+	mu.Lock()
+	got := strings.Join(events, ", ")
+	mu.Unlock()
+	if want := "start first, end first, start second, end second"; got != want {
+		t.Errorf("handler calls: %s; want %s", got, want)
+	}
+
+	// A held inline job is cancelled like any other.
+	e.send(t, "victim")
+	g.waitStarted(t, "victim", 0)
+	p := wire.NewPacket("trace-cancel", "test-scheduler")
+	p.Payload = &pb.BusPacket_JobCancel{JobCancel: &pb.JobCancel{JobId: "victim", Reason: "user asked"}}
+	if err := e.observer.Publish(wire.WorkerCancelSubject(r.w.ID()), p); err != nil {
+		t.Fatal(err)
+	}
+	if res := e.results.waitResult(t, "victim").GetJobResult(); res.GetStatus() != pb.JobStatus_JOB_STATUS_CANCELLED {
+		t.Errorf("cancelled inline job: %v", res)
 	}
 }

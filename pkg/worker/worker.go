@@ -93,6 +93,15 @@ type Config struct {
 	Capacity int
 	// Concurrency is Capacity's older name.
 	Concurrency int
+	// Inline runs the handler on the subscription's delivery goroutine
+	// instead of handing each job to a runner goroutine. That saves a
+	// goroutine hand-off per job (cortex bench: about a tenth more
+	// throughput with the echo handler), but jobs then run one at a time per
+	// subscription, in arrival order, and a handler that blocks holds back
+	// every job behind it. Only for handlers that return in microseconds and
+	// never block: never for model calls, tool runs or code execution. Jobs
+	// are held, confirmed, cancelled and handed back as without it.
+	Inline bool
 	// Direct: the worker also takes jobs on its own subject,
 	// sys.worker.<ID>.job (wire.WorkerJobSubject), and says so in its
 	// heartbeats, so that a strategy can place a job on this very worker
@@ -345,7 +354,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		drain = func() error { return errors.Join(drainDirect(), drainTopic()) }
 	}
 	w.log.Info(w.prefix+" running", "worker_id", w.cfg.ID, "topic", w.cfg.Topic,
-		"queue_group", w.cfg.QueueGroup, "capacity", w.cfg.Capacity, "direct", w.cfg.Direct,
+		"queue_group", w.cfg.QueueGroup, "capacity", w.cfg.Capacity, "inline", w.cfg.Inline, "direct", w.cfg.Direct,
 		"capabilities", w.cfg.Capabilities, "labels", w.cfg.Labels, "pool", w.cfg.Pool)
 
 	hbDone := make(chan struct{})
@@ -431,7 +440,12 @@ func (w *Worker) handlePacket(p *pb.BusPacket, reply string) {
 	w.active.Add(1)
 	w.jobs.Add(1)
 	ctx, h := w.hold(req, reply, p.GetTraceId())
-	w.dispatch(queuedJob{ctx: ctx, req: req, traceID: p.GetTraceId(), held: h})
+	j := queuedJob{ctx: ctx, req: req, traceID: p.GetTraceId(), held: h}
+	if w.cfg.Inline {
+		w.run(j)
+		return
+	}
+	w.dispatch(j)
 }
 
 // lacks names the first of the job's required capabilities or labels this

@@ -81,7 +81,11 @@ func TestCLISubmitWaitAndInspect(t *testing.T) {
 	url := natstest.URL(t)
 	sched := startScheduler(t, url)
 	sched.waitForLog(t, "[SCHEDULER] job store", "store", "jetstream")
-	_, workerID := startWorker(t, url)
+	// --inline: the echo handler (no work time) runs on the delivery goroutine.
+	w, workerID := startWorker(t, url, "--inline")
+	if running := w.waitForLogWithin(t, startTimeout, "[WORKER echo] running"); running["inline"] != "true" {
+		t.Errorf("worker running line %v, want inline=true", running)
+	}
 	env := []string{"NATS_URL=" + url}
 
 	const id = "cli-echo-1"
