@@ -38,6 +38,7 @@ const (
 	DefaultWindow      = 1000
 	DefaultWorkers     = 1
 	DefaultWarmup      = 2000
+	DefaultRounds      = 5
 	DefaultIdleTimeout = 30 * time.Second
 )
 
@@ -58,12 +59,22 @@ type Options struct {
 	Workers int
 	// Payload is the number of bytes carried in each job (in context_ptr).
 	Payload int
+	// WorkerRunners runs the system's echo handler on the worker's runner
+	// goroutines, as a handler that blocks must run. By default it runs
+	// inline (worker.Config.Inline) on the delivery goroutine, as the
+	// floor's worker does: the echo handler returns in microseconds.
+	WorkerRunners bool
 	// Store is the job store: StoreMemory (the control plane's own cost) or
 	// StoreJetStream (a key-value bucket and durable intake, as deployed).
 	// Default StoreMemory.
 	Store string
 	// Warmup jobs run before each measurement and are not counted. Negative: none.
 	Warmup int
+	// Rounds splits the measured jobs of each path into this many rounds,
+	// run alternately (floor, system, floor, system, ...), so that both
+	// paths meet the same changes in the machine's speed. Default
+	// DefaultRounds; at most Jobs.
+	Rounds int
 	// NatsURL uses an existing server; empty starts an embedded one.
 	NatsURL string
 	// NatsOptions are connection options (credentials, TLS) for NatsURL's
@@ -74,11 +85,12 @@ type Options struct {
 	IdleTimeout time.Duration
 	// Progress, if set, receives a progress bar (meant for a terminal).
 	Progress io.Writer
-	// CPUProfile, if set, receives a pprof CPU profile of the system's
-	// measured run (not the floor, not the warm-up).
+	// CPUProfile, if set, receives a pprof CPU profile of the system's first
+	// measured round (not the floor, not the warm-up; with Rounds 1, all of
+	// the system's measured jobs).
 	CPUProfile io.Writer
 	// MemProfile, if set, receives a pprof allocation profile written after
-	// the system's measured run (allocations since the process started, so
+	// the system's last round (allocations since the process started, so
 	// the floor's too: compare with -diff_base or look at the system's code).
 	MemProfile io.Writer
 	// Commit is reported as is (see Commit()).
@@ -98,6 +110,9 @@ func (o *Options) setDefaults() error {
 	if o.Warmup < 0 {
 		o.Warmup = 0
 	}
+	if o.Rounds == 0 {
+		o.Rounds = DefaultRounds
+	}
 	if o.Store == "" {
 		o.Store = StoreMemory
 	}
@@ -111,6 +126,8 @@ func (o *Options) setDefaults() error {
 		return fmt.Errorf("bench: --window must be positive, not %d", o.Window)
 	case o.Rate < 0:
 		return fmt.Errorf("bench: --rate must be positive, not %g", o.Rate)
+	case o.Rounds < 0:
+		return fmt.Errorf("bench: --rounds must be positive, not %d", o.Rounds)
 	case o.Workers < 0:
 		return fmt.Errorf("bench: --workers must be positive, not %d", o.Workers)
 	case o.Payload < 0:
@@ -123,14 +140,16 @@ func (o *Options) setDefaults() error {
 	default:
 		return fmt.Errorf("bench: --store %q: want memory or jetstream", o.Store)
 	}
+	o.Rounds = min(o.Rounds, o.Jobs)
 	return nil
 }
 
 // maxPayload keeps a packet well under NATS's default max_payload of 1 MB.
 const maxPayload = 512 << 10
 
-// Run measures the floor, then the system, and reports both. Everything it
-// starts is stopped before it returns, also when ctx is cancelled.
+// Run sets up the floor and the system, warms each up, then measures them
+// in alternating rounds and reports both. Everything it starts is stopped
+// before it returns, also when ctx is cancelled.
 func Run(ctx context.Context, opts Options) (rep *Report, err error) {
 	if err := opts.setDefaults(); err != nil {
 		return nil, err
@@ -159,14 +178,32 @@ func Run(ctx context.Context, opts Options) (rep *Report, err error) {
 	env.topic = "job.bench." + env.runID
 	env.payload = strings.Repeat("x", opts.Payload)
 
-	floor, err := env.measure(ctx, floorPath)
-	if err != nil {
-		return nil, fmt.Errorf("bench: floor: %w", err)
+	phases := make([]*phase, 0, 2)
+	defer func() {
+		for _, ph := range phases {
+			if cerr := ph.close(); cerr != nil && err == nil {
+				err = fmt.Errorf("bench: %s: %w", ph.pa.name, cerr)
+			}
+		}
+	}()
+	for _, pa := range []path{floorPath, systemPath} {
+		ph, err := env.setup(ctx, pa)
+		if err != nil {
+			return nil, fmt.Errorf("bench: %s: %w", pa.name, err)
+		}
+		phases = append(phases, ph)
 	}
-	system, err := env.measure(ctx, systemPath)
-	if err != nil {
-		return nil, fmt.Errorf("bench: system: %w", err)
+	// Measured jobs are [Warmup, Warmup+Jobs), round k the k-th slice.
+	o := env.opts
+	for k := range o.Rounds {
+		lo, hi := o.Warmup+k*o.Jobs/o.Rounds, o.Warmup+(k+1)*o.Jobs/o.Rounds
+		for _, ph := range phases {
+			if err := ph.round(ctx, k, lo, hi); err != nil {
+				return nil, fmt.Errorf("bench: %s: round %d of %d: %w", ph.pa.name, k+1, o.Rounds, err)
+			}
+		}
 	}
+	floor, system := phases[0].result(), phases[1].result()
 	return newReport(opts, natsDesc, floor, system), nil
 }
 

@@ -55,6 +55,12 @@ func TestRunTinyBench(t *testing.T) {
 	if obj["jobs"] != float64(200) || obj["window"] != float64(10) || obj["store"] != "memory" {
 		t.Errorf("jobs, window, store = %v, %v, %v; want 200, 10, memory", obj["jobs"], obj["window"], obj["store"])
 	}
+	if obj["rounds"] != float64(bench.DefaultRounds) || obj["worker_mode"] != "inline" {
+		t.Errorf("rounds, worker_mode = %v, %v; want %d, inline", obj["rounds"], obj["worker_mode"], bench.DefaultRounds)
+	}
+	if rep.Floor.Jobs != 200 || rep.System.Jobs != 200 {
+		t.Errorf("measured jobs: floor %d, system %d; want 200 each, over the rounds", rep.Floor.Jobs, rep.System.Jobs)
+	}
 	for _, k := range []string{"failed", "floor_failed", "duplicates", "floor_duplicates"} {
 		if obj[k] != float64(0) {
 			t.Errorf("%s = %v, want 0", k, obj[k])
@@ -86,6 +92,27 @@ func checkNoLeak(t *testing.T, before int) {
 	if n := runtime.NumGoroutine(); n > before {
 		buf := make([]byte, 1<<20)
 		t.Errorf("%d goroutines before the bench, %d after:\n%s", before, n, buf[:runtime.Stack(buf, true)])
+	}
+}
+
+// Rounds split the measured jobs unevenly when they must, never into more
+// rounds than jobs; the workers may run their handler on runners.
+func TestRoundsAndWorkerRunners(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	for _, tc := range []struct{ jobs, rounds, wantRounds int }{{7, 3, 3}, {4, 10, 4}} {
+		rep, err := bench.Run(ctx, bench.Options{Jobs: tc.jobs, Rounds: tc.rounds, Window: 2, Warmup: -1, WorkerRunners: true})
+		if err != nil {
+			t.Fatalf("Run(jobs %d, rounds %d): %v", tc.jobs, tc.rounds, err)
+		}
+		if rep.Opts.Rounds != tc.wantRounds || rep.Floor.Jobs != tc.jobs || rep.System.Jobs != tc.jobs || rep.System.Failed != 0 {
+			t.Errorf("jobs %d, rounds %d: ran %d rounds, floor %d jobs, system %d jobs (%d failed)",
+				tc.jobs, tc.rounds, rep.Opts.Rounds, rep.Floor.Jobs, rep.System.Jobs, rep.System.Failed)
+		}
+		if m := rep.JSON()["worker_mode"]; m != "runners" {
+			t.Errorf("worker_mode %v, want runners", m)
+		}
 	}
 }
 
@@ -124,6 +151,7 @@ func TestBadOptionsAreRefused(t *testing.T) {
 		{Payload: -1},
 		{Payload: 10 << 20},
 		{Store: "redis"},
+		{Rounds: -1},
 	} {
 		if _, err := bench.Run(context.Background(), o); err == nil {
 			t.Errorf("Run(%+v) = nil error", o)

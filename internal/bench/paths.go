@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/HdrHistogram/hdrhistogram-go"
 	"github.com/nats-io/nats.go"
 
 	"github.com/cortex-os/core/internal/echo"
@@ -263,6 +264,7 @@ func startSystem(ctx context.Context, e *env, tr *tracker) (_ *parts, err error)
 			Topic:      e.topic,
 			QueueGroup: "workers-bench-" + e.runID,
 			Handler:    hooked,
+			Inline:     !e.opts.WorkerRunners,
 			Logger:     log,
 		})
 		if err != nil {
@@ -328,19 +330,44 @@ func readUsage() usage {
 	return u
 }
 
-// measure runs one path: warm-up, then the measured jobs.
-func (e *env) measure(ctx context.Context, pa path) (res *PhaseResult, err error) {
+// phase is one path set up and warmed up, measured round by round. What
+// the rounds measure adds up in it.
+type phase struct {
+	e      *env
+	pa     path
+	d      *driver
+	client *parts // the load generator's connection
+	parts  *parts // what the path started
+
+	jobs                 int
+	elapsed, cpu         time.Duration
+	machine              time.Duration
+	machineOK            bool
+	mallocs, gcs         uint64
+	maxRSS               int64
+	failed, undispatched int64
+	result1, dispatch    *hdrhistogram.Histogram
+	lag                  *hdrhistogram.Histogram
+}
+
+// setup connects the load generator, starts the path and runs its warm-up.
+// The caller closes the phase, also on error.
+func (e *env) setup(ctx context.Context, pa path) (_ *phase, err error) {
 	o := e.opts
 	tr := newTracker("bench-"+e.runID+"-"+pa.tag+"-", o.Warmup+o.Jobs)
 	submit, result := pa.subjects(e)
-
-	client := &parts{}
-	defer func() { err = errors.Join(err, client.close()) }()
-	cb, err := e.connect(client, "cortex-bench-client")
+	ph := &phase{e: e, pa: pa, client: &parts{}, parts: &parts{},
+		result1: newHistogram(), dispatch: newHistogram(), lag: newHistogram()}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, ph.close())
+		}
+	}()
+	cb, err := e.connect(ph.client, "cortex-bench-client")
 	if err != nil {
 		return nil, err
 	}
-	d := &driver{
+	ph.d = &driver{
 		tr:       tr,
 		nc:       cb.Conn(),
 		subject:  submit,
@@ -350,82 +377,105 @@ func (e *env) measure(ctx context.Context, pa path) (res *PhaseResult, err error
 		idle:     o.IdleTimeout,
 		progress: o.Progress,
 	}
-	drain, err := cb.Subscribe(result, "", d.onResult)
+	drain, err := cb.Subscribe(result, "", ph.d.onResult)
 	if err != nil {
 		return nil, err
 	}
-	client.stop = append(client.stop, drain)
+	ph.client.stop = append(ph.client.stop, drain)
 	if err := flush(ctx, cb); err != nil {
 		return nil, err
 	}
-
-	parts, err := pa.start(ctx, e, tr)
-	if err != nil {
+	if ph.parts, err = pa.start(ctx, e, tr); err != nil {
+		ph.parts = &parts{}
 		return nil, err
 	}
-	defer func() {
-		err = errors.Join(err, parts.close())
-		if res != nil {
-			res.BusErrors = parts.busErrors() + client.busErrors()
-		}
-	}()
-
 	if o.Warmup > 0 {
-		d.label = pa.label + " warm-up"
-		if err := d.drive(ctx, newRound(0, o.Warmup, o.Window, false)); err != nil {
+		ph.d.label = pa.label + " warm-up"
+		if err := ph.d.drive(ctx, newRound(0, o.Warmup, o.Window, false)); err != nil {
 			return nil, fmt.Errorf("warm-up: %w", err)
 		}
 	}
+	return ph, nil
+}
 
-	d.label = pa.label
-	r := newRound(o.Warmup, o.Warmup+o.Jobs, o.Window, true)
-	var stopProfile func()
-	if pa.name == "system" {
+// close stops the path, then the load generator's connection.
+func (ph *phase) close() error {
+	return errors.Join(ph.parts.close(), ph.client.close())
+}
+
+// round measures jobs [lo, hi), the k-th round, and adds what it measured.
+func (ph *phase) round(ctx context.Context, k, lo, hi int) (err error) {
+	o := ph.e.opts
+	ph.d.label = ph.pa.label
+	if o.Rounds > 1 {
+		ph.d.label = fmt.Sprintf("%s %d/%d", ph.pa.label, k+1, o.Rounds)
+	}
+	r := newRound(lo, hi, o.Window, true)
+	stopProfile := func() {}
+	if ph.pa.name == "system" && k == 0 {
 		if stopProfile, err = profile(o.CPUProfile); err != nil {
-			return nil, err
+			return err
 		}
-	} else {
-		stopProfile = func() {}
 	}
 	before := readUsage()
-	err = d.drive(ctx, r)
+	err = ph.d.drive(ctx, r)
 	after := readUsage()
 	stopProfile()
 	if err != nil {
-		return nil, err
+		return err
 	}
-	if pa.name == "system" && o.MemProfile != nil {
+	if ph.pa.name == "system" && k == o.Rounds-1 && o.MemProfile != nil {
 		if err := pprof.Lookup("allocs").WriteTo(o.MemProfile, 0); err != nil {
-			return nil, fmt.Errorf("memory profile: %w", err)
+			return fmt.Errorf("memory profile: %w", err)
 		}
 	}
-	elapsed := time.Duration(r.end - r.start)
-	res = &PhaseResult{
-		Jobs:         o.Jobs,
-		Seconds:      elapsed.Seconds(),
-		JobsPerSec:   float64(o.Jobs) / elapsed.Seconds(),
-		Result:       latencyOf(r.result),
-		Dispatch:     latencyOf(r.dispatch),
-		SendLag:      latencyOf(r.lag),
-		CPUSeconds:   (after.cpu - before.cpu).Seconds(),
-		RSSMB:        float64(after.maxRSS) / (1 << 20),
-		AllocsPerJob: float64(after.mallocs-before.mallocs) / float64(o.Jobs),
-		GCs:          after.gc - before.gc,
-		Failed:       r.failed,
-		Undispatched: r.undispatched,
-		Duplicates:   d.dups.Load(),
-		Foreign:      d.foreign.Load(),
+	ph.jobs += hi - lo
+	ph.elapsed += time.Duration(r.end - r.start)
+	ph.cpu += after.cpu - before.cpu
+	ph.mallocs += after.mallocs - before.mallocs
+	ph.gcs += after.gc - before.gc
+	ph.maxRSS = max(ph.maxRSS, after.maxRSS)
+	ph.machineOK = (k == 0 || ph.machineOK) && before.machineOK && after.machineOK
+	ph.machine += after.machine - before.machine
+	ph.failed += r.failed
+	ph.undispatched += r.undispatched
+	ph.result1.Merge(r.result)
+	ph.dispatch.Merge(r.dispatch)
+	ph.lag.Merge(r.lag)
+	return nil
+}
+
+// result is what the rounds measured, together.
+func (ph *phase) result() *PhaseResult {
+	elapsed := ph.elapsed.Seconds()
+	res := &PhaseResult{
+		Jobs:         ph.jobs,
+		Rounds:       ph.e.opts.Rounds,
+		Seconds:      elapsed,
+		JobsPerSec:   float64(ph.jobs) / elapsed,
+		Result:       latencyOf(ph.result1),
+		Dispatch:     latencyOf(ph.dispatch),
+		SendLag:      latencyOf(ph.lag),
+		CPUSeconds:   ph.cpu.Seconds(),
+		RSSMB:        float64(ph.maxRSS) / (1 << 20),
+		AllocsPerJob: float64(ph.mallocs) / float64(ph.jobs),
+		GCs:          ph.gcs,
+		Failed:       ph.failed,
+		Undispatched: ph.undispatched,
+		Duplicates:   ph.d.dups.Load(),
+		Foreign:      ph.d.foreign.Load(),
+		BusErrors:    ph.parts.busErrors() + ph.client.busErrors(),
 	}
-	res.CPUPer1kJobs = res.CPUSeconds / float64(o.Jobs) * 1000
-	res.CPUCores = res.CPUSeconds / elapsed.Seconds()
-	if before.machineOK && after.machineOK {
+	res.CPUPer1kJobs = res.CPUSeconds / float64(ph.jobs) * 1000
+	res.CPUCores = res.CPUSeconds / elapsed
+	if ph.machineOK {
 		// /proc/stat counts in 10 ms ticks: small negative values are rounding.
-		other := (after.machine - before.machine).Seconds() - res.CPUSeconds
-		res.OtherCores = max(other, 0) / elapsed.Seconds()
+		other := ph.machine.Seconds() - res.CPUSeconds
+		res.OtherCores = max(other, 0) / elapsed
 	} else {
 		res.OtherCores = -1
 	}
-	return res, nil
+	return res
 }
 
 // flush waits until the server has processed everything sent on b so far

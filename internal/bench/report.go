@@ -36,7 +36,10 @@ func latencyOf(h *hdrhistogram.Histogram) Latency {
 
 // PhaseResult is what one path (floor or system) measured.
 type PhaseResult struct {
-	Jobs       int
+	Jobs int
+	// Rounds the jobs were measured in, alternating with the other path's;
+	// Seconds is the sum of the rounds' times (first send to last result).
+	Rounds     int
 	Seconds    float64
 	JobsPerSec float64
 	// Result is submit -> result; Dispatch is submit -> the worker has the job.
@@ -114,6 +117,8 @@ func (r *Report) JSON() map[string]any {
 		"payload_bytes": r.Opts.Payload,
 		"payload_field": PayloadField,
 		"warmup":        r.Opts.Warmup,
+		"rounds":        r.Opts.Rounds,
+		"worker_mode":   workerMode(r.Opts),
 		"store":         r.Opts.Store,
 		"nats":          r.Nats,
 
@@ -172,6 +177,14 @@ func (r *Report) JSON() map[string]any {
 	return m
 }
 
+// workerMode says how the system's echo workers run their handler.
+func workerMode(o Options) string {
+	if o.WorkerRunners {
+		return "runners"
+	}
+	return "inline"
+}
+
 // WriteJSON writes the report as one JSON object and a newline.
 func (r *Report) WriteJSON(w io.Writer) error {
 	enc := json.NewEncoder(w)
@@ -190,8 +203,8 @@ func (r *Report) WriteTable(w io.Writer) error {
 	if o.Rate > 0 {
 		load = fmt.Sprintf("rate %g jobs/s (open loop, latency from the intended send time), window cap %d", o.Rate, o.Window)
 	}
-	fmt.Fprintf(w, "cortex bench: %d jobs (+%d warm-up), %s, %d echo worker(s), payload %d B in %s, store %s, NATS %s\n",
-		o.Jobs, o.Warmup, load, o.Workers, o.Payload, PayloadField, o.Store, r.Nats)
+	fmt.Fprintf(w, "cortex bench: %d jobs (+%d warm-up) in %d alternating round(s), %s, %d echo worker(s) (%s), payload %d B in %s, store %s, NATS %s\n",
+		o.Jobs, o.Warmup, o.Rounds, load, o.Workers, workerMode(o), o.Payload, PayloadField, o.Store, r.Nats)
 	commit := r.Commit
 	if commit == "" {
 		commit = "unknown"
@@ -235,7 +248,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 	}
 	fmt.Fprintf(w, "\nCPU covers %s.\n", r.CPUScope)
 	fmt.Fprintf(w, "Control plane (system - floor): %.4f CPU s per 1,000 jobs.\n", s.CPUPer1kJobs-f.CPUPer1kJobs)
-	fmt.Fprintf(w, "Peak RSS is the process's high-water mark so far: the system's column includes the floor's run.\n")
+	fmt.Fprintf(w, "Peak RSS is the process's high-water mark at each path's last round: one process runs both paths.\n")
 	var warn []string
 	for _, p := range []struct {
 		name string
