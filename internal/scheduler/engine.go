@@ -495,7 +495,7 @@ func (e *Engine) admit(req *pb.JobRequest, traceID string, answerWanted bool) (a
 	var reason string
 	now := time.Now()
 	job := &pb.JobInfo{
-		JobId:       req.JobId,
+		JobId:       strings.Clone(req.JobId),
 		State:       lifecycle.Pending,
 		MaxAttempts: req.GetMaxAttempts(),
 		TraceId:     traceID,
