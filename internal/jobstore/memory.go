@@ -54,10 +54,10 @@ type Memory struct {
 	rev      uint64
 	watchers map[*memWatcher]struct{}
 
-	retain int            // finished jobs kept; 0: all
-	ring   []doneEntry    // finished jobs, oldest at next once len(ring) == retain
-	next   int            // the oldest, once the ring is full
-	index  map[uint64]int // hash of a finished job's id -> its place in ring
+	retain int         // finished jobs kept; 0: all
+	ring   []doneEntry // finished jobs, oldest at next once len(ring) == retain
+	next   int         // the oldest, once the ring is full
+	index  idIndex     // hash of a finished job's id -> its place in ring
 
 	testHash func(string) uint64 // replaces the hash in tests, to make collisions
 }
@@ -176,7 +176,7 @@ func (m *Memory) lookupLocked(id string) (memEntry, bool) {
 	if e, ok := m.active[id]; ok {
 		return e, true
 	}
-	if i, ok := m.index[m.hashID(id)]; ok && m.ring[i].job.GetJobId() == id {
+	if i, ok := m.index.get(m.hashID(id)); ok && m.ring[i].job.GetJobId() == id {
 		return m.ring[i].memEntry, true
 	}
 	return memEntry{}, false
@@ -186,19 +186,14 @@ func (m *Memory) lookupLocked(id string) (memEntry, bool) {
 // finished job once more than m.retain have finished. m.mu is held.
 func (m *Memory) finishLocked(e memEntry) {
 	d := doneEntry{memEntry: e, hash: m.hashID(e.job.GetJobId())}
-	if m.index == nil {
-		m.index = make(map[uint64]int)
-	}
 	if m.retain == 0 || len(m.ring) < m.retain {
-		m.index[d.hash] = len(m.ring)
+		m.index.put(d.hash, len(m.ring))
 		m.ring = append(m.ring, d)
 		return
 	}
-	if old := m.ring[m.next]; m.index[old.hash] == m.next { // else a newer job took its hash
-		delete(m.index, old.hash)
-	}
+	m.index.deleteIfAt(m.ring[m.next].hash, m.next) // unless a newer job took its hash
 	m.ring[m.next] = d
-	m.index[d.hash] = m.next
+	m.index.put(d.hash, m.next)
 	m.next = (m.next + 1) % m.retain
 }
 

@@ -33,14 +33,12 @@ import (
 // ackPrefix is the reply-subject prefix of this replica's dispatches.
 func (e *Engine) ackPrefix() string { return e.ackPfx }
 
-// replySubject is <ackPrefix><attempt>.<jobID>, built with one allocation.
-func (e *Engine) replySubject(attempt int32, jobID string) string {
-	b := make([]byte, 0, len(e.ackPfx)+12+len(jobID))
+// appendReplySubject appends <ackPrefix><attempt>.<jobID> to b.
+func (e *Engine) appendReplySubject(b []byte, attempt int32, jobID string) []byte {
 	b = append(b, e.ackPfx...)
 	b = strconv.AppendInt(b, int64(attempt), 10)
 	b = append(b, '.')
-	b = append(b, jobID...)
-	return unsafe.String(unsafe.SliceData(b), len(b))
+	return append(b, jobID...)
 }
 
 // tryDispatch dispatches a PENDING job now unless this replica is already
@@ -124,14 +122,16 @@ func (e *Engine) dispatchTo(rec jobstore.Record, subject, workerID string) bool 
 	return true
 }
 
-// dispatchPacket is the packet publishDispatch builds for a job. The bus
-// encodes it before PublishRequest returns, so it is pooled: this runs for
+// dispatchPacket is the packet publishDispatch builds for a job, and its
+// reply subject. The bus encodes and writes both before PublishRequest
+// returns and keeps neither (see Bus), so they are pooled: this runs for
 // every job.
 type dispatchPacket struct {
 	packet  pb.BusPacket
 	created timestamppb.Timestamp
 	payload pb.BusPacket_JobRequest
 	req     pb.JobRequest
+	reply   []byte // the reply subject's bytes
 }
 
 var dispatchPackets = sync.Pool{New: func() any { return new(dispatchPacket) }}
@@ -149,8 +149,10 @@ func (e *Engine) publishDispatch(rec jobstore.Record, subject string) {
 	d.payload.JobRequest = &d.req
 	d.packet.Payload = &d.payload
 	wire.Stamp(&d.packet, &d.created, job.TraceId, e.cfg.ID)
-	err := e.cfg.Bus.PublishRequest(subject, e.replySubject(attempt, job.JobId), &d.packet)
-	*d = dispatchPacket{} // drop the references to the job before pooling
+	d.reply = e.appendReplySubject(d.reply[:0], attempt, job.JobId)
+	err := e.cfg.Bus.PublishRequest(subject, unsafe.String(unsafe.SliceData(d.reply), len(d.reply)), &d.packet)
+	reply := d.reply[:0]
+	*d = dispatchPacket{reply: reply} // drop the references to the job before pooling
 	dispatchPackets.Put(d)
 	if err != nil {
 		e.stats.dispatchErrors.Add(1)

@@ -100,6 +100,7 @@ func (f *fakeBus) Publish(subject string, p *pb.BusPacket) error {
 }
 
 func (f *fakeBus) PublishRequest(subject, reply string, p *pb.BusPacket) error {
+	reply = strings.Clone(reply) // the engine reuses its bytes once this returns
 	f.mu.Lock()
 	if f.publishErr != nil {
 		f.mu.Unlock()

@@ -23,7 +23,9 @@ type Bus interface {
 	// every packet, a queue group shares them. drain stops delivery and
 	// waits for the handler.
 	Subscribe(subject, queue string, handler func(*pb.BusPacket)) (drain func() error, err error)
-	// PublishRequest sends a packet asking for answers on reply.
+	// PublishRequest sends a packet asking for answers on reply. Neither
+	// Publish nor PublishRequest keeps its arguments once it returns: the
+	// engine reuses the packet and the reply subject's bytes.
 	PublishRequest(subject, reply string, packet *pb.BusPacket) error
 	// SubscribeReplies delivers the answers arriving on subject (a wildcard
 	// over reply subjects), with the subject each came on; a request that
