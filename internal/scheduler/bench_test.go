@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cortex-os/core/internal/jobstore"
 	"github.com/cortex-os/core/internal/logging"
 	"github.com/cortex-os/core/internal/scheduler"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
@@ -21,6 +22,7 @@ import (
 // through the engine's replies handler before PublishRequest returns.
 type benchNopBus struct {
 	published, requests int
+	noAck               bool // dispatches go unconfirmed, as a job that ends within the worker's AckDelay
 	replies             func(subject string, p *pb.BusPacket, noResponders bool)
 	ack                 pb.BusPacket
 	jobAck              pb.JobAck
@@ -30,7 +32,7 @@ func (b *benchNopBus) Publish(string, *pb.BusPacket) error { b.published++; retu
 
 func (b *benchNopBus) PublishRequest(_, reply string, p *pb.BusPacket) error {
 	b.requests++
-	if b.replies != nil {
+	if b.replies != nil && !b.noAck {
 		req := p.GetJobRequest()
 		b.jobAck = pb.JobAck{JobId: req.GetJobId(), Attempt: req.GetAttempt(), WorkerId: "worker-echo-0"}
 		b.ack.Payload = &pb.BusPacket_JobAck{JobAck: &b.jobAck}
@@ -154,6 +156,36 @@ func BenchmarkHandlePacketResult(b *testing.B) {
 	b.StopTimer()
 	if s := e.Stats(); s.Completed != uint64(b.N) {
 		b.Fatalf("completed %d of %d (stats %+v)", s.Completed, b.N, s)
+	}
+}
+
+// BenchmarkJobLife is a job's whole way through the engine in steady state:
+// its submission taken, recorded DISPATCHED and published, then its result
+// applied (COMPLETED), with the store keeping the last 100,000 finished jobs,
+// full before the clock runs. The dispatch is not confirmed, as with a job
+// that ends before the worker's AckDelay (cortex bench's echo jobs).
+func BenchmarkJobLife(b *testing.B) {
+	e, bus := benchEngine(b, 1)
+	bus.noAck = true
+	life := func(id string) {
+		e.HandlePacket(wire.JobRequestPacket("trace-0123456789", "client", benchJobRequest(id)))
+		e.HandlePacket(wire.JobResultPacket("trace-0123456789", "worker-echo-0", &pb.JobResult{
+			JobId: id, Status: pb.JobStatus_JOB_STATUS_COMPLETED, Attempt: 1,
+			ResultPtr: "memory://echo/" + id, WorkerId: "worker-echo-0",
+		}))
+	}
+	for _, id := range benchIDs(jobstore.DefaultMemoryRetain) {
+		life("warm-" + id)
+	}
+	ids := benchIDs(b.N)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		life(ids[i])
+	}
+	b.StopTimer()
+	if s := e.Stats(); s.Completed != uint64(b.N+jobstore.DefaultMemoryRetain) {
+		b.Fatalf("completed %d of %d (stats %+v)", s.Completed, b.N+jobstore.DefaultMemoryRetain, s)
 	}
 }
 

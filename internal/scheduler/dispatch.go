@@ -118,7 +118,7 @@ func (e *Engine) dispatchTo(rec jobstore.Record, subject, workerID string) bool 
 	if !written {
 		return false
 	}
-	e.publishDispatch(rec, subject)
+	e.publishDispatch(rec, subject, time.Now())
 	return true
 }
 
@@ -136,9 +136,9 @@ type dispatchPacket struct {
 
 var dispatchPackets = sync.Pool{New: func() any { return new(dispatchPacket) }}
 
-// publishDispatch publishes the DISPATCHED job rec on subject; a failed
-// publish puts it back to PENDING.
-func (e *Engine) publishDispatch(rec jobstore.Record, subject string) {
+// publishDispatch publishes the DISPATCHED job rec on subject, stamped now;
+// a failed publish puts it back to PENDING.
+func (e *Engine) publishDispatch(rec jobstore.Record, subject string, now time.Time) {
 	job := rec.Job
 	attempt := job.Attempt
 	workerID := job.WorkerId
@@ -148,7 +148,7 @@ func (e *Engine) publishDispatch(rec jobstore.Record, subject string) {
 	d.req.TimeoutMs = e.timeout(&d.req).Milliseconds()
 	d.payload.JobRequest = &d.req
 	d.packet.Payload = &d.payload
-	wire.Stamp(&d.packet, &d.created, job.TraceId, e.cfg.ID)
+	wire.StampAt(&d.packet, &d.created, job.TraceId, e.cfg.ID, now)
 	d.reply = e.appendReplySubject(d.reply[:0], attempt, job.JobId)
 	err := e.cfg.Bus.PublishRequest(subject, unsafe.String(unsafe.SliceData(d.reply), len(d.reply)), &d.packet)
 	reply := d.reply[:0]

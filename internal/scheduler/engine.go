@@ -604,7 +604,7 @@ func (e *Engine) admit(req *pb.JobRequest, traceID string, answerWanted bool) (a
 	e.stats.accepted.Add(1)
 	if e.observe(rec) != nil {
 		if direct {
-			e.publishDispatch(rec, subject)
+			e.publishDispatch(rec, subject, now) // the clock read at admission, microseconds ago
 		} else if queued {
 			e.drain()
 		} else {

@@ -127,7 +127,12 @@ func JobResultPacket(traceID, senderID string, res *pb.JobResult) *pb.BusPacket 
 // the time now, the protocol version), with created as its time stamp: for
 // callers that build packets in memory they reuse.
 func Stamp(p *pb.BusPacket, created *timestamppb.Timestamp, traceID, senderID string) {
-	now := time.Now()
+	StampAt(p, created, traceID, senderID, time.Now())
+}
+
+// StampAt is Stamp with the time given: for a caller that has just read
+// the clock.
+func StampAt(p *pb.BusPacket, created *timestamppb.Timestamp, traceID, senderID string, now time.Time) {
 	created.Seconds, created.Nanos = now.Unix(), int32(now.Nanosecond())
 	p.TraceId, p.SenderId, p.CreatedAt, p.ProtocolVersion = traceID, senderID, created, ProtocolVersion
 }
