@@ -3,6 +3,7 @@ package worker_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -470,5 +471,86 @@ func TestInlineRunsJobsOneAfterAnother(t *testing.T) {
 	}
 	if res := e.results.waitResult(t, "victim").GetJobResult(); res.GetStatus() != pb.JobStatus_JOB_STATUS_CANCELLED {
 		t.Errorf("cancelled inline job: %v", res)
+	}
+}
+
+// A handler's context is made only when the handler first looks at it, and
+// is then what it always was: a handler that looks only after its job was
+// cancelled sees the cancellation and its cause, a child context it derives
+// is cancelled with the cause, and a handler that never looks is still
+// reported CANCELLED.
+func TestHandlerContextMadeOnFirstLook(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, "echo")
+	type seen struct {
+		err   error
+		cause string
+	}
+	var (
+		mu       sync.Mutex
+		looked   = map[string]seen{}
+		started  = map[string]bool{}
+		releases = map[string]chan struct{}{"late": make(chan struct{}), "child": make(chan struct{}), "blind": make(chan struct{})}
+	)
+	h := worker.HandlerFunc(func(ctx context.Context, job *pb.JobRequest) (string, error) {
+		id := job.GetJobId()
+		mu.Lock()
+		started[id] = true
+		release := releases[id]
+		mu.Unlock()
+		switch id {
+		case "child": // derives a child before the cancel, and waits on it
+			child, stop := context.WithTimeout(ctx, time.Hour)
+			defer stop()
+			<-child.Done()
+			mu.Lock()
+			looked[id] = seen{child.Err(), fmt.Sprint(context.Cause(child))}
+			mu.Unlock()
+			return "", child.Err()
+		case "late": // looks only once the job was cancelled
+			<-release
+			mu.Lock()
+			looked[id] = seen{ctx.Err(), fmt.Sprint(context.Cause(ctx))}
+			mu.Unlock()
+			return "", ctx.Err()
+		default: // never looks
+			<-release
+			return "", errors.New("gave up")
+		}
+	})
+	r := e.start(t, worker.Config{Handler: h})
+	cancel := func(id string) {
+		t.Helper()
+		p := wire.NewPacket("trace-cancel", "test-scheduler")
+		p.Payload = &pb.BusPacket_JobCancel{JobCancel: &pb.JobCancel{JobId: id, Reason: "user asked"}}
+		if err := e.observer.Publish(wire.WorkerCancelSubject(r.w.ID()), p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, id := range []string{"late", "blind", "child"} {
+		e.send(t, id)
+		eventually(t, waitFor, func() bool { mu.Lock(); defer mu.Unlock(); return started[id] }, "%s to start", id)
+	}
+	// Cancels are handled in order, on one subscription: once "child" has
+	// seen its cancellation, "late" and "blind" were cancelled too.
+	for _, id := range []string{"late", "blind", "child"} {
+		cancel(id)
+	}
+	eventually(t, waitFor, func() bool { mu.Lock(); defer mu.Unlock(); _, ok := looked["child"]; return ok }, "child to see its cancellation")
+	close(releases["blind"])
+	if res := e.results.waitResult(t, "blind").GetJobResult(); res.GetStatus() != pb.JobStatus_JOB_STATUS_CANCELLED || res.GetError() != "job cancelled" {
+		t.Errorf("blind: result %v, want CANCELLED, job cancelled", res)
+	}
+	close(releases["late"])
+	for _, id := range []string{"late", "child"} {
+		if res := e.results.waitResult(t, id).GetJobResult(); res.GetStatus() != pb.JobStatus_JOB_STATUS_CANCELLED {
+			t.Errorf("%s: result %v, want CANCELLED", id, res)
+		}
+		mu.Lock()
+		got := looked[id]
+		mu.Unlock()
+		if !errors.Is(got.err, context.Canceled) || got.cause != "job cancelled" {
+			t.Errorf("%s: the handler saw Err %v, Cause %q; want context.Canceled, job cancelled", id, got.err, got.cause)
+		}
 	}
 }

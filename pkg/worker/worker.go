@@ -279,16 +279,73 @@ type Worker struct {
 	resultSubject, heartbeatSubject string // see Config.NamedSubjects
 }
 
-// heldJob is a job the worker runs: its attempt, and how to cancel it.
+// heldJob is a job the worker runs: its attempt, and its handler's context.
 type heldJob struct {
 	id       string
 	attempt  int32
-	cancel   context.CancelCauseFunc
 	reply    string // where to confirm it; "" once confirmed, or if nobody asked
 	traceID  string
 	started  time.Time
 	deadline time.Time // zero: none
+
+	mu     sync.Mutex
+	ctx    context.Context         // the handler's context, made on first use (see jobContext)
+	cancel context.CancelCauseFunc // ctx's
+	cause  error                   // why the job's context ended; nil while it runs
 }
+
+// end ends the job's context with cause (nil: context.Canceled). The first
+// cause stays, as with context.WithCancelCause.
+func (h *heldJob) end(cause error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.cause != nil {
+		return
+	}
+	if cause == nil {
+		cause = context.Canceled
+	}
+	h.cause = cause
+	if h.cancel != nil {
+		h.cancel(cause)
+	}
+}
+
+// ended reports why the job's context ended; nil if it has not.
+func (h *heldJob) ended() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.cause
+}
+
+// jobContext is the context a handler is given: its heldJob. The context
+// behind it (context.WithCancelCause) is made the first time the handler asks
+// for Done, Err, Deadline or Value, and then behaves as it always did:
+// context.Cause gives the cause, children are cancelled with it. A handler
+// that never looks (a short computation) costs no context at all; making and
+// cancelling one per job was a few percent of the worker's cost in cortex
+// bench.
+type jobContext heldJob
+
+func (c *jobContext) made() context.Context {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ctx == nil {
+		// Not a child of Run's context: a child registers with its parent, a
+		// map write per job. Shutdown reaches held jobs through cancelAll.
+		c.ctx, c.cancel = context.WithCancelCause(context.Background())
+		if c.cause != nil {
+			c.cancel(c.cause)
+		}
+	}
+	return c.ctx
+}
+
+func (c *jobContext) Deadline() (time.Time, bool) { return c.made().Deadline() }
+func (c *jobContext) Done() <-chan struct{}       { return c.made().Done() }
+func (c *jobContext) Err() error                  { return c.made().Err() }
+func (c *jobContext) Value(key any) any           { return c.made().Value(key) }
+func (c *jobContext) String() string              { return "worker job " + c.id }
 
 // Causes a handler's context is cancelled with.
 var (
@@ -530,20 +587,17 @@ func sentAt(p *pb.BusPacket) time.Time {
 // a JobCancel, at the attempt's timeout, or at the end of the shutdown grace.
 // The timeout is enforced by the confirmation loop, not a timer per job.
 func (w *Worker) hold(req *pb.JobRequest, reply, traceID string) (context.Context, *heldJob) {
-	// Not a child of Run's context: a child registers with its parent, a
-	// map write per job. Shutdown reaches held jobs through cancelAll.
-	ctx, cancel := context.WithCancelCause(context.Background())
-	h := &heldJob{id: req.GetJobId(), attempt: req.GetAttempt(), cancel: cancel, reply: reply, traceID: traceID, started: time.Now()}
+	h := &heldJob{id: req.GetJobId(), attempt: req.GetAttempt(), reply: reply, traceID: traceID, started: time.Now()}
 	if ms := req.GetTimeoutMs(); ms > 0 {
 		h.deadline = h.started.Add(time.Duration(ms) * time.Millisecond)
 	}
 	w.heldMu.Lock()
 	w.held[h] = struct{}{}
 	if w.handedBack {
-		cancel(errShutdown)
+		h.end(errShutdown)
 	}
 	w.heldMu.Unlock()
-	return ctx, h
+	return (*jobContext)(h), h
 }
 
 // confirmLoop, every AckDelay/2, confirms the held jobs that have run for
@@ -569,7 +623,7 @@ func (w *Worker) confirmLoop(ctx context.Context) {
 					h.reply = ""
 				}
 				if !h.deadline.IsZero() && now.After(h.deadline) {
-					h.cancel(context.DeadlineExceeded)
+					h.end(context.DeadlineExceeded)
 				}
 			}
 			w.heldMu.Unlock()
@@ -586,7 +640,7 @@ func (w *Worker) confirmLoop(ctx context.Context) {
 
 func (w *Worker) release(h *heldJob) {
 	w.heldMu.Lock()
-	h.cancel(nil)
+	h.end(nil)
 	delete(w.held, h)
 	w.heldMu.Unlock()
 }
@@ -596,7 +650,7 @@ func (w *Worker) cancelAll(cause error) {
 	w.heldMu.Lock()
 	defer w.heldMu.Unlock()
 	for h := range w.held {
-		h.cancel(cause)
+		h.end(cause)
 	}
 }
 
@@ -612,7 +666,7 @@ func (w *Worker) handleCancel(p *pb.BusPacket) {
 	for h := range w.held {
 		if h.id == c.GetJobId() {
 			w.log.Info(w.prefix+" cancelling job", "job_id", h.id, "attempt", h.attempt, "reason", c.GetReason())
-			h.cancel(errCancelled)
+			h.end(errCancelled)
 		}
 	}
 }
@@ -685,7 +739,7 @@ func (w *Worker) run(j queuedJob) {
 	}
 	if err != nil {
 		res.Error = err.Error()
-		switch cause := context.Cause(j.ctx); {
+		switch cause := j.held.ended(); {
 		case errors.Is(cause, errShutdown):
 			res.Status = pb.JobStatus_JOB_STATUS_CANCELLED // handed back
 			res.Error = errShutdown.Error()
