@@ -44,6 +44,8 @@ type Bus interface {
 	// ConsumeTree is Consume of subject and of the subjects below it
 	// (subject.>), handing the handler the subject each packet came on:
 	// results arrive on sys.job.result and on sys.job.result.<worker_id>.
+	// The packet and its messages are the handler's only until it returns
+	// (the NATS bus reuses them); strings in them may be kept.
 	ConsumeTree(subject, durable string, handler func(subject string, p *pb.BusPacket, replyTo string) error) (stop func() error, err error)
 }
 

@@ -175,3 +175,44 @@ func dropUnknown(m protoreflect.Message) {
 		return true
 	})
 }
+
+// FuzzDecodeTransientMatchesDecode holds the pooled decode of result packets
+// (what ConsumeTree hands the scheduler) to Decode: the same packet or the
+// same error, for any bytes, including packets with no time stamp, two
+// job_results, or a job_result followed by another payload. Each packet is
+// decoded twice in a row so that a pooled one is reused.
+func FuzzDecodeTransientMatchesDecode(f *testing.F) {
+	res := wire.JobResultPacket("t", "w", &pb.JobResult{JobId: "j", Status: pb.JobStatus_JOB_STATUS_COMPLETED, ResultPtr: "memory://echo/j", Attempt: 2})
+	f.Add(mustMarshal(f, res))
+	bare := wire.JobResultPacket("t", "w", &pb.JobResult{JobId: "j"})
+	bare.CreatedAt = nil
+	f.Add(mustMarshal(f, bare))
+	f.Add(append(mustMarshal(f, res), mustMarshal(f, wire.JobResultPacket("t2", "w2", &pb.JobResult{JobId: "k", Error: "e"}))...))
+	f.Add(append(mustMarshal(f, res), mustMarshal(f, jobPacket("after"))...))
+	f.Add(append(mustMarshal(f, jobPacket("before")), mustMarshal(f, res)...))
+	f.Add(mustMarshal(f, jobPacket("request")))
+	f.Add(mustMarshal(f, res)[:7])
+	f.Add([]byte{0x5a, 0x03, 0x0a, 0x01, 0xff}) // job_result with a job_id that is not UTF-8
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		for range 2 {
+			want, wantErr := bus.Decode(data, 1<<20)
+			got, release, err := bus.DecodeTransient(data, 1<<20)
+			switch {
+			case (err == nil) != (wantErr == nil):
+				t.Fatalf("DecodeTransient err %v, Decode err %v", err, wantErr)
+			case err != nil:
+				for _, sentinel := range []error{bus.ErrTooLarge, bus.ErrMalformed, bus.ErrUnknownPayload} {
+					if errors.Is(err, sentinel) != errors.Is(wantErr, sentinel) {
+						t.Fatalf("DecodeTransient err %v, Decode err %v", err, wantErr)
+					}
+				}
+			case !proto.Equal(got, want):
+				t.Fatalf("DecodeTransient and Decode disagree:\n%v\n%v", got, want)
+			case (got.GetCreatedAt() == nil) != (want.GetCreatedAt() == nil):
+				t.Fatalf("created_at present %v, Decode %v", got.GetCreatedAt() != nil, want.GetCreatedAt() != nil)
+			}
+			release()
+		}
+	})
+}

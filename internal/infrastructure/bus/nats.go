@@ -293,6 +293,23 @@ func (b *NatsBus) deliver(m *nats.Msg, handler func(*pb.BusPacket)) {
 // decode decodes data received on subject, counting and logging a rejection.
 func (b *NatsBus) decode(subject string, data []byte) (*pb.BusPacket, error) {
 	packet, err := decodePacket(data, b.cfg.MaxPacketBytes, true)
+	return packet, b.rejected(subject, data, err)
+}
+
+// decodeFor is decode, or with transient decodeTransient: then pooled, if
+// not nil, goes back with releaseResultPacket once the handler is done.
+func (b *NatsBus) decodeFor(transient bool, subject string, data []byte) (_ *pb.BusPacket, pooled *resultPacket, _ error) {
+	if !transient {
+		p, err := b.decode(subject, data)
+		return p, nil, err
+	}
+	p, pooled, err := decodeTransient(data, b.cfg.MaxPacketBytes)
+	return p, pooled, b.rejected(subject, data, err)
+}
+
+// rejected counts and logs a decode error of data received on subject, and
+// returns it.
+func (b *NatsBus) rejected(subject string, data []byte, err error) error {
 	if err != nil {
 		switch {
 		case errors.Is(err, ErrTooLarge):
@@ -304,7 +321,7 @@ func (b *NatsBus) decode(subject string, data []byte) (*pb.BusPacket, error) {
 		}
 		b.log.Warn("bus dropped packet", "subject", subject, "bytes", len(data), "err", err)
 	}
-	return packet, err
+	return err
 }
 
 // call runs handler, containing a panic.
