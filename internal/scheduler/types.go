@@ -36,7 +36,9 @@ type Bus interface {
 	// Consume delivers each packet published on subject to one member of
 	// the durable group, durably where the bus can; the handler's nil error
 	// acknowledges, an error asks for redelivery. replyTo is where the sender
-	// wants an answer.
+	// wants an answer. The packet is the handler's only until it returns (the
+	// NATS bus reuses it): it may keep the JobRequest it carries, and
+	// strings, nothing else.
 	Consume(subject, durable string, handler func(p *pb.BusPacket, replyTo string) error) (stop func() error, err error)
 	// SubscribeWithSubject is Subscribe handing the handler the subject each
 	// packet came on: heartbeat subjects name their worker.
@@ -44,8 +46,7 @@ type Bus interface {
 	// ConsumeTree is Consume of subject and of the subjects below it
 	// (subject.>), handing the handler the subject each packet came on:
 	// results arrive on sys.job.result and on sys.job.result.<worker_id>.
-	// The packet and its messages are the handler's only until it returns
-	// (the NATS bus reuses them); strings in them may be kept.
+	// The packet is the handler's as with Consume.
 	ConsumeTree(subject, durable string, handler func(subject string, p *pb.BusPacket, replyTo string) error) (stop func() error, err error)
 }
 

@@ -30,22 +30,23 @@ func StreamName(subject string) string {
 // only when a handler has returned nil for it. Without, it is a core NATS
 // queue subscription. Malformed packets are counted and never redelivered.
 // The returned stop function drains: it returns when the handler is idle.
+//
+// The packet is the handler's only until it returns: packets that carry a
+// job request or a result are decoded into pooled memory that a later
+// packet reuses (see decodeTransient). The handler may keep the JobRequest
+// it carries, and strings; nothing else.
 func (b *NatsBus) Consume(subject, durable string, handler func(p *pb.BusPacket, replyTo string) error) (stop func() error, err error) {
 	if handler == nil {
 		return nil, errors.New("bus: nil handler")
 	}
-	return b.consume([]string{subject}, durable, false, func(_ string, p *pb.BusPacket, replyTo string) error { return handler(p, replyTo) })
+	return b.consume([]string{subject}, durable, true, func(_ string, p *pb.BusPacket, replyTo string) error { return handler(p, replyTo) })
 }
 
 // ConsumeTree is Consume of subject and of every subject below it
 // (subject.>), handing the handler the subject each packet came on. When
 // durable, one work-queue stream, named after subject (StreamName), captures
 // both; a stream that Consume made for subject alone is updated to capture
-// both, keeping what it holds.
-//
-// The packet, and the messages in it, are the handler's only until it
-// returns: result packets are decoded into pooled memory that the next
-// packet reuses (see decodeTransient). Strings in them may be kept.
+// both, keeping what it holds. The packet is the handler's as with Consume.
 func (b *NatsBus) ConsumeTree(subject, durable string, handler func(subject string, p *pb.BusPacket, replyTo string) error) (stop func() error, err error) {
 	if handler == nil {
 		return nil, errors.New("bus: nil handler")
@@ -54,7 +55,7 @@ func (b *NatsBus) ConsumeTree(subject, durable string, handler func(subject stri
 }
 
 // consume is Consume over subjects; the stream is named after the first.
-// transient: the handler keeps no packet (see ConsumeTree).
+// transient: the handler keeps no packet (see Consume).
 func (b *NatsBus) consume(subjects []string, durable string, transient bool, handler func(subject string, p *pb.BusPacket, replyTo string) error) (func() error, error) {
 	if !b.durable.Load() {
 		var stops []func() error

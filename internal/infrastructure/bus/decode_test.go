@@ -176,11 +176,13 @@ func dropUnknown(m protoreflect.Message) {
 	})
 }
 
-// FuzzDecodeTransientMatchesDecode holds the pooled decode of result packets
-// (what ConsumeTree hands the scheduler) to Decode: the same packet or the
-// same error, for any bytes, including packets with no time stamp, two
-// job_results, or a job_result followed by another payload. Each packet is
-// decoded twice in a row so that a pooled one is reused.
+// FuzzDecodeTransientMatchesDecode holds the pooled decode of submissions
+// and results (what Consume and ConsumeTree hand the scheduler) to Decode:
+// the same packet or the same error, for any bytes, including packets with
+// no time stamp, two payloads, or one payload followed by another. Each
+// packet is decoded twice in a row so that a pooled one is reused, and a
+// JobRequest from the first decode, which a handler may keep, must not
+// change.
 func FuzzDecodeTransientMatchesDecode(f *testing.F) {
 	res := wire.JobResultPacket("t", "w", &pb.JobResult{JobId: "j", Status: pb.JobStatus_JOB_STATUS_COMPLETED, ResultPtr: "memory://echo/j", Attempt: 2})
 	f.Add(mustMarshal(f, res))
@@ -191,13 +193,18 @@ func FuzzDecodeTransientMatchesDecode(f *testing.F) {
 	f.Add(append(mustMarshal(f, res), mustMarshal(f, jobPacket("after"))...))
 	f.Add(append(mustMarshal(f, jobPacket("before")), mustMarshal(f, res)...))
 	f.Add(mustMarshal(f, jobPacket("request")))
+	f.Add(append(mustMarshal(f, jobPacket("a")), mustMarshal(f, jobPacket("b"))...))
 	f.Add(mustMarshal(f, res)[:7])
 	f.Add([]byte{0x5a, 0x03, 0x0a, 0x01, 0xff}) // job_result with a job_id that is not UTF-8
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, data []byte) {
+		var kept, keptCopy *pb.JobRequest // a handler may keep the request
 		for range 2 {
 			want, wantErr := bus.Decode(data, 1<<20)
 			got, release, err := bus.DecodeTransient(data, 1<<20)
+			if kept != nil && !proto.Equal(kept, keptCopy) {
+				t.Fatalf("a kept JobRequest changed with the next decode:\n%v\n%v", kept, keptCopy)
+			}
 			switch {
 			case (err == nil) != (wantErr == nil):
 				t.Fatalf("DecodeTransient err %v, Decode err %v", err, wantErr)
@@ -211,6 +218,9 @@ func FuzzDecodeTransientMatchesDecode(f *testing.F) {
 				t.Fatalf("DecodeTransient and Decode disagree:\n%v\n%v", got, want)
 			case (got.GetCreatedAt() == nil) != (want.GetCreatedAt() == nil):
 				t.Fatalf("created_at present %v, Decode %v", got.GetCreatedAt() != nil, want.GetCreatedAt() != nil)
+			}
+			if r := got.GetJobRequest(); r != nil {
+				kept, keptCopy = r, proto.CloneOf(r)
 			}
 			release()
 		}

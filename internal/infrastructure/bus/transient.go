@@ -10,15 +10,17 @@ import (
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 )
 
-// resultPacket is a result packet decoded where nothing keeps it (the
-// scheduler applies a result and drops it): the packet, its time stamp, its
-// payload wrapper and its JobResult in one value, pooled. Four allocations
-// per result fewer.
+// resultPacket is a packet decoded for a handler that keeps none of it but
+// a JobRequest (the scheduler records a submission's request, applies a
+// result and drops it): the packet, its time stamp, its payload wrapper and a
+// JobResult in one value, pooled. A JobRequest is allocated on its own, to
+// be kept. Three allocations per submission and four per result fewer.
 type resultPacket struct {
 	packet  pb.BusPacket
 	created timestamppb.Timestamp
 	payload pb.BusPacket_JobResult
 	result  pb.JobResult
+	request pb.BusPacket_JobRequest
 }
 
 var resultPackets = sync.Pool{New: func() any { return new(resultPacket) }}
@@ -35,27 +37,28 @@ func releaseResultPacket(r *resultPacket) {
 
 // BusPacket's field numbers that decodeTransient fills in place.
 const (
-	fieldCreatedAt protowire.Number = 3
-	fieldJobResult protowire.Number = 11
+	fieldCreatedAt  protowire.Number = 3
+	fieldJobRequest protowire.Number = 10
+	fieldJobResult  protowire.Number = 11
 )
 
 // decodeTransient decodes data as decodePacket does (owned: strings share
 // data), with the same result and the same errors, but a packet that carries
-// a job_result is decoded into a pooled resultPacket, returned as pooled for
-// releaseResultPacket once nothing uses the packet any more; any other
-// packet is decoded as usual (pooled nil).
+// a job_request or a job_result is decoded into a pooled resultPacket,
+// returned as pooled for releaseResultPacket once nothing uses the packet
+// any more (but its JobRequest, and strings); any other packet is decoded as
+// usual (pooled nil).
 //
 // The pooled messages are set in place only where data has their fields,
-// so the packet is what decodePacket returns: a created_at or job_result
-// absent from data is absent (nil) from the packet, and a payload that data
-// sets after the job_result replaces it as usual
-// (FuzzDecodeTransientMatchesDecode).
+// so the packet is what decodePacket returns: a created_at or payload absent
+// from data is absent (nil) from the packet, and a payload that data sets
+// after the first one replaces it as usual (FuzzDecodeTransientMatchesDecode).
 func decodeTransient(data []byte, maxBytes int) (_ *pb.BusPacket, pooled *resultPacket, _ error) {
 	if maxBytes > 0 && len(data) > maxBytes {
 		return nil, nil, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(data), maxBytes)
 	}
-	created, result, ok := topFields(data)
-	if !ok || !result {
+	created, payload, ok := topFields(data)
+	if !ok || (payload != fieldJobRequest && payload != fieldJobResult) {
 		p, err := decodePacket(data, maxBytes, true)
 		return p, nil, err
 	}
@@ -63,8 +66,13 @@ func decodeTransient(data []byte, maxBytes int) (_ *pb.BusPacket, pooled *result
 	if created {
 		r.packet.CreatedAt = &r.created
 	}
-	r.payload.JobResult = &r.result
-	r.packet.Payload = &r.payload
+	if payload == fieldJobResult {
+		r.payload.JobResult = &r.result
+		r.packet.Payload = &r.payload
+	} else {
+		r.request.JobRequest = new(pb.JobRequest) // kept by the handler
+		r.packet.Payload = &r.request
+	}
 	err := r.packet.UnmarshalVTUnsafe(data)
 	if err == nil {
 		err = r.packet.CheckDecoded()
@@ -76,27 +84,29 @@ func decodeTransient(data []byte, maxBytes int) (_ *pb.BusPacket, pooled *result
 	return nil, nil, fmt.Errorf("%w: %v", ErrMalformed, err)
 }
 
-// topFields reports whether data, a BusPacket, has a created_at and a
-// job_result field at its top level; ok is false if data does not parse as
-// a sequence of fields.
-func topFields(data []byte) (created, result, ok bool) {
+// topFields reports whether data, a BusPacket, has a created_at field at its
+// top level, and which of job_request and job_result comes first (0:
+// neither); ok is false if data does not parse as a sequence of fields. A
+// payload it does not report is decoded as usual: setting one in place that
+// data lacks would be wrong, one that data replaces later is harmless.
+func topFields(data []byte) (created bool, payload protowire.Number, ok bool) {
 	for len(data) > 0 {
 		num, typ, n := protowire.ConsumeTag(data)
 		if n < 0 {
-			return false, false, false
+			return false, 0, false
 		}
 		data = data[n:]
 		m := protowire.ConsumeFieldValue(num, typ, data)
 		if m < 0 {
-			return false, false, false
+			return false, 0, false
 		}
 		data = data[m:]
-		switch num {
-		case fieldCreatedAt:
+		switch {
+		case num == fieldCreatedAt:
 			created = true
-		case fieldJobResult:
-			result = true
+		case payload == 0 && (num == fieldJobRequest || num == fieldJobResult):
+			payload = num
 		}
 	}
-	return created, result, true
+	return created, payload, true
 }
