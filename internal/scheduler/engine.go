@@ -210,7 +210,7 @@ type Engine struct {
 	log *slog.Logger
 
 	mu     sync.Mutex
-	active map[string]*tracked // non-terminal jobs known to this replica
+	active map[string]tracked // non-terminal jobs known to this replica; values, not pointers: no allocation per job
 
 	// confirmSeen: topic -> when a worker that confirms last heartbeated
 	// serving it (see confirmedLately).
@@ -267,7 +267,7 @@ func New(cfg Config) (*Engine, error) {
 	e := &Engine{
 		cfg:    cfg,
 		log:    cfg.Logger,
-		active: make(map[string]*tracked),
+		active: make(map[string]tracked),
 		blind:  ok && wb.WorkerBlind(),
 		ackPfx: "_CORTEX.ack." + cfg.ID + ".",
 		pools:  cfg.Placement,
@@ -602,7 +602,7 @@ func (e *Engine) admit(req *pb.JobRequest, traceID string, answerWanted bool) (a
 		return &pb.JobAnswer{Error: job.Error, RuleId: job.RuleId, Jobs: []*pb.JobInfo{rec.Job}}, true, nil
 	}
 	e.stats.accepted.Add(1)
-	if e.observe(rec) != nil {
+	if e.observe(rec) {
 		if direct {
 			e.publishDispatch(rec, subject, now) // the clock read at admission, microseconds ago
 		} else if queued {
@@ -742,67 +742,66 @@ func (e *Engine) reply(to, traceID string, answer *pb.JobAnswer) {
 
 // ---- the job cache ----
 
-// observe records rec as this replica's latest view of its job and returns
-// the tracked entry of an active job (nil once the job is terminal). Views
-// older than the one held are ignored.
-func (e *Engine) observe(rec jobstore.Record) *tracked {
+// observe records rec as this replica's latest view of its job and reports
+// whether the job is active (false once it is terminal). Views older than
+// the one held are ignored.
+func (e *Engine) observe(rec jobstore.Record) (active bool) {
 	id := rec.Job.GetJobId()
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	t := e.active[id]
-	if t != nil && t.rec.Revision >= rec.Revision {
-		return t
+	t, known := e.active[id]
+	if known && t.rec.Revision >= rec.Revision {
+		return true
 	}
 	var prev *pb.JobInfo
-	if t != nil {
+	if known {
 		prev = t.rec.Job
 	}
 	if e.queues != nil {
 		e.placementObserve(prev, rec.Job)
 	}
 	if !lifecycle.Active(rec.Job.GetState()) {
-		delete(e.active, id)
-		return nil
-	}
-	if t == nil {
-		t = &tracked{}
-		e.active[id] = t
+		if known {
+			delete(e.active, id)
+		}
+		return false
 	}
 	t.rec = rec
 	if rec.Job.State == lifecycle.Running &&
 		(prev.GetState() != lifecycle.Running || prev.GetAttempt() != rec.Job.Attempt || t.leaseUntil.IsZero()) {
 		t.leaseUntil = time.Now().Add(time.Duration(e.cfg.LeaseMisses) * e.cfg.LeaseInterval)
 	}
-	return t
+	e.active[id] = t
+	return true
 }
 
 // cached returns this replica's latest view of an active job.
 func (e *Engine) cached(id string) (jobstore.Record, bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if t := e.active[id]; t != nil {
-		return t.rec, true
-	}
-	return jobstore.Record{}, false
+	t, ok := e.active[id]
+	return t.rec, ok
 }
 
-// claim marks t busy for this replica; false if it already is or the job is
-// no longer active.
+// claim marks the job busy for this replica; false if it already is or the
+// job is no longer active.
 func (e *Engine) claim(id string) (jobstore.Record, bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	t := e.active[id]
-	if t == nil || t.busy {
+	t, ok := e.active[id]
+	if !ok || t.busy {
 		return jobstore.Record{}, false
 	}
 	t.busy = true
+	e.active[id] = t
 	return t.rec, true
 }
 
 func (e *Engine) release(id string) {
 	e.mu.Lock()
-	if t := e.active[id]; t != nil {
+	if t, ok := e.active[id]; ok {
 		t.busy = false
+		e.active[id] = t
 	}
 	e.mu.Unlock()
 }

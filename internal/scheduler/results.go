@@ -288,14 +288,15 @@ func (e *Engine) handleHeartbeat(hb *pb.Heartbeat) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for _, h := range hb.GetHeld() {
-		t := e.active[h.GetJobId()]
-		if t == nil || t.rec.Job.GetAttempt() != h.GetAttempt() {
+		t, ok := e.active[h.GetJobId()]
+		if !ok || t.rec.Job.GetAttempt() != h.GetAttempt() {
 			continue
 		}
 		if w := t.rec.Job.GetWorkerId(); w != "" && w != hb.GetWorkerId() {
 			continue
 		}
 		t.leaseUntil = until
+		e.active[h.GetJobId()] = t
 	}
 }
 
