@@ -99,6 +99,29 @@ func BenchmarkDecodeJobResult(b *testing.B) {
 	}
 }
 
+// BenchmarkDecodeTransient is the scheduler's intake decode (Consume,
+// ConsumeTree): the packet pooled, a job request allocated to be kept, a
+// result not at all.
+func BenchmarkDecodeTransient(b *testing.B) {
+	for _, tc := range []struct {
+		name string
+		p    *pb.BusPacket
+	}{{"request", benchRequestPacket(0)}, {"result", benchResultPacket()}} {
+		b.Run(tc.name, func(b *testing.B) {
+			data := benchMarshal(b, tc.p)
+			b.SetBytes(int64(len(data)))
+			b.ReportAllocs()
+			for b.Loop() {
+				_, release, err := bus.DecodeTransient(data, bus.DefaultMaxPacketBytes)
+				if err != nil {
+					b.Fatal(err)
+				}
+				release.Release()
+			}
+		})
+	}
+}
+
 // BenchmarkNatsBusPublish is NatsBus.Publish of a job request packet to an
 // in-process server with no subscriber: encoding plus the client's write.
 func BenchmarkNatsBusPublish(b *testing.B) {

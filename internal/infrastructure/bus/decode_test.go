@@ -222,7 +222,7 @@ func FuzzDecodeTransientMatchesDecode(f *testing.F) {
 			if r := got.GetJobRequest(); r != nil {
 				kept, keptCopy = r, proto.CloneOf(r)
 			}
-			release()
+			release.Release()
 		}
 	})
 }

@@ -2,9 +2,20 @@ package bus
 
 import pb "github.com/cortex-os/core/pkg/pb/v1"
 
-// DecodeTransient is decodeTransient for the external tests; release gives
-// the pooled packet back.
-func DecodeTransient(data []byte, maxBytes int) (p *pb.BusPacket, release func(), err error) {
+// Releaser gives a pooled packet back.
+type Releaser interface{ Release() }
+
+func (r *resultPacket) Release() { releaseResultPacket(r) }
+
+type nopReleaser struct{}
+
+func (nopReleaser) Release() {}
+
+// DecodeTransient is decodeTransient for the external tests.
+func DecodeTransient(data []byte, maxBytes int) (*pb.BusPacket, Releaser, error) {
 	p, pooled, err := decodeTransient(data, maxBytes)
-	return p, func() { releaseResultPacket(pooled) }, err
+	if pooled == nil {
+		return p, nopReleaser{}, err
+	}
+	return p, pooled, err
 }
