@@ -39,7 +39,7 @@ func (b *NatsBus) Consume(subject, durable string, handler func(p *pb.BusPacket,
 	if handler == nil {
 		return nil, errors.New("bus: nil handler")
 	}
-	return b.consume([]string{subject}, durable, true, func(_ string, p *pb.BusPacket, replyTo string) error { return handler(p, replyTo) })
+	return b.consume([]string{subject}, durable, func(_ string, p *pb.BusPacket, replyTo string) error { return handler(p, replyTo) })
 }
 
 // ConsumeTree is Consume of subject and of every subject below it
@@ -51,16 +51,15 @@ func (b *NatsBus) ConsumeTree(subject, durable string, handler func(subject stri
 	if handler == nil {
 		return nil, errors.New("bus: nil handler")
 	}
-	return b.consume([]string{subject, subject + ".>"}, durable, true, handler)
+	return b.consume([]string{subject, subject + ".>"}, durable, handler)
 }
 
 // consume is Consume over subjects; the stream is named after the first.
-// transient: the handler keeps no packet (see Consume).
-func (b *NatsBus) consume(subjects []string, durable string, transient bool, handler func(subject string, p *pb.BusPacket, replyTo string) error) (func() error, error) {
+func (b *NatsBus) consume(subjects []string, durable string, handler func(subject string, p *pb.BusPacket, replyTo string) error) (func() error, error) {
 	if !b.durable.Load() {
 		var stops []func() error
 		for _, subject := range subjects {
-			stop, err := b.consumeCore(subject, durable, transient, handler)
+			stop, err := b.consumeCore(subject, durable, handler)
 			if err != nil {
 				for _, s := range stops {
 					_ = s()
@@ -80,16 +79,16 @@ func (b *NatsBus) consume(subjects []string, durable string, transient bool, han
 			return errors.Join(errs...)
 		}, nil
 	}
-	return b.consumeStream(subjects, durable, transient, handler)
+	return b.consumeStream(subjects, durable, handler)
 }
 
-func (b *NatsBus) consumeCore(subject, queue string, transient bool, handler func(subject string, p *pb.BusPacket, replyTo string) error) (func() error, error) {
+func (b *NatsBus) consumeCore(subject, queue string, handler func(subject string, p *pb.BusPacket, replyTo string) error) (func() error, error) {
 	sub, err := b.nc.QueueSubscribe(subject, queue, func(m *nats.Msg) {
-		packet, pooled, err := b.decodeFor(transient, m.Subject, m.Data)
+		packet, pooled, err := b.decodeIntake(m.Subject, m.Data)
 		if err != nil {
 			return
 		}
-		defer releaseResultPacket(pooled)
+		defer releaseIntakePacket(pooled)
 		replyTo := m.Header.Get(wire.HeaderReplyTo)
 		if replyTo == "" {
 			replyTo = m.Reply
@@ -128,7 +127,7 @@ func (b *NatsBus) EnsureStream(ctx context.Context, subject string, more ...stri
 	return stream, nil
 }
 
-func (b *NatsBus) consumeStream(subjects []string, durable string, transient bool, handler func(subject string, p *pb.BusPacket, replyTo string) error) (func() error, error) {
+func (b *NatsBus) consumeStream(subjects []string, durable string, handler func(subject string, p *pb.BusPacket, replyTo string) error) (func() error, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	subject := subjects[0]
@@ -154,7 +153,7 @@ func (b *NatsBus) consumeStream(subjects []string, durable string, transient boo
 	for range consumeParallel {
 		pool.Go(func() {
 			for m := range msgs {
-				b.handleStreamMsg(m, transient, handler)
+				b.handleStreamMsg(m, handler)
 			}
 		})
 	}
@@ -189,13 +188,13 @@ const consumeParallel = 64
 
 // handleStreamMsg decodes and handles one stream message, then acknowledges
 // it, asks for its redelivery, or (garbage) terminates it.
-func (b *NatsBus) handleStreamMsg(m jetstream.Msg, transient bool, handler func(subject string, p *pb.BusPacket, replyTo string) error) {
-	packet, pooled, err := b.decodeFor(transient, m.Subject(), m.Data())
+func (b *NatsBus) handleStreamMsg(m jetstream.Msg, handler func(subject string, p *pb.BusPacket, replyTo string) error) {
+	packet, pooled, err := b.decodeIntake(m.Subject(), m.Data())
 	if err != nil {
 		_ = m.Term() // garbage stays garbage: never redeliver it
 		return
 	}
-	defer releaseResultPacket(pooled)
+	defer releaseIntakePacket(pooled)
 	var herr error
 	b.call(m.Subject(), packet, func(p *pb.BusPacket) { herr = handler(m.Subject(), p, m.Headers().Get(wire.HeaderReplyTo)) })
 	if herr != nil {

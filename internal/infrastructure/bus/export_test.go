@@ -5,7 +5,7 @@ import pb "github.com/cortex-os/core/pkg/pb/v1"
 // Releaser gives a pooled packet back.
 type Releaser interface{ Release() }
 
-func (r *resultPacket) Release() { releaseResultPacket(r) }
+func (r *intakePacket) Release() { releaseIntakePacket(r) }
 
 type nopReleaser struct{}
 

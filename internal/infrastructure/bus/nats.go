@@ -165,8 +165,7 @@ func (b *NatsBus) Publish(subject string, packet *pb.BusPacket) error {
 
 // publish publishes packet on subject with reply as its reply subject
 // ("": none). The packet is marshalled into a pooled buffer: the NATS
-// client copies the bytes into the connection's buffer
-// before it returns.
+// client copies the bytes into its own before it returns.
 func (b *NatsBus) publish(subject, reply string, packet *pb.BusPacket) error {
 	buf := encodeBuffers.Get().(*[]byte)
 	defer func() {
@@ -296,13 +295,10 @@ func (b *NatsBus) decode(subject string, data []byte) (*pb.BusPacket, error) {
 	return packet, b.rejected(subject, data, err)
 }
 
-// decodeFor is decode, or with transient decodeTransient: then pooled, if
-// not nil, goes back with releaseResultPacket once the handler is done.
-func (b *NatsBus) decodeFor(transient bool, subject string, data []byte) (_ *pb.BusPacket, pooled *resultPacket, _ error) {
-	if !transient {
-		p, err := b.decode(subject, data)
-		return p, nil, err
-	}
+// decodeIntake is decode for Consume and ConsumeTree (decodeTransient):
+// pooled, if not nil, goes back with releaseIntakePacket once the handler
+// is done.
+func (b *NatsBus) decodeIntake(subject string, data []byte) (_ *pb.BusPacket, pooled *intakePacket, _ error) {
 	p, pooled, err := decodeTransient(data, b.cfg.MaxPacketBytes)
 	return p, pooled, b.rejected(subject, data, err)
 }

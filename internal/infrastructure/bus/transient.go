@@ -10,12 +10,12 @@ import (
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 )
 
-// resultPacket is a packet decoded for a handler that keeps none of it but
+// intakePacket is a packet decoded for a handler that keeps none of it but
 // a JobRequest (the scheduler records a submission's request, applies a
 // result and drops it): the packet, its time stamp, its payload wrapper and a
 // JobResult in one value, pooled. A JobRequest is allocated on its own, to
 // be kept. Three allocations per submission and four per result fewer.
-type resultPacket struct {
+type intakePacket struct {
 	packet  pb.BusPacket
 	created timestamppb.Timestamp
 	payload pb.BusPacket_JobResult
@@ -23,16 +23,16 @@ type resultPacket struct {
 	request pb.BusPacket_JobRequest
 }
 
-var resultPackets = sync.Pool{New: func() any { return new(resultPacket) }}
+var intakePackets = sync.Pool{New: func() any { return new(intakePacket) }}
 
-// releaseResultPacket zeroes r (it may hold the last packet's strings) and
+// releaseIntakePacket zeroes r (it may hold the last packet's strings) and
 // pools it; nil is ignored.
-func releaseResultPacket(r *resultPacket) {
+func releaseIntakePacket(r *intakePacket) {
 	if r == nil {
 		return
 	}
-	*r = resultPacket{}
-	resultPackets.Put(r)
+	*r = intakePacket{}
+	intakePackets.Put(r)
 }
 
 // BusPacket's field numbers that decodeTransient fills in place.
@@ -44,8 +44,8 @@ const (
 
 // decodeTransient decodes data as decodePacket does (owned: strings share
 // data), with the same result and the same errors, but a packet that carries
-// a job_request or a job_result is decoded into a pooled resultPacket,
-// returned as pooled for releaseResultPacket once nothing uses the packet
+// a job_request or a job_result is decoded into a pooled intakePacket,
+// returned as pooled for releaseIntakePacket once nothing uses the packet
 // any more (but its JobRequest, and strings); any other packet is decoded as
 // usual (pooled nil).
 //
@@ -53,7 +53,7 @@ const (
 // so the packet is what decodePacket returns: a created_at or payload absent
 // from data is absent (nil) from the packet, and a payload that data sets
 // after the first one replaces it as usual (FuzzDecodeTransientMatchesDecode).
-func decodeTransient(data []byte, maxBytes int) (_ *pb.BusPacket, pooled *resultPacket, _ error) {
+func decodeTransient(data []byte, maxBytes int) (_ *pb.BusPacket, pooled *intakePacket, _ error) {
 	if maxBytes > 0 && len(data) > maxBytes {
 		return nil, nil, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(data), maxBytes)
 	}
@@ -62,7 +62,7 @@ func decodeTransient(data []byte, maxBytes int) (_ *pb.BusPacket, pooled *result
 		p, err := decodePacket(data, maxBytes, true)
 		return p, nil, err
 	}
-	r := resultPackets.Get().(*resultPacket)
+	r := intakePackets.Get().(*intakePacket)
 	if created {
 		r.packet.CreatedAt = &r.created
 	}
@@ -80,7 +80,7 @@ func decodeTransient(data []byte, maxBytes int) (_ *pb.BusPacket, pooled *result
 			return &r.packet, r, nil
 		}
 	}
-	releaseResultPacket(r)
+	releaseIntakePacket(r)
 	return nil, nil, fmt.Errorf("%w: %v", ErrMalformed, err)
 }
 
