@@ -342,7 +342,7 @@ type phase struct {
 	jobs                 int
 	elapsed, cpu         time.Duration
 	machine              time.Duration
-	machineOK            bool
+	machineUnknown       bool // some round could not read the machine's busy time
 	mallocs, gcs         uint64
 	maxRSS               int64
 	failed, undispatched int64
@@ -435,7 +435,7 @@ func (ph *phase) round(ctx context.Context, k, lo, hi int) (err error) {
 	ph.mallocs += after.mallocs - before.mallocs
 	ph.gcs += after.gc - before.gc
 	ph.maxRSS = max(ph.maxRSS, after.maxRSS)
-	ph.machineOK = (k == 0 || ph.machineOK) && before.machineOK && after.machineOK
+	ph.machineUnknown = ph.machineUnknown || !before.machineOK || !after.machineOK
 	ph.machine += after.machine - before.machine
 	ph.failed += r.failed
 	ph.undispatched += r.undispatched
@@ -468,7 +468,7 @@ func (ph *phase) result() *PhaseResult {
 	}
 	res.CPUPer1kJobs = res.CPUSeconds / float64(ph.jobs) * 1000
 	res.CPUCores = res.CPUSeconds / elapsed
-	if ph.machineOK {
+	if !ph.machineUnknown {
 		// /proc/stat counts in 10 ms ticks: small negative values are rounding.
 		other := ph.machine.Seconds() - res.CPUSeconds
 		res.OtherCores = max(other, 0) / elapsed

@@ -445,8 +445,14 @@ func TestInlineRunsJobsOneAfterAnother(t *testing.T) {
 
 	e.send(t, "first")
 	g.waitStarted(t, "first", 0)
+	in := e.workerBus.Conn().Stats().InMsgs
 	e.send(t, "second")
-	flush(t, e.observer)
+	// Once the worker's connection has read "second", a worker with runners
+	// would take it; an inline one cannot while "first" runs.
+	eventually(t, waitFor, func() bool { return e.workerBus.Conn().Stats().InMsgs > in }, "the worker's connection to read second")
+	if got := r.w.Stats().Received; got != 1 {
+		t.Errorf("received %d jobs while the first ran inline, want 1", got)
+	}
 	g.release("second", 0) // it may run at once, once it starts
 	g.release("first", 0)
 	for _, id := range []string{"first", "second"} {
