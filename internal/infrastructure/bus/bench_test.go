@@ -104,15 +104,15 @@ func BenchmarkDecodeJobResult(b *testing.B) {
 // result not at all.
 func BenchmarkDecodeTransient(b *testing.B) {
 	for _, tc := range []struct {
-		name string
-		p    *pb.BusPacket
-	}{{"request", benchRequestPacket(0)}, {"result", benchResultPacket()}} {
+		name, subject string
+		p             *pb.BusPacket
+	}{{"request", "sys.job.submit", benchRequestPacket(0)}, {"result", "sys.job.result.worker-echo-0", benchResultPacket()}} {
 		b.Run(tc.name, func(b *testing.B) {
 			data := benchMarshal(b, tc.p)
 			b.SetBytes(int64(len(data)))
 			b.ReportAllocs()
 			for b.Loop() {
-				_, release, err := bus.DecodeTransient(data, bus.DefaultMaxPacketBytes)
+				_, release, err := bus.DecodeTransient(data, bus.DefaultMaxPacketBytes, tc.subject)
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -197,27 +197,34 @@ func FuzzDecodeTransientMatchesDecode(f *testing.F) {
 	f.Add(mustMarshal(f, res)[:7])
 	f.Add([]byte{0x5a, 0x03, 0x0a, 0x01, 0xff}) // job_result with a job_id that is not UTF-8
 	f.Add([]byte{})
+	f.Add([]byte{0x5a, 0x00})                               // an empty job_result
+	f.Add([]byte{0x52, 0x00})                               // an empty job_request
+	f.Add([]byte{0x1a, 0x00, 0x5a, 0x03, 0x0a, 0x01, 0x6a}) // a zero created_at, then a result
+	// The subject says which payload to expect (set in place before the
+	// pass); a packet with another, or with none, must come out the same.
+	subjects := []string{"sys.job.submit", "sys.job.result", "sys.job.result.worker-1", "sys.job.other"}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var kept, keptCopy *pb.JobRequest // a handler may keep the request
-		for range 2 {
+		for i := range 2 * len(subjects) {
+			subject := subjects[i/2]
 			want, wantErr := bus.Decode(data, 1<<20)
-			got, release, err := bus.DecodeTransient(data, 1<<20)
+			got, release, err := bus.DecodeTransient(data, 1<<20, subject)
 			if kept != nil && !proto.Equal(kept, keptCopy) {
 				t.Fatalf("a kept JobRequest changed with the next decode:\n%v\n%v", kept, keptCopy)
 			}
 			switch {
 			case (err == nil) != (wantErr == nil):
-				t.Fatalf("DecodeTransient err %v, Decode err %v", err, wantErr)
+				t.Fatalf("on %s: DecodeTransient err %v, Decode err %v", subject, err, wantErr)
 			case err != nil:
 				for _, sentinel := range []error{bus.ErrTooLarge, bus.ErrMalformed, bus.ErrUnknownPayload} {
 					if errors.Is(err, sentinel) != errors.Is(wantErr, sentinel) {
-						t.Fatalf("DecodeTransient err %v, Decode err %v", err, wantErr)
+						t.Fatalf("on %s: DecodeTransient err %v, Decode err %v", subject, err, wantErr)
 					}
 				}
 			case !proto.Equal(got, want):
-				t.Fatalf("DecodeTransient and Decode disagree:\n%v\n%v", got, want)
+				t.Fatalf("on %s: DecodeTransient and Decode disagree:\n%v\n%v", subject, got, want)
 			case (got.GetCreatedAt() == nil) != (want.GetCreatedAt() == nil):
-				t.Fatalf("created_at present %v, Decode %v", got.GetCreatedAt() != nil, want.GetCreatedAt() != nil)
+				t.Fatalf("on %s: created_at present %v, Decode %v", subject, got.GetCreatedAt() != nil, want.GetCreatedAt() != nil)
 			}
 			if r := got.GetJobRequest(); r != nil {
 				kept, keptCopy = r, proto.CloneOf(r)

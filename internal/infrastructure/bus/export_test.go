@@ -11,9 +11,10 @@ type nopReleaser struct{}
 
 func (nopReleaser) Release() {}
 
-// DecodeTransient is decodeTransient for the external tests.
-func DecodeTransient(data []byte, maxBytes int) (*pb.BusPacket, Releaser, error) {
-	p, pooled, err := decodeTransient(data, maxBytes)
+// DecodeTransient is decodeTransient for the external tests, as the
+// scheduler's intake calls it for packets received on subject.
+func DecodeTransient(data []byte, maxBytes int, subject string) (*pb.BusPacket, Releaser, error) {
+	p, pooled, err := decodeTransient(data, maxBytes, expectedPayload(subject))
 	if pooled == nil {
 		return p, nopReleaser{}, err
 	}

@@ -299,7 +299,7 @@ func (b *NatsBus) decode(subject string, data []byte) (*pb.BusPacket, error) {
 // pooled, if not nil, goes back with releaseIntakePacket once the handler
 // is done.
 func (b *NatsBus) decodeIntake(subject string, data []byte) (_ *pb.BusPacket, pooled *intakePacket, _ error) {
-	p, pooled, err := decodeTransient(data, b.cfg.MaxPacketBytes)
+	p, pooled, err := decodeTransient(data, b.cfg.MaxPacketBytes, expectedPayload(subject))
 	return p, pooled, b.rejected(subject, data, err)
 }
 
