@@ -33,12 +33,19 @@ const (
 const PayloadField = "context_ptr"
 
 // Defaults of Options.
+//
+// DefaultJobs is three times the finished jobs the system's store keeps
+// (jobstore.DefaultMemoryRetain), so that most of the system's rounds run
+// with the store full, as a long-running scheduler's is: with 100,000 jobs
+// the store is still filling (its ring and index growing, the heap and the
+// collector's pace with them) during most of the measurement. DefaultRounds
+// splits them into rounds of 20,000 jobs, floor and system alternating.
 const (
-	DefaultJobs        = 100_000
+	DefaultJobs        = 300_000
 	DefaultWindow      = 1000
 	DefaultWorkers     = 1
 	DefaultWarmup      = 2000
-	DefaultRounds      = 5
+	DefaultRounds      = 15
 	DefaultIdleTimeout = 30 * time.Second
 )
 
