@@ -155,19 +155,22 @@ func (p *Proc) Wait(t testing.TB, timeout time.Duration) int {
 	}
 }
 
-// Signal sends sig to the process. A process that has exited is not an
-// error.
+// Signal sends sig to the process, which must still run: a test that
+// signals a process that has exited has lost track of it.
 func (p *Proc) Signal(t testing.TB, sig os.Signal) {
 	t.Helper()
-	if err := p.cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
+	if err := p.cmd.Process.Signal(sig); err != nil {
 		t.Fatalf("%s %s: %v", sig, p.name, err)
 	}
 }
 
-// Interrupt sends SIGINT, as Ctrl-C does.
+// Interrupt sends SIGINT, as Ctrl-C does. A process that has just exited
+// by itself is not an error: its exit code tells.
 func (p *Proc) Interrupt(t testing.TB) {
 	t.Helper()
-	p.Signal(t, os.Interrupt)
+	if err := p.cmd.Process.Signal(os.Interrupt); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		t.Fatalf("%s %s: %v", os.Interrupt, p.name, err)
+	}
 }
 
 // Terminate sends SIGTERM, as a service manager does.

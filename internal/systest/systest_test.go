@@ -279,7 +279,10 @@ func TestProcess(t *testing.T) {
 		if !strings.Contains(msg, "exited") {
 			t.Errorf("WaitForLog on an exited process failed with %q", msg)
 		}
-		p.Signal(t, syscall.SIGINT) // to an exited process: no error
+		if msg := failure(func(ft testing.TB) { p.Signal(ft, syscall.SIGTERM) }); msg == "" {
+			t.Errorf("Signal to an exited process did not fail")
+		}
+		p.Interrupt(t) // Ctrl-C to an exited process: no error
 	})
 	t.Run("stopped then cleaned up", func(t *testing.T) {
 		// The cleanup resumes a stopped process before it interrupts it. (The

@@ -14,33 +14,24 @@ package fault
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
-	"github.com/cortex-os/core/internal/logging"
-	"log/slog"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
-	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/cortex-os/core/internal/client"
-	"github.com/cortex-os/core/internal/embeddednats"
 	"github.com/cortex-os/core/internal/infrastructure/bus"
 	"github.com/cortex-os/core/internal/jobstore/kvstore"
 	"github.com/cortex-os/core/internal/lifecycle"
+	"github.com/cortex-os/core/internal/natstest"
+	"github.com/cortex-os/core/internal/systest"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/wire"
 )
@@ -56,405 +47,60 @@ const (
 const (
 	startTimeout = 30 * time.Second // a process logs that it is ready
 	exitTimeout  = 20 * time.Second // a process exits once asked to
-	killTimeout  = 15 * time.Second // after SIGINT in cleanup, before SIGKILL
+	killTimeout  = 15 * time.Second // an in-process worker stops once cancelled
 	rpcTimeout   = 2 * time.Second  // one query to the scheduler
 )
 
-var (
-	buildOnce sync.Once
-	binDir    string
-	buildErr  error
-)
+// bins are built once for the package, with -race when the tests are (see
+// systest.Binaries).
+var bins = systest.NewBinaries("./cmd/"+binScheduler, "./cmd/"+binWorker)
 
-func TestMain(m *testing.M) {
-	flag.Parse()
-	code := m.Run()
-	if binDir != "" {
-		_ = os.RemoveAll(binDir)
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(bins.Run(m)) }
 
 // requireBinaries skips the test under -short (and where there are no POSIX
 // signals), and otherwise builds the binaries once per test binary run.
 func requireBinaries(t *testing.T) {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("fault: runs real processes and NATS servers; skipped with -short")
-	}
-	if runtime.GOOS == "windows" {
-		t.Skip("fault: kills and stops processes with POSIX signals")
-	}
-	buildOnce.Do(func() { binDir, buildErr = buildBinaries() })
-	if buildErr != nil {
-		t.Fatalf("fault: building the binaries: %v", buildErr)
-	}
+	bins.Require(t)
 }
 
-// buildBinaries builds the scheduler and the echo worker into a new temporary
-// directory, with -race exactly when this test binary has it (as test/e2e
-// does): the race-instrumented dependencies are then already in the build
-// cache, and every process's stderr is searched for "DATA RACE".
-func buildBinaries() (string, error) {
-	root, err := repoRoot()
-	if err != nil {
-		return "", err
-	}
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
-	}
-	dir, err := os.MkdirTemp("", "cortex-fault-bin-")
-	if err != nil {
-		return "", err
-	}
-	args := []string{"build"}
-	if raceEnabled {
-		args = append(args, "-race")
-	}
-	args = append(args, "-o", dir+string(os.PathSeparator), "./cmd/"+binScheduler, "./cmd/"+binWorker)
-	cmd := exec.Command(goBin, args...)
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		_ = os.RemoveAll(dir)
-		return "", fmt.Errorf("go %s: %w\n%s", strings.Join(args, " "), err, out)
-	}
-	return dir, nil
-}
-
-// repoRoot walks up from the working directory to the directory with go.mod.
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.mod above the working directory")
-		}
-		dir = parent
-	}
-}
-
-// baseEnv is the test's environment without the variables CortexOS reads.
-func baseEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if strings.HasPrefix(kv, "NATS_URL=") || strings.HasPrefix(kv, "CORTEX_LOG_LEVEL=") {
-			continue
-		}
-		env = append(env, kv)
-	}
-	return env
-}
-
-// ---- NATS ----
-
-// natsServer is an in-process NATS server with JetStream on a fixed port and
-// data directory, so that it can be restarted as the same server.
-type natsServer struct {
-	port int
-	dir  string
-	mu   sync.Mutex
-	srv  *server.Server
-}
-
-// startNATS starts a server on a free loopback port with JetStream in a new
-// temporary directory. Cleanup shuts it down after the processes (cleanups
-// run last-in first-out, and the processes are started later).
-func startNATS(t *testing.T) *natsServer {
+// startNATS starts an in-process server with JetStream that a test can
+// restart on the same port and data directory. Cleanup shuts it down after
+// the processes (cleanups run last-in first-out, and the processes are
+// started later).
+func startNATS(t *testing.T) *natstest.Restartable {
 	t.Helper()
-	n := &natsServer{port: freePort(t), dir: t.TempDir()}
-	n.start(t)
-	t.Cleanup(n.shutdown)
-	return n
+	return natstest.RunRestartable(t)
 }
 
-func freePort(t *testing.T) int {
+// start runs binary bin with args; label names it in failure output. See
+// systest.Start for how it is stopped and its log shown.
+func start(t *testing.T, bin, label string, args ...string) *systest.Proc {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-func (n *natsServer) start(t *testing.T) {
-	t.Helper()
-	var err error
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		var srv *server.Server
-		srv, err = embeddednats.Start(embeddednats.Config{Port: n.port, JetStream: true, StoreDir: n.dir, ReadyTimeout: 5 * time.Second})
-		if err == nil {
-			n.mu.Lock()
-			n.srv = srv
-			n.mu.Unlock()
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("NATS on port %d: %v", n.port, err)
-		}
-		time.Sleep(100 * time.Millisecond) // the port may still be held by the old listener
-	}
-}
-
-func (n *natsServer) shutdown() {
-	n.mu.Lock()
-	srv := n.srv
-	n.srv = nil
-	n.mu.Unlock()
-	if srv != nil {
-		srv.Shutdown()
-		srv.WaitForShutdown()
-	}
-}
-
-// restart shuts the server down and starts it again on the same port and
-// data directory, after down has passed.
-func (n *natsServer) restart(t *testing.T, down time.Duration) {
-	t.Helper()
-	n.shutdown()
-	time.Sleep(down) // the outage itself, not a synchronisation
-	n.start(t)
-}
-
-func (n *natsServer) URL() string { return fmt.Sprintf("nats://127.0.0.1:%d", n.port) }
-
-// ---- processes ----
-
-// lockedBuffer collects a process's output, written by the exec package's copy goroutine
-// while the test reads it.
-type lockedBuffer = logging.Buffer
-
-// proc is a binary running as a child process.
-type proc struct {
-	name string
-	args []string
-	cmd  *exec.Cmd
-	out  lockedBuffer // stdout and stderr: the logs go to stderr
-	done chan struct{}
-	code int // exit code once done is closed; -1 if killed by a signal
-}
-
-// start runs binary bin from binDir with args in an empty temporary working
-// directory (so no config/local.yaml is found). label names it in failure
-// output. Cleanup stops it (SIGCONT, SIGINT, then SIGKILL), fails the test if
-// it reported a data race, and dumps its log when the test failed.
-func start(t *testing.T, bin, label string, args ...string) *proc {
-	t.Helper()
-	p := &proc{name: label, args: args, done: make(chan struct{})}
-	p.cmd = exec.Command(filepath.Join(binDir, bin), args...)
-	p.cmd.Dir = t.TempDir()
-	p.cmd.Env = baseEnv()
-	p.cmd.Stdout = &p.out
-	p.cmd.Stderr = &p.out
-	p.cmd.WaitDelay = 5 * time.Second
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", label, err)
-	}
-	go func() {
-		_ = p.cmd.Wait()
-		p.code = p.cmd.ProcessState.ExitCode()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		if !p.exited() {
-			_ = p.cmd.Process.Signal(syscall.SIGCONT)
-			_ = p.cmd.Process.Signal(os.Interrupt)
-			select {
-			case <-p.done:
-			case <-time.After(killTimeout):
-				t.Errorf("%s did not exit within %s of SIGINT; killing it", label, killTimeout)
-				_ = p.cmd.Process.Kill()
-				<-p.done
-			}
-		}
-		if strings.Contains(p.out.String(), "DATA RACE") {
-			t.Errorf("%s reported a data race", label)
-		}
-		if t.Failed() {
-			dumpLog(t, p)
-		}
-	})
-	return p
-}
-
-// dumpLog writes the process's whole log to a file that outlives the test and
-// shows its last lines.
-func dumpLog(t *testing.T, p *proc) {
-	const tail = 150
-	out := p.out.String()
-	lines := strings.Split(strings.TrimRight(out, "\n"), "\n")
-	path := ""
-	if f, err := os.CreateTemp("", "cortex-fault-"+strings.ReplaceAll(t.Name(), "/", "_")+"-"+p.name+"-*.log"); err == nil {
-		_, _ = f.WriteString(out)
-		_ = f.Close()
-		path = f.Name()
-	}
-	if len(lines) > tail {
-		lines = lines[len(lines)-tail:]
-	}
-	t.Logf("--- %s %s (exit %d), full log in %s; last %d lines:\n%s",
-		p.name, strings.Join(p.args, " "), p.code, path, len(lines), strings.Join(lines, "\n"))
-}
-
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-func (p *proc) signal(t *testing.T, sig syscall.Signal) {
-	t.Helper()
-	if err := p.cmd.Process.Signal(sig); err != nil {
-		t.Fatalf("%s %s: %v", sig, p.name, err)
-	}
-}
-
-// kill9 kills the process with SIGKILL and waits until it is gone.
-func (p *proc) kill9(t *testing.T) {
-	t.Helper()
-	p.signal(t, syscall.SIGKILL)
-	p.wait(t, exitTimeout)
-}
-
-// wait waits for the process to exit and returns its exit code.
-func (p *proc) wait(t *testing.T, timeout time.Duration) int {
-	t.Helper()
-	select {
-	case <-p.done:
-		return p.code
-	case <-time.After(timeout):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-		t.Fatalf("%s did not exit within %s", p.name, timeout)
-		return -1
-	}
-}
-
-// lines are the complete lines the process has written.
-func (p *proc) lines() []string {
-	s := p.out.String()
-	i := strings.LastIndexByte(s, '\n')
-	if i < 0 {
-		return nil
-	}
-	return strings.Split(s[:i], "\n")
-}
-
-// findLogs returns the attributes of every log line so far whose msg
-// contains msgHas and whose attributes have the values of the pairs kv.
-func (p *proc) findLogs(msgHas string, kv ...string) []map[string]string {
-	var found []map[string]string
-	for _, line := range p.lines() {
-		if !strings.Contains(line, msgHas) {
-			continue
-		}
-		if a := parseAttrs(line); logMatches(a, msgHas, kv...) {
-			found = append(found, a)
-		}
-	}
-	return found
-}
-
-// waitForLog polls the log until a line matches as in findLogs and returns
-// its attributes. It fails the test at the deadline, or as soon as the
-// process has exited without writing such a line.
-func (p *proc) waitForLog(t *testing.T, timeout time.Duration, msgHas string, kv ...string) map[string]string {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		exited := p.exited() // read before the output, which is then complete
-		if found := p.findLogs(msgHas, kv...); len(found) > 0 {
-			return found[0]
-		}
-		switch {
-		case exited:
-			t.Fatalf("%s exited (code %d) without logging msg~%q %v", p.name, p.code, msgHas, kv)
-		case time.Now().After(deadline):
-			t.Fatalf("%s did not log msg~%q %v within %s", p.name, msgHas, kv, timeout)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-func logMatches(attrs map[string]string, msgHas string, kv ...string) bool {
-	if !strings.Contains(attrs["msg"], msgHas) {
-		return false
-	}
-	for i := 0; i+1 < len(kv); i += 2 {
-		if attrs[kv[i]] != kv[i+1] {
-			return false
-		}
-	}
-	return true
+	return systest.Start(t, systest.Process{Path: bins.Path(bin), Name: label, Args: args})
 }
 
 // logTime is the time= attribute of a log line.
-func logTime(t *testing.T, attrs map[string]string) time.Time {
+func logTime(t *testing.T, attrs systest.Attrs) time.Time {
 	t.Helper()
-	ts, err := time.Parse(time.RFC3339Nano, attrs["time"])
+	ts, err := attrs.Time()
 	if err != nil {
 		t.Fatalf("log line time %q: %v", attrs["time"], err)
 	}
 	return ts
 }
 
-// parseAttrs parses the key=value pairs of a line as log/slog's text handler
-// writes them (values with spaces or quotes are Go-quoted).
-func parseAttrs(line string) map[string]string {
-	attrs := map[string]string{}
-	s := strings.TrimSpace(line)
-	for s != "" {
-		eq := strings.IndexByte(s, '=')
-		sp := strings.IndexByte(s, ' ')
-		if eq < 0 || (sp >= 0 && sp < eq) {
-			if sp < 0 {
-				break
-			}
-			s = strings.TrimLeft(s[sp:], " ")
-			continue
+// withAttr counts the log lines of found that have the attribute key: the
+// lines about a result that carry its status, say, not the ones that fence
+// it or failed to publish it.
+func withAttr(found []systest.Attrs, key string) int {
+	n := 0
+	for _, a := range found {
+		if a.Has(key) {
+			n++
 		}
-		key := s[:eq]
-		s = s[eq+1:]
-		var val string
-		if strings.HasPrefix(s, `"`) {
-			i := 1
-			for i < len(s) && s[i] != '"' {
-				if s[i] == '\\' {
-					i++
-				}
-				i++
-			}
-			if i >= len(s) {
-				val, s = s, ""
-			} else {
-				quoted := s[:i+1]
-				s = s[i+1:]
-				if u, err := strconv.Unquote(quoted); err == nil {
-					val = u
-				} else {
-					val = quoted
-				}
-			}
-		} else if end := strings.IndexByte(s, ' '); end >= 0 {
-			val, s = s[:end], s[end:]
-		} else {
-			val, s = s, ""
-		}
-		attrs[key] = val
-		s = strings.TrimLeft(s, " ")
 	}
-	return attrs
+	return n
 }
 
 // ---- the scheduler and the workers ----
@@ -487,35 +133,35 @@ func writeConfig(t *testing.T, yaml string) string {
 // startScheduler starts cortex-scheduler at debug on url, with the config
 // file cfg ("" for none: every timer at its default), and waits until it is
 // subscribed with the JetStream store.
-func startScheduler(t *testing.T, label, url, cfg string) *proc {
+func startScheduler(t *testing.T, label, url, cfg string) *systest.Proc {
 	t.Helper()
 	args := []string{"--nats-url", url, "--log-level", "debug", "--id", label}
 	if cfg != "" {
 		args = append(args, "--config", cfg)
 	}
 	p := start(t, binScheduler, label, args...)
-	p.waitForLog(t, startTimeout, "[SCHEDULER] job store", "store", "jetstream")
+	p.WaitForLog(t, startTimeout, "job store", "store", "jetstream")
 	return p
 }
 
 // startWorker starts cortex-worker-echo at debug with id and the extra
 // flags, and waits until it runs.
-func startWorker(t *testing.T, id, url, cfg string, flags ...string) *proc {
+func startWorker(t *testing.T, id, url, cfg string, flags ...string) *systest.Proc {
 	t.Helper()
 	args := []string{"--nats-url", url, "--log-level", "debug", "--id", id}
 	if cfg != "" {
 		args = append(args, "--config", cfg)
 	}
 	p := start(t, binWorker, id, append(args, flags...)...)
-	p.waitForLog(t, startTimeout, "[WORKER echo] running", "worker_id", id)
+	p.WaitForLog(t, startTimeout, "running", "worker_id", id)
 	return p
 }
 
 // waitWorkerKnown waits until the scheduler has heard worker id heartbeat, so
 // that a dispatch can find it.
-func waitWorkerKnown(t *testing.T, sched *proc, id string) {
+func waitWorkerKnown(t *testing.T, sched *systest.Proc, id string) {
 	t.Helper()
-	sched.waitForLog(t, startTimeout, "[SCHEDULER] 💓 heartbeat", "worker_id", id)
+	sched.WaitForLog(t, startTimeout, "heartbeat", "worker_id", id)
 }
 
 // ---- the test's own view: client, results, store ----
@@ -523,12 +169,7 @@ func waitWorkerKnown(t *testing.T, sched *proc, id string) {
 // connect opens a bus connection for the test (it reconnects by itself).
 func connect(t *testing.T, url string) *bus.NatsBus {
 	t.Helper()
-	b, err := bus.Connect(bus.Config{URL: url, Name: "fault-test", Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Close)
-	return b
+	return systest.Connect(t, url, "fault-test")
 }
 
 // newClient returns a client on a new connection to url.
@@ -567,30 +208,11 @@ func echoJob(id string) *pb.JobRequest {
 	return &pb.JobRequest{JobId: id, Topic: "job.echo", ContextPtr: "memory://echo_ctx/" + id}
 }
 
-// poll calls cond every interval until it returns true, and returns how long
-// that took. At the deadline it fails the test with what and cond's last
-// description of the state.
-func poll(t *testing.T, timeout, interval time.Duration, what string, cond func() (bool, string)) time.Duration {
-	t.Helper()
-	start := time.Now()
-	deadline := start.Add(timeout)
-	for {
-		ok, state := cond()
-		if ok {
-			return time.Since(start)
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s; last: %s", what, timeout, state)
-		}
-		time.Sleep(interval)
-	}
-}
-
 // waitState polls a job until want(job) holds and returns it.
 func waitState(t *testing.T, c *client.Client, id string, timeout time.Duration, what string, want func(*pb.JobInfo) bool) *pb.JobInfo {
 	t.Helper()
 	var job *pb.JobInfo
-	poll(t, timeout, 20*time.Millisecond, "job "+id+" "+what, func() (bool, string) {
+	systest.Poll(t, timeout, 20*time.Millisecond, "job "+id+" "+what, func() (bool, string) {
 		job = getJob(c, id)
 		return job != nil && want(job), describe(job)
 	})

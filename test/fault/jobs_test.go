@@ -11,6 +11,8 @@ import (
 
 	"github.com/cortex-os/core/internal/client"
 	"github.com/cortex-os/core/internal/lifecycle"
+	"github.com/cortex-os/core/internal/logging"
+	"github.com/cortex-os/core/internal/systest"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/worker"
 )
@@ -21,7 +23,7 @@ import (
 func startPoisonWorker(t *testing.T, url string) {
 	t.Helper()
 	b := connect(t, url)
-	var logs lockedBuffer
+	var logs logging.Buffer
 	w, err := worker.New(worker.Config{
 		Bus:               b,
 		Kind:              "poison",
@@ -105,7 +107,7 @@ func TestPoisonJobIsDeadLettered(t *testing.T) {
 	if len(rs) != 3 || panicked != 1 {
 		t.Errorf("poison job results: %+v; want 3 failures, the second a panic", rs)
 	}
-	sched.waitForLog(t, 5*time.Second, "[SCHEDULER] job failed and was dead-lettered", "job_id", poison)
+	sched.WaitForLog(t, 5*time.Second, "job failed and was dead-lettered", "job_id", poison)
 	for _, id := range echoes {
 		if j := waitTerminal(t, c, id, 20*time.Second); j.GetState() != lifecycle.Completed {
 			t.Errorf("echo job %s: %s", id, describe(j))
@@ -190,8 +192,8 @@ func TestDuplicateJobID(t *testing.T) {
 	if _, err := client.Submit(b, "fault-sender", "", conflicting); err != nil {
 		t.Fatal(err)
 	}
-	poll(t, 10*time.Second, 20*time.Millisecond, "both conflicting submissions refused", func() (bool, string) {
-		k := len(sched.findLogs("job_id exists with different content", "job_id", id))
+	systest.Poll(t, 10*time.Second, 20*time.Millisecond, "both conflicting submissions refused", func() (bool, string) {
+		k := len(sched.FindLogs("job_id exists with different content", "job_id", id))
 		return k >= 2, fmt.Sprintf("%d refused", k)
 	})
 
@@ -207,7 +209,7 @@ func TestDuplicateJobID(t *testing.T) {
 		t.Errorf("the store holds %d jobs, want 1", k)
 	}
 	time.Sleep(200 * time.Millisecond) // a second run would have shown by now
-	if got := len(w.findLogs("[WORKER echo] 📥 job", "job_id", id)); got != 1 {
+	if got := len(w.FindLogs("job", "job_id", id, "topic", "job.echo")); got != 1 {
 		t.Errorf("the worker ran %s %d times, want once", id, got)
 	}
 	if rs := results.of(id); len(rs) != 1 {
@@ -252,8 +254,8 @@ func TestJobForTopicNoWorkerServes(t *testing.T) {
 		if lived < ttl || lived > ttl+time.Second {
 			t.Errorf("%s ended %s after submission, want at its ttl %s (within 1s)", id, lived, ttl)
 		}
-		sched.waitForLog(t, 5*time.Second, "[SCHEDULER] job timed out", "job_id", id)
-		if got := w.findLogs("[WORKER echo]", "job_id", id); len(got) > 0 {
+		sched.WaitForLog(t, 5*time.Second, "job timed out", "job_id", id)
+		if got := w.FindLogs("", "job_id", id); len(got) > 0 {
 			t.Errorf("the echo worker saw %s: %v", id, got)
 		}
 	}

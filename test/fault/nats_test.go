@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/cortex-os/core/internal/lifecycle"
+	"github.com/cortex-os/core/internal/systest"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 )
 
@@ -18,7 +19,7 @@ func TestNATSRestartOnSameDataDir(t *testing.T) {
 	url := n.URL()
 	cfg := writeConfig(t, fastTimers)
 	sched := startScheduler(t, "sched", url, cfg)
-	var workers []*proc
+	var workers []*systest.Proc
 	for _, id := range []string{"worker-1", "worker-2"} {
 		workers = append(workers, startWorker(t, id, url, cfg, "--work-time", "100ms-300ms", "--concurrency", "8"))
 		waitWorkerKnown(t, sched, id)
@@ -31,22 +32,22 @@ func TestNATSRestartOnSameDataDir(t *testing.T) {
 		ids[i] = fmt.Sprintf("natsrestart-%03d", i)
 	}
 	submitMany(t, c, b, ids, 0, before, func(i int) bool { return i%2 == 0 })
-	poll(t, 20*time.Second, 50*time.Millisecond, "some jobs COMPLETED before the restart", func() (bool, string) {
+	systest.Poll(t, 20*time.Second, 50*time.Millisecond, "some jobs COMPLETED before the restart", func() (bool, string) {
 		k := countJobs(c, lifecycle.Completed)
 		return k >= 30, fmt.Sprintf("%d COMPLETED", k)
 	})
 	inFlight := before - countJobs(c, lifecycle.Completed)
 	restartedAt := time.Now()
-	n.restart(t, time.Second)
+	n.Restart(t, time.Second)
 	t.Logf("NATS down for 1s with about %d of %d jobs not finished", inFlight, before)
 
 	// The processes reconnect by themselves; the test's client does too.
 	for _, p := range append(workers, sched) {
-		p.waitForLog(t, 15*time.Second, "bus reconnected")
+		p.WaitForLog(t, 15*time.Second, "bus reconnected")
 	}
 	submitMany(t, c, b, ids, before, total, func(int) bool { return true })
 
-	poll(t, 20*time.Second, 100*time.Millisecond, "all jobs COMPLETED after the NATS restart", func() (bool, string) {
+	systest.Poll(t, 20*time.Second, 100*time.Millisecond, "all jobs COMPLETED after the NATS restart", func() (bool, string) {
 		k := countJobs(c, lifecycle.Completed)
 		return k == total, fmt.Sprintf("%d of %d COMPLETED; not: %s", k, total, unfinished(c, ids))
 	})
@@ -65,7 +66,7 @@ func TestNATSRestartOnSameDataDir(t *testing.T) {
 	// some 15-20s after a server restart, until nats.go's ordered consumer
 	// notices its missing heartbeats.)
 	perJob := map[string]int{}
-	for _, a := range sched.findLogs("[SCHEDULER] job COMPLETED") {
+	for _, a := range sched.FindLogs("job COMPLETED") {
 		perJob[a["job_id"]]++
 	}
 	for id, k := range perJob {

@@ -13,6 +13,7 @@ import (
 	"github.com/cortex-os/core/internal/client"
 	"github.com/cortex-os/core/internal/infrastructure/bus"
 	"github.com/cortex-os/core/internal/lifecycle"
+	"github.com/cortex-os/core/internal/systest"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 )
 
@@ -108,11 +109,11 @@ func TestSchedulerKill9With1000JobsInFlight(t *testing.T) {
 	submitMany(t, c, b, ids, 0, phaseA, func(i int) bool { return i%2 == 0 })
 
 	// Kill once every phase-A job is recorded, with most still in flight.
-	poll(t, 20*time.Second, 5*time.Millisecond, "the first 600 jobs recorded", func() (bool, string) {
+	systest.Poll(t, 20*time.Second, 5*time.Millisecond, "the first 600 jobs recorded", func() (bool, string) {
 		n, _ := store.stateCounts()
 		return n >= phaseA, fmt.Sprintf("%d recorded", n)
 	})
-	sched1.kill9(t)
+	sched1.Kill(t)
 	killedAt := time.Now()
 	recorded, byState := store.stateCounts()
 	t.Logf("scheduler killed %s after the first submission: %d jobs recorded, by state %v",
@@ -127,7 +128,7 @@ func TestSchedulerKill9With1000JobsInFlight(t *testing.T) {
 	restartedAt := time.Now()
 	submitMany(t, c, b, ids, phaseB, total, func(int) bool { return true })
 
-	poll(t, 30*time.Second, 50*time.Millisecond, "all 1,000 jobs COMPLETED", func() (bool, string) {
+	systest.Poll(t, 30*time.Second, 50*time.Millisecond, "all 1,000 jobs COMPLETED", func() (bool, string) {
 		n, twice := store.count()
 		return n >= total || len(twice) > 0, fmt.Sprintf("%d COMPLETED, states %v", n, func() map[string]int { _, s := store.stateCounts(); return s }())
 	})
@@ -187,8 +188,8 @@ func TestSchedulerKill9With1000JobsInFlight(t *testing.T) {
 		t.Errorf("job store: %d jobs seen COMPLETED (want %d); completed twice: %v", n, total, twice)
 	}
 	perJob := map[string]int{}
-	for _, s := range []*proc{sched1, sched2} {
-		for _, a := range s.findLogs("[SCHEDULER] job COMPLETED") {
+	for _, s := range []*systest.Proc{sched1, sched2} {
+		for _, a := range s.FindLogs("job COMPLETED") {
 			perJob[a["job_id"]]++
 		}
 	}
@@ -230,12 +231,12 @@ func TestSchedulerKill9MidDispatch(t *testing.T) {
 	c, _ := newClient(t, url)
 
 	// worker-a, stopped, receives the dispatch but cannot answer it.
-	a.signal(t, syscall.SIGSTOP)
+	a.Signal(t, syscall.SIGSTOP)
 	const id = "mid-dispatch"
 	submit(t, c, echoJob(id))
 	waitState(t, c, id, 5*time.Second, "DISPATCHED", func(j *pb.JobInfo) bool { return j.GetState() == lifecycle.Dispatched })
-	sched1.kill9(t) // within the 500ms ack_timeout: nobody decides about the dispatch
-	a.kill9(t)
+	sched1.Kill(t) // within the 500ms ack_timeout: nobody decides about the dispatch
+	a.Kill(t)
 
 	b := startWorker(t, "worker-b", url, cfg, "--work-time", "100ms")
 	startScheduler(t, "sched-2", url, cfg)
@@ -249,5 +250,5 @@ func TestSchedulerKill9MidDispatch(t *testing.T) {
 	if took > 5*time.Second {
 		t.Errorf("the job took %s after the restart, want within 5s (a 1s heartbeat, a dispatch and 100ms of work)", took)
 	}
-	b.waitForLog(t, time.Second, "[WORKER echo] 📤 result", "job_id", id)
+	b.WaitForLog(t, time.Second, "result", "job_id", id, "status", "JOB_STATUS_COMPLETED")
 }

@@ -8,12 +8,13 @@ import (
 
 	"github.com/cortex-os/core/internal/client"
 	"github.com/cortex-os/core/internal/lifecycle"
+	"github.com/cortex-os/core/internal/systest"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 )
 
 // startWorkerWithJob starts worker-a alone, submits one echo job and waits
 // until worker-a runs it; then starts worker-b. The job's worker is certain.
-func startWorkerWithJob(t *testing.T, url, cfg, id string, flagsA, flagsB []string) (sched, a, b *proc, c *client.Client) {
+func startWorkerWithJob(t *testing.T, url, cfg, id string, flagsA, flagsB []string) (sched, a, b *systest.Proc, c *client.Client) {
 	t.Helper()
 	sched = startScheduler(t, "sched", url, cfg)
 	a = startWorker(t, "worker-a", url, cfg, flagsA...)
@@ -41,11 +42,11 @@ func TestWorkerSIGTERMFinishesInFlightJob(t *testing.T) {
 	_, a, _, c := startWorkerWithJob(t, url, cfg, id, []string{"--work-time", "3s"}, []string{"--work-time", "100ms"})
 
 	termAt := time.Now()
-	a.signal(t, syscall.SIGTERM)
-	a.waitForLog(t, 5*time.Second, "[WORKER echo] shutting down", "worker_id", "worker-a", "in_flight", "1")
+	a.Signal(t, syscall.SIGTERM)
+	a.WaitForLog(t, 5*time.Second, "shutting down", "worker_id", "worker-a", "in_flight", "1")
 	submit(t, c, echoJob(next))
 
-	if code := a.wait(t, exitTimeout); code != 0 {
+	if code := a.Wait(t, exitTimeout); code != 0 {
 		t.Errorf("worker-a exited %d after SIGTERM, want 0", code)
 	}
 	t.Logf("worker-a exited %s after SIGTERM, its job done", time.Since(termAt).Round(time.Millisecond))
@@ -60,10 +61,10 @@ func TestWorkerSIGTERMFinishesInFlightJob(t *testing.T) {
 	if other.GetState() != lifecycle.Completed || other.GetWorkerId() != "worker-b" {
 		t.Errorf("job submitted after the SIGTERM: %s; want COMPLETED by worker-b", describe(other))
 	}
-	if got := a.findLogs("[WORKER echo] 📥 job", "job_id", next); len(got) > 0 {
+	if got := a.FindLogs("job", "job_id", next, "topic", "job.echo"); len(got) > 0 {
 		t.Errorf("the draining worker took a new job: %v", got)
 	}
-	a.waitForLog(t, time.Second, "[WORKER echo] stopped", "worker_id", "worker-a")
+	a.WaitForLog(t, time.Second, "stopped", "worker_id", "worker-a")
 }
 
 // SIGTERM to a worker whose job outlasts a tiny --shutdown-grace: the job is
@@ -80,23 +81,23 @@ func TestWorkerSIGTERMHandsBackAfterGrace(t *testing.T) {
 		[]string{"--work-time", "5s", "--shutdown-grace", "300ms"}, []string{"--work-time", "1s"})
 
 	termAt := time.Now()
-	a.signal(t, syscall.SIGTERM)
+	a.Signal(t, syscall.SIGTERM)
 	moved := waitState(t, c, id, 10*time.Second, "RUNNING on worker-b", func(j *pb.JobInfo) bool {
 		return j.GetState() == lifecycle.Running && j.GetWorkerId() == "worker-b"
 	})
 	t.Logf("SIGTERM with a 300ms grace: job RUNNING on worker-b (attempt %d) %s later",
 		moved.GetAttempt(), time.Since(termAt).Round(time.Millisecond))
-	if code := a.wait(t, exitTimeout); code != 0 {
+	if code := a.Wait(t, exitTimeout); code != 0 {
 		t.Errorf("worker-a exited %d after SIGTERM, want 0", code)
 	}
-	a.waitForLog(t, time.Second, "shutdown grace over, handing back unfinished jobs", "worker_id", "worker-a")
-	sched.waitForLog(t, 5*time.Second, "[SCHEDULER] job PENDING", "job_id", id, "reason", "handed back by worker-a: worker shutting down")
+	a.WaitForLog(t, time.Second, "shutdown grace over, handing back unfinished jobs", "worker_id", "worker-a")
+	sched.WaitForLog(t, 5*time.Second, "job PENDING", "job_id", id, "reason", "handed back by worker-a: worker shutting down")
 
 	done := waitTerminal(t, c, id, 10*time.Second)
 	if done.GetState() != lifecycle.Completed || done.GetWorkerId() != "worker-b" || done.GetAttempt() != 2 || done.GetFailedAttempts() != 0 {
 		t.Errorf("job: %s; want COMPLETED by worker-b on attempt 2, no failed attempt", describe(done))
 	}
-	b.waitForLog(t, 5*time.Second, "[WORKER echo] 📤 result", "job_id", id, "status", "JOB_STATUS_COMPLETED")
+	b.WaitForLog(t, 5*time.Second, "result", "job_id", id, "status", "JOB_STATUS_COMPLETED")
 	rs := results.of(id)
 	if completedResults(rs) != 1 || len(rs) != 2 {
 		t.Errorf("results for %s: %+v; want worker-a's CANCELLED hand-back and one COMPLETED", id, rs)
@@ -130,18 +131,18 @@ func TestSchedulerSIGTERMAndRestart(t *testing.T) {
 		ids[i] = fmt.Sprintf("term-%02d", i)
 	}
 	submitMany(t, c, b, ids, 0, before, func(int) bool { return true })
-	poll(t, 20*time.Second, 20*time.Millisecond, "some jobs COMPLETED", func() (bool, string) {
+	systest.Poll(t, 20*time.Second, 20*time.Millisecond, "some jobs COMPLETED", func() (bool, string) {
 		k, _ := store.count()
 		return k >= 10, fmt.Sprintf("%d COMPLETED", k)
 	})
 	termAt := time.Now()
-	sched1.signal(t, syscall.SIGTERM)
-	if code := sched1.wait(t, exitTimeout); code != 0 {
+	sched1.Signal(t, syscall.SIGTERM)
+	if code := sched1.Wait(t, exitTimeout); code != 0 {
 		t.Errorf("the scheduler exited %d after SIGTERM, want 0", code)
 	}
 	_, byState := store.stateCounts()
 	t.Logf("scheduler stopped %s after SIGTERM; jobs by state then: %v", time.Since(termAt).Round(time.Millisecond), byState)
-	sched1.waitForLog(t, time.Second, "[SCHEDULER] stopped", "id", "sched-1")
+	sched1.WaitForLog(t, time.Second, "stopped", "id", "sched-1")
 	if byState["COMPLETED"] >= before {
 		t.Fatalf("every job had finished before the SIGTERM: nothing was in flight")
 	}
@@ -149,7 +150,7 @@ func TestSchedulerSIGTERMAndRestart(t *testing.T) {
 	submitMany(t, c, b, ids, before, total, func(int) bool { return false }) // no scheduler: plain publishes
 	sched2 := startScheduler(t, "sched-2", url, cfg)
 	restartAt := time.Now()
-	poll(t, 30*time.Second, 50*time.Millisecond, "all jobs COMPLETED after the restart", func() (bool, string) {
+	systest.Poll(t, 30*time.Second, 50*time.Millisecond, "all jobs COMPLETED after the restart", func() (bool, string) {
 		k, _ := store.count()
 		_, by := store.stateCounts()
 		return k == total, fmt.Sprintf("%d COMPLETED; %v", k, by)
@@ -159,8 +160,8 @@ func TestSchedulerSIGTERMAndRestart(t *testing.T) {
 		t.Errorf("job store: %d COMPLETED (want %d), completed twice: %v", k, total, twice)
 	}
 	perJob := map[string]int{}
-	for _, s := range []*proc{sched1, sched2} {
-		for _, a := range s.findLogs("[SCHEDULER] job COMPLETED") {
+	for _, s := range []*systest.Proc{sched1, sched2} {
+		for _, a := range s.FindLogs("job COMPLETED") {
 			perJob[a["job_id"]]++
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/cortex-os/core/internal/lifecycle"
+	"github.com/cortex-os/core/internal/systest"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 )
 
@@ -25,7 +26,7 @@ func TestWorkerKill9MidJob(t *testing.T) {
 	url := n.URL()
 	sched := startScheduler(t, "sched", url, "") // no config: default timers
 	results := recordResults(t, url)
-	workers := map[string]*proc{}
+	workers := map[string]*systest.Proc{}
 	for _, id := range []string{"worker-a", "worker-b"} {
 		workers[id] = startWorker(t, id, url, "", "--work-time", "3s")
 		waitWorkerKnown(t, sched, id)
@@ -50,15 +51,15 @@ func TestWorkerKill9MidJob(t *testing.T) {
 	if job.GetAttempt() != 1 {
 		t.Fatalf("first run: %s, want attempt 1", describe(job))
 	}
-	victim.waitForLog(t, 5*time.Second, "[WORKER echo] 📥 job", "job_id", id, "attempt", "1")
+	victim.WaitForLog(t, 5*time.Second, "job", "job_id", id, "topic", "job.echo", "attempt", "1")
 
 	killedAt := time.Now()
-	victim.kill9(t)
+	victim.Kill(t)
 
 	// The bound, on a poll with a deadline well past it, so a miss reports
 	// the measured time.
 	var moved *pb.JobInfo
-	recovered := poll(t, 15*time.Second, 10*time.Millisecond, "job running on the survivor after kill -9", func() (bool, string) {
+	recovered := systest.Poll(t, 15*time.Second, 10*time.Millisecond, "job running on the survivor after kill -9", func() (bool, string) {
 		moved = getJob(c, id)
 		return moved != nil && moved.GetState() == lifecycle.Running && moved.GetWorkerId() == survivorID, describe(moved)
 	})
@@ -67,8 +68,8 @@ func TestWorkerKill9MidJob(t *testing.T) {
 	if recovered > recoveryBound {
 		t.Errorf("job RUNNING on the other worker %s after kill -9, want within %s", recovered, recoveryBound)
 	}
-	lost := sched.waitForLog(t, 5*time.Second, "[SCHEDULER] lease lost", "job_id", id, "worker_id", victimID, "attempt", "1")
-	started := survivor.waitForLog(t, 5*time.Second, "[WORKER echo] 📥 job", "job_id", id, "attempt", "2")
+	lost := sched.WaitForLog(t, 5*time.Second, "lease lost", "job_id", id, "worker_id", victimID, "attempt", "1")
+	started := survivor.WaitForLog(t, 5*time.Second, "job", "job_id", id, "topic", "job.echo", "attempt", "2")
 	t.Logf("from the logs: lease lost %s after the kill, attempt 2 started on %s %s after the kill",
 		logTime(t, lost).Sub(killedAt).Round(time.Millisecond), survivorID, logTime(t, started).Sub(killedAt).Round(time.Millisecond))
 
@@ -77,8 +78,8 @@ func TestWorkerKill9MidJob(t *testing.T) {
 		final.GetFailedAttempts() != 1 || final.GetResultPtr() != "memory://echo/"+id {
 		t.Errorf("final job: %s result_ptr=%q; want COMPLETED on %s, attempt 2, one failed (lost) attempt", describe(final), final.GetResultPtr(), survivorID)
 	}
-	survivor.waitForLog(t, 5*time.Second, "[WORKER echo] 📤 result", "job_id", id, "status", "JOB_STATUS_COMPLETED")
-	if got := victim.findLogs("[WORKER echo] 📤 result", "job_id", id); len(got) != 0 {
+	survivor.WaitForLog(t, 5*time.Second, "result", "job_id", id, "status", "JOB_STATUS_COMPLETED")
+	if got := victim.FindLogs("result", "job_id", id); len(got) != 0 {
 		t.Errorf("the killed worker logged a result: %v", got)
 	}
 	// Give a late publication a moment to show up, then count: one result,
@@ -88,7 +89,7 @@ func TestWorkerKill9MidJob(t *testing.T) {
 	if len(rs) != 1 || rs[0].WorkerID != survivorID || rs[0].Attempt != 2 || rs[0].Status != pb.JobStatus_JOB_STATUS_COMPLETED {
 		t.Errorf("results on sys.job.result for %s: %+v; want exactly one, COMPLETED by %s for attempt 2", id, rs, survivorID)
 	}
-	if got := sched.findLogs("[SCHEDULER] job COMPLETED", "job_id", id); len(got) != 1 {
+	if got := sched.FindLogs("job COMPLETED", "job_id", id); len(got) != 1 {
 		t.Errorf("the scheduler recorded %d completions of %s, want 1", len(got), id)
 	}
 }
@@ -119,11 +120,11 @@ func TestWorkerStoppedPastLeaseIsFenced(t *testing.T) {
 	waitState(t, c, id, 10*time.Second, "RUNNING on worker-a", func(j *pb.JobInfo) bool {
 		return j.GetState() == lifecycle.Running && j.GetWorkerId() == "worker-a"
 	})
-	a.waitForLog(t, 5*time.Second, "[WORKER echo] 📥 job", "job_id", id, "attempt", "1")
+	a.WaitForLog(t, 5*time.Second, "job", "job_id", id, "topic", "job.echo", "attempt", "1")
 	stoppedAt := time.Now()
-	a.signal(t, syscall.SIGSTOP)
+	a.Signal(t, syscall.SIGSTOP)
 
-	lost := sched.waitForLog(t, 10*time.Second, "[SCHEDULER] lease lost", "job_id", id, "worker_id", "worker-a", "attempt", "1")
+	lost := sched.WaitForLog(t, 10*time.Second, "lease lost", "job_id", id, "worker_id", "worker-a", "attempt", "1")
 	t.Logf("SIGSTOP of worker-a: lease lost %s later (lease: 3 x 200ms)", logTime(t, lost).Sub(stoppedAt).Round(time.Millisecond))
 
 	b := startWorker(t, "worker-b", url, cfg, "--work-time", "3s")
@@ -133,23 +134,23 @@ func TestWorkerStoppedPastLeaseIsFenced(t *testing.T) {
 	t.Logf("job RUNNING on worker-b, attempt %d, %s after the SIGSTOP (includes starting worker-b)",
 		running.GetAttempt(), time.Since(stoppedAt).Round(time.Millisecond))
 
-	a.signal(t, syscall.SIGCONT)
-	fenced := sched.waitForLog(t, 10*time.Second, "[SCHEDULER] fenced a stale result", "job_id", id, "worker_id", "worker-a", "result_attempt", "1")
+	a.Signal(t, syscall.SIGCONT)
+	fenced := sched.WaitForLog(t, 10*time.Second, "fenced a stale result", "job_id", id, "worker_id", "worker-a", "result_attempt", "1")
 	t.Logf("worker-a's stale result (attempt 1) fenced while attempt %s ran on worker-b", fenced["current_attempt"])
 
 	final := waitTerminal(t, c, id, 15*time.Second)
 	if final.GetState() != lifecycle.Completed || final.GetWorkerId() != "worker-b" || final.GetAttempt() != running.GetAttempt() {
 		t.Fatalf("final job: %s; want COMPLETED on worker-b, attempt %d", describe(final), running.GetAttempt())
 	}
-	b.waitForLog(t, 5*time.Second, "[WORKER echo] 📤 result", "job_id", id)
+	b.WaitForLog(t, 5*time.Second, "result", "job_id", id, "status", "JOB_STATUS_COMPLETED")
 
 	// Every attempt worker-a ran (attempt 1, and any later dispatch that
 	// reached it while it was stopped) has published its result, and the
 	// scheduler has seen each one; the job did not change.
-	poll(t, 15*time.Second, 20*time.Millisecond, "worker-a's results published and seen by the scheduler", func() (bool, string) {
-		ran := len(a.findLogs("[WORKER echo] 📥 job", "job_id", id))
-		published := len(a.findLogs("[WORKER echo] 📤 result", "job_id", id))
-		seen := len(sched.findLogs("[SCHEDULER] ✅ result", "job_id", id, "worker_id", "worker-a"))
+	systest.Poll(t, 15*time.Second, 20*time.Millisecond, "worker-a's results published and seen by the scheduler", func() (bool, string) {
+		ran := len(a.FindLogs("job", "job_id", id, "topic", "job.echo"))
+		published := withAttr(a.FindLogs("result", "job_id", id), "status")
+		seen := withAttr(sched.FindLogs("result", "job_id", id, "worker_id", "worker-a"), "status")
 		return ran > 0 && published == ran && seen == ran, fmt.Sprintf("worker-a ran %d, published %d, scheduler saw %d", ran, published, seen)
 	})
 	for _, r := range results.of(id) {
@@ -164,7 +165,7 @@ func TestWorkerStoppedPastLeaseIsFenced(t *testing.T) {
 	if n, twice := store.count(); n != 1 || len(twice) != 0 {
 		t.Errorf("job store: %d jobs COMPLETED, completed twice: %v; want 1, none", n, twice)
 	}
-	if got := sched.findLogs("[SCHEDULER] job COMPLETED", "job_id", id); len(got) != 1 {
+	if got := sched.FindLogs("job COMPLETED", "job_id", id); len(got) != 1 {
 		t.Errorf("the scheduler recorded %d completions of %s, want 1", len(got), id)
 	}
 }

@@ -1,7 +1,0 @@
-//go:build race
-
-package e2e
-
-// raceEnabled: the test binary is race-enabled, so the binaries under test are
-// built with -race too (see buildBinaries).
-const raceEnabled = true
