@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/cortex-os/core/internal/natstest"
+	"github.com/cortex-os/core/internal/systest"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/wire"
 )
@@ -27,7 +28,7 @@ type change struct{ State, Attempt, Worker, Why string }
 // changes parses the watch lines of out; other lines are skipped.
 func changes(out string) []change {
 	var cs []change
-	for _, line := range completeLines(out) {
+	for _, line := range systest.Lines(out) {
 		if m := changeRE.FindStringSubmatch(line); m != nil {
 			cs = append(cs, change{State: m[1], Attempt: m[2], Worker: m[3], Why: m[4]})
 		}
@@ -38,7 +39,7 @@ func changes(out string) []change {
 // keyValues parses the "key: value" lines of `cortex job get`.
 func keyValues(out string) map[string]string {
 	kv := map[string]string{}
-	for _, line := range completeLines(out) {
+	for _, line := range systest.Lines(out) {
 		if k, v, ok := strings.Cut(line, ":"); ok {
 			kv[k] = strings.TrimSpace(v)
 		}
@@ -50,7 +51,7 @@ func keyValues(out string) map[string]string {
 // list` table, as its columns.
 func tableRow(t *testing.T, table, jobID string) []string {
 	t.Helper()
-	lines := completeLines(table)
+	lines := systest.Lines(table)
 	if len(lines) == 0 || !strings.HasPrefix(lines[0], "JOB_ID") {
 		t.Fatalf("table without a JOB_ID header:\n%s", table)
 	}
@@ -80,19 +81,19 @@ func TestCLISubmitWaitAndInspect(t *testing.T) {
 	t.Parallel()
 	url := natstest.URL(t)
 	sched := startScheduler(t, url)
-	sched.waitForLog(t, "[SCHEDULER] job store", "store", "jetstream")
+	sched.WaitForLog(t, logTimeout, "job store", "store", "jetstream")
 	// --inline: the echo handler (no work time) runs on the delivery goroutine.
 	w, workerID := startWorker(t, url, "--inline")
-	if running := w.waitForLogWithin(t, startTimeout, "[WORKER echo] running"); running["inline"] != "true" {
+	if running := w.WaitForLog(t, startTimeout, "running"); running["inline"] != "true" {
 		t.Errorf("worker running line %v, want inline=true", running)
 	}
 	env := []string{"NATS_URL=" + url}
 
 	const id = "cli-echo-1"
 	out := cortexOK(t, env, "submit", "--topic", "job.echo", "--job-id", id, "--env", "GREETING=hi", "--wait")
-	first := parseAttrs(completeLines(out)[0])
+	first := systest.ParseAttrs(systest.Lines(out)[0])
 	if first["job_id"] != id || first["topic"] != "job.echo" || first["trace_id"] == "" {
-		t.Fatalf("submit --wait: first line %q, want job_id=%s trace_id=… topic=job.echo", completeLines(out)[0], id)
+		t.Fatalf("submit --wait: first line %q, want job_id=%s trace_id=… topic=job.echo", systest.Lines(out)[0], id)
 	}
 	cs := changes(out)
 	if len(cs) < 2 || cs[0].State != "DISPATCHED" || cs[0].Attempt != "1" {
@@ -102,7 +103,7 @@ func TestCLISubmitWaitAndInspect(t *testing.T) {
 	if last.State != "COMPLETED" || last.Attempt != "1" || last.Worker != workerID || last.Why != "result_ptr=memory://echo/"+id {
 		t.Errorf("submit --wait: last change %+v, want COMPLETED attempt=1 worker=%s result_ptr=memory://echo/%s", last, workerID, id)
 	}
-	sched.waitForLog(t, "[SCHEDULER] ✅ result", "job_id", id, "status", "JOB_STATUS_COMPLETED", "trace_id", first["trace_id"])
+	sched.WaitForLog(t, logTimeout, "result", "job_id", id, "status", "JOB_STATUS_COMPLETED", "trace_id", first["trace_id"])
 
 	j := getJob(t, url, id)
 	want := jobView{JobID: id, State: "COMPLETED", Attempts: 1, MaxAttempts: j.MaxAttempts, WorkerID: workerID,
@@ -152,7 +153,7 @@ func TestCLISubmitWaitAndInspect(t *testing.T) {
 	}
 
 	// The same job again is the same job; another under its id is refused.
-	again := parseAttrs(cortexOK(t, env, "submit", "--topic", "job.echo", "--job-id", id, "--env", "GREETING=hi"))
+	again := systest.ParseAttrs(cortexOK(t, env, "submit", "--topic", "job.echo", "--job-id", id, "--env", "GREETING=hi"))
 	if again["job_id"] != id || again["state"] != "COMPLETED" {
 		t.Errorf("resubmitting %s: %v, want the existing COMPLETED job", id, again)
 	}
@@ -173,7 +174,7 @@ func TestCLICancelDenyDeadline(t *testing.T) {
 	t.Parallel()
 	url := natstest.URL(t)
 	sched := startScheduler(t, url, "--store", "memory")
-	sched.waitForLog(t, "[SCHEDULER] job store", "store", "memory")
+	sched.WaitForLog(t, logTimeout, "job store", "store", "memory")
 	cfg := filepath.Join(t.TempDir(), "cortex.yaml")
 	if err := os.WriteFile(cfg, []byte("nats_url: "+url+"\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -181,39 +182,39 @@ func TestCLICancelDenyDeadline(t *testing.T) {
 	conf := func(args ...string) []string { return append(args, "--config", cfg) }
 
 	const id = "cli-nobody-1"
-	sub := parseAttrs(cortexOK(t, nil, conf("submit", "--topic", "job.nobody", "--job-id", id)...))
+	sub := systest.ParseAttrs(cortexOK(t, nil, conf("submit", "--topic", "job.nobody", "--job-id", id)...))
 	// Dispatched at once; "no responders" then sends it back to PENDING.
 	if sub["job_id"] != id || sub["state"] != "DISPATCHED" {
 		t.Fatalf("submit: %v, want job_id=%s state=DISPATCHED", sub, id)
 	}
 	watch := start(t, binCortex, nil, conf("job", "watch", id)...)
 	const why = "no live worker subscribed to job.nobody"
-	watch.waitForLine(t, why, logTimeout)
+	waitForText(t, watch, why)
 	// The scheduler offers the job to job.nobody again now and then: for a
 	// moment each time it is DISPATCHED, so wait for it to be PENDING.
 	j := waitJob(t, url, id, "PENDING", func(j jobView) bool { return j.State == "PENDING" })
 	if j.PendingReason != why || j.Attempts != 0 || j.WorkerID != "" {
 		t.Errorf("job get: %+v, want PENDING, attempts 0, no worker, pending_reason %q", j, why)
 	}
-	waitFor(t, "job list --state PENDING to list "+id, func() bool {
+	systest.Eventually(t, logTimeout, "job list --state PENDING to list "+id, func() bool {
 		return tableRow(t, cortexOK(t, nil, conf("job", "list", "--state", "PENDING")...), id) != nil
 	})
 
-	out := parseAttrs(cortexOK(t, nil, conf("job", "cancel", id, "--reason", "changed my mind")...))
+	out := systest.ParseAttrs(cortexOK(t, nil, conf("job", "cancel", id, "--reason", "changed my mind")...))
 	if out["job_id"] != id || out["state"] != "CANCELLED" || out["reason"] != "changed my mind" {
 		t.Errorf("job cancel: %v, want job_id=%s state=CANCELLED reason=%q", out, id, "changed my mind")
 	}
-	if code := watch.wait(t, exitTimeout); code != 1 {
+	if code := watch.Wait(t, exitTimeout); code != 1 {
 		t.Errorf("job watch of a job cancelled exited %d, want 1", code)
 	}
-	if cs := changes(watch.stdout.String()); len(cs) < 2 || (cs[0].State != "PENDING" && cs[0].State != "DISPATCHED") ||
+	if cs := changes(watch.Stdout()); len(cs) < 2 || (cs[0].State != "PENDING" && cs[0].State != "DISPATCHED") ||
 		cs[len(cs)-1].State != "CANCELLED" || cs[len(cs)-1].Worker != "-" || cs[len(cs)-1].Why != "changed my mind" {
 		t.Errorf("job watch: changes %+v, want PENDING … CANCELLED (changed my mind)", cs)
 	}
-	if err := watch.stderr.String(); !strings.Contains(err, "ended CANCELLED: changed my mind") {
+	if err := watch.Stderr(); !strings.Contains(err, "ended CANCELLED: changed my mind") {
 		t.Errorf("job watch: stderr %q does not say it ended CANCELLED", err)
 	}
-	if was := sched.waitForLog(t, "[SCHEDULER] job cancelled", "job_id", id)["was"]; was != "PENDING" && was != "DISPATCHED" {
+	if was := sched.WaitForLog(t, logTimeout, "job cancelled", "job_id", id)["was"]; was != "PENDING" && was != "DISPATCHED" {
 		t.Errorf("the scheduler cancelled the job in state %s, want PENDING (or DISPATCHED)", was)
 	}
 	if j := getJob(t, url, id); j.State != "CANCELLED" || j.Error != "changed my mind" {
@@ -228,11 +229,11 @@ func TestCLICancelDenyDeadline(t *testing.T) {
 	// Refused by the safety policy: DENIED, exit 1, the reason on stderr;
 	// with --json the DENIED job is on stdout too.
 	denied := cortexFails(t, nil, "forbidden topic", conf("submit", "--topic", "sys.destroy", "--job-id", "cli-destroy-1", "--json")...)
-	if j := decodeJob(t, []byte(denied.stdout.String())); j.State != "DENIED" || j.JobID != "cli-destroy-1" {
+	if j := decodeJob(t, []byte(denied.Stdout())); j.State != "DENIED" || j.JobID != "cli-destroy-1" {
 		t.Errorf("submit --json of a denied job printed %+v", j)
 	}
-	if !strings.Contains(denied.stderr.String(), "DENIED") {
-		t.Errorf("submit of a denied job: stderr %q does not say DENIED", denied.stderr.String())
+	if !strings.Contains(denied.Stderr(), "DENIED") {
+		t.Errorf("submit of a denied job: stderr %q does not say DENIED", denied.Stderr())
 	}
 	if j := getJob(t, url, "cli-destroy-1"); j.State != "DENIED" {
 		t.Errorf("denied job: state=%s", j.State)
@@ -241,10 +242,10 @@ func TestCLICancelDenyDeadline(t *testing.T) {
 	// Nobody takes it, and its deadline is 1 s away: it ends TIMEOUT, saying
 	// it was still pending and why.
 	p := cortexFails(t, nil, "ended TIMEOUT", conf("submit", "--topic", "job.nobody", "--job-id", "cli-ttl-1", "--ttl", "1s", "--wait")...)
-	if !strings.Contains(p.stderr.String(), "job.nobody") {
-		t.Errorf("submit --ttl 1s --wait: stderr %q does not say why (job.nobody)", p.stderr.String())
+	if !strings.Contains(p.Stderr(), "job.nobody") {
+		t.Errorf("submit --ttl 1s --wait: stderr %q does not say why (job.nobody)", p.Stderr())
 	}
-	if cs := changes(p.stdout.String()); len(cs) == 0 || cs[len(cs)-1].State != "TIMEOUT" {
+	if cs := changes(p.Stdout()); len(cs) == 0 || cs[len(cs)-1].State != "TIMEOUT" {
 		t.Errorf("submit --ttl 1s --wait: changes %+v, want TIMEOUT last", cs)
 	}
 
@@ -290,24 +291,12 @@ func startPoisonWorker(t *testing.T, url string) {
 	}
 }
 
-// waitFor polls cond until it holds, failing the test after logTimeout.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(logTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s", what, logTimeout)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // waitJob polls `cortex job get --json` until the job satisfies cond, and
 // returns it.
 func waitJob(t *testing.T, url, id, what string, cond func(jobView) bool) jobView {
 	t.Helper()
 	var j jobView
-	waitFor(t, "job "+id+" "+what, func() bool {
+	systest.Eventually(t, logTimeout, "job "+id+" "+what, func() bool {
 		j = getJob(t, url, id)
 		return cond(j)
 	})
@@ -327,8 +316,8 @@ func TestCLIDeadLetters(t *testing.T) {
 
 	const id = "cli-poison-1"
 	p := cortexFails(t, env, "ended FAILED", "submit", "--topic", "job.poison", "--job-id", id, "--max-attempts", "2", "--wait")
-	if !strings.Contains(p.stderr.String(), "poison: cannot digest "+id) {
-		t.Errorf("submit --wait of a poison job: stderr %q does not give the worker's error", p.stderr.String())
+	if !strings.Contains(p.Stderr(), "poison: cannot digest "+id) {
+		t.Errorf("submit --wait of a poison job: stderr %q does not give the worker's error", p.Stderr())
 	}
 	j := getJob(t, url, id)
 	if j.State != "FAILED" || j.Attempts != 2 || j.FailedAttempts != 2 || j.MaxAttempts != 2 || j.WorkerID != "worker-poison" {
@@ -343,7 +332,7 @@ func TestCLIDeadLetters(t *testing.T) {
 		t.Errorf("dlq list: row %q, want %s FAILED …", row, id)
 	}
 
-	retry := parseAttrs(cortexOK(t, env, "dlq", "retry", id))
+	retry := systest.ParseAttrs(cortexOK(t, env, "dlq", "retry", id))
 	newID := retry["job_id"]
 	if newID != id+"-redrive-1" || retry["redriven_from"] != id {
 		t.Fatalf("dlq retry: %v, want job_id=%s-redrive-1 redriven_from=%s", retry, id, id)
@@ -396,8 +385,8 @@ func TestCLIErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := cortexFails(t, env, "bogus_key", "job", "list", "--config", bad)
-	if !strings.Contains(p.stderr.String(), bad) {
-		t.Errorf("bad config: stderr %q does not name the file", p.stderr.String())
+	if !strings.Contains(p.Stderr(), bad) {
+		t.Errorf("bad config: stderr %q does not name the file", p.Stderr())
 	}
 
 	cortexFails(t, env, "unknown state", "job", "list", "--state", "DONE")
@@ -420,12 +409,9 @@ func TestCLIWatchAcrossSchedulerRestart(t *testing.T) {
 	const id = "cli-restart-1"
 	cortexOK(t, env, "submit", "--topic", "job.nobody", "--job-id", id)
 	watch := start(t, binCortex, env, "job", "watch", id)
-	watch.waitForLine(t, "PENDING", logTimeout)
+	waitForText(t, watch, "PENDING")
 
-	if err := sched.cmd.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	sched.wait(t, exitTimeout)
+	sched.Kill(t)
 	startScheduler(t, url)
 	// Still waiting for a worker: PENDING, or DISPATCHED for the moment the
 	// new scheduler offers it to job.nobody again.
@@ -433,10 +419,10 @@ func TestCLIWatchAcrossSchedulerRestart(t *testing.T) {
 		t.Fatalf("after the scheduler's restart the job is %s, want PENDING (or DISPATCHED)", j.State)
 	}
 	cortexOK(t, env, "job", "cancel", id, "--reason", "after the restart")
-	if code := watch.wait(t, exitTimeout); code != 1 {
+	if code := watch.Wait(t, exitTimeout); code != 1 {
 		t.Errorf("job watch exited %d, want 1 (CANCELLED)", code)
 	}
-	if cs := changes(watch.stdout.String()); len(cs) == 0 || cs[len(cs)-1].State != "CANCELLED" || cs[len(cs)-1].Why != "after the restart" {
+	if cs := changes(watch.Stdout()); len(cs) == 0 || cs[len(cs)-1].State != "CANCELLED" || cs[len(cs)-1].Why != "after the restart" {
 		t.Errorf("job watch across a restart: %+v, want CANCELLED (after the restart) last", cs)
 	}
 }
@@ -458,7 +444,7 @@ func TestCLIWorkersAndRequirements(t *testing.T) {
 		Labels       map[string]string `json:"labels"`
 		LastSeen     string            `json:"last_seen"`
 	}
-	waitFor(t, "the worker listed", func() bool {
+	systest.Eventually(t, logTimeout, "the worker listed", func() bool {
 		ws = ws[:0]
 		if err := json.Unmarshal([]byte(cortexOK(t, env, "workers", "--json")), &ws); err != nil {
 			t.Fatal(err)
@@ -507,7 +493,7 @@ rules:
 	}
 	url := natstest.URL(t)
 	sched := startScheduler(t, url, "--policy", policy, "--placement", place)
-	sched.waitForLog(t, "[SAFETY] policy in force", "version", "e2e-1")
+	sched.WaitForLog(t, logTimeout, "policy in force", "version", "e2e-1")
 	startWorker(t, url, "--capabilities", "echo", "--direct")
 	env := []string{"NATS_URL=" + url}
 
@@ -516,7 +502,7 @@ rules:
 	if kv["state"] != "DENIED" || kv["rule_id"] != "no-secrets" || kv["policy_version"] != "e2e-1" {
 		t.Errorf("job get of a denied job: %v", kv)
 	}
-	sched.waitForLog(t, "[SAFETY]", "job_id", "leaky", "rule_id", "no-secrets")
+	sched.WaitForLog(t, logTimeout, "BLOCKED", "job_id", "leaky", "rule_id", "no-secrets")
 
 	cortexOK(t, env, "submit", "--topic", "job.echo", "--job-id", "plain", "--wait")
 	cortexOK(t, env, "submit", "--topic", "job.echo", "--job-id", "needs-gpu", "--require", "gpu")

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/cortex-os/core/internal/natstest"
+	"github.com/cortex-os/core/internal/systest"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/wire"
 )
@@ -31,7 +33,7 @@ func TestPerBinaryFlow(t *testing.T) {
 	}
 	// The worker heartbeats as soon as it runs, and the scheduler is already
 	// listening.
-	sched.waitForLog(t, "[SCHEDULER] 💓 heartbeat", "worker_id", workerID)
+	sched.WaitForLog(t, logTimeout, "heartbeat", "worker_id", workerID)
 
 	s, r := sendEcho(t, url)
 	if r.WorkerID != workerID {
@@ -41,33 +43,33 @@ func TestPerBinaryFlow(t *testing.T) {
 		t.Errorf("Result result_ptr=%s, want %s", r.ResultPtr, want)
 	}
 
-	sched.waitForLog(t, "submitted", "job_id", s.JobID, "topic", "job.echo", "trace_id", s.TraceID)
-	sched.waitForLog(t, "dispatched", "job_id", s.JobID, "subject", "job.echo", "trace_id", s.TraceID)
-	sched.waitForLog(t, "[SCHEDULER] ✅ result", "job_id", s.JobID, "status", "JOB_STATUS_COMPLETED",
+	sched.WaitForLog(t, logTimeout, "submitted", "job_id", s.JobID, "topic", "job.echo", "trace_id", s.TraceID)
+	sched.WaitForLog(t, logTimeout, "dispatched", "job_id", s.JobID, "subject", "job.echo", "trace_id", s.TraceID)
+	sched.WaitForLog(t, logTimeout, "result", "job_id", s.JobID, "status", "JOB_STATUS_COMPLETED",
 		"worker_id", workerID, "trace_id", s.TraceID)
-	worker.waitForLog(t, "[WORKER echo] 📥 job", "job_id", s.JobID, "topic", "job.echo",
+	worker.WaitForLog(t, logTimeout, "job", "job_id", s.JobID, "topic", "job.echo",
 		"context_ptr", "memory://echo_ctx/"+s.JobID, "trace_id", s.TraceID)
-	worker.waitForLog(t, "[WORKER echo] 📤 result", "job_id", s.JobID, "status", "JOB_STATUS_COMPLETED", "trace_id", s.TraceID)
+	worker.WaitForLog(t, logTimeout, "result", "job_id", s.JobID, "status", "JOB_STATUS_COMPLETED", "trace_id", s.TraceID)
 	// The scheduler (its default store: JetStream, which the server has)
 	// remembers the job as the sender saw it end.
-	sched.waitForLog(t, "[SCHEDULER] job store", "store", "jetstream")
+	sched.WaitForLog(t, logTimeout, "job store", "store", "jetstream")
 	if j := getJob(t, url, s.JobID); j.State != "COMPLETED" || j.Attempts != 1 || j.WorkerID != workerID || j.TraceID != s.TraceID {
 		t.Errorf("job get: %+v, want COMPLETED, attempt 1, worker %s, trace_id %s", j, workerID, s.TraceID)
 	}
 
-	sched.interrupt(t)
-	worker.interrupt(t)
-	if code := sched.wait(t, exitTimeout); code != 0 {
+	sched.Interrupt(t)
+	worker.Interrupt(t)
+	if code := sched.Wait(t, exitTimeout); code != 0 {
 		t.Errorf("cortex-scheduler exited %d after SIGINT, want 0", code)
 	}
-	if code := worker.wait(t, exitTimeout); code != 0 {
+	if code := worker.Wait(t, exitTimeout); code != 0 {
 		t.Errorf("cortex-worker-echo exited %d after SIGINT, want 0", code)
 	}
-	if _, ok := sched.findLog("[SCHEDULER] stopped"); !ok {
-		t.Errorf("cortex-scheduler did not log [SCHEDULER] stopped")
+	if _, ok := sched.FindLog("stopped"); !ok {
+		t.Errorf("cortex-scheduler did not log that it stopped")
 	}
-	if _, ok := worker.findLog("[WORKER echo] stopped", "worker_id", workerID); !ok {
-		t.Errorf("cortex-worker-echo did not log [WORKER echo] stopped")
+	if _, ok := worker.FindLog("stopped", "worker_id", workerID); !ok {
+		t.Errorf("cortex-worker-echo did not log that it stopped")
 	}
 }
 
@@ -82,24 +84,31 @@ func TestDev(t *testing.T) {
 	dataDir := filepath.Join(t.TempDir(), "data")
 	dev := start(t, binCortex, nil, "dev", "--port", "-1", "--http-port", "0", "--data-dir", dataDir, "--work-time", "0")
 
-	line := dev.waitFor(t, startTimeout, "NATS listening on nats://…", devURLRE.MatchString)
+	line := dev.WaitForLine(t, startTimeout, "NATS listening on nats://…", devURLRE.MatchString)
 	url := devURLRE.FindStringSubmatch(line)[1]
 	// A job sent the moment dev says how is not lost: the line comes once
 	// the scheduler takes submissions.
-	dev.waitFor(t, startTimeout, "send a job", func(l string) bool { return strings.Contains(l, "send a job:") })
+	dev.WaitForLine(t, startTimeout, "send a job", func(l string) bool { return strings.Contains(l, "send a job:") })
 	s, r := sendEcho(t, url)
-	workerID := dev.waitForLogWithin(t, startTimeout, "[WORKER echo] running")["worker_id"]
+	// The scheduler's safety policy may log "the running policy", so the
+	// worker's line is the one about its topic.
+	workerID := dev.WaitForLog(t, startTimeout, "running", "topic", "job.echo")["worker_id"]
+	schedID := dev.WaitForLog(t, startTimeout, "started")["id"]
+	if schedID == "" {
+		t.Fatalf("the scheduler's started line has no id")
+	}
 	if _, err := os.Stat(dataDir); err != nil {
 		t.Errorf("--data-dir: %v", err)
 	}
 	if r.WorkerID != workerID {
 		t.Errorf("Result worker_id=%s, want the dev worker's %s", r.WorkerID, workerID)
 	}
-	dev.waitForLog(t, "[SCHEDULER] 📥 submitted", "job_id", s.JobID, "trace_id", s.TraceID)
-	dev.waitForLog(t, "[SCHEDULER] 🚀 dispatched", "job_id", s.JobID, "subject", "job.echo", "trace_id", s.TraceID)
-	dev.waitForLog(t, "[WORKER echo] 📥 job", "job_id", s.JobID, "trace_id", s.TraceID)
-	dev.waitForLog(t, "[WORKER echo] 📤 result", "job_id", s.JobID, "trace_id", s.TraceID)
-	dev.waitForLog(t, "[SCHEDULER] ✅ result", "job_id", s.JobID, "status", "JOB_STATUS_COMPLETED",
+	dev.WaitForLog(t, logTimeout, "submitted", "job_id", s.JobID, "trace_id", s.TraceID)
+	dev.WaitForLog(t, logTimeout, "dispatched", "job_id", s.JobID, "subject", "job.echo", "trace_id", s.TraceID)
+	dev.WaitForLog(t, logTimeout, "job", "job_id", s.JobID, "topic", "job.echo", "context_ptr", "memory://echo_ctx/"+s.JobID, "trace_id", s.TraceID)
+	// The worker's result line; the scheduler's names the worker.
+	dev.WaitForLog(t, logTimeout, "result", "job_id", s.JobID, "status", "JOB_STATUS_COMPLETED", "worker_id", "", "trace_id", s.TraceID)
+	dev.WaitForLog(t, logTimeout, "result", "job_id", s.JobID, "status", "JOB_STATUS_COMPLETED",
 		"worker_id", workerID, "trace_id", s.TraceID)
 	// The client commands work against the embedded server too.
 	out := cortexOK(t, []string{"NATS_URL=" + url}, "submit", "--topic", "job.echo", "--wait")
@@ -110,22 +119,22 @@ func TestDev(t *testing.T) {
 		t.Errorf("cortex job get against cortex dev: %+v", j)
 	}
 	// The logs go to stderr, the banner to stdout.
-	if !strings.Contains(dev.stderr.String(), "[SCHEDULER] 📥 submitted") {
+	if len(systest.FindLogs(dev.Stderr(), "submitted", "job_id", s.JobID)) == 0 {
 		t.Errorf("the job's log lines are not on stderr")
 	}
 
-	if code := dev.stop(t); code != 0 {
+	if code := dev.Stop(t, exitTimeout); code != 0 {
 		t.Errorf("cortex dev exited %d after SIGINT, want 0", code)
 	}
-	if !strings.Contains(dev.stdout.String(), "CortexOS dev stopped.\n") {
+	if !strings.Contains(dev.Stdout(), "CortexOS dev stopped.\n") {
 		t.Errorf("cortex dev did not print %q on stdout", "CortexOS dev stopped.")
 	}
-	logs := dev.stderr.String()
-	workerStopped := strings.Index(logs, `msg="[WORKER echo] stopped"`)
-	schedStopped := strings.Index(logs, `msg="[SCHEDULER] stopped"`)
+	logs := systest.Lines(dev.Stderr())
+	workerStopped := slices.IndexFunc(logs, func(l string) bool { return systest.ParseAttrs(l).Match("stopped", "worker_id", workerID) })
+	schedStopped := slices.IndexFunc(logs, func(l string) bool { return systest.ParseAttrs(l).Match("stopped", "id", schedID) })
 	switch {
 	case workerStopped < 0 || schedStopped < 0:
-		t.Errorf("cortex dev did not log both [WORKER echo] stopped and [SCHEDULER] stopped")
+		t.Errorf("cortex dev did not log that both the worker and the scheduler stopped")
 	case schedStopped < workerStopped:
 		t.Errorf("the scheduler stopped before the worker; the worker's last results could be lost")
 	}
@@ -141,17 +150,17 @@ func TestSenderWithoutResult(t *testing.T) {
 	t.Parallel()
 	url := natstest.URL(t)
 	sched := startScheduler(t, url, "--store", "memory")
-	sched.waitForLog(t, "[SCHEDULER] job store", "store", "memory")
+	sched.WaitForLog(t, logTimeout, "job store", "store", "memory")
 
 	began := time.Now()
 	destroy := start(t, binSender, nil, "--nats-url", url, "--topic", "sys.destroy", "--timeout", "30s")
 	nobody := start(t, binSender, nil, "--nats-url", url, "--topic", "job.nobody", "--timeout", "1s")
-	for _, p := range []*proc{destroy, nobody} {
-		if code := p.wait(t, exitTimeout); code != 1 {
-			t.Errorf("%s exited %d, want 1", strings.Join(p.cmd.Args[1:], " "), code)
+	for _, p := range []*systest.Proc{destroy, nobody} {
+		if code := p.Wait(t, exitTimeout); code != 1 {
+			t.Errorf("%s exited %d, want 1", strings.Join(p.Args(), " "), code)
 		}
-		if resultRE.MatchString(p.stdout.String()) {
-			t.Errorf("%s printed a Result line", strings.Join(p.cmd.Args[1:], " "))
+		if resultRE.MatchString(p.Stdout()) {
+			t.Errorf("%s printed a Result line", strings.Join(p.Args(), " "))
 		}
 	}
 
@@ -160,11 +169,11 @@ func TestSenderWithoutResult(t *testing.T) {
 	if took := time.Since(began); took > 15*time.Second {
 		t.Errorf("the sys.destroy sender took %s; a refusal should end it at once", took)
 	}
-	if err := destroy.stderr.String(); !strings.Contains(err, "job_id="+s.JobID+" DENIED") || !strings.Contains(err, "forbidden topic") {
+	if err := destroy.Stderr(); !strings.Contains(err, "job_id="+s.JobID+" DENIED") || !strings.Contains(err, "forbidden topic") {
 		t.Errorf("sys.destroy: stderr %q does not say job_id=%s DENIED ... forbidden topic", err, s.JobID)
 	}
-	sched.waitForLog(t, "[SAFETY]", "job_id", s.JobID, "topic", "sys.destroy", "reason", "forbidden topic", "trace_id", s.TraceID)
-	if _, ok := sched.findLog("dispatched", "job_id", s.JobID); ok {
+	sched.WaitForLog(t, logTimeout, "BLOCKED", "job_id", s.JobID, "topic", "sys.destroy", "reason", "forbidden topic", "trace_id", s.TraceID)
+	if _, ok := sched.FindLog("dispatched", "job_id", s.JobID); ok {
 		t.Errorf("the sys.destroy job was dispatched")
 	}
 	if j := getJob(t, url, s.JobID); j.State != "DENIED" || !strings.Contains(j.Error, "forbidden topic") {
@@ -176,13 +185,13 @@ func TestSenderWithoutResult(t *testing.T) {
 	const why = "no live worker subscribed to job.nobody"
 	// The scheduler offers the job to job.nobody again now and then, and
 	// for a moment each time it is DISPATCHED: the sender may have seen that.
-	err := nobody.stderr.String()
+	err := nobody.Stderr()
 	if !strings.Contains(err, "no result within 1s") ||
 		!(strings.Contains(err, "job_id="+s.JobID+" is still PENDING ("+why+")") ||
 			strings.Contains(err, "job_id="+s.JobID+" is still DISPATCHED")) {
 		t.Errorf("job.nobody: stderr %q does not say no result within 1s, job_id=%s is still PENDING (%s)", err, s.JobID, why)
 	}
-	sched.waitForLog(t, "[SCHEDULER] 🚀 dispatched", "job_id", s.JobID, "subject", "job.nobody", "trace_id", s.TraceID)
+	sched.WaitForLog(t, logTimeout, "dispatched", "job_id", s.JobID, "subject", "job.nobody", "trace_id", s.TraceID)
 	if j := waitJob(t, url, s.JobID, "PENDING", func(j jobView) bool { return j.State == "PENDING" }); j.PendingReason != why || j.TraceID != s.TraceID {
 		t.Errorf("job.nobody job: pending_reason=%q trace_id=%s, want %q, %s", j.PendingReason, j.TraceID, why, s.TraceID)
 	}
@@ -191,8 +200,8 @@ func TestSenderWithoutResult(t *testing.T) {
 	if code == 0 {
 		t.Errorf("send_echo_job without NATS exited 0, want non-zero")
 	}
-	if !strings.Contains(noNATS.stderr.String(), "send_echo_job:") {
-		t.Errorf("send_echo_job without NATS: stderr %q has no error", noNATS.stderr.String())
+	if !strings.Contains(noNATS.Stderr(), "send_echo_job:") {
+		t.Errorf("send_echo_job without NATS: stderr %q has no error", noNATS.Stderr())
 	}
 }
 
@@ -215,13 +224,13 @@ func TestTwoWorkers(t *testing.T) {
 	const batch, maxJobs = 4, 24
 	seen := map[string]int{}
 	for sentJobs := 0; sentJobs < maxJobs && len(seen) < 2; sentJobs += batch {
-		var senders []*proc
+		var senders []*systest.Proc
 		for range batch {
 			senders = append(senders, start(t, binSender, nil, "--nats-url", url, "--timeout", "20s"))
 		}
 		for _, p := range senders {
-			if code := p.wait(t, exitTimeout); code != 0 {
-				t.Fatalf("send_echo_job exited %d\nstdout:\n%sstderr:\n%s", code, p.stdout.String(), p.stderr.String())
+			if code := p.Wait(t, exitTimeout); code != 0 {
+				t.Fatalf("send_echo_job exited %d\nstdout:\n%sstderr:\n%s", code, p.Stdout(), p.Stderr())
 			}
 			s, r := checkCompleted(t, p)
 			if r.WorkerID != id1 && r.WorkerID != id2 {
@@ -232,7 +241,7 @@ func TestTwoWorkers(t *testing.T) {
 			if r.WorkerID == id2 {
 				w = w2
 			}
-			w.waitForLog(t, "[WORKER echo] 📤 result", "job_id", s.JobID, "trace_id", s.TraceID)
+			w.WaitForLog(t, logTimeout, "result", "job_id", s.JobID, "trace_id", s.TraceID)
 		}
 	}
 	if len(seen) < 2 {
@@ -268,8 +277,8 @@ func TestInvalidConfig(t *testing.T) {
 				// No NATS_URL: an accepted config would dial localhost:4222,
 				// and fail, if at all, for another reason than the file.
 				p := start(t, bin, nil, "--config", path)
-				code := p.wait(t, quickTimeout)
-				stderr := p.stderr.String()
+				code := p.Wait(t, quickTimeout)
+				stderr := p.Stderr()
 				if code == 0 {
 					t.Fatalf("exited 0 with config %q", c.content)
 				}
@@ -333,25 +342,25 @@ func TestSchedulerSurvivesGarbage(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	sched.waitForLog(t, "bus dropped packet", "subject", wire.SubjectSubmit)
-	sched.waitForLog(t, "bus dropped packet", "subject", wire.SubjectResult)
-	sched.waitForLog(t, "bus dropped packet", "subject", "sys.heartbeat.echo")
-	if a := sched.waitForLog(t, "[SCHEDULER] refused job", "job_id", "", "trace_id", "garbage-trace"); !strings.Contains(a["err"], "invalid job_id") {
+	sched.WaitForLog(t, logTimeout, "bus dropped packet", "subject", wire.SubjectSubmit)
+	sched.WaitForLog(t, logTimeout, "bus dropped packet", "subject", wire.SubjectResult)
+	sched.WaitForLog(t, logTimeout, "bus dropped packet", "subject", "sys.heartbeat.echo")
+	if a := sched.WaitForLog(t, logTimeout, "refused job", "job_id", "", "trace_id", "garbage-trace"); !strings.Contains(a["err"], "invalid job_id") {
 		t.Errorf("job without job_id refused with err=%q, want invalid job_id", a["err"])
 	}
-	if a := sched.waitForLog(t, "[SCHEDULER] refused job", "job_id", "loop-job"); !strings.Contains(a["err"], "invalid topic") {
+	if a := sched.WaitForLog(t, logTimeout, "refused job", "job_id", "loop-job"); !strings.Contains(a["err"], "invalid topic") {
 		t.Errorf("job for %s refused with err=%q, want invalid topic", wire.SubjectSubmit, a["err"])
 	}
-	worker.waitForLog(t, "bus dropped packet", "subject", "job.echo")
+	worker.WaitForLog(t, logTimeout, "bus dropped packet", "subject", "job.echo")
 
 	s, _ := sendEcho(t, url)
-	sched.waitForLog(t, "[SCHEDULER] ✅ result", "job_id", s.JobID, "status", "JOB_STATUS_COMPLETED", "trace_id", s.TraceID)
-	if _, ok := sched.findLog("dispatched", "job_id", "loop-job"); ok {
+	sched.WaitForLog(t, logTimeout, "result", "job_id", s.JobID, "status", "JOB_STATUS_COMPLETED", "trace_id", s.TraceID)
+	if _, ok := sched.FindLog("dispatched", "job_id", "loop-job"); ok {
 		t.Errorf("the job for topic %s was dispatched", wire.SubjectSubmit)
 	}
-	for _, p := range []*proc{sched, worker} {
-		if code := p.stop(t); code != 0 {
-			t.Errorf("%s exited %d after SIGINT, want 0", p.name, code)
+	for _, p := range []*systest.Proc{sched, worker} {
+		if code := p.Stop(t, exitTimeout); code != 0 {
+			t.Errorf("%s exited %d after SIGINT, want 0", p.Name(), code)
 		}
 	}
 }
