@@ -111,25 +111,31 @@ func Poll(t testing.TB, timeout, interval time.Duration, what string, cond func(
 }
 
 // The pauses of Eventually: short at first, so that a condition about to hold
-// costs little, then longer, so that an expensive one (a command run as a
-// process, say) does not load the machine.
+// costs little, then longer; and never shorter than the condition took, so
+// that an expensive one (a command run as a process, say) keeps the machine
+// at most half busy.
 const (
 	firstPause = time.Millisecond
-	maxPause   = 25 * time.Millisecond
+	maxPause   = 10 * time.Millisecond
 )
 
 // Eventually waits until cond returns true, calling it again after a pause
-// that grows from 1ms to 25ms. At the deadline it fails the test, naming
-// what.
+// that grows from 1ms to 10ms, or as long as cond took if that is longer. At
+// the deadline it fails the test, naming what.
 func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	pause := firstPause
-	for !cond() {
+	for {
+		began := time.Now()
+		if cond() {
+			return
+		}
+		took := time.Since(began)
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out after %s waiting for %s", timeout, what)
 		}
-		time.Sleep(pause)
+		time.Sleep(max(pause, took))
 		pause = min(2*pause, maxPause)
 	}
 }
@@ -155,4 +161,3 @@ func ConnectWith(t testing.TB, cfg bus.Config) *bus.NatsBus {
 	t.Cleanup(b.Close)
 	return b
 }
-
