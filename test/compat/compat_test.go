@@ -5,7 +5,6 @@ package compat
 
 import (
 	"context"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -22,13 +21,14 @@ import (
 	"github.com/cortex-os/core/internal/logging"
 	"github.com/cortex-os/core/internal/natstest"
 	"github.com/cortex-os/core/internal/system"
+	"github.com/cortex-os/core/internal/systest"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 )
 
 // baselinePacket compiles the original v1 files and returns their BusPacket.
 func baselinePacket(t *testing.T) protoreflect.MessageDescriptor {
 	t.Helper()
-	root := repoRoot(t)
+	root := systest.RepoRoot(t)
 	c := protocompile.Compiler{Resolver: protocompile.WithStandardImports(&protocompile.SourceResolver{
 		ImportPaths: []string{filepath.Join(root, "api", "proto", "baseline")},
 	})}
@@ -41,24 +41,6 @@ func baselinePacket(t *testing.T) protoreflect.MessageDescriptor {
 		t.Fatal("baseline has no BusPacket")
 	}
 	return md
-}
-
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("no go.mod above the test")
-		}
-		dir = parent
-	}
 }
 
 // field sets a field of m by name.

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/cortex-os/core/internal/systest"
 )
 
 // baseThing is the baseline for the breaking tests; line numbers matter for
@@ -249,28 +251,9 @@ next:
 	}
 }
 
-// repoRoot walks up from the test's working directory to go.mod.
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("go.mod not found above the test directory")
-		}
-		dir = parent
-	}
-}
-
 func TestRepoIsCompatibleWithBaseline(t *testing.T) {
 	t.Parallel()
-	root := repoRoot(t)
+	root := systest.RepoRoot(t)
 	findings, err := breakingChanges(filepath.Join(root, "api", "proto", "baseline"), root)
 	if err != nil {
 		t.Fatal(err)
@@ -280,7 +263,7 @@ func TestRepoIsCompatibleWithBaseline(t *testing.T) {
 
 func TestRepoGeneratedCodeIsFresh(t *testing.T) {
 	t.Parallel()
-	problems, err := staleFiles(repoRoot(t))
+	problems, err := staleFiles(systest.RepoRoot(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -292,7 +275,7 @@ func TestRepoGeneratedCodeIsFresh(t *testing.T) {
 // TestStale runs the CLI on a copy of the repo's protos.
 func TestStale(t *testing.T) {
 	t.Parallel()
-	repo := repoRoot(t)
+	repo := systest.RepoRoot(t)
 	files := map[string]string{}
 	names, err := protoFiles(repo)
 	if err != nil {
