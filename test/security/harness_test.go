@@ -29,6 +29,7 @@ import (
 	"github.com/cortex-os/core/internal/placement"
 	"github.com/cortex-os/core/internal/scheduler"
 	"github.com/cortex-os/core/internal/system"
+	"github.com/cortex-os/core/internal/systest"
 )
 
 // waitFor bounds every wait. Waits poll; nothing sleeps to synchronise and
@@ -66,20 +67,7 @@ func TestMain(m *testing.M) {
 // repoRoot is the directory holding go.mod.
 func repoRoot(t testing.TB) string {
 	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("no go.mod above the test")
-		}
-		dir = parent
-	}
+	return systest.RepoRoot(t)
 }
 
 // shippedConfig is the path of config/nats-auth.conf.
@@ -143,12 +131,7 @@ func (l *logBuffer) noViolations(t testing.TB) {
 // connect opens a bus as user.
 func connect(t testing.TB, url, user string, log *slog.Logger) *bus.NatsBus {
 	t.Helper()
-	b, err := bus.Connect(bus.Config{URL: url, Name: user, Logger: log, Options: natsOptions(t, creds(user)), DrainTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatalf("connect as %s: %v", user, err)
-	}
-	t.Cleanup(b.Close)
-	return b
+	return systest.ConnectWith(t, bus.Config{URL: url, Name: user, Logger: log, Options: natsOptions(t, creds(user)), DrainTimeout: 5 * time.Second})
 }
 
 // runScheduler runs the scheduler as the binary does (system.RunScheduler),
@@ -302,11 +285,5 @@ func (rc *rawConn) refused(t testing.TB, what, subject string) {
 // eventually polls cond until it holds, failing after waitFor.
 func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(waitFor)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	systest.Eventually(t, waitFor, what, cond)
 }
