@@ -28,6 +28,7 @@ import (
 	"github.com/cortex-os/core/internal/natstest"
 	"github.com/cortex-os/core/internal/scheduler"
 	"github.com/cortex-os/core/internal/system"
+	"github.com/cortex-os/core/internal/systest"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/wire"
 	"github.com/cortex-os/core/pkg/worker"
@@ -40,32 +41,11 @@ var discard = slog.New(slog.DiscardHandler)
 // storeModes are the job stores every flow runs on.
 var storeModes = []string{config.StoreMemory, config.StoreJetStream}
 
-func eventually(t testing.TB, timeout time.Duration, cond func() bool, format string, args ...any) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for: %s", timeout, fmt.Sprintf(format, args...))
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func skipShort(t *testing.T) {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("end-to-end test; skipped with -short")
 	}
-}
-
-func connect(t testing.TB, url, name string) *bus.NatsBus {
-	t.Helper()
-	b, err := bus.Connect(bus.Config{URL: url, Name: name, Logger: discard})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Close)
-	return b
 }
 
 func flush(t testing.TB, b *bus.NatsBus) {
@@ -91,7 +71,7 @@ type sched struct {
 // subscriptions when it returns.
 func startScheduler(t *testing.T, url, id, mode string, tune ...func(*scheduler.Config)) *sched {
 	t.Helper()
-	s := &sched{registry: scheduler.NewMemoryRegistry(), bus: connect(t, url, id)}
+	s := &sched{registry: scheduler.NewMemoryRegistry(), bus: systest.Connect(t, url, id)}
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
 	store, dead, got, err := system.OpenStore(ctx, s.bus, mode)
@@ -144,8 +124,10 @@ func (s *sched) job(t testing.TB, id string) *pb.JobInfo {
 func (s *sched) waitState(t testing.TB, id string, state pb.JobState) *pb.JobInfo {
 	t.Helper()
 	var j *pb.JobInfo
-	eventually(t, waitFor, func() bool { j = s.job(t, id); return j.GetState() == state },
-		"job %s to be %s (it is %v)", id, lifecycle.Name(state), func() string { return lifecycle.Name(s.job(t, id).GetState()) }())
+	systest.Poll(t, waitFor, 5*time.Millisecond, fmt.Sprintf("job %s to be %s", id, lifecycle.Name(state)), func() (bool, string) {
+		j = s.job(t, id)
+		return j.GetState() == state, "it is " + lifecycle.Name(j.GetState())
+	})
 	return j
 }
 
@@ -161,7 +143,7 @@ func startWorker(t *testing.T, url string, heartbeat time.Duration, h worker.Han
 	if h == nil {
 		h = worker.HandlerFunc(echo.Handler(echo.WorkTime{}))
 	}
-	b := connect(t, url, "worker")
+	b := systest.Connect(t, url, "worker")
 	w, err := worker.New(worker.Config{
 		Bus: b, Kind: echo.Kind, Handler: h, HeartbeatInterval: heartbeat, Logger: discard,
 	})
@@ -195,8 +177,7 @@ func startWorker(t *testing.T, url string, heartbeat time.Duration, h worker.Han
 // connection, so the server routes jobs to it from then on.
 func waitRegistered(t testing.TB, s *sched, workerID string) {
 	t.Helper()
-	eventually(t, waitFor, func() bool { _, ok := s.registry.Snapshot()[workerID]; return ok },
-		"worker %s in the registry of %s", workerID, s.engine.ID())
+	systest.Eventually(t, waitFor, fmt.Sprintf("worker %s in the registry of %s", workerID, s.engine.ID()), func() bool { _, ok := s.registry.Snapshot()[workerID]; return ok })
 }
 
 // recorder subscribes with plain nats.go, so that it sees every message
@@ -264,7 +245,7 @@ func TestJobFlowsEndToEndWithOneTraceID(t *testing.T) {
 			w := startWorker(t, url, time.Hour, nil)
 			waitRegistered(t, s, w.w.ID())
 
-			c := connect(t, url, "client")
+			c := systest.Connect(t, url, "client")
 			cl := client.New(c, "integration-client")
 			accepted, err := cl.Submit(ctxFor(t), &pb.JobRequest{JobId: "job-e2e", Topic: "job.echo"}, "trace-e2e")
 			if err != nil {
@@ -291,7 +272,7 @@ func TestJobFlowsEndToEndWithOneTraceID(t *testing.T) {
 			s.waitState(t, "job-legacy", lifecycle.Completed)
 
 			// The dispatches and the results carried the traces and the attempt.
-			eventually(t, waitFor, func() bool { return len(dispatched.all()) == 2 && len(results.all()) == 2 }, "2 dispatches and 2 results")
+			systest.Eventually(t, waitFor, "2 dispatches and 2 results", func() bool { return len(dispatched.all()) == 2 && len(results.all()) == 2 })
 			for _, m := range dispatched.all() {
 				d := decode(t, m)
 				id := d.GetJobRequest().GetJobId()
@@ -308,7 +289,7 @@ func TestJobFlowsEndToEndWithOneTraceID(t *testing.T) {
 				}
 			}
 
-			eventually(t, waitFor, func() bool { return s.engine.Stats().Completed == 2 }, "the scheduler to complete both")
+			systest.Eventually(t, waitFor, "the scheduler to complete both", func() bool { return s.engine.Stats().Completed == 2 })
 			if st := s.engine.Stats(); st.Submitted != 2 || st.Accepted != 2 || st.Dispatched != 2 || st.Results != 2 ||
 				st.Denied+st.Rejected+st.Unroutable+st.DispatchErrors+st.StaleResults+st.LateResults+st.Retries != 0 {
 				t.Errorf("scheduler stats = %+v", st)
@@ -336,7 +317,7 @@ func TestHeartbeatsReachTheRegistry(t *testing.T) {
 	s := startScheduler(t, url, "sched-hb", config.StoreMemory)
 	w1 := startWorker(t, url, 20*time.Millisecond, nil)
 	w2 := startWorker(t, url, 20*time.Millisecond, nil)
-	eventually(t, waitFor, func() bool { return s.registry.Len() == 2 }, "two workers in the registry")
+	systest.Eventually(t, waitFor, "two workers in the registry", func() bool { return s.registry.Len() == 2 })
 	snap := s.registry.Snapshot()
 	for _, w := range []*runningWorker{w1, w2} {
 		hb := snap[w.w.ID()]
@@ -347,10 +328,10 @@ func TestHeartbeatsReachTheRegistry(t *testing.T) {
 	}
 	// Heartbeats keep coming.
 	n := s.engine.Stats().Heartbeats
-	eventually(t, waitFor, func() bool { return s.engine.Stats().Heartbeats >= n+4 }, "more heartbeats")
+	systest.Eventually(t, waitFor, "more heartbeats", func() bool { return s.engine.Stats().Heartbeats >= n+4 })
 	// A stopped worker says so, and then leaves the registry.
 	w1.stop()
-	eventually(t, waitFor, func() bool { _, ok := s.registry.Snapshot()[w1.w.ID()]; return !ok }, "the stopped worker to leave the registry")
+	systest.Eventually(t, waitFor, "the stopped worker to leave the registry", func() bool { _, ok := s.registry.Snapshot()[w1.w.ID()]; return !ok })
 }
 
 func TestDestroyJobNeverReachesAWorker(t *testing.T) {
@@ -365,7 +346,7 @@ func TestDestroyJobNeverReachesAWorker(t *testing.T) {
 			w := startWorker(t, url, time.Hour, nil)
 			waitRegistered(t, s, w.w.ID())
 
-			c := connect(t, url, "client")
+			c := systest.Connect(t, url, "client")
 			cl := client.New(c, "integration-client")
 			job, err := cl.Submit(ctxFor(t), &pb.JobRequest{JobId: "destroy-1", Topic: scheduler.ForbiddenTopic}, "trace-destroy")
 			var refused *client.RefusedError
@@ -428,12 +409,12 @@ func TestGarbageOnSubmitIsSurvived(t *testing.T) {
 			if err := nc.Flush(); err != nil {
 				t.Fatal(err)
 			}
-			eventually(t, waitFor, func() bool {
+			systest.Eventually(t, waitFor, "the scheduler's bus to drop the bad packets", func() bool {
 				st := s.bus.Stats()
 				return st.Malformed == 2 && st.UnknownPayload == 1
-			}, "the scheduler's bus to drop the bad packets")
+			})
 
-			c := connect(t, url, "client")
+			c := systest.Connect(t, url, "client")
 			_, res := submitAndWait(t, c, "trace-after-garbage", &pb.JobRequest{JobId: "after-garbage", Topic: "job.echo"})
 			if res.GetJobResult().GetStatus() != pb.JobStatus_JOB_STATUS_COMPLETED {
 				t.Errorf("job after garbage: %v", res)
@@ -466,7 +447,7 @@ func TestTwoSchedulerReplicas(t *testing.T) {
 	waitRegistered(t, b, w.w.ID())
 
 	const jobs = 20
-	c := connect(t, url, "client")
+	c := systest.Connect(t, url, "client")
 	cl := client.New(c, "integration-client")
 	for i := range jobs {
 		id := fmt.Sprint("r", i)
@@ -489,9 +470,9 @@ func TestTwoSchedulerReplicas(t *testing.T) {
 	if recs, err := b.store.List(context.Background(), jobstore.Filter{State: lifecycle.Completed}); err != nil || len(recs) != jobs {
 		t.Errorf("replica b sees %d completed jobs, %v", len(recs), err)
 	}
-	eventually(t, waitFor, func() bool {
+	systest.Eventually(t, waitFor, fmt.Sprintf("the replicas to record %d completions between them", jobs), func() bool {
 		return a.engine.Stats().Completed+b.engine.Stats().Completed == jobs
-	}, "the replicas to record %d completions between them", jobs)
+	})
 	sa, sb := a.engine.Stats(), b.engine.Stats()
 	if sa.Submitted+sb.Submitted != jobs || sa.Accepted+sb.Accepted != jobs || sa.Dispatched+sb.Dispatched != jobs ||
 		sa.Results+sb.Results != jobs || sa.Duplicates+sb.Duplicates != 0 {
@@ -513,13 +494,13 @@ func TestTwoSchedulerReplicas(t *testing.T) {
 	// The recorder's callback may still be behind its flush: count again
 	// at every look, until all three agree.
 	var sent uint64
-	eventually(t, waitFor, func() bool {
+	systest.Eventually(t, waitFor, "both replicas to see every heartbeat the recorder saw", func() bool {
 		sent = uint64(len(heartbeats.all()))
 		return sent > 0 && a.engine.Stats().Heartbeats == sent && b.engine.Stats().Heartbeats == sent
-	}, "both replicas to see every heartbeat the recorder saw")
+	})
 
 	// Each job ran once and produced one result.
-	eventually(t, waitFor, func() bool { return len(results.all()) >= jobs }, "the recorder to see %d results", jobs)
+	systest.Eventually(t, waitFor, fmt.Sprintf("the recorder to see %d results", jobs), func() bool { return len(results.all()) >= jobs })
 	count := map[string]int{}
 	for _, m := range results.all() {
 		p := decode(t, m)
@@ -577,7 +558,7 @@ func TestResultPublishedWhileNoSchedulerRunsIsApplied(t *testing.T) {
 	})
 	waitRegistered(t, a, w.w.ID())
 
-	c := connect(t, url, "client")
+	c := systest.Connect(t, url, "client")
 	cl := client.New(c, "integration-client")
 	if _, err := cl.Submit(ctxFor(t), &pb.JobRequest{JobId: "survivor", Topic: "job.echo"}, "trace-survivor"); err != nil {
 		t.Fatal(err)
@@ -593,14 +574,14 @@ func TestResultPublishedWhileNoSchedulerRunsIsApplied(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, waitFor, func() bool {
+	systest.Eventually(t, waitFor, "the result to wait in its stream", func() bool {
 		st, err := js.Stream(context.Background(), bus.StreamName(wire.SubjectResult))
 		if err != nil {
 			return false
 		}
 		info, err := st.Info(context.Background())
 		return err == nil && info.State.Msgs == 1
-	}, "the result to wait in its stream")
+	})
 	if j := a.job(t, "survivor"); j.GetState() != lifecycle.Running {
 		t.Fatalf("with no scheduler the job moved: %v", j)
 	}
@@ -630,7 +611,7 @@ func TestCancelReachesTheRunningHandler(t *testing.T) {
 	w := startWorker(t, url, time.Hour, g)
 	waitRegistered(t, s, w.w.ID())
 
-	c := connect(t, url, "client")
+	c := systest.Connect(t, url, "client")
 	cl := client.New(c, "integration-client")
 	if _, err := cl.Submit(ctxFor(t), &pb.JobRequest{JobId: "to-cancel", Topic: "job.echo"}, "trace-cancel"); err != nil {
 		t.Fatal(err)
@@ -641,9 +622,9 @@ func TestCancelReachesTheRunningHandler(t *testing.T) {
 	if err != nil || job.GetState() != lifecycle.Cancelled {
 		t.Fatalf("Cancel = %v, %v", job, err)
 	}
-	eventually(t, waitFor, func() bool { return w.w.Stats().Cancelled == 1 }, "the handler to be cancelled")
+	systest.Eventually(t, waitFor, "the handler to be cancelled", func() bool { return w.w.Stats().Cancelled == 1 })
 	// The worker's CANCELLED result comes after: it changes nothing.
-	eventually(t, waitFor, func() bool { return s.engine.Stats().LateResults == 1 }, "the worker's result")
+	systest.Eventually(t, waitFor, "the worker's result", func() bool { return s.engine.Stats().LateResults == 1 })
 	if j := s.job(t, "to-cancel"); j.GetState() != lifecycle.Cancelled || j.GetError() != "no longer needed" {
 		t.Errorf("job = %v", j)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/cortex-os/core/internal/natstest"
 	"github.com/cortex-os/core/internal/placement"
 	"github.com/cortex-os/core/internal/scheduler"
+	"github.com/cortex-os/core/internal/systest"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/worker"
 )
@@ -47,7 +48,7 @@ func newPlacedRig(t *testing.T, placementYAML string) *placedRig {
 		c.Registry, c.Placement = reg, pools
 		c.Tick = 20 * time.Millisecond
 	})
-	return &placedRig{url: url, sched: s.engine, reg: reg, client: client.New(connect(t, url, "client"), "test-client")}
+	return &placedRig{url: url, sched: s.engine, reg: reg, client: client.New(systest.Connect(t, url, "client"), "test-client")}
 }
 
 // gateHandler records the order jobs start in and holds each until released.
@@ -98,7 +99,7 @@ func (r *placedRig) startDirectWorker(t *testing.T, capacity int, caps []string,
 	if h != nil {
 		handler = h(&id)
 	}
-	b := connect(t, r.url, "worker")
+	b := systest.Connect(t, r.url, "worker")
 	w, err := worker.New(worker.Config{
 		Bus: b, Kind: echo.Kind, Handler: handler, Logger: discard,
 		Capacity: capacity, Capabilities: caps, Labels: labels, Direct: true,
@@ -119,7 +120,7 @@ func (r *placedRig) startDirectWorker(t *testing.T, capacity int, caps []string,
 			t.Error("worker did not stop")
 		}
 	})
-	eventually(t, waitFor, func() bool { _, ok := r.reg.Worker(id); return ok }, "worker %s registered", id)
+	systest.Eventually(t, waitFor, fmt.Sprintf("worker %s registered", id), func() bool { _, ok := r.reg.Worker(id); return ok })
 	return id
 }
 
@@ -154,15 +155,13 @@ func (r *placedRig) get(t *testing.T, id string) *pb.JobInfo {
 func (r *placedRig) waitState(t *testing.T, id string, state pb.JobState) *pb.JobInfo {
 	t.Helper()
 	var j *pb.JobInfo
-	eventually(t, waitFor, func() bool { j = r.get(t, id); return j.GetState() == state },
-		"job %s %s", id, lifecycle.Name(state))
+	systest.Eventually(t, waitFor, fmt.Sprintf("job %s %s", id, lifecycle.Name(state)), func() bool { j = r.get(t, id); return j.GetState() == state })
 	return j
 }
 
 func (r *placedRig) waitReason(t *testing.T, id, want string) {
 	t.Helper()
-	eventually(t, waitFor, func() bool { return strings.Contains(r.get(t, id).GetPendingReason(), want) },
-		"job %s pending because %q", id, want)
+	systest.Eventually(t, waitFor, fmt.Sprintf("job %s pending because %q", id, want), func() bool { return strings.Contains(r.get(t, id).GetPendingReason(), want) })
 }
 
 func TestCapabilityRoutingRunsJobsOnlyWhereTheCapabilityIs(t *testing.T) {
@@ -214,7 +213,7 @@ func TestBurstSpreadsOverThePool(t *testing.T) {
 	for i := range 8 {
 		r.mustSubmit(t, &pb.JobRequest{JobId: fmt.Sprintf("burst-%d", i)})
 	}
-	eventually(t, waitFor, func() bool { return len(g.order()) == 8 }, "8 jobs running")
+	systest.Eventually(t, waitFor, "8 jobs running", func() bool { return len(g.order()) == 8 })
 	per := map[string]int{}
 	for i := range 8 {
 		per[g.workerOf(fmt.Sprintf("burst-%d", i))]++
@@ -238,7 +237,7 @@ func TestSaturatedWorkerServesCriticalFirst(t *testing.T) {
 	g := newGateHandler()
 	r.startDirectWorker(t, 1, nil, nil, g.handler)
 	r.mustSubmit(t, &pb.JobRequest{JobId: "occupier"})
-	eventually(t, waitFor, func() bool { return len(g.order()) == 1 }, "the occupier running")
+	systest.Eventually(t, waitFor, "the occupier running", func() bool { return len(g.order()) == 1 })
 	batch, inter, crit := pb.JobPriority_JOB_PRIORITY_BATCH, pb.JobPriority_JOB_PRIORITY_INTERACTIVE, pb.JobPriority_JOB_PRIORITY_CRITICAL
 	for _, j := range []struct {
 		id string
@@ -249,7 +248,7 @@ func TestSaturatedWorkerServesCriticalFirst(t *testing.T) {
 	r.waitReason(t, "batch-1", "full")
 	for n := 2; n <= 7; n++ {
 		g.release <- struct{}{}
-		eventually(t, waitFor, func() bool { return len(g.order()) == n }, "%d jobs started", n)
+		systest.Eventually(t, waitFor, fmt.Sprintf("%d jobs started", n), func() bool { return len(g.order()) == n })
 	}
 	g.release <- struct{}{}
 	want := []string{"occupier", "crit-1", "crit-2", "inter-1", "inter-2", "batch-1", "batch-2"}
@@ -264,7 +263,7 @@ func TestFloodingTenantDoesNotStarveALightOne(t *testing.T) {
 	g := newGateHandler()
 	r.startDirectWorker(t, 1, nil, nil, g.handler)
 	r.mustSubmit(t, &pb.JobRequest{JobId: "occupier", Tenant: "flood"})
-	eventually(t, waitFor, func() bool { return len(g.order()) == 1 }, "the occupier running")
+	systest.Eventually(t, waitFor, "the occupier running", func() bool { return len(g.order()) == 1 })
 	for i := range 40 {
 		r.mustSubmit(t, &pb.JobRequest{JobId: fmt.Sprintf("flood-%d", i), Tenant: "flood"})
 	}
@@ -275,7 +274,7 @@ func TestFloodingTenantDoesNotStarveALightOne(t *testing.T) {
 	// jobs start within the next eight or so, not after the flood's forty.
 	for n := 2; n <= 11; n++ {
 		g.release <- struct{}{}
-		eventually(t, waitFor, func() bool { return len(g.order()) >= n }, "%d jobs started", n)
+		systest.Eventually(t, waitFor, fmt.Sprintf("%d jobs started", n), func() bool { return len(g.order()) >= n })
 	}
 	light := 0
 	for _, id := range g.order() {
@@ -304,7 +303,7 @@ tenants:
 	r.mustSubmit(t, &pb.JobRequest{JobId: "acme-1", Tenant: "acme"})
 	r.mustSubmit(t, &pb.JobRequest{JobId: "acme-2", Tenant: "acme"})
 	r.mustSubmit(t, &pb.JobRequest{JobId: "other-1", Tenant: "other"})
-	eventually(t, waitFor, func() bool { return len(g.order()) == 2 }, "acme-1 and other-1 running")
+	systest.Eventually(t, waitFor, "acme-1 and other-1 running", func() bool { return len(g.order()) == 2 })
 	r.waitReason(t, "acme-2", "tenant acme at its limit of 1")
 	g.release <- struct{}{}
 	g.release <- struct{}{}
@@ -356,7 +355,7 @@ tenants:
 	// the bound and counted, nothing more recorded (the scheduler's memory
 	// holds what the bounds allow), and the scheduler still answers.
 	admitted := r.sched.Stats().Accepted
-	b := connect(t, r.url, "flooder")
+	b := systest.Connect(t, r.url, "flooder")
 	const flood = 100_000
 	for i := range flood {
 		if err := b.Publish("sys.job.submit", submitPacketFor(fmt.Sprintf("flood-%d", i), "job.gpu")); err != nil {
@@ -367,7 +366,7 @@ tenants:
 		}
 	}
 	flush(t, b)
-	eventually(t, 2*waitFor, func() bool { return r.sched.Stats().Backpressure >= 30+1+flood }, "the flood refused")
+	systest.Eventually(t, 2*waitFor, "the flood refused", func() bool { return r.sched.Stats().Backpressure >= 30+1+flood })
 	if got := r.sched.Stats().Accepted; got != admitted {
 		t.Errorf("the flood added %d jobs past the bounds", got-admitted)
 	}
@@ -412,7 +411,7 @@ func TestWorkersRefuseJobsTheyCannotRun(t *testing.T) {
 	url := natstest.URL(t)
 	s := startScheduler(t, url, "sched-naive", "memory", func(c *scheduler.Config) { c.NoWorkerRetry = 20 * time.Millisecond })
 	start := func(caps []string) string {
-		b := connect(t, url, "worker")
+		b := systest.Connect(t, url, "worker")
 		w, err := worker.New(worker.Config{Bus: b, Kind: echo.Kind, Logger: discard, Capabilities: caps,
 			Handler: worker.HandlerFunc(echo.Handler(echo.WorkTime{})), HeartbeatInterval: 200 * time.Millisecond})
 		if err != nil {
@@ -427,7 +426,7 @@ func TestWorkersRefuseJobsTheyCannotRun(t *testing.T) {
 	}
 	start([]string{"echo"})
 	gpu := start([]string{"echo", "gpu"})
-	cl := client.New(connect(t, url, "client"), "test-client")
+	cl := client.New(systest.Connect(t, url, "client"), "test-client")
 	for i := range 8 {
 		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 		_, err := cl.Submit(ctx, &pb.JobRequest{JobId: fmt.Sprintf("gpu-%d", i), Topic: "job.echo", RequiredCapabilities: []string{"gpu"}}, "t")

@@ -15,6 +15,7 @@ import (
 	"github.com/cortex-os/core/internal/natstest"
 	"github.com/cortex-os/core/internal/safety"
 	"github.com/cortex-os/core/internal/scheduler"
+	"github.com/cortex-os/core/internal/systest"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 )
 
@@ -56,7 +57,7 @@ func newSafetyRig(t *testing.T) *safetyRig {
 	if err := os.WriteFile(path, []byte(testPolicy), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	b := connect(t, url, "auditor")
+	b := systest.Connect(t, url, "auditor")
 	auditor, err := safety.NewBusAuditor(safety.AuditorConfig{Bus: b, Logger: discard})
 	if err != nil {
 		t.Fatal(err)
@@ -73,7 +74,7 @@ func newSafetyRig(t *testing.T) *safetyRig {
 	t.Cleanup(func() { cancel(); wg.Wait() })
 	s := startScheduler(t, url, "sched-safety", "memory", func(c *scheduler.Config) { c.Safety = k })
 	startWorker(t, url, time.Second, nil)
-	return &safetyRig{url: url, kernel: k, sched: s, client: client.New(connect(t, url, "client"), "test-client"), policy: path}
+	return &safetyRig{url: url, kernel: k, sched: s, client: client.New(systest.Connect(t, url, "client"), "test-client"), policy: path}
 }
 
 func (r *safetyRig) submit(t *testing.T, req *pb.JobRequest) (*pb.JobInfo, error) {
@@ -114,7 +115,7 @@ func TestDeniedJobEndsDeniedWithItsRuleAndNeverReachesAWorker(t *testing.T) {
 		}
 	}
 	// Both decisions are in the audit trail, with rule and version.
-	eventually(t, waitFor, func() bool { return len(audit.all()) >= 2 }, "two audit records")
+	systest.Eventually(t, waitFor, "two audit records", func() bool { return len(audit.all()) >= 2 })
 	decisions := map[string]*pb.SafetyVerdict{}
 	for _, m := range audit.all() {
 		v := decode(t, m).GetSafetyVerdict()
@@ -161,7 +162,7 @@ func TestBrokenPolicyEditLeavesTheOldPolicyInForce(t *testing.T) {
 	if err := os.WriteFile(r.policy, []byte(broken), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, waitFor, func() bool { return r.kernel.Stats().Refused > refused }, "the broken edit refused")
+	systest.Eventually(t, waitFor, "the broken edit refused", func() bool { return r.kernel.Stats().Refused > refused })
 	// Neither deny-all nor allow-all: the old rules still decide.
 	job, err := r.submit(t, &pb.JobRequest{JobId: "still-denied", Topic: "job.echo", EnvVars: map[string]string{"X_SECRET": "1"}})
 	if !errors.Is(err, client.ErrRefused) || job.GetRuleId() != "no-secrets" || job.GetPolicyVersion() != "v1" {
@@ -176,7 +177,7 @@ func TestBrokenPolicyEditLeavesTheOldPolicyInForce(t *testing.T) {
 	if err := os.WriteFile(r.policy, []byte(fixed), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, waitFor, func() bool { return r.kernel.Policy().Version == "v2" }, "v2 in force")
+	systest.Eventually(t, waitFor, "v2 in force", func() bool { return r.kernel.Policy().Version == "v2" })
 }
 
 func TestRemoteKernelStoppedFailsClosed(t *testing.T) {
@@ -185,7 +186,7 @@ func TestRemoteKernelStoppedFailsClosed(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			t.Parallel()
 			url := natstest.URL(t)
-			remote, err := safety.NewRemote(safety.RemoteConfig{Bus: connect(t, url, "remote"), Timeout: 200 * time.Millisecond})
+			remote, err := safety.NewRemote(safety.RemoteConfig{Bus: systest.Connect(t, url, "remote"), Timeout: 200 * time.Millisecond})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -196,7 +197,7 @@ func TestRemoteKernelStoppedFailsClosed(t *testing.T) {
 			startWorker(t, url, time.Second, nil)
 			seen, nc := record(t, url, "job.>")
 			defer nc.Close()
-			cl := client.New(connect(t, url, "client"), "test-client")
+			cl := client.New(systest.Connect(t, url, "client"), "test-client")
 			ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 			defer cancel()
 			job, err := cl.Submit(ctx, &pb.JobRequest{JobId: "while-down", Topic: "job.echo"}, "t")
@@ -212,7 +213,7 @@ func TestRemoteKernelStoppedFailsClosed(t *testing.T) {
 				}
 			}
 			// Checked again and again while the kernel is away: never dispatched.
-			eventually(t, waitFor, func() bool { return remote.Stats().Unavailable >= 3 }, "rechecks")
+			systest.Eventually(t, waitFor, "rechecks", func() bool { return remote.Stats().Unavailable >= 3 })
 			if n := len(seen.all()); n != 0 || s.job(t, "while-down").GetState() != lifecycle.Pending {
 				t.Fatalf("with no kernel the job was dispatched (%d messages) or left PENDING", n)
 			}
@@ -221,7 +222,7 @@ func TestRemoteKernelStoppedFailsClosed(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			svc, err := safety.NewService(safety.ServiceConfig{Bus: connect(t, url, "safety-svc"), Kernel: k})
+			svc, err := safety.NewService(safety.ServiceConfig{Bus: systest.Connect(t, url, "safety-svc"), Kernel: k})
 			if err != nil {
 				t.Fatal(err)
 			}
