@@ -11,6 +11,7 @@ import (
 	"github.com/cortex-os/core/internal/client"
 	"github.com/cortex-os/core/internal/infrastructure/bus"
 	"github.com/cortex-os/core/internal/natstest"
+	"github.com/cortex-os/core/internal/systest"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/wire"
 )
@@ -19,12 +20,7 @@ const waitFor = 10 * time.Second
 
 func connect(t testing.TB, url string) *bus.NatsBus {
 	t.Helper()
-	b, err := bus.Connect(bus.Config{URL: url, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Close)
-	return b
+	return systest.Connect(t, url, "")
 }
 
 func flush(t testing.TB, b *bus.NatsBus) {

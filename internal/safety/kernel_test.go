@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cortex-os/core/internal/safety"
+	"github.com/cortex-os/core/internal/systest"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 )
 
@@ -40,13 +41,7 @@ func check(t testing.TB, k *safety.Kernel, req *pb.JobRequest) safety.Verdict {
 // eventually polls cond until it holds or the deadline passes.
 func eventually(t testing.TB, timeout time.Duration, cond func() bool, format string, args ...any) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for: %s", timeout, fmt.Sprintf(format, args...))
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	systest.Eventually(t, timeout, fmt.Sprintf(format, args...), cond)
 }
 
 const waitFor = 10 * time.Second

@@ -13,18 +13,14 @@ import (
 	"github.com/cortex-os/core/internal/infrastructure/bus"
 	"github.com/cortex-os/core/internal/natstest"
 	"github.com/cortex-os/core/internal/safety"
+	"github.com/cortex-os/core/internal/systest"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/wire"
 )
 
 func connect(t testing.TB, url string) *bus.NatsBus {
 	t.Helper()
-	b, err := bus.Connect(bus.Config{URL: url, Logger: quiet, DrainTimeout: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Close)
-	return b
+	return systest.ConnectWith(t, bus.Config{URL: url, Logger: quiet, DrainTimeout: 2 * time.Second})
 }
 
 // flush waits until the server has the subscriptions of b.

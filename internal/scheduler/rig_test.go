@@ -13,6 +13,7 @@ import (
 	"github.com/cortex-os/core/internal/lifecycle"
 	"github.com/cortex-os/core/internal/safety"
 	"github.com/cortex-os/core/internal/scheduler"
+	"github.com/cortex-os/core/internal/systest"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/wire"
 )
@@ -24,13 +25,7 @@ const waitLimit = 10 * time.Second
 
 func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(waitLimit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", waitLimit, what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	systest.Eventually(t, waitLimit, what, cond)
 }
 
 // historyStore is a jobstore.Memory that remembers every record written, in

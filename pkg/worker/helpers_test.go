@@ -13,6 +13,7 @@ import (
 
 	"github.com/cortex-os/core/internal/infrastructure/bus"
 	"github.com/cortex-os/core/internal/natstest"
+	"github.com/cortex-os/core/internal/systest"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/wire"
 	"github.com/cortex-os/core/pkg/worker"
@@ -24,25 +25,14 @@ const waitFor = 10 * time.Second
 
 func eventually(t testing.TB, timeout time.Duration, cond func() bool, format string, args ...any) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for: %s", timeout, fmt.Sprintf(format, args...))
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	systest.Eventually(t, timeout, fmt.Sprintf(format, args...), cond)
 }
 
 var discard = slog.New(slog.DiscardHandler)
 
 func connect(t testing.TB, url string) *bus.NatsBus {
 	t.Helper()
-	b, err := bus.Connect(bus.Config{URL: url, Logger: discard})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Close)
-	return b
+	return systest.Connect(t, url, "")
 }
 
 func flush(t testing.TB, b *bus.NatsBus) {

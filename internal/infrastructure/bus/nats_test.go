@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"github.com/cortex-os/core/internal/logging"
 	"log/slog"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -16,9 +15,9 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protopack"
 
-	"github.com/cortex-os/core/internal/embeddednats"
 	"github.com/cortex-os/core/internal/infrastructure/bus"
 	"github.com/cortex-os/core/internal/natstest"
+	"github.com/cortex-os/core/internal/systest"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/wire"
 )
@@ -28,13 +27,7 @@ const waitFor = 10 * time.Second
 // eventually polls cond until it holds or timeout passes.
 func eventually(t testing.TB, timeout time.Duration, cond func() bool, format string, args ...any) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for: %s", timeout, fmt.Sprintf(format, args...))
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	systest.Eventually(t, timeout, fmt.Sprintf(format, args...), cond)
 }
 
 // syncBuffer collects a logger's output while the test reads it.
@@ -47,15 +40,7 @@ func testLogger(w *syncBuffer) *slog.Logger {
 // connect opens a bus on url that is closed when the test ends.
 func connect(t testing.TB, cfg bus.Config) *bus.NatsBus {
 	t.Helper()
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
-	b, err := bus.Connect(cfg)
-	if err != nil {
-		t.Fatalf("connect: %v", err)
-	}
-	t.Cleanup(b.Close)
-	return b
+	return systest.ConnectWith(t, cfg)
 }
 
 func flush(t testing.TB, b *bus.NatsBus) {
@@ -462,10 +447,8 @@ func TestCloseDeliversPublishedThenWaitsForHandlers(t *testing.T) {
 
 func TestReconnectAfterServerRestart(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	srv := natstest.RunServerWithDir(t, dir)
-	url := srv.ClientURL()
-	port := srv.Addr().(*net.TCPAddr).Port
+	srv := natstest.RunRestartable(t)
+	url := srv.URL()
 
 	var logs syncBuffer
 	subBus := connect(t, bus.Config{URL: url, Logger: testLogger(&logs)})
@@ -473,21 +456,8 @@ func TestReconnectAfterServerRestart(t *testing.T) {
 	subscribe(t, subBus, "r", "", got.handle)
 
 	srv.Shutdown()
-	srv.WaitForShutdown()
 	eventually(t, waitFor, func() bool { return !subBus.Conn().IsConnected() }, "the client to notice the shutdown")
-
-	// Same port, same JetStream directory. The port was just released, so
-	// binding it again may take a retry.
-	eventually(t, waitFor, func() bool {
-		s, err := embeddednats.Start(embeddednats.Config{
-			Port: port, JetStream: true, StoreDir: dir, ReadyTimeout: time.Second,
-		})
-		if err != nil {
-			return false
-		}
-		t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-		return true
-	}, "a server on port %d", port)
+	srv.Start(t) // same port, same JetStream directory
 
 	eventually(t, waitFor, func() bool { return subBus.Stats().Reconnects >= 1 }, "a reconnect to be counted")
 	if !strings.Contains(logs.String(), "bus reconnected") {
