@@ -5,6 +5,6 @@
 //
 //	go test -race -count=1 ./test/e2e/
 //
-// The tests are skipped with -short. See harness_test.go for how the binaries
-// are built and run.
+// The tests are skipped with -short. The binaries are built and run by
+// internal/systest (see harness_test.go for what this package adds to it).
 package e2e
