@@ -321,3 +321,25 @@ func TestUndecodableRequestAnsweredOnlyOnItsInbox(t *testing.T) {
 		t.Errorf("answered a hostile reply: %v", a)
 	}
 }
+
+// A cancellation goes to the worker a job record names only when that
+// name is one subject token: a worker's confirmation cannot point the
+// scheduler at sys.worker.* or deeper subjects.
+func TestCancelNotSentToAWorkerIDThatIsNoToken(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	r.bus.fallback("", ackBy("w.*"))
+	r.submit(request("j", "job.echo"), "t", "")
+	r.waitJob("j", "confirmed", func(j *pb.JobInfo) bool { return j.GetWorkerId() == "w.*" })
+	if a := r.cancelAs("", "j"); !a.GetOk() {
+		t.Fatalf("cancel: %v", a)
+	}
+	for _, p := range r.bus.publishes() {
+		if strings.HasPrefix(p.subject, "sys.worker.") {
+			t.Errorf("published on %s", p.subject)
+		}
+	}
+	if !strings.Contains(r.logs.String(), "its id cannot name a subject") {
+		t.Error("not logged")
+	}
+}

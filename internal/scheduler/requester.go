@@ -147,3 +147,15 @@ func (w *warnLimit) allow(now time.Time) (ok bool, suppressed uint64) {
 	}
 	return true, w.suppressed.Swap(0)
 }
+
+// workerSubjectOK reports whether a worker id, as a job record holds it
+// (from the worker's own confirmation), can name a worker in a subject:
+// one literal token. The scheduler publishes a cancellation on
+// sys.worker.<id>.cancel only then.
+func (e *Engine) workerSubjectOK(jobID, workerID string) bool {
+	if workerID != "" && !strings.ContainsAny(workerID, ".*> \t\r\n") && len(workerID) <= wire.MaxInboxLength {
+		return true
+	}
+	e.log.Warn("[SCHEDULER] not telling a worker of a cancel: its id cannot name a subject", "job_id", jobID, "worker_id", workerID)
+	return false
+}

@@ -490,7 +490,7 @@ func (e *Engine) handleCancel(who tenancy.Principal, p *pb.BusPacket) *pb.BusPac
 		return e.answer(p, &pb.JobAnswer{Error: "job already " + lifecycle.Name(rec.Job.GetState()), Jobs: []*pb.JobInfo{rec.Job}})
 	}
 	e.stats.cancelled.Add(1)
-	if w := was.GetWorkerId(); w != "" {
+	if w := was.GetWorkerId(); w != "" && e.workerSubjectOK(rec.Job.GetJobId(), w) {
 		// Tell the worker, so the handler's context is cancelled.
 		msg := wire.NewPacket(rec.Job.TraceId, e.cfg.ID)
 		msg.Payload = &pb.BusPacket_JobCancel{JobCancel: &pb.JobCancel{JobId: rec.Job.JobId, Reason: reason}}
