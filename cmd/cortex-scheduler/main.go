@@ -14,6 +14,7 @@ import (
 
 	"github.com/cortex-os/core/internal/infrastructure/config"
 	"github.com/cortex-os/core/internal/system"
+	"github.com/cortex-os/core/internal/tenancy"
 )
 
 func main() {
@@ -25,7 +26,7 @@ func main() {
 
 func newCommand() *cobra.Command {
 	var configPath, natsURL, logLevel, id, store, policy, placementFile, unavailable string
-	var requireIdentity, remote bool
+	var requireIdentity, requireClientIdentity, remote bool
 	var safetyTimeout time.Duration
 	cmd := &cobra.Command{
 		Use:           "cortex-scheduler",
@@ -67,10 +68,16 @@ func newCommand() *cobra.Command {
 					return err
 				}
 			}
+			var clients tenancy.Config
+			if cfg.Clients != nil {
+				clients = *cfg.Clients
+			}
+			clients.RequireIdentity = clients.RequireIdentity || requireClientIdentity
 			log.Info("[SCHEDULER] 🧠 CortexOS scheduler starting", "nats_url", cfg.NatsURL, "credentials", cfg.NATS,
-				"require_worker_identity", settings.RequireWorkerIdentity)
+				"require_worker_identity", settings.RequireWorkerIdentity,
+				"require_client_identity", clients.RequireIdentity, "client_identities", len(clients.Identities))
 			return system.RunScheduler(ctx, system.SchedulerOptions{NatsURL: cfg.NatsURL, ID: id, Logger: log, Settings: settings,
-				NatsOptions: natsOpts, Safety: safetyCfg, Placement: placementCfg})
+				NatsOptions: natsOpts, Safety: safetyCfg, Placement: placementCfg, Clients: clients})
 		},
 	}
 	f := cmd.Flags()
@@ -80,6 +87,7 @@ func newCommand() *cobra.Command {
 	f.StringVar(&id, "id", "", "scheduler replica id (default: unique per process)")
 	f.StringVar(&store, "store", "", "job store: auto (jetstream when the server has it), memory or jetstream (overrides the config file)")
 	f.BoolVar(&requireIdentity, "require-worker-identity", false, "refuse heartbeats and results on subjects that name no worker (scheduler.require_worker_identity; docs/security.md)")
+	f.BoolVar(&requireClientIdentity, "require-client-identity", false, "refuse requests that name no client identity bound in the clients section (clients.require_identity; docs/security.md)")
 	f.StringVar(&policy, "policy", "", "safety policy file, reloaded when it changes (safety.policy; default: the shipped policy, config/policy.yaml's rules)")
 	f.BoolVar(&remote, "safety-remote", false, "ask a cortex safety service over NATS instead of deciding in this process (safety.remote)")
 	f.DurationVar(&safetyTimeout, "safety-timeout", 0, "how long a remote safety check may take (safety.timeout; default 500ms)")

@@ -25,9 +25,11 @@ import (
 
 	"github.com/cortex-os/core/internal/client"
 	"github.com/cortex-os/core/internal/infrastructure/bus"
+	"github.com/cortex-os/core/internal/infrastructure/config"
 	"github.com/cortex-os/core/internal/lifecycle"
 	"github.com/cortex-os/core/internal/logging"
 	"github.com/cortex-os/core/internal/system"
+	"github.com/cortex-os/core/internal/tenancy"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/wire"
 )
@@ -78,6 +80,13 @@ func (c *connFlags) open() (*session, error) {
 	if err != nil {
 		return nil, oneLine(err)
 	}
+	if err := config.ApplyCredentialFlags(c.flags, cfg); err != nil {
+		return nil, oneLine(err)
+	}
+	identity, err := clientIdentity(c.flags, &cfg.NATS)
+	if err != nil {
+		return nil, err
+	}
 	natsOpts, err := system.NatsOptions(c.flags, cfg)
 	if err != nil {
 		return nil, oneLine(err)
@@ -95,7 +104,54 @@ func (c *connFlags) open() (*session, error) {
 		}
 		return nil, fmt.Errorf("cannot reach NATS at %s: %v", cfg.NatsURL, cause)
 	}
-	return &session{url: cfg.NatsURL, timeout: c.timeout, bus: b, client: client.New(b, clientSenderID)}, nil
+	return &session{url: cfg.NatsURL, timeout: c.timeout, bus: b, client: client.New(b, clientSenderID, client.WithIdentity(identity))}, nil
+}
+
+// Client identity: how the command names itself to the scheduler
+// (docs/security.md). --identity, else CORTEX_IDENTITY, else the token of
+// the connection's inbox prefix _INBOX.<user> (the NATS user's name, or
+// --nats-inbox-prefix). None: the bare subjects, for a server without
+// credentials.
+const (
+	identityFlag = "identity"
+	envIdentity  = "CORTEX_IDENTITY"
+)
+
+// registerIdentityFlag adds --identity to f (the root's persistent flags).
+func registerIdentityFlag(f *pflag.FlagSet) {
+	f.String(identityFlag, "", "client identity the scheduler knows this client by (overrides "+envIdentity+
+		"; default: the NATS user); answers come under _INBOX.<identity> (docs/security.md)")
+}
+
+// clientIdentity returns the client identity, and sets the inbox prefix
+// it implies when none is set: the scheduler answers identity U only
+// under _INBOX.U.
+func clientIdentity(f *pflag.FlagSet, creds *bus.Credentials) (string, error) {
+	identity := os.Getenv(envIdentity)
+	if fl := f.Lookup(identityFlag); fl != nil && fl.Changed {
+		identity = fl.Value.String()
+	}
+	if identity == "" {
+		// _INBOX.<user>, or the prefix given: its one token names us.
+		owner, ok := strings.CutPrefix(creds.Inbox(), wire.InboxRoot+".")
+		if !ok || tenancy.ValidIdentity(owner) != nil {
+			return "", nil
+		}
+		return owner, nil
+	}
+	if err := tenancy.ValidIdentity(identity); err != nil {
+		return "", fmt.Errorf("--identity (%s) %q: %v", envIdentity, identity, err)
+	}
+	want := wire.ClientInbox(identity)
+	switch creds.InboxPrefix {
+	case "":
+		creds.InboxPrefix = want
+	case want:
+	default:
+		return "", fmt.Errorf("--identity %s needs the inbox prefix %s (the scheduler answers %s nowhere else), but --nats-inbox-prefix (NATS_INBOX_PREFIX) is %s",
+			identity, want, identity, creds.InboxPrefix)
+	}
+	return identity, nil
 }
 
 func (s *session) close() { s.bus.Close() }

@@ -40,8 +40,10 @@ Ctrl-C stops the workers (in-flight jobs finish), the scheduler, then NATS.
 With --auth, NATS admits only a user per role (client, scheduler, safety,
 one per worker) with the permissions of config/nats-auth.conf and passwords
 generated for this run; the scheduler and each worker connect as their own
-user, and the client's credentials are printed (and written, mode 0600, to
-dev-credentials.env in the data directory). See docs/security.md.`,
+user. Three clients are printed: client, the administrator, who sees every
+job, and tenant-a and tenant-b, bound to tenants a and b, who each see
+their own tenant's jobs only (their credentials are also written, mode
+0600, to dev-credentials*.env in the data directory). See docs/security.md.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if config.CredentialFlagsGiven(cmd.Flags()) {
@@ -120,23 +122,52 @@ dev-credentials.env in the data directory). See docs/security.md.`,
 	return cmd
 }
 
-// devCredentialsFile is where dev --auth writes the client's credentials, in
-// the data directory.
+// devCredentialsFile is where dev --auth writes the administrator client's
+// credentials, in the data directory; a tenant's client's go to
+// dev-credentials-<user>.env.
 const devCredentialsFile = "dev-credentials.env"
 
-// printDevAuth prints the users of a dev --auth run and writes the client's
-// credentials to dev-credentials.env in dataDir, readable by its owner only.
-func printDevAuth(out io.Writer, roles *embeddednats.DevAuth, url, dataDir string) error {
-	env := fmt.Sprintf("export NATS_URL=%s NATS_USER=%s NATS_PASSWORD=%s\n", url, roles.Client.User, roles.Client.Password)
-	path := filepath.Join(dataDir, devCredentialsFile)
+// devCredentialsFileOf is the credentials file of a dev client.
+func devCredentialsFileOf(u embeddednats.DevUser) string {
+	if u.Tenant == "" {
+		return devCredentialsFile
+	}
+	return "dev-credentials-" + u.User + ".env"
+}
+
+// writeDevCredentials writes u's credentials to its file in dataDir,
+// readable by its owner only, and returns the file's path.
+func writeDevCredentials(u embeddednats.DevUser, url, dataDir string) (string, error) {
+	env := fmt.Sprintf("export NATS_URL=%s NATS_USER=%s NATS_PASSWORD=%s\n", url, u.User, u.Password)
+	path := filepath.Join(dataDir, devCredentialsFileOf(u))
 	if err := os.WriteFile(path, []byte(env), 0o600); err != nil {
-		return fmt.Errorf("writing the dev credentials: %w", err)
+		return "", fmt.Errorf("writing the dev credentials: %w", err)
 	}
 	if err := os.Chmod(path, 0o600); err != nil { // an older file keeps its mode on write
-		return fmt.Errorf("writing the dev credentials: %w", err)
+		return "", fmt.Errorf("writing the dev credentials: %w", err)
+	}
+	return path, nil
+}
+
+// printDevAuth prints the users of a dev --auth run and writes the
+// clients' credentials to dev-credentials*.env in dataDir, readable by
+// their owner only.
+func printDevAuth(out io.Writer, roles *embeddednats.DevAuth, url, dataDir string) error {
+	path, err := writeDevCredentials(roles.Client, url, dataDir)
+	if err != nil {
+		return err
+	}
+	for _, c := range roles.Tenants {
+		if _, err := writeDevCredentials(c, url, dataDir); err != nil {
+			return err
+		}
 	}
 	fmt.Fprintln(out, "  auth:        a user per role, generated passwords (docs/security.md)")
-	fmt.Fprintf(out, "    client     --nats-user %s --nats-password %s\n", roles.Client.User, roles.Client.Password)
+	fmt.Fprintf(out, "    client     --nats-user %s --nats-password %s  (administrator: every tenant's jobs)\n", roles.Client.User, roles.Client.Password)
+	for _, c := range roles.Tenants {
+		fmt.Fprintf(out, "    %-10s --nats-user %s --nats-password %s  (tenant %s only; %s)\n", c.User, c.User, c.Password, c.Tenant,
+			filepath.Join(dataDir, devCredentialsFileOf(c)))
+	}
 	fmt.Fprintf(out, "    safety     --nats-user %s --nats-password %s  (for cortex safety)\n", roles.Safety.User, roles.Safety.Password)
 	fmt.Fprintf(out, "    auditor    --nats-user %s --nats-password %s  (reads sys.safety.audit)\n", roles.Auditor.User, roles.Auditor.Password)
 	fmt.Fprintf(out, "    scheduler  %s, workers", roles.Scheduler.User)
@@ -172,6 +203,7 @@ func runParts(ctx context.Context, url string, log *slog.Logger, workers int, wo
 			return err
 		}
 		settings.RequireWorkerIdentity = true
+		parts.Clients = roles.Clients()
 		for i, w := range roles.Workers {
 			o := &workerOpts[i]
 			if o.NatsOptions, err = w.Credentials().Options(); err != nil {
@@ -191,7 +223,7 @@ func runParts(ctx context.Context, url string, log *slog.Logger, workers int, wo
 	sched.Go(func() {
 		err := system.RunScheduler(schedCtx, system.SchedulerOptions{
 			NatsURL: url, Logger: log, Started: func() { close(started) },
-			Settings: settings, NatsOptions: schedOpts, Safety: parts.Safety, Placement: parts.Placement,
+			Settings: settings, NatsOptions: schedOpts, Safety: parts.Safety, Placement: parts.Placement, Clients: parts.Clients,
 		})
 		if err != nil {
 			errs <- fmt.Errorf("scheduler: %w", err)

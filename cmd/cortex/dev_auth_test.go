@@ -26,8 +26,12 @@ func cortexCmd(ctx context.Context, args ...string) (string, error) {
 	return out.String(), err
 }
 
-// cortex dev --auth prints the client's credentials; with them cortex submit
-// runs a job to completion, and without them, or with others, it is refused.
+// cortex dev --auth prints the credentials of three clients: the
+// administrator (client) and tenant-a and tenant-b, bound to tenants a and
+// b. With the administrator's, cortex submit runs a job to completion, and
+// without them, or with others, it is refused. Each tenant's client sees,
+// watches and cancels its own tenant's jobs only, and cannot submit for
+// the other; the administrator sees both.
 func TestDevAuth(t *testing.T) {
 	t.Parallel()
 	dataDir := filepath.Join(t.TempDir(), "dev")
@@ -99,5 +103,51 @@ func TestDevAuth(t *testing.T) {
 	}
 	if _, err := cortexCmd(context.Background(), "dev", "--nats-user", "x", "--nats-password", "y"); err == nil || !strings.Contains(err.Error(), "--auth") {
 		t.Errorf("dev with credential flags: %v, want an error pointing to --auth", err)
+	}
+
+	// The tenants' clients.
+	tenantLine := regexp.MustCompile(`(tenant-[ab])\s+--nats-user (\S+) --nats-password (\S+)\s+\(tenant ([ab]) only; (\S+)\)`)
+	found := tenantLine.FindAllStringSubmatch(out.String(), -1)
+	if len(found) != 2 {
+		t.Fatalf("cortex dev --auth printed %d tenant clients, want 2:\n%s", len(found), out.String())
+	}
+	as := map[string][]string{}
+	for _, m := range found {
+		if m[1] != m[2] || m[4] != m[1][len(m[1])-1:] {
+			t.Errorf("tenant line %q", m[0])
+		}
+		as[m[1]] = []string{"--nats-url", url, "--nats-user", m[2], "--nats-password", m[3]}
+		env, err := os.ReadFile(m[5])
+		if err != nil || !strings.Contains(string(env), "NATS_USER="+m[2]+" NATS_PASSWORD="+m[3]) {
+			t.Errorf("%s: %q, %v", m[5], env, err)
+		}
+		if fi, err := os.Stat(m[5]); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s mode %v, %v; want 0600", m[5], fi.Mode(), err)
+		}
+	}
+	admin := []string{"--nats-url", url, "--nats-user", user, "--nats-password", password}
+	run := func(who []string, args ...string) (string, error) {
+		return cortexCmd(context.Background(), append(args, who...)...)
+	}
+	if got, err := run(as["tenant-b"], "submit", "--topic", "job.echo", "--job-id", "b-job", "--env", "DB_SECRET=hunter2", "--wait", "--wait-timeout", "15s"); err != nil || !strings.Contains(got, "COMPLETED") {
+		t.Fatalf("tenant-b submitting: %v\n%s", err, got)
+	}
+	if got, err := run(as["tenant-b"], "job", "get", "b-job"); err != nil || !strings.Contains(got, "tenant:") || !strings.Contains(got, " b\n") {
+		t.Errorf("tenant-b getting its job: %v\n%s", err, got)
+	}
+	for _, args := range [][]string{{"job", "get", "b-job"}, {"job", "watch", "b-job"}, {"job", "cancel", "b-job"}, {"dlq", "retry", "b-job"}} {
+		got, err := run(as["tenant-a"], args...)
+		if err == nil || !strings.Contains(err.Error(), "not found") || strings.Contains(got, "hunter2") {
+			t.Errorf("tenant-a: cortex %s: %v\n%s; want not found", strings.Join(args, " "), err, got)
+		}
+	}
+	if got, err := run(as["tenant-a"], "job", "list"); err != nil || strings.Contains(got, "b-job") {
+		t.Errorf("tenant-a's job list: %v\n%s", err, got)
+	}
+	if _, err := run(as["tenant-a"], "submit", "--topic", "job.echo", "--tenant", "b"); err == nil || !strings.Contains(err.Error(), `bound to tenant "a"`) {
+		t.Errorf("tenant-a submitting for tenant b: %v", err)
+	}
+	if got, err := run(admin, "job", "list"); err != nil || !strings.Contains(got, "b-job") {
+		t.Errorf("the administrator's job list: %v\n%s", err, got)
 	}
 }

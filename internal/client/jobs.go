@@ -52,15 +52,37 @@ type Requester interface {
 type Client struct {
 	bus      Requester
 	senderID string
+	identity string
 }
 
+// Option configures a Client.
+type Option func(*Client)
+
+// WithIdentity names the client to the scheduler: it submits, queries and
+// cancels on sys.job.<verb>.<identity>, and the scheduler answers it only
+// under _INBOX.<identity>, which must be the bus's inbox prefix (the
+// cortex commands set both from the NATS user). The server's permissions
+// let only that identity's user publish there; the scheduler binds it to a
+// tenant (docs/security.md). Empty: the bare subjects, which name nobody.
+func WithIdentity(identity string) Option { return func(c *Client) { c.identity = identity } }
+
 // New returns a client that signs its packets with senderID.
-func New(b Requester, senderID string) *Client {
+func New(b Requester, senderID string, opts ...Option) *Client {
 	if senderID == "" {
 		senderID = "cortex-client"
 	}
-	return &Client{bus: b, senderID: senderID}
+	c := &Client{bus: b, senderID: senderID}
+	for _, o := range opts {
+		o(c)
+	}
+	return c
 }
+
+// Identity is the identity the client names itself by ("" for none).
+func (c *Client) Identity() string { return c.identity }
+
+// subject is base for this client's identity.
+func (c *Client) subject(base string) string { return wire.ClientSubject(base, c.identity) }
 
 // Submit sends req and waits for the scheduler to record it: the answer is
 // the job as recorded (PENDING, or the existing job when req repeats one). A
@@ -90,7 +112,7 @@ func (c *Client) Submit(ctx context.Context, req *pb.JobRequest, traceID string)
 	if err := c.bus.Flush(ctx); err != nil {
 		return nil, err
 	}
-	if err := c.bus.PublishReplyTo(wire.SubjectSubmit, wire.JobRequestPacket(traceID, c.senderID, req), inbox); err != nil {
+	if err := c.bus.PublishReplyTo(c.subject(wire.SubjectSubmit), wire.JobRequestPacket(traceID, c.senderID, req), inbox); err != nil {
 		return nil, err
 	}
 	select {
@@ -103,36 +125,36 @@ func (c *Client) Submit(ctx context.Context, req *pb.JobRequest, traceID string)
 
 // Get returns a job.
 func (c *Client) Get(ctx context.Context, jobID string) (*pb.JobInfo, error) {
-	return c.one(ctx, wire.SubjectQuery, c.query(&pb.JobQuery{JobId: jobID}))
+	return c.one(ctx, c.subject(wire.SubjectQuery), c.query(&pb.JobQuery{JobId: jobID}))
 }
 
 // List returns up to limit jobs in state (UNSPECIFIED: any).
 func (c *Client) List(ctx context.Context, state pb.JobState, limit int) ([]*pb.JobInfo, error) {
-	return c.many(ctx, wire.SubjectQuery, c.query(&pb.JobQuery{State: state, Limit: int32(limit)}))
+	return c.many(ctx, c.subject(wire.SubjectQuery), c.query(&pb.JobQuery{State: state, Limit: int32(limit)}))
 }
 
 // Cancel cancels a job in any non-terminal state.
 func (c *Client) Cancel(ctx context.Context, jobID, reason string) (*pb.JobInfo, error) {
 	p := wire.NewPacket(uuid.NewString(), c.senderID)
 	p.Payload = &pb.BusPacket_JobCancel{JobCancel: &pb.JobCancel{JobId: jobID, Reason: reason}}
-	return c.one(ctx, wire.SubjectCancel, p)
+	return c.one(ctx, c.subject(wire.SubjectCancel), p)
 }
 
 // DeadLetters lists up to limit dead-lettered jobs, oldest first.
 func (c *Client) DeadLetters(ctx context.Context, limit int) ([]*pb.JobInfo, error) {
-	return c.many(ctx, wire.SubjectQuery, c.query(&pb.JobQuery{DeadLetter: true, Limit: int32(limit)}))
+	return c.many(ctx, c.subject(wire.SubjectQuery), c.query(&pb.JobQuery{DeadLetter: true, Limit: int32(limit)}))
 }
 
 // Redrive takes a job out of the dead-letter queue and runs its request again
 // as a new job, which it returns.
 func (c *Client) Redrive(ctx context.Context, jobID string) (*pb.JobInfo, error) {
-	return c.one(ctx, wire.SubjectQuery, c.query(&pb.JobQuery{JobId: jobID, DeadLetter: true, Redrive: true}))
+	return c.one(ctx, c.subject(wire.SubjectQuery), c.query(&pb.JobQuery{JobId: jobID, DeadLetter: true, Redrive: true}))
 }
 
 // Workers lists the live workers a scheduler knows, with their capacity,
 // load, capabilities, labels and last heartbeat.
 func (c *Client) Workers(ctx context.Context) ([]*pb.WorkerInfo, error) {
-	a, err := c.ask(ctx, wire.SubjectQuery, c.query(&pb.JobQuery{Workers: true}))
+	a, err := c.ask(ctx, c.subject(wire.SubjectQuery), c.query(&pb.JobQuery{Workers: true}))
 	if err != nil {
 		return nil, err
 	}

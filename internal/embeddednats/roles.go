@@ -8,6 +8,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/cortex-os/core/internal/infrastructure/bus"
+	"github.com/cortex-os/core/internal/tenancy"
 )
 
 // The roles of the CortexOS bus and what each may publish and subscribe to
@@ -35,30 +36,71 @@ const (
 // InboxSubjects is what user may subscribe to for its answers: _INBOX.<user>.>.
 func InboxSubjects(user string) string { return bus.DefaultInboxPrefix(user) + ".>" }
 
-// ClientPermissions: submit, query and cancel jobs (cortex submit, job,
-// dlq) and read the answers, its own only.
+// ClientPermissions: the client whose identity (and NATS user) is user
+// submits, queries and cancels jobs (cortex submit, job, dlq) on the
+// subjects that name it, sys.job.<verb>.<user>, and reads its answers under
+// its own inbox only. The scheduler answers it nowhere else, and holds it
+// to the tenant its identity is bound to (docs/security.md).
 func ClientPermissions(user string) *server.Permissions {
 	return &server.Permissions{
-		Publish:   &server.SubjectPermission{Allow: []string{subjectSubmit, subjectQuery, subjectCancel}},
+		Publish: &server.SubjectPermission{Allow: []string{
+			subjectSubmit + "." + user, subjectQuery + "." + user, subjectCancel + "." + user,
+		}},
 		Subscribe: &server.SubjectPermission{Allow: []string{InboxSubjects(user)}},
 	}
 }
 
-// SchedulerPermissions: take submissions, queries, cancels, results and
-// heartbeats; dispatch on job.> and hear the workers' confirmations on
-// _CORTEX.ack.>; cancel on sys.worker.<id>.cancel; answer any client's
-// inbox; ask the safety service; keep jobs in JetStream (its API, acks and
-// flow control, the job bucket, the dead-letter stream).
+// The JetStream streams the scheduler keeps: the job bucket's, the
+// submissions' and results' intake, the dead letters.
+const (
+	streamJobs    = "KV_CORTEX_JOBS"
+	streamSubmit  = "CORTEX_JOB_SUBMIT"
+	streamResult  = "CORTEX_JOB_RESULT"
+	streamDLQ     = "CORTEX_DLQ"
+	jsAPI         = "$JS.API."
+	jsStream      = jsAPI + "STREAM."
+	jsConsumer    = jsAPI + "CONSUMER."
+	schedulerFlow = "$JS.FC." + streamJobs + ".>"
+)
+
+// schedulerJetStream is the JetStream API the scheduler uses, and nothing
+// more: create, update and read its four streams; read the job bucket
+// (direct get) and watch it (ordered consumers, created and deleted);
+// consume the two intake streams with its durable consumers; read and take
+// dead letters one message at a time. No stream may be purged or deleted,
+// and no other stream touched.
+func schedulerJetStream() []string {
+	out := []string{jsAPI + "INFO"}
+	for _, s := range []string{streamJobs, streamSubmit, streamResult, streamDLQ} {
+		out = append(out, jsStream+"CREATE."+s, jsStream+"UPDATE."+s, jsStream+"INFO."+s)
+	}
+	out = append(out,
+		jsAPI+"DIRECT.GET."+streamJobs+".>", jsStream+"MSG.GET."+streamJobs,
+		jsConsumer+"CREATE."+streamJobs+".>", jsConsumer+"DELETE."+streamJobs+".*",
+		jsStream+"MSG.GET."+streamDLQ, jsStream+"MSG.DELETE."+streamDLQ,
+	)
+	for _, s := range []string{streamSubmit, streamResult} {
+		out = append(out, jsConsumer+"CREATE."+s+".>", jsConsumer+"INFO."+s+".*", jsConsumer+"MSG.NEXT."+s+".*", "$JS.ACK."+s+".>")
+	}
+	return out
+}
+
+// SchedulerPermissions: take submissions, queries and cancels (on the bare
+// subjects and those that name a client), results and heartbeats; dispatch
+// on job.> and hear the workers' confirmations on _CORTEX.ack.>; cancel on
+// sys.worker.<id>.cancel; answer clients' inboxes; ask the safety service;
+// keep jobs in JetStream: the job bucket, the intake and dead-letter
+// streams, through the part of the JetStream API it uses
+// (schedulerJetStream), never purging or deleting a stream.
 func SchedulerPermissions(user string) *server.Permissions {
 	return &server.Permissions{
-		Publish: &server.SubjectPermission{Allow: []string{
+		Publish: &server.SubjectPermission{Allow: append([]string{
 			"job.>", "sys.worker.*.>", "sys.job.dlq.>", allInboxes,
-			safetyCheck, safetyAudit,
-			"$JS.API.>", "$JS.ACK.>", "$JS.FC.>", jobStoreBucket,
-		}},
+			safetyCheck, safetyAudit, jobStoreBucket, schedulerFlow,
+		}, schedulerJetStream()...)},
 		Subscribe: &server.SubjectPermission{Allow: []string{
-			subjectSubmit, subjectQuery, subjectCancel, subjectResult, subjectResult + ".>",
-			"sys.heartbeat.>", schedulerAcks, InboxSubjects(user),
+			subjectSubmit, subjectSubmit + ".>", subjectQuery, subjectQuery + ".>", subjectCancel, subjectCancel + ".>",
+			subjectResult, subjectResult + ".>", "sys.heartbeat.>", schedulerAcks, InboxSubjects(user),
 		}},
 	}
 }
@@ -115,6 +157,8 @@ const (
 // DevUser is a generated user of a role.
 type DevUser struct {
 	Role, User, Password string
+	// Tenant a client is bound to ("" for the administrator).
+	Tenant string
 }
 
 // Credentials are the user's bus credentials.
@@ -125,15 +169,24 @@ func (u DevUser) Credentials() bus.Credentials {
 // DevAuth is a set of users, one per role and one per worker, with random
 // passwords: what `cortex dev --auth` runs with.
 type DevAuth struct {
-	Client, Scheduler, Safety, Auditor DevUser
-	Workers                            []DevUser
+	// Client is the administrator's client: it sees every tenant's jobs.
+	Client DevUser
+	// Tenants are clients bound to a tenant each (tenant-a to a, tenant-b
+	// to b): each sees its own tenant's jobs only.
+	Tenants                    []DevUser
+	Scheduler, Safety, Auditor DevUser
+	Workers                    []DevUser
 	// Topics the workers take jobs on.
 	Topics []string
 }
 
-// NewDevAuth generates the users: client, scheduler, safety, auditor, and workers
-// named workerPrefix-1 ... -n, each taking jobs on topics, each with a
-// random 24-character password.
+// The dev tenants: user tenant-a is bound to tenant a, tenant-b to b.
+var devTenants = [][2]string{{"tenant-a", "a"}, {"tenant-b", "b"}}
+
+// NewDevAuth generates the users: client (the administrator), tenant-a and
+// tenant-b (bound to tenants a and b), scheduler, safety, auditor, and
+// workers named workerPrefix-1 ... -n, each taking jobs on topics, each
+// with a random 24-character password.
 func NewDevAuth(workers int, workerPrefix string, topics ...string) (*DevAuth, error) {
 	a := &DevAuth{Topics: topics}
 	var err error
@@ -146,6 +199,11 @@ func NewDevAuth(workers int, workerPrefix string, topics ...string) (*DevAuth, e
 		return DevUser{Role: role, User: name, Password: pw}
 	}
 	a.Client = user(RoleClient, "client")
+	for _, t := range devTenants {
+		u := user(RoleClient, t[0])
+		u.Tenant = t[1]
+		a.Tenants = append(a.Tenants, u)
+	}
 	a.Scheduler = user(RoleScheduler, "scheduler")
 	a.Safety = user(RoleSafety, "safety")
 	a.Auditor = user(RoleAuditor, "auditor")
@@ -162,10 +220,15 @@ func NewDevAuth(workers int, workerPrefix string, topics ...string) (*DevAuth, e
 func (a *DevAuth) Users() []*server.User {
 	users := []*server.User{
 		{Username: a.Client.User, Password: a.Client.Password, Permissions: ClientPermissions(a.Client.User)},
+	}
+	for _, c := range a.Tenants {
+		users = append(users, &server.User{Username: c.User, Password: c.Password, Permissions: ClientPermissions(c.User)})
+	}
+	users = append(users, []*server.User{
 		{Username: a.Scheduler.User, Password: a.Scheduler.Password, Permissions: SchedulerPermissions(a.Scheduler.User)},
 		{Username: a.Safety.User, Password: a.Safety.Password, Permissions: SafetyPermissions()},
 		{Username: a.Auditor.User, Password: a.Auditor.Password, Permissions: AuditorPermissions()},
-	}
+	}...)
 	for _, w := range a.Workers {
 		users = append(users, &server.User{Username: w.User, Password: w.Password, Permissions: WorkerPermissions(w.User, a.Topics...)})
 	}
@@ -184,4 +247,15 @@ func randomPassword() (string, error) {
 		b[i] = alphabet[b[i]%32]
 	}
 	return string(b), nil
+}
+
+// Clients is the scheduler's clients section for these users: identities
+// required, the client an administrator, each tenant's client bound to its
+// tenant.
+func (a *DevAuth) Clients() tenancy.Config {
+	cfg := tenancy.Config{RequireIdentity: true, Identities: map[string]tenancy.Binding{a.Client.User: {Admin: true}}}
+	for _, c := range a.Tenants {
+		cfg.Identities[c.User] = tenancy.Binding{Tenant: c.Tenant}
+	}
+	return cfg
 }

@@ -52,7 +52,7 @@ func (b *benchNopBus) SubscribeReplies(_ string, h func(string, *pb.BusPacket, b
 	return nop, nil
 }
 
-func (b *benchNopBus) Serve(string, string, func(*pb.BusPacket) *pb.BusPacket) (func() error, error) {
+func (b *benchNopBus) ServeTree(string, string, func(string, string, *pb.BusPacket, error) *pb.BusPacket) (func() error, error) {
 	return nop, nil
 }
 

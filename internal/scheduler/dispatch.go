@@ -221,7 +221,7 @@ func (e *Engine) handleReply(subject string, p *pb.BusPacket, noResponders bool)
 // cancelled while the dispatch was on its way to cancel it: the cancel had no
 // worker to tell, and the handler would run to its end for nothing.
 func (e *Engine) cancelledBeforeAck(job *pb.JobInfo, attempt int32, workerID string) {
-	if job.GetState() != lifecycle.Cancelled || job.GetAttempt() != attempt || workerID == "" {
+	if job.GetState() != lifecycle.Cancelled || job.GetAttempt() != attempt || workerID == "" || !e.workerSubjectOK(job.GetJobId(), workerID) {
 		return
 	}
 	msg := wire.NewPacket(job.GetTraceId(), e.cfg.ID)

@@ -18,6 +18,7 @@ import (
 	"github.com/cortex-os/core/internal/lifecycle"
 	"github.com/cortex-os/core/internal/placement"
 	"github.com/cortex-os/core/internal/safety"
+	"github.com/cortex-os/core/internal/tenancy"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/wire"
 )
@@ -89,6 +90,13 @@ type Config struct {
 	// sys.job.result). A heartbeat or result whose subject names another
 	// worker than its worker_id is refused either way. See docs/security.md.
 	RequireWorkerIdentity bool
+	// Clients binds client identities to tenants (package tenancy): a
+	// tenant's client submits for its tenant only and sees its tenant's jobs
+	// only; with RequireIdentity, requests that name no bound identity are
+	// refused. Nil: no bindings, every client acts on every tenant. Either
+	// way every answer goes only to the requester's own inbox. See
+	// docs/security.md.
+	Clients *tenancy.Policy
 }
 
 // What a job the safety checker could not decide on becomes.
@@ -202,6 +210,15 @@ type Stats struct {
 	// IdentityRejected counts heartbeats and results refused because their
 	// subject names another worker (or, with RequireWorkerIdentity, none).
 	IdentityRejected uint64
+	// RepliesRefused counts submissions, queries and cancels that named a
+	// reply subject outside the requester's own inbox: not acted on, not
+	// answered.
+	RepliesRefused uint64
+	// ClientsRefused counts requests refused for their requester: a subject
+	// that names no valid identity, no identity where Clients requires one,
+	// an identity bound to nothing, a tenant's client acting for another
+	// tenant.
+	ClientsRefused uint64
 }
 
 // Engine is the scheduler's control loop. Its replicas share one JobStore.
@@ -247,8 +264,13 @@ type Engine struct {
 		submitted, accepted, rejected, denied, duplicates, conflicts, dispatched, noResponders,
 		unconfirmed, unroutable, results, stale, late, completed, retries, leasesLost, deadLettered,
 		cancelled, heartbeats, alerts, unknown, storeErrors, dispatchErrors, throttled, safetyUnavailable, backpressure,
-		identityRejected atomic.Uint64
+		identityRejected, repliesRefused, clientsRefused atomic.Uint64
 	}
+	// ownInbox is this replica's inbox prefix with its trailing dot ("" when
+	// the bus has none of its own): no request is answered there.
+	ownInbox string
+	// Refusals are logged at most once a second of each kind.
+	replyWarn, clientWarn warnLimit
 }
 
 // tracked is this replica's view of an active job.
@@ -273,6 +295,11 @@ func New(cfg Config) (*Engine, error) {
 		pools:  cfg.Placement,
 	}
 	_, e.stubSafety = cfg.Safety.(*SafetyStub)
+	if ib, ok := cfg.Bus.(interface{ InboxPrefix() string }); ok {
+		if pfx := ib.InboxPrefix(); strings.HasPrefix(pfx, wire.InboxRoot+".") {
+			e.ownInbox = pfx + "."
+		}
+	}
 	if e.pools == nil {
 		if pr, ok := cfg.Registry.(*placement.Registry); ok {
 			e.pools = pr.Pools()
@@ -354,13 +381,14 @@ func (e *Engine) Start(ctx context.Context) error {
 			return e.cfg.Bus.ConsumeTree(wire.SubjectResult, e.cfg.QueueGroup+"-results", e.handleResultOn)
 		},
 		func() (func() error, error) {
-			return e.cfg.Bus.Serve(wire.SubjectQuery, e.cfg.QueueGroup, e.handleQuery)
+			return e.cfg.Bus.ServeTree(wire.SubjectQuery, e.cfg.QueueGroup, e.serveQuery)
 		},
 		func() (func() error, error) {
-			return e.cfg.Bus.Serve(wire.SubjectCancel, e.cfg.QueueGroup, e.handleCancel)
+			return e.cfg.Bus.ServeTree(wire.SubjectCancel, e.cfg.QueueGroup, e.serveCancel)
 		},
 		func() (func() error, error) {
-			return e.cfg.Bus.Consume(wire.SubjectSubmit, e.cfg.QueueGroup, e.handleSubmit)
+			// sys.job.submit and sys.job.submit.<identity>
+			return e.cfg.Bus.ConsumeTree(wire.SubjectSubmit, e.cfg.QueueGroup, e.handleSubmitOn)
 		},
 	}
 	e.running = true
@@ -457,12 +485,36 @@ func (e *Engine) storeCtx() (context.Context, context.CancelFunc) {
 
 // ---- submissions ----
 
+// handleSubmit handles a submission on the bare sys.job.submit, which names
+// no client.
 func (e *Engine) handleSubmit(p *pb.BusPacket, replyTo string) error {
+	return e.handleSubmitOn(wire.SubjectSubmit, p, replyTo)
+}
+
+// handleSubmitOn handles a submission that came on subject
+// (sys.job.submit[.<identity>]) asking for its answer on replyTo. A refused
+// submission is acknowledged: it is never redelivered.
+func (e *Engine) handleSubmitOn(subject string, p *pb.BusPacket, replyTo string) error {
+	who, drop, err := e.identify(wire.SubjectSubmit, subject, replyTo)
+	if drop {
+		return nil
+	}
 	req := p.GetJobRequest()
 	if req == nil {
 		e.stats.unknown.Add(1)
 		e.reply(replyTo, p.GetTraceId(), refusal("sys.job.submit takes a job_request packet", false))
 		return nil
+	}
+	if err != nil {
+		e.reply(replyTo, p.GetTraceId(), refusal(err.Error(), false))
+		return nil
+	}
+	if tenant, err := who.SubmitTenant(req.GetTenant()); err != nil {
+		e.refuseTenant(subject, err)
+		e.reply(replyTo, p.GetTraceId(), refusal(err.Error(), false))
+		return nil
+	} else if tenant != req.GetTenant() {
+		req.Tenant = tenant // the client's own: stamped
 	}
 	e.stats.submitted.Add(1)
 	traceID := p.GetTraceId()
@@ -868,6 +920,6 @@ func (e *Engine) Stats() Stats {
 		Heartbeats: s.heartbeats.Load(), Alerts: s.alerts.Load(), Unknown: s.unknown.Load(),
 		StoreErrors: s.storeErrors.Load(), DispatchErrors: s.dispatchErrors.Load(),
 		Throttled: s.throttled.Load(), SafetyUnavailable: s.safetyUnavailable.Load(), Backpressure: s.backpressure.Load(),
-		IdentityRejected: s.identityRejected.Load(),
+		IdentityRejected: s.identityRejected.Load(), RepliesRefused: s.repliesRefused.Load(), ClientsRefused: s.clientsRefused.Load(),
 	}
 }

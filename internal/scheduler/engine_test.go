@@ -262,9 +262,9 @@ func TestValidJobIsRecordedDispatchedAndAnswered(t *testing.T) {
 		ContextPtr: "redis://jobs/job-1/context", EnvVars: map[string]string{"A": "1"},
 	}
 	before := time.Now().UnixMilli()
-	r.submit(req, "trace-1", "client.inbox.1")
+	r.submit(req, "trace-1", "_INBOX.client.1")
 
-	p, a := r.answerOn("client.inbox.1")
+	p, a := r.answerOn("_INBOX.client.1")
 	if p.GetTraceId() != "trace-1" || p.GetSenderId() != "sched-test" {
 		t.Errorf("answer envelope: trace %q sender %q; want trace-1, sched-test", p.GetTraceId(), p.GetSenderId())
 	}
@@ -319,10 +319,10 @@ func TestMissingTraceIDGetsOne(t *testing.T) {
 	t.Parallel()
 	r := newRig(t)
 	r.bus.fallback("", silence())
-	r.submit(request("job-a", "job.echo"), "", "inbox.a")
-	r.submit(request("job-b", "job.echo"), "", "inbox.b")
-	pa, _ := r.answerOn("inbox.a")
-	pb_, _ := r.answerOn("inbox.b")
+	r.submit(request("job-a", "job.echo"), "", "_INBOX.test.a")
+	r.submit(request("job-b", "job.echo"), "", "_INBOX.test.b")
+	pa, _ := r.answerOn("_INBOX.test.a")
+	pb_, _ := r.answerOn("_INBOX.test.b")
 	a, b := pa.GetTraceId(), pb_.GetTraceId()
 	if a == "" || b == "" || a == b {
 		t.Fatalf("trace ids %q and %q: want two distinct new ones", a, b)
@@ -373,14 +373,14 @@ func TestInvalidSubmissionsAreRefusedWithoutARecord(t *testing.T) {
 	i := len(bad)
 	for field, req := range named {
 		bad = append(bad, req)
-		inbox := "inbox.named." + req.GetJobId()
+		inbox := "_INBOX.test.named." + req.GetJobId()
 		r.submit(req, "trace-bad", inbox)
 		if _, a := r.answerOn(inbox); !strings.Contains(a.GetError(), field) {
 			t.Errorf("%s: refusal %q does not name %s", req.GetJobId(), a.GetError(), field)
 		}
 	}
 	for j, req := range bad[:i] {
-		inbox := "inbox.bad." + strconv.Itoa(j)
+		inbox := "_INBOX.test.bad." + strconv.Itoa(j)
 		r.submit(req, "trace-bad", inbox)
 		p, a := r.answerOn(inbox)
 		if a.GetOk() || a.GetError() == "" || a.GetRetryable() || len(a.GetJobs()) != 0 || p.GetTraceId() != "trace-bad" {
@@ -389,10 +389,10 @@ func TestInvalidSubmissionsAreRefusedWithoutARecord(t *testing.T) {
 	}
 	// A packet that is not a job request at all.
 	hb := wire.HeartbeatPacket("trace-x", "w", &pb.Heartbeat{WorkerId: "w"})
-	if err := r.bus.submit(t, hb, "inbox.hb"); err != nil {
+	if err := r.bus.submit(t, hb, "_INBOX.test.hb"); err != nil {
 		t.Fatal(err)
 	}
-	if _, a := r.answerOn("inbox.hb"); a.GetOk() || !strings.Contains(a.GetError(), "job_request") {
+	if _, a := r.answerOn("_INBOX.test.hb"); a.GetOk() || !strings.Contains(a.GetError(), "job_request") {
 		t.Errorf("a heartbeat on the intake: %v", a)
 	}
 
@@ -418,9 +418,9 @@ func TestDestroyIsDeniedRecordedAndNeverDispatched(t *testing.T) {
 	t.Parallel()
 	r := newRig(t)
 	r.bus.fallback("", ackBy("w-1"))
-	r.submit(request("destroy-1", scheduler.ForbiddenTopic), "trace-d", "inbox.d")
+	r.submit(request("destroy-1", scheduler.ForbiddenTopic), "trace-d", "_INBOX.test.d")
 
-	_, a := r.answerOn("inbox.d")
+	_, a := r.answerOn("_INBOX.test.d")
 	if a.GetOk() || !strings.Contains(a.GetError(), "forbidden topic") || len(a.GetJobs()) != 1 || a.GetJobs()[0].GetState() != lifecycle.Denied {
 		t.Errorf("answer = %v, want a refusal with the DENIED job", a)
 	}
@@ -469,10 +469,10 @@ func TestDestroyIsDeniedRecordedAndNeverDispatched(t *testing.T) {
 func TestResubmittedDeniedJobIsStillRefused(t *testing.T) {
 	t.Parallel()
 	r := newRig(t)
-	r.submit(request("destroy-2", scheduler.ForbiddenTopic), "t", "inbox.1")
-	r.submit(request("destroy-2", scheduler.ForbiddenTopic), "t", "inbox.2")
-	_, first := r.answerOn("inbox.1")
-	_, second := r.answerOn("inbox.2")
+	r.submit(request("destroy-2", scheduler.ForbiddenTopic), "t", "_INBOX.test.1")
+	r.submit(request("destroy-2", scheduler.ForbiddenTopic), "t", "_INBOX.test.2")
+	_, first := r.answerOn("_INBOX.test.1")
+	_, second := r.answerOn("_INBOX.test.2")
 	if first.GetOk() || second.GetOk() || second.GetError() != first.GetError() {
 		t.Errorf("answers %v then %v: want the same refusal twice", first, second)
 	}
@@ -486,15 +486,15 @@ func TestDuplicateAndConflict(t *testing.T) {
 	r := newRig(t)
 	r.bus.fallback("", ackBy("w-1"))
 	req := &pb.JobRequest{JobId: "dup", Topic: "job.echo", EnvVars: map[string]string{"K": "V", "L": "W"}}
-	r.submit(req, "trace-1", "inbox.1")
+	r.submit(req, "trace-1", "_INBOX.test.1")
 	r.waitState("dup", lifecycle.Running, 1)
 	rev := r.revision("dup")
 
 	// The same content again (the map in another order on the wire, say):
 	// answered with the existing job, nothing new recorded.
 	again := &pb.JobRequest{JobId: "dup", Topic: "job.echo", EnvVars: map[string]string{"L": "W", "K": "V"}}
-	r.submit(again, "trace-2", "inbox.2")
-	_, a := r.answerOn("inbox.2")
+	r.submit(again, "trace-2", "_INBOX.test.2")
+	_, a := r.answerOn("_INBOX.test.2")
 	if !a.GetOk() || len(a.GetJobs()) != 1 || a.GetJobs()[0].GetState() != lifecycle.Running || a.GetJobs()[0].GetTraceId() != "trace-1" {
 		t.Errorf("resubmission answered %v, want ok with the existing RUNNING job", a)
 	}
@@ -503,8 +503,8 @@ func TestDuplicateAndConflict(t *testing.T) {
 	}
 
 	// The same id with other content: a conflict.
-	r.submit(&pb.JobRequest{JobId: "dup", Topic: "job.other"}, "trace-3", "inbox.3")
-	_, c := r.answerOn("inbox.3")
+	r.submit(&pb.JobRequest{JobId: "dup", Topic: "job.other"}, "trace-3", "_INBOX.test.3")
+	_, c := r.answerOn("_INBOX.test.3")
 	if c.GetOk() || !strings.HasPrefix(c.GetError(), "conflict") || c.GetRetryable() {
 		t.Errorf("conflict answered %v", c)
 	}
@@ -525,11 +525,11 @@ func TestStoreFailureAtIntakeAsksForRedelivery(t *testing.T) {
 	r.bus.fallback("", silence())
 	boom := errors.New("store down")
 	r.store.failCreate(boom)
-	err := r.bus.submit(t, submitPacket("t", request("j", "job.echo")), "inbox.1")
+	err := r.bus.submit(t, submitPacket("t", request("j", "job.echo")), "_INBOX.test.1")
 	if !errors.Is(err, boom) {
 		t.Fatalf("intake handler = %v, want the store error (so a durable intake redelivers)", err)
 	}
-	if p := r.bus.publishedOn("inbox.1"); len(p) != 0 {
+	if p := r.bus.publishedOn("_INBOX.test.1"); len(p) != 0 {
 		t.Errorf("answered although nothing was decided: %v", p)
 	}
 	if s := r.e.Stats(); s.StoreErrors != 1 || s.Accepted != 0 {
@@ -537,8 +537,8 @@ func TestStoreFailureAtIntakeAsksForRedelivery(t *testing.T) {
 	}
 	// Redelivered once the store is back: recorded and answered.
 	r.store.failCreate(nil)
-	r.submit(request("j", "job.echo"), "t", "inbox.2")
-	if _, a := r.answerOn("inbox.2"); !a.GetOk() {
+	r.submit(request("j", "job.echo"), "t", "_INBOX.test.2")
+	if _, a := r.answerOn("_INBOX.test.2"); !a.GetOk() {
 		t.Errorf("after the store came back: %v", a)
 	}
 }

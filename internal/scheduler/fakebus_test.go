@@ -48,7 +48,14 @@ type fakeBus struct {
 	closed bool
 
 	replies sync.WaitGroup // answers being delivered
+
+	// inboxPrefix is what InboxPrefix says: the engine answers no request
+	// under it.
+	inboxPrefix string
 }
+
+// InboxPrefix is the connection's inbox prefix, as bus.NatsBus has it.
+func (f *fakeBus) InboxPrefix() string { return f.inboxPrefix }
 
 type published struct {
 	subject, reply string
@@ -70,7 +77,7 @@ type subscription struct {
 	subject, queue string // queue: the queue group, or the durable name of Consume
 	handler        func(*pb.BusPacket)
 	replies        func(subject string, p *pb.BusPacket, noResponders bool)
-	serve          func(*pb.BusPacket) *pb.BusPacket
+	serve          func(subject, reply string, p *pb.BusPacket, decodeErr error) *pb.BusPacket // ServeTree
 	consume        func(p *pb.BusPacket, replyTo string) error
 	from           func(subject string, p *pb.BusPacket)                       // SubscribeWithSubject
 	consumeFrom    func(subject string, p *pb.BusPacket, replyTo string) error // ConsumeTree
@@ -163,7 +170,7 @@ func (f *fakeBus) SubscribeReplies(subject string, h func(subject string, p *pb.
 	return drain, nil
 }
 
-func (f *fakeBus) Serve(subject, queue string, h func(*pb.BusPacket) *pb.BusPacket) (func() error, error) {
+func (f *fakeBus) ServeTree(subject, queue string, h func(subject, reply string, p *pb.BusPacket, decodeErr error) *pb.BusPacket) (func() error, error) {
 	return f.add(&subscription{kind: kindServe, subject: subject, queue: queue, serve: h})
 }
 
@@ -463,16 +470,24 @@ func (f *fakeBus) heartbeatOn(t testing.TB, subject string, p *pb.BusPacket) {
 	s.handler(clonePacket(p))
 }
 
-// ask delivers a request to the engine's Serve handler on subject and
-// returns its answer.
+// ask delivers a request to the engine's server of subject, as an
+// anonymous client answered on its inbox, and returns its answer.
 func (f *fakeBus) ask(t testing.TB, subject string, p *pb.BusPacket) *pb.BusPacket {
+	t.Helper()
+	return f.askOn(t, subject, subject, "_INBOX.fake.1", p)
+}
+
+// askOn delivers a request to the engine's server of subject (the bare
+// sys.job.query or sys.job.cancel) as if it came on on with the NATS reply
+// subject reply, and returns its answer (nil: none).
+func (f *fakeBus) askOn(t testing.TB, subject, on, reply string, p *pb.BusPacket) *pb.BusPacket {
 	t.Helper()
 	s := f.find(t, kindServe, subject)
 	if !s.enter() {
 		t.Fatalf("request to the drained server of %s", subject)
 	}
 	defer s.inflight.Done()
-	return clonePacket(s.serve(clonePacket(p)))
+	return clonePacket(s.serve(on, reply, clonePacket(p), nil))
 }
 
 // reply delivers p (or "no responders") on a reply subject, as a late or

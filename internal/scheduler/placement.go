@@ -4,9 +4,12 @@ import (
 	"errors"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/cortex-os/core/internal/jobstore"
 	"github.com/cortex-os/core/internal/lifecycle"
 	"github.com/cortex-os/core/internal/placement"
+	"github.com/cortex-os/core/internal/tenancy"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 )
 
@@ -212,6 +215,32 @@ func (e *Engine) workers() []*pb.WorkerInfo {
 	out := make([]*pb.WorkerInfo, 0, len(snap))
 	for _, hb := range snap {
 		out = append(out, &pb.WorkerInfo{Heartbeat: hb})
+	}
+	return out
+}
+
+// workersFor is workers() as the requester may see it: a tenant's client
+// sees every worker, but of the jobs each holds only its own tenant's (a
+// job id is its tenant's to know).
+func (e *Engine) workersFor(who tenancy.Principal) []*pb.WorkerInfo {
+	ws := e.workers()
+	if !who.Restricted() {
+		return ws
+	}
+	out := make([]*pb.WorkerInfo, len(ws))
+	for i, w := range ws {
+		hb := w.GetHeartbeat()
+		held := make([]*pb.HeldJob, 0, len(hb.GetHeld()))
+		for _, h := range hb.GetHeld() {
+			if rec, ok := e.cached(h.GetJobId()); ok && who.Sees(rec.Job.GetRequest().GetTenant()) {
+				held = append(held, h)
+			}
+		}
+		c := proto.CloneOf(w)
+		if c.Heartbeat != nil {
+			c.Heartbeat.Held = held
+		}
+		out[i] = c
 	}
 	return out
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/cortex-os/core/internal/jobstore"
 	"github.com/cortex-os/core/internal/lifecycle"
+	"github.com/cortex-os/core/internal/tenancy"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/wire"
 )
@@ -422,7 +423,39 @@ func (e *Engine) expire(rec jobstore.Record, what string) {
 
 // ---- cancel and query ----
 
-func (e *Engine) handleCancel(p *pb.BusPacket) *pb.BusPacket {
+// serveCancel and serveQuery answer a cancel or query that came on subject
+// (sys.job.<verb>[.<identity>]) with its NATS reply subject reply, once
+// its requester is known and reply is its own (identify); nil means no
+// answer.
+func (e *Engine) serveCancel(subject, reply string, p *pb.BusPacket, decodeErr error) *pb.BusPacket {
+	return e.serve(wire.SubjectCancel, subject, reply, p, decodeErr, e.handleCancel)
+}
+
+func (e *Engine) serveQuery(subject, reply string, p *pb.BusPacket, decodeErr error) *pb.BusPacket {
+	return e.serve(wire.SubjectQuery, subject, reply, p, decodeErr, e.handleQuery)
+}
+
+func (e *Engine) serve(base, subject, reply string, p *pb.BusPacket, decodeErr error,
+	handle func(tenancy.Principal, *pb.BusPacket) *pb.BusPacket) *pb.BusPacket {
+	who, drop, err := e.identify(base, subject, reply)
+	switch {
+	case drop:
+		return nil
+	case decodeErr != nil: // the sender is waiting: tell it what was wrong
+		return e.answer(nil, refusal(decodeErr.Error(), false))
+	case err != nil:
+		return e.answer(p, refusal(err.Error(), false))
+	}
+	return handle(who, p)
+}
+
+// notFound is the answer about a job that does not exist, or that the
+// requester may not see: the two are not told apart.
+func (e *Engine) notFound(p *pb.BusPacket, what, id string) *pb.BusPacket {
+	return e.answer(p, refusal(fmt.Sprintf("%s %s: %v", what, id, jobstore.ErrNotFound), false))
+}
+
+func (e *Engine) handleCancel(who tenancy.Principal, p *pb.BusPacket) *pb.BusPacket {
 	c := p.GetJobCancel()
 	if c == nil {
 		return e.answer(p, refusal("sys.job.cancel takes a job_cancel packet", false))
@@ -432,6 +465,9 @@ func (e *Engine) handleCancel(p *pb.BusPacket) *pb.BusPacket {
 	rec, err := e.cfg.Store.Get(ctx, c.GetJobId())
 	if err != nil {
 		return e.answer(p, refusal(fmt.Sprintf("job %s: %v", c.GetJobId(), err), storeRetryable(err)))
+	}
+	if !who.Sees(rec.Job.GetRequest().GetTenant()) {
+		return e.notFound(p, "job", c.GetJobId())
 	}
 	reason := c.GetReason()
 	if reason == "" {
@@ -454,7 +490,7 @@ func (e *Engine) handleCancel(p *pb.BusPacket) *pb.BusPacket {
 		return e.answer(p, &pb.JobAnswer{Error: "job already " + lifecycle.Name(rec.Job.GetState()), Jobs: []*pb.JobInfo{rec.Job}})
 	}
 	e.stats.cancelled.Add(1)
-	if w := was.GetWorkerId(); w != "" {
+	if w := was.GetWorkerId(); w != "" && e.workerSubjectOK(rec.Job.GetJobId(), w) {
 		// Tell the worker, so the handler's context is cancelled.
 		msg := wire.NewPacket(rec.Job.TraceId, e.cfg.ID)
 		msg.Payload = &pb.BusPacket_JobCancel{JobCancel: &pb.JobCancel{JobId: rec.Job.JobId, Reason: reason}}
@@ -466,7 +502,7 @@ func (e *Engine) handleCancel(p *pb.BusPacket) *pb.BusPacket {
 	return e.answer(p, &pb.JobAnswer{Ok: true, Jobs: []*pb.JobInfo{rec.Job}})
 }
 
-func (e *Engine) handleQuery(p *pb.BusPacket) *pb.BusPacket {
+func (e *Engine) handleQuery(who tenancy.Principal, p *pb.BusPacket) *pb.BusPacket {
 	q := p.GetJobQuery()
 	if q == nil {
 		return e.answer(p, refusal("sys.job.query takes a job_query packet", false))
@@ -479,11 +515,11 @@ func (e *Engine) handleQuery(p *pb.BusPacket) *pb.BusPacket {
 	}
 	switch {
 	case q.GetWorkers():
-		return e.answer(p, &pb.JobAnswer{Ok: true, Workers: e.workers()})
+		return e.answer(p, &pb.JobAnswer{Ok: true, Workers: e.workersFor(who)})
 	case q.GetDeadLetter() && q.GetRedrive():
-		return e.answer(p, e.redrive(ctx, q.GetJobId()))
+		return e.answer(p, e.redrive(ctx, who, q.GetJobId()))
 	case q.GetDeadLetter():
-		jobs, err := e.cfg.DeadLetters.List(ctx, limit)
+		jobs, err := e.deadLetters(ctx, who, limit)
 		if err != nil {
 			return e.answer(p, refusal(err.Error(), true))
 		}
@@ -492,6 +528,9 @@ func (e *Engine) handleQuery(p *pb.BusPacket) *pb.BusPacket {
 		rec, err := e.cfg.Store.Get(ctx, q.GetJobId())
 		if err != nil {
 			return e.answer(p, refusal(fmt.Sprintf("job %s: %v", q.GetJobId(), err), storeRetryable(err)))
+		}
+		if !who.Sees(rec.Job.GetRequest().GetTenant()) {
+			return e.notFound(p, "job", q.GetJobId())
 		}
 		job := rec.Job
 		if r := e.pendingReason(job); r != "" && r != job.GetPendingReason() {
@@ -505,6 +544,9 @@ func (e *Engine) handleQuery(p *pb.BusPacket) *pb.BusPacket {
 		recs, err := e.cfg.Store.List(ctx, jobstore.Filter{State: q.GetState(), Limit: -1})
 		if err != nil {
 			return e.answer(p, refusal(err.Error(), true))
+		}
+		if who.Restricted() { // its tenant's jobs only
+			recs = slices.DeleteFunc(recs, func(r jobstore.Record) bool { return !who.Sees(r.Job.GetRequest().GetTenant()) })
 		}
 		slices.SortStableFunc(recs, func(a, b jobstore.Record) int {
 			return cmp.Compare(a.Job.GetUpdatedMs(), b.Job.GetUpdatedMs())
@@ -524,13 +566,44 @@ func (e *Engine) handleQuery(p *pb.BusPacket) *pb.BusPacket {
 	}
 }
 
+// deadLetters lists up to limit dead letters the requester may see, oldest
+// first.
+func (e *Engine) deadLetters(ctx context.Context, who tenancy.Principal, limit int) ([]*pb.JobInfo, error) {
+	if !who.Restricted() {
+		return e.cfg.DeadLetters.List(ctx, limit)
+	}
+	jobs, err := e.cfg.DeadLetters.List(ctx, 0)
+	if err != nil {
+		return nil, err
+	}
+	jobs = slices.DeleteFunc(jobs, func(j *pb.JobInfo) bool { return !who.Sees(j.GetRequest().GetTenant()) })
+	if len(jobs) > limit {
+		jobs = jobs[:limit]
+	}
+	return jobs, nil
+}
+
 // redrive takes a job out of the dead-letter queue and submits its request
 // again as a new job, <job_id>-redrive-<n>: the failed job itself stays
-// FAILED, as every terminal job does.
-func (e *Engine) redrive(ctx context.Context, id string) *pb.JobAnswer {
+// FAILED, as every terminal job does. A dead letter the requester may not
+// see is, to it, one that does not exist.
+func (e *Engine) redrive(ctx context.Context, who tenancy.Principal, id string) *pb.JobAnswer {
+	notFound := refusal(fmt.Sprintf("dead letter %s: %v", id, jobstore.ErrNotFound), false)
+	if who.Restricted() {
+		// Look before taking: another tenant's dead letter stays where it is.
+		if rec, err := e.cfg.Store.Get(ctx, id); err == nil && !who.Sees(rec.Job.GetRequest().GetTenant()) {
+			return notFound
+		}
+	}
 	job, err := e.cfg.DeadLetters.Take(ctx, id)
 	if err != nil {
 		return refusal(fmt.Sprintf("dead letter %s: %v", id, err), storeRetryable(err))
+	}
+	if !who.Sees(job.GetRequest().GetTenant()) { // the record said otherwise: put it back
+		if err := e.cfg.DeadLetters.Put(ctx, job); err != nil {
+			e.log.Error("[SCHEDULER] returning a dead letter failed", "job_id", id, "err", err)
+		}
+		return notFound
 	}
 redrive:
 	for n := 1; n <= 100; n++ {

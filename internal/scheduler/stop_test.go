@@ -24,7 +24,7 @@ func TestStopWaitsForTheDispatchInHand(t *testing.T) {
 	r.bus.script("", held(hold, ackBy("w-1")))
 	submitted := make(chan error, 1)
 	go func() {
-		submitted <- r.bus.submit(t, submitPacket("t", request("in-hand", "job.echo")), "inbox.1")
+		submitted <- r.bus.submit(t, submitPacket("t", request("in-hand", "job.echo")), "_INBOX.test.1")
 	}()
 	r.waitDispatches("in-hand", 1) // its publish is under way, and stuck
 	stopped := make(chan struct{})
@@ -46,7 +46,7 @@ func TestStopWaitsForTheDispatchInHand(t *testing.T) {
 	if err := <-submitted; err != nil {
 		t.Errorf("the intake handler = %v", err)
 	}
-	if _, a := r.answerOn("inbox.1"); !a.GetOk() {
+	if _, a := r.answerOn("_INBOX.test.1"); !a.GetOk() {
 		t.Errorf("answer = %v", a)
 	}
 	j := r.job("in-hand")

@@ -31,8 +31,12 @@ type Bus interface {
 	// over reply subjects), with the subject each came on; a request that
 	// reached no subscriber comes back as noResponders with a nil packet.
 	SubscribeReplies(subject string, handler func(subject string, p *pb.BusPacket, noResponders bool)) (drain func() error, err error)
-	// Serve answers requests with the handler's non-nil return.
-	Serve(subject, queue string, handler func(*pb.BusPacket) *pb.BusPacket) (drain func() error, err error)
+	// ServeTree answers requests on subject and below it (subject.>) with
+	// the handler's non-nil return, published on the request's reply
+	// subject: the handler gets the subject each came on, which may name its
+	// client, and the reply subject, which it must check before it answers.
+	// Bytes that did not decode come with a nil packet and the error.
+	ServeTree(subject, queue string, handler func(subject, reply string, p *pb.BusPacket, decodeErr error) *pb.BusPacket) (drain func() error, err error)
 	// Consume delivers each packet published on subject to one member of
 	// the durable group, durably where the bus can; the handler's nil error
 	// acknowledges, an error asks for redelivery. replyTo is where the sender

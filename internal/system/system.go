@@ -20,6 +20,7 @@ import (
 	"github.com/cortex-os/core/internal/placement"
 	"github.com/cortex-os/core/internal/safety"
 	"github.com/cortex-os/core/internal/scheduler"
+	"github.com/cortex-os/core/internal/tenancy"
 	"github.com/cortex-os/core/pkg/worker"
 )
 
@@ -65,6 +66,9 @@ type SchedulerOptions struct {
 	// Placement is the placement section; nil: the naive strategy for
 	// every topic.
 	Placement *placement.Config
+	// Clients is the clients section: identities bound to tenants, and
+	// whether an identity is required. The zero value binds nobody.
+	Clients tenancy.Config
 	// NatsOptions are extra connection options (credentials, TLS).
 	NatsOptions []nats.Option
 	// Started, if set, is called once the scheduler is subscribed.
@@ -101,6 +105,12 @@ func RunScheduler(ctx context.Context, opts SchedulerOptions) error {
 		}
 		registry = placement.NewRegistry(placement.RegistryOptions{Pools: pools})
 	}
+	var clients *tenancy.Policy
+	if opts.Clients.RequireIdentity || len(opts.Clients.Identities) > 0 {
+		if clients, err = tenancy.New(opts.Clients); err != nil {
+			return fmt.Errorf("clients: %w", err)
+		}
+	}
 	engine, err := scheduler.New(scheduler.Config{
 		Bus:               b,
 		Safety:            checker,
@@ -120,6 +130,7 @@ func RunScheduler(ctx context.Context, opts SchedulerOptions) error {
 		TTL:               opts.Settings.TTL,
 
 		RequireWorkerIdentity: opts.Settings.RequireWorkerIdentity,
+		Clients:               clients,
 	})
 	if err != nil {
 		return err

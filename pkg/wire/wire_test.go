@@ -115,3 +115,47 @@ func TestWorkerSubjects(t *testing.T) {
 		}
 	}
 }
+
+// Client identities ride in the subject: base.<identity>.
+func TestClientSubjects(t *testing.T) {
+	t.Parallel()
+	if got := wire.ClientSubject(wire.SubjectSubmit, "tenant-a"); got != "sys.job.submit.tenant-a" {
+		t.Errorf("ClientSubject = %q", got)
+	}
+	if got := wire.ClientSubject(wire.SubjectQuery, ""); got != wire.SubjectQuery {
+		t.Errorf("ClientSubject without identity = %q", got)
+	}
+	if got := wire.ClientInbox("tenant-a"); got != "_INBOX.tenant-a" {
+		t.Errorf("ClientInbox = %q", got)
+	}
+	for _, tc := range []struct {
+		subject, identity string
+		named, ok         bool
+	}{
+		{"sys.job.submit", "", false, true},
+		{"sys.job.submit.a", "a", true, true},
+		{"sys.job.submit.a.b", "a.b", true, true}, // the scheduler refuses it
+		{"sys.job.submitx", "", false, false},
+		{"sys.job.query.a", "", false, false},
+	} {
+		id, named, ok := wire.SubjectClient(wire.SubjectSubmit, tc.subject)
+		if id != tc.identity || named != tc.named || ok != tc.ok {
+			t.Errorf("SubjectClient(%q) = %q %v %v, want %q %v %v", tc.subject, id, named, ok, tc.identity, tc.named, tc.ok)
+		}
+	}
+}
+
+func TestIsInbox(t *testing.T) {
+	t.Parallel()
+	for _, s := range []string{"_INBOX.a", "_INBOX.client.abc", "_INBOX.x.y.z"} {
+		if !wire.IsInbox(s) {
+			t.Errorf("IsInbox(%q) = false", s)
+		}
+	}
+	for _, s := range []string{"", "_INBOX", "_INBOX.", "_INBOX..a", "_INBOX.a.", "_INBOX.*", "_INBOX.a.>", "_INBOX.a b",
+		"_INBOX.a\x00", "_INBOX.a\x7f", "_inbox.a", "$JS.API.STREAM.PURGE.KV_CORTEX_JOBS", "x._INBOX.a", "_INBOX.a." + string(make([]byte, 600))} {
+		if wire.IsInbox(s) {
+			t.Errorf("IsInbox(%q) = true", s)
+		}
+	}
+}

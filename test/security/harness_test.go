@@ -21,6 +21,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
+	"github.com/cortex-os/core/internal/client"
 	"github.com/cortex-os/core/internal/echo"
 	"github.com/cortex-os/core/internal/embeddednats"
 	"github.com/cortex-os/core/internal/infrastructure/bus"
@@ -30,6 +31,7 @@ import (
 	"github.com/cortex-os/core/internal/scheduler"
 	"github.com/cortex-os/core/internal/system"
 	"github.com/cortex-os/core/internal/systest"
+	"github.com/cortex-os/core/internal/tenancy"
 )
 
 // waitFor bounds every wait. Waits poll; nothing sleeps to synchronise and
@@ -39,6 +41,8 @@ const waitFor = 15 * time.Second
 // The users of config/nats-auth.conf and the variables their passwords come from.
 var passwordVars = map[string]string{
 	"client":    "CORTEX_CLIENT_PASSWORD",
+	"tenant-a":  "CORTEX_TENANT_A_PASSWORD",
+	"tenant-b":  "CORTEX_TENANT_B_PASSWORD",
 	"scheduler": "CORTEX_SCHEDULER_PASSWORD",
 	"safety":    "CORTEX_SAFETY_PASSWORD",
 	"auditor":   "CORTEX_AUDITOR_PASSWORD",
@@ -134,6 +138,13 @@ func connect(t testing.TB, url, user string, log *slog.Logger) *bus.NatsBus {
 	return systest.ConnectWith(t, bus.Config{URL: url, Name: user, Logger: log, Options: natsOptions(t, creds(user)), DrainTimeout: 5 * time.Second})
 }
 
+// newClient is a client connected as user, naming itself by its user, as
+// the cortex commands do.
+func newClient(t testing.TB, url, user string, log *slog.Logger) *client.Client {
+	t.Helper()
+	return client.New(connect(t, url, user, log), "security-test", client.WithIdentity(user))
+}
+
 // runScheduler runs the scheduler as the binary does (system.RunScheduler),
 // as user scheduler, with worker identity required and the given store and
 // safety settings, until the test ends.
@@ -151,7 +162,7 @@ func runSchedulerWith(t testing.TB, url, store string, sc config.Safety, pc *pla
 		done <- system.RunScheduler(ctx, system.SchedulerOptions{
 			NatsURL: url, ID: "sched-" + strings.ReplaceAll(t.Name(), "/", "-"), Logger: log, NatsOptions: natsOptions(t, creds("scheduler")),
 			Settings: config.Scheduler{Store: store, RequireWorkerIdentity: true, MaxAttempts: 1},
-			Safety:   sc, Placement: pc,
+			Safety:   sc, Placement: pc, Clients: shippedClients,
 			Started: func() { close(started) },
 		})
 	}()
@@ -169,6 +180,14 @@ func runSchedulerWith(t testing.TB, url, store string, sc config.Safety, pc *pla
 		}
 	})
 }
+
+// shippedClients is the scheduler's clients section for the client users
+// of config/nats-auth.conf, as docs/security.md gives it: identities
+// required, client an administrator, tenant-a and tenant-b bound to
+// tenants a and b.
+var shippedClients = tenancy.Config{RequireIdentity: true, Identities: map[string]tenancy.Binding{
+	"client": {Admin: true}, "tenant-a": {Tenant: "a"}, "tenant-b": {Tenant: "b"},
+}}
 
 // runWorker runs an echo worker as the binary does with credentials: user is
 // its id and it names itself in its subjects. It returns a function that
@@ -213,10 +232,14 @@ func engine(t testing.TB, url string, log *slog.Logger) *scheduler.Engine {
 	if err != nil {
 		t.Fatal(err)
 	}
+	clients, err := tenancy.New(shippedClients)
+	if err != nil {
+		t.Fatal(err)
+	}
 	e, err := scheduler.New(scheduler.Config{
 		Bus: b, Safety: scheduler.NewSafetyStub(), Registry: scheduler.NewMemoryRegistry(),
 		Strategy: scheduler.NewNaiveStrategy(), Store: store, DeadLetters: dead, Logger: log,
-		ID: "sched-" + strings.ReplaceAll(t.Name(), "/", "-"), RequireWorkerIdentity: true,
+		ID: "sched-" + strings.ReplaceAll(t.Name(), "/", "-"), RequireWorkerIdentity: true, Clients: clients,
 	})
 	if err != nil {
 		t.Fatal(err)

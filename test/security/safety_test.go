@@ -99,7 +99,7 @@ func newSafetyRig(t *testing.T, checker func(r *safetyRig) scheduler.SafetyCheck
 	}
 	t.Cleanup(func() { _ = e.Stop(ctx) })
 	runWorker(t, r.url, "echo-1", echo.WorkTime{}, r.log)
-	r.client = client.New(connect(t, r.url, "client", r.log), "security-test")
+	r.client = newClient(t, r.url, "client", r.log)
 	var cancel context.CancelFunc
 	r.ctx, cancel = context.WithTimeout(context.Background(), 2*waitFor)
 	t.Cleanup(cancel)

@@ -38,6 +38,8 @@ func TestShippedConfigIsTheRoles(t *testing.T) {
 	}
 	want := map[string]*server.Permissions{
 		"client":    embeddednats.ClientPermissions("client"),
+		"tenant-a":  embeddednats.ClientPermissions("tenant-a"),
+		"tenant-b":  embeddednats.ClientPermissions("tenant-b"),
 		"scheduler": embeddednats.SchedulerPermissions("scheduler"),
 		"safety":    embeddednats.SafetyPermissions(),
 		"auditor":   embeddednats.AuditorPermissions(),
@@ -145,9 +147,11 @@ func submission(jobID string) []byte {
 	return data
 }
 
-// Only clients submit. A worker's publish to sys.job.submit is refused by
-// the server (the publisher's error handler hears it) and never reaches the
-// scheduler; a connection without credentials is not admitted at all.
+// Only clients submit, each as itself. A worker's publish to
+// sys.job.submit (bare, or naming itself or a client) is refused by the
+// server (the publisher's error handler hears it) and never reaches the
+// scheduler, nor is a client's on the bare subject or another client's;
+// a connection without credentials is not admitted at all.
 func TestUnauthorizedSubmitIsRefused(t *testing.T) {
 	t.Parallel()
 	srv := startServer(t)
@@ -158,12 +162,14 @@ func TestUnauthorizedSubmitIsRefused(t *testing.T) {
 	// A witness with the scheduler's rights sees every submission that gets through.
 	witness := raw(t, url, "scheduler")
 	seen := make(chan string, 16)
-	if _, err := witness.Subscribe(wire.SubjectSubmit, func(m *nats.Msg) {
-		if p, err := bus.Decode(m.Data, 0); err == nil {
-			seen <- p.GetJobRequest().GetJobId()
+	for _, subject := range []string{wire.SubjectSubmit, wire.SubjectSubmit + ".>"} {
+		if _, err := witness.Subscribe(subject, func(m *nats.Msg) {
+			if p, err := bus.Decode(m.Data, 0); err == nil {
+				seen <- p.GetJobRequest().GetJobId()
+			}
+		}); err != nil {
+			t.Fatal(err)
 		}
-	}); err != nil {
-		t.Fatal(err)
 	}
 	if err := witness.Flush(); err != nil {
 		t.Fatal(err)
@@ -176,19 +182,21 @@ func TestUnauthorizedSubmitIsRefused(t *testing.T) {
 		t.Errorf("connecting with a wrong password: %v, want an authorization violation", err)
 	}
 
-	for _, intruder := range []string{"echo-1", "safety"} {
+	for _, intruder := range []string{"echo-1", "safety", "tenant-a"} {
 		w := raw(t, url, intruder)
-		if err := w.Publish(wire.SubjectSubmit, submission("forged-by-"+intruder)); err != nil {
-			t.Fatal(err)
+		for _, subject := range []string{wire.SubjectSubmit, wire.ClientSubject(wire.SubjectSubmit, "client"), wire.ClientSubject(wire.SubjectSubmit, "x.y")} {
+			if err := w.Publish(subject, submission("forged-by-"+intruder)); err != nil {
+				t.Fatal(err)
+			}
+			w.refused(t, "publish", subject)
 		}
-		w.refused(t, "publish", wire.SubjectSubmit)
 	}
 
 	// The server decided on the forged submissions before it told their
 	// senders; a submission sent after that reaches the witness after
 	// anything that got through before it.
 	c := raw(t, url, "client")
-	if err := c.Publish(wire.SubjectSubmit, submission("legit")); err != nil {
+	if err := c.Publish(wire.ClientSubject(wire.SubjectSubmit, "client"), submission("legit")); err != nil {
 		t.Fatal(err)
 	}
 	for {
@@ -298,7 +306,7 @@ func TestSystemUnderShippedConfig(t *testing.T) {
 			log := logs.logger()
 			runScheduler(t, url, store, config.Safety{}, log)
 			stopFast := runWorker(t, url, "echo-1", echo.WorkTime{}, log)
-			c := client.New(connect(t, url, "client", log), "security-test")
+			c := newClient(t, url, "client", log)
 			ctx, cancel := context.WithTimeout(context.Background(), 2*waitFor)
 			defer cancel()
 
@@ -377,7 +385,7 @@ func TestRemoteSafetyUnderShippedConfig(t *testing.T) {
 	}
 	runScheduler(t, url, config.StoreJetStream, config.Safety{Remote: true, Timeout: waitFor}, log)
 	runWorker(t, url, "echo-1", echo.WorkTime{}, log)
-	c := client.New(connect(t, url, "client", log), "security-test")
+	c := newClient(t, url, "client", log)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*waitFor)
 	defer cancel()
 
@@ -412,7 +420,7 @@ func TestPlacementUnderShippedConfig(t *testing.T) {
 	runSchedulerWith(t, url, config.StoreJetStream, config.Safety{},
 		&placement.Config{Pools: []placement.Pool{{Name: "echo", Topics: []string{"job.echo"}, Strategy: placement.StrategyLeastLoaded}}}, log)
 	runWorkerWith(t, url, "echo-1", echo.WorkTime{}, true, log)
-	c := client.New(connect(t, url, "client", log), "security-test")
+	c := newClient(t, url, "client", log)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*waitFor)
 	defer cancel()
 	for _, id := range []string{"placed-1", "placed-2"} {

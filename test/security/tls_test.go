@@ -158,7 +158,7 @@ func TestMutualTLS(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the scheduler over mutual TLS: %v", err)
 	}
-	drain, err := sched.Serve(wire.SubjectQuery, "", func(p *pb.BusPacket) *pb.BusPacket {
+	drain, err := sched.Serve(wire.ClientSubject(wire.SubjectQuery, "client"), "", func(p *pb.BusPacket) *pb.BusPacket {
 		out := wire.NewPacket(p.GetTraceId(), "scheduler")
 		out.Payload = &pb.BusPacket_JobAnswer{JobAnswer: &pb.JobAnswer{Error: "answered over TLS"}}
 		return out
@@ -183,7 +183,7 @@ func TestMutualTLS(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 		q := wire.NewPacket("t", "client")
 		q.Payload = &pb.BusPacket_JobQuery{JobQuery: &pb.JobQuery{JobId: "j"}}
-		answer, err := client.Request(ctx, wire.SubjectQuery, q)
+		answer, err := client.Request(ctx, wire.ClientSubject(wire.SubjectQuery, "client"), q)
 		cancel()
 		if err != nil || answer.GetJobAnswer().GetError() != "answered over TLS" {
 			t.Fatalf("client %s: query over mutual TLS: %v, %v", name, answer, err)

@@ -75,6 +75,9 @@ type Stats struct {
 	HandlerPanics  uint64
 	AsyncErrors    uint64 // slow consumer and other asynchronous errors
 	Reconnects     uint64
+	// RepliesRefused counts requests to Serve whose reply subject is not an
+	// inbox: not answered.
+	RepliesRefused uint64
 }
 
 // NatsBus publishes and subscribes BusPackets on one NATS connection.
@@ -87,7 +90,7 @@ type NatsBus struct {
 
 	durable atomic.Bool
 
-	published, delivered, malformed, tooLarge, unknown, panics, asyncErrs, reconnects atomic.Uint64
+	published, delivered, malformed, tooLarge, unknown, panics, asyncErrs, reconnects, repliesRefused atomic.Uint64
 }
 
 // NewNatsBus connects to url with default settings, as the design document's
@@ -378,6 +381,7 @@ func (b *NatsBus) Stats() Stats {
 		HandlerPanics:  b.panics.Load(),
 		AsyncErrors:    b.asyncErrs.Load(),
 		Reconnects:     b.reconnects.Load(),
+		RepliesRefused: b.repliesRefused.Load(),
 	}
 }
 

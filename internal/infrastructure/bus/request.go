@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/nats-io/nats.go"
 
@@ -56,11 +57,20 @@ func (b *NatsBus) NewInbox() string { return b.nc.NewInbox() }
 // Serve answers requests on subject: handler's non-nil return is sent to the
 // requester. Messages published without a reply subject are handled and the
 // answer dropped. Like Subscribe, it returns a drain function.
+//
+// The reply subject is the requester's to choose, and the answer goes out
+// with this connection's permissions: Serve answers only on an inbox
+// (wire.IsInbox: _INBOX.<...>, no wildcards). Any other reply subject is counted
+// (Stats.RepliesRefused), logged, and not answered.
 func (b *NatsBus) Serve(subject, queue string, handler func(*pb.BusPacket) *pb.BusPacket) (drain func() error, err error) {
 	if handler == nil {
 		return nil, errors.New("bus: nil handler")
 	}
 	cb := func(m *nats.Msg) {
+		if m.Reply != "" && !wire.IsInbox(m.Reply) {
+			b.refuseReply(m.Subject, m.Reply)
+			return
+		}
 		packet, err := b.decode(m.Subject, m.Data)
 		if err != nil {
 			// The sender is waiting: tell it what was wrong.
@@ -69,7 +79,56 @@ func (b *NatsBus) Serve(subject, queue string, handler func(*pb.BusPacket) *pb.B
 		}
 		b.call(m.Subject, packet, func(p *pb.BusPacket) { b.answer(m, handler(p)) })
 	}
-	var sub *nats.Subscription
+	sub, err := b.queueSubscribe(subject, queue, cb)
+	if err != nil {
+		return nil, err
+	}
+	return func() error { return b.drain(sub) }, nil
+}
+
+// ServeTree is Serve of subject and of the subjects below it (subject.>)
+// for a handler that decides itself whom it answers: it gets the subject
+// each request came on (which may name the requester), the request's reply
+// subject, and the packet, or, for bytes that did not decode, a nil packet
+// and the decode error (counted and logged already). Its non-nil return is
+// published on reply, unchecked: the handler has checked reply.
+func (b *NatsBus) ServeTree(subject, queue string, handler func(subject, reply string, p *pb.BusPacket, decodeErr error) *pb.BusPacket) (drain func() error, err error) {
+	if handler == nil {
+		return nil, errors.New("bus: nil handler")
+	}
+	cb := func(m *nats.Msg) {
+		packet, err := b.decode(m.Subject, m.Data)
+		if err != nil {
+			b.call(m.Subject, nil, func(*pb.BusPacket) { b.answer(m, handler(m.Subject, m.Reply, nil, err)) })
+			return
+		}
+		b.call(m.Subject, packet, func(p *pb.BusPacket) { b.answer(m, handler(m.Subject, m.Reply, p, nil)) })
+	}
+	var subs []*nats.Subscription
+	for _, s := range []string{subject, subject + ".>"} {
+		sub, err := b.queueSubscribe(s, queue, cb)
+		if err != nil {
+			for _, done := range subs {
+				_ = done.Unsubscribe()
+			}
+			return nil, err
+		}
+		subs = append(subs, sub)
+	}
+	return func() error {
+		var errs []error
+		for _, sub := range subs {
+			errs = append(errs, b.drain(sub))
+		}
+		return errors.Join(errs...)
+	}, nil
+}
+
+func (b *NatsBus) queueSubscribe(subject, queue string, cb nats.MsgHandler) (*nats.Subscription, error) {
+	var (
+		sub *nats.Subscription
+		err error
+	)
 	if queue == "" {
 		sub, err = b.nc.Subscribe(subject, cb)
 	} else {
@@ -78,7 +137,7 @@ func (b *NatsBus) Serve(subject, queue string, handler func(*pb.BusPacket) *pb.B
 	if err != nil {
 		return nil, fmt.Errorf("bus: subscribe %s: %w", subject, err)
 	}
-	return func() error { return b.drain(sub) }, nil
+	return sub, nil
 }
 
 // answer sends answer to m's reply subject, if both exist.
@@ -89,6 +148,26 @@ func (b *NatsBus) answer(m *nats.Msg, answer *pb.BusPacket) {
 	if err := b.Publish(m.Reply, answer); err != nil {
 		b.log.Warn("bus: answering a request failed", "subject", m.Subject, "err", err)
 	}
+}
+
+// refuseReply counts and logs a request whose reply subject is not an inbox.
+func (b *NatsBus) refuseReply(subject, reply string) {
+	b.repliesRefused.Add(1)
+	b.log.Warn("bus: refused to answer on a subject that is not an inbox", "subject", subject, "reply", truncate(reply, 128))
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+// InboxPrefix is the prefix of this connection's inboxes (NewInbox without
+// its last token): _INBOX.<user> with a user's credentials.
+func (b *NatsBus) InboxPrefix() string {
+	in := b.nc.NewInbox()
+	return in[:strings.LastIndexByte(in, '.')]
 }
 
 // PublishRequest publishes packet on subject with reply as its NATS reply

@@ -17,6 +17,7 @@ import (
 
 	"github.com/cortex-os/core/internal/infrastructure/bus"
 	"github.com/cortex-os/core/internal/placement"
+	"github.com/cortex-os/core/internal/tenancy"
 )
 
 // DefaultPath is the development config the binaries read when no --config
@@ -78,6 +79,11 @@ type Config struct {
 	// Absent: every topic is placed by the naive strategy, as in the design
 	// document.
 	Placement *placement.Config `yaml:"placement"`
+	// Clients binds client identities (NATS users) to tenants and marks
+	// administrators; with require_identity the scheduler answers only
+	// bound identities (docs/security.md). Read strictly: an error names
+	// its line. Absent: nobody bound, no identity required.
+	Clients *tenancy.Config `yaml:"clients"`
 }
 
 // Safety configures the safety kernel (docs/policy.md).
@@ -260,6 +266,11 @@ func (c *Config) Validate() error {
 	if c.Placement != nil {
 		if err := c.Placement.Validate(); err != nil {
 			return fmt.Errorf("placement: %w", err)
+		}
+	}
+	if c.Clients != nil {
+		if err := c.Clients.Validate(); err != nil {
+			return fmt.Errorf("clients: %w", err)
 		}
 	}
 	if c.Scheduler.LeaseMisses < 0 || c.Scheduler.MaxAttempts < 0 {

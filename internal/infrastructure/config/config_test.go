@@ -146,6 +146,9 @@ func TestLoadErrors(t *testing.T) {
 		{"bad url in list", "nats_url: nats://a:4222, http://b:4222\n", []string{"scheme"}},
 		{"blank url", "nats_url: \"  \"\n", []string{"nats_url is empty"}},
 		{"bad log level", "log_level: chatty\n", []string{"log_level", "chatty"}},
+		{"client identity with a dot", "clients:\n  identities:\n    a.b: {tenant: x}\n", []string{"line 3", "invalid identity"}},
+		{"client without tenant", "clients:\n  identities:\n    a:\n      admin: false\n", []string{"line 4", "clients.identities.a", "no tenant"}},
+		{"clients unknown key", "clients:\n  require_identity: true\n  identitys: {}\n", []string{"line 3", "identitys"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			clearEnv(t)
@@ -262,5 +265,18 @@ func TestParseLevel(t *testing.T) {
 		if _, err := config.ParseLevel(s); err == nil {
 			t.Errorf("ParseLevel(%q) succeeded", s)
 		}
+	}
+}
+
+// The clients section binds identities to tenants.
+func TestLoadClients(t *testing.T) {
+	clearEnv(t)
+	path := writeFile(t, "clients:\n  require_identity: true\n  identities:\n    tenant-a: {tenant: a}\n    admin: {admin: true}\n")
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := cfg.Clients; !c.RequireIdentity || c.Identities["tenant-a"].Tenant != "a" || !c.Identities["admin"].Admin || len(c.Identities) != 2 {
+		t.Errorf("clients = %+v", c)
 	}
 }
