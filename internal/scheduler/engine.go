@@ -134,7 +134,7 @@ func (c *Config) setDefaults() error {
 	if c.ID == "" {
 		c.ID = UniqueID("cortex-scheduler")
 	}
-	if err := validWorkerID("scheduler: Config.ID", c.ID); err != nil {
+	if err := validSchedulerID("scheduler: Config.ID", c.ID); err != nil {
 		return err // it names the subjects of its dispatches' replies
 	}
 	if c.QueueGroup == "" {

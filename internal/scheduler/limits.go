@@ -294,14 +294,6 @@ var queryRules = []rule[*pb.JobQuery]{
 // scheduler refuses such a submission before it records anything.
 func ValidateRequest(req *pb.JobRequest) error { return apply(requestRules, req) }
 
-// validateSubmission checks a submission's envelope and request.
-func validateSubmission(p *pb.BusPacket, req *pb.JobRequest) error {
-	if err := apply(packetRules, p); err != nil {
-		return err
-	}
-	return ValidateRequest(req)
-}
-
 func validateResult(r *pb.JobResult) error    { return apply(resultRules, r) }
 func validateHeartbeat(h *pb.Heartbeat) error { return apply(heartbeatRules, h) }
 func validateAck(a *pb.JobAck) error          { return apply(ackRules, a) }
@@ -331,10 +323,6 @@ func validTopic(field, topic string) error {
 	return &FieldError{Field: field, Err: ErrInvalidTopic, Reason: reason}
 }
 
-// ValidWorkerID reports whether id can name a worker: one subject token of
-// at most MaxWorkerIDLength bytes.
-func ValidWorkerID(id string) error { return validWorkerID("worker_id", id) }
-
 func validWorkerID(field, id string) error {
 	switch {
 	case id == "":
@@ -345,6 +333,20 @@ func validWorkerID(field, id string) error {
 	for i := 0; i < len(id); i++ {
 		if c := id[i]; c <= ' ' || c == 0x7f || c == '.' || c == '*' || c == '>' {
 			return fieldErr(field, "%q: one subject token, no '.', '*', '>', blank or control character", id)
+		}
+	}
+	return nil
+}
+
+// validSchedulerID: the replica's id starts the reply subjects of its
+// dispatches (_CORTEX.ack.<id>.<attempt>.<job_id>); dots are fine there.
+func validSchedulerID(field, id string) error {
+	if len(id) > MaxWorkerIDLength {
+		return fieldErr(field, "%d bytes, at most %d", len(id), MaxWorkerIDLength)
+	}
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; c <= ' ' || c == 0x7f || c == '*' || c == '>' {
+			return fieldErr(field, "%q: no '*', '>', blank or control character", id)
 		}
 	}
 	return nil

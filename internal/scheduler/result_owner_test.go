@@ -168,7 +168,7 @@ func TestDocumentWorkersConfigIsChecked(t *testing.T) {
 	if _, err := scheduler.New(cfg); err == nil || !strings.Contains(err.Error(), "DocumentWorkers") {
 		t.Errorf("New with DocumentWorkers %q: %v", cfg.DocumentWorkers, err)
 	}
-	cfg.DocumentWorkers, cfg.ID = "", "a.b"
+	cfg.DocumentWorkers, cfg.ID = "", "a b"
 	if _, err := scheduler.New(cfg); err == nil || !strings.Contains(err.Error(), "Config.ID") {
 		t.Errorf("New with ID %q: %v", cfg.ID, err)
 	}
