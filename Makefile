@@ -76,6 +76,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz='^FuzzParseConfig$$' -fuzztime=$(FUZZTIME) ./internal/placement
 	$(GO) test -run '^$$' -fuzz='^FuzzValidateTopic$$' -fuzztime=$(FUZZTIME) ./internal/scheduler
 	$(GO) test -run '^$$' -fuzz='^FuzzClientRequest$$' -fuzztime=$(FUZZTIME) ./internal/scheduler
+	$(GO) test -run '^$$' -fuzz='^FuzzValidateRequest$$' -fuzztime=$(FUZZTIME) ./internal/scheduler
 
 clean:
 	rm -rf bin

@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -62,6 +63,12 @@ func (e *Engine) dispatch(rec jobstore.Record) {
 	}
 	subject, err := e.subjectFor(job.Request)
 	if err != nil {
+		if verr := ValidateRequest(job.Request); verr != nil {
+			// Stored before today's bounds (by an earlier version): no
+			// subject will ever do. Only on this path, not per dispatch.
+			e.undeliverable(rec, lifecycle.Pending, job.Attempt, "the stored request is out of bounds: "+verr.Error())
+			return
+		}
 		e.stats.unroutable.Add(1)
 		e.requeue(rec, lifecycle.Pending, job.Attempt, job.Attempt, "no subject for the job: "+err.Error(), e.cfg.NoWorkerRetry)
 		return
@@ -89,8 +96,17 @@ func (e *Engine) pickSubject(req *pb.JobRequest) (string, bool) {
 // dispatchTo moves a due PENDING job to DISPATCHED, to workerID when
 // placement chose one, and publishes it on subject. It reports whether the
 // job was dispatched.
+//
+// The attempt is recorded as the worker's only when it goes to that
+// worker's own subject (sys.worker.<id>.job), where nobody else can take it.
+// On a topic the queue group picks a worker, whichever placement counted it
+// against: the one that takes it names itself by its confirmation, or by its
+// result. Only that worker's result is then accepted (applyResult).
 func (e *Engine) dispatchTo(rec jobstore.Record, subject, workerID string) bool {
 	job := rec.Job
+	if workerID != "" && subject != wire.WorkerJobSubject(workerID) {
+		workerID = ""
+	}
 	if job.GetState() != lifecycle.Pending || time.Now().UnixMilli() < job.GetNextAttemptMs() {
 		return false
 	}
@@ -156,7 +172,12 @@ func (e *Engine) publishDispatch(rec jobstore.Record, subject string, now time.T
 	dispatchPackets.Put(d)
 	if err != nil {
 		e.stats.dispatchErrors.Add(1)
-		e.log.Error("[SCHEDULER] dispatch failed", "job_id", job.JobId, "subject", subject, "err", err)
+		if errors.Is(err, wire.ErrUnpublishable) {
+			// Trying again would fail the same way, for ever.
+			e.undeliverable(rec, lifecycle.Dispatched, attempt, "cannot be dispatched: "+err.Error())
+			return
+		}
+		e.log.Error("[SCHEDULER] dispatch failed", "job_id", job.JobId, "subject", clip(subject), "err", err)
 		e.requeue(rec, lifecycle.Dispatched, attempt, attempt-1, "dispatch failed: "+err.Error(), e.cfg.NoWorkerRetry)
 		return // the requeue freed what placement held
 	}
@@ -180,7 +201,7 @@ func (e *Engine) handleReply(subject string, p *pb.BusPacket, noResponders bool)
 		// Finished meanwhile (its result came first), or not ours; or
 		// cancelled while the dispatch was on its way, and then the worker
 		// that took it must be told.
-		if ack := p.GetJobAck(); ack != nil {
+		if ack := p.GetJobAck(); ack != nil && validateAck(ack) == nil {
 			ctx, cancel := e.storeCtx()
 			defer cancel()
 			if cur, err := e.cfg.Store.Get(ctx, jobID); err == nil {
@@ -196,6 +217,12 @@ func (e *Engine) handleReply(subject string, p *pb.BusPacket, noResponders bool)
 		e.requeue(rec, lifecycle.Dispatched, attempt, attempt-1, "no live worker subscribed to "+topic, e.noWorkerDelay(rec.Job))
 	case p.GetJobAck() != nil:
 		ack := p.GetJobAck()
+		if err := validateAck(ack); err != nil {
+			// The job waits for its result or AckTimeout, as unheard.
+			e.stats.invalidPackets.Add(1)
+			e.log.Warn("[SCHEDULER] refused a confirmation", "job_id", jobID, "attempt", attempt, "err", err)
+			return
+		}
 		cur, written, err := e.mutate(rec, func(j *pb.JobInfo) bool {
 			if j.State != lifecycle.Dispatched || j.Attempt != attempt {
 				return false // a result got there first, or the job was cancelled
@@ -211,7 +238,7 @@ func (e *Engine) handleReply(subject string, p *pb.BusPacket, noResponders bool)
 			e.cancelledBeforeAck(cur.Job, attempt, ack.GetWorkerId())
 		}
 	case p.GetJobAnswer() != nil && !p.GetJobAnswer().GetOk():
-		e.requeue(rec, lifecycle.Dispatched, attempt, attempt-1, "worker refused the job: "+p.GetJobAnswer().GetError(), e.cfg.NoWorkerRetry)
+		e.requeue(rec, lifecycle.Dispatched, attempt, attempt-1, "worker refused the job: "+cut(p.GetJobAnswer().GetError()), e.cfg.NoWorkerRetry)
 	default:
 		e.stats.unknown.Add(1)
 	}
@@ -237,6 +264,32 @@ func (e *Engine) cancelledBeforeAck(job *pb.JobInfo, attempt int32, workerID str
 func (e *Engine) noWorkerDelay(j *pb.JobInfo) time.Duration {
 	waited := time.Since(time.UnixMilli(j.GetCreatedMs()))
 	return max(e.cfg.NoWorkerRetry, min(5*time.Second, waited/4))
+}
+
+// undeliverable fails a job in state from at attempt that can never be
+// published: its subject is too long or invalid, its packet too large, its
+// stored request out of bounds. Retried, it would fail the same way for
+// ever; it is FAILED with the reason, not dead-lettered (run again as it
+// is, it would fail again).
+func (e *Engine) undeliverable(rec jobstore.Record, from pb.JobState, attempt int32, reason string) {
+	rec, written, err := e.mutate(rec, func(j *pb.JobInfo) bool {
+		if j.State != from || j.Attempt != attempt {
+			return false
+		}
+		j.State = lifecycle.Failed
+		j.Error = reason
+		j.PendingReason = ""
+		return true
+	})
+	if err != nil {
+		e.log.Error("[SCHEDULER] recording an undeliverable job failed", "job_id", rec.Job.GetJobId(), "err", err)
+		return
+	}
+	if written {
+		e.stats.undeliverable.Add(1)
+		e.log.Error("[SCHEDULER] job failed: it cannot be dispatched", "job_id", rec.Job.GetJobId(),
+			"topic", clip(rec.Job.GetRequest().GetTopic()), "reason", reason, "trace_id", rec.Job.GetTraceId())
+	}
 }
 
 // requeue sends a job in state from at attempt expect back to PENDING with

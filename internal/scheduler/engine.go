@@ -97,7 +97,21 @@ type Config struct {
 	// way every answer goes only to the requester's own inbox. See
 	// docs/security.md.
 	Clients *tenancy.Policy
+	// DocumentWorkers says whether results that name no attempt (attempt 0:
+	// workers built from the design document, which neither confirm nor
+	// copy the attempt) are applied: DocumentWorkersTrust or
+	// DocumentWorkersRefuse. Nothing tells such a result from a stale or a
+	// forged one but the job's state. Default: trust, as the design
+	// document's workers need; refuse with RequireWorkerIdentity, where every
+	// worker names itself and reports its attempt. See docs/security.md.
+	DocumentWorkers string
 }
+
+// What becomes of results that name no attempt (Config.DocumentWorkers).
+const (
+	DocumentWorkersTrust  = "trust"
+	DocumentWorkersRefuse = "refuse"
+)
 
 // What a job the safety checker could not decide on becomes.
 const (
@@ -128,6 +142,9 @@ func (c *Config) setDefaults() error {
 	if c.ID == "" {
 		c.ID = UniqueID("cortex-scheduler")
 	}
+	if err := validSchedulerID("scheduler: Config.ID", c.ID); err != nil {
+		return err // it names the subjects of its dispatches' replies
+	}
 	if c.QueueGroup == "" {
 		c.QueueGroup = DefaultQueueGroup
 	}
@@ -150,6 +167,16 @@ func (c *Config) setDefaults() error {
 	setDuration(&c.RetryBackoffMax, 30*time.Second)
 	setDuration(&c.NoWorkerRetry, 250*time.Millisecond)
 	setDuration(&c.Tick, 50*time.Millisecond)
+	switch c.DocumentWorkers {
+	case "":
+		c.DocumentWorkers = DocumentWorkersTrust
+		if c.RequireWorkerIdentity {
+			c.DocumentWorkers = DocumentWorkersRefuse
+		}
+	case DocumentWorkersTrust, DocumentWorkersRefuse:
+	default:
+		return fmt.Errorf("scheduler: Config.DocumentWorkers %q: want %q or %q", c.DocumentWorkers, DocumentWorkersTrust, DocumentWorkersRefuse)
+	}
 	switch c.SafetyUnavailable {
 	case "":
 		c.SafetyUnavailable = SafetyUnavailablePending
@@ -173,6 +200,9 @@ func UniqueID(prefix string) string {
 	host = strings.NewReplacer(".", "-", " ", "-", "*", "-", ">", "-").Replace(host)
 	if host == "" {
 		host = "local"
+	}
+	if len(host) > 64 {
+		host = host[:64] // ids are bounded (MaxWorkerIDLength)
 	}
 	return fmt.Sprintf("%s-%s-%s", prefix, host, uuid.NewString()[:8])
 }
@@ -219,6 +249,20 @@ type Stats struct {
 	// an identity bound to nothing, a tenant's client acting for another
 	// tenant.
 	ClientsRefused uint64
+	// ForeignResults counts results refused because their worker is not
+	// the one the attempt was dispatched to or confirmed by.
+	ForeignResults uint64
+	// UntrustedResults counts results that name no attempt, refused
+	// because DocumentWorkers is refuse.
+	UntrustedResults uint64
+	// InvalidPackets counts heartbeats, results, confirmations, cancels and
+	// queries refused because a field is out of its bounds (FieldLimits).
+	// Submissions out of bounds count in Rejected.
+	InvalidPackets uint64
+	// Undeliverable counts jobs failed because they can never be published
+	// (wire.ErrUnpublishable: a subject too long or invalid, a packet too
+	// large) or were stored with a request out of today's bounds.
+	Undeliverable uint64
 }
 
 // Engine is the scheduler's control loop. Its replicas share one JobStore.
@@ -264,7 +308,7 @@ type Engine struct {
 		submitted, accepted, rejected, denied, duplicates, conflicts, dispatched, noResponders,
 		unconfirmed, unroutable, results, stale, late, completed, retries, leasesLost, deadLettered,
 		cancelled, heartbeats, alerts, unknown, storeErrors, dispatchErrors, throttled, safetyUnavailable, backpressure,
-		identityRejected, repliesRefused, clientsRefused atomic.Uint64
+		identityRejected, repliesRefused, clientsRefused, foreignResults, untrustedResults, invalidPackets, undeliverable atomic.Uint64
 	}
 	// ownInbox is this replica's inbox prefix with its trailing dot ("" when
 	// the bus has none of its own): no request is answered there.
@@ -462,7 +506,7 @@ func (e *Engine) HandlePacket(p *pb.BusPacket) {
 	case *pb.BusPacket_JobRequest:
 		_ = e.handleSubmit(p, "")
 	case *pb.BusPacket_JobResult:
-		_ = e.handleResultPacket(p, "")
+		_ = e.handleResultPacket(p, payload.JobResult.GetWorkerId()) // no subject: the claim
 	case *pb.BusPacket_Alert:
 		e.stats.alerts.Add(1)
 		a := payload.Alert
@@ -517,6 +561,12 @@ func (e *Engine) handleSubmitOn(subject string, p *pb.BusPacket, replyTo string)
 		req.Tenant = tenant // the client's own: stamped
 	}
 	e.stats.submitted.Add(1)
+	if err := apply(packetRules, p); err != nil {
+		e.stats.rejected.Add(1)
+		e.log.Warn("[SCHEDULER] refused job", "job_id", clip(req.GetJobId()), "err", err)
+		e.reply(replyTo, "", refusal(err.Error(), false))
+		return nil
+	}
 	traceID := p.GetTraceId()
 	if traceID == "" {
 		traceID = uuid.NewString()
@@ -535,9 +585,9 @@ func (e *Engine) handleSubmitOn(subject string, p *pb.BusPacket, replyTo string)
 // Without answerWanted (nobody waits for the answer) an accepted job's
 // answer is nil: it is not built for nothing on the hot path.
 func (e *Engine) admit(req *pb.JobRequest, traceID string, answerWanted bool) (answer *pb.JobAnswer, created bool, err error) {
-	if err := e.validate(req); err != nil {
+	if err := ValidateRequest(req); err != nil {
 		e.stats.rejected.Add(1)
-		e.log.Warn("[SCHEDULER] refused job", "job_id", req.GetJobId(), "topic", req.GetTopic(), "err", err, "trace_id", traceID)
+		e.log.Warn("[SCHEDULER] refused job", "job_id", clip(req.GetJobId()), "topic", clip(req.GetTopic()), "err", err, "trace_id", traceID)
 		return refusal(err.Error(), false), false, nil
 	}
 	if e.debug() {
@@ -671,94 +721,6 @@ func (e *Engine) admit(req *pb.JobRequest, traceID string, answerWanted bool) (a
 
 // conflictPrefix starts the error of a submission whose job_id is taken.
 const conflictPrefix = "conflict"
-
-// validate refuses requests that cannot become jobs at all.
-func (e *Engine) validate(req *pb.JobRequest) error {
-	if err := jobstore.ValidID(req.GetJobId()); err != nil {
-		return fmt.Errorf("invalid job_id %q: letters, digits and - _ = . only, at most %d", req.GetJobId(), jobstore.MaxIDLength)
-	}
-	if req.GetTopic() != ForbiddenTopic { // the safety check answers for it
-		if err := ValidateTopic(req.GetTopic()); err != nil {
-			return err
-		}
-	}
-	if req.GetMaxAttempts() < 0 || req.GetTimeoutMs() < 0 || req.GetTtlMs() < 0 {
-		return errors.New("max_attempts, timeout_ms and ttl_ms must not be negative")
-	}
-	return validateFields(req)
-}
-
-// Bounds on a request's free-form fields: a job is kept in memory while it
-// lives, its tenant and requirements index queues and throttles, and none of
-// them has a reason to be large.
-const (
-	MaxTenantLength = 128  // tenant
-	MaxNameLength   = 128  // a capability, a label or env var key, adapter_id
-	MaxValueLength  = 4096 // a label or env var value, context_ptr
-	MaxListLength   = 64   // capabilities, labels
-	MaxEnvVars      = 256
-)
-
-// validateFields checks the free-form fields of a request, naming the field
-// that is wrong.
-func validateFields(req *pb.JobRequest) error {
-	if err := validName("tenant", req.GetTenant(), MaxTenantLength); err != nil {
-		return err
-	}
-	if err := validName("adapter_id", req.GetAdapterId(), MaxNameLength); err != nil {
-		return err
-	}
-	if len(req.GetContextPtr()) > MaxValueLength {
-		return fmt.Errorf("context_ptr: %d bytes, at most %d", len(req.GetContextPtr()), MaxValueLength)
-	}
-	caps := req.GetRequiredCapabilities()
-	if len(caps) > MaxListLength {
-		return fmt.Errorf("required_capabilities: %d entries, at most %d", len(caps), MaxListLength)
-	}
-	for i, c := range caps {
-		if c == "" {
-			return fmt.Errorf("required_capabilities[%d]: empty", i)
-		}
-		if err := validName(fmt.Sprintf("required_capabilities[%d]", i), c, MaxNameLength); err != nil {
-			return err
-		}
-	}
-	if err := validMap("required_labels", req.GetRequiredLabels(), MaxListLength); err != nil {
-		return err
-	}
-	return validMap("env_vars", req.GetEnvVars(), MaxEnvVars)
-}
-
-func validMap(field string, m map[string]string, maxLen int) error {
-	if len(m) > maxLen {
-		return fmt.Errorf("%s: %d entries, at most %d", field, len(m), maxLen)
-	}
-	for k, v := range m {
-		if k == "" {
-			return fmt.Errorf("%s: an empty key", field)
-		}
-		if err := validName(field+" key", k, MaxNameLength); err != nil {
-			return err
-		}
-		if len(v) > MaxValueLength {
-			return fmt.Errorf("%s[%q]: value of %d bytes, at most %d", field, k, len(v), MaxValueLength)
-		}
-	}
-	return nil
-}
-
-// validName: at most maxLen bytes, no control characters.
-func validName(field, s string, maxLen int) error {
-	if len(s) > maxLen {
-		return fmt.Errorf("%s: %d bytes, at most %d", field, len(s), maxLen)
-	}
-	for _, r := range s {
-		if r < 0x20 || r == 0x7f {
-			return fmt.Errorf("%s %q: control characters are not allowed", field, s)
-		}
-	}
-	return nil
-}
 
 func (e *Engine) ttl(req *pb.JobRequest) time.Duration {
 	if req.GetTtlMs() > 0 {
@@ -921,5 +883,8 @@ func (e *Engine) Stats() Stats {
 		StoreErrors: s.storeErrors.Load(), DispatchErrors: s.dispatchErrors.Load(),
 		Throttled: s.throttled.Load(), SafetyUnavailable: s.safetyUnavailable.Load(), Backpressure: s.backpressure.Load(),
 		IdentityRejected: s.identityRejected.Load(), RepliesRefused: s.repliesRefused.Load(), ClientsRefused: s.clientsRefused.Load(),
+		ForeignResults:   s.foreignResults.Load(),
+		UntrustedResults: s.untrustedResults.Load(), InvalidPackets: s.invalidPackets.Load(),
+		Undeliverable: s.undeliverable.Load(),
 	}
 }

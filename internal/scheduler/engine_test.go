@@ -362,7 +362,7 @@ func TestInvalidSubmissionsAreRefusedWithoutARecord(t *testing.T) {
 	// Free-form fields out of bounds: the refusal names the field.
 	named := map[string]*pb.JobRequest{
 		"tenant":                   {JobId: "f1", Topic: "job.echo", Tenant: strings.Repeat("t", 129)},
-		"tenant \"a\\nb\"":         {JobId: "f2", Topic: "job.echo", Tenant: "a\nb"},
+		"tenant: \"a\\nb\"":        {JobId: "f2", Topic: "job.echo", Tenant: "a\nb"},
 		"required_capabilities[1]": {JobId: "f3", Topic: "job.echo", RequiredCapabilities: []string{"gpu", ""}},
 		"required_capabilities:":   {JobId: "f4", Topic: "job.echo", RequiredCapabilities: make([]string, 65)},
 		"required_labels":          {JobId: "f5", Topic: "job.echo", RequiredLabels: map[string]string{"": "x"}},

@@ -19,11 +19,20 @@ import (
 	"github.com/cortex-os/core/pkg/wire"
 )
 
-func (e *Engine) handleResultPacket(p *pb.BusPacket, _ string) error {
+// handleResultPacket applies a result from worker from: the worker its
+// subject names (identified has checked that the result's worker_id is that
+// one), or, on the design document's bare sys.job.result, the worker_id it
+// carries, which nothing vouches for.
+func (e *Engine) handleResultPacket(p *pb.BusPacket, from string) error {
 	res := p.GetJobResult()
 	if res == nil {
 		e.stats.unknown.Add(1)
 		return nil
+	}
+	if err := validateResult(res); err != nil {
+		e.stats.invalidPackets.Add(1)
+		e.log.Warn("[SCHEDULER] refused a result", "job_id", clip(res.GetJobId()), "worker_id", clip(from), "err", err)
+		return nil // acknowledged: never redelivered
 	}
 	e.stats.results.Add(1)
 	if e.debug() {
@@ -35,7 +44,7 @@ func (e *Engine) handleResultPacket(p *pb.BusPacket, _ string) error {
 		// Compare-and-set catches a cache that is behind when the result
 		// applies; applyResult reads the store again before it calls a
 		// result stale on the cache's word.
-		return e.applyResult(rec, res, false)
+		return e.applyResult(rec, res, from, false)
 	}
 	ctx, cancel := e.storeCtx()
 	defer cancel()
@@ -49,21 +58,27 @@ func (e *Engine) handleResultPacket(p *pb.BusPacket, _ string) error {
 		e.stats.storeErrors.Add(1)
 		return err // redelivered where results are durable
 	}
-	return e.applyResult(rec, res, true)
+	return e.applyResult(rec, res, from, true)
 }
 
-// applyResult moves a job by its result. Exactly one result completes a job:
-// results for finished jobs and for attempts no longer current are ignored.
-// fresh says rec was just read from the store; a record from this replica's
-// cache may be behind another replica's dispatch (the job still PENDING, or
-// at an older attempt, here), so a result that looks stale against it is
-// judged again against the store before it is fenced.
-func (e *Engine) applyResult(rec jobstore.Record, res *pb.JobResult, fresh bool) error {
+// applyResult moves a job by its result from worker from. Exactly one result
+// completes a job, and only a result of the attempt's worker: results for
+// finished jobs and for attempts no longer current are ignored (fenced), and
+// so is a result from another worker than the one the attempt was
+// dispatched to or confirmed by. fresh says rec was just read from the
+// store; a record from this replica's cache may be behind another replica's
+// dispatch or confirmation (the job still PENDING, at an older attempt, or
+// not yet confirmed, here), so a result that looks stale or foreign against
+// it is judged again against the store before it is refused.
+func (e *Engine) applyResult(rec jobstore.Record, res *pb.JobResult, from string, fresh bool) error {
 	var outcome string
 	rec, written, err := e.mutate(rec, func(j *pb.JobInfo) bool {
 		switch {
 		case lifecycle.Terminal(j.State):
 			outcome = "late"
+			return false
+		case res.GetAttempt() == 0 && e.cfg.DocumentWorkers != DocumentWorkersTrust:
+			outcome = "untrusted"
 			return false
 		case res.GetAttempt() != 0 && (res.GetAttempt() != j.Attempt || j.State == lifecycle.Pending):
 			outcome = "stale"
@@ -73,8 +88,15 @@ func (e *Engine) applyResult(rec jobstore.Record, res *pb.JobResult, fresh bool)
 			// given up: nothing tells this result is current.
 			outcome = "stale"
 			return false
+		case j.WorkerId != "" && from != j.WorkerId:
+			// The attempt names its worker: placement dispatched it to
+			// that one, or that one confirmed it. Before either, a topic
+			// dispatch went to whichever worker of the queue group took it,
+			// and its result is the first word of it.
+			outcome = "foreign"
+			return false
 		}
-		j.WorkerId = res.GetWorkerId()
+		j.WorkerId = from
 		j.ExecutionMs = res.GetExecutionMs()
 		switch res.GetStatus() {
 		case pb.JobStatus_JOB_STATUS_COMPLETED:
@@ -87,12 +109,12 @@ func (e *Engine) applyResult(rec jobstore.Record, res *pb.JobResult, fresh bool)
 			// The worker handed the job back (it is shutting down): not a
 			// failure of the job.
 			j.State = lifecycle.Pending
-			j.PendingReason = "handed back by " + res.GetWorkerId() + ": " + res.GetError()
+			j.PendingReason = "handed back by " + from + ": " + cut(res.GetError())
 			j.NextAttemptMs = 0
 			outcome = "handed back"
 		default:
 			timedOut := res.GetStatus() == pb.JobStatus_JOB_STATUS_TIMEOUT
-			reason := res.GetError()
+			reason := cut(res.GetError())
 			if reason == "" {
 				reason = "attempt failed"
 			}
@@ -103,7 +125,7 @@ func (e *Engine) applyResult(rec jobstore.Record, res *pb.JobResult, fresh bool)
 	switch {
 	case err != nil:
 		return err
-	case outcome == "stale" && !fresh:
+	case (outcome == "stale" || outcome == "foreign") && !fresh:
 		ctx, cancel := e.storeCtx()
 		defer cancel()
 		cur, err := e.cfg.Store.Get(ctx, res.GetJobId())
@@ -112,7 +134,14 @@ func (e *Engine) applyResult(rec jobstore.Record, res *pb.JobResult, fresh bool)
 			return err // redelivered where results are durable
 		}
 		e.observe(cur)
-		return e.applyResult(cur, res, true)
+		return e.applyResult(cur, res, from, true)
+	case outcome == "foreign":
+		e.stats.foreignResults.Add(1)
+		e.log.Warn("[SCHEDULER] refused a result from a worker that does not hold the attempt", "job_id", res.GetJobId(),
+			"worker_id", from, "holder", rec.Job.GetWorkerId(), "result_attempt", res.GetAttempt(), "current_attempt", rec.Job.GetAttempt())
+	case outcome == "untrusted":
+		e.stats.untrustedResults.Add(1)
+		e.log.Warn("[SCHEDULER] refused a result that names no attempt (document_workers: refuse)", "job_id", res.GetJobId(), "worker_id", from)
 	case outcome == "stale":
 		e.stats.stale.Add(1)
 		e.log.Info("[SCHEDULER] fenced a stale result", "job_id", res.GetJobId(), "worker_id", res.GetWorkerId(),
@@ -206,7 +235,7 @@ func (e *Engine) handleHeartbeatOn(subject string, p *pb.BusPacket) {
 		}
 	case *pb.BusPacket_JobResult:
 		if e.identified("result", subject, payload.JobResult.GetWorkerId(), wire.HeartbeatSubjectWorker) {
-			_ = e.handleResultPacket(p, "")
+			_ = e.handleResultPacket(p, payload.JobResult.GetWorkerId()) // the subject's worker, or on a bare subject the claim
 		}
 	case *pb.BusPacket_JobRequest:
 		if e.cfg.RequireWorkerIdentity {
@@ -223,11 +252,18 @@ func (e *Engine) handleHeartbeatOn(subject string, p *pb.BusPacket) {
 
 // handleResultOn handles a result that came on subject, if the subject may
 // carry it. A refused result is acknowledged: it is never redelivered.
-func (e *Engine) handleResultOn(subject string, p *pb.BusPacket, replyTo string) error {
-	if res := p.GetJobResult(); res != nil && !e.identified("result", subject, res.GetWorkerId(), wire.ResultSubjectWorker) {
+func (e *Engine) handleResultOn(subject string, p *pb.BusPacket, _ string) error {
+	res := p.GetJobResult()
+	if res != nil && !e.identified("result", subject, res.GetWorkerId(), wire.ResultSubjectWorker) {
 		return nil
 	}
-	return e.handleResultPacket(p, replyTo)
+	// The sender is the worker the subject names, which identified found
+	// equal to the result's worker_id; on the bare subject, the claim.
+	from, named := wire.ResultSubjectWorker(subject)
+	if !named {
+		from = res.GetWorkerId()
+	}
+	return e.handleResultPacket(p, from)
 }
 
 // identified reports whether a packet of worker claimed that came on
@@ -244,10 +280,10 @@ func (e *Engine) identified(what, subject, claimed string, named func(string) (s
 	e.stats.identityRejected.Add(1)
 	if ok {
 		e.log.Warn("[SCHEDULER] refused a "+what+" whose subject names another worker",
-			"subject", subject, "subject_worker", id, "worker_id", claimed)
+			"subject", clip(subject), "subject_worker", clip(id), "worker_id", clip(claimed))
 	} else {
 		e.log.Warn("[SCHEDULER] refused a "+what+" on a subject that names no worker (require_worker_identity)",
-			"subject", subject, "worker_id", claimed)
+			"subject", clip(subject), "worker_id", clip(claimed))
 	}
 	return false
 }
@@ -255,6 +291,11 @@ func (e *Engine) identified(what, subject, claimed string, named func(string) (s
 // ---- heartbeats and leases ----
 
 func (e *Engine) handleHeartbeat(hb *pb.Heartbeat) {
+	if err := validateHeartbeat(hb); err != nil {
+		e.stats.invalidPackets.Add(1)
+		e.log.Warn("[SCHEDULER] refused a heartbeat", "worker_id", clip(hb.GetWorkerId()), "err", err)
+		return
+	}
 	e.stats.heartbeats.Add(1)
 	if e.debug() {
 		e.log.Debug("[SCHEDULER] 💓 heartbeat", "worker_id", hb.GetWorkerId(), "type", hb.GetType(),
@@ -460,6 +501,10 @@ func (e *Engine) handleCancel(who tenancy.Principal, p *pb.BusPacket) *pb.BusPac
 	if c == nil {
 		return e.answer(p, refusal("sys.job.cancel takes a job_cancel packet", false))
 	}
+	if err := validateCancel(c); err != nil {
+		e.stats.invalidPackets.Add(1)
+		return e.answer(p, refusal(err.Error(), false))
+	}
 	ctx, cancel := e.storeCtx()
 	defer cancel()
 	rec, err := e.cfg.Store.Get(ctx, c.GetJobId())
@@ -506,6 +551,10 @@ func (e *Engine) handleQuery(who tenancy.Principal, p *pb.BusPacket) *pb.BusPack
 	q := p.GetJobQuery()
 	if q == nil {
 		return e.answer(p, refusal("sys.job.query takes a job_query packet", false))
+	}
+	if err := validateQuery(q); err != nil {
+		e.stats.invalidPackets.Add(1)
+		return e.answer(p, refusal(err.Error(), false))
 	}
 	ctx, cancel := e.storeCtx()
 	defer cancel()

@@ -36,10 +36,15 @@ func (s *NaiveStrategy) PickSubject(req *pb.JobRequest, _ map[string]*pb.Heartbe
 // WorkerBlind implements WorkerBlind: the naive strategy ignores the workers.
 func (s *NaiveStrategy) WorkerBlind() bool { return true }
 
-// ValidateTopic reports whether topic can be dispatched on.
+// ValidateTopic reports whether topic can be dispatched on: a literal
+// subject under job. of at most MaxTopicLength bytes, with no control
+// characters.
 func ValidateTopic(topic string) error {
 	if topic == "" {
 		return ErrEmptyTopic
+	}
+	if len(topic) > MaxTopicLength {
+		return fmt.Errorf("%w: %d bytes, at most %d", ErrInvalidTopic, len(topic), MaxTopicLength)
 	}
 	if !strings.HasPrefix(topic, wire.JobSubjectPrefix) {
 		return fmt.Errorf("%w %q: must start with %q", ErrInvalidTopic, topic, wire.JobSubjectPrefix)
@@ -49,10 +54,10 @@ func ValidateTopic(topic string) error {
 	start := 0
 	for i := 0; i <= len(topic); i++ {
 		if i < len(topic) {
-			switch topic[i] {
-			case ' ', '\t', '\r', '\n':
-				return fmt.Errorf("%w %q: empty, wildcard or blank token", ErrInvalidTopic, topic)
-			case '.':
+			switch c := topic[i]; {
+			case c <= ' ' || c == 0x7f:
+				return fmt.Errorf("%w %q: a blank or control character", ErrInvalidTopic, topic)
+			case c == '.':
 			default:
 				continue
 			}

@@ -4,6 +4,7 @@ package system
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -131,6 +132,7 @@ func RunScheduler(ctx context.Context, opts SchedulerOptions) error {
 
 		RequireWorkerIdentity: opts.Settings.RequireWorkerIdentity,
 		Clients:               clients,
+		DocumentWorkers:       documentWorkers(opts.Settings.Results),
 	})
 	if err != nil {
 		return err
@@ -142,8 +144,38 @@ func RunScheduler(ctx context.Context, opts SchedulerOptions) error {
 	if opts.Started != nil {
 		opts.Started()
 	}
-	<-ctx.Done()
-	return engine.Stop(context.WithoutCancel(ctx))
+	select {
+	case <-ctx.Done():
+		return engine.Stop(context.WithoutCancel(ctx))
+	case <-b.Closed():
+		// The server closed the connection for good (nats.go does not
+		// reconnect after a protocol error or refused credentials): a
+		// scheduler that went on would hear nothing. Exit, so that a
+		// supervisor starts it again.
+		_ = engine.Stop(context.WithoutCancel(ctx))
+		return fmt.Errorf("scheduler: %w", closeError(b))
+	}
+}
+
+// closeError is why the bus closed when nobody asked it to.
+func closeError(b *bus.NatsBus) error {
+	if err := b.CloseError(); err != nil {
+		return err
+	}
+	return bus.ErrClosedByServer
+}
+
+// documentWorkers maps scheduler.results.trust_document_workers to the
+// engine's setting; absent, the engine decides by require_worker_identity.
+func documentWorkers(r config.Results) string {
+	switch {
+	case r.TrustDocumentWorkers == nil:
+		return ""
+	case *r.TrustDocumentWorkers:
+		return scheduler.DocumentWorkersTrust
+	default:
+		return scheduler.DocumentWorkersRefuse
+	}
 }
 
 // LoadPlacement reads a placement config file (the schema of the config's
@@ -288,5 +320,24 @@ func RunEchoWorker(ctx context.Context, opts EchoWorkerOptions) error {
 	if err != nil {
 		return err
 	}
-	return w.Run(ctx)
+	// A connection the server closed for good ends the worker too: it
+	// would otherwise heartbeat into nothing and take no jobs, alive and deaf.
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() {
+		select {
+		case <-b.Closed():
+			stop()
+		case <-runCtx.Done():
+		}
+	}()
+	err = w.Run(runCtx)
+	select {
+	case <-b.Closed():
+		if ctx.Err() == nil {
+			return errors.Join(fmt.Errorf("echo worker: %w", closeError(b)), err)
+		}
+	default:
+	}
+	return err
 }

@@ -166,3 +166,9 @@ func WorkerCancelSubject(workerID string) string { return "sys.worker." + worker
 
 // ErrNoResponders is returned by a request that reached no subscriber.
 var ErrNoResponders = errors.New("no responders")
+
+// ErrUnpublishable is wrapped by the error of a publish that can never
+// succeed as asked, whenever it is tried again: a subject too long for the
+// server's protocol line or not a valid subject, a packet larger than the
+// bus or the server takes. Nothing was sent, and the connection is intact.
+var ErrUnpublishable = errors.New("unpublishable")

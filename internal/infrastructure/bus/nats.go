@@ -17,12 +17,27 @@ import (
 	"github.com/nats-io/nats.go"
 
 	pb "github.com/cortex-os/core/pkg/pb/v1"
+	"github.com/cortex-os/core/pkg/wire"
 )
 
 // DefaultMaxPacketBytes is the largest packet accepted, matching the NATS
 // server's default max_payload. Larger inputs and outputs belong behind
 // context_ptr / result_ptr.
 const DefaultMaxPacketBytes = 1 << 20
+
+// DefaultMaxControlLine is nats-server's default max_control_line: the
+// longest protocol line (PUB <subject> <reply> <size>) the server takes. On a
+// longer one the server closes the connection, and nats.go does not
+// reconnect: one long subject would take the process off the bus for good.
+const DefaultMaxControlLine = 4096
+
+// controlLineOverhead is the room a protocol line needs besides its
+// subjects: the verb, the spaces, the header and payload sizes, CRLF.
+const controlLineOverhead = 64
+
+// requestInboxAllowance is the room Request leaves for the reply inbox
+// nats.go picks (_INBOX.<prefix>.<nuid>.<token>).
+const requestInboxAllowance = 128
 
 // Errors returned by the bus. Decode failures wrap ErrMalformed, oversize
 // packets ErrTooLarge, packets with no known payload ErrUnknownPayload.
@@ -31,6 +46,13 @@ var (
 	ErrTooLarge       = errors.New("bus: packet too large")
 	ErrUnknownPayload = errors.New("bus: packet has no known payload")
 	ErrNilPacket      = errors.New("bus: nil packet")
+	// ErrSubjectTooLong: a publish whose subject and reply subject do not
+	// fit in the server's protocol line. It also wraps wire.ErrUnpublishable.
+	ErrSubjectTooLong = errors.New("bus: subject too long")
+	// ErrClosedByServer: the connection was closed, for good, by something
+	// else than Close (the server refused a protocol line or the
+	// credentials). See NatsBus.Closed.
+	ErrClosedByServer = errors.New("bus: connection closed by the server")
 )
 
 // Config configures a NatsBus. The zero value of every field but URL is
@@ -46,6 +68,11 @@ type Config struct {
 	MaxPacketBytes int
 	// DrainTimeout bounds Close. Default 10s.
 	DrainTimeout time.Duration
+	// MaxControlLine is the server's max_control_line. A publish whose
+	// subject and reply subject would not fit in it is refused before it is
+	// sent (ErrSubjectTooLong) instead of making the server close the
+	// connection. Default DefaultMaxControlLine, the server's default.
+	MaxControlLine int
 	// Options are extra nats.go options (credentials, TLS, ...), applied last.
 	Options []nats.Option
 }
@@ -62,6 +89,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.DrainTimeout <= 0 {
 		c.DrainTimeout = 10 * time.Second
+	}
+	if c.MaxControlLine <= controlLineOverhead {
+		c.MaxControlLine = DefaultMaxControlLine
 	}
 }
 
@@ -89,6 +119,7 @@ type NatsBus struct {
 	once   sync.Once
 
 	durable atomic.Bool
+	closing atomic.Bool // Close was called: a close is not the server's doing
 
 	published, delivered, malformed, tooLarge, unknown, panics, asyncErrs, reconnects, repliesRefused atomic.Uint64
 }
@@ -100,7 +131,10 @@ func NewNatsBus(url string) (*NatsBus, error) {
 }
 
 // Connect opens a connection that reconnects forever and logs every
-// disconnect, reconnect and asynchronous error.
+// disconnect, reconnect and asynchronous error. The server can still close
+// it for good (a protocol error, credentials it no longer accepts): then
+// Closed is closed and CloseError says why, and the process should exit or
+// connect again rather than go on deaf.
 func Connect(cfg Config) (*NatsBus, error) {
 	cfg.setDefaults()
 	b := &NatsBus{cfg: cfg, log: cfg.Logger, closed: make(chan struct{})}
@@ -125,7 +159,12 @@ func Connect(cfg Config) (*NatsBus, error) {
 			}
 			b.log.Error("bus asynchronous error", "subject", subject, "err", err)
 		}),
-		nats.ClosedHandler(func(*nats.Conn) { b.once.Do(func() { close(b.closed) }) }),
+		nats.ClosedHandler(func(nc *nats.Conn) {
+			if !b.closing.Load() {
+				b.log.Error("bus connection closed by the server; it will not reconnect", "err", nc.LastError())
+			}
+			b.once.Do(func() { close(b.closed) })
+		}),
 	}
 	opts = append(opts, cfg.Options...)
 	nc, err := nats.Connect(cfg.URL, opts...)
@@ -143,10 +182,34 @@ func (b *NatsBus) SetDurable(on bool) { b.durable.Store(on) }
 // Conn exposes the underlying connection for request-reply and JetStream.
 func (b *NatsBus) Conn() *nats.Conn { return b.nc }
 
+// Closed is closed once the connection is closed for good: by Close, or by
+// the server (see CloseError).
+func (b *NatsBus) Closed() <-chan struct{} { return b.closed }
+
+// CloseError is nil while the connection is open or when Close closed it;
+// once something else closed it for good (the server: a protocol line it
+// refused, credentials it no longer accepts), it wraps ErrClosedByServer and
+// says why.
+func (b *NatsBus) CloseError() error {
+	select {
+	case <-b.closed:
+	default:
+		return nil
+	}
+	if b.closing.Load() {
+		return nil
+	}
+	if err := b.nc.LastError(); err != nil {
+		return fmt.Errorf("%w: %w", ErrClosedByServer, err)
+	}
+	return ErrClosedByServer
+}
+
 // Close drains the connection: subscriptions stop taking messages, handlers
 // finish what they hold and pending publishes are flushed. It waits at most
 // Config.DrainTimeout.
 func (b *NatsBus) Close() {
+	b.closing.Store(true)
 	if b.nc.IsClosed() {
 		return
 	}
@@ -170,6 +233,9 @@ func (b *NatsBus) Publish(subject string, packet *pb.BusPacket) error {
 // ("": none). The packet is marshalled into a pooled buffer: the NATS
 // client copies the bytes into its own before it returns.
 func (b *NatsBus) publish(subject, reply string, packet *pb.BusPacket) error {
+	if err := b.checkSubjects(subject, reply); err != nil {
+		return err
+	}
 	buf := encodeBuffers.Get().(*[]byte)
 	defer func() {
 		if cap(*buf) <= maxPooledBuffer {
@@ -178,7 +244,7 @@ func (b *NatsBus) publish(subject, reply string, packet *pb.BusPacket) error {
 	}()
 	data, err := b.encodeAppend((*buf)[:0], packet)
 	if err != nil {
-		return err
+		return publishError(subject, err)
 	}
 	*buf = data
 	if reply == "" {
@@ -187,10 +253,45 @@ func (b *NatsBus) publish(subject, reply string, packet *pb.BusPacket) error {
 		err = b.nc.PublishRequest(subject, reply, data)
 	}
 	if err != nil {
-		return fmt.Errorf("bus: publish %s: %w", subject, err)
+		return publishError(subject, err)
 	}
 	b.published.Add(1)
 	return nil
+}
+
+// checkSubjects refuses a publish whose subject and reply subject would not
+// fit in the server's protocol line: sent, it would make the server close
+// the connection for good.
+func (b *NatsBus) checkSubjects(subject, reply string) error {
+	return b.checkSubjectLength(subject, len(reply))
+}
+
+// checkSubjectLength is checkSubjects with a reply subject of replyLen bytes.
+func (b *NatsBus) checkSubjectLength(subject string, replyLen int) error {
+	limit := b.cfg.MaxControlLine - controlLineOverhead
+	if n := len(subject) + replyLen; n > limit {
+		return fmt.Errorf("bus: publish %s: %w: %w: subject and reply subject of %d bytes, at most %d",
+			shorten(subject), wire.ErrUnpublishable, ErrSubjectTooLong, n, limit)
+	}
+	return nil
+}
+
+// publishError is the error of a failed publish on subject; one that can
+// never succeed as asked wraps wire.ErrUnpublishable.
+func publishError(subject string, err error) error {
+	if errors.Is(err, ErrTooLarge) || errors.Is(err, nats.ErrBadSubject) || errors.Is(err, nats.ErrMaxPayload) {
+		return fmt.Errorf("bus: publish %s: %w: %w", shorten(subject), wire.ErrUnpublishable, err)
+	}
+	return fmt.Errorf("bus: publish %s: %w", shorten(subject), err)
+}
+
+// shorten keeps an error about a long subject short.
+func shorten(subject string) string {
+	const keep = 64
+	if len(subject) <= keep {
+		return subject
+	}
+	return fmt.Sprintf("%s…(%d bytes)", subject[:keep], len(subject))
 }
 
 // encodeBuffers are Publish's marshal buffers; buffers grown past

@@ -16,14 +16,20 @@ import (
 // ends. A subject nobody listens on fails at once with an error wrapping
 // wire.ErrNoResponders.
 func (b *NatsBus) Request(ctx context.Context, subject string, packet *pb.BusPacket) (*pb.BusPacket, error) {
+	if err := b.checkSubjectLength(subject, requestInboxAllowance); err != nil {
+		return nil, err
+	}
 	data, err := b.Encode(packet)
 	if err != nil {
-		return nil, err
+		return nil, publishError(subject, err)
 	}
 	msg, err := b.nc.RequestWithContext(ctx, subject, data)
 	if err != nil {
 		if errors.Is(err, nats.ErrNoResponders) {
 			return nil, fmt.Errorf("bus: request %s: %w", subject, wire.ErrNoResponders)
+		}
+		if errors.Is(err, nats.ErrBadSubject) || errors.Is(err, nats.ErrMaxPayload) {
+			return nil, publishError(subject, err)
 		}
 		return nil, fmt.Errorf("bus: request %s: %w", subject, err)
 	}
@@ -38,14 +44,17 @@ func (b *NatsBus) Request(ctx context.Context, subject string, packet *pb.BusPac
 // PublishReplyTo publishes packet on subject with the wire.HeaderReplyTo
 // header, which asks the scheduler to answer a submission on replyTo.
 func (b *NatsBus) PublishReplyTo(subject string, packet *pb.BusPacket, replyTo string) error {
+	if err := b.checkSubjects(subject, ""); err != nil {
+		return err
+	}
 	data, err := b.Encode(packet)
 	if err != nil {
-		return err
+		return publishError(subject, err)
 	}
 	msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
 	msg.Header.Set(wire.HeaderReplyTo, replyTo)
 	if err := b.nc.PublishMsg(msg); err != nil {
-		return fmt.Errorf("bus: publish %s: %w", subject, err)
+		return publishError(subject, err)
 	}
 	b.published.Add(1)
 	return nil

@@ -129,6 +129,17 @@ type Scheduler struct {
 	// way. Turn it on where the server's permissions tie each worker to its
 	// subjects (docs/security.md).
 	RequireWorkerIdentity bool `yaml:"require_worker_identity"`
+	// Results: which results the scheduler accepts (docs/security.md).
+	Results Results `yaml:"results"`
+}
+
+// Results configures which results the scheduler accepts.
+type Results struct {
+	// TrustDocumentWorkers: apply results that name no attempt (attempt 0:
+	// workers built from the design document, which neither confirm nor
+	// report their attempt). Absent: true without require_worker_identity,
+	// false with it.
+	TrustDocumentWorkers *bool `yaml:"trust_document_workers"`
 }
 
 // Worker configures the shipped workers.

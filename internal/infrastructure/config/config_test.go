@@ -280,3 +280,26 @@ func TestLoadClients(t *testing.T) {
 		t.Errorf("clients = %+v", c)
 	}
 }
+
+// scheduler.results.trust_document_workers: absent (the scheduler decides by
+// require_worker_identity), true or false.
+func TestLoadResultsTrust(t *testing.T) {
+	clearEnv(t)
+	for content, want := range map[string]string{
+		"scheduler: {}\n": "absent",
+		"scheduler:\n  results:\n    trust_document_workers: true\n":  "true",
+		"scheduler:\n  results:\n    trust_document_workers: false\n": "false",
+	} {
+		cfg, err := config.Load(writeFile(t, content))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := "absent"
+		if p := cfg.Scheduler.Results.TrustDocumentWorkers; p != nil {
+			got = map[bool]string{true: "true", false: "false"}[*p]
+		}
+		if got != want {
+			t.Errorf("%q: trust_document_workers %s, want %s", content, got, want)
+		}
+	}
+}
