@@ -155,10 +155,10 @@ func TestUnknownEnumValueInRawProtobufIsRefused(t *testing.T) {
 	if got := p.GetJobRequest().GetPriority(); got != 99 {
 		t.Fatalf("decoded priority %d, want 99", got)
 	}
-	if err := r.bus.submit(t, p, "inbox.raw"); err != nil {
+	if err := r.bus.submit(t, p, "_INBOX.test.raw"); err != nil {
 		t.Fatal(err)
 	}
-	if _, a := r.answerOn("inbox.raw"); a.GetOk() || a.GetRetryable() || !strings.Contains(a.GetError(), "invalid priority: 99") {
+	if _, a := r.answerOn("_INBOX.test.raw"); a.GetOk() || a.GetRetryable() || !strings.Contains(a.GetError(), "invalid priority: 99") {
 		t.Errorf("answer %v, want a final refusal naming priority", a)
 	}
 	if r.job("raw-99") != nil {
@@ -171,12 +171,12 @@ func TestUnknownEnumValueInRawProtobufIsRefused(t *testing.T) {
 func TestSubmissionOutOfBoundsIsRefusedUnrecorded(t *testing.T) {
 	t.Parallel()
 	r := newRig(t)
-	r.submit(request("long-topic", "job."+n("a", 5000)), "t", "inbox.long")
-	if _, a := r.answerOn("inbox.long"); a.GetOk() || !strings.Contains(a.GetError(), "invalid topic: 5004 bytes, at most 255") {
+	r.submit(request("long-topic", "job."+n("a", 5000)), "t", "_INBOX.test.long")
+	if _, a := r.answerOn("_INBOX.test.long"); a.GetOk() || !strings.Contains(a.GetError(), "invalid topic: 5004 bytes, at most 255") {
 		t.Errorf("answer %v", a)
 	}
-	r.submit(request("long-trace", "job.echo"), n("t", scheduler.MaxTraceIDLength+1), "inbox.trace")
-	if _, a := r.answerOn("inbox.trace"); a.GetOk() || !strings.Contains(a.GetError(), "invalid trace_id") {
+	r.submit(request("long-trace", "job.echo"), n("t", scheduler.MaxTraceIDLength+1), "_INBOX.test.trace")
+	if _, a := r.answerOn("_INBOX.test.trace"); a.GetOk() || !strings.Contains(a.GetError(), "invalid trace_id") {
 		t.Errorf("answer %v", a)
 	}
 	if r.job("long-topic") != nil || r.job("long-trace") != nil || len(r.bus.dispatches()) != 0 {
