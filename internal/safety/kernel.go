@@ -83,6 +83,7 @@ type Kernel struct {
 	missing  bool       // Watch: the file was missing at the last look
 
 	checks, allowed, denied, throttled, celErrors atomic.Uint64
+	onErrorVerdicts                               atomic.Uint64
 	loads, refused, watchErrors                   atomic.Uint64
 }
 
@@ -171,10 +172,14 @@ func (k *Kernel) decide(a *active, req *pb.JobRequest, now time.Time) (v Verdict
 			if err != nil {
 				k.celErrors.Add(1)
 				if a.rules[i].celErrLogged.CompareAndSwap(false, true) {
-					k.log.Warn("[SAFETY] a when expression failed; the rule does not match (logged once per rule and policy load)",
-						"rule_id", r.id, "when", r.whenSrc, "job_id", req.GetJobId(), "err", err, "policy_version", p.Version)
+					k.log.Warn("[SAFETY] a when expression failed to evaluate; the rule's on_error decides (logged once per rule and policy load)",
+						"rule_id", r.id, "when", r.whenSrc, "on_error", r.onError.String(), "job_id", req.GetJobId(), "err", err, "policy_version", p.Version)
 				}
-				continue
+				if r.onError == onErrorSkip {
+					continue
+				}
+				k.onErrorVerdicts.Add(1)
+				return onErrorVerdict(r, err, p.Version), i
 			}
 			if !ok {
 				continue
@@ -191,6 +196,39 @@ func (k *Kernel) decide(a *active, req *pb.JobRequest, now time.Time) (v Verdict
 		return Verdict{Decision: r.decision, Reason: r.reason, RuleID: r.id, PolicyVersion: p.Version}, i
 	}
 	return Verdict{Decision: p.Default, Reason: p.DefaultReason, PolicyVersion: p.Version}, -1
+}
+
+// onErrorVerdict is the verdict of rule r whose when expression failed with
+// err, by its on_error (deny or throttle). The reason says that evaluation
+// failed and how, by kind only: the expression and the error text (which may
+// quote the policy) go to the log, not to the client.
+func onErrorVerdict(r *rule, err error, version string) Verdict {
+	why := "the rule's condition could not be evaluated (" + evalErrorKind(err) + "; on_error: " + r.onError.String() + ")"
+	if r.reason != "" {
+		why = r.reason + ": " + why
+	}
+	v := Verdict{Decision: Deny, Reason: why, RuleID: r.id, PolicyVersion: version}
+	if r.onError == onErrorThrottle {
+		v.Decision = Throttle
+		v.RetryAfter = time.Second // a rule without a rate (a parse error elsewhere) still says when
+		if t := r.throttle; t != nil && t.rate > 0 {
+			v.RetryAfter = max(time.Millisecond, t.per/time.Duration(t.rate))
+		}
+	}
+	return v
+}
+
+// evalErrorKind names the kind of an evaluation error for a verdict's reason.
+func evalErrorKind(err error) string {
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "cost limit exceeded"):
+		return "cost limit exceeded"
+	case strings.Contains(msg, errOutOfRange.Error()):
+		return "a field has a value this version does not know"
+	default:
+		return "evaluation error"
+	}
 }
 
 // throttleLogEvery is the most a throttle rule logs at info; the throttles
@@ -441,9 +479,10 @@ func readRaw(path string) ([]byte, error) {
 // Stats counts what a kernel did. Counters are cumulative.
 type Stats struct {
 	Checks, Allowed, Denied, Throttled uint64
-	// CELErrors counts when expressions that failed at run time (the rule
-	// then did not match).
-	CELErrors uint64
+	// CELErrors counts when expressions that failed at run time; each time
+	// the rule's on_error decided. OnErrorVerdicts counts those of them that
+	// made the verdict (on_error deny or throttle; skip makes none).
+	CELErrors, OnErrorVerdicts uint64
 	// Loads counts policies installed, the first included; Refused counts
 	// policies that did not validate (or could not be read) and were not.
 	Loads, Refused uint64
@@ -467,7 +506,7 @@ func (k *Kernel) Stats() Stats {
 	a := k.active.Load()
 	s := Stats{
 		Checks: k.checks.Load(), Allowed: k.allowed.Load(), Denied: k.denied.Load(), Throttled: k.throttled.Load(),
-		CELErrors: k.celErrors.Load(), Loads: k.loads.Load(), Refused: k.refused.Load(), WatchErrors: k.watchErrors.Load(),
+		CELErrors: k.celErrors.Load(), OnErrorVerdicts: k.onErrorVerdicts.Load(), Loads: k.loads.Load(), Refused: k.refused.Load(), WatchErrors: k.watchErrors.Load(),
 		PolicyVersion: a.p.Version, PolicyFile: a.file, PolicyLoaded: a.loadedAt,
 	}
 	for _, b := range a.buckets {

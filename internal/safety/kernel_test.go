@@ -253,6 +253,7 @@ version: v1
 rules:
   - id: broken-at-run-time
     when: job.env["MISSING"] == "x"
+    on_error: skip
     decision: deny
     reason: never
   - id: big-critical
@@ -282,6 +283,9 @@ rules:
 	}
 	if s := k.Stats(); s.CELErrors != 3 {
 		t.Fatalf("CELErrors = %d; want 3 (the broken rule, once per check)", s.CELErrors)
+	}
+	if s := k.Stats(); s.OnErrorVerdicts != 0 {
+		t.Fatalf("OnErrorVerdicts = %d; want 0 (on_error: skip decides nothing)", s.OnErrorVerdicts)
 	}
 }
 
