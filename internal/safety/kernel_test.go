@@ -330,7 +330,7 @@ func TestWatch(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "policy.yaml")
 	writeFile(t, path, "version: v1\nrules:\n  - id: no-a\n    match: {topics: [a]}\n    decision: deny\n    reason: no a\n")
-	k, err := safety.New(safety.Config{PolicyFile: path, Logger: quiet, WatchInterval: 5 * time.Millisecond})
+	k, err := safety.New(safety.Config{PolicyFile: path, Logger: quiet, WatchInterval: 5 * time.Millisecond, SettleTime: 20 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}

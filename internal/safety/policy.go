@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -132,14 +131,10 @@ func LoadPolicy(path string) (*Policy, error) {
 	return p, nil
 }
 
-// readPolicyFile reads path, refusing a file larger than MaxPolicyBytes.
+// readPolicyFile reads path, refusing a file larger than MaxPolicyBytes
+// and anything but a regular file (ErrNotRegular).
 func readPolicyFile(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, &PolicyError{File: path, Errors: []FieldError{{Msg: "cannot read the file: " + pathless(err)}}}
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, MaxPolicyBytes+1))
+	data, err := readRegular(path)
 	if err != nil {
 		return nil, &PolicyError{File: path, Errors: []FieldError{{Msg: "cannot read the file: " + pathless(err)}}}
 	}
