@@ -1,12 +1,10 @@
 package scheduler
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"slices"
 	"strings"
 	"time"
 
@@ -500,28 +498,44 @@ func (e *Engine) handleQuery(p *pb.BusPacket) *pb.BusPacket {
 		}
 		return e.answer(p, &pb.JobAnswer{Ok: true, Jobs: []*pb.JobInfo{job}})
 	default:
-		// The most recently updated jobs, not whichever the store yields
-		// first: a store lists in no order callers may rely on.
-		recs, err := e.cfg.Store.List(ctx, jobstore.Filter{State: q.GetState(), Limit: -1})
-		if err != nil {
-			return e.answer(p, refusal(err.Error(), true))
-		}
-		slices.SortStableFunc(recs, func(a, b jobstore.Record) int {
-			return cmp.Compare(a.Job.GetUpdatedMs(), b.Job.GetUpdatedMs())
-		})
-		if len(recs) > limit {
-			recs = recs[len(recs)-limit:]
-		}
-		jobs := make([]*pb.JobInfo, len(recs))
-		for i, r := range recs {
-			jobs[i] = r.Job
-			if why := e.pendingReason(r.Job); why != "" && why != r.Job.GetPendingReason() {
-				jobs[i] = cloneInfo(r.Job) // why it waits now, as in job get
-				jobs[i].PendingReason = why
-			}
-		}
-		return e.answer(p, &pb.JobAnswer{Ok: true, Jobs: jobs})
+		return e.answer(p, e.listPage(ctx, q, limit))
 	}
+}
+
+// maxListAnswerBytes bounds the jobs of one list answer, well under the
+// bus's packet limit (1 MiB by default): a page of large jobs ends early,
+// with a token for the rest.
+const maxListAnswerBytes = 512 << 10
+
+// listPage answers a list query with one page of the store, newest first:
+// bounded work per query (jobstore.PageQuery), whatever the store holds.
+func (e *Engine) listPage(ctx context.Context, q *pb.JobQuery, limit int) *pb.JobAnswer {
+	page, err := e.cfg.Store.ListPage(ctx, jobstore.PageQuery{
+		Filter: jobstore.Filter{State: q.GetState(), Topic: q.GetTopic(), Tenant: q.GetTenant()},
+		Token:  q.GetPageToken(),
+		Size:   limit,
+	})
+	if errors.Is(err, jobstore.ErrBadPageToken) {
+		return refusal("page_token: "+err.Error(), false)
+	}
+	if err != nil {
+		return refusal(err.Error(), true)
+	}
+	a := &pb.JobAnswer{Ok: true, NextPageToken: page.Next, Jobs: make([]*pb.JobInfo, 0, len(page.Records))}
+	size := 0
+	for i, r := range page.Records {
+		job := r.Job
+		if why := e.pendingReason(job); why != "" && why != job.GetPendingReason() {
+			job = cloneInfo(job) // why it waits now, as in job get
+			job.PendingReason = why
+		}
+		if size += job.SizeVT(); size > maxListAnswerBytes && i > 0 {
+			a.NextPageToken = jobstore.PageTokenBefore(page.Records[i-1].Revision)
+			break
+		}
+		a.Jobs = append(a.Jobs, job)
+	}
+	return a
 }
 
 // redrive takes a job out of the dead-letter queue and submits its request

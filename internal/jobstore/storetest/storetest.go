@@ -59,7 +59,7 @@ func Run(t *testing.T, newStore func(t *testing.T) jobstore.Store) {
 		{"WatchEndedContext", testWatchEndedContext},
 		{"WatchReentrant", testWatchReentrant},
 	}
-	run(t, newStore, tests)
+	run(t, newStore, append(tests, pagingTests...))
 }
 
 // RunWire runs the checks that hold for a store whose records cross a wire
