@@ -202,6 +202,10 @@ type Stats struct {
 	// IdentityRejected counts heartbeats and results refused because their
 	// subject names another worker (or, with RequireWorkerIdentity, none).
 	IdentityRejected uint64
+	// NotYetRecorded counts gets of a job the store did not hold answered
+	// "not recorded yet" (retryable), as submissions were still being
+	// recorded.
+	NotYetRecorded uint64
 }
 
 // Engine is the scheduler's control loop. Its replicas share one JobStore.
@@ -248,6 +252,7 @@ type Engine struct {
 		unconfirmed, unroutable, results, stale, late, completed, retries, leasesLost, deadLettered,
 		cancelled, heartbeats, alerts, unknown, storeErrors, dispatchErrors, throttled, safetyUnavailable, backpressure,
 		identityRejected atomic.Uint64
+		notYetRecorded atomic.Uint64
 	}
 }
 
@@ -868,6 +873,6 @@ func (e *Engine) Stats() Stats {
 		Heartbeats: s.heartbeats.Load(), Alerts: s.alerts.Load(), Unknown: s.unknown.Load(),
 		StoreErrors: s.storeErrors.Load(), DispatchErrors: s.dispatchErrors.Load(),
 		Throttled: s.throttled.Load(), SafetyUnavailable: s.safetyUnavailable.Load(), Backpressure: s.backpressure.Load(),
-		IdentityRejected: s.identityRejected.Load(),
+		IdentityRejected: s.identityRejected.Load(), NotYetRecorded: s.notYetRecorded.Load(),
 	}
 }

@@ -488,6 +488,15 @@ func (e *Engine) handleQuery(p *pb.BusPacket) *pb.BusPacket {
 		return e.answer(p, &pb.JobAnswer{Ok: true, Jobs: jobs})
 	case q.GetJobId() != "":
 		rec, err := e.cfg.Store.Get(ctx, q.GetJobId())
+		if errors.Is(err, jobstore.ErrNotFound) {
+			if n := e.intakeBacklog(ctx); n > 0 {
+				// Its submission may be one of those received and not yet
+				// recorded: not a "not found" to give up on.
+				e.stats.notYetRecorded.Add(1)
+				return e.answer(p, refusal(fmt.Sprintf("job %s: %s (%d submissions received are being recorded); ask again",
+					q.GetJobId(), NotRecordedYet, n), true))
+			}
+		}
 		if err != nil {
 			return e.answer(p, refusal(fmt.Sprintf("job %s: %v", q.GetJobId(), err), storeRetryable(err)))
 		}
@@ -500,6 +509,28 @@ func (e *Engine) handleQuery(p *pb.BusPacket) *pb.BusPacket {
 	default:
 		return e.answer(p, e.listPage(ctx, q, limit))
 	}
+}
+
+// NotRecordedYet is the answer to a get of a job the store does not hold
+// while submissions received are still being recorded: it may be one of
+// them, so the answer is retryable, not "not found".
+const NotRecordedYet = "not recorded yet"
+
+// intakeBacklog is how many submissions the bus has received and not yet
+// handed back (0 when it cannot tell): over core NATS those this replica
+// holds, with durable intake those the shared stream holds.
+func (e *Engine) intakeBacklog(ctx context.Context) int {
+	b, ok := e.cfg.Bus.(interface {
+		Backlog(ctx context.Context, subject string) (int, error)
+	})
+	if !ok {
+		return 0
+	}
+	n, err := b.Backlog(ctx, wire.SubjectSubmit)
+	if err != nil {
+		e.log.Warn("[SCHEDULER] reading the intake backlog failed", "err", err)
+	}
+	return n
 }
 
 // maxListAnswerBytes bounds the jobs of one list answer, well under the

@@ -86,6 +86,7 @@ type NatsBus struct {
 	once   sync.Once
 
 	durable atomic.Bool
+	intake  backlog // Consume's consumers, for Backlog
 
 	published, delivered, malformed, tooLarge, unknown, panics, asyncErrs, reconnects atomic.Uint64
 }

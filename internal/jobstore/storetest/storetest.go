@@ -58,6 +58,7 @@ func Run(t *testing.T, newStore func(t *testing.T) jobstore.Store) {
 		{"WatchKeepingUp", testWatchKeepingUp},
 		{"WatchEndedContext", testWatchEndedContext},
 		{"WatchReentrant", testWatchReentrant},
+		{"GetDuringChurn", testGetDuringChurn},
 	}
 	run(t, newStore, append(tests, pagingTests...))
 }
