@@ -75,6 +75,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz='^FuzzRemoteAnswer$$' -fuzztime=$(FUZZTIME) ./internal/safety
 	$(GO) test -run '^$$' -fuzz='^FuzzParseConfig$$' -fuzztime=$(FUZZTIME) ./internal/placement
 	$(GO) test -run '^$$' -fuzz='^FuzzValidateTopic$$' -fuzztime=$(FUZZTIME) ./internal/scheduler
+	$(GO) test -run '^$$' -fuzz='^FuzzDecodePageToken$$' -fuzztime=$(FUZZTIME) ./internal/jobstore
 
 clean:
 	rm -rf bin
