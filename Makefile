@@ -77,6 +77,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz='^FuzzValidateTopic$$' -fuzztime=$(FUZZTIME) ./internal/scheduler
 	$(GO) test -run '^$$' -fuzz='^FuzzClientRequest$$' -fuzztime=$(FUZZTIME) ./internal/scheduler
 	$(GO) test -run '^$$' -fuzz='^FuzzValidateRequest$$' -fuzztime=$(FUZZTIME) ./internal/scheduler
+	$(GO) test -run '^$$' -fuzz='^FuzzDecodePageToken$$' -fuzztime=$(FUZZTIME) ./internal/jobstore
 
 clean:
 	rm -rf bin

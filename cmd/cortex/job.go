@@ -130,15 +130,20 @@ func newJobCancelCommand() *cobra.Command {
 
 func newJobListCommand() *cobra.Command {
 	var (
-		conn   connFlags
-		state  string
-		limit  int
-		asJSON bool
+		conn                 connFlags
+		state, topic, tenant string
+		pageToken            string
+		limit                int
+		asJSON               bool
 	)
 	cmd := &cobra.Command{
 		Use:   "list",
-		Short: "List jobs, optionally in one state",
-		Args:  cobra.NoArgs,
+		Short: "List jobs, newest first, optionally by state, topic or tenant",
+		Long: `list prints up to --limit jobs, the most recently changed first. The
+scheduler answers a page at a time with bounded work, so list may ask for
+several pages; when more jobs are left it prints the token of the next page
+(on stderr), to pass as --page-token.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			filter := pb.JobState_JOB_STATE_UNSPECIFIED
 			if state != "" {
@@ -158,19 +163,27 @@ func newJobListCommand() *cobra.Command {
 			defer s.close()
 			ctx, cancel := s.request(cmd.Context())
 			defer cancel()
-			jobs, err := s.client.List(ctx, filter, limit)
+			jobs, next, err := s.client.ListUpTo(ctx, client.ListOptions{State: filter, Topic: topic, Tenant: tenant, Limit: limit, PageToken: pageToken})
 			if err != nil {
 				return s.explain(err)
 			}
 			if asJSON {
-				return writeJobsJSON(cmd.OutOrStdout(), jobs)
+				err = writeJobsJSON(cmd.OutOrStdout(), jobs)
+			} else {
+				err = writeTable(cmd.OutOrStdout(), jobs)
 			}
-			return writeTable(cmd.OutOrStdout(), jobs)
+			if err == nil && next != "" {
+				fmt.Fprintf(cmd.ErrOrStderr(), "more jobs: --page-token %s\n", next)
+			}
+			return err
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&state, "state", "", "only jobs in this state: PENDING, DISPATCHED, RUNNING, COMPLETED, FAILED, DENIED, TIMEOUT or CANCELLED")
-	f.IntVar(&limit, "limit", 100, "at most this many jobs (0: the scheduler's default, 100)")
+	f.StringVar(&topic, "topic", "", "only jobs of this topic")
+	f.StringVar(&tenant, "tenant", "", "only jobs of this tenant")
+	f.IntVar(&limit, "limit", 100, "at most this many jobs (0: the default, 100)")
+	f.StringVar(&pageToken, "page-token", "", "continue a listing where the previous one stopped (the token it printed)")
 	f.BoolVar(&asJSON, "json", false, "print a JSON array of jobs")
 	conn.register(f, "timeout")
 	return cmd

@@ -66,6 +66,7 @@ records still buffered are published first.`,
 	f.StringVar(&opts.AuditSubject, "audit-subject", safety.SubjectAudit, "subject of the audit records")
 	f.BoolVar(&opts.NoAudit, "no-audit", false, "publish no audit records")
 	f.DurationVar(&opts.WatchInterval, "watch-interval", safety.DefaultWatchInterval, "how often the policy file is read for changes")
+	f.DurationVar(&opts.SettleTime, "settle-time", safety.DefaultSettleTime, "how long a changed policy file must stay the same before it is loaded")
 	config.RegisterCredentialFlags(f)
 	return cmd
 }

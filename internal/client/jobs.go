@@ -128,9 +128,70 @@ func (c *Client) Get(ctx context.Context, jobID string) (*pb.JobInfo, error) {
 	return c.one(ctx, c.subject(wire.SubjectQuery), c.query(&pb.JobQuery{JobId: jobID}))
 }
 
-// List returns up to limit jobs in state (UNSPECIFIED: any).
+// List returns up to limit jobs in state (UNSPECIFIED: any), newest first
+// (0: 100). It asks for as many pages as it takes (ListUpTo).
 func (c *Client) List(ctx context.Context, state pb.JobState, limit int) ([]*pb.JobInfo, error) {
-	return c.many(ctx, c.subject(wire.SubjectQuery), c.query(&pb.JobQuery{State: state, Limit: int32(limit)}))
+	jobs, _, err := c.ListUpTo(ctx, ListOptions{State: state, Limit: limit})
+	return jobs, err
+}
+
+// ListOptions selects jobs to list.
+type ListOptions struct {
+	State  pb.JobState // UNSPECIFIED: any
+	Topic  string      // "": any
+	Tenant string      // "": any
+	// Limit is the jobs wanted: for ListPage the size of the page (0: the
+	// scheduler's default, 100; it gives at most 1000), for ListUpTo the
+	// total (0: 100).
+	Limit int
+	// PageToken continues a listing where a page ended; "": from the newest.
+	PageToken string
+}
+
+// DefaultListLimit is the jobs List and ListUpTo return when asked for 0.
+const DefaultListLimit = 100
+
+// maxPageSize is the most jobs the scheduler puts in one page.
+const maxPageSize = 1000
+
+// ListPage asks for one page of jobs, newest first (the most recently
+// written first), and returns it with the token of the next page ("" when
+// there is none). The scheduler does bounded work for a page, so a page may
+// hold fewer jobs than asked, even none, and still have a next page.
+func (c *Client) ListPage(ctx context.Context, o ListOptions) (jobs []*pb.JobInfo, next string, err error) {
+	a, err := c.ask(ctx, c.subject(wire.SubjectQuery), c.query(&pb.JobQuery{
+		State: o.State, Topic: o.Topic, Tenant: o.Tenant, Limit: int32(min(max(o.Limit, 0), maxPageSize)), PageToken: o.PageToken,
+	}))
+	if err != nil {
+		return nil, "", err
+	}
+	if !a.GetOk() {
+		return nil, "", &RefusedError{Reason: a.GetError(), Retryable: a.GetRetryable(),
+			RetryAfter: time.Duration(a.GetRetryAfterMs()) * time.Millisecond, RuleID: a.GetRuleId()}
+	}
+	return a.GetJobs(), a.GetNextPageToken(), nil
+}
+
+// ListUpTo reads pages from o.PageToken on until it has o.Limit jobs (0:
+// 100) or there are no more, and returns them, newest first, with the token
+// that continues after them ("" at the end).
+func (c *Client) ListUpTo(ctx context.Context, o ListOptions) (jobs []*pb.JobInfo, next string, err error) {
+	want := o.Limit
+	if want <= 0 {
+		want = DefaultListLimit
+	}
+	for {
+		o.Limit = min(want-len(jobs), maxPageSize)
+		page, token, err := c.ListPage(ctx, o)
+		if err != nil {
+			return nil, "", err
+		}
+		jobs = append(jobs, page...)
+		if token == "" || len(jobs) >= want {
+			return jobs, token, nil
+		}
+		o.PageToken = token
+	}
 }
 
 // Cancel cancels a job in any non-terminal state.

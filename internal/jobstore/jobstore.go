@@ -45,7 +45,11 @@ type Record struct {
 type Filter struct {
 	State      pb.JobState // JOB_STATE_UNSPECIFIED: any
 	DeadLetter bool        // only dead-lettered jobs
-	Limit      int         // 0: no limit
+	// Topic, when set, selects the jobs of this topic (exactly).
+	Topic string
+	// Tenant, when set, selects the jobs of this tenant (exactly).
+	Tenant string
+	Limit  int // List: 0 no limit; ListPage ignores it
 }
 
 // Match reports whether job passes the filter (Limit aside).
@@ -54,6 +58,12 @@ func (f Filter) Match(job *pb.JobInfo) bool {
 		return false
 	}
 	if f.DeadLetter && !job.GetDeadLetter() {
+		return false
+	}
+	if f.Topic != "" && job.GetRequest().GetTopic() != f.Topic {
+		return false
+	}
+	if f.Tenant != "" && job.GetRequest().GetTenant() != f.Tenant {
 		return false
 	}
 	return true
@@ -75,8 +85,13 @@ type Store interface {
 	// (else ErrRevision) and prev's state may move to next's (else a
 	// *lifecycle.IllegalTransitionError).
 	Update(ctx context.Context, prev Record, next *pb.JobInfo) (Record, error)
-	// List returns the jobs that match, in no particular order.
+	// List returns the jobs that match, in no particular order. It reads
+	// the whole store: for tests and tools; answer clients with ListPage.
 	List(ctx context.Context, f Filter) ([]Record, error)
+	// ListPage returns one page of the jobs that match, newest first, with
+	// bounded work (see PageQuery). A token it did not hand out is an error
+	// wrapping ErrBadPageToken.
+	ListPage(ctx context.Context, q PageQuery) (Page, error)
 	// Watch calls fn with every current record, then with every change, until
 	// ctx ends. fn runs on one goroutine and must not block for long.
 	//

@@ -38,26 +38,37 @@ import (
 // stays bounded: the KV store's TTL does the same. A job_id submitted again
 // after its job was forgotten makes a new job.
 //
-// Layout. Active jobs are in a map by id, small enough to stay in the CPU's
-// cache. Finished jobs are in a ring, oldest first, indexed by a 64-bit
+// Layout. Active jobs are in a map by the hash of their id (below), small
+// enough to stay in the CPU's cache. Finished jobs are in a ring, oldest first, indexed by a 64-bit
 // hash of their id (random seed) that holds no pointers: with 100,000 jobs
 // kept, a map by string id cost each job several cache misses (the key's
 // bytes live elsewhere) and the garbage collector a scan of every key. Two
 // ids with the same hash are as unlikely as 2^-64 per pair; should it happen,
-// the older job is forgotten early, never confused with the newer.
+// the older finished job is forgotten early, never confused with the newer
+// (two active jobs keep both: the second goes to a map by id).
+//
+// Listing. Every write appends (revision, hash of the id) to a revision
+// index, oldest first; an entry whose job has been written again or
+// forgotten is stale, skipped, and dropped when stale entries are more than
+// half of the index. ListPage walks it down from the token's revision, so a
+// page examines at most PageQuery.Scan entries, whatever the store holds.
 //
 // The zero Memory is ready to use, keeping every job; NewMemory is the
 // conventional constructor.
 type Memory struct {
-	mu       sync.Mutex
-	active   map[string]memEntry // jobs in a non-terminal state
-	rev      uint64
-	watchers map[*memWatcher]struct{}
+	mu        sync.Mutex
+	active    map[uint64]memEntry // jobs in a non-terminal state, by hashID of the id
+	activeDup map[string]memEntry // an active job whose hash another one holds (2^-64): by id
+	rev       uint64
+	watchers  map[*memWatcher]struct{}
 
 	retain int         // finished jobs kept; 0: all
 	ring   []doneEntry // finished jobs, oldest at next once len(ring) == retain
 	next   int         // the oldest, once the ring is full
 	index  idIndex     // hash of a finished job's id -> its place in ring
+
+	revs      []revEntry // every write, in revision order; some stale
+	staleRevs int        // entries of revs known to be stale
 
 	testHash func(string) uint64 // replaces the hash in tests, to make collisions
 }
@@ -80,6 +91,12 @@ type doneEntry struct {
 
 // DefaultMemoryRetain is how many finished jobs NewMemory keeps.
 const DefaultMemoryRetain = 100_000
+
+// revEntry is a write in the revision index: the revision and the hash of
+// the job's id. It holds no pointers (see Layout).
+type revEntry struct {
+	rev, hash uint64
+}
 
 type memEntry struct {
 	job *pb.JobInfo // owned by the store; never handed out
@@ -173,19 +190,56 @@ func (m *Memory) Update(ctx context.Context, prev Record, next *pb.JobInfo) (Rec
 
 // lookupLocked finds a job, active or finished. m.mu is held.
 func (m *Memory) lookupLocked(id string) (memEntry, bool) {
-	if e, ok := m.active[id]; ok {
+	h := m.hashID(id)
+	if e, ok := m.activeLocked(id, h); ok {
 		return e, true
 	}
-	if i, ok := m.index.get(m.hashID(id)); ok && m.ring[i].job.GetJobId() == id {
+	if i, ok := m.index.get(h); ok && m.ring[i].job.GetJobId() == id {
 		return m.ring[i].memEntry, true
 	}
 	return memEntry{}, false
 }
 
+// activeLocked finds an active job by id and the hash of its id. m.mu is held.
+func (m *Memory) activeLocked(id string, h uint64) (memEntry, bool) {
+	if e, ok := m.active[h]; ok && e.job.GetJobId() == id {
+		return e, true
+	}
+	if m.activeDup != nil {
+		e, ok := m.activeDup[id]
+		return e, ok
+	}
+	return memEntry{}, false
+}
+
+// putActiveLocked stores e, an active job. m.mu is held.
+func (m *Memory) putActiveLocked(id string, h uint64, e memEntry) {
+	if m.active == nil {
+		m.active = make(map[uint64]memEntry)
+	}
+	if o, ok := m.active[h]; !ok || o.job.GetJobId() == id {
+		m.active[h] = e
+		return
+	}
+	if m.activeDup == nil {
+		m.activeDup = make(map[string]memEntry)
+	}
+	m.activeDup[id] = e
+}
+
+// deleteActiveLocked removes an active job. m.mu is held.
+func (m *Memory) deleteActiveLocked(id string, h uint64) {
+	if o, ok := m.active[h]; ok && o.job.GetJobId() == id {
+		delete(m.active, h)
+		return
+	}
+	delete(m.activeDup, id)
+}
+
 // finishLocked keeps e, a finished job, in the ring, forgetting the oldest
 // finished job once more than m.retain have finished. m.mu is held.
-func (m *Memory) finishLocked(e memEntry) {
-	d := doneEntry{memEntry: e, hash: m.hashID(e.job.GetJobId())}
+func (m *Memory) finishLocked(e memEntry, h uint64) {
+	d := doneEntry{memEntry: e, hash: h}
 	if m.retain == 0 || len(m.ring) < m.retain {
 		m.index.put(d.hash, len(m.ring))
 		m.ring = append(m.ring, d)
@@ -193,27 +247,33 @@ func (m *Memory) finishLocked(e memEntry) {
 	}
 	m.index.deleteIfAt(m.ring[m.next].hash, m.next) // unless a newer job took its hash
 	m.ring[m.next] = d
+	m.staleRevs++ // the forgotten job's index entry
 	m.index.put(d.hash, m.next)
 	m.next = (m.next + 1) % m.retain
 }
 
 // writeLocked stores job under a new revision, as active or finished
-// (wasActive: it is in the active map now), and queues it for every
-// watcher. m.mu is held.
+// (wasActive: it is in the active map now), indexes the write and queues it
+// for every watcher. m.mu is held.
 func (m *Memory) writeLocked(job *pb.JobInfo, wasActive bool) memEntry {
 	m.rev++
 	e := memEntry{job: job, rev: m.rev}
 	id := job.GetJobId()
+	h := m.hashID(id)
 	if lifecycle.Terminal(job.GetState()) {
 		if wasActive {
-			delete(m.active, id)
+			m.deleteActiveLocked(id, h)
 		}
-		m.finishLocked(e)
+		m.finishLocked(e, h)
 	} else {
-		if m.active == nil {
-			m.active = make(map[string]memEntry)
-		}
-		m.active[id] = e
+		m.putActiveLocked(id, h, e)
+	}
+	if wasActive {
+		m.staleRevs++ // the job's previous write
+	}
+	m.revs = append(m.revs, revEntry{rev: e.rev, hash: h})
+	if m.staleRevs > minCompact && 2*m.staleRevs > len(m.revs) {
+		m.compactRevsLocked()
 	}
 	for w := range m.watchers {
 		w.push(e.record())
@@ -221,10 +281,49 @@ func (m *Memory) writeLocked(job *pb.JobInfo, wasActive bool) memEntry {
 	return e
 }
 
+// minCompact is the fewest stale index entries worth a compaction.
+const minCompact = 1024
+
+// resolveLocked returns the job an index entry stands for, if the entry is
+// its latest write. m.mu is held.
+func (m *Memory) resolveLocked(re revEntry) (memEntry, bool) {
+	if e, ok := m.active[re.hash]; ok && e.rev == re.rev {
+		return e, true
+	}
+	for _, e := range m.activeDup { // empty, but for a hash collision
+		if e.rev == re.rev {
+			return e, true
+		}
+	}
+	if i, ok := m.index.get(re.hash); ok && m.ring[i].rev == re.rev {
+		return m.ring[i].memEntry, true
+	}
+	return memEntry{}, false
+}
+
+// compactRevsLocked drops the stale entries of the revision index. It runs
+// when they are more than half of it, so its cost is spread over as many
+// writes as it removes entries. m.mu is held.
+func (m *Memory) compactRevsLocked() {
+	live := m.revs[:0]
+	for _, re := range m.revs {
+		if _, ok := m.resolveLocked(re); ok {
+			live = append(live, re)
+		}
+	}
+	m.revs = live
+	m.staleRevs = 0
+}
+
 // allLocked returns every job kept. m.mu is held.
 func (m *Memory) allLocked(keep func(memEntry) bool) []memEntry {
-	all := make([]memEntry, 0, len(m.active)+len(m.ring))
+	all := make([]memEntry, 0, len(m.active)+len(m.activeDup)+len(m.ring))
 	for _, e := range m.active {
+		if keep(e) {
+			all = append(all, e)
+		}
+	}
+	for _, e := range m.activeDup {
 		if keep(e) {
 			all = append(all, e)
 		}
@@ -258,6 +357,38 @@ func (m *Memory) List(ctx context.Context, f Filter) ([]Record, error) {
 		out[i] = e.record()
 	}
 	return out, nil
+}
+
+// ListPage implements Store: it walks the revision index down from the
+// token's revision, examining at most q's scan budget of entries, under the
+// store's lock (about 50 ns an entry).
+func (m *Memory) ListPage(ctx context.Context, q PageQuery) (Page, error) {
+	if err := ctx.Err(); err != nil {
+		return Page{}, err
+	}
+	before, err := DecodePageToken(q.Token)
+	if err != nil {
+		return Page{}, err
+	}
+	size, scan := q.Limits()
+	var page Page
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	i := len(m.revs)
+	if before > 0 {
+		i = sort.Search(len(m.revs), func(j int) bool { return m.revs[j].rev >= before })
+	}
+	for n := 0; i > 0 && n < scan && len(page.Records) < size; n++ {
+		i--
+		e, ok := m.resolveLocked(m.revs[i])
+		if ok && q.Filter.Match(e.job) {
+			page.Records = append(page.Records, e.record())
+		}
+	}
+	if i > 0 {
+		page.Next = PageTokenBefore(m.revs[i].rev)
+	}
+	return page, nil
 }
 
 // Watch implements Store; see Memory for how watchers are fed. Current

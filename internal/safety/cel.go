@@ -1,6 +1,7 @@
 package safety
 
 import (
+	"errors"
 	"fmt"
 	"reflect"
 	"strings"
@@ -33,23 +34,62 @@ type CELJob struct {
 	MaxAttempts  int64             `cel:"max_attempts"`
 	TimeoutMs    int64             `cel:"timeout_ms"`
 	JobID        string            `cel:"job_id"`
+
+	// priorityErr is set when the job's priority is not a value this
+	// version knows: reading job.priority is then an evaluation error, never
+	// a name that could pass for a known one.
+	priorityErr error
 }
 
 // celCostLimit bounds the work of one evaluation: an expression that would
-// do more (a comprehension over a huge map, say) fails, and so does not
-// match, instead of stalling admission.
+// do more (a comprehension over a huge map, say) fails, instead of stalling
+// admission; the rule's on_error then decides.
 const celCostLimit = 1_000_000
+
+// celJobType is the CEL name of CELJob.
+const celJobType = "safety.CELJob"
 
 // celEnv is the environment every when expression compiles in.
 var celEnv = sync.OnceValues(func() (*cel.Env, error) {
 	return cel.NewEnv(
 		ext.NativeTypes(reflect.TypeFor[CELJob](), ext.ParseStructTags(true)),
-		cel.Variable("job", cel.ObjectType("safety.CELJob")),
+		guardEnumFields,
+		cel.Variable("job", cel.ObjectType(celJobType)),
 		ext.Strings(),
 		cel.ParserExpressionSizeLimit(4096),
 		cel.ParserRecursionLimit(64),
 	)
 })
+
+// guardEnumFields wraps the environment's type provider so that reading an
+// enum field of CELJob whose value is out of range (job.priority of a job
+// with priority 99) is an evaluation error.
+func guardEnumFields(env *cel.Env) (*cel.Env, error) {
+	return cel.CustomTypeProvider(&celJobProvider{Provider: env.CELTypeProvider()})(env)
+}
+
+type celJobProvider struct {
+	types.Provider
+}
+
+func (p *celJobProvider) FindStructFieldType(structType, fieldName string) (*types.FieldType, bool) {
+	ft, ok := p.Provider.FindStructFieldType(structType, fieldName)
+	if !ok || structType != celJobType || fieldName != "priority" || ft.GetFrom == nil {
+		return ft, ok
+	}
+	get := ft.GetFrom
+	guarded := *ft
+	guarded.GetFrom = func(obj any) (any, error) {
+		if j, ok := obj.(*CELJob); ok && j.priorityErr != nil {
+			return nil, j.priorityErr
+		}
+		return get(obj)
+	}
+	return &guarded, true
+}
+
+// errOutOfRange is an enum value this version does not know.
+var errOutOfRange = errors.New("value out of range")
 
 // priorityNames are the CEL names of the priorities, by value.
 var priorityNames = func() map[pb.JobPriority]string {
@@ -60,11 +100,13 @@ var priorityNames = func() map[pb.JobPriority]string {
 	return m
 }()
 
-func priorityName(p pb.JobPriority) string {
+// priorityName is p's CEL name; a value this version does not know is an
+// error, never "UNSPECIFIED".
+func priorityName(p pb.JobPriority) (string, error) {
 	if name, ok := priorityNames[p]; ok {
-		return name
+		return name, nil
 	}
-	return "UNSPECIFIED"
+	return "", fmt.Errorf("job.priority: %w: %d is not a priority this version knows", errOutOfRange, int32(p))
 }
 
 // compileWhen compiles a rule's when expression into r, reporting errors at
@@ -154,10 +196,12 @@ func celJobOf(req *pb.JobRequest) *CELJob {
 	if caps == nil {
 		caps = []string{}
 	}
+	priority, perr := priorityName(req.GetPriority())
 	return &CELJob{
 		Topic:        req.GetTopic(),
 		Tenant:       req.GetTenant(),
-		Priority:     priorityName(req.GetPriority()),
+		Priority:     priority,
+		priorityErr:  perr,
 		Env:          env,
 		Capabilities: caps,
 		Labels:       labels,
@@ -170,8 +214,9 @@ func celJobOf(req *pb.JobRequest) *CELJob {
 }
 
 // evalWhen evaluates r's expression for the job in act. An expression that
-// fails at run time (a missing map key, the cost limit) does not match; err
-// says why.
+// fails at run time (a missing map key, the cost limit, an enum value out of
+// range) returns the error, and the rule's on_error decides; it is never
+// taken for "no match".
 func evalWhen(r *rule, act *celActivation) (matched bool, err error) {
 	defer func() {
 		if p := recover(); p != nil {

@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"strconv"
@@ -42,7 +41,15 @@ type Config struct {
 	// WatchInterval is how often Watch reads the policy file. Default
 	// DefaultWatchInterval.
 	WatchInterval time.Duration
+	// SettleTime is how long a changed policy file must keep the same
+	// content before Watch loads it: it is read the same at two looks at
+	// least this far apart. Default DefaultSettleTime.
+	SettleTime time.Duration
 }
+
+// DefaultSettleTime is how long a changed policy file must stay the same
+// before Watch loads it.
+const DefaultSettleTime = time.Second
 
 func (c *Config) setDefaults() error {
 	if c.Policy != nil && c.PolicyFile != "" {
@@ -53,6 +60,12 @@ func (c *Config) setDefaults() error {
 	}
 	if c.WatchInterval == 0 {
 		c.WatchInterval = DefaultWatchInterval
+	}
+	if c.SettleTime < 0 {
+		return fmt.Errorf("safety: Config.SettleTime %s is negative", c.SettleTime)
+	}
+	if c.SettleTime == 0 {
+		c.SettleTime = DefaultSettleTime
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -80,10 +93,13 @@ type Kernel struct {
 	path     string     // the file the current policy came from
 	lastHash [32]byte   // the content last tried (loaded or refused) from path
 	tried    bool       // lastHash is set
-	missing  bool       // Watch: the file was missing at the last look
+	problem  string     // Watch: why the file could not be read at the last look ("": it could)
+	pending  *settling  // Watch: a changed content waiting to settle
+	now      func() time.Time
 
 	checks, allowed, denied, throttled, celErrors atomic.Uint64
-	loads, refused, watchErrors                   atomic.Uint64
+	onErrorVerdicts                               atomic.Uint64
+	loads, refused, watchErrors, changes          atomic.Uint64
 }
 
 // active is an installed policy and the state that goes with it: the
@@ -107,7 +123,7 @@ func New(cfg Config) (*Kernel, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	k := &Kernel{cfg: cfg, log: cfg.Logger}
+	k := &Kernel{cfg: cfg, log: cfg.Logger, now: time.Now}
 	switch {
 	case cfg.Policy != nil:
 		k.install(cfg.Policy, "")
@@ -171,10 +187,14 @@ func (k *Kernel) decide(a *active, req *pb.JobRequest, now time.Time) (v Verdict
 			if err != nil {
 				k.celErrors.Add(1)
 				if a.rules[i].celErrLogged.CompareAndSwap(false, true) {
-					k.log.Warn("[SAFETY] a when expression failed; the rule does not match (logged once per rule and policy load)",
-						"rule_id", r.id, "when", r.whenSrc, "job_id", req.GetJobId(), "err", err, "policy_version", p.Version)
+					k.log.Warn("[SAFETY] a when expression failed to evaluate; the rule's on_error decides (logged once per rule and policy load)",
+						"rule_id", r.id, "when", r.whenSrc, "on_error", r.onError.String(), "job_id", req.GetJobId(), "err", err, "policy_version", p.Version)
 				}
-				continue
+				if r.onError == onErrorSkip {
+					continue
+				}
+				k.onErrorVerdicts.Add(1)
+				return onErrorVerdict(r, err, p.Version), i
 			}
 			if !ok {
 				continue
@@ -191,6 +211,39 @@ func (k *Kernel) decide(a *active, req *pb.JobRequest, now time.Time) (v Verdict
 		return Verdict{Decision: r.decision, Reason: r.reason, RuleID: r.id, PolicyVersion: p.Version}, i
 	}
 	return Verdict{Decision: p.Default, Reason: p.DefaultReason, PolicyVersion: p.Version}, -1
+}
+
+// onErrorVerdict is the verdict of rule r whose when expression failed with
+// err, by its on_error (deny or throttle). The reason says that evaluation
+// failed and how, by kind only: the expression and the error text (which may
+// quote the policy) go to the log, not to the client.
+func onErrorVerdict(r *rule, err error, version string) Verdict {
+	why := "the rule's condition could not be evaluated (" + evalErrorKind(err) + "; on_error: " + r.onError.String() + ")"
+	if r.reason != "" {
+		why = r.reason + ": " + why
+	}
+	v := Verdict{Decision: Deny, Reason: why, RuleID: r.id, PolicyVersion: version}
+	if r.onError == onErrorThrottle {
+		v.Decision = Throttle
+		v.RetryAfter = time.Second // a rule without a rate (a parse error elsewhere) still says when
+		if t := r.throttle; t != nil && t.rate > 0 {
+			v.RetryAfter = max(time.Millisecond, t.per/time.Duration(t.rate))
+		}
+	}
+	return v
+}
+
+// evalErrorKind names the kind of an evaluation error for a verdict's reason.
+func evalErrorKind(err error) string {
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "cost limit exceeded"):
+		return "cost limit exceeded"
+	case strings.Contains(msg, errOutOfRange.Error()):
+		return "a field has a value this version does not know"
+	default:
+		return "evaluation error"
+	}
 }
 
 // throttleLogEvery is the most a throttle rule logs at info; the throttles
@@ -375,8 +428,18 @@ func (k *Kernel) refuse(path string, err error) {
 // reads the file every Config.WatchInterval and compares its content with
 // the last it tried, so that an editor's write-to-temp-and-rename, a
 // touch, or an atomic symlink swap are all seen, and a broken edit is
-// refused once, not at every look. A missing file is logged once and the
-// policy in force stays.
+// refused once, not at every look.
+//
+// A changed content is loaded only once it has settled: read the same at
+// two looks at least Config.SettleTime apart. An in-place write in
+// progress (a valid prefix of the new file, weaker than both versions) is
+// therefore never loaded, as long as the writer does not pause for
+// SettleTime or longer in the middle of it.
+//
+// Only a regular file is read: a named pipe, a device or a directory at
+// the path is refused without blocking (ErrNotRegular). A refused path, a
+// missing or unreadable file are each logged once (until the path changes)
+// and the policy in force stays.
 func (k *Kernel) Watch(ctx context.Context, path string) error {
 	if path == "" {
 		k.loadMu.Lock()
@@ -398,42 +461,61 @@ func (k *Kernel) Watch(ctx context.Context, path string) error {
 	}
 }
 
-// poll loads path if its content is not what was last tried.
+// settling is a changed content of the policy file, seen but not yet
+// loaded: it is, once a look at least SettleTime after since reads it again.
+type settling struct {
+	hash  [32]byte
+	since time.Time
+}
+
+// poll looks at path once: it loads a changed content that has settled.
 func (k *Kernel) poll(path string) {
-	data, err := readRaw(path)
+	data, err := readRegular(path)
 	k.loadMu.Lock()
 	defer k.loadMu.Unlock()
 	if err != nil {
-		if !k.missing {
-			k.missing = true
-			k.watchErrors.Add(1)
-			k.log.Warn("[SAFETY] cannot read the policy file; the running policy stays in force", "file", path, "err", err)
+		k.pending = nil
+		problem := err.Error()
+		if problem == k.problem {
+			return // logged and counted when it started
 		}
+		k.problem = problem
+		if errors.Is(err, ErrNotRegular) {
+			k.refuse(path, &PolicyError{File: path, Errors: []FieldError{{Msg: "cannot read the file: " + pathless(err)}}})
+			return
+		}
+		k.watchErrors.Add(1)
+		k.log.Warn("[SAFETY] cannot read the policy file; the running policy stays in force", "file", path, "err", pathless(err))
 		return
 	}
-	if k.missing {
-		k.missing = false
-		k.log.Info("[SAFETY] the policy file is back", "file", path)
+	if k.problem != "" {
+		k.problem = ""
+		k.log.Info("[SAFETY] the policy file is readable again", "file", path)
 	}
-	if k.tried && path == k.path && sha256.Sum256(data) == k.lastHash {
+	hash := sha256.Sum256(data)
+	if k.tried && path == k.path && hash == k.lastHash {
+		k.pending = nil // back to what was tried last: nothing to do
 		return
 	}
+	now := k.now()
+	if k.pending == nil || k.pending.hash != hash {
+		// New content: wait for it to settle. A write in progress will
+		// have changed it by the next look.
+		k.pending = &settling{hash: hash, since: now}
+		k.changes.Add(1)
+		k.log.Debug("[SAFETY] the policy file changed; loading it once it has settled", "file", path, "settle", k.cfg.SettleTime)
+		return
+	}
+	if now.Sub(k.pending.since) < k.cfg.SettleTime {
+		return
+	}
+	k.pending = nil
 	if len(data) > MaxPolicyBytes {
-		k.lastHash, k.tried = sha256.Sum256(data), true
+		k.lastHash, k.tried = hash, true
 		k.refuse(path, &PolicyError{File: path, Errors: []FieldError{{Msg: fmt.Sprintf("larger than %d bytes", MaxPolicyBytes)}}})
 		return
 	}
 	_ = k.loadLocked(path, data)
-}
-
-// readRaw reads at most MaxPolicyBytes+1 bytes of path.
-func readRaw(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	return io.ReadAll(io.LimitReader(f, MaxPolicyBytes+1))
 }
 
 // ---- stats ----
@@ -441,14 +523,20 @@ func readRaw(path string) ([]byte, error) {
 // Stats counts what a kernel did. Counters are cumulative.
 type Stats struct {
 	Checks, Allowed, Denied, Throttled uint64
-	// CELErrors counts when expressions that failed at run time (the rule
-	// then did not match).
-	CELErrors uint64
+	// CELErrors counts when expressions that failed at run time; each time
+	// the rule's on_error decided. OnErrorVerdicts counts those of them that
+	// made the verdict (on_error deny or throttle; skip makes none).
+	CELErrors, OnErrorVerdicts uint64
 	// Loads counts policies installed, the first included; Refused counts
 	// policies that did not validate (or could not be read) and were not.
 	Loads, Refused uint64
-	// WatchErrors counts the times Watch found the file unreadable.
+	// WatchErrors counts the times Watch found the file missing or
+	// unreadable (once per spell). A path that is not a regular file is
+	// counted in Refused instead.
 	WatchErrors uint64
+	// PolicyChanges counts the changed contents Watch saw, each then
+	// loaded once it settled, or superseded by another change first.
+	PolicyChanges uint64
 	// ThrottleEvictions counts throttle buckets dropped to stay within
 	// max_keys.
 	ThrottleEvictions uint64
@@ -467,7 +555,7 @@ func (k *Kernel) Stats() Stats {
 	a := k.active.Load()
 	s := Stats{
 		Checks: k.checks.Load(), Allowed: k.allowed.Load(), Denied: k.denied.Load(), Throttled: k.throttled.Load(),
-		CELErrors: k.celErrors.Load(), Loads: k.loads.Load(), Refused: k.refused.Load(), WatchErrors: k.watchErrors.Load(),
+		CELErrors: k.celErrors.Load(), OnErrorVerdicts: k.onErrorVerdicts.Load(), Loads: k.loads.Load(), Refused: k.refused.Load(), WatchErrors: k.watchErrors.Load(), PolicyChanges: k.changes.Load(),
 		PolicyVersion: a.p.Version, PolicyFile: a.file, PolicyLoaded: a.loadedAt,
 	}
 	for _, b := range a.buckets {

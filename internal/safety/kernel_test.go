@@ -248,6 +248,7 @@ version: v1
 rules:
   - id: broken-at-run-time
     when: job.env["MISSING"] == "x"
+    on_error: skip
     decision: deny
     reason: never
   - id: big-critical
@@ -277,6 +278,9 @@ rules:
 	}
 	if s := k.Stats(); s.CELErrors != 3 {
 		t.Fatalf("CELErrors = %d; want 3 (the broken rule, once per check)", s.CELErrors)
+	}
+	if s := k.Stats(); s.OnErrorVerdicts != 0 {
+		t.Fatalf("OnErrorVerdicts = %d; want 0 (on_error: skip decides nothing)", s.OnErrorVerdicts)
 	}
 }
 
@@ -321,7 +325,7 @@ func TestWatch(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "policy.yaml")
 	writeFile(t, path, "version: v1\nrules:\n  - id: no-a\n    match: {topics: [a]}\n    decision: deny\n    reason: no a\n")
-	k, err := safety.New(safety.Config{PolicyFile: path, Logger: quiet, WatchInterval: 5 * time.Millisecond})
+	k, err := safety.New(safety.Config{PolicyFile: path, Logger: quiet, WatchInterval: 5 * time.Millisecond, SettleTime: 20 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -132,14 +131,10 @@ func LoadPolicy(path string) (*Policy, error) {
 	return p, nil
 }
 
-// readPolicyFile reads path, refusing a file larger than MaxPolicyBytes.
+// readPolicyFile reads path, refusing a file larger than MaxPolicyBytes
+// and anything but a regular file (ErrNotRegular).
 func readPolicyFile(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, &PolicyError{File: path, Errors: []FieldError{{Msg: "cannot read the file: " + pathless(err)}}}
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, MaxPolicyBytes+1))
+	data, err := readRegular(path)
 	if err != nil {
 		return nil, &PolicyError{File: path, Errors: []FieldError{{Msg: "cannot read the file: " + pathless(err)}}}
 	}
@@ -375,7 +370,7 @@ func item(field string, i int) string { return field + "[" + strconv.Itoa(i) + "
 
 var (
 	policyKeys   = []string{"version", "default", "default_reason", "rules"}
-	ruleKeys     = []string{"id", "description", "match", "when", "decision", "reason", "throttle"}
+	ruleKeys     = []string{"id", "description", "match", "when", "on_error", "decision", "reason", "throttle"}
 	matchKeys    = []string{"topics", "tenants", "priorities", "capabilities", "labels", "env_vars", "payload_bytes_over", "context_bytes_over"}
 	throttleKeys = []string{"rate", "per", "burst", "by", "max_keys"}
 )
@@ -506,6 +501,7 @@ func (ps *parser) rule(n *yaml.Node, field string) *rule {
 		}
 		ps.errorf(pos, field+".reason", "a %s rule needs a reason: it reaches the client", r.decision)
 	}
+	ps.onError(m, n, field, r, decided)
 	e, hasThrottle := m["throttle"]
 	switch {
 	case hasThrottle && decided && r.decision != Throttle:
@@ -516,6 +512,39 @@ func (ps *parser) rule(n *yaml.Node, field string) *rule {
 		ps.errorf(n, field+".throttle", "a throttle rule needs throttle: {rate, per}")
 	}
 	return r
+}
+
+// onError reads the rule's on_error, or sets the default for its decision.
+func (ps *parser) onError(m map[string]entry, n *yaml.Node, field string, r *rule, decided bool) {
+	e, ok := m["on_error"]
+	if !ok {
+		r.onError = defaultOnError(r.decision)
+		return
+	}
+	f := field + ".on_error"
+	s, ok := ps.scalar(e.val, f)
+	if !ok {
+		return
+	}
+	pos := deref(e.val)
+	switch s {
+	case "deny":
+		r.onError = onErrorDeny
+	case "skip":
+		r.onError = onErrorSkip
+	case "throttle":
+		r.onError = onErrorThrottle
+		if decided && r.decision != Throttle {
+			ps.errorf(pos, f, "on_error: throttle belongs to a rule with decision: throttle (it needs the rule's rate for a retry-after); use deny or skip")
+		}
+	case "allow":
+		ps.errorf(pos, f, "on_error: allow would admit a job whose condition could not be checked; use deny or skip")
+	default:
+		ps.errorf(pos, f, "want deny, skip or throttle, got %q", s)
+	}
+	if _, hasWhen := m["when"]; !hasWhen {
+		ps.errorf(e.key, f, "on_error applies to a when expression, and this rule has none")
+	}
 }
 
 func (ps *parser) match(n *yaml.Node, field string, r *rule) {

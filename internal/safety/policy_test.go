@@ -124,6 +124,40 @@ rules:
 			{37, "rules[9].match.topics", "empty list"},
 			{38, "rules[9].match.labels", "empty labels"},
 		}},
+		{"on_error", `version: v1
+rules:
+  - id: unknown
+    when: job.tenant == "a"
+    on_error: ignore
+    decision: deny
+    reason: r
+  - id: allow-on-error
+    when: job.tenant == "a"
+    on_error: allow
+    decision: deny
+    reason: r
+  - id: throttle-on-deny
+    when: job.tenant == "a"
+    on_error: throttle
+    decision: deny
+    reason: r
+  - id: no-when
+    match: {topics: [a]}
+    on_error: deny
+    decision: deny
+    reason: r
+  - id: not-a-value
+    when: job.tenant == "a"
+    on_error: [deny]
+    decision: deny
+    reason: r
+`, []want{
+			{5, "rules[0].on_error", "want deny, skip or throttle"},
+			{10, "rules[1].on_error", "on_error: allow would admit"},
+			{15, "rules[2].on_error", "belongs to a rule with decision: throttle"},
+			{20, "rules[3].on_error", "has none"},
+			{25, "rules[4].on_error", "want a single value"},
+		}},
 		{"duplicate keys", "version: v1\nversion: v2\nrules:\n  - id: a\n    id: b\n    decision: allow\n",
 			[]want{{2, "version", "duplicate key"}, {5, "rules[0].id", "duplicate key"}}},
 		{"rules not a list", "version: v1\nrules: {a: 1}\n", []want{{2, "rules", "want a list"}}},
@@ -210,8 +244,16 @@ rules:
   - id: again
     match: *m
     when: job.tenant.startsWith("acme") && size(job.capabilities) > 0
+    on_error: deny
     decision: allow
+  - id: careful
+    when: job.tenant == "x"
+    on_error: skip
+    decision: deny
+    reason: r
   - id: slow
+    when: job.tenant != "ops"
+    on_error: throttle
     decision: throttle
     reason: slow down
     throttle: {rate: 10, per: 1m, burst: 20, by: tenant_topic, max_keys: 50}
@@ -219,7 +261,7 @@ rules:
     match:
     decision: allow
 `)
-	if p.Version != "7" || p.Default != safety.Deny || p.DefaultReason != "closed by default" || p.NumRules() != 4 {
+	if p.Version != "7" || p.Default != safety.Deny || p.DefaultReason != "closed by default" || p.NumRules() != 5 {
 		t.Fatalf("policy %+v %v", p, p.RuleIDs())
 	}
 }
@@ -232,6 +274,7 @@ func FuzzParsePolicy(f *testing.F) {
 	f.Add([]byte("version: v1\nrules:\n  - id: a\n    when: job.tenant == 'x'\n    decision: deny\n    reason: r\n"))
 	f.Add([]byte("version: v1\nrules:\n  - id: t\n    decision: throttle\n    reason: r\n    throttle: {rate: 5, per: 1s}\n"))
 	f.Add([]byte("version: v1\nrules: [\n"))
+	f.Add([]byte("version: v1\nrules:\n  - id: a\n    when: job.priority == 'BATCH'\n    on_error: skip\n    decision: deny\n    reason: r\n"))
 	f.Add([]byte("version: &a [*a]\n"))
 	f.Add([]byte("version: v1\nrules:\n  - id: a\n    match: {topics: ['a.*.>', 'job.gpu-[0-9]'], env_vars: ['A?']}\n    decision: allow\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {

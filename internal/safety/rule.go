@@ -32,11 +32,60 @@ type rule struct {
 
 	when    cel.Program // nil: no expression
 	whenSrc string
+	onError onError // what decides when the expression fails to evaluate
 
 	throttle *throttleSpec // for decision throttle
 }
 
 type label struct{ key, value string }
+
+// onError is what a rule does when its when expression fails to evaluate
+// (the cost limit, a missing key, an enum value out of range): never "no
+// match", unless the policy says so with skip.
+type onError uint8
+
+const (
+	// onErrorDefault: deny for deny rules, throttle for throttle rules,
+	// skip for allow rules. Resolved when the rule is parsed.
+	onErrorDefault onError = iota
+	// onErrorDeny: the job is denied, by this rule.
+	onErrorDeny
+	// onErrorThrottle: the job is refused as retryable, by this rule (a
+	// throttle rule only).
+	onErrorThrottle
+	// onErrorSkip: the rule does not decide; the next rules and the default
+	// do.
+	onErrorSkip
+)
+
+func (o onError) String() string {
+	switch o {
+	case onErrorDeny:
+		return "deny"
+	case onErrorThrottle:
+		return "throttle"
+	case onErrorSkip:
+		return "skip"
+	default:
+		return "default"
+	}
+}
+
+// defaultOnError is what a rule with decision d does on an evaluation error
+// when it says nothing: what fails safe. A deny rule that cannot tell
+// whether it applies denies; a throttle rule refuses (the client may retry);
+// an allow rule grants nothing it cannot check: it is skipped, and the rules
+// after it and the default decide, as if it were not there.
+func defaultOnError(d Decision) onError {
+	switch d {
+	case Deny:
+		return onErrorDeny
+	case Throttle:
+		return onErrorThrottle
+	default:
+		return onErrorSkip
+	}
+}
 
 // matchFields reports whether req satisfies every match field of r. It does
 // not allocate.

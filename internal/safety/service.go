@@ -123,6 +123,9 @@ type ServiceOptions struct {
 	// WatchInterval is how often the policy file is read. Default
 	// DefaultWatchInterval.
 	WatchInterval time.Duration
+	// SettleTime is how long a changed policy file must stay the same
+	// before it is loaded. Default DefaultSettleTime.
+	SettleTime time.Duration
 	// AuditSubject is where audit records go. Default SubjectAudit.
 	AuditSubject string
 	// NoAudit turns the audit records off.
@@ -154,7 +157,7 @@ func RunService(ctx context.Context, opts ServiceOptions) error {
 	defer b.Close()
 
 	var auditor *BusAuditor
-	kcfg := Config{PolicyFile: opts.PolicyFile, Logger: log, InstanceID: opts.ID, WatchInterval: opts.WatchInterval}
+	kcfg := Config{PolicyFile: opts.PolicyFile, Logger: log, InstanceID: opts.ID, WatchInterval: opts.WatchInterval, SettleTime: opts.SettleTime}
 	if !opts.NoAudit {
 		auditor, err = NewBusAuditor(AuditorConfig{Bus: b, Subject: opts.AuditSubject, SenderID: opts.ID, Logger: log})
 		if err != nil {

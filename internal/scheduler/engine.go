@@ -263,6 +263,10 @@ type Stats struct {
 	// (wire.ErrUnpublishable: a subject too long or invalid, a packet too
 	// large) or were stored with a request out of today's bounds.
 	Undeliverable uint64
+	// NotYetRecorded counts gets of a job the store did not hold answered
+	// "not recorded yet" (retryable), as submissions were still being
+	// recorded.
+	NotYetRecorded uint64
 }
 
 // Engine is the scheduler's control loop. Its replicas share one JobStore.
@@ -309,6 +313,7 @@ type Engine struct {
 		unconfirmed, unroutable, results, stale, late, completed, retries, leasesLost, deadLettered,
 		cancelled, heartbeats, alerts, unknown, storeErrors, dispatchErrors, throttled, safetyUnavailable, backpressure,
 		identityRejected, repliesRefused, clientsRefused, foreignResults, untrustedResults, invalidPackets, undeliverable atomic.Uint64
+		notYetRecorded atomic.Uint64
 	}
 	// ownInbox is this replica's inbox prefix with its trailing dot ("" when
 	// the bus has none of its own): no request is answered there.
@@ -885,6 +890,7 @@ func (e *Engine) Stats() Stats {
 		IdentityRejected: s.identityRejected.Load(), RepliesRefused: s.repliesRefused.Load(), ClientsRefused: s.clientsRefused.Load(),
 		ForeignResults:   s.foreignResults.Load(),
 		UntrustedResults: s.untrustedResults.Load(), InvalidPackets: s.invalidPackets.Load(),
-		Undeliverable: s.undeliverable.Load(),
+		Undeliverable:  s.undeliverable.Load(),
+		NotYetRecorded: s.notYetRecorded.Load(),
 	}
 }

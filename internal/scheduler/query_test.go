@@ -3,6 +3,7 @@ package scheduler_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sort"
 	"strings"
 	"testing"
@@ -188,7 +189,8 @@ func TestRestartAfterStop(t *testing.T) {
 	}
 }
 
-// A limited list holds the most recently updated jobs, oldest first.
+// A limited list holds the most recently updated jobs, newest first, and a
+// token for the older ones.
 func TestListWithALimitGivesTheLatestJobs(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, withConfig(func(c *scheduler.Config) { c.NoWorkerRetry = time.Hour }))
@@ -206,7 +208,70 @@ func TestListWithALimitGivesTheLatestJobs(t *testing.T) {
 	for _, j := range a.GetJobs() {
 		got = append(got, j.GetJobId())
 	}
-	if strings.Join(got, " ") != "j3 j4" {
-		t.Errorf("list --limit 2 = %v, want the latest two, j3 j4", got)
+	if strings.Join(got, " ") != "j4 j3" || a.GetNextPageToken() == "" {
+		t.Errorf("list --limit 2 = %v (next %q), want the latest two, j4 j3, and a next page", got, a.GetNextPageToken())
 	}
+	b := r.query(&pb.JobQuery{Limit: 2, PageToken: a.GetNextPageToken()})
+	if got := ids(b.GetJobs()); strings.Join(got, " ") != "j1 j2" {
+		t.Errorf("the next page = %v, want j1 and j2", got)
+	}
+	// A full page may have a next page with nothing in it; the listing ends.
+	if tok := b.GetNextPageToken(); tok != "" {
+		if c := r.query(&pb.JobQuery{Limit: 2, PageToken: tok}); len(c.GetJobs()) != 0 || c.GetNextPageToken() != "" {
+			t.Errorf("the page after j1 and j2 = %v", c)
+		}
+	}
+}
+
+// A list is one page of the store, with bounded work: never the store's
+// full scan (List), whatever the filter. Filters by topic and tenant; a
+// page token no scheduler made is refused, and not as retryable.
+func TestListPagesWithBoundedWork(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, withConfig(func(c *scheduler.Config) { c.NoWorkerRetry = time.Hour }))
+	r.bus.fallback("", noResponders())
+	for i := range 30 {
+		req := request(fmt.Sprintf("p%02d", i), []string{"job.a", "job.b", "job.c"}[i%3])
+		req.Tenant = []string{"acme", "globex"}[i%2]
+		r.submit(req, "t", "")
+	}
+	eventually(t, "30 jobs recorded", func() bool { return len(r.query(&pb.JobQuery{Limit: 100}).GetJobs()) == 30 })
+	lists := r.store.lists.Load()
+
+	var all []string
+	token := ""
+	for pages := 0; ; pages++ {
+		a := r.query(&pb.JobQuery{Limit: 4, Topic: "job.b", Tenant: "acme", PageToken: token})
+		if !a.GetOk() || len(a.GetJobs()) > 4 || pages > 30 {
+			t.Fatalf("page %d: %v", pages, a)
+		}
+		for _, j := range a.GetJobs() {
+			if j.GetRequest().GetTopic() != "job.b" || j.GetRequest().GetTenant() != "acme" {
+				t.Fatalf("page %d: %s of %s/%s", pages, j.GetJobId(), j.GetRequest().GetTopic(), j.GetRequest().GetTenant())
+			}
+			all = append(all, j.GetJobId())
+		}
+		if token = a.GetNextPageToken(); token == "" {
+			break
+		}
+	}
+	// i%3 == 1 and i%2 == 0: i = 4, 10, 16, 22, 28.
+	if strings.Join(ids(pbJobs(all)), ",") != "p04,p10,p16,p22,p28" {
+		t.Errorf("job.b of acme, paged: %v", all)
+	}
+	if n := r.store.lists.Load() - lists; n != 0 {
+		t.Errorf("list queries scanned the whole store %d times", n)
+	}
+	a := r.query(&pb.JobQuery{PageToken: "not-a-token"})
+	if a.GetOk() || a.GetRetryable() || !strings.Contains(a.GetError(), "page_token") {
+		t.Errorf("a made-up page token: %v; want a refusal naming page_token, not retryable", a)
+	}
+}
+
+func pbJobs(ids []string) []*pb.JobInfo {
+	out := make([]*pb.JobInfo, len(ids))
+	for i, id := range ids {
+		out[i] = &pb.JobInfo{JobId: id}
+	}
+	return out
 }

@@ -1,7 +1,6 @@
 package scheduler
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -575,6 +574,15 @@ func (e *Engine) handleQuery(who tenancy.Principal, p *pb.BusPacket) *pb.BusPack
 		return e.answer(p, &pb.JobAnswer{Ok: true, Jobs: jobs})
 	case q.GetJobId() != "":
 		rec, err := e.cfg.Store.Get(ctx, q.GetJobId())
+		if errors.Is(err, jobstore.ErrNotFound) {
+			if n := e.intakeBacklog(ctx); n > 0 {
+				// Its submission may be one of those received and not yet
+				// recorded: not a "not found" to give up on.
+				e.stats.notYetRecorded.Add(1)
+				return e.answer(p, refusal(fmt.Sprintf("job %s: %s (%d submissions received are being recorded); ask again",
+					q.GetJobId(), NotRecordedYet, n), true))
+			}
+		}
 		if err != nil {
 			return e.answer(p, refusal(fmt.Sprintf("job %s: %v", q.GetJobId(), err), storeRetryable(err)))
 		}
@@ -588,30 +596,7 @@ func (e *Engine) handleQuery(who tenancy.Principal, p *pb.BusPacket) *pb.BusPack
 		}
 		return e.answer(p, &pb.JobAnswer{Ok: true, Jobs: []*pb.JobInfo{job}})
 	default:
-		// The most recently updated jobs, not whichever the store yields
-		// first: a store lists in no order callers may rely on.
-		recs, err := e.cfg.Store.List(ctx, jobstore.Filter{State: q.GetState(), Limit: -1})
-		if err != nil {
-			return e.answer(p, refusal(err.Error(), true))
-		}
-		if who.Restricted() { // its tenant's jobs only
-			recs = slices.DeleteFunc(recs, func(r jobstore.Record) bool { return !who.Sees(r.Job.GetRequest().GetTenant()) })
-		}
-		slices.SortStableFunc(recs, func(a, b jobstore.Record) int {
-			return cmp.Compare(a.Job.GetUpdatedMs(), b.Job.GetUpdatedMs())
-		})
-		if len(recs) > limit {
-			recs = recs[len(recs)-limit:]
-		}
-		jobs := make([]*pb.JobInfo, len(recs))
-		for i, r := range recs {
-			jobs[i] = r.Job
-			if why := e.pendingReason(r.Job); why != "" && why != r.Job.GetPendingReason() {
-				jobs[i] = cloneInfo(r.Job) // why it waits now, as in job get
-				jobs[i].PendingReason = why
-			}
-		}
-		return e.answer(p, &pb.JobAnswer{Ok: true, Jobs: jobs})
+		return e.answer(p, e.listPage(ctx, who, q, limit))
 	}
 }
 
@@ -630,6 +615,71 @@ func (e *Engine) deadLetters(ctx context.Context, who tenancy.Principal, limit i
 		jobs = jobs[:limit]
 	}
 	return jobs, nil
+}
+
+// NotRecordedYet is the answer to a get of a job the store does not hold
+// while submissions received are still being recorded: it may be one of
+// them, so the answer is retryable, not "not found".
+const NotRecordedYet = "not recorded yet"
+
+// intakeBacklog is how many submissions the bus has received and not yet
+// handed back (0 when it cannot tell): over core NATS those this replica
+// holds, with durable intake those the shared stream holds.
+func (e *Engine) intakeBacklog(ctx context.Context) int {
+	b, ok := e.cfg.Bus.(interface {
+		Backlog(ctx context.Context, subject string) (int, error)
+	})
+	if !ok {
+		return 0
+	}
+	n, err := b.Backlog(ctx, wire.SubjectSubmit)
+	if err != nil {
+		e.log.Warn("[SCHEDULER] reading the intake backlog failed", "err", err)
+	}
+	return n
+}
+
+// maxListAnswerBytes bounds the jobs of one list answer, well under the
+// bus's packet limit (1 MiB by default): a page of large jobs ends early,
+// with a token for the rest.
+const maxListAnswerBytes = 512 << 10
+
+// listPage answers a list query with one page of the store, newest first:
+// bounded work per query (jobstore.PageQuery), whatever the store holds.
+func (e *Engine) listPage(ctx context.Context, who tenancy.Principal, q *pb.JobQuery, limit int) *pb.JobAnswer {
+	tenant := q.GetTenant()
+	if who.Restricted() { // its tenant's jobs only: another tenant's look like none
+		if tenant != "" && !who.Sees(tenant) {
+			return &pb.JobAnswer{Ok: true}
+		}
+		tenant = who.Tenant
+	}
+	page, err := e.cfg.Store.ListPage(ctx, jobstore.PageQuery{
+		Filter: jobstore.Filter{State: q.GetState(), Topic: q.GetTopic(), Tenant: tenant},
+		Token:  q.GetPageToken(),
+		Size:   limit,
+	})
+	if errors.Is(err, jobstore.ErrBadPageToken) {
+		return refusal("page_token: "+err.Error(), false)
+	}
+	if err != nil {
+		return refusal(err.Error(), true)
+	}
+	a := &pb.JobAnswer{Ok: true, NextPageToken: page.Next, Jobs: make([]*pb.JobInfo, 0, len(page.Records))}
+	size := 0
+	for i, r := range page.Records {
+		job := r.Job
+		if why := e.pendingReason(job); why != "" && why != job.GetPendingReason() {
+			job = cloneInfo(job) // why it waits now, as in job get
+			job.PendingReason = why
+		}
+		if size += job.SizeVT(); size > maxListAnswerBytes && i > 0 {
+			a.NextPageToken = jobstore.PageTokenBefore(page.Records[i-1].Revision)
+			break
+		}
+		a.Jobs = append(a.Jobs, job)
+	}
+	return a
 }
 
 // redrive takes a job out of the dead-letter queue and submits its request

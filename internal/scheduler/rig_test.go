@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -37,6 +38,8 @@ type historyStore struct {
 	// silent: with watch, the watch delivers nothing: the engine's cache
 	// falls behind what other replicas write.
 	silent bool
+
+	lists atomic.Int64 // calls of List, the store's full scan
 
 	mu        sync.Mutex
 	hist      map[string][]*pb.JobInfo
@@ -100,6 +103,12 @@ func (s *historyStore) Update(ctx context.Context, prev jobstore.Record, next *p
 		s.note(rec.Job)
 	}
 	return rec, err
+}
+
+// List is Memory's, counted: queries must not scan the whole store.
+func (s *historyStore) List(ctx context.Context, f jobstore.Filter) ([]jobstore.Record, error) {
+	s.lists.Add(1)
+	return s.Memory.List(ctx, f)
 }
 
 // Watch is Memory's, or, when silent, a watch that never delivers.

@@ -140,6 +140,21 @@ func TestCLISubmitWaitAndInspect(t *testing.T) {
 		t.Errorf("job list --state PENDING lists the completed %s", id)
 	}
 
+	// Paging: the newest job first, and a token for the rest, on stderr.
+	cortexOK(t, env, "submit", "--topic", "job.echo", "--job-id", id+"-b", "--tenant", "paged", "--wait")
+	p, code := cortex(t, env, "job", "list", "--limit", "1", "--json")
+	newest := decodeJobs(t, p.Stdout())
+	tok, found := strings.CutPrefix(strings.TrimSpace(p.Stderr()), "more jobs: --page-token ")
+	if code != 0 || len(newest) != 1 || newest[0].JobID != id+"-b" || !found || tok == "" {
+		t.Fatalf("job list --limit 1: exit %d, %+v, stderr %q; want %s-b and a page token", code, newest, p.Stderr(), id)
+	}
+	if older := listJobs(t, url, "job", "list", "--page-token", tok); !hasJob(older, id) || hasJob(older, id+"-b") {
+		t.Errorf("job list --page-token: %+v; want %s, not %s-b", older, id, id)
+	}
+	if mine := listJobs(t, url, "job", "list", "--tenant", "paged"); len(mine) != 1 || mine[0].JobID != id+"-b" {
+		t.Errorf("job list --tenant paged: %+v; want %s-b alone", mine, id)
+	}
+
 	// A watch of a finished job prints where it ended and exits 0.
 	cs = changes(cortexOK(t, env, "job", "watch", id))
 	if len(cs) != 1 || cs[0].State != "COMPLETED" {

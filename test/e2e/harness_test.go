@@ -257,10 +257,15 @@ func getJob(t *testing.T, url, id string) jobView {
 // listJobs runs `cortex <args> --json` (job list, dlq list) against url.
 func listJobs(t *testing.T, url string, args ...string) []jobView {
 	t.Helper()
-	out := cortexOK(t, nil, append(args, "--json", "--nats-url", url)...)
+	return decodeJobs(t, cortexOK(t, nil, append(args, "--json", "--nats-url", url)...))
+}
+
+// decodeJobs reads the JSON array of jobs cortex job list --json prints.
+func decodeJobs(t *testing.T, out string) []jobView {
+	t.Helper()
 	var raw []json.RawMessage
 	if err := json.Unmarshal([]byte(out), &raw); err != nil {
-		t.Fatalf("cortex %s --json: not a JSON array: %v\n%s", strings.Join(args, " "), err, out)
+		t.Fatalf("not a JSON array of jobs: %v\n%s", err, out)
 	}
 	jobs := make([]jobView, len(raw))
 	for i, r := range raw {

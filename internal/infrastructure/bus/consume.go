@@ -83,7 +83,9 @@ func (b *NatsBus) consume(subjects []string, durable string, handler func(subjec
 }
 
 func (b *NatsBus) consumeCore(subject, queue string, handler func(subject string, p *pb.BusPacket, replyTo string) error) (func() error, error) {
+	in := &coreIntake{}
 	sub, err := b.nc.QueueSubscribe(subject, queue, func(m *nats.Msg) {
+		defer in.done.Add(1)
 		packet, pooled, err := b.decodeIntake(m.Subject, m.Data)
 		if err != nil {
 			return
@@ -102,7 +104,9 @@ func (b *NatsBus) consumeCore(subject, queue string, handler func(subject string
 	if err != nil {
 		return nil, fmt.Errorf("bus: subscribe %s: %w", subject, err)
 	}
-	return func() error { return b.drain(sub) }, nil
+	in.sub = sub
+	remove := b.intake.addCore(subject, in)
+	return func() error { defer remove(); return b.drain(sub) }, nil
 }
 
 // EnsureStream creates or updates the work-queue stream that captures subject
@@ -168,7 +172,9 @@ func (b *NatsBus) consumeStream(subjects []string, durable string, handler func(
 		pool.Wait()
 		return nil, fmt.Errorf("bus: consume %s: %w", subject, err)
 	}
+	remove := b.intake.addStream(subject, cons)
 	return func() error {
+		defer remove()
 		cc.Drain()
 		var err error
 		select {

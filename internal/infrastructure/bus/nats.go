@@ -120,6 +120,7 @@ type NatsBus struct {
 
 	durable atomic.Bool
 	closing atomic.Bool // Close was called: a close is not the server's doing
+	intake  backlog     // Consume's consumers, for Backlog
 
 	published, delivered, malformed, tooLarge, unknown, panics, asyncErrs, reconnects, repliesRefused atomic.Uint64
 }

@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -59,9 +60,15 @@ type Config struct {
 // Store is a jobstore.Store on a JetStream KV bucket. It is safe for
 // concurrent use; several Stores, in one process or many, may share a bucket.
 type Store struct {
-	kv     jetstream.KeyValue
-	bucket string
-	log    *slog.Logger
+	kv      jetstream.KeyValue
+	js      jetstream.JetStream
+	stream  jetstream.Stream // the bucket's stream, for paging
+	bucket  string
+	history uint8
+	log     *slog.Logger
+
+	subjectPrefix string // $KV.<bucket>.
+	directSubject string // the direct get API subject of the bucket's stream
 }
 
 var _ jobstore.Store = (*Store)(nil)
@@ -92,7 +99,28 @@ func New(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, error
 	if err != nil {
 		return nil, fmt.Errorf("kvstore: bucket %s: %w", cfg.Bucket, err)
 	}
-	return &Store{kv: kv, bucket: cfg.Bucket, log: cfg.Logger}, nil
+	streamName := "KV_" + cfg.Bucket
+	stream, err := js.Stream(ctx, streamName)
+	if err != nil {
+		return nil, fmt.Errorf("kvstore: bucket %s: stream %s: %w", cfg.Bucket, streamName, err)
+	}
+	return &Store{
+		kv: kv, js: js, stream: stream, bucket: cfg.Bucket, history: cfg.History, log: cfg.Logger,
+		subjectPrefix: "$KV." + cfg.Bucket + ".",
+		directSubject: apiPrefix(js.Options()) + "DIRECT.GET." + streamName,
+	}, nil
+}
+
+// apiPrefix is the prefix of JetStream API subjects js uses.
+func apiPrefix(o jetstream.JetStreamOptions) string {
+	switch {
+	case o.Domain != "":
+		return "$JS." + o.Domain + ".API."
+	case o.APIPrefix != "":
+		return strings.TrimSuffix(o.APIPrefix, ".") + "."
+	default:
+		return "$JS.API."
+	}
 }
 
 // Bucket returns the name of the store's bucket.
@@ -217,8 +245,8 @@ func isRevisionMismatch(err error) bool {
 // List implements jobstore.Store. It reads the whole bucket, the latest value
 // of every key, in one pass of an ordered consumer (not a Get per key), and
 // filters here: O(number of jobs) in time and transfer per call, whatever the
-// filter or limit. Fine for now; an index (a bucket or subject per state)
-// is the fix when it is not. Records come in revision order, as the stream
+// filter or limit. For tests and tools: clients are answered with ListPage,
+// whose work per call is bounded. Records come in revision order, as the stream
 // delivers them. A record that cannot be decoded is logged and skipped, so
 // one bad value does not hide every other job. A negative Limit is no limit.
 func (s *Store) List(ctx context.Context, f jobstore.Filter) ([]jobstore.Record, error) {

@@ -58,8 +58,9 @@ func Run(t *testing.T, newStore func(t *testing.T) jobstore.Store) {
 		{"WatchKeepingUp", testWatchKeepingUp},
 		{"WatchEndedContext", testWatchEndedContext},
 		{"WatchReentrant", testWatchReentrant},
+		{"GetDuringChurn", testGetDuringChurn},
 	}
-	run(t, newStore, tests)
+	run(t, newStore, append(tests, pagingTests...))
 }
 
 // RunWire runs the checks that hold for a store whose records cross a wire

@@ -559,13 +559,18 @@ func (x *JobCancel) GetReason() string {
 
 // JobQuery asks the scheduler about one job, or lists jobs.
 type JobQuery struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`                 // one job; empty lists
-	State         JobState               `protobuf:"varint,2,opt,name=state,proto3,enum=cortex.v1.JobState" json:"state,omitempty"`     // list filter; UNSPECIFIED lists all
-	Limit         int32                  `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`                             // list limit; 0 means 100
-	DeadLetter    bool                   `protobuf:"varint,4,opt,name=dead_letter,json=deadLetter,proto3" json:"dead_letter,omitempty"` // list or re-drive the dead-letter queue
-	Redrive       bool                   `protobuf:"varint,5,opt,name=redrive,proto3" json:"redrive,omitempty"`                         // with dead_letter and job_id: run that job again
-	Workers       bool                   `protobuf:"varint,6,opt,name=workers,proto3" json:"workers,omitempty"`                         // list the live workers instead of jobs
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	JobId      string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`                 // one job; empty lists
+	State      JobState               `protobuf:"varint,2,opt,name=state,proto3,enum=cortex.v1.JobState" json:"state,omitempty"`     // list filter; UNSPECIFIED lists all
+	Limit      int32                  `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`                             // list limit; 0 means 100
+	DeadLetter bool                   `protobuf:"varint,4,opt,name=dead_letter,json=deadLetter,proto3" json:"dead_letter,omitempty"` // list or re-drive the dead-letter queue
+	Redrive    bool                   `protobuf:"varint,5,opt,name=redrive,proto3" json:"redrive,omitempty"`                         // with dead_letter and job_id: run that job again
+	Workers    bool                   `protobuf:"varint,6,opt,name=workers,proto3" json:"workers,omitempty"`                         // list the live workers instead of jobs
+	// Appended for paging: a list answers one page, newest first (most
+	// recently written first), with next_page_token to ask for the next.
+	PageToken     string `protobuf:"bytes,7,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"` // JobAnswer.next_page_token of the previous page; empty: the first
+	Topic         string `protobuf:"bytes,8,opt,name=topic,proto3" json:"topic,omitempty"`                          // list filter: only jobs of this topic
+	Tenant        string `protobuf:"bytes,9,opt,name=tenant,proto3" json:"tenant,omitempty"`                        // list filter: only jobs of this tenant
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -640,6 +645,27 @@ func (x *JobQuery) GetWorkers() bool {
 		return x.Workers
 	}
 	return false
+}
+
+func (x *JobQuery) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+func (x *JobQuery) GetTopic() string {
+	if x != nil {
+		return x.Topic
+	}
+	return ""
+}
+
+func (x *JobQuery) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
 }
 
 // JobInfo is everything known about a job: the scheduler's record of it.
@@ -862,9 +888,10 @@ type JobAnswer struct {
 	Error         string                 `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`          // why not, when !ok
 	Retryable     bool                   `protobuf:"varint,3,opt,name=retryable,proto3" json:"retryable,omitempty"` // the same request may succeed later
 	Jobs          []*JobInfo             `protobuf:"bytes,4,rep,name=jobs,proto3" json:"jobs,omitempty"`
-	RetryAfterMs  int64                  `protobuf:"varint,5,opt,name=retry_after_ms,json=retryAfterMs,proto3" json:"retry_after_ms,omitempty"` // with retryable: try again no sooner than this
-	RuleId        string                 `protobuf:"bytes,6,opt,name=rule_id,json=ruleId,proto3" json:"rule_id,omitempty"`                      // the policy rule behind a denial or throttle
-	Workers       []*WorkerInfo          `protobuf:"bytes,7,rep,name=workers,proto3" json:"workers,omitempty"`                                  // answers JobQuery.workers
+	RetryAfterMs  int64                  `protobuf:"varint,5,opt,name=retry_after_ms,json=retryAfterMs,proto3" json:"retry_after_ms,omitempty"`   // with retryable: try again no sooner than this
+	RuleId        string                 `protobuf:"bytes,6,opt,name=rule_id,json=ruleId,proto3" json:"rule_id,omitempty"`                        // the policy rule behind a denial or throttle
+	Workers       []*WorkerInfo          `protobuf:"bytes,7,rep,name=workers,proto3" json:"workers,omitempty"`                                    // answers JobQuery.workers
+	NextPageToken string                 `protobuf:"bytes,8,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"` // a list with more pages: JobQuery.page_token of the next
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -948,6 +975,13 @@ func (x *JobAnswer) GetWorkers() []*WorkerInfo {
 	return nil
 }
 
+func (x *JobAnswer) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
 var File_api_proto_v1_job_proto protoreflect.FileDescriptor
 
 const file_api_proto_v1_job_proto_rawDesc = "" +
@@ -996,7 +1030,7 @@ const file_api_proto_v1_job_proto_rawDesc = "" +
 	"\tworker_id\x18\x03 \x01(\tR\bworkerId\":\n" +
 	"\tJobCancel\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\"\xb7\x01\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x84\x02\n" +
 	"\bJobQuery\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12)\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x13.cortex.v1.JobStateR\x05state\x12\x14\n" +
@@ -1004,7 +1038,11 @@ const file_api_proto_v1_job_proto_rawDesc = "" +
 	"\vdead_letter\x18\x04 \x01(\bR\n" +
 	"deadLetter\x12\x18\n" +
 	"\aredrive\x18\x05 \x01(\bR\aredrive\x12\x18\n" +
-	"\aworkers\x18\x06 \x01(\bR\aworkers\"\xf2\x05\n" +
+	"\aworkers\x18\x06 \x01(\bR\aworkers\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\a \x01(\tR\tpageToken\x12\x14\n" +
+	"\x05topic\x18\b \x01(\tR\x05topic\x12\x16\n" +
+	"\x06tenant\x18\t \x01(\tR\x06tenant\"\xf2\x05\n" +
 	"\aJobInfo\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12)\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x13.cortex.v1.JobStateR\x05state\x12\x18\n" +
@@ -1033,7 +1071,7 @@ const file_api_proto_v1_job_proto_rawDesc = "" +
 	"\arule_id\x18\x14 \x01(\tR\x06ruleId\x12%\n" +
 	"\x0epolicy_version\x18\x15 \x01(\tR\rpolicyVersion\x12\x12\n" +
 	"\x04pool\x18\x16 \x01(\tR\x04pool\x12'\n" +
-	"\x0fawaiting_safety\x18\x17 \x01(\bR\x0eawaitingSafetyJ\x04\b\x10\x10\x11\"\xe7\x01\n" +
+	"\x0fawaiting_safety\x18\x17 \x01(\bR\x0eawaitingSafetyJ\x04\b\x10\x10\x11\"\x8f\x02\n" +
 	"\tJobAnswer\x12\x0e\n" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x12\x14\n" +
 	"\x05error\x18\x02 \x01(\tR\x05error\x12\x1c\n" +
@@ -1041,7 +1079,8 @@ const file_api_proto_v1_job_proto_rawDesc = "" +
 	"\x04jobs\x18\x04 \x03(\v2\x12.cortex.v1.JobInfoR\x04jobs\x12$\n" +
 	"\x0eretry_after_ms\x18\x05 \x01(\x03R\fretryAfterMs\x12\x17\n" +
 	"\arule_id\x18\x06 \x01(\tR\x06ruleId\x12/\n" +
-	"\aworkers\x18\a \x03(\v2\x15.cortex.v1.WorkerInfoR\aworkers*|\n" +
+	"\aworkers\x18\a \x03(\v2\x15.cortex.v1.WorkerInfoR\aworkers\x12&\n" +
+	"\x0fnext_page_token\x18\b \x01(\tR\rnextPageToken*|\n" +
 	"\vJobPriority\x12\x1c\n" +
 	"\x18JOB_PRIORITY_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12JOB_PRIORITY_BATCH\x10\x01\x12\x1c\n" +

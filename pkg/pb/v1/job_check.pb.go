@@ -129,6 +129,15 @@ func (m *JobQuery) CheckDecoded() error {
 	if !utf8.ValidString(m.JobId) {
 		return &InvalidUTF8Error{Field: "cortex.v1.JobQuery.job_id"}
 	}
+	if !utf8.ValidString(m.PageToken) {
+		return &InvalidUTF8Error{Field: "cortex.v1.JobQuery.page_token"}
+	}
+	if !utf8.ValidString(m.Topic) {
+		return &InvalidUTF8Error{Field: "cortex.v1.JobQuery.topic"}
+	}
+	if !utf8.ValidString(m.Tenant) {
+		return &InvalidUTF8Error{Field: "cortex.v1.JobQuery.tenant"}
+	}
 	return nil
 }
 
@@ -198,6 +207,9 @@ func (m *JobAnswer) CheckDecoded() error {
 		if err := v.CheckDecoded(); err != nil {
 			return err
 		}
+	}
+	if !utf8.ValidString(m.NextPageToken) {
+		return &InvalidUTF8Error{Field: "cortex.v1.JobAnswer.next_page_token"}
 	}
 	return nil
 }
