@@ -13,6 +13,7 @@ import (
 	"github.com/cortex-os/core/internal/client"
 	"github.com/cortex-os/core/internal/lifecycle"
 	"github.com/cortex-os/core/internal/natstest"
+	"github.com/cortex-os/core/internal/systest"
 	"github.com/cortex-os/core/internal/safety"
 	"github.com/cortex-os/core/internal/scheduler"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
@@ -51,8 +52,8 @@ func TestGetOfAJobBeingRecordedIsNotNotFound(t *testing.T) {
 			url := natstest.URL(t)
 			held := &heldSafety{holding: make(chan struct{}), release: make(chan struct{})}
 			s := startScheduler(t, url, "s-held", mode, func(c *scheduler.Config) { c.Safety = held })
-			sub := connect(t, url, "submitter")
-			c := client.New(connect(t, url, "getter"), "getter")
+			sub := systest.Connect(t, url, "submitter")
+			c := client.New(systest.Connect(t, url, "getter"), "getter")
 			ctx := ctxFor(t)
 
 			if _, err := client.Submit(sub, "submitter", "", &pb.JobRequest{JobId: "held", Topic: "job.none"}); err != nil {
@@ -113,7 +114,7 @@ func TestGetDuringChurnFindsEveryAnsweredJob(t *testing.T) {
 			errs := make(chan error, 16)
 			for g := range 3 {
 				subs.Go(func() {
-					c := client.New(connect(t, url, "sub"), "sub")
+					c := client.New(systest.Connect(t, url, "sub"), "sub")
 					for k := range 150 {
 						j, err := c.Submit(ctxFor(t), &pb.JobRequest{JobId: fmt.Sprintf("churn-%d-%d", g, k), Topic: "job.echo"}, "")
 						if err != nil {
@@ -128,7 +129,7 @@ func TestGetDuringChurnFindsEveryAnsweredJob(t *testing.T) {
 			}
 			for r := range 3 {
 				rd.Go(func() {
-					c := client.New(connect(t, url, "get"), "get")
+					c := client.New(systest.Connect(t, url, "get"), "get")
 					for k := 0; !stop.Load(); k++ {
 						mu.Lock()
 						n := len(answered)
