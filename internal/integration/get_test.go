@@ -13,9 +13,9 @@ import (
 	"github.com/cortex-os/core/internal/client"
 	"github.com/cortex-os/core/internal/lifecycle"
 	"github.com/cortex-os/core/internal/natstest"
-	"github.com/cortex-os/core/internal/systest"
 	"github.com/cortex-os/core/internal/safety"
 	"github.com/cortex-os/core/internal/scheduler"
+	"github.com/cortex-os/core/internal/systest"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 )
 
@@ -78,14 +78,14 @@ func TestGetOfAJobBeingRecordedIsNotNotFound(t *testing.T) {
 				t.Errorf("get of a job nobody submitted, while one is being recorded: %v; want a retryable answer too", err)
 			}
 			close(held.release)
-			eventually(t, waitFor, func() bool {
+			systest.Eventually(t, waitFor, "the held job to be found once recorded", func() bool {
 				j, err := c.Get(ctx, "held")
 				return err == nil && j.GetState() == lifecycle.Pending
-			}, "the held job to be found once recorded")
-			eventually(t, waitFor, func() bool {
+			})
+			systest.Eventually(t, waitFor, "a job nobody submitted to be not found once nothing is being recorded", func() bool {
 				_, err := c.Get(ctx, "never-submitted")
 				return errors.As(err, &re) && !re.Retryable && strings.Contains(re.Reason, "not found")
-			}, "a job nobody submitted to be not found once nothing is being recorded")
+			})
 		})
 	}
 }
