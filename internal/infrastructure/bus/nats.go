@@ -85,7 +85,8 @@ type NatsBus struct {
 	closed chan struct{}
 	once   sync.Once
 
-	durable atomic.Bool
+	durable  atomic.Bool
+	borrowed bool // made by FromConn: the connection is the caller's
 
 	published, delivered, malformed, tooLarge, unknown, panics, asyncErrs, reconnects atomic.Uint64
 }
@@ -142,9 +143,9 @@ func (b *NatsBus) Conn() *nats.Conn { return b.nc }
 
 // Close drains the connection: subscriptions stop taking messages, handlers
 // finish what they hold and pending publishes are flushed. It waits at most
-// Config.DrainTimeout.
+// Config.DrainTimeout. A bus made by FromConn leaves its connection alone.
 func (b *NatsBus) Close() {
-	if b.nc.IsClosed() {
+	if b.borrowed || b.nc.IsClosed() {
 		return
 	}
 	if err := b.nc.Drain(); err != nil {

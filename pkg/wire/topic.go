@@ -1,0 +1,45 @@
+package wire
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// Topic errors: ValidateTopic's errors wrap one of them.
+var (
+	ErrEmptyTopic   = errors.New("empty topic")
+	ErrInvalidTopic = errors.New("invalid topic")
+)
+
+// ValidateTopic reports whether a job can be dispatched on topic: a literal
+// subject under job. (JobSubjectPrefix) with no empty, wildcard or blank
+// token. The scheduler refuses a submission whose topic fails it, so that a
+// job is never published onto a system subject such as sys.job.submit.
+func ValidateTopic(topic string) error {
+	if topic == "" {
+		return ErrEmptyTopic
+	}
+	if !strings.HasPrefix(topic, JobSubjectPrefix) {
+		return fmt.Errorf("%w %q: must start with %q", ErrInvalidTopic, topic, JobSubjectPrefix)
+	}
+	// Token by token, in one pass without allocating: the scheduler runs it
+	// for every job. A token is what strings.Split(topic, ".") would give.
+	start := 0
+	for i := 0; i <= len(topic); i++ {
+		if i < len(topic) {
+			switch topic[i] {
+			case ' ', '\t', '\r', '\n':
+				return fmt.Errorf("%w %q: empty, wildcard or blank token", ErrInvalidTopic, topic)
+			case '.':
+			default:
+				continue
+			}
+		}
+		if tok := topic[start:i]; tok == "" || tok == "*" || tok == ">" {
+			return fmt.Errorf("%w %q: empty, wildcard or blank token", ErrInvalidTopic, topic)
+		}
+		start = i + 1
+	}
+	return nil
+}
