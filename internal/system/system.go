@@ -256,10 +256,9 @@ func RunEchoWorker(ctx context.Context, opts EchoWorkerOptions) error {
 		return err
 	}
 	defer b.Close()
-	w, err := worker.New(worker.Config{
-		Bus:               b,
+	w, err := worker.New(b.Conn(), worker.Config{
 		Kind:              echo.Kind,
-		Handler:           worker.HandlerFunc(echo.Handler(opts.WorkTime)),
+		Handler:           echo.Handler(opts.WorkTime),
 		ID:                opts.ID,
 		Concurrency:       opts.Concurrency,
 		Capacity:          opts.Capacity,
