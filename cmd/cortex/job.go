@@ -7,8 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/cortex-os/core/internal/client"
-	"github.com/cortex-os/core/internal/lifecycle"
+	"github.com/cortex-os/core/pkg/client"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 )
 
@@ -118,7 +117,7 @@ func newJobCancelCommand() *cobra.Command {
 			if asJSON {
 				return writeJSON(cmd.OutOrStdout(), viewOf(job))
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "job_id=%s state=%s reason=%q\n", job.GetJobId(), lifecycle.Name(job.GetState()), job.GetError())
+			fmt.Fprintf(cmd.OutOrStdout(), "job_id=%s state=%s reason=%q\n", job.GetJobId(), client.StateName(job.GetState()), job.GetError())
 			return nil
 		},
 	}
@@ -158,14 +157,14 @@ func newJobListCommand() *cobra.Command {
 			defer s.close()
 			ctx, cancel := s.request(cmd.Context())
 			defer cancel()
-			jobs, err := s.client.List(ctx, filter, limit)
+			list, err := s.client.List(ctx, client.ListOptions{State: filter, Limit: limit})
 			if err != nil {
 				return s.explain(err)
 			}
 			if asJSON {
-				return writeJobsJSON(cmd.OutOrStdout(), jobs)
+				return writeJobsJSON(cmd.OutOrStdout(), list.Jobs)
 			}
-			return writeTable(cmd.OutOrStdout(), jobs)
+			return writeTable(cmd.OutOrStdout(), list.Jobs)
 		},
 	}
 	f := cmd.Flags()

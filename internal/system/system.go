@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -20,6 +21,7 @@ import (
 	"github.com/cortex-os/core/internal/placement"
 	"github.com/cortex-os/core/internal/safety"
 	"github.com/cortex-os/core/internal/scheduler"
+	"github.com/cortex-os/core/pkg/client"
 	"github.com/cortex-os/core/pkg/worker"
 )
 
@@ -249,14 +251,19 @@ type EchoWorkerOptions struct {
 	NatsOptions []nats.Option
 }
 
-// RunEchoWorker connects to NATS and runs an echo worker until ctx ends.
+// RunEchoWorker connects to NATS and runs an echo worker until ctx ends,
+// through the public SDK (pkg/client's connection, pkg/worker's runtime), as
+// a worker outside this repository would.
 func RunEchoWorker(ctx context.Context, opts EchoWorkerOptions) error {
-	b, err := bus.Connect(bus.Config{URL: opts.NatsURL, Name: "cortex-worker-echo", Logger: opts.Logger, Options: opts.NatsOptions})
+	nc, err := client.Dial(opts.NatsURL, client.Options{Name: "cortex-worker-echo", Logger: opts.Logger, NATSOptions: opts.NatsOptions})
 	if err != nil {
 		return err
 	}
-	defer b.Close()
-	w, err := worker.New(b.Conn(), worker.Config{
+	defer func() {
+		_ = nc.FlushTimeout(2 * time.Second) // the last heartbeat and results
+		nc.Close()
+	}()
+	w, err := worker.New(nc, worker.Config{
 		Kind:              echo.Kind,
 		Handler:           echo.Handler(opts.WorkTime),
 		ID:                opts.ID,
