@@ -263,13 +263,15 @@ type Stats struct {
 
 // Worker runs jobs for one topic.
 type Worker struct {
-	cfg    Config
-	bus    transport
-	base   context.Context // Run's, without its cancellation: the parent of the handlers' contexts
-	log    *slog.Logger
-	prefix string
-	slots  chan struct{}
-	jobs   sync.WaitGroup
+	cfg       Config
+	bus       transport
+	base      context.Context // Run's, without its cancellation: the parent of the handlers' contexts
+	ready     chan struct{}   // closed when the first Run has subscribed
+	readyOnce sync.Once
+	log       *slog.Logger
+	prefix    string
+	slots     chan struct{}
+	jobs      sync.WaitGroup
 
 	// Runners are goroutines that run jobs one after another, so that a job
 	// neither starts a goroutine nor grows a fresh stack. There are at most
@@ -457,6 +459,7 @@ func newWorker(t transport, cfg Config) *Worker {
 		prefix: "[WORKER " + cfg.Kind + "]",
 		slots:  make(chan struct{}, cfg.Concurrency),
 		base:   context.Background(),
+		ready:  make(chan struct{}),
 
 		resultSubject:    wire.SubjectResult,
 		heartbeatSubject: wire.HeartbeatSubject(cfg.Kind),
@@ -469,6 +472,13 @@ func newWorker(t transport, cfg Config) *Worker {
 
 // ID is the worker's id.
 func (w *Worker) ID() string { return w.cfg.ID }
+
+// Ready is closed once Run has subscribed to the worker's subjects and the
+// NATS server has the subscriptions: a job dispatched from then on reaches
+// this worker. (The scheduler learns of the worker from its heartbeats,
+// the first of which Run sends at once; see the scheduler's
+// docs/scheduling.md for when a strategy places jobs by them.)
+func (w *Worker) Ready() <-chan struct{} { return w.ready }
 
 // Run takes jobs until ctx ends, then stops taking jobs, lets in-flight jobs
 // finish within ShutdownGrace (cancelling the rest, which are handed back to
@@ -507,6 +517,16 @@ func (w *Worker) Run(ctx context.Context) error {
 		}
 		drain = func() error { return errors.Join(drainDirect(), drainTopic()) }
 	}
+	if f, ok := w.bus.(interface{ Flush(context.Context) error }); ok {
+		// The server has the subscriptions once the flush returns: a job
+		// dispatched after Ready reaches this worker.
+		flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		if err := f.Flush(flushCtx); err != nil {
+			w.log.Warn(w.prefix+" flushing the subscriptions failed; they reach the server when it is back", "err", err)
+		}
+		cancel()
+	}
+	w.readyOnce.Do(func() { close(w.ready) })
 	w.log.Info(w.prefix+" running", "worker_id", w.cfg.ID, "topic", w.cfg.Topic,
 		"queue_group", w.cfg.QueueGroup, "capacity", w.cfg.Capacity, "inline", w.cfg.Inline, "direct", w.cfg.Direct,
 		"capabilities", w.cfg.Capabilities, "labels", w.cfg.Labels, "pool", w.cfg.Pool)
