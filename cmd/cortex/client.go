@@ -23,22 +23,18 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
-	"github.com/cortex-os/core/internal/client"
 	"github.com/cortex-os/core/internal/infrastructure/bus"
 	"github.com/cortex-os/core/internal/infrastructure/config"
-	"github.com/cortex-os/core/internal/lifecycle"
 	"github.com/cortex-os/core/internal/logging"
 	"github.com/cortex-os/core/internal/system"
 	"github.com/cortex-os/core/internal/tenancy"
+	"github.com/cortex-os/core/pkg/client"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/wire"
 )
 
 // defaultRequestTimeout bounds one request to the scheduler.
 const defaultRequestTimeout = 5 * time.Second
-
-// watchInterval is how often a watch asks for the job's state.
-const watchInterval = 100 * time.Millisecond
 
 // clientSenderID signs the packets the command sends.
 const clientSenderID = "cortex-cli"
@@ -63,11 +59,10 @@ func (c *connFlags) register(f *pflag.FlagSet, timeoutFlag string) {
 	f.DurationVar(&c.timeout, timeoutFlag, defaultRequestTimeout, "how long to wait for the scheduler's answer")
 }
 
-// session is a connection to NATS and a client on it.
+// session is a client and its connection to NATS.
 type session struct {
 	url     string
 	timeout time.Duration
-	bus     *bus.NatsBus
 	client  *client.Client
 }
 
@@ -93,7 +88,9 @@ func (c *connFlags) open() (*session, error) {
 	}
 	// Connection trouble is worth a line on stderr; per-job chatter is not.
 	log := logging.New(os.Stderr, max(system.Level(cfg), slog.LevelWarn))
-	b, err := bus.Connect(bus.Config{URL: cfg.NatsURL, Name: "cortex-cli", Logger: log, DrainTimeout: 2 * time.Second, Options: natsOpts})
+	cl, err := client.Connect(cfg.NatsURL, client.Options{
+		Name: "cortex-cli", SenderID: clientSenderID, Identity: identity, RequestTimeout: c.timeout, Logger: log, NATSOptions: natsOpts,
+	})
 	if err != nil {
 		cause := errors.Unwrap(err)
 		if cause == nil {
@@ -104,7 +101,7 @@ func (c *connFlags) open() (*session, error) {
 		}
 		return nil, fmt.Errorf("cannot reach NATS at %s: %v", cfg.NatsURL, cause)
 	}
-	return &session{url: cfg.NatsURL, timeout: c.timeout, bus: b, client: client.New(b, clientSenderID, client.WithIdentity(identity))}, nil
+	return &session{url: cfg.NatsURL, timeout: c.timeout, client: cl}, nil
 }
 
 // Client identity: how the command names itself to the scheduler
@@ -154,7 +151,7 @@ func clientIdentity(f *pflag.FlagSet, creds *bus.Credentials) (string, error) {
 	return identity, nil
 }
 
-func (s *session) close() { s.bus.Close() }
+func (s *session) close() { s.client.Close() }
 
 // oneLine joins the lines of err (a YAML error lists one per problem).
 func oneLine(err error) error {
@@ -179,12 +176,12 @@ func (s *session) explain(err error) error {
 		return nil
 	case errors.As(err, &refused):
 		return errors.New(refused.Reason)
-	case errors.Is(err, wire.ErrNoResponders):
+	case errors.Is(err, client.ErrNoScheduler):
 		return fmt.Errorf("no scheduler is answering on %s (is cortex-scheduler or cortex dev running?)", s.url)
 	case errors.Is(err, context.DeadlineExceeded):
 		if s.refusedByServer() {
 			// The server dropped what we sent, or the answer's subscription.
-			return fmt.Errorf("NATS at %s refused it: %v (what this user may do: docs/security.md)", s.url, s.bus.Conn().LastError())
+			return fmt.Errorf("NATS at %s refused it: %v (what this user may do: docs/security.md)", s.url, s.client.Conn().LastError())
 		}
 		return fmt.Errorf("no answer from a scheduler on %s within %s", s.url, s.timeout)
 	case errors.Is(err, context.Canceled):
@@ -196,7 +193,7 @@ func (s *session) explain(err error) error {
 // refusedByServer reports whether the server refused something this
 // connection sent or subscribed to (a permission violation).
 func (s *session) refusedByServer() bool {
-	return errors.Is(s.bus.Conn().LastError(), nats.ErrPermissionViolation)
+	return errors.Is(s.client.Conn().LastError(), nats.ErrPermissionViolation)
 }
 
 // signalContext is cmd's context, ended by SIGINT or SIGTERM.
@@ -243,7 +240,7 @@ func viewOf(j *pb.JobInfo) jobView {
 	req := j.GetRequest()
 	return jobView{
 		JobID:          j.GetJobId(),
-		State:          lifecycle.Name(j.GetState()),
+		State:          client.StateName(j.GetState()),
 		Attempts:       j.GetAttempt(),
 		MaxAttempts:    j.GetMaxAttempts(),
 		FailedAttempts: j.GetFailedAttempts(),
@@ -292,7 +289,7 @@ func parsePriority(s string) (pb.JobPriority, error) {
 
 // parseState reads a state name in any case: pending, RUNNING, ...
 func parseState(s string) (pb.JobState, error) {
-	return lifecycle.Parse(strings.ToUpper(s))
+	return client.ParseState(s)
 }
 
 // writeJSON writes v as indented JSON and a newline.
@@ -364,7 +361,7 @@ func writeTable(w io.Writer, jobs []*pb.JobInfo) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "JOB_ID\tSTATE\tATTEMPTS\tWORKER\tUPDATED\tREASON")
 	for _, j := range jobs {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", j.GetJobId(), lifecycle.Name(j.GetState()), j.GetAttempt(),
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", j.GetJobId(), client.StateName(j.GetState()), j.GetAttempt(),
 			orDash(j.GetWorkerId()), orDash(formatMs(j.GetUpdatedMs())), orDash(reason(j)))
 	}
 	return tw.Flush()
@@ -374,7 +371,7 @@ func writeTable(w io.Writer, jobs []*pb.JobInfo) error {
 // running yet (its error then is an earlier attempt's); once it ended, its
 // error.
 func reason(j *pb.JobInfo) string {
-	if lifecycle.Active(j.GetState()) {
+	if client.IsActive(j.GetState()) {
 		return j.GetPendingReason()
 	}
 	return j.GetError()
@@ -395,11 +392,11 @@ func changeLine(j *pb.JobInfo) string {
 		at = time.UnixMilli(ms).Format("15:04:05.000")
 	}
 	why := reason(j)
-	if j.GetState() == lifecycle.Completed && j.GetResultPtr() != "" {
+	if j.GetState() == pb.JobState_JOB_STATE_COMPLETED && j.GetResultPtr() != "" {
 		why = "result_ptr=" + j.GetResultPtr()
 	}
 	return strings.TrimRight(fmt.Sprintf("%s  %-10s  attempt=%d  worker=%s  %s",
-		at, lifecycle.Name(j.GetState()), j.GetAttempt(), orDash(j.GetWorkerId()), why), " ")
+		at, client.StateName(j.GetState()), j.GetAttempt(), orDash(j.GetWorkerId()), why), " ")
 }
 
 // watch follows a job until it is terminal, printing each change to w
@@ -446,10 +443,19 @@ func (s *session) watch(ctx context.Context, w io.Writer, jobID string, seen *pb
 		seen = job
 	}
 	show(seen)
-	if lifecycle.Terminal(seen.GetState()) {
+	if client.IsTerminal(seen.GetState()) {
 		return seen, endError(seen)
 	}
-	final, err := s.client.Watch(ctx, jobID, watchInterval, show)
+	var final *pb.JobInfo
+	var err error
+	for job, werr := range s.client.Watch(ctx, jobID) {
+		if werr != nil {
+			final, err = job, werr
+			break
+		}
+		show(job)
+		final = job
+	}
 	if err != nil {
 		if ctx.Err() == nil { // a definite answer: no such job, say
 			return final, s.explain(err)
@@ -463,19 +469,19 @@ func (s *session) watch(ctx context.Context, w io.Writer, jobID string, seen *pb
 			why = ": " + r
 		}
 		if interrupted {
-			return final, fmt.Errorf("interrupted; job %s is %s%s", jobID, lifecycle.Name(final.GetState()), why)
+			return final, fmt.Errorf("interrupted; job %s is %s%s", jobID, client.StateName(final.GetState()), why)
 		}
-		return final, fmt.Errorf("job %s is still %s after %s%s", jobID, lifecycle.Name(final.GetState()), waitFor, why)
+		return final, fmt.Errorf("job %s is still %s after %s%s", jobID, client.StateName(final.GetState()), waitFor, why)
 	}
 	return final, endError(final)
 }
 
 // endError is nil for a COMPLETED job and says how any other ended.
 func endError(j *pb.JobInfo) error {
-	if j.GetState() == lifecycle.Completed {
+	if j.GetState() == pb.JobState_JOB_STATE_COMPLETED {
 		return nil
 	}
-	msg := fmt.Sprintf("job %s ended %s", j.GetJobId(), lifecycle.Name(j.GetState()))
+	msg := fmt.Sprintf("job %s ended %s", j.GetJobId(), client.StateName(j.GetState()))
 	if e := j.GetError(); e != "" {
 		msg += ": " + e
 	}

@@ -6,8 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/cortex-os/core/internal/client"
-	"github.com/cortex-os/core/internal/lifecycle"
+	"github.com/cortex-os/core/pkg/client"
 )
 
 func newDLQCommand() *cobra.Command {
@@ -44,14 +43,14 @@ func newDLQListCommand() *cobra.Command {
 			defer s.close()
 			ctx, cancel := s.request(cmd.Context())
 			defer cancel()
-			jobs, err := s.client.DeadLetters(ctx, limit)
+			list, err := s.client.DeadLetters(ctx, client.ListOptions{Limit: limit})
 			if err != nil {
 				return s.explain(err)
 			}
 			if asJSON {
-				return writeJobsJSON(cmd.OutOrStdout(), jobs)
+				return writeJobsJSON(cmd.OutOrStdout(), list.Jobs)
 			}
-			return writeTable(cmd.OutOrStdout(), jobs)
+			return writeTable(cmd.OutOrStdout(), list.Jobs)
 		},
 	}
 	f := cmd.Flags()
@@ -78,7 +77,7 @@ func newDLQRetryCommand() *cobra.Command {
 			defer s.close()
 			ctx, cancel := s.request(cmd.Context())
 			defer cancel()
-			job, err := s.client.Redrive(ctx, args[0])
+			job, err := s.client.RetryDeadLetter(ctx, args[0])
 			if err != nil {
 				var refused *client.RefusedError
 				if errors.As(err, &refused) {
@@ -89,7 +88,7 @@ func newDLQRetryCommand() *cobra.Command {
 			if asJSON {
 				return writeJSON(cmd.OutOrStdout(), viewOf(job))
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "job_id=%s state=%s redriven_from=%s\n", job.GetJobId(), lifecycle.Name(job.GetState()), args[0])
+			fmt.Fprintf(cmd.OutOrStdout(), "job_id=%s state=%s redriven_from=%s\n", job.GetJobId(), client.StateName(job.GetState()), args[0])
 			return nil
 		},
 	}

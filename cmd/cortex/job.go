@@ -7,8 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/cortex-os/core/internal/client"
-	"github.com/cortex-os/core/internal/lifecycle"
+	"github.com/cortex-os/core/pkg/client"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 )
 
@@ -118,7 +117,7 @@ func newJobCancelCommand() *cobra.Command {
 			if asJSON {
 				return writeJSON(cmd.OutOrStdout(), viewOf(job))
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "job_id=%s state=%s reason=%q\n", job.GetJobId(), lifecycle.Name(job.GetState()), job.GetError())
+			fmt.Fprintf(cmd.OutOrStdout(), "job_id=%s state=%s reason=%q\n", job.GetJobId(), client.StateName(job.GetState()), job.GetError())
 			return nil
 		},
 	}
@@ -163,17 +162,17 @@ several pages; when more jobs are left it prints the token of the next page
 			defer s.close()
 			ctx, cancel := s.request(cmd.Context())
 			defer cancel()
-			jobs, next, err := s.client.ListUpTo(ctx, client.ListOptions{State: filter, Topic: topic, Tenant: tenant, Limit: limit, PageToken: pageToken})
+			list, err := s.client.ListAll(ctx, client.ListOptions{State: filter, Topic: topic, Tenant: tenant, Limit: limit, PageToken: pageToken})
 			if err != nil {
 				return s.explain(err)
 			}
 			if asJSON {
-				err = writeJobsJSON(cmd.OutOrStdout(), jobs)
+				err = writeJobsJSON(cmd.OutOrStdout(), list.Jobs)
 			} else {
-				err = writeTable(cmd.OutOrStdout(), jobs)
+				err = writeTable(cmd.OutOrStdout(), list.Jobs)
 			}
-			if err == nil && next != "" {
-				fmt.Fprintf(cmd.ErrOrStderr(), "more jobs: --page-token %s\n", next)
+			if err == nil && list.NextPageToken != "" {
+				fmt.Fprintf(cmd.ErrOrStderr(), "more jobs: --page-token %s\n", list.NextPageToken)
 			}
 			return err
 		},

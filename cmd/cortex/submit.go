@@ -9,8 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/cortex-os/core/internal/client"
-	"github.com/cortex-os/core/internal/lifecycle"
+	"github.com/cortex-os/core/pkg/client"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 )
 
@@ -92,7 +91,7 @@ wait for the scheduler's answer.`,
 
 			out := cmd.OutOrStdout()
 			reqCtx, cancel := s.request(ctx)
-			job, err := s.client.Submit(reqCtx, req, "")
+			job, err := s.client.Submit(reqCtx, req)
 			cancel()
 			if err != nil {
 				var refused *client.RefusedError
@@ -101,7 +100,7 @@ wait for the scheduler's answer.`,
 						_ = writeJSON(out, viewOf(refused.Job))
 					}
 					if refused.Job != nil {
-						return fmt.Errorf("job %s refused (%s): %s", refused.Job.GetJobId(), lifecycle.Name(refused.Job.GetState()), refused.Error())
+						return fmt.Errorf("job %s refused (%s): %s", refused.Job.GetJobId(), client.StateName(refused.Job.GetState()), refused.Error())
 					}
 					return fmt.Errorf("job %s refused: %s", req.GetJobId(), refused.Error())
 				}
@@ -118,7 +117,7 @@ wait for the scheduler's answer.`,
 					return writeJSON(out, viewOf(job))
 				}
 				fmt.Fprintf(out, "job_id=%s state=%s trace_id=%s topic=%s\n",
-					job.GetJobId(), lifecycle.Name(job.GetState()), job.GetTraceId(), job.GetRequest().GetTopic())
+					job.GetJobId(), client.StateName(job.GetState()), job.GetTraceId(), job.GetRequest().GetTopic())
 				return nil
 			}
 			progress := out

@@ -118,7 +118,6 @@ func startFloor(ctx context.Context, e *env, tr *tracker) (_ *parts, err error) 
 	}
 	p.stop = append(p.stop, sub.Drain)
 
-	handle := echo.Handler(echo.WorkTime{})
 	for i := range e.opts.Workers {
 		wb, err := e.connect(p, "cortex-bench-floor-worker")
 		if err != nil {
@@ -132,7 +131,7 @@ func startFloor(ctx context.Context, e *env, tr *tracker) (_ *parts, err error) 
 			}
 			tr.dispatch(req.GetJobId())
 			start := time.Now()
-			ptr, err := handle(ctx, req)
+			ptr, err := echo.Echo(ctx, echo.WorkTime{}, req.GetJobId())
 			res := &pb.JobResult{
 				JobId:       req.GetJobId(),
 				Status:      pb.JobStatus_JOB_STATUS_COMPLETED,
@@ -248,8 +247,8 @@ func startSystem(ctx context.Context, e *env, tr *tracker) (_ *parts, err error)
 
 	// The hook: the time a worker's handler receives the job is its dispatch.
 	echoHandler := echo.Handler(echo.WorkTime{})
-	hooked := worker.HandlerFunc(func(ctx context.Context, job *pb.JobRequest) (string, error) {
-		tr.dispatch(job.GetJobId())
+	hooked := worker.HandlerFunc(func(ctx context.Context, job *worker.Job) (worker.Result, error) {
+		tr.dispatch(job.ID())
 		return echoHandler(ctx, job)
 	})
 	ids := make([]string, e.opts.Workers)
@@ -258,8 +257,7 @@ func startSystem(ctx context.Context, e *env, tr *tracker) (_ *parts, err error)
 		if err != nil {
 			return nil, err
 		}
-		w, err := worker.New(worker.Config{
-			Bus:        wb,
+		w, err := worker.New(wb.Conn(), worker.Config{
 			Kind:       echo.Kind,
 			Topic:      e.topic,
 			QueueGroup: "workers-bench-" + e.runID,

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	pb "github.com/cortex-os/core/pkg/pb/v1"
+	"github.com/cortex-os/core/pkg/worker"
 )
 
 // Kind is the echo worker's kind: topic job.echo, heartbeats on sys.heartbeat.echo.
@@ -72,18 +72,27 @@ func (w WorkTime) Pick() time.Duration {
 	return w.Min + rand.N(w.Max-w.Min+1)
 }
 
-// Handler returns the echo handler for a work time.
-func Handler(work WorkTime) func(ctx context.Context, job *pb.JobRequest) (string, error) {
-	return func(ctx context.Context, job *pb.JobRequest) (string, error) {
-		if d := work.Pick(); d > 0 {
-			t := time.NewTimer(d)
-			defer t.Stop()
-			select {
-			case <-t.C:
-			case <-ctx.Done():
-				return "", ctx.Err()
-			}
+// Echo runs one echo job: it waits a work time picked from work (returning
+// ctx's error if ctx ends first) and returns the job's result pointer,
+// memory://echo/<job_id>.
+func Echo(ctx context.Context, work WorkTime, jobID string) (string, error) {
+	if d := work.Pick(); d > 0 {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return "", ctx.Err()
 		}
-		return "memory://echo/" + job.GetJobId(), nil
+	}
+	return "memory://echo/" + jobID, nil
+}
+
+// Handler returns the echo handler for a work time: Echo, in pkg/worker's
+// terms.
+func Handler(work WorkTime) worker.HandlerFunc {
+	return func(ctx context.Context, job *worker.Job) (worker.Result, error) {
+		ptr, err := Echo(ctx, work, job.ID())
+		return worker.Result{Ptr: ptr}, err
 	}
 }

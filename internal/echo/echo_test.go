@@ -8,6 +8,7 @@ import (
 
 	"github.com/cortex-os/core/internal/echo"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
+	"github.com/cortex-os/core/pkg/worker"
 )
 
 func TestWorkTimeSet(t *testing.T) {
@@ -99,14 +100,14 @@ func TestWorkTimePick(t *testing.T) {
 func TestHandler(t *testing.T) {
 	t.Parallel()
 	h := echo.Handler(echo.WorkTime{})
-	ptr, err := h(context.Background(), &pb.JobRequest{JobId: "abc-123"})
-	if err != nil || ptr != "memory://echo/abc-123" {
-		t.Fatalf("handler = %q, %v; want memory://echo/abc-123", ptr, err)
+	out, err := h(context.Background(), worker.NewJob(&pb.JobRequest{JobId: "abc-123"}))
+	if err != nil || out.Ptr != "memory://echo/abc-123" {
+		t.Fatalf("handler = %q, %v; want memory://echo/abc-123", out.Ptr, err)
 	}
 	// With a short work time it still answers.
-	ptr, err = echo.Handler(echo.WorkTime{Min: time.Millisecond, Max: 2 * time.Millisecond})(context.Background(), &pb.JobRequest{JobId: "x"})
+	ptr, err := echo.Echo(context.Background(), echo.WorkTime{Min: time.Millisecond, Max: 2 * time.Millisecond}, "x")
 	if err != nil || ptr != "memory://echo/x" {
-		t.Fatalf("handler = %q, %v", ptr, err)
+		t.Fatalf("Echo = %q, %v", ptr, err)
 	}
 }
 
@@ -120,8 +121,8 @@ func TestHandlerHonoursCancel(t *testing.T) {
 	}
 	done := make(chan out, 1)
 	go func() {
-		ptr, err := h(ctx, &pb.JobRequest{JobId: "slow"})
-		done <- out{ptr, err}
+		o, err := h(ctx, worker.NewJob(&pb.JobRequest{JobId: "slow"}))
+		done <- out{o.Ptr, err}
 	}()
 	cancel()
 	select {

@@ -28,7 +28,7 @@ func TestHandlerHonoursDeadline(t *testing.T) {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() {
-		_, err := h(ctx, &pb.JobRequest{JobId: "slow"})
+		_, err := h(ctx, worker.NewJob(&pb.JobRequest{JobId: "slow"}))
 		done <- err
 	}()
 	select {
@@ -80,10 +80,10 @@ func TestEchoWorkerOverNATS(t *testing.T) {
 	// for no work by its own worker below.
 	slow := echo.Handler(echo.WorkTime{Min: time.Hour, Max: time.Hour})
 	quick := echo.Handler(echo.WorkTime{})
-	w, err := worker.New(worker.Config{
-		Bus: workerBus, Kind: echo.Kind, Logger: slog.New(slog.DiscardHandler),
-		Handler: worker.HandlerFunc(func(ctx context.Context, job *pb.JobRequest) (string, error) {
-			if job.GetJobId() == "quick" {
+	w, err := worker.New(workerBus.Conn(), worker.Config{
+		Kind: echo.Kind, Logger: slog.New(slog.DiscardHandler),
+		Handler: worker.HandlerFunc(func(ctx context.Context, job *worker.Job) (worker.Result, error) {
+			if job.ID() == "quick" {
 				return quick(ctx, job)
 			}
 			return slow(ctx, job)

@@ -141,11 +141,11 @@ type runningWorker struct {
 func startWorker(t *testing.T, url string, heartbeat time.Duration, h worker.Handler) *runningWorker {
 	t.Helper()
 	if h == nil {
-		h = worker.HandlerFunc(echo.Handler(echo.WorkTime{}))
+		h = echo.Handler(echo.WorkTime{})
 	}
 	b := systest.Connect(t, url, "worker")
-	w, err := worker.New(worker.Config{
-		Bus: b, Kind: echo.Kind, Handler: h, HeartbeatInterval: heartbeat, Logger: discard,
+	w, err := worker.New(b.Conn(), worker.Config{
+		Kind: echo.Kind, Handler: h, HeartbeatInterval: heartbeat, Logger: discard,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -530,13 +530,13 @@ type gate struct {
 
 func newGate() *gate { return &gate{release: make(chan struct{}), started: make(chan string, 16)} }
 
-func (g *gate) HandleJob(ctx context.Context, job *pb.JobRequest) (string, error) {
-	g.started <- job.GetJobId()
+func (g *gate) HandleJob(ctx context.Context, job *worker.Job) (worker.Result, error) {
+	g.started <- job.ID()
 	select {
 	case <-g.release:
-		return "memory://gated/" + job.GetJobId(), nil
+		return worker.Result{Ptr: "memory://gated/" + job.ID()}, nil
 	case <-ctx.Done():
-		return "", context.Cause(ctx)
+		return worker.Result{}, context.Cause(ctx)
 	}
 }
 

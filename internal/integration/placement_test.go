@@ -64,17 +64,17 @@ func newGateHandler() *gateHandler {
 }
 
 func (g *gateHandler) handler(workerID *string) worker.Handler {
-	return worker.HandlerFunc(func(ctx context.Context, job *pb.JobRequest) (string, error) {
+	return worker.HandlerFunc(func(ctx context.Context, job *worker.Job) (worker.Result, error) {
 		g.mu.Lock()
-		g.started = append(g.started, job.GetJobId())
-		g.by[job.GetJobId()] = *workerID
+		g.started = append(g.started, job.ID())
+		g.by[job.ID()] = *workerID
 		g.mu.Unlock()
 		select {
 		case <-g.release:
 		case <-ctx.Done():
-			return "", ctx.Err()
+			return worker.Result{}, ctx.Err()
 		}
-		return "done", nil
+		return worker.Result{Ptr: "done"}, nil
 	})
 }
 
@@ -95,13 +95,13 @@ func (g *gateHandler) workerOf(job string) string {
 func (r *placedRig) startDirectWorker(t *testing.T, capacity int, caps []string, labels map[string]string, h func(id *string) worker.Handler) string {
 	t.Helper()
 	var id string
-	var handler worker.Handler = worker.HandlerFunc(echo.Handler(echo.WorkTime{}))
+	var handler worker.Handler = echo.Handler(echo.WorkTime{})
 	if h != nil {
 		handler = h(&id)
 	}
 	b := systest.Connect(t, r.url, "worker")
-	w, err := worker.New(worker.Config{
-		Bus: b, Kind: echo.Kind, Handler: handler, Logger: discard,
+	w, err := worker.New(b.Conn(), worker.Config{
+		Kind: echo.Kind, Handler: handler, Logger: discard,
 		Capacity: capacity, Capabilities: caps, Labels: labels, Direct: true,
 		HeartbeatInterval: 200 * time.Millisecond,
 	})
@@ -412,8 +412,8 @@ func TestWorkersRefuseJobsTheyCannotRun(t *testing.T) {
 	s := startScheduler(t, url, "sched-naive", "memory", func(c *scheduler.Config) { c.NoWorkerRetry = 20 * time.Millisecond })
 	start := func(caps []string) string {
 		b := systest.Connect(t, url, "worker")
-		w, err := worker.New(worker.Config{Bus: b, Kind: echo.Kind, Logger: discard, Capabilities: caps,
-			Handler: worker.HandlerFunc(echo.Handler(echo.WorkTime{})), HeartbeatInterval: 200 * time.Millisecond})
+		w, err := worker.New(b.Conn(), worker.Config{Kind: echo.Kind, Logger: discard, Capabilities: caps,
+			Handler: echo.Handler(echo.WorkTime{}), HeartbeatInterval: 200 * time.Millisecond})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -3,6 +3,7 @@ package scheduler
 import (
 	"errors"
 	"fmt"
+	"github.com/cortex-os/core/pkg/wire"
 	"math"
 	"strings"
 	"unicode/utf8"
@@ -23,7 +24,7 @@ import (
 // ("Limits on fields"); a test holds the two together.
 const (
 	// MaxTopicLength bounds a topic, the subject a job is dispatched on.
-	MaxTopicLength = 255
+	MaxTopicLength = wire.MaxTopicLength
 	// MaxJobIDLength bounds a job id (jobstore.MaxIDLength).
 	MaxJobIDLength = jobstore.MaxIDLength
 	// MaxWorkerIDLength bounds a worker id, which names the subjects

@@ -1,18 +1,14 @@
 package scheduler
 
 import (
-	"errors"
-	"fmt"
-	"strings"
-
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/wire"
 )
 
-// Placement errors.
+// Placement errors: the topic errors of pkg/wire.
 var (
-	ErrEmptyTopic   = errors.New("empty topic")
-	ErrInvalidTopic = errors.New("invalid topic")
+	ErrEmptyTopic   = wire.ErrEmptyTopic
+	ErrInvalidTopic = wire.ErrInvalidTopic
 )
 
 // NaiveStrategy is the design document's strategy: the subject is the topic,
@@ -36,36 +32,5 @@ func (s *NaiveStrategy) PickSubject(req *pb.JobRequest, _ map[string]*pb.Heartbe
 // WorkerBlind implements WorkerBlind: the naive strategy ignores the workers.
 func (s *NaiveStrategy) WorkerBlind() bool { return true }
 
-// ValidateTopic reports whether topic can be dispatched on: a literal
-// subject under job. of at most MaxTopicLength bytes, with no control
-// characters.
-func ValidateTopic(topic string) error {
-	if topic == "" {
-		return ErrEmptyTopic
-	}
-	if len(topic) > MaxTopicLength {
-		return fmt.Errorf("%w: %d bytes, at most %d", ErrInvalidTopic, len(topic), MaxTopicLength)
-	}
-	if !strings.HasPrefix(topic, wire.JobSubjectPrefix) {
-		return fmt.Errorf("%w %q: must start with %q", ErrInvalidTopic, topic, wire.JobSubjectPrefix)
-	}
-	// Token by token, in one pass without allocating: this runs for every
-	// job. A token is what strings.Split(topic, ".") would give.
-	start := 0
-	for i := 0; i <= len(topic); i++ {
-		if i < len(topic) {
-			switch c := topic[i]; {
-			case c <= ' ' || c == 0x7f:
-				return fmt.Errorf("%w %q: a blank or control character", ErrInvalidTopic, topic)
-			case c == '.':
-			default:
-				continue
-			}
-		}
-		if tok := topic[start:i]; tok == "" || tok == "*" || tok == ">" {
-			return fmt.Errorf("%w %q: empty, wildcard or blank token", ErrInvalidTopic, topic)
-		}
-		start = i + 1
-	}
-	return nil
-}
+// ValidateTopic reports whether topic can be dispatched on: wire.ValidateTopic.
+func ValidateTopic(topic string) error { return wire.ValidateTopic(topic) }

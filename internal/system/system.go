@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -292,17 +293,19 @@ type EchoWorkerOptions struct {
 	NatsOptions []nats.Option
 }
 
-// RunEchoWorker connects to NATS and runs an echo worker until ctx ends.
+// RunEchoWorker connects to NATS and runs an echo worker until ctx ends, on
+// pkg/worker's public runtime, as a worker outside this repository would. The
+// connection is the hardened bus's, so that a connection the server closes
+// for good is seen and ends the worker.
 func RunEchoWorker(ctx context.Context, opts EchoWorkerOptions) error {
-	b, err := bus.Connect(bus.Config{URL: opts.NatsURL, Name: "cortex-worker-echo", Logger: opts.Logger, Options: opts.NatsOptions})
+	b, err := bus.Connect(bus.Config{URL: opts.NatsURL, Name: "cortex-worker-echo", Logger: opts.Logger, Options: opts.NatsOptions, DrainTimeout: 2 * time.Second})
 	if err != nil {
 		return err
 	}
-	defer b.Close()
-	w, err := worker.New(worker.Config{
-		Bus:               b,
+	defer b.Close() // drains: the last heartbeat and results go out
+	w, err := worker.New(b.Conn(), worker.Config{
 		Kind:              echo.Kind,
-		Handler:           worker.HandlerFunc(echo.Handler(opts.WorkTime)),
+		Handler:           echo.Handler(opts.WorkTime),
 		ID:                opts.ID,
 		Concurrency:       opts.Concurrency,
 		Capacity:          opts.Capacity,

@@ -125,3 +125,8 @@ func (b *Binaries) build() (string, error) {
 	}
 	return dir, nil
 }
+
+// RaceEnabled reports whether the test binary runs with the race detector,
+// and so whether the binaries built here are: a test that builds programs
+// of its own builds them alike.
+func RaceEnabled() bool { return raceEnabled }

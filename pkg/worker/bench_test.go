@@ -76,11 +76,10 @@ func BenchmarkWorkerJobDispatched(b *testing.B) {
 
 func benchWorker(b *testing.B, attempt int32, reply string) {
 	bus := &benchBus{ready: make(chan struct{}), done: make(chan struct{})}
-	w, err := worker.New(worker.Config{
-		Bus:  bus,
+	w, err := worker.NewOnTransport(bus, worker.Config{
 		Kind: "echo",
-		Handler: worker.HandlerFunc(func(_ context.Context, job *pb.JobRequest) (string, error) {
-			return "memory://echo/" + job.GetJobId(), nil
+		Handler: worker.HandlerFunc(func(_ context.Context, job *worker.Job) (worker.Result, error) {
+			return worker.Result{Ptr: "memory://echo/" + job.ID()}, nil
 		}),
 		Logger: slog.New(slog.DiscardHandler),
 	})

@@ -141,12 +141,11 @@ type running struct {
 // and cancellations) on the same connection, has arrived.
 func (e *env) start(t *testing.T, cfg worker.Config) *running {
 	t.Helper()
-	cfg.Bus = e.workerBus
 	cfg.Kind = e.kind
 	if cfg.Logger == nil {
 		cfg.Logger = discard
 	}
-	w, err := worker.New(cfg)
+	w, err := worker.New(e.workerBus.Conn(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -355,8 +354,8 @@ func (g *gates) releaseAll() {
 }
 
 func (g *gates) handler() worker.Handler {
-	return worker.HandlerFunc(func(ctx context.Context, job *pb.JobRequest) (string, error) {
-		key := gateKey(job.GetJobId(), job.GetAttempt())
+	return worker.HandlerFunc(func(ctx context.Context, job *worker.Job) (worker.Result, error) {
+		key := gateKey(job.ID(), int32(job.Attempt()))
 		gate := g.get(key)
 		g.mu.Lock()
 		g.started[key] = true
@@ -368,7 +367,7 @@ func (g *gates) handler() worker.Handler {
 			g.mu.Lock()
 			g.causes[key] = context.Cause(ctx)
 			g.mu.Unlock()
-			return "", ctx.Err()
+			return worker.Result{}, ctx.Err()
 		}
 	})
 }
@@ -390,11 +389,11 @@ func (g *gates) cause(jobID string, attempt int32) error {
 	return g.causes[gateKey(jobID, attempt)]
 }
 
-func echoHandler(_ context.Context, job *pb.JobRequest) (string, error) {
-	return "memory://test/" + job.GetJobId(), nil
+func echoHandler(_ context.Context, job *worker.Job) (worker.Result, error) {
+	return worker.Result{Ptr: "memory://test/" + job.ID()}, nil
 }
 
-// nopBus satisfies worker.Bus for tests that never run the worker.
+// nopBus is a worker.Transport for tests that never run the worker.
 type nopBus struct{}
 
 func (nopBus) Publish(string, *pb.BusPacket) error { return nil }

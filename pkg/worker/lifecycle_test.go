@@ -436,9 +436,9 @@ func TestInlineRunsJobsOneAfterAnother(t *testing.T) {
 		mu.Unlock()
 	}
 	gated := g.handler()
-	h := worker.HandlerFunc(func(ctx context.Context, job *pb.JobRequest) (string, error) {
-		note("start " + job.GetJobId())
-		defer note("end " + job.GetJobId())
+	h := worker.HandlerFunc(func(ctx context.Context, job *worker.Job) (worker.Result, error) {
+		note("start " + job.ID())
+		defer note("end " + job.ID())
 		return gated.HandleJob(ctx, job)
 	})
 	r := e.start(t, worker.Config{Handler: h, Inline: true})
@@ -498,8 +498,8 @@ func TestHandlerContextMadeOnFirstLook(t *testing.T) {
 		started  = map[string]bool{}
 		releases = map[string]chan struct{}{"late": make(chan struct{}), "child": make(chan struct{}), "blind": make(chan struct{})}
 	)
-	h := worker.HandlerFunc(func(ctx context.Context, job *pb.JobRequest) (string, error) {
-		id := job.GetJobId()
+	h := worker.HandlerFunc(func(ctx context.Context, job *worker.Job) (worker.Result, error) {
+		id := job.ID()
 		mu.Lock()
 		started[id] = true
 		release := releases[id]
@@ -512,16 +512,16 @@ func TestHandlerContextMadeOnFirstLook(t *testing.T) {
 			mu.Lock()
 			looked[id] = seen{child.Err(), fmt.Sprint(context.Cause(child))}
 			mu.Unlock()
-			return "", child.Err()
+			return worker.Result{}, child.Err()
 		case "late": // looks only once the job was cancelled
 			<-release
 			mu.Lock()
 			looked[id] = seen{ctx.Err(), fmt.Sprint(context.Cause(ctx))}
 			mu.Unlock()
-			return "", ctx.Err()
+			return worker.Result{}, ctx.Err()
 		default: // never looks
 			<-release
-			return "", errors.New("gave up")
+			return worker.Result{}, errors.New("gave up")
 		}
 	})
 	r := e.start(t, worker.Config{Handler: h})

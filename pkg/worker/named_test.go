@@ -35,9 +35,9 @@ func TestNamedSubjects(t *testing.T) {
 		t.Cleanup(func() { _ = drain() })
 		flush(t, observer)
 
-		w, err := worker.New(worker.Config{
-			Bus: connect(t, url), Kind: "named", ID: "w-1", NamedSubjects: named, Logger: discard,
-			Handler: worker.HandlerFunc(func(context.Context, *pb.JobRequest) (string, error) { return "ok", nil }),
+		w, err := worker.New(connect(t, url).Conn(), worker.Config{
+			Kind: "named", ID: "w-1", NamedSubjects: named, Logger: discard,
+			Handler: worker.HandlerFunc(func(context.Context, *worker.Job) (worker.Result, error) { return worker.Result{Ptr: "ok"}, nil }),
 		})
 		if err != nil {
 			t.Fatal(err)

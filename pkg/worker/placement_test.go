@@ -122,8 +122,8 @@ func TestPlacementConfigValidation(t *testing.T) {
 		{worker.Config{Labels: map[string]string{"region": " eu"}}, "label region"},
 		{worker.Config{Pool: "my pool"}, "pool"},
 	} {
-		tc.cfg.Bus, tc.cfg.Handler, tc.cfg.Kind = b, h, "echo"
-		if _, err := worker.New(tc.cfg); err == nil || !strings.Contains(err.Error(), tc.want) {
+		tc.cfg.Handler, tc.cfg.Kind = h, "echo"
+		if _, err := worker.NewOnTransport(b, tc.cfg); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("New(%+v) = %v, want an error about %q", tc.cfg, err, tc.want)
 		}
 	}

@@ -5,17 +5,21 @@
 // the jobs it holds (their leases), and drains on shutdown, handing back what
 // does not finish in time.
 //
-// A worker is a few lines:
+// A worker runs on a NATS connection the caller made (as nats.go's micro
+// services do) and is a few lines:
 //
-//	w, err := worker.New(worker.Config{
-//		Bus:     b, // a connected *bus.NatsBus, or anything with Publish/Subscribe
-//		Kind:    "echo",
-//		Handler: worker.HandlerFunc(func(ctx context.Context, job *pb.JobRequest) (string, error) {
-//			return "memory://echo/" + job.JobId, nil
+//	nc, err := nats.Connect(url)
+//	if err != nil { ... }
+//	w, err := worker.New(nc, worker.Config{
+//		Kind: "echo", // takes jobs on job.echo
+//		Handler: worker.HandlerFunc(func(ctx context.Context, job *worker.Job) (worker.Result, error) {
+//			return worker.Result{Ptr: "memory://echo/" + job.ID()}, nil
 //		}),
 //	})
 //	if err != nil { ... }
 //	err = w.Run(ctx) // returns when ctx ends and in-flight jobs are drained
+//
+// docs/sdk-go.md walks through writing, running and testing a worker.
 package worker
 
 import (
@@ -35,35 +39,45 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
 
+	"github.com/cortex-os/core/internal/infrastructure/bus"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/wire"
 )
 
-// Handler runs one job. It returns the job's result pointer, or an error that
-// fails the job. It must return soon after ctx is cancelled.
+// Handler runs one job. It returns the job's result, or an error that fails
+// the job. It must return soon after ctx is done: ctx ends when the job is
+// cancelled (ctx.Err() is context.Canceled, context.Cause(ctx) is
+// ErrCancelled), when the attempt's timeout passes (ctx.Deadline() reports
+// it; ctx.Err() is then context.DeadlineExceeded), or when the worker's
+// shutdown grace is over (context.Canceled, cause ErrShutdown). ctx carries
+// the values of the context Run was given.
+//
+// A handler that panics fails its job; the worker goes on.
 type Handler interface {
-	HandleJob(ctx context.Context, job *pb.JobRequest) (resultPtr string, err error)
+	HandleJob(ctx context.Context, job *Job) (Result, error)
 }
 
 // HandlerFunc adapts a function to Handler.
-type HandlerFunc func(ctx context.Context, job *pb.JobRequest) (string, error)
+type HandlerFunc func(ctx context.Context, job *Job) (Result, error)
 
 // HandleJob calls f.
-func (f HandlerFunc) HandleJob(ctx context.Context, job *pb.JobRequest) (string, error) {
+func (f HandlerFunc) HandleJob(ctx context.Context, job *Job) (Result, error) {
 	return f(ctx, job)
 }
 
-// Bus is what the runtime needs of the bus; *bus.NatsBus has it.
-type Bus interface {
+// transport is what the runtime needs of the bus: the hardened bus of
+// internal/infrastructure/bus on the caller's connection (bus.FromConn),
+// or a stand-in in this package's tests and benchmarks.
+type transport interface {
 	Publish(subject string, packet *pb.BusPacket) error
 	Subscribe(subject, queue string, handler func(*pb.BusPacket)) (drain func() error, err error)
 	SubscribeWithReply(subject, queue string, handler func(p *pb.BusPacket, reply string)) (drain func() error, err error)
 }
 
-// Config configures a Worker. Bus, Kind and Handler are required.
+// Config configures a Worker. Kind and Handler are required.
 type Config struct {
-	Bus     Bus
 	Handler Handler
 	// Kind names the worker type: it heartbeats on sys.heartbeat.<Kind> (see
 	// NamedSubjects) and logs as [WORKER <Kind>].
@@ -139,8 +153,6 @@ type Config struct {
 
 func (c *Config) setDefaults() error {
 	switch {
-	case c.Bus == nil:
-		return errors.New("worker: Config.Bus is required")
 	case c.Handler == nil:
 		return errors.New("worker: Config.Handler is required")
 	case c.Kind == "":
@@ -251,11 +263,15 @@ type Stats struct {
 
 // Worker runs jobs for one topic.
 type Worker struct {
-	cfg    Config
-	log    *slog.Logger
-	prefix string
-	slots  chan struct{}
-	jobs   sync.WaitGroup
+	cfg       Config
+	bus       transport
+	base      context.Context // Run's, without its cancellation: the parent of the handlers' contexts
+	ready     chan struct{}   // closed when the first Run has subscribed
+	readyOnce sync.Once
+	log       *slog.Logger
+	prefix    string
+	slots     chan struct{}
+	jobs      sync.WaitGroup
 
 	// Runners are goroutines that run jobs one after another, so that a job
 	// neither starts a goroutine nor grows a fresh stack. There are at most
@@ -290,10 +306,14 @@ type heldJob struct {
 
 	prev, next *heldJob // in Worker.held; guarded by Worker.heldMu
 
-	mu     sync.Mutex
-	ctx    context.Context         // the handler's context, made on first use (see jobContext)
-	cancel context.CancelCauseFunc // ctx's
-	cause  error                   // why the job's context ended; nil while it runs
+	job Job // what the handler is given
+
+	mu           sync.Mutex
+	base         context.Context         // Run's context, without its cancellation
+	ctx          context.Context         // the handler's context, made on first use (see jobContext)
+	cancel       context.CancelCauseFunc // ctx's
+	stopDeadline context.CancelFunc      // ctx's deadline's, when it has one
+	cause        error                   // why the job's context ended; nil while it runs
 }
 
 // heldList is the set of held jobs: a doubly linked list through the jobs
@@ -330,7 +350,9 @@ func (l *heldList) remove(h *heldJob) {
 }
 
 // end ends the job's context with cause (nil: context.Canceled). The first
-// cause stays, as with context.WithCancelCause.
+// cause stays, as with context.WithCancelCause. At the attempt's deadline
+// (cause context.DeadlineExceeded) a context made with that deadline ends by
+// itself, so that its Err is context.DeadlineExceeded: it is left to do so.
 func (h *heldJob) end(cause error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -341,8 +363,20 @@ func (h *heldJob) end(cause error) {
 		cause = context.Canceled
 	}
 	h.cause = cause
-	if h.cancel != nil {
+	if h.cancel != nil && (h.stopDeadline == nil || cause != context.DeadlineExceeded) {
 		h.cancel(cause)
+	}
+}
+
+// free ends the job's context, if it is still running, and stops its
+// deadline's timer: the handler has returned.
+func (h *heldJob) free() {
+	h.end(nil)
+	h.mu.Lock()
+	stop := h.stopDeadline
+	h.mu.Unlock()
+	if stop != nil {
+		stop()
 	}
 }
 
@@ -354,22 +388,30 @@ func (h *heldJob) ended() error {
 }
 
 // jobContext is the context a handler is given: its heldJob. The context
-// behind it (context.WithCancelCause) is made the first time the handler asks
-// for Done, Err, Deadline or Value, and then behaves as it always did:
-// context.Cause gives the cause, children are cancelled with it. A handler
-// that never looks (a short computation) costs no context at all; making and
-// cancelling one per job was a few percent of the worker's cost in cortex
-// bench.
+// behind it is made the first time the handler asks for Done, Err, Deadline
+// or Value, and then behaves as any context does: it carries the values of
+// Run's context and the attempt's deadline, context.Cause gives why it
+// ended, children are cancelled with it. A handler that never looks (a short
+// computation) costs no context at all; making and cancelling one per job
+// was a few percent of the worker's cost in cortex bench.
 type jobContext heldJob
 
 func (c *jobContext) made() context.Context {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.ctx == nil {
-		// Not a child of Run's context: a child registers with its parent, a
-		// map write per job. Shutdown reaches held jobs through cancelAll.
-		c.ctx, c.cancel = context.WithCancelCause(context.Background())
-		if c.cause != nil {
+		// Run's context without its cancellation: a child registers with
+		// its parent, a map write per job, and a handler must not end at
+		// once when Run's context does (the shutdown grace lets it finish).
+		// Shutdown reaches held jobs through cancelAll.
+		parent := c.base
+		if !c.deadline.IsZero() {
+			// A timer, only for a handler that looks at its context: the
+			// confirmation loop enforces the deadline for those that do not.
+			parent, c.stopDeadline = context.WithDeadline(parent, c.deadline)
+		}
+		c.ctx, c.cancel = context.WithCancelCause(parent)
+		if c.cause != nil && (c.stopDeadline == nil || c.cause != context.DeadlineExceeded) {
 			c.cancel(c.cause)
 		}
 	}
@@ -382,22 +424,42 @@ func (c *jobContext) Err() error                  { return c.made().Err() }
 func (c *jobContext) Value(key any) any           { return c.made().Value(key) }
 func (c *jobContext) String() string              { return "worker job " + c.id }
 
-// Causes a handler's context is cancelled with.
+// The causes a handler's context is cancelled with (context.Cause).
 var (
-	errCancelled = errors.New("job cancelled")
-	errShutdown  = errors.New("worker shutting down")
+	// ErrCancelled: the job was cancelled (cortex job cancel, or
+	// Client.Cancel). The job ends CANCELLED.
+	ErrCancelled = errors.New("job cancelled")
+	// ErrShutdown: the worker is shutting down and the shutdown grace is
+	// over. The attempt is handed back to the scheduler, which runs it
+	// again elsewhere.
+	ErrShutdown = errors.New("worker shutting down")
 )
 
-// New validates cfg, fills in its defaults and returns a worker.
-func New(cfg Config) (*Worker, error) {
+// New validates cfg, fills in its defaults and returns a worker that runs on
+// nc, a connection the caller made and closes (after Run has returned). The
+// worker reads nc through CortexOS's hardened bus code: packets over 1 MiB,
+// or that do not decode, are dropped and logged; a panicking handler fails
+// its job.
+func New(nc *nats.Conn, cfg Config) (*Worker, error) {
+	if nc == nil {
+		return nil, errors.New("worker: a NATS connection is required")
+	}
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
+	return newWorker(bus.FromConn(nc, bus.Config{Logger: cfg.Logger}), cfg), nil
+}
+
+// newWorker is New on any transport; cfg has its defaults.
+func newWorker(t transport, cfg Config) *Worker {
 	w := &Worker{
 		cfg:    cfg,
+		bus:    t,
 		log:    cfg.Logger,
 		prefix: "[WORKER " + cfg.Kind + "]",
 		slots:  make(chan struct{}, cfg.Concurrency),
+		base:   context.Background(),
+		ready:  make(chan struct{}),
 
 		resultSubject:    wire.SubjectResult,
 		heartbeatSubject: wire.HeartbeatSubject(cfg.Kind),
@@ -405,30 +467,41 @@ func New(cfg Config) (*Worker, error) {
 	if cfg.NamedSubjects {
 		w.resultSubject, w.heartbeatSubject = wire.ResultSubject(cfg.ID), wire.WorkerHeartbeatSubject(cfg.Kind, cfg.ID)
 	}
-	return w, nil
+	return w
 }
 
 // ID is the worker's id.
 func (w *Worker) ID() string { return w.cfg.ID }
 
+// Ready is closed once Run has subscribed to the worker's subjects and the
+// NATS server has the subscriptions: a job dispatched from then on reaches
+// this worker. (The scheduler learns of the worker from its heartbeats,
+// the first of which Run sends at once; see the scheduler's
+// docs/scheduling.md for when a strategy places jobs by them.)
+func (w *Worker) Ready() <-chan struct{} { return w.ready }
+
 // Run takes jobs until ctx ends, then stops taking jobs, lets in-flight jobs
-// finish within ShutdownGrace (cancelling the rest), and returns.
+// finish within ShutdownGrace (cancelling the rest, which are handed back to
+// the scheduler), and returns. The handlers' contexts carry ctx's values but
+// not its cancellation: a handler sees the end of ctx only when the grace is
+// over (context.Cause: ErrShutdown).
 func (w *Worker) Run(ctx context.Context) error {
 	if !w.running.CompareAndSwap(false, true) {
 		return errors.New("worker: already running")
 	}
 	defer w.running.Store(false)
 	w.work, w.quit, w.nrunners = make(chan queuedJob), make(chan struct{}), 0
+	w.base = context.WithoutCancel(ctx) // set before the subscriptions start
 
 	w.draining.Store(false)
 	w.heldMu.Lock()
 	w.handedBack = false
 	w.heldMu.Unlock()
-	drainCancels, err := w.cfg.Bus.Subscribe(wire.WorkerCancelSubject(w.cfg.ID), "", w.handleCancel)
+	drainCancels, err := w.bus.Subscribe(wire.WorkerCancelSubject(w.cfg.ID), "", w.handleCancel)
 	if err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}
-	drain, err := w.cfg.Bus.SubscribeWithReply(w.cfg.Topic, w.cfg.QueueGroup, w.handlePacket)
+	drain, err := w.bus.SubscribeWithReply(w.cfg.Topic, w.cfg.QueueGroup, w.handlePacket)
 	if err != nil {
 		_ = drainCancels()
 		return fmt.Errorf("worker: %w", err)
@@ -436,7 +509,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	if w.cfg.Direct {
 		// Its own subject: the same handling as the topic's, no queue group.
 		drainTopic := drain
-		drainDirect, err := w.cfg.Bus.SubscribeWithReply(wire.WorkerJobSubject(w.cfg.ID), "", w.handlePacket)
+		drainDirect, err := w.bus.SubscribeWithReply(wire.WorkerJobSubject(w.cfg.ID), "", w.handlePacket)
 		if err != nil {
 			_ = drainTopic()
 			_ = drainCancels()
@@ -444,6 +517,16 @@ func (w *Worker) Run(ctx context.Context) error {
 		}
 		drain = func() error { return errors.Join(drainDirect(), drainTopic()) }
 	}
+	if f, ok := w.bus.(interface{ Flush(context.Context) error }); ok {
+		// The server has the subscriptions once the flush returns: a job
+		// dispatched after Ready reaches this worker.
+		flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		if err := f.Flush(flushCtx); err != nil {
+			w.log.Warn(w.prefix+" flushing the subscriptions failed; they reach the server when it is back", "err", err)
+		}
+		cancel()
+	}
+	w.readyOnce.Do(func() { close(w.ready) })
 	w.log.Info(w.prefix+" running", "worker_id", w.cfg.ID, "topic", w.cfg.Topic,
 		"queue_group", w.cfg.QueueGroup, "capacity", w.cfg.Capacity, "inline", w.cfg.Inline, "direct", w.cfg.Direct,
 		"capabilities", w.cfg.Capabilities, "labels", w.cfg.Labels, "pool", w.cfg.Pool)
@@ -472,7 +555,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		w.heldMu.Lock()
 		w.handedBack = true // and the jobs still waiting for a slot, when they get one
 		w.heldMu.Unlock()
-		w.cancelAll(errShutdown)
+		w.cancelAll(ErrShutdown)
 	})
 	drainErr := drain() // no new jobs; the callback has handed off what it held
 	w.jobs.Wait()       // every jobs.Add happened in the callback, before drain returned
@@ -510,7 +593,7 @@ func (w *Worker) handlePacket(p *pb.BusPacket, reply string) {
 		w.refused.Add(1)
 		out := wire.NewPacket(p.GetTraceId(), w.cfg.ID)
 		out.Payload = &pb.BusPacket_JobAnswer{JobAnswer: &pb.JobAnswer{Error: "worker " + w.cfg.ID + " lacks " + missing, Retryable: true}}
-		if err := w.cfg.Bus.Publish(reply, out); err != nil {
+		if err := w.bus.Publish(reply, out); err != nil {
 			w.log.Warn(w.prefix+" refusing a job failed", "job_id", req.GetJobId(), "err", err)
 		}
 		return
@@ -523,7 +606,7 @@ func (w *Worker) handlePacket(p *pb.BusPacket, reply string) {
 		}
 		out := wire.NewPacket(p.GetTraceId(), w.cfg.ID)
 		out.Payload = &pb.BusPacket_JobAnswer{JobAnswer: &pb.JobAnswer{Error: reason, Retryable: true}}
-		if err := w.cfg.Bus.Publish(reply, out); err != nil {
+		if err := w.bus.Publish(reply, out); err != nil {
 			w.log.Warn(w.prefix+" refusing a job failed", "job_id", req.GetJobId(), "err", err)
 		}
 		return
@@ -621,14 +704,15 @@ func sentAt(p *pb.BusPacket) time.Time {
 // a JobCancel, at the attempt's timeout, or at the end of the shutdown grace.
 // The timeout is enforced by the confirmation loop, not a timer per job.
 func (w *Worker) hold(req *pb.JobRequest, reply, traceID string) (context.Context, *heldJob) {
-	h := &heldJob{id: req.GetJobId(), attempt: req.GetAttempt(), reply: reply, traceID: traceID, started: time.Now()}
+	h := &heldJob{id: req.GetJobId(), attempt: req.GetAttempt(), reply: reply, traceID: traceID, started: time.Now(), base: w.base}
+	h.job = Job{req: req, traceID: traceID, workerID: w.cfg.ID}
 	if ms := req.GetTimeoutMs(); ms > 0 {
 		h.deadline = h.started.Add(time.Duration(ms) * time.Millisecond)
 	}
 	w.heldMu.Lock()
 	w.held.add(h)
 	if w.handedBack {
-		h.end(errShutdown)
+		h.end(ErrShutdown)
 	}
 	w.heldMu.Unlock()
 	return (*jobContext)(h), h
@@ -664,7 +748,7 @@ func (w *Worker) confirmLoop(ctx context.Context) {
 			for _, a := range acks {
 				out := wire.NewPacket(a.traceID, w.cfg.ID)
 				out.Payload = &pb.BusPacket_JobAck{JobAck: &pb.JobAck{JobId: a.id, Attempt: a.attempt, WorkerId: w.cfg.ID}}
-				if err := w.cfg.Bus.Publish(a.reply, out); err != nil {
+				if err := w.bus.Publish(a.reply, out); err != nil {
 					w.log.Warn(w.prefix+" confirming a job failed", "job_id", a.id, "err", err)
 				}
 			}
@@ -674,7 +758,7 @@ func (w *Worker) confirmLoop(ctx context.Context) {
 
 func (w *Worker) release(h *heldJob) {
 	w.heldMu.Lock()
-	h.end(nil)
+	h.free()
 	w.held.remove(h)
 	w.heldMu.Unlock()
 }
@@ -700,7 +784,7 @@ func (w *Worker) handleCancel(p *pb.BusPacket) {
 	for h := w.held.head; h != nil; h = h.next {
 		if h.id == c.GetJobId() {
 			w.log.Info(w.prefix+" cancelling job", "job_id", h.id, "attempt", h.attempt, "reason", c.GetReason())
-			h.end(errCancelled)
+			h.end(ErrCancelled)
 		}
 	}
 }
@@ -765,25 +849,30 @@ func (w *Worker) run(j queuedJob) {
 	if !w.cfg.Inline {
 		start = time.Now() // it may have waited for a runner
 	}
-	resultPtr, err := w.call(j.ctx, req)
+	out, err := w.call(j.ctx, &j.held.job)
 	res := &pb.JobResult{
 		JobId:       req.GetJobId(),
 		Status:      pb.JobStatus_JOB_STATUS_COMPLETED,
-		ResultPtr:   resultPtr,
+		ResultPtr:   out.Ptr,
 		WorkerId:    w.cfg.ID,
 		ExecutionMs: time.Since(start).Milliseconds(),
 		Attempt:     req.GetAttempt(),
 	}
 	if err != nil {
 		res.Error = err.Error()
+		if d := j.held.deadline; !d.IsZero() && !time.Now().Before(d) {
+			// Past its deadline: its context may have ended by itself
+			// before the confirmation loop saw it.
+			j.held.end(context.DeadlineExceeded)
+		}
 		switch cause := j.held.ended(); {
-		case errors.Is(cause, errShutdown):
+		case errors.Is(cause, ErrShutdown):
 			res.Status = pb.JobStatus_JOB_STATUS_CANCELLED // handed back
-			res.Error = errShutdown.Error()
+			res.Error = ErrShutdown.Error()
 			w.cancelled.Add(1)
-		case errors.Is(cause, errCancelled):
+		case errors.Is(cause, ErrCancelled):
 			res.Status = pb.JobStatus_JOB_STATUS_CANCELLED
-			res.Error = errCancelled.Error()
+			res.Error = ErrCancelled.Error()
 			w.cancelled.Add(1)
 		case errors.Is(cause, context.DeadlineExceeded):
 			res.Status = pb.JobStatus_JOB_STATUS_TIMEOUT
@@ -797,7 +886,7 @@ func (w *Worker) run(j queuedJob) {
 	} else {
 		w.completed.Add(1)
 	}
-	if err := w.cfg.Bus.Publish(w.resultSubject, wire.JobResultPacket(traceID, w.cfg.ID, res)); err != nil {
+	if err := w.bus.Publish(w.resultSubject, wire.JobResultPacket(traceID, w.cfg.ID, res)); err != nil {
 		w.publishErrors.Add(1)
 		w.log.Error(w.prefix+" publishing result failed", "job_id", req.GetJobId(), "err", err)
 		return
@@ -809,13 +898,13 @@ func (w *Worker) run(j queuedJob) {
 }
 
 // call runs the handler, turning a panic into a job failure.
-func (w *Worker) call(ctx context.Context, req *pb.JobRequest) (ptr string, err error) {
+func (w *Worker) call(ctx context.Context, job *Job) (out Result, err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("handler panicked: %v", r)
+			out, err = Result{}, fmt.Errorf("handler panicked: %v", r)
 		}
 	}()
-	return w.cfg.Handler.HandleJob(ctx, req)
+	return w.cfg.Handler.HandleJob(ctx, job)
 }
 
 // heartbeatLoop heartbeats every LeaseInterval while the worker holds jobs
@@ -862,7 +951,7 @@ func (w *Worker) sendHeartbeat() time.Time {
 		}
 	}
 	w.heldMu.Unlock()
-	if err := w.cfg.Bus.Publish(w.heartbeatSubject, wire.HeartbeatPacket("hb-"+w.cfg.ID, w.cfg.ID, hb)); err != nil {
+	if err := w.bus.Publish(w.heartbeatSubject, wire.HeartbeatPacket("hb-"+w.cfg.ID, w.cfg.ID, hb)); err != nil {
 		w.log.Warn(w.prefix+" heartbeat failed", "err", err)
 	}
 	return time.Now()

@@ -64,8 +64,8 @@ func TestCustomTopicAndQueueGroup(t *testing.T) {
 func TestHandlerErrorFailsTheJob(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, "echo")
-	r := e.start(t, worker.Config{Handler: worker.HandlerFunc(func(context.Context, *pb.JobRequest) (string, error) {
-		return "ignored", errors.New("model exploded")
+	r := e.start(t, worker.Config{Handler: worker.HandlerFunc(func(context.Context, *worker.Job) (worker.Result, error) {
+		return worker.Result{Ptr: "ignored"}, errors.New("model exploded")
 	})})
 	trace := e.publish(t, e.job("bad", 2))
 	p := e.results.waitResult(t, "bad")
@@ -82,8 +82,8 @@ func TestHandlerErrorFailsTheJob(t *testing.T) {
 func TestHandlerPanicFailsTheJobAndWorkerGoesOn(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, "echo")
-	r := e.start(t, worker.Config{Concurrency: 1, Handler: worker.HandlerFunc(func(ctx context.Context, job *pb.JobRequest) (string, error) {
-		if job.GetJobId() == "panic" {
+	r := e.start(t, worker.Config{Concurrency: 1, Handler: worker.HandlerFunc(func(ctx context.Context, job *worker.Job) (worker.Result, error) {
+		if job.ID() == "panic" {
 			panic("handler bug")
 		}
 		return echoHandler(ctx, job)
@@ -174,7 +174,7 @@ func TestHeartbeatReportsActiveJobs(t *testing.T) {
 	gate := newReleaser()
 	r := e.start(t, worker.Config{
 		HeartbeatInterval: 20 * time.Millisecond,
-		Handler: worker.HandlerFunc(func(ctx context.Context, job *pb.JobRequest) (string, error) {
+		Handler: worker.HandlerFunc(func(ctx context.Context, job *worker.Job) (worker.Result, error) {
 			<-gate.ch
 			return echoHandler(ctx, job)
 		}),
@@ -209,7 +209,7 @@ func TestConcurrencyLimit(t *testing.T) {
 	gate := newReleaser()
 	r := e.start(t, worker.Config{
 		Concurrency: limit,
-		Handler: worker.HandlerFunc(func(ctx context.Context, job *pb.JobRequest) (string, error) {
+		Handler: worker.HandlerFunc(func(ctx context.Context, job *worker.Job) (worker.Result, error) {
 			n := current.Add(1)
 			for {
 				p := peak.Load()
@@ -255,7 +255,7 @@ func TestShutdownLetsInFlightJobsFinish(t *testing.T) {
 	var handlerErr atomic.Value
 	r := e.start(t, worker.Config{
 		ShutdownGrace: time.Minute,
-		Handler: worker.HandlerFunc(func(ctx context.Context, job *pb.JobRequest) (string, error) {
+		Handler: worker.HandlerFunc(func(ctx context.Context, job *worker.Job) (worker.Result, error) {
 			close(started)
 			<-gate.ch
 			handlerErr.Store(fmt.Sprint(ctx.Err()))
@@ -334,10 +334,10 @@ func TestShutdownGraceWithBacklog(t *testing.T) {
 	r := e.start(t, worker.Config{
 		Concurrency:   1,
 		ShutdownGrace: 50 * time.Millisecond,
-		Handler: worker.HandlerFunc(func(ctx context.Context, _ *pb.JobRequest) (string, error) {
+		Handler: worker.HandlerFunc(func(ctx context.Context, _ *worker.Job) (worker.Result, error) {
 			startedN.Add(1)
 			<-ctx.Done()
-			return "", ctx.Err()
+			return worker.Result{}, ctx.Err()
 		}),
 	})
 	e.send(t, "b1")
@@ -371,20 +371,22 @@ func TestConfigValidation(t *testing.T) {
 	t.Parallel()
 	b := &nopBus{}
 	h := worker.HandlerFunc(echoHandler)
+	if _, err := worker.New(nil, worker.Config{Handler: h, Kind: "echo"}); err == nil || !strings.Contains(err.Error(), "connection") {
+		t.Errorf("New without a connection = %v, want an error saying so", err)
+	}
 	for name, cfg := range map[string]worker.Config{
-		"Bus":     {Handler: h, Kind: "echo"},
-		"Handler": {Bus: b, Kind: "echo"},
-		"Kind":    {Bus: b, Handler: h},
+		"Handler": {Kind: "echo"},
+		"Kind":    {Handler: h},
 	} {
-		if _, err := worker.New(cfg); err == nil || !strings.Contains(err.Error(), name) {
+		if _, err := worker.NewOnTransport(b, cfg); err == nil || !strings.Contains(err.Error(), name) {
 			t.Errorf("New without %s = %v, want an error naming it", name, err)
 		}
 	}
-	w1, err := worker.New(worker.Config{Bus: b, Handler: h, Kind: "echo"})
+	w1, err := worker.NewOnTransport(b, worker.Config{Handler: h, Kind: "echo"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	w2, err := worker.New(worker.Config{Bus: b, Handler: h, Kind: "echo"})
+	w2, err := worker.NewOnTransport(b, worker.Config{Handler: h, Kind: "echo"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -399,14 +401,14 @@ func TestIDMustBeOneSubjectToken(t *testing.T) {
 	b := &nopBus{}
 	h := worker.HandlerFunc(echoHandler)
 	for _, id := range []string{"w.1", "w 1", "w*", "w>", "a.b.c", "w\t1"} {
-		if w, err := worker.New(worker.Config{Bus: b, Handler: h, Kind: "echo", ID: id}); err == nil {
+		if w, err := worker.NewOnTransport(b, worker.Config{Handler: h, Kind: "echo", ID: id}); err == nil {
 			t.Errorf("New with ID %q = %q, want an error", id, w.ID())
 		} else if !strings.Contains(err.Error(), "id") {
 			t.Errorf("New with ID %q: %v, want an error about the id", id, err)
 		}
 	}
 	for _, id := range []string{"w-1", "worker_echo_host", "W1"} {
-		if w, err := worker.New(worker.Config{Bus: b, Handler: h, Kind: "echo", ID: id}); err != nil || w.ID() != id {
+		if w, err := worker.NewOnTransport(b, worker.Config{Handler: h, Kind: "echo", ID: id}); err != nil || w.ID() != id {
 			t.Errorf("New with ID %q = %v", id, err)
 		}
 	}
@@ -414,7 +416,7 @@ func TestIDMustBeOneSubjectToken(t *testing.T) {
 	// cannot be set here; the check is that no dot gets through) and
 	// whatever the kind is: a kind may name a dotted topic.
 	for _, kind := range []string{"echo", "code.python"} {
-		w, err := worker.New(worker.Config{Bus: b, Handler: h, Kind: kind})
+		w, err := worker.NewOnTransport(b, worker.Config{Handler: h, Kind: kind})
 		if err != nil {
 			t.Errorf("New with kind %q and no ID: %v", kind, err)
 			continue

@@ -24,18 +24,17 @@ func startPoisonWorker(t *testing.T, url string) {
 	t.Helper()
 	b := connect(t, url)
 	var logs logging.Buffer
-	w, err := worker.New(worker.Config{
-		Bus:               b,
+	w, err := worker.New(b.Conn(), worker.Config{
 		Kind:              "poison",
 		ID:                "worker-poison",
 		LeaseInterval:     200 * time.Millisecond,
 		HeartbeatInterval: time.Second,
 		Logger:            slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		Handler: worker.HandlerFunc(func(_ context.Context, job *pb.JobRequest) (string, error) {
-			if job.GetAttempt()%2 == 0 {
-				panic("poison: cannot digest " + job.GetJobId())
+		Handler: worker.HandlerFunc(func(_ context.Context, job *worker.Job) (worker.Result, error) {
+			if job.Attempt()%2 == 0 {
+				panic("poison: cannot digest " + job.ID())
 			}
-			return "", fmt.Errorf("poison: cannot digest %s", job.GetJobId())
+			return worker.Result{}, fmt.Errorf("poison: cannot digest %s", job.ID())
 		}),
 	})
 	if err != nil {

@@ -154,15 +154,15 @@ func TestForgedResultIsRefused(t *testing.T) {
 	e := engine(t, url, log)
 
 	release := make(chan struct{})
-	w2, err := worker.New(worker.Config{
-		Bus: connect(t, url, "echo-2", log), Kind: echo.Kind, ID: "echo-2", NamedSubjects: true, Logger: log,
+	w2, err := worker.New(connect(t, url, "echo-2", log).Conn(), worker.Config{
+		Kind: echo.Kind, ID: "echo-2", NamedSubjects: true, Logger: log,
 		HeartbeatInterval: 100 * time.Millisecond,
-		Handler: worker.HandlerFunc(func(ctx context.Context, job *pb.JobRequest) (string, error) {
+		Handler: worker.HandlerFunc(func(ctx context.Context, job *worker.Job) (worker.Result, error) {
 			select {
 			case <-release:
-				return "echo-2://" + job.GetJobId(), nil
+				return worker.Result{Ptr: "echo-2://" + job.ID()}, nil
 			case <-ctx.Done():
-				return "", ctx.Err()
+				return worker.Result{}, ctx.Err()
 			}
 		}),
 	})

@@ -17,11 +17,9 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/cortex-os/core/internal/client"
-	"github.com/cortex-os/core/internal/infrastructure/bus"
-	"github.com/cortex-os/core/internal/lifecycle"
 	"github.com/cortex-os/core/internal/logging"
 	"github.com/cortex-os/core/internal/system"
+	"github.com/cortex-os/core/pkg/client"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 )
 
@@ -44,12 +42,13 @@ func run(configPath, natsURL, topic string, timeout time.Duration) error {
 	if err != nil {
 		return err
 	}
-	b, err := bus.Connect(bus.Config{URL: cfg.NatsURL, Name: "job-sender", Logger: logging.New(os.Stderr, system.Level(cfg))})
+	c, err := client.Connect(cfg.NatsURL, client.Options{
+		Name: "job-sender", SenderID: "job-sender", RequestTimeout: timeout, Logger: logging.New(os.Stderr, system.Level(cfg)),
+	})
 	if err != nil {
 		return err
 	}
-	defer b.Close()
-	c := client.New(b, "job-sender")
+	defer c.Close()
 
 	jobID := uuid.NewString()
 	req := &pb.JobRequest{
@@ -64,12 +63,12 @@ func run(configPath, natsURL, topic string, timeout time.Duration) error {
 	fmt.Printf("Sent job job_id=%s trace_id=%s topic=%s\n", jobID, traceID, topic)
 
 	// The scheduler answers once it has recorded the job, or says why not.
-	if _, err := c.Submit(ctx, req, traceID); err != nil {
+	if _, err := c.Submit(ctx, req, client.WithTraceID(traceID)); err != nil {
 		var refused *client.RefusedError
 		if errors.As(err, &refused) {
 			state := "refused"
 			if refused.Job != nil {
-				state = lifecycle.Name(refused.Job.GetState())
+				state = client.StateName(refused.Job.GetState())
 			}
 			return fmt.Errorf("job_id=%s %s: %s", jobID, state, refused.Reason)
 		}
@@ -77,7 +76,7 @@ func run(configPath, natsURL, topic string, timeout time.Duration) error {
 	}
 
 	// Then follow it until it ends.
-	job, err := c.Watch(ctx, jobID, 50*time.Millisecond, nil)
+	job, err := c.Wait(ctx, jobID)
 	if err != nil {
 		if job == nil {
 			return fmt.Errorf("no result within %s for job_id=%s: %w (is a scheduler running?)", timeout, jobID, err)
@@ -90,13 +89,13 @@ func run(configPath, natsURL, topic string, timeout time.Duration) error {
 			why = " (" + why + ")"
 		}
 		return fmt.Errorf("no result within %s: job_id=%s is still %s%s; is a worker for %s running?",
-			timeout, jobID, lifecycle.Name(job.GetState()), why, topic)
+			timeout, jobID, client.StateName(job.GetState()), why, topic)
 	}
 	fmt.Printf("Result job_id=%s status=%s worker_id=%s result_ptr=%s execution_ms=%d trace_id=%s state=%s attempts=%d\n",
 		job.GetJobId(), statusOf(job.GetState()), job.GetWorkerId(), job.GetResultPtr(), job.GetExecutionMs(), job.GetTraceId(),
-		lifecycle.Name(job.GetState()), job.GetAttempt())
-	if job.GetState() != lifecycle.Completed {
-		msg := fmt.Sprintf("job_id=%s ended %s", job.GetJobId(), lifecycle.Name(job.GetState()))
+		client.StateName(job.GetState()), job.GetAttempt())
+	if job.GetState() != pb.JobState_JOB_STATE_COMPLETED {
+		msg := fmt.Sprintf("job_id=%s ended %s", job.GetJobId(), client.StateName(job.GetState()))
 		if e := job.GetError(); e != "" {
 			msg += ": " + e
 		}
@@ -108,13 +107,13 @@ func run(configPath, natsURL, topic string, timeout time.Duration) error {
 // statusOf is the JobStatus of the result that ended a job in state s.
 func statusOf(s pb.JobState) pb.JobStatus {
 	switch s {
-	case lifecycle.Completed:
+	case pb.JobState_JOB_STATE_COMPLETED:
 		return pb.JobStatus_JOB_STATUS_COMPLETED
-	case lifecycle.Failed:
+	case pb.JobState_JOB_STATE_FAILED:
 		return pb.JobStatus_JOB_STATUS_FAILED
-	case lifecycle.Timeout:
+	case pb.JobState_JOB_STATE_TIMEOUT:
 		return pb.JobStatus_JOB_STATUS_TIMEOUT
-	case lifecycle.Cancelled:
+	case pb.JobState_JOB_STATE_CANCELLED:
 		return pb.JobStatus_JOB_STATUS_CANCELLED
 	}
 	return pb.JobStatus_JOB_STATUS_UNSPECIFIED

@@ -118,9 +118,10 @@ type NatsBus struct {
 	closed chan struct{}
 	once   sync.Once
 
-	durable atomic.Bool
-	closing atomic.Bool // Close was called: a close is not the server's doing
-	intake  backlog     // Consume's consumers, for Backlog
+	durable  atomic.Bool
+	closing  atomic.Bool // Close was called: a close is not the server's doing
+	intake   backlog     // Consume's consumers, for Backlog
+	borrowed bool        // made by FromConn: the connection is the caller's
 
 	published, delivered, malformed, tooLarge, unknown, panics, asyncErrs, reconnects, repliesRefused atomic.Uint64
 }
@@ -208,10 +209,10 @@ func (b *NatsBus) CloseError() error {
 
 // Close drains the connection: subscriptions stop taking messages, handlers
 // finish what they hold and pending publishes are flushed. It waits at most
-// Config.DrainTimeout.
+// Config.DrainTimeout. A bus made by FromConn leaves its connection alone.
 func (b *NatsBus) Close() {
 	b.closing.Store(true)
-	if b.nc.IsClosed() {
+	if b.borrowed || b.nc.IsClosed() {
 		return
 	}
 	if err := b.nc.Drain(); err != nil {

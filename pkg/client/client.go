@@ -1,0 +1,455 @@
+// Package client submits jobs to CortexOS and follows them: Submit, Get,
+// Watch, Wait, Cancel, List, the dead-letter queue and the live workers, all
+// answered by a scheduler over NATS.
+//
+//	c, err := client.Connect("nats://127.0.0.1:4222", client.Options{})
+//	if err != nil { ... }
+//	defer c.Close()
+//	job, err := c.Submit(ctx, &pb.JobRequest{Topic: "job.echo"})
+//	if err != nil { ... } // a *RefusedError when the scheduler said no
+//	job, err = c.Wait(ctx, job.GetJobId())
+//
+// A Client is safe for concurrent use. docs/sdk-go.md walks through it.
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+
+	"github.com/cortex-os/core/internal/infrastructure/bus"
+	pb "github.com/cortex-os/core/pkg/pb/v1"
+	"github.com/cortex-os/core/pkg/wire"
+)
+
+// DefaultRequestTimeout bounds one request to the scheduler when
+// Options.RequestTimeout is not set.
+const DefaultRequestTimeout = 5 * time.Second
+
+// Options configure a Client, and the connection Connect and Dial make.
+type Options struct {
+	// Name names the connection in the server's monitoring. Default
+	// "cortex-client".
+	Name string
+	// Credentials: how the connection authenticates (Connect and Dial
+	// only; a connection given to New has its own).
+	Credentials Credentials
+	// Identity, when set, is who the client says it is in its subjects: it
+	// submits on sys.job.submit.<Identity>, queries on
+	// sys.job.query.<Identity>, cancels on sys.job.cancel.<Identity>, and
+	// reads its answers under _INBOX.<Identity>., so that the server's
+	// permissions can tie a NATS user to its own subjects. One subject
+	// token (no dots, spaces or wildcards). Default "": the bare subjects.
+	Identity string
+	// SenderID signs the packets the client sends. Default the Identity,
+	// else "cortex-client".
+	SenderID string
+	// RequestTimeout bounds each request to the scheduler, within the
+	// caller's context. Default DefaultRequestTimeout.
+	RequestTimeout time.Duration
+	// Logger receives connection events (disconnects, reconnects) and
+	// dropped packets. Default slog.Default().
+	Logger *slog.Logger
+	// NATSOptions are extra nats.go options for Connect and Dial, applied
+	// after the credentials.
+	NATSOptions []nats.Option
+}
+
+func (o *Options) setDefaults() error {
+	if strings.ContainsAny(o.Identity, ". *>\t\r\n") {
+		return invalid("identity %q must be one subject token: no dots, spaces or wildcards", o.Identity)
+	}
+	if o.RequestTimeout < 0 {
+		return invalid("request timeout %s must not be negative", o.RequestTimeout)
+	}
+	if o.Name == "" {
+		o.Name = "cortex-client"
+	}
+	if o.SenderID == "" {
+		o.SenderID = o.Identity
+	}
+	if o.SenderID == "" {
+		o.SenderID = "cortex-client"
+	}
+	if o.RequestTimeout == 0 {
+		o.RequestTimeout = DefaultRequestTimeout
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return nil
+}
+
+// InboxPrefix is the inbox prefix of a client with the given identity,
+// _INBOX.<identity>: a connection given to New for a client with that
+// Identity must use it (nats.CustomInboxPrefix).
+func InboxPrefix(identity string) string { return bus.DefaultInboxPrefix(identity) }
+
+// Client submits jobs and asks a scheduler about them.
+type Client struct {
+	bus      *bus.NatsBus
+	owned    bool // made by Connect: Close drains the connection
+	senderID string
+	timeout  time.Duration
+
+	submitSubject, querySubject, cancelSubject string
+}
+
+// Connect connects to the NATS server(s) at url (comma separated) and
+// returns a client on that connection, which Close drains. The connection
+// reconnects for ever and logs its disconnects and reconnects.
+func Connect(url string, opts Options) (*Client, error) {
+	if err := opts.setDefaults(); err != nil {
+		return nil, err
+	}
+	b, err := dial(url, opts)
+	if err != nil {
+		return nil, err
+	}
+	c := newClient(b, opts)
+	c.owned = true
+	return c, nil
+}
+
+// Dial makes the connection Connect makes (reconnecting for ever, logging
+// its events, with opts' credentials and inbox prefix) and returns it, for
+// a caller that wants the connection itself: to run a pkg/worker worker on
+// it, say. The caller closes it.
+func Dial(url string, opts Options) (*nats.Conn, error) {
+	if err := opts.setDefaults(); err != nil {
+		return nil, err
+	}
+	b, err := dial(url, opts)
+	if err != nil {
+		return nil, err
+	}
+	return b.Conn(), nil
+}
+
+func dial(url string, opts Options) (*bus.NatsBus, error) {
+	creds := opts.Credentials.bus()
+	if creds.InboxPrefix == "" && opts.Identity != "" {
+		creds.InboxPrefix = InboxPrefix(opts.Identity)
+	}
+	natsOpts, err := creds.Options()
+	if err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
+	b, err := bus.Connect(bus.Config{
+		URL: url, Name: opts.Name, Logger: opts.Logger, DrainTimeout: 2 * time.Second,
+		Options: append(natsOpts, opts.NATSOptions...),
+	})
+	if err != nil {
+		cause := errors.Unwrap(err) // nats.go's error, without the bus's words
+		if cause == nil {
+			cause = err
+		}
+		return nil, fmt.Errorf("client: connect %s: %w", url, cause)
+	}
+	return b, nil
+}
+
+// New returns a client on nc, a connection the caller made and closes. With
+// opts.Identity, nc must read its answers under InboxPrefix(opts.Identity)
+// (nats.CustomInboxPrefix); Credentials and NATSOptions do not apply.
+func New(nc *nats.Conn, opts Options) (*Client, error) {
+	if nc == nil {
+		return nil, invalid("a NATS connection is required")
+	}
+	if err := opts.setDefaults(); err != nil {
+		return nil, err
+	}
+	if opts.Identity != "" {
+		if want := InboxPrefix(opts.Identity) + "."; !strings.HasPrefix(nc.NewInbox(), want) {
+			return nil, invalid("identity %q reads its answers under %s, but the connection's inbox is %s: connect with nats.CustomInboxPrefix(client.InboxPrefix(%q))",
+				opts.Identity, want, nc.NewInbox(), opts.Identity)
+		}
+	}
+	return newClient(bus.FromConn(nc, bus.Config{Logger: opts.Logger}), opts), nil
+}
+
+func newClient(b *bus.NatsBus, opts Options) *Client {
+	c := &Client{
+		bus: b, senderID: opts.SenderID, timeout: opts.RequestTimeout,
+		submitSubject: wire.SubjectSubmit, querySubject: wire.SubjectQuery, cancelSubject: wire.SubjectCancel,
+	}
+	if id := opts.Identity; id != "" {
+		c.submitSubject += "." + id
+		c.querySubject += "." + id
+		c.cancelSubject += "." + id
+	}
+	return c
+}
+
+// Conn is the client's connection.
+func (c *Client) Conn() *nats.Conn { return c.bus.Conn() }
+
+// Close drains the connection Connect made; a connection given to New is
+// left to its owner.
+func (c *Client) Close() {
+	if c.owned {
+		c.bus.Close()
+	}
+}
+
+// SubmitOption sets an option of one submission.
+type SubmitOption func(*submitOptions)
+
+type submitOptions struct{ traceID string }
+
+// WithTraceID sets the trace id the job is followed by through the logs.
+// Default: a new UUID.
+func WithTraceID(traceID string) SubmitOption {
+	return func(o *submitOptions) { o.traceID = traceID }
+}
+
+// Submit sends req and waits for the scheduler to record it: the answer is
+// the job as recorded (PENDING or DISPATCHED; or, when req repeats an
+// earlier submission with the same content, that job as it is now). An
+// empty req.JobId is set to a new UUID first (in req).
+//
+// A refusal is a *RefusedError: ErrInvalid (the request cannot be a job),
+// ErrDenied (the safety policy; the job is recorded DENIED and is
+// RefusedError.Job), ErrThrottled (retry after RefusedError.RetryAfter) or
+// ErrConflict (the job_id is taken by different content).
+func (c *Client) Submit(ctx context.Context, req *pb.JobRequest, opts ...SubmitOption) (*pb.JobInfo, error) {
+	if req == nil {
+		return nil, invalid("nil request")
+	}
+	var o submitOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if req.JobId == "" {
+		req.JobId = uuid.NewString()
+	}
+	if o.traceID == "" {
+		o.traceID = uuid.NewString()
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	inbox := c.bus.NewInbox()
+	answers := make(chan *pb.JobAnswer, 1)
+	drain, err := c.bus.Subscribe(inbox, "", func(p *pb.BusPacket) {
+		if a := p.GetJobAnswer(); a != nil {
+			select {
+			case answers <- a:
+			default:
+			}
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
+	defer func() { _ = drain() }()
+	// The server has the subscription before the scheduler can answer.
+	if err := c.bus.Flush(ctx); err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
+	if err := c.bus.PublishReplyTo(c.submitSubject, wire.JobRequestPacket(o.traceID, c.senderID, req), inbox); err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
+	select {
+	case a := <-answers:
+		return answerJob(a)
+	case <-ctx.Done():
+		return nil, fmt.Errorf("no answer from a scheduler for job %s (%w); if the intake is durable, it is recorded when a scheduler runs", req.JobId, context.Cause(ctx))
+	}
+}
+
+// Get returns a job as the scheduler knows it now. A job that does not
+// exist is ErrNotFound.
+func (c *Client) Get(ctx context.Context, jobID string) (*pb.JobInfo, error) {
+	if jobID == "" {
+		return nil, invalid("empty job id")
+	}
+	return c.one(ctx, c.querySubject, c.query(&pb.JobQuery{JobId: jobID}))
+}
+
+// Cancel cancels a job that has not ended, whatever its state; reason is
+// recorded as its error ("" : "cancelled by request"). A running handler
+// sees its context cancelled. The answer is the job, CANCELLED. A job that
+// has already ended is ErrConflict (RefusedError.Job is the job).
+func (c *Client) Cancel(ctx context.Context, jobID, reason string) (*pb.JobInfo, error) {
+	if jobID == "" {
+		return nil, invalid("empty job id")
+	}
+	p := wire.NewPacket(uuid.NewString(), c.senderID)
+	p.Payload = &pb.BusPacket_JobCancel{JobCancel: &pb.JobCancel{JobId: jobID, Reason: reason}}
+	return c.one(ctx, c.cancelSubject, p)
+}
+
+// ListOptions select the jobs List and DeadLetters return.
+type ListOptions struct {
+	// State: only jobs in this state; JOB_STATE_UNSPECIFIED (the zero
+	// value) lists every state. Not for DeadLetters.
+	State pb.JobState
+	// Topic and Tenant: only jobs of this topic, of this tenant; "" any. A
+	// client bound to a tenant sees its tenant's jobs only, whatever it asks.
+	// Not for DeadLetters.
+	Topic, Tenant string
+	// Limit: at most this many jobs; 0 is the scheduler's default (100). For
+	// List, the size of one page (the scheduler gives at most 1000); for
+	// ListAll, the total.
+	Limit int
+	// PageToken continues a listing where an earlier page ended
+	// (JobList.NextPageToken); "" starts from the newest job.
+	PageToken string
+}
+
+func (o ListOptions) check() error {
+	if o.Limit < 0 || o.Limit > math.MaxInt32 {
+		return invalid("limit %d out of range", o.Limit)
+	}
+	return nil
+}
+
+// JobList is one page of jobs and the token of the next ("" at the end).
+type JobList struct {
+	Jobs          []*pb.JobInfo
+	NextPageToken string
+}
+
+// maxPageSize is the most jobs the scheduler puts in one page.
+const maxPageSize = 1000
+
+// List returns one page of the jobs that opts selects, the most recently
+// written first, with the token of the next page. The scheduler does bounded
+// work for a page, so a page may hold fewer jobs than asked, even none, and
+// still have a next page: ListAll reads on until it has opts.Limit.
+func (c *Client) List(ctx context.Context, opts ListOptions) (*JobList, error) {
+	if err := opts.check(); err != nil {
+		return nil, err
+	}
+	return c.many(ctx, c.query(&pb.JobQuery{State: opts.State, Topic: opts.Topic, Tenant: opts.Tenant,
+		Limit: int32(min(opts.Limit, maxPageSize)), PageToken: opts.PageToken}))
+}
+
+// ListAll reads pages from opts.PageToken on until it has opts.Limit jobs
+// (0: 100) or there are no more, and returns them, newest first, with the
+// token that continues after them.
+func (c *Client) ListAll(ctx context.Context, opts ListOptions) (*JobList, error) {
+	want := opts.Limit
+	if want <= 0 {
+		want = 100
+	}
+	all := &JobList{}
+	for {
+		opts.Limit = min(want-len(all.Jobs), maxPageSize)
+		page, err := c.List(ctx, opts)
+		if err != nil {
+			return nil, err
+		}
+		all.Jobs, all.NextPageToken = append(all.Jobs, page.Jobs...), page.NextPageToken
+		if page.NextPageToken == "" || len(all.Jobs) >= want {
+			return all, nil
+		}
+		opts.PageToken = page.NextPageToken
+	}
+}
+
+// DeadLetters lists the dead-letter queue, oldest first: jobs that failed
+// every one of their attempts. opts.State must be unset.
+func (c *Client) DeadLetters(ctx context.Context, opts ListOptions) (*JobList, error) {
+	if err := opts.check(); err != nil {
+		return nil, err
+	}
+	if opts.State != pb.JobState_JOB_STATE_UNSPECIFIED {
+		return nil, invalid("dead letters are FAILED: ListOptions.State does not apply")
+	}
+	if opts.Topic != "" || opts.Tenant != "" || opts.PageToken != "" {
+		return nil, invalid("dead letters are listed oldest first, unfiltered: ListOptions.Topic, Tenant and PageToken do not apply")
+	}
+	return c.many(ctx, c.query(&pb.JobQuery{DeadLetter: true, Limit: int32(opts.Limit)}))
+}
+
+// RetryDeadLetter takes a job out of the dead-letter queue and runs its
+// request again as a new job, <job_id>-redrive-<n>, which it returns; the
+// failed job itself stays FAILED. A job not in the queue is ErrNotFound.
+func (c *Client) RetryDeadLetter(ctx context.Context, jobID string) (*pb.JobInfo, error) {
+	if jobID == "" {
+		return nil, invalid("empty job id")
+	}
+	return c.one(ctx, c.querySubject, c.query(&pb.JobQuery{JobId: jobID, DeadLetter: true, Redrive: true}))
+}
+
+// Workers lists the live workers a scheduler knows, with their capacity,
+// load, capabilities, labels and last heartbeat.
+func (c *Client) Workers(ctx context.Context) ([]*pb.WorkerInfo, error) {
+	a, err := c.ask(ctx, c.querySubject, c.query(&pb.JobQuery{Workers: true}))
+	if err != nil {
+		return nil, err
+	}
+	if !a.GetOk() {
+		return nil, refused(a, nil)
+	}
+	return a.GetWorkers(), nil
+}
+
+func (c *Client) query(q *pb.JobQuery) *pb.BusPacket {
+	p := wire.NewPacket(uuid.NewString(), c.senderID)
+	p.Payload = &pb.BusPacket_JobQuery{JobQuery: q}
+	return p
+}
+
+// ask sends p on subject and returns the scheduler's answer.
+func (c *Client) ask(ctx context.Context, subject string, p *pb.BusPacket) (*pb.JobAnswer, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	reply, err := c.bus.Request(ctx, subject, p)
+	if err != nil {
+		if errors.Is(err, wire.ErrNoResponders) {
+			return nil, fmt.Errorf("client: %w on %s: %w", ErrNoScheduler, subject, wire.ErrNoResponders)
+		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("client: no answer on %s: %w", subject, context.Cause(ctx))
+		}
+		return nil, fmt.Errorf("client: %w", err)
+	}
+	a := reply.GetJobAnswer()
+	if a == nil {
+		return nil, fmt.Errorf("client: unexpected answer on %s", subject)
+	}
+	return a, nil
+}
+
+func (c *Client) one(ctx context.Context, subject string, p *pb.BusPacket) (*pb.JobInfo, error) {
+	a, err := c.ask(ctx, subject, p)
+	if err != nil {
+		return nil, err
+	}
+	return answerJob(a)
+}
+
+func (c *Client) many(ctx context.Context, p *pb.BusPacket) (*JobList, error) {
+	a, err := c.ask(ctx, c.querySubject, p)
+	if err != nil {
+		return nil, err
+	}
+	if !a.GetOk() {
+		return nil, refused(a, nil)
+	}
+	return &JobList{Jobs: a.GetJobs(), NextPageToken: a.GetNextPageToken()}, nil
+}
+
+// answerJob reads an answer about one job.
+func answerJob(a *pb.JobAnswer) (*pb.JobInfo, error) {
+	var job *pb.JobInfo
+	if len(a.GetJobs()) > 0 {
+		job = a.GetJobs()[0]
+	}
+	if !a.GetOk() {
+		return nil, refused(a, job)
+	}
+	if job == nil {
+		return nil, errors.New("client: answer without a job")
+	}
+	return job, nil
+}

@@ -1,0 +1,13 @@
+package worker
+
+// Transport is what a worker needs of the bus, for the tests' stand-ins.
+type Transport = transport
+
+// NewOnTransport is New on a stand-in for the bus: for the benchmarks that
+// measure the runtime without NATS, and for tests of the configuration.
+func NewOnTransport(t Transport, cfg Config) (*Worker, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	return newWorker(t, cfg), nil
+}
