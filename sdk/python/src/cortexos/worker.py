@@ -347,6 +347,8 @@ class Worker:
         self.blob_bucket = blob_bucket
         self.result_inline_limit = result_inline_limit
         self.stats = WorkerStats()
+        #: True while the worker takes jobs: subscribed, not draining.
+        self.ready = False
 
         self._nc = nc
         self._own_nc = nc is None
@@ -357,6 +359,7 @@ class Worker:
         self._handed_back = False
         self._stop: asyncio.Event | None = None
         self._force: asyncio.Event | None = None
+        self._handback_evt: asyncio.Event | None = None
         self._slot_free: asyncio.Condition | None = None
         self._cpu = _CPUMeter()
         self._pool = _ThreadPool(capacity, f"cortexos-{kind}")
@@ -453,6 +456,7 @@ class Worker:
         if self.direct:
             job_subs.append(await nc.subscribe(wire.worker_job_subject(self.worker_id), cb=self._dispatch_cb(None)))
         await nc.flush()
+        self.ready = True
         log.info(
             "[WORKER %s] running worker_id=%s topics=%s capacity=%d capabilities=%s labels=%s direct=%s",
             self.kind, self.worker_id, self.topics, self.capacity, self.capabilities, self.labels, self.direct,
@@ -461,11 +465,13 @@ class Worker:
         try:
             await self._stop.wait()
             log.info("[WORKER %s] shutting down worker_id=%s in_flight=%d", self.kind, self.worker_id, len(self._held))
-            self._draining = True
+            self._draining, self.ready = True, False
             await self._send_heartbeat()  # tell the schedulers at once: no more jobs here
             loop = asyncio.get_running_loop()
             grace = loop.call_later(self.shutdown_grace, self._hand_back, "shutdown grace over")
             force_task = asyncio.create_task(self._force.wait())
+            self._handback_evt = asyncio.Event()
+            handback_task = asyncio.create_task(self._handback_evt.wait())
             # No new jobs; dispatches already received are refused (draining)
             # or, if they may not be, held and run.
             drain_task = asyncio.create_task(self._drain(job_subs))
@@ -476,7 +482,7 @@ class Worker:
                         waiting.add(drain_task)
                     if not waiting:
                         break
-                    done, _ = await asyncio.wait(waiting | {force_task}, return_when=asyncio.FIRST_COMPLETED)
+                    done, _ = await asyncio.wait(waiting | {force_task, handback_task}, return_when=asyncio.FIRST_COMPLETED)
                     if force_task in done:
                         self._hand_back("stopped at once")
                         break
@@ -486,6 +492,7 @@ class Worker:
             finally:
                 grace.cancel()
                 force_task.cancel()
+                handback_task.cancel()
                 drain_task.cancel()
         finally:
             hb.cancel()
@@ -512,6 +519,8 @@ class Worker:
         if self._handed_back:
             return
         self._handed_back = True
+        if self._handback_evt is not None:
+            self._handback_evt.set()
         if self._held:
             log.warning("[WORKER %s] %s, handing back %d unfinished jobs", self.kind, why, len(self._held))
         for h in list(self._held.values()):
