@@ -110,11 +110,11 @@ var (
 
 // Sandbox runs programs. It is safe for concurrent use.
 type Sandbox struct {
-	cfg     Config
-	log     *slog.Logger
-	python  string   // the interpreter's path inside the sandbox
-	mounts  []string // bwrap arguments for the read-only runtime
-	seccomp []byte   // the filter, or nil
+	cfg              Config
+	log              *slog.Logger
+	python           string   // the interpreter's path inside the sandbox
+	mounts           []string // bwrap arguments for the read-only runtime
+	seccomp          []byte   // the filter, or nil
 	hasDisableUserns bool
 }
 

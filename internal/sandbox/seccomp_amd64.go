@@ -13,7 +13,7 @@ func deniedSyscalls() []int {
 		syscall.SYS_MOUNT, syscall.SYS_UMOUNT2, syscall.SYS_PIVOT_ROOT, syscall.SYS_CHROOT,
 		syscall.SYS_UNSHARE, 308, // setns
 		syscall.SYS_KEYCTL, syscall.SYS_ADD_KEY, syscall.SYS_REQUEST_KEY,
-		321, // bpf
+		321,                              // bpf
 		syscall.SYS_PERF_EVENT_OPEN, 323, // userfaultfd
 		syscall.SYS_KEXEC_LOAD, 320, // kexec_file_load
 		syscall.SYS_INIT_MODULE, 313, syscall.SYS_DELETE_MODULE, // 313: finit_module

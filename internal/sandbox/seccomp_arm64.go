@@ -13,7 +13,7 @@ func deniedSyscalls() []int {
 		syscall.SYS_MOUNT, syscall.SYS_UMOUNT2, syscall.SYS_PIVOT_ROOT, syscall.SYS_CHROOT,
 		syscall.SYS_UNSHARE, syscall.SYS_SETNS,
 		syscall.SYS_KEYCTL, syscall.SYS_ADD_KEY, syscall.SYS_REQUEST_KEY,
-		280, // bpf
+		280,                              // bpf
 		syscall.SYS_PERF_EVENT_OPEN, 282, // userfaultfd
 		syscall.SYS_KEXEC_LOAD, 294, // kexec_file_load
 		syscall.SYS_INIT_MODULE, 273, syscall.SYS_DELETE_MODULE, // 273: finit_module

@@ -30,10 +30,10 @@ type Options struct {
 	Direct   bool
 	// NamedSubjects: heartbeats and results on subjects that name the
 	// worker (docs/security.md); on whenever it has credentials.
-	NamedSubjects                                  bool
+	NamedSubjects                                   bool
 	HeartbeatInterval, LeaseInterval, ShutdownGrace time.Duration
-	Sandbox                                        *sandbox.Sandbox
-	Logger                                         *slog.Logger
+	Sandbox                                         *sandbox.Sandbox
+	Logger                                          *slog.Logger
 	// Started, if set, is called once the worker is connected.
 	Started func(id string)
 }
