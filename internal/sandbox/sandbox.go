@@ -368,6 +368,9 @@ func (s *Sandbox) Run(ctx context.Context, p Program) (*Result, error) {
 			}
 			args = append(args, "--seccomp", fd)
 		}
+		// The root and /dev are tmpfs the sandbox's user owns: read-only, so
+		// that only /tmp takes writes.
+		args = append(args, "--remount-ro", "/dev", "--remount-ro", "/")
 		args = append(args, "--", s.python, "-I", "-B", "/sandbox/boot.py")
 		cmd = exec.Command(s.cfg.Bwrap, append(args, limitArgs...)...)
 		cmd.Dir = "/"
