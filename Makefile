@@ -10,7 +10,7 @@ ARGS      ?=
 
 .PHONY: all proto proto-check build build-scheduler build-worker-echo build-cortex \
 	dev-up test test-short fmt-check vet bench fuzz clean \
-	python-venv proto-python proto-python-check test-python
+	python-venv proto-python proto-python-check test-python build-worker-python
 
 all: build
 
@@ -32,13 +32,16 @@ proto-check:
 		protoc -I . -o /dev/null $(PROTO_SRC)/*.proto && echo "protoc $$(protoc --version | cut -d' ' -f2) compiles $(PROTO_SRC)"; \
 	fi
 
-build: build-scheduler build-worker-echo build-cortex
+build: build-scheduler build-worker-echo build-worker-python build-cortex
 
 build-scheduler:
 	$(GO) build -o bin/cortex-scheduler ./cmd/cortex-scheduler
 
 build-worker-echo:
 	$(GO) build -o bin/cortex-worker-echo ./cmd/cortex-worker-echo
+
+build-worker-python:
+	$(GO) build -o bin/cortex-worker-python ./cmd/cortex-worker-python
 
 build-cortex:
 	$(GO) build -o bin/cortex ./cmd/cortex
@@ -102,6 +105,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz='^FuzzRemoteAnswer$$' -fuzztime=$(FUZZTIME) ./internal/safety
 	$(GO) test -run '^$$' -fuzz='^FuzzParseConfig$$' -fuzztime=$(FUZZTIME) ./internal/placement
 	$(GO) test -run '^$$' -fuzz='^FuzzValidateTopic$$' -fuzztime=$(FUZZTIME) ./internal/scheduler
+	$(GO) test -run '^$$' -fuzz='^FuzzSource$$' -fuzztime=$(FUZZTIME) ./internal/sandbox/pyworker
 
 clean:
 	rm -rf bin
