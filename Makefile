@@ -86,6 +86,7 @@ proto-python-check: python-venv
 
 ## test-python: the SDK's tests, against a real cortex dev built from here.
 test-python: proto-python-check
+	cd $(PY_SDK) && $(abspath $(VENV))/bin/python -m mypy src
 	cd $(PY_SDK) && $(abspath $(VENV))/bin/python -m pytest -q
 
 ## test-short: unit tests only, no end-to-end processes.

@@ -7,7 +7,7 @@ import json
 import subprocess
 
 import pytest
-from conftest import Dev, Workers, topic
+from conftest import Dev, Workers, async_wait_until, topic
 
 import cortexos
 from cortexos import wire
@@ -57,7 +57,7 @@ async def test_list_watch_and_cancel_pending(client: cortexos.Client) -> None:
             states.append(cur.state)
 
     watching = asyncio.create_task(follow())
-    await asyncio.sleep(0.2)
+    await async_wait_until(lambda: states, what="the first state")
     await client.cancel(j.job_id, reason="not needed")
     await asyncio.wait_for(watching, 20)
     assert states[-1] == "CANCELLED" and states[0] in ("PENDING", "DISPATCHED")

@@ -167,7 +167,7 @@ async def connect(
         servers=[s.strip() for s in nats_url.split(",") if s.strip()],
         name=name,
         max_reconnect_attempts=-1,
-        reconnect_time_wait=0.25,
+        reconnect_time_wait=0.25,  # type: ignore[arg-type]  # seconds; nats-py takes a float
         error_cb=error_cb,
         disconnected_cb=disconnected_cb,
         reconnected_cb=reconnected_cb,
