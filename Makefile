@@ -69,7 +69,7 @@ VENV    ?= .venv
 PYTHON3 ?= python3
 PY_SDK   = sdk/python
 
-$(VENV)/.cortexos-installed: $(PY_SDK)/pyproject.toml $(shell find $(PY_SDK)/src -type f 2>/dev/null)
+$(VENV)/.cortexos-installed: $(PY_SDK)/pyproject.toml $(shell find $(PY_SDK)/src -type f \( -name '*.py' -o -name '*.pyi' -o -name py.typed \) 2>/dev/null)
 	@test -x $(VENV)/bin/python || $(PYTHON3) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --disable-pip-version-check "./$(PY_SDK)[test]"
 	@touch $@
