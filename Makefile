@@ -9,7 +9,8 @@ PROTOCHECK = $(GO) run ./tools/protocheck
 ARGS      ?=
 
 .PHONY: all proto proto-check build build-scheduler build-worker-echo build-cortex \
-	dev-up test test-short fmt-check vet bench fuzz clean
+	dev-up test test-short fmt-check vet bench fuzz clean \
+	python-venv proto-python proto-python-check test-python build-worker-python
 
 all: build
 
@@ -31,13 +32,16 @@ proto-check:
 		protoc -I . -o /dev/null $(PROTO_SRC)/*.proto && echo "protoc $$(protoc --version | cut -d' ' -f2) compiles $(PROTO_SRC)"; \
 	fi
 
-build: build-scheduler build-worker-echo build-cortex
+build: build-scheduler build-worker-echo build-worker-python build-cortex
 
 build-scheduler:
 	$(GO) build -o bin/cortex-scheduler ./cmd/cortex-scheduler
 
 build-worker-echo:
 	$(GO) build -o bin/cortex-worker-echo ./cmd/cortex-worker-echo
+
+build-worker-python:
+	$(GO) build -o bin/cortex-worker-python ./cmd/cortex-worker-python
 
 build-cortex:
 	$(GO) build -o bin/cortex ./cmd/cortex
@@ -55,8 +59,35 @@ vet:
 	$(GO) vet ./...
 
 ## test: everything CI runs.
-test: proto-check fmt-check vet
+test: proto-check fmt-check vet test-python
 	$(GO) test -race -count=1 -timeout 15m ./...
+
+## The Python SDK (sdk/python) is tested from a virtualenv, $(VENV), made
+## with $(PYTHON3) when absent; the package is installed into it as a user
+## would (pip install ./sdk/python), again whenever its sources change.
+VENV    ?= .venv
+PYTHON3 ?= python3
+PY_SDK   = sdk/python
+
+$(VENV)/.cortexos-installed: $(PY_SDK)/pyproject.toml $(shell find $(PY_SDK)/src -type f \( -name '*.py' -o -name '*.pyi' -o -name py.typed \) 2>/dev/null)
+	@test -x $(VENV)/bin/python || $(PYTHON3) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check "./$(PY_SDK)[test]"
+	@touch $@
+
+python-venv: $(VENV)/.cortexos-installed
+
+## proto-python: regenerate the Python SDK's cortex.v1 modules with the
+## protoc of grpcio-tools (the version pinned in sdk/python/pyproject.toml).
+proto-python: python-venv
+	PYTHON=$(VENV)/bin/python $(PY_SDK)/scripts/gen_proto.sh
+
+proto-python-check: python-venv
+	PYTHON=$(VENV)/bin/python $(PY_SDK)/scripts/gen_proto.sh --check
+
+## test-python: the SDK's tests, against a real cortex dev built from here.
+test-python: proto-python-check
+	cd $(PY_SDK) && $(abspath $(VENV))/bin/python -m mypy src
+	cd $(PY_SDK) && $(abspath $(VENV))/bin/python -m pytest -q
 
 ## test-short: unit tests only, no end-to-end processes.
 test-short:
@@ -78,6 +109,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz='^FuzzClientRequest$$' -fuzztime=$(FUZZTIME) ./internal/scheduler
 	$(GO) test -run '^$$' -fuzz='^FuzzValidateRequest$$' -fuzztime=$(FUZZTIME) ./internal/scheduler
 	$(GO) test -run '^$$' -fuzz='^FuzzDecodePageToken$$' -fuzztime=$(FUZZTIME) ./internal/jobstore
+	$(GO) test -run '^$$' -fuzz='^FuzzSource$$' -fuzztime=$(FUZZTIME) ./internal/sandbox/pyworker
 
 clean:
 	rm -rf bin

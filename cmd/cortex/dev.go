@@ -27,6 +27,7 @@ func newDevCommand() *cobra.Command {
 		host, dataDir, logLevel string
 		port, httpPort, workers int
 		syncAlways, auth        bool
+		codePython              bool
 		policy, placementFile   string
 	)
 	work := echo.DefaultWorkTime
@@ -86,6 +87,8 @@ their own tenant's jobs only (their credentials are also written, mode
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
+			waitCode := func() {}
+			defer func() { stop(); waitCode() }() // the code worker stops with ctx
 			parts := system.SchedulerOptions{Safety: config.Safety{Policy: policy}}
 			if placementFile != "" {
 				if parts.Placement, err = system.LoadPlacement(placementFile); err != nil {
@@ -100,6 +103,9 @@ their own tenant's jobs only (their credentials are also written, mode
 					fmt.Fprintf(out, "          or:  NATS_URL=%s go run ./tools/scripts/send_echo_job.go\n", url)
 				} else if err := printDevAuth(out, roles, url, abs); err != nil {
 					return err
+				}
+				if codePython {
+					waitCode = startCodePython(ctx, out, url, log, roles != nil)
 				}
 				fmt.Fprintln(out, "  Ctrl-C stops everything.")
 				return nil
@@ -118,6 +124,7 @@ their own tenant's jobs only (their credentials are also written, mode
 	f.StringVar(&logLevel, "log-level", "debug", "debug shows every job; info shows none")
 	f.StringVar(&policy, "policy", "", "safety policy file, reloaded when it changes (default: the shipped policy, config/policy.yaml's rules)")
 	f.StringVar(&placementFile, "placement", "", "placement config file: pools, tenants, strategies (docs/scheduling.md; default: the naive strategy)")
+	f.BoolVar(&codePython, "code-python", true, "also run a job.code.python worker (Python in a sandbox) when bubblewrap works here (docs/code-python.md)")
 	f.BoolVar(&auth, "auth", false, "admit only a user per role, with generated passwords, and print the client's (docs/security.md)")
 	return cmd
 }

@@ -1,0 +1,106 @@
+package pyworker
+
+// The one file that uses pkg/worker: the runtime that takes jobs, confirms,
+// heartbeats and reports. Everything else here is the handler.
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/cortex-os/core/internal/infrastructure/bus"
+	"github.com/cortex-os/core/internal/sandbox"
+	"github.com/cortex-os/core/pkg/worker"
+)
+
+// Kind is the worker's kind: heartbeats on sys.heartbeat.code-python.
+const Kind = "code-python"
+
+// Options configure Run.
+type Options struct {
+	NatsURL     string
+	NatsOptions []nats.Option
+	ID          string // default: unique per process
+	// Capacity is how many programs run at once. Default 2.
+	Capacity int
+	Direct   bool
+	// NamedSubjects: heartbeats and results on subjects that name the
+	// worker (docs/security.md); on whenever it has credentials.
+	NamedSubjects                                   bool
+	HeartbeatInterval, LeaseInterval, ShutdownGrace time.Duration
+	Sandbox                                         *sandbox.Sandbox
+	Logger                                          *slog.Logger
+	// Started, if set, is called once the worker is connected.
+	Started func(id string)
+}
+
+// Run connects and takes job.code.python jobs until ctx ends.
+func Run(ctx context.Context, o Options) error {
+	if o.Sandbox == nil {
+		return fmt.Errorf("pyworker: Options.Sandbox is required")
+	}
+	if o.Capacity <= 0 {
+		o.Capacity = 2
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	b, err := bus.Connect(bus.Config{URL: o.NatsURL, Name: "cortex-worker-python", Logger: o.Logger, Options: o.NatsOptions})
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	h := &Handler{Sandbox: o.Sandbox, Objects: objectStore{b.Conn()}}
+	w, err := worker.New(b.Conn(), worker.Config{
+		Kind:  Kind,
+		Topic: Topic,
+		Handler: worker.HandlerFunc(func(ctx context.Context, job *worker.Job) (worker.Result, error) {
+			ptr, err := h.HandleJob(ctx, job.Request())
+			return worker.Result{Ptr: ptr}, err
+		}),
+		ID:                o.ID,
+		Capacity:          o.Capacity,
+		Capabilities:      []string{Kind, "python"},
+		Direct:            o.Direct,
+		HeartbeatInterval: o.HeartbeatInterval,
+		LeaseInterval:     o.LeaseInterval,
+		ShutdownGrace:     o.ShutdownGrace,
+		NamedSubjects:     o.NamedSubjects,
+		Logger:            o.Logger,
+	})
+	if err != nil {
+		return err
+	}
+	if o.Started != nil {
+		o.Started(w.ID())
+	}
+	return w.Run(ctx)
+}
+
+// objectStore reads obj:// pointers from JetStream object stores.
+type objectStore struct{ nc *nats.Conn }
+
+func (s objectStore) ReadObject(ctx context.Context, bucket, key string, max int) ([]byte, error) {
+	js, err := jetstream.New(s.nc)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	obs, err := js.ObjectStore(ctx, bucket)
+	if err != nil {
+		return nil, err
+	}
+	info, err := obs.GetInfo(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	if info.Size > uint64(max) {
+		return nil, fmt.Errorf("%d bytes, at most %d", info.Size, max)
+	}
+	return obs.GetBytes(ctx, key)
+}

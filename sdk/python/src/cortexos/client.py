@@ -1,0 +1,415 @@
+"""The CortexOS client: submit jobs, ask about them, cancel them, wait for
+their results. The same protocol as the Go client (internal/client): a
+submission is published on sys.job.submit with a Cortex-Reply-To header
+naming an inbox where the scheduler answers with a JobAnswer; queries and
+cancels are NATS requests on sys.job.query and sys.job.cancel.
+
+With an ``identity`` (a client identity the server ties to its user) the
+subjects are sys.job.submit.<identity>, sys.job.query.<identity> and
+sys.job.cancel.<identity>, and answers arrive under _INBOX.<identity>.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
+
+from cortexos import wire
+from cortexos.connection import Credentials, connect
+from cortexos.errors import (
+    Conflict,
+    Denied,
+    JobFailed,
+    NoScheduler,
+    NotFound,
+    Refused,
+    Throttled,
+)
+from cortexos.pb.v1 import heartbeat_pb2, job_pb2
+from cortexos.pointers import DEFAULT_BUCKET, BlobStore
+
+__all__ = ["Client", "Job", "TERMINAL_STATES"]
+
+log = logging.getLogger("cortexos.client")
+
+#: States a job never leaves.
+TERMINAL_STATES = frozenset({"COMPLETED", "FAILED", "DENIED", "TIMEOUT", "CANCELLED"})
+
+_PRIORITIES = {
+    None: job_pb2.JOB_PRIORITY_UNSPECIFIED,
+    "batch": job_pb2.JOB_PRIORITY_BATCH,
+    "interactive": job_pb2.JOB_PRIORITY_INTERACTIVE,
+    "critical": job_pb2.JOB_PRIORITY_CRITICAL,
+}
+
+
+def _state_name(state: int) -> str:
+    return job_pb2.JobState.Name(state).removeprefix("JOB_STATE_") if state in job_pb2.JobState.values() else str(state)
+
+
+@dataclass(frozen=True)
+class Job:
+    """What the scheduler knows about a job: a snapshot of its JobInfo."""
+
+    info: job_pb2.JobInfo
+
+    @property
+    def job_id(self) -> str:
+        return self.info.job_id
+
+    @property
+    def state(self) -> str:
+        """PENDING, DISPATCHED, RUNNING, COMPLETED, FAILED, DENIED, TIMEOUT or CANCELLED."""
+        return _state_name(self.info.state)
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+    @property
+    def attempt(self) -> int:
+        return self.info.attempt
+
+    @property
+    def max_attempts(self) -> int:
+        return self.info.max_attempts
+
+    @property
+    def failed_attempts(self) -> int:
+        return self.info.failed_attempts
+
+    @property
+    def worker_id(self) -> str:
+        return self.info.worker_id
+
+    @property
+    def result_ptr(self) -> str:
+        return self.info.result_ptr
+
+    @property
+    def error(self) -> str:
+        return self.info.error
+
+    @property
+    def pending_reason(self) -> str:
+        return self.info.pending_reason
+
+    @property
+    def trace_id(self) -> str:
+        return self.info.trace_id
+
+    @property
+    def topic(self) -> str:
+        return self.info.request.topic
+
+    @property
+    def rule_id(self) -> str:
+        return self.info.rule_id
+
+    @property
+    def dead_letter(self) -> bool:
+        return self.info.dead_letter
+
+    @property
+    def execution_ms(self) -> int:
+        return self.info.execution_ms
+
+    def __repr__(self) -> str:
+        return f"Job(job_id={self.job_id!r}, state={self.state}, attempt={self.attempt}, worker_id={self.worker_id!r})"
+
+
+def _refusal(a: job_pb2.JobAnswer) -> Refused:
+    job = Job(a.jobs[0]) if len(a.jobs) > 0 else None
+    kw: dict[str, Any] = dict(
+        retryable=a.retryable, retry_after=a.retry_after_ms / 1000.0, rule_id=a.rule_id, job=job
+    )
+    err = a.error or "refused"
+    if job is not None and job.state == "DENIED":
+        return Denied(err, **kw)
+    if a.retryable and a.retry_after_ms > 0:
+        return Throttled(err, **kw)
+    if err.startswith("conflict") or err.startswith("job already"):
+        return Conflict(err, **kw)
+    if "not found" in err:
+        return NotFound(err, **kw)
+    return Refused(err, **kw)
+
+
+class Client:
+    """Submits jobs and asks the scheduler about them. Make one with
+    :meth:`connect`; close it with :meth:`close` or ``async with``."""
+
+    def __init__(
+        self,
+        nc: NATS,
+        *,
+        identity: str | None = None,
+        sender_id: str = "cortex-python",
+        request_timeout: float = 5.0,
+        max_packet_bytes: int = wire.DEFAULT_MAX_PACKET_BYTES,
+        blob_bucket: str = DEFAULT_BUCKET,
+        inline_input_limit: int = 256 << 10,
+        own_connection: bool = False,
+    ) -> None:
+        if identity is not None and (not identity or any(c in identity for c in ". *>\t\r\n")):
+            raise ValueError(f"identity {identity!r} must be one subject token")
+        self.nc = nc
+        self.identity = identity
+        self.sender_id = sender_id
+        self.request_timeout = request_timeout
+        self.max_packet_bytes = max_packet_bytes
+        #: Inputs up to this size travel in JobRequest.payload; larger ones
+        #: are put in the object store and passed as an obj:// context_ptr.
+        self.inline_input_limit = inline_input_limit
+        self.blobs = BlobStore(nc, bucket=blob_bucket)
+        self._own = own_connection
+
+    @classmethod
+    async def connect(
+        cls,
+        nats_url: str = "nats://127.0.0.1:4222",
+        *,
+        credentials: Credentials | None = None,
+        identity: str | None = None,
+        **kwargs: Any,
+    ) -> Client:
+        """Connect to NATS at ``nats_url`` (comma-separated for several
+        servers). ``credentials`` default to none; pass
+        ``Credentials.from_env()`` to read NATS_USER and the rest."""
+        nc = await connect(nats_url, credentials, name="cortexos-client", inbox_identity=identity)
+        return cls(nc, identity=identity, own_connection=True, **kwargs)
+
+    async def close(self) -> None:
+        if self._own and not self.nc.is_closed:
+            await self.nc.close()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _subject(self, base: str) -> str:
+        return wire.client_subject(base, self.identity)
+
+    def _packet(self, trace_id: str | None = None) -> Any:
+        return wire.new_packet(trace_id or str(uuid.uuid4()), self.sender_id)
+
+    # ---- submit ----
+
+    async def submit(
+        self,
+        topic: str,
+        input: bytes | str | None = None,
+        *,
+        job_id: str | None = None,
+        env: Mapping[str, str] | None = None,
+        priority: str | None = None,
+        tenant: str = "",
+        job_timeout: float | None = None,
+        ttl: float | None = None,
+        max_attempts: int = 0,
+        require: Sequence[str] = (),
+        labels: Mapping[str, str] | None = None,
+        context_ptr: str = "",
+        adapter_id: str = "",
+        trace_id: str | None = None,
+        wait: bool = False,
+        timeout: float | None = None,
+    ) -> Job:
+        """Submit a job to ``topic`` and return it as the scheduler recorded it
+        (PENDING or DISPATCHED; the existing job if ``job_id`` repeats one
+        with the same content). With ``wait``, follow it to its terminal state
+        (at most ``timeout`` seconds, then TimeoutError) and return that.
+
+        ``input`` goes in JobRequest.payload, or, past
+        ``inline_input_limit``, into the object store with an obj://
+        context_ptr. ``job_timeout`` is the per-attempt timeout and ``ttl``
+        the job's deadline, in seconds; ``require`` and ``labels`` are what a
+        worker must have to run it.
+
+        Raises Denied, Throttled, Conflict or Refused when the scheduler
+        says no, NoScheduler when none listens, TimeoutError when none
+        answers within request_timeout."""
+        if priority not in _PRIORITIES:
+            raise ValueError(f"priority {priority!r}: want batch, interactive or critical")
+        req = job_pb2.JobRequest(
+            job_id=job_id or str(uuid.uuid4()),
+            topic=topic,
+            priority=_PRIORITIES[priority],
+            context_ptr=context_ptr,
+            adapter_id=adapter_id,
+            tenant=tenant,
+            max_attempts=max_attempts,
+            timeout_ms=int((job_timeout or 0) * 1000),
+            ttl_ms=int((ttl or 0) * 1000),
+        )
+        req.env_vars.update(env or {})
+        req.required_capabilities.extend(require)
+        req.required_labels.update(labels or {})
+        if input is not None:
+            data = input.encode() if isinstance(input, str) else bytes(input)
+            if len(data) <= self.inline_input_limit:
+                req.payload = data
+            else:
+                if context_ptr:
+                    raise ValueError("input too large to go inline, and context_ptr is set: give one")
+                req.context_ptr = await self.blobs.put(f"inputs/{req.job_id}", data)
+        job = await self._submit(req, trace_id)
+        if not wait:
+            return job
+        return await self.wait(job.job_id, timeout=timeout)
+
+    async def _submit(self, req: job_pb2.JobRequest, trace_id: str | None) -> Job:
+        p = self._packet(trace_id)
+        p.job_request.CopyFrom(req)
+        data = wire.encode(p, self.max_packet_bytes)
+        inbox = self.nc.new_inbox()
+        answer: asyncio.Future[job_pb2.JobAnswer] = asyncio.get_running_loop().create_future()
+
+        async def on_answer(msg: Msg) -> None:
+            try:
+                a = wire.decode(msg.data, self.max_packet_bytes)
+            except wire.PacketError as e:
+                log.warning("dropped an answer on %s: %s", msg.subject, e)
+                return
+            if a.WhichOneof("payload") == "job_answer" and not answer.done():
+                answer.set_result(a.job_answer)
+
+        sub = await self.nc.subscribe(inbox, cb=on_answer)
+        try:
+            await self.nc.flush(timeout=int(max(1, self.request_timeout)))  # the server has the subscription before we submit
+            await self.nc.publish(self._subject(wire.SUBJECT_SUBMIT), data, headers={wire.HEADER_REPLY_TO: inbox})
+            try:
+                a = await asyncio.wait_for(answer, self.request_timeout)
+            except asyncio.TimeoutError:
+                raise TimeoutError(
+                    f"no answer from a scheduler for job {req.job_id} within {self.request_timeout:g}s; "
+                    "if the intake is durable it is recorded when a scheduler runs"
+                ) from None
+        finally:
+            await sub.unsubscribe()
+        if not a.ok:
+            raise _refusal(a)
+        if len(a.jobs) == 0:
+            raise Refused("answer without a job")
+        return Job(a.jobs[0])
+
+    # ---- queries ----
+
+    async def _ask(self, base: str, p: Any, timeout: float | None = None) -> job_pb2.JobAnswer:
+        subject = self._subject(base)
+        try:
+            msg = await self.nc.request(subject, wire.encode(p, self.max_packet_bytes), timeout=timeout or self.request_timeout)
+        except NoRespondersError:
+            raise NoScheduler(f"no scheduler is answering on {subject}", retryable=True) from None
+        except NatsTimeout:
+            raise TimeoutError(f"no answer from a scheduler on {subject} within {timeout or self.request_timeout:g}s") from None
+        try:
+            reply = wire.decode(msg.data, self.max_packet_bytes)
+        except wire.PacketError as e:
+            raise Refused(f"unreadable answer on {subject}: {e}") from e
+        if reply.WhichOneof("payload") != "job_answer":
+            raise Refused(f"unexpected answer on {subject}")
+        return reply.job_answer
+
+    async def _one(self, base: str, p: Any, timeout: float | None = None) -> Job:
+        a = await self._ask(base, p, timeout)
+        if not a.ok:
+            raise _refusal(a)
+        if len(a.jobs) == 0:
+            raise Refused("answer without a job")
+        return Job(a.jobs[0])
+
+    async def get(self, job_id: str) -> Job:
+        """The job as the scheduler has it now. NotFound if there is none."""
+        p = self._packet()
+        p.job_query.job_id = job_id
+        return await self._one(wire.SUBJECT_QUERY, p)
+
+    async def list(self, state: str | None = None, limit: int = 100) -> builtins.list[Job]:
+        """Up to ``limit`` jobs (the most recently updated), in ``state`` if given."""
+        p = self._packet()
+        if state is not None:
+            p.job_query.state = job_pb2.JobState.Value("JOB_STATE_" + state.upper())
+        p.job_query.limit = limit
+        p.job_query.SetInParent()
+        a = await self._ask(wire.SUBJECT_QUERY, p)
+        if not a.ok:
+            raise _refusal(a)
+        return [Job(j) for j in a.jobs]
+
+    async def workers(self) -> builtins.list[heartbeat_pb2.WorkerInfo]:
+        """The live workers the scheduler knows."""
+        p = self._packet()
+        p.job_query.workers = True
+        a = await self._ask(wire.SUBJECT_QUERY, p)
+        if not a.ok:
+            raise _refusal(a)
+        return list(a.workers)
+
+    async def cancel(self, job_id: str, reason: str = "") -> Job:
+        """Cancel a job in any non-terminal state; its worker's handler is
+        told. Conflict if it already ended, NotFound if there is none."""
+        p = self._packet()
+        p.job_cancel.job_id = job_id
+        p.job_cancel.reason = reason
+        return await self._one(wire.SUBJECT_CANCEL, p)
+
+    async def watch(self, job_id: str, *, interval: float = 0.1) -> AsyncIterator[Job]:
+        """Yield the job each time its state, attempt or pending reason
+        changes, until it is terminal (the last one yielded). A scheduler
+        that does not answer one poll is asked again."""
+        last: Job | None = None
+        while True:
+            try:
+                job = await self.get(job_id)
+            except (TimeoutError, NoScheduler):
+                job = None
+            if job is not None:
+                if last is None or (job.state, job.attempt, job.pending_reason) != (last.state, last.attempt, last.pending_reason):
+                    last = job
+                    yield job
+                if job.terminal:
+                    return
+            await asyncio.sleep(interval)
+
+    async def wait(self, job_id: str, *, timeout: float | None = None, interval: float = 0.1) -> Job:
+        """Follow a job to its terminal state and return it; TimeoutError
+        after ``timeout`` seconds (None: no bound)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        async def follow() -> Job:
+            last = None
+            async for job in self.watch(job_id, interval=interval):
+                last = job
+            assert last is not None
+            return last
+
+        try:
+            return await asyncio.wait_for(follow(), None if deadline is None else max(0.0, deadline - time.monotonic()))
+        except asyncio.TimeoutError:
+            raise TimeoutError(f"job {job_id} not finished within {timeout:g}s") from None
+
+    async def result(self, job_id: str, *, timeout: float | None = None) -> bytes:
+        """Wait for the job and return its result: the bytes behind its
+        result_ptr (data: or obj://; b"" when it has none). JobFailed if it
+        did not complete; PointerError for a pointer the SDK cannot read
+        (``(await client.get(id)).result_ptr`` has it)."""
+        job = await self.wait(job_id, timeout=timeout)
+        if job.state != "COMPLETED":
+            raise JobFailed(job)
+        if not job.result_ptr:
+            return b""
+        return await self.blobs.read(job.result_ptr)

@@ -1,0 +1,161 @@
+"""Where a job's input and result live: the pointers in JobRequest.context_ptr
+and JobResult.result_ptr.
+
+Two schemes are read and written here:
+
+``data:[<media type>][;base64],<data>``
+    The bytes inline, as in RFC 2397. For small values: the scheduler caps
+    context_ptr at 4096 bytes, and a result_ptr is kept in the job store.
+
+``obj://<bucket>/<key>``
+    An object in a JetStream object store bucket (default ``CORTEX_BLOBS``).
+    The bucket is created on first write if it does not exist.
+
+Any other pointer (``memory://echo/<id>`` from the Go echo worker, say) is
+passed through: a worker may return one (:class:`Pointer`) and a client sees
+it in ``Job.result_ptr``, but the SDK cannot read it.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import urllib.parse
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from cortexos.errors import PointerError
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client as NATS
+
+__all__ = [
+    "DEFAULT_BUCKET",
+    "DEFAULT_MAX_BLOB_BYTES",
+    "Pointer",
+    "data_url",
+    "parse_data_url",
+    "obj_pointer",
+    "parse_obj_pointer",
+    "BlobStore",
+]
+
+#: The object store bucket obj:// pointers are written to by default.
+DEFAULT_BUCKET = "CORTEX_BLOBS"
+
+#: The largest object read through a pointer unless told otherwise.
+DEFAULT_MAX_BLOB_BYTES = 64 << 20
+
+_BUCKET_RE = re.compile(r"^[a-zA-Z0-9_-]+$")
+
+
+@dataclass(frozen=True)
+class Pointer:
+    """A result pointer a handler returns as is: the worker puts ``ptr`` into
+    result_ptr without storing anything (``Pointer("s3://bucket/out.json")``)."""
+
+    ptr: str
+
+
+def data_url(data: bytes, media_type: str = "application/octet-stream") -> str:
+    """``data:<media_type>;base64,<data>``."""
+    return f"data:{media_type};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def parse_data_url(ptr: str) -> tuple[bytes, str]:
+    """The bytes and media type of a ``data:`` URL (base64 or percent-encoded).
+    Raises PointerError when it is not one."""
+    if not ptr.startswith("data:"):
+        raise PointerError(f"not a data: URL: {ptr[:40]!r}")
+    head, sep, body = ptr[5:].partition(",")
+    if not sep:
+        raise PointerError("data: URL without a comma")
+    params = head.split(";")
+    media = params[0] or "text/plain;charset=US-ASCII"
+    if params[-1] == "base64":
+        try:
+            return base64.b64decode(body, validate=True), media
+        except ValueError as e:
+            raise PointerError(f"data: URL with bad base64: {e}") from e
+    return urllib.parse.unquote_to_bytes(body), media
+
+
+def obj_pointer(bucket: str, key: str) -> str:
+    """``obj://<bucket>/<key>``."""
+    return f"obj://{bucket}/{key}"
+
+
+def parse_obj_pointer(ptr: str) -> tuple[str, str]:
+    """The bucket and key of ``obj://<bucket>/<key>``. The key may hold slashes."""
+    if not ptr.startswith("obj://"):
+        raise PointerError(f"not an obj:// pointer: {ptr[:40]!r}")
+    bucket, sep, key = ptr[6:].partition("/")
+    if not sep or not key or not _BUCKET_RE.match(bucket):
+        raise PointerError(f"obj:// pointer {ptr!r}: want obj://<bucket>/<key>, bucket of letters, digits, - and _")
+    return bucket, key
+
+
+class BlobStore:
+    """Reads and writes pointers over one NATS connection: ``data:`` inline,
+    ``obj://`` in JetStream object stores."""
+
+    def __init__(self, nc: NATS, *, bucket: str = DEFAULT_BUCKET, max_bytes: int = DEFAULT_MAX_BLOB_BYTES) -> None:
+        if not _BUCKET_RE.match(bucket):
+            raise PointerError(f"bucket {bucket!r}: letters, digits, - and _ only")
+        self._nc = nc
+        self.bucket = bucket
+        self.max_bytes = max_bytes
+        self._stores: dict[str, Any] = {}
+
+    async def _store(self, bucket: str, create: bool) -> Any:
+        from nats.js.errors import BucketNotFoundError
+
+        if bucket in self._stores:
+            return self._stores[bucket]
+        js = self._nc.jetstream()
+        try:
+            store = await js.object_store(bucket)
+        except BucketNotFoundError:
+            if not create:
+                raise PointerError(f"object store bucket {bucket} does not exist") from None
+            store = await js.create_object_store(bucket)
+        self._stores[bucket] = store
+        return store
+
+    async def put(self, key: str, data: bytes, *, bucket: str | None = None) -> str:
+        """Store ``data`` under ``key`` and return its ``obj://`` pointer."""
+        b = bucket or self.bucket
+        try:
+            store = await self._store(b, create=True)
+            await store.put(key, data)
+        except PointerError:
+            raise
+        except Exception as e:  # nats errors: no JetStream, no permission, ...
+            raise PointerError(f"writing obj://{b}/{key}: {type(e).__name__}: {e}") from e
+        return obj_pointer(b, key)
+
+    async def read(self, ptr: str) -> bytes:
+        """The bytes behind a ``data:`` or ``obj://`` pointer, at most
+        ``max_bytes``; PointerError for anything else."""
+        if ptr.startswith("data:"):
+            data, _ = parse_data_url(ptr)
+            return data
+        if ptr.startswith("obj://"):
+            bucket, key = parse_obj_pointer(ptr)
+            from nats.js.errors import NotFoundError
+
+            try:
+                store = await self._store(bucket, create=False)
+                info = await store.get_info(key)
+                if info.size is not None and info.size > self.max_bytes:
+                    raise PointerError(f"{ptr}: {info.size} bytes, limit {self.max_bytes}")
+                res = await store.get(key)
+            except PointerError:
+                raise
+            except NotFoundError:
+                raise PointerError(f"{ptr}: no such object") from None
+            except Exception as e:
+                raise PointerError(f"reading {ptr}: {type(e).__name__}: {e}") from e
+            return bytes(res.data)
+        scheme = ptr.split(":", 1)[0] if ":" in ptr else ptr[:20]
+        raise PointerError(f"cannot read a {scheme!r} pointer: {ptr[:80]!r} (the SDK reads data: and obj://)")

@@ -1,0 +1,151 @@
+"""The CortexOS bus contract: subjects, the BusPacket envelope, and decoding
+with a size cap. The same contract as the Go packages pkg/wire and
+internal/infrastructure/bus; test/vectors holds encoded packets that both
+sides check byte for byte.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from google.protobuf.message import DecodeError
+
+from cortexos.pb.v1 import packet_pb2
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "DEFAULT_MAX_PACKET_BYTES",
+    "SUBJECT_SUBMIT",
+    "SUBJECT_QUERY",
+    "SUBJECT_CANCEL",
+    "SUBJECT_RESULT",
+    "JOB_SUBJECT_PREFIX",
+    "HEADER_REPLY_TO",
+    "heartbeat_subject",
+    "result_subject",
+    "worker_cancel_subject",
+    "worker_job_subject",
+    "client_subject",
+    "new_packet",
+    "encode",
+    "decode",
+    "PacketError",
+    "Malformed",
+    "TooLarge",
+    "UnknownPayload",
+    "ErrorCounts",
+]
+
+#: BusPacket.protocol_version this code speaks.
+PROTOCOL_VERSION = 1
+
+#: The largest packet accepted or sent: the NATS server's default max_payload.
+#: Larger inputs and outputs belong behind context_ptr / result_ptr.
+DEFAULT_MAX_PACKET_BYTES = 1 << 20
+
+SUBJECT_SUBMIT = "sys.job.submit"
+SUBJECT_QUERY = "sys.job.query"
+SUBJECT_CANCEL = "sys.job.cancel"
+SUBJECT_RESULT = "sys.job.result"
+JOB_SUBJECT_PREFIX = "job."
+
+#: On a submission: the subject the scheduler answers on with a JobAnswer. A
+#: NATS reply subject cannot serve, since a stream capturing sys.job.submit
+#: answers it with the stream's publish acknowledgement.
+HEADER_REPLY_TO = "Cortex-Reply-To"
+
+
+def heartbeat_subject(kind: str, worker_id: str) -> str:
+    """Where worker ``worker_id`` of ``kind`` heartbeats: sys.heartbeat.<kind>.<id>."""
+    return f"sys.heartbeat.{kind}.{worker_id}"
+
+
+def result_subject(worker_id: str) -> str:
+    """Where worker ``worker_id`` publishes its results: sys.job.result.<id>."""
+    return f"{SUBJECT_RESULT}.{worker_id}"
+
+
+def worker_cancel_subject(worker_id: str) -> str:
+    """Where a worker hears cancellations of the jobs it holds."""
+    return f"sys.worker.{worker_id}.cancel"
+
+
+def worker_job_subject(worker_id: str) -> str:
+    """A direct worker's own job subject, sys.worker.<id>.job."""
+    return f"sys.worker.{worker_id}.job"
+
+
+def client_subject(base: str, identity: str | None) -> str:
+    """A client subject (submit, query, cancel) for a client identity: the bare
+    subject without one, ``<base>.<identity>`` with one."""
+    return f"{base}.{identity}" if identity else base
+
+
+def new_packet(trace_id: str, sender_id: str, now: float | None = None) -> packet_pb2.BusPacket:
+    """A BusPacket envelope stamped now (or at ``now``, seconds since the epoch)."""
+    p = packet_pb2.BusPacket(trace_id=trace_id, sender_id=sender_id, protocol_version=PROTOCOL_VERSION)
+    t = time.time() if now is None else now
+    sec = int(t)
+    p.created_at.seconds = sec
+    p.created_at.nanos = int((t - sec) * 1e9)
+    return p
+
+
+class PacketError(Exception):
+    """A packet that was not accepted."""
+
+
+class Malformed(PacketError):
+    """The bytes do not decode as a BusPacket (bad wire format or strings
+    that are not UTF-8)."""
+
+
+class TooLarge(PacketError):
+    """A packet over the size cap, in or out."""
+
+
+class UnknownPayload(PacketError):
+    """A packet without a payload this version knows (empty, or a oneof member
+    added by a newer protocol)."""
+
+
+def encode(packet: packet_pb2.BusPacket, max_bytes: int = DEFAULT_MAX_PACKET_BYTES) -> bytes:
+    """Serialize ``packet``, refusing one larger than ``max_bytes`` (0: no cap)."""
+    size = packet.ByteSize()
+    if max_bytes > 0 and size > max_bytes:
+        raise TooLarge(f"packet of {size} bytes, limit {max_bytes}")
+    data: bytes = packet.SerializeToString()
+    return data
+
+
+def decode(data: bytes, max_bytes: int = DEFAULT_MAX_PACKET_BYTES) -> packet_pb2.BusPacket:
+    """Check the size of ``data``, then parse it. Raises Malformed, TooLarge or
+    UnknownPayload, never anything else."""
+    if max_bytes > 0 and len(data) > max_bytes:
+        raise TooLarge(f"{len(data)} bytes, limit {max_bytes}")
+    p = packet_pb2.BusPacket()
+    try:
+        p.ParseFromString(data)
+    except (DecodeError, ValueError, RuntimeError) as e:  # the C and Python parsers differ
+        raise Malformed(str(e) or "does not decode") from e
+    if p.WhichOneof("payload") is None:
+        raise UnknownPayload("no known payload")
+    return p
+
+
+@dataclass
+class ErrorCounts:
+    """Packets dropped on receipt, by cause."""
+
+    malformed: int = 0
+    too_large: int = 0
+    unknown_payload: int = 0
+
+    def count(self, err: PacketError) -> None:
+        if isinstance(err, TooLarge):
+            self.too_large += 1
+        elif isinstance(err, UnknownPayload):
+            self.unknown_payload += 1
+        else:
+            self.malformed += 1
