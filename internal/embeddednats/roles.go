@@ -75,7 +75,7 @@ func schedulerJetStream() []string {
 		out = append(out, jsStream+"CREATE."+s, jsStream+"UPDATE."+s, jsStream+"INFO."+s)
 	}
 	out = append(out,
-		jsAPI+"DIRECT.GET."+streamJobs+".>", jsStream+"MSG.GET."+streamJobs,
+		jsAPI+"DIRECT.GET."+streamJobs, jsAPI+"DIRECT.GET."+streamJobs+".>", jsStream+"MSG.GET."+streamJobs,
 		jsConsumer+"CREATE."+streamJobs+".>", jsConsumer+"DELETE."+streamJobs+".*",
 		jsStream+"MSG.GET."+streamDLQ, jsStream+"MSG.DELETE."+streamDLQ,
 	)

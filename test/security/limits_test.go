@@ -35,7 +35,7 @@ func TestLongTopicIsRefusedAndTheSchedulerServes(t *testing.T) {
 	log := logs.logger()
 	runScheduler(t, url, config.StoreJetStream, config.Safety{}, log)
 	runWorker(t, url, "echo-1", echo.WorkTime{}, log)
-	c := client.New(connect(t, url, "client", log), "security-test")
+	c := newClient(t, url, "client", log)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*waitFor)
 	defer cancel()
 
@@ -88,7 +88,7 @@ func TestStoredUnpublishableJobIsFailed(t *testing.T) {
 
 	runScheduler(t, url, config.StoreJetStream, config.Safety{}, log)
 	runWorker(t, url, "echo-1", echo.WorkTime{}, log)
-	c := client.New(connect(t, url, "client", log), "security-test")
+	c := newClient(t, url, "client", log)
 	j := watch(t, ctx, c, "stored-long", terminal)
 	if j.GetState() != lifecycle.Failed || !strings.Contains(j.GetError(), "invalid topic") || j.GetDeadLetter() {
 		t.Errorf("stored job ended %s with %q (dead letter %v), want FAILED for its topic", lifecycle.Name(j.GetState()), j.GetError(), j.GetDeadLetter())
@@ -179,7 +179,7 @@ func TestForgedResultIsRefused(t *testing.T) {
 		}
 	})
 
-	c := client.New(connect(t, url, "client", log), "security-test")
+	c := newClient(t, url, "client", log)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*waitFor)
 	defer cancel()
 	submit(t, ctx, c, &pb.JobRequest{JobId: "held-by-2", Topic: "job.echo"})
