@@ -136,20 +136,26 @@ class JobCancel(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class JobQuery(_message.Message):
-    __slots__ = ("job_id", "state", "limit", "dead_letter", "redrive", "workers")
+    __slots__ = ("job_id", "state", "limit", "dead_letter", "redrive", "workers", "page_token", "topic", "tenant")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     DEAD_LETTER_FIELD_NUMBER: _ClassVar[int]
     REDRIVE_FIELD_NUMBER: _ClassVar[int]
     WORKERS_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     state: JobState
     limit: int
     dead_letter: bool
     redrive: bool
     workers: bool
-    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., limit: _Optional[int] = ..., dead_letter: _Optional[bool] = ..., redrive: _Optional[bool] = ..., workers: _Optional[bool] = ...) -> None: ...
+    page_token: str
+    topic: str
+    tenant: str
+    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., limit: _Optional[int] = ..., dead_letter: _Optional[bool] = ..., redrive: _Optional[bool] = ..., workers: _Optional[bool] = ..., page_token: _Optional[str] = ..., topic: _Optional[str] = ..., tenant: _Optional[str] = ...) -> None: ...
 
 class JobInfo(_message.Message):
     __slots__ = ("job_id", "state", "attempt", "max_attempts", "worker_id", "result_ptr", "error", "pending_reason", "trace_id", "request", "created_ms", "updated_ms", "next_attempt_ms", "deadline_ms", "execution_ms", "dead_letter", "attempt_started_ms", "failed_attempts", "rule_id", "policy_version", "pool", "awaiting_safety")
@@ -200,7 +206,7 @@ class JobInfo(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., attempt: _Optional[int] = ..., max_attempts: _Optional[int] = ..., worker_id: _Optional[str] = ..., result_ptr: _Optional[str] = ..., error: _Optional[str] = ..., pending_reason: _Optional[str] = ..., trace_id: _Optional[str] = ..., request: _Optional[_Union[JobRequest, _Mapping]] = ..., created_ms: _Optional[int] = ..., updated_ms: _Optional[int] = ..., next_attempt_ms: _Optional[int] = ..., deadline_ms: _Optional[int] = ..., execution_ms: _Optional[int] = ..., dead_letter: _Optional[bool] = ..., attempt_started_ms: _Optional[int] = ..., failed_attempts: _Optional[int] = ..., rule_id: _Optional[str] = ..., policy_version: _Optional[str] = ..., pool: _Optional[str] = ..., awaiting_safety: _Optional[bool] = ...) -> None: ...
 
 class JobAnswer(_message.Message):
-    __slots__ = ("ok", "error", "retryable", "jobs", "retry_after_ms", "rule_id", "workers")
+    __slots__ = ("ok", "error", "retryable", "jobs", "retry_after_ms", "rule_id", "workers", "next_page_token")
     OK_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     RETRYABLE_FIELD_NUMBER: _ClassVar[int]
@@ -208,6 +214,7 @@ class JobAnswer(_message.Message):
     RETRY_AFTER_MS_FIELD_NUMBER: _ClassVar[int]
     RULE_ID_FIELD_NUMBER: _ClassVar[int]
     WORKERS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     ok: bool
     error: str
     retryable: bool
@@ -215,4 +222,5 @@ class JobAnswer(_message.Message):
     retry_after_ms: int
     rule_id: str
     workers: _containers.RepeatedCompositeFieldContainer[_heartbeat_pb2.WorkerInfo]
-    def __init__(self, ok: _Optional[bool] = ..., error: _Optional[str] = ..., retryable: _Optional[bool] = ..., jobs: _Optional[_Iterable[_Union[JobInfo, _Mapping]]] = ..., retry_after_ms: _Optional[int] = ..., rule_id: _Optional[str] = ..., workers: _Optional[_Iterable[_Union[_heartbeat_pb2.WorkerInfo, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, ok: _Optional[bool] = ..., error: _Optional[str] = ..., retryable: _Optional[bool] = ..., jobs: _Optional[_Iterable[_Union[JobInfo, _Mapping]]] = ..., retry_after_ms: _Optional[int] = ..., rule_id: _Optional[str] = ..., workers: _Optional[_Iterable[_Union[_heartbeat_pb2.WorkerInfo, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
