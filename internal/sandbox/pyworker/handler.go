@@ -36,10 +36,31 @@ type ObjectReader interface {
 	ReadObject(ctx context.Context, bucket, key string, max int) ([]byte, error)
 }
 
+// ObjectWriter stores a result too large to go inline, and returns its
+// obj://<bucket>/<key> pointer.
+type ObjectWriter interface {
+	WriteObject(ctx context.Context, bucket, key string, data []byte) (string, error)
+}
+
+// ObjectStore reads sources and writes results.
+type ObjectStore interface {
+	ObjectReader
+	ObjectWriter
+}
+
+// MaxInlinePointer is the longest result_ptr that goes inline as a data:
+// URL: the scheduler refuses a longer one (its field limits,
+// docs/security.md). A longer result goes to the object store.
+const MaxInlinePointer = 4096
+
+// ResultBucket is where results too large to go inline are stored, as the
+// Python SDK stores them: obj://CORTEX_BLOBS/results/<job_id>/<attempt>.
+const ResultBucket = "CORTEX_BLOBS"
+
 // Handler runs jobs in a sandbox.
 type Handler struct {
 	Sandbox *sandbox.Sandbox
-	Objects ObjectReader // nil: obj:// pointers are refused
+	Objects ObjectStore // nil: obj:// pointers are refused, and results must fit inline
 }
 
 // Output is the job's result, as JSON in result_ptr.
@@ -78,6 +99,15 @@ func (h *Handler) HandleJob(ctx context.Context, req *pb.JobRequest) (string, er
 		return "", err
 	}
 	ptr := "data:application/json;base64," + base64.StdEncoding.EncodeToString(js)
+	if len(ptr) > MaxInlinePointer {
+		if h.Objects == nil {
+			return "", fmt.Errorf("the result (%d bytes) is too large to go inline and there is no object store", len(js))
+		}
+		key := fmt.Sprintf("results/%s/%d", req.GetJobId(), req.GetAttempt())
+		if ptr, err = h.Objects.WriteObject(ctx, ResultBucket, key, js); err != nil {
+			return "", fmt.Errorf("storing the result: %w", err)
+		}
+	}
 	reason := res.Reason(h.Sandbox.Limits())
 	switch {
 	case reason == "":

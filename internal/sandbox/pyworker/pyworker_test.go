@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cortex-os/core/internal/client"
@@ -91,15 +92,32 @@ func (r *rig) run(t *testing.T, req *pb.JobRequest) *pb.JobInfo {
 	return final
 }
 
-func output(t *testing.T, job *pb.JobInfo) pyworker.Output {
+func (r *rig) output(t *testing.T, job *pb.JobInfo) pyworker.Output {
 	t.Helper()
-	ptr, ok := strings.CutPrefix(job.GetResultPtr(), "data:application/json;base64,")
-	if !ok {
-		t.Fatalf("result_ptr %q", job.GetResultPtr())
-	}
-	raw, err := base64.StdEncoding.DecodeString(ptr)
-	if err != nil {
-		t.Fatal(err)
+	var raw []byte
+	if key, ok := strings.CutPrefix(job.GetResultPtr(), "obj://"+pyworker.ResultBucket+"/"); ok {
+		nc, err := nats.Connect(r.url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		js, _ := jetstream.New(nc)
+		obs, err := js.ObjectStore(context.Background(), pyworker.ResultBucket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if raw, err = obs.GetBytes(context.Background(), key); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		ptr, ok := strings.CutPrefix(job.GetResultPtr(), "data:application/json;base64,")
+		if !ok {
+			t.Fatalf("result_ptr %q", job.GetResultPtr())
+		}
+		var err error
+		if raw, err = base64.StdEncoding.DecodeString(ptr); err != nil {
+			t.Fatal(err)
+		}
 	}
 	var out pyworker.Output
 	if err := json.Unmarshal(raw, &out); err != nil {
@@ -119,13 +137,13 @@ func TestRunsCodeFromEverySource(t *testing.T) {
 	if job.GetState() != lifecycle.Completed {
 		t.Fatalf("%s: %s", lifecycle.Name(job.GetState()), job.GetError())
 	}
-	if out := output(t, job); out.Stdout != "hello payload\n" || out.Stderr != "note\n" || out.ExitCode != 0 || out.Truncated {
+	if out := r.output(t, job); out.Stdout != "hello payload\n" || out.Stderr != "note\n" || out.ExitCode != 0 || out.Truncated {
 		t.Fatalf("output %+v", out)
 	}
 
 	ptr := "data:text/x-python;base64," + base64.StdEncoding.EncodeToString([]byte(src))
 	job = r.run(t, &pb.JobRequest{ContextPtr: ptr, EnvVars: map[string]string{"WHO": "data-url"}})
-	if out := output(t, job); out.Stdout != "hello data-url\n" {
+	if out := r.output(t, job); out.Stdout != "hello data-url\n" {
 		t.Fatalf("output %+v (%s)", out, job.GetError())
 	}
 
@@ -143,7 +161,7 @@ func TestRunsCodeFromEverySource(t *testing.T) {
 		t.Fatal(err)
 	}
 	job = r.run(t, &pb.JobRequest{ContextPtr: "obj://CORTEX_BLOBS/code/hello.py", EnvVars: map[string]string{"WHO": "object"}})
-	if out := output(t, job); out.Stdout != "hello object\n" {
+	if out := r.output(t, job); out.Stdout != "hello object\n" {
 		t.Fatalf("output %+v (%s)", out, job.GetError())
 	}
 
@@ -184,11 +202,11 @@ func TestHostileCodeFailsTheJobNotTheWorker(t *testing.T) {
 		}
 	}
 	job := r.run(t, &pb.JobRequest{Payload: []byte("import sys\nfor _ in range(100):\n    print('x' * 100)")})
-	if out := output(t, job); job.GetState() != lifecycle.Completed || !out.Truncated || len(out.Stdout) != limits.Output {
+	if out := r.output(t, job); job.GetState() != lifecycle.Completed || !out.Truncated || len(out.Stdout) != limits.Output {
 		t.Errorf("output flood: %s, truncated %v, %d bytes kept", lifecycle.Name(job.GetState()), out.Truncated, len(out.Stdout))
 	}
 	job = r.run(t, &pb.JobRequest{Payload: []byte("print(6 * 7)")})
-	if out := output(t, job); job.GetState() != lifecycle.Completed || out.Stdout != "42\n" {
+	if out := r.output(t, job); job.GetState() != lifecycle.Completed || out.Stdout != "42\n" {
 		t.Fatalf("after the hostile jobs: %s %+v %s", lifecycle.Name(job.GetState()), out, job.GetError())
 	}
 }

@@ -5,6 +5,7 @@ package pyworker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -103,4 +104,25 @@ func (s objectStore) ReadObject(ctx context.Context, bucket, key string, max int
 		return nil, fmt.Errorf("%d bytes, at most %d", info.Size, max)
 	}
 	return obs.GetBytes(ctx, key)
+}
+
+// WriteObject puts data into bucket (created if missing) under key.
+func (s objectStore) WriteObject(ctx context.Context, bucket, key string, data []byte) (string, error) {
+	js, err := jetstream.New(s.nc)
+	if err != nil {
+		return "", err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	obs, err := js.ObjectStore(ctx, bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		obs, err = js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: bucket})
+	}
+	if err != nil {
+		return "", err
+	}
+	if _, err := obs.PutBytes(ctx, key, data); err != nil {
+		return "", err
+	}
+	return "obj://" + bucket + "/" + key, nil
 }

@@ -43,6 +43,10 @@ __all__ = [
 #: The object store bucket obj:// pointers are written to by default.
 DEFAULT_BUCKET = "CORTEX_BLOBS"
 
+# The scheduler refuses a context_ptr or result_ptr longer than this (its
+# field limits, docs/security.md): a data: URL goes inline only below it.
+MAX_POINTER_BYTES = 4096
+
 #: The largest object read through a pointer unless told otherwise.
 DEFAULT_MAX_BLOB_BYTES = 64 << 20
 

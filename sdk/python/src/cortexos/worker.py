@@ -55,7 +55,7 @@ from cortexos import wire
 from cortexos.connection import Credentials, connect
 from cortexos.errors import ConfigError, CortexError
 from cortexos.pb.v1 import heartbeat_pb2, job_pb2, packet_pb2
-from cortexos.pointers import DEFAULT_BUCKET, BlobStore, Pointer, data_url
+from cortexos.pointers import DEFAULT_BUCKET, MAX_POINTER_BYTES, BlobStore, Pointer, data_url
 
 __all__ = ["Worker", "JobContext", "Cancelled", "WorkerStats", "HandlerResult"]
 
@@ -302,7 +302,7 @@ class Worker:
         stop_timeout: float = 2.0,
         max_packet_bytes: int = wire.DEFAULT_MAX_PACKET_BYTES,
         blob_bucket: str = DEFAULT_BUCKET,
-        result_inline_limit: int = 64 << 10,
+        result_inline_limit: int = 2 << 10,
     ) -> None:
         creds = credentials or Credentials()
         if not kind or any(c in _BAD_TOKEN for c in kind):
@@ -763,7 +763,9 @@ class Worker:
         else:
             raise TypeError(f"handler returned {type(value).__name__}: want bytes, str, cortexos.Pointer or None")
         if len(data) <= self.result_inline_limit:
-            return data_url(data, media)
+            ptr = data_url(data, media)
+            if len(ptr) <= MAX_POINTER_BYTES:  # the scheduler's bound on result_ptr
+                return ptr
         return await self.blobs.put(f"results/{req.job_id}/{req.attempt}", data)
 
     async def _on_cancel(self, msg: Msg) -> None:
