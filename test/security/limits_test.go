@@ -9,12 +9,13 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/cortex-os/core/internal/client"
 	"github.com/cortex-os/core/internal/echo"
 	"github.com/cortex-os/core/internal/infrastructure/bus"
 	"github.com/cortex-os/core/internal/infrastructure/config"
 	"github.com/cortex-os/core/internal/lifecycle"
 	"github.com/cortex-os/core/internal/system"
+	"github.com/cortex-os/core/internal/systest"
+	"github.com/cortex-os/core/pkg/client"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/wire"
 	"github.com/cortex-os/core/pkg/worker"
@@ -35,7 +36,7 @@ func TestLongTopicIsRefusedAndTheSchedulerServes(t *testing.T) {
 	log := logs.logger()
 	runScheduler(t, url, config.StoreJetStream, config.Safety{}, log)
 	runWorker(t, url, "echo-1", echo.WorkTime{}, log)
-	c := client.New(connect(t, url, "client", log), "security-test")
+	c := systest.Client(t, connect(t, url, "client", log), client.Options{SenderID: "security-test"})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*waitFor)
 	defer cancel()
 
@@ -46,7 +47,7 @@ func TestLongTopicIsRefusedAndTheSchedulerServes(t *testing.T) {
 		{&pb.JobRequest{JobId: "long", Topic: longTopic}, "invalid topic: 5004 bytes, at most 255"},
 		{&pb.JobRequest{JobId: "prio-99", Topic: "job.echo", Priority: 99}, "invalid priority: 99"},
 	} {
-		_, err := c.Submit(ctx, tc.req, "")
+		_, err := c.Submit(ctx, tc.req)
 		var refused *client.RefusedError
 		if !errors.As(err, &refused) || refused.Retryable || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("submitting %s: %v, want a final refusal saying %q", tc.req.GetJobId(), err, tc.want)
@@ -88,7 +89,7 @@ func TestStoredUnpublishableJobIsFailed(t *testing.T) {
 
 	runScheduler(t, url, config.StoreJetStream, config.Safety{}, log)
 	runWorker(t, url, "echo-1", echo.WorkTime{}, log)
-	c := client.New(connect(t, url, "client", log), "security-test")
+	c := systest.Client(t, connect(t, url, "client", log), client.Options{SenderID: "security-test"})
 	j := watch(t, ctx, c, "stored-long", terminal)
 	if j.GetState() != lifecycle.Failed || !strings.Contains(j.GetError(), "invalid topic") || j.GetDeadLetter() {
 		t.Errorf("stored job ended %s with %q (dead letter %v), want FAILED for its topic", lifecycle.Name(j.GetState()), j.GetError(), j.GetDeadLetter())
@@ -179,7 +180,7 @@ func TestForgedResultIsRefused(t *testing.T) {
 		}
 	})
 
-	c := client.New(connect(t, url, "client", log), "security-test")
+	c := systest.Client(t, connect(t, url, "client", log), client.Options{SenderID: "security-test"})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*waitFor)
 	defer cancel()
 	submit(t, ctx, c, &pb.JobRequest{JobId: "held-by-2", Topic: "job.echo"})
