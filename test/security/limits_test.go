@@ -14,7 +14,6 @@ import (
 	"github.com/cortex-os/core/internal/infrastructure/config"
 	"github.com/cortex-os/core/internal/lifecycle"
 	"github.com/cortex-os/core/internal/system"
-	"github.com/cortex-os/core/internal/systest"
 	"github.com/cortex-os/core/pkg/client"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/wire"
@@ -36,7 +35,7 @@ func TestLongTopicIsRefusedAndTheSchedulerServes(t *testing.T) {
 	log := logs.logger()
 	runScheduler(t, url, config.StoreJetStream, config.Safety{}, log)
 	runWorker(t, url, "echo-1", echo.WorkTime{}, log)
-	c := systest.Client(t, connect(t, url, "client", log), client.Options{SenderID: "security-test"})
+	c := newClient(t, url, "client", log)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*waitFor)
 	defer cancel()
 
@@ -89,7 +88,7 @@ func TestStoredUnpublishableJobIsFailed(t *testing.T) {
 
 	runScheduler(t, url, config.StoreJetStream, config.Safety{}, log)
 	runWorker(t, url, "echo-1", echo.WorkTime{}, log)
-	c := systest.Client(t, connect(t, url, "client", log), client.Options{SenderID: "security-test"})
+	c := newClient(t, url, "client", log)
 	j := watch(t, ctx, c, "stored-long", terminal)
 	if j.GetState() != lifecycle.Failed || !strings.Contains(j.GetError(), "invalid topic") || j.GetDeadLetter() {
 		t.Errorf("stored job ended %s with %q (dead letter %v), want FAILED for its topic", lifecycle.Name(j.GetState()), j.GetError(), j.GetDeadLetter())
@@ -180,7 +179,7 @@ func TestForgedResultIsRefused(t *testing.T) {
 		}
 	})
 
-	c := systest.Client(t, connect(t, url, "client", log), client.Options{SenderID: "security-test"})
+	c := newClient(t, url, "client", log)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*waitFor)
 	defer cancel()
 	submit(t, ctx, c, &pb.JobRequest{JobId: "held-by-2", Topic: "job.echo"})
