@@ -10,12 +10,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cortex-os/core/internal/client"
 	"github.com/cortex-os/core/internal/lifecycle"
 	"github.com/cortex-os/core/internal/natstest"
 	"github.com/cortex-os/core/internal/safety"
 	"github.com/cortex-os/core/internal/scheduler"
 	"github.com/cortex-os/core/internal/systest"
+	"github.com/cortex-os/core/pkg/client"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 )
 
@@ -53,10 +53,10 @@ func TestGetOfAJobBeingRecordedIsNotNotFound(t *testing.T) {
 			held := &heldSafety{holding: make(chan struct{}), release: make(chan struct{})}
 			s := startScheduler(t, url, "s-held", mode, func(c *scheduler.Config) { c.Safety = held })
 			sub := systest.Connect(t, url, "submitter")
-			c := client.New(systest.Connect(t, url, "getter"), "getter")
+			c := systest.Client(t, systest.Connect(t, url, "getter"), client.Options{SenderID: "getter"})
 			ctx := ctxFor(t)
 
-			if _, err := client.Submit(sub, "submitter", "", &pb.JobRequest{JobId: "held", Topic: "job.none"}); err != nil {
+			if err := systest.PublishSubmit(sub, "submitter", "", &pb.JobRequest{JobId: "held", Topic: "job.none"}); err != nil {
 				t.Fatal(err)
 			}
 			select {
@@ -84,7 +84,7 @@ func TestGetOfAJobBeingRecordedIsNotNotFound(t *testing.T) {
 			})
 			systest.Eventually(t, waitFor, "a job nobody submitted to be not found once nothing is being recorded", func() bool {
 				_, err := c.Get(ctx, "never-submitted")
-				return errors.As(err, &re) && !re.Retryable && strings.Contains(re.Reason, "not found")
+				return errors.As(err, &re) && errors.Is(err, client.ErrNotFound) && !re.Retryable && strings.Contains(re.Reason, "not found")
 			})
 		})
 	}
@@ -114,9 +114,9 @@ func TestGetDuringChurnFindsEveryAnsweredJob(t *testing.T) {
 			errs := make(chan error, 16)
 			for g := range 3 {
 				subs.Go(func() {
-					c := client.New(systest.Connect(t, url, "sub"), "sub")
+					c := systest.Client(t, systest.Connect(t, url, "sub"), client.Options{SenderID: "sub"})
 					for k := range 150 {
-						j, err := c.Submit(ctxFor(t), &pb.JobRequest{JobId: fmt.Sprintf("churn-%d-%d", g, k), Topic: "job.echo"}, "")
+						j, err := c.Submit(ctxFor(t), &pb.JobRequest{JobId: fmt.Sprintf("churn-%d-%d", g, k), Topic: "job.echo"})
 						if err != nil {
 							errs <- err
 							return
@@ -129,7 +129,7 @@ func TestGetDuringChurnFindsEveryAnsweredJob(t *testing.T) {
 			}
 			for r := range 3 {
 				rd.Go(func() {
-					c := client.New(systest.Connect(t, url, "get"), "get")
+					c := systest.Client(t, systest.Connect(t, url, "get"), client.Options{SenderID: "get"})
 					for k := 0; !stop.Load(); k++ {
 						mu.Lock()
 						n := len(answered)

@@ -19,7 +19,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/cortex-os/core/internal/client"
 	"github.com/cortex-os/core/internal/echo"
 	"github.com/cortex-os/core/internal/infrastructure/bus"
 	"github.com/cortex-os/core/internal/infrastructure/config"
@@ -29,6 +28,7 @@ import (
 	"github.com/cortex-os/core/internal/scheduler"
 	"github.com/cortex-os/core/internal/system"
 	"github.com/cortex-os/core/internal/systest"
+	"github.com/cortex-os/core/pkg/client"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/wire"
 	"github.com/cortex-os/core/pkg/worker"
@@ -223,6 +223,16 @@ func decode(t testing.TB, m *nats.Msg) *pb.BusPacket {
 	return p
 }
 
+// submitted is what a Submit answered, with a refusal's job (a DENIED one)
+// as the job: job, err := submitted(c.Submit(ctx, req)).
+func submitted(job *pb.JobInfo, err error) (*pb.JobInfo, error) {
+	var re *client.RefusedError
+	if errors.As(err, &re) {
+		return re.Job, err
+	}
+	return job, err
+}
+
 func ctxFor(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	t.Cleanup(cancel)
@@ -246,15 +256,15 @@ func TestJobFlowsEndToEndWithOneTraceID(t *testing.T) {
 			waitRegistered(t, s, w.w.ID())
 
 			c := systest.Connect(t, url, "client")
-			cl := client.New(c, "integration-client")
-			accepted, err := cl.Submit(ctxFor(t), &pb.JobRequest{JobId: "job-e2e", Topic: "job.echo"}, "trace-e2e")
+			cl := systest.Client(t, c, client.Options{SenderID: "integration-client"})
+			accepted, err := cl.Submit(ctxFor(t), &pb.JobRequest{JobId: "job-e2e", Topic: "job.echo"}, client.WithTraceID("trace-e2e"))
 			if err != nil {
 				t.Fatal(err)
 			}
 			if accepted.GetJobId() != "job-e2e" || accepted.GetTraceId() != "trace-e2e" || accepted.GetState() != lifecycle.Dispatched {
 				t.Errorf("accepted = %v", accepted)
 			}
-			done, err := cl.Watch(ctxFor(t), "job-e2e", 10*time.Millisecond, nil)
+			done, err := cl.Wait(ctxFor(t), "job-e2e")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -264,9 +274,9 @@ func TestJobFlowsEndToEndWithOneTraceID(t *testing.T) {
 			}
 
 			// The document's sender: plain publish, then wait for the result.
-			sub, res := submitAndWait(t, c, "trace-legacy", &pb.JobRequest{JobId: "job-legacy", Topic: "job.echo"})
+			res := submitAndWait(t, c, "trace-legacy", &pb.JobRequest{JobId: "job-legacy", Topic: "job.echo"})
 			if r := res.GetJobResult(); r.GetStatus() != pb.JobStatus_JOB_STATUS_COMPLETED || r.GetResultPtr() != "memory://echo/job-legacy" ||
-				res.GetTraceId() != "trace-legacy" || sub.TraceID != "trace-legacy" {
+				res.GetTraceId() != "trace-legacy" {
 				t.Errorf("legacy result = %v", res)
 			}
 			s.waitState(t, "job-legacy", lifecycle.Completed)
@@ -301,13 +311,42 @@ func TestJobFlowsEndToEndWithOneTraceID(t *testing.T) {
 	}
 }
 
-func submitAndWait(t testing.TB, b *bus.NatsBus, traceID string, req *pb.JobRequest) (client.Submission, *pb.BusPacket) {
+// submitAndWait does what the design document's sender does: it listens
+// for results on sys.job.result and sys.job.result.>, publishes req plainly
+// on sys.job.submit (asking for no answer), and returns its job's result.
+func submitAndWait(t testing.TB, b *bus.NatsBus, traceID string, req *pb.JobRequest) *pb.BusPacket {
 	t.Helper()
-	sub, p, err := client.SubmitAndWait(ctxFor(t), b, "integration-client", traceID, req)
-	if err != nil {
+	results := make(chan *pb.BusPacket, 1)
+	for _, subject := range []string{wire.SubjectResult, wire.SubjectResults} {
+		drain, err := b.Subscribe(subject, "", func(p *pb.BusPacket) {
+			if p.GetJobResult().GetJobId() != req.GetJobId() {
+				return
+			}
+			select {
+			case results <- p:
+			default:
+			}
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = drain() }()
+	}
+	ctx := ctxFor(t)
+	// The server has the subscriptions before the job can finish.
+	if err := b.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := systest.PublishSubmit(b, "integration-client", traceID, req); err != nil {
 		t.Fatalf("job %s: %v", req.GetJobId(), err)
 	}
-	return sub, p
+	select {
+	case p := <-results:
+		return p
+	case <-ctx.Done():
+		t.Fatalf("job %s: no result: %v", req.GetJobId(), context.Cause(ctx))
+		return nil
+	}
 }
 
 func TestHeartbeatsReachTheRegistry(t *testing.T) {
@@ -347,10 +386,10 @@ func TestDestroyJobNeverReachesAWorker(t *testing.T) {
 			waitRegistered(t, s, w.w.ID())
 
 			c := systest.Connect(t, url, "client")
-			cl := client.New(c, "integration-client")
-			job, err := cl.Submit(ctxFor(t), &pb.JobRequest{JobId: "destroy-1", Topic: scheduler.ForbiddenTopic}, "trace-destroy")
+			cl := systest.Client(t, c, client.Options{SenderID: "integration-client"})
+			job, err := submitted(cl.Submit(ctxFor(t), &pb.JobRequest{JobId: "destroy-1", Topic: scheduler.ForbiddenTopic}, client.WithTraceID("trace-destroy")))
 			var refused *client.RefusedError
-			if !errors.As(err, &refused) || refused.Retryable || !strings.Contains(refused.Reason, "forbidden topic") ||
+			if !errors.As(err, &refused) || !errors.Is(err, client.ErrDenied) || refused.Retryable || !strings.Contains(refused.Reason, "forbidden topic") ||
 				job.GetState() != lifecycle.Denied {
 				t.Fatalf("Submit = %v, %v; want a refusal with the DENIED job", job, err)
 			}
@@ -359,7 +398,7 @@ func TestDestroyJobNeverReachesAWorker(t *testing.T) {
 				t.Errorf("Get = %v, %v", got, err)
 			}
 			// The document's sender, without confirmation: denied all the same.
-			if _, err := client.Submit(c, "integration-client", "trace-destroy-2", &pb.JobRequest{JobId: "destroy-2", Topic: scheduler.ForbiddenTopic}); err != nil {
+			if err := systest.PublishSubmit(c, "integration-client", "trace-destroy-2", &pb.JobRequest{JobId: "destroy-2", Topic: scheduler.ForbiddenTopic}); err != nil {
 				t.Fatal(err)
 			}
 			s.waitState(t, "destroy-2", lifecycle.Denied)
@@ -415,7 +454,7 @@ func TestGarbageOnSubmitIsSurvived(t *testing.T) {
 			})
 
 			c := systest.Connect(t, url, "client")
-			_, res := submitAndWait(t, c, "trace-after-garbage", &pb.JobRequest{JobId: "after-garbage", Topic: "job.echo"})
+			res := submitAndWait(t, c, "trace-after-garbage", &pb.JobRequest{JobId: "after-garbage", Topic: "job.echo"})
 			if res.GetJobResult().GetStatus() != pb.JobStatus_JOB_STATUS_COMPLETED {
 				t.Errorf("job after garbage: %v", res)
 			}
@@ -448,15 +487,15 @@ func TestTwoSchedulerReplicas(t *testing.T) {
 
 	const jobs = 20
 	c := systest.Connect(t, url, "client")
-	cl := client.New(c, "integration-client")
+	cl := systest.Client(t, c, client.Options{SenderID: "integration-client"})
 	for i := range jobs {
 		id := fmt.Sprint("r", i)
 		req := &pb.JobRequest{JobId: id, Topic: "job.echo"}
 		if i%2 == 0 { // half with confirmation, half as the document's sender
-			if _, err := cl.Submit(ctxFor(t), req, "trace-"+id); err != nil {
+			if _, err := cl.Submit(ctxFor(t), req, client.WithTraceID("trace-"+id)); err != nil {
 				t.Fatal(err)
 			}
-		} else if _, err := client.Submit(c, "integration-client", "trace-"+id, req); err != nil {
+		} else if err := systest.PublishSubmit(c, "integration-client", "trace-"+id, req); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -559,8 +598,8 @@ func TestResultPublishedWhileNoSchedulerRunsIsApplied(t *testing.T) {
 	waitRegistered(t, a, w.w.ID())
 
 	c := systest.Connect(t, url, "client")
-	cl := client.New(c, "integration-client")
-	if _, err := cl.Submit(ctxFor(t), &pb.JobRequest{JobId: "survivor", Topic: "job.echo"}, "trace-survivor"); err != nil {
+	cl := systest.Client(t, c, client.Options{SenderID: "integration-client"})
+	if _, err := cl.Submit(ctxFor(t), &pb.JobRequest{JobId: "survivor", Topic: "job.echo"}, client.WithTraceID("trace-survivor")); err != nil {
 		t.Fatal(err)
 	}
 	<-g.started
@@ -612,8 +651,8 @@ func TestCancelReachesTheRunningHandler(t *testing.T) {
 	waitRegistered(t, s, w.w.ID())
 
 	c := systest.Connect(t, url, "client")
-	cl := client.New(c, "integration-client")
-	if _, err := cl.Submit(ctxFor(t), &pb.JobRequest{JobId: "to-cancel", Topic: "job.echo"}, "trace-cancel"); err != nil {
+	cl := systest.Client(t, c, client.Options{SenderID: "integration-client"})
+	if _, err := cl.Submit(ctxFor(t), &pb.JobRequest{JobId: "to-cancel", Topic: "job.echo"}, client.WithTraceID("trace-cancel")); err != nil {
 		t.Fatal(err)
 	}
 	<-g.started
@@ -629,7 +668,7 @@ func TestCancelReachesTheRunningHandler(t *testing.T) {
 		t.Errorf("job = %v", j)
 	}
 	// Cancelling again is refused.
-	if _, err := cl.Cancel(ctxFor(t), "to-cancel", ""); !errors.Is(err, client.ErrRefused) {
+	if _, err := cl.Cancel(ctxFor(t), "to-cancel", ""); !errors.Is(err, client.ErrRefused) || !errors.Is(err, client.ErrConflict) {
 		t.Errorf("second Cancel = %v", err)
 	}
 }

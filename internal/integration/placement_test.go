@@ -9,13 +9,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cortex-os/core/internal/client"
 	"github.com/cortex-os/core/internal/echo"
 	"github.com/cortex-os/core/internal/lifecycle"
 	"github.com/cortex-os/core/internal/natstest"
 	"github.com/cortex-os/core/internal/placement"
 	"github.com/cortex-os/core/internal/scheduler"
 	"github.com/cortex-os/core/internal/systest"
+	"github.com/cortex-os/core/pkg/client"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/worker"
 )
@@ -48,7 +48,7 @@ func newPlacedRig(t *testing.T, placementYAML string) *placedRig {
 		c.Registry, c.Placement = reg, pools
 		c.Tick = 20 * time.Millisecond
 	})
-	return &placedRig{url: url, sched: s.engine, reg: reg, client: client.New(systest.Connect(t, url, "client"), "test-client")}
+	return &placedRig{url: url, sched: s.engine, reg: reg, client: systest.Client(t, systest.Connect(t, url, "client"), client.Options{SenderID: "test-client"})}
 }
 
 // gateHandler records the order jobs start in and holds each until released.
@@ -131,7 +131,7 @@ func (r *placedRig) submit(t *testing.T, req *pb.JobRequest) (*pb.JobInfo, error
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
-	return r.client.Submit(ctx, req, "trace-"+req.JobId)
+	return submitted(r.client.Submit(ctx, req, client.WithTraceID("trace-"+req.JobId)))
 }
 
 func (r *placedRig) mustSubmit(t *testing.T, req *pb.JobRequest) {
@@ -187,9 +187,9 @@ func TestCapabilityRoutingRunsJobsOnlyWhereTheCapabilityIs(t *testing.T) {
 	r.waitState(t, "after-tpu", lifecycle.Completed)
 	r.waitReason(t, "needs-tpu", "no live worker with capability tpu")
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
-	listed, err := r.client.List(ctx, lifecycle.Pending, 10)
+	listed, err := r.client.ListAll(ctx, client.ListOptions{State: lifecycle.Pending, Limit: 10})
 	cancel()
-	if err != nil || len(listed) != 1 || !strings.Contains(listed[0].GetPendingReason(), "capability tpu") {
+	if err != nil || len(listed.Jobs) != 1 || !strings.Contains(listed.Jobs[0].GetPendingReason(), "capability tpu") {
 		t.Errorf("job list --state pending: %v, %v; want needs-tpu with its reason", listed, err)
 	}
 	if j := r.get(t, "needs-tpu"); j.GetState() != lifecycle.Pending || j.GetPool() == "" {
@@ -426,10 +426,10 @@ func TestWorkersRefuseJobsTheyCannotRun(t *testing.T) {
 	}
 	start([]string{"echo"})
 	gpu := start([]string{"echo", "gpu"})
-	cl := client.New(systest.Connect(t, url, "client"), "test-client")
+	cl := systest.Client(t, systest.Connect(t, url, "client"), client.Options{SenderID: "test-client"})
 	for i := range 8 {
 		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
-		_, err := cl.Submit(ctx, &pb.JobRequest{JobId: fmt.Sprintf("gpu-%d", i), Topic: "job.echo", RequiredCapabilities: []string{"gpu"}}, "t")
+		_, err := cl.Submit(ctx, &pb.JobRequest{JobId: fmt.Sprintf("gpu-%d", i), Topic: "job.echo", RequiredCapabilities: []string{"gpu"}}, client.WithTraceID("t"))
 		cancel()
 		if err != nil {
 			t.Fatal(err)

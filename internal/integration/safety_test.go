@@ -10,12 +10,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cortex-os/core/internal/client"
 	"github.com/cortex-os/core/internal/lifecycle"
 	"github.com/cortex-os/core/internal/natstest"
 	"github.com/cortex-os/core/internal/safety"
 	"github.com/cortex-os/core/internal/scheduler"
 	"github.com/cortex-os/core/internal/systest"
+	"github.com/cortex-os/core/pkg/client"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 )
 
@@ -74,14 +74,14 @@ func newSafetyRig(t *testing.T) *safetyRig {
 	t.Cleanup(func() { cancel(); wg.Wait() })
 	s := startScheduler(t, url, "sched-safety", "memory", func(c *scheduler.Config) { c.Safety = k })
 	startWorker(t, url, time.Second, nil)
-	return &safetyRig{url: url, kernel: k, sched: s, client: client.New(systest.Connect(t, url, "client"), "test-client"), policy: path}
+	return &safetyRig{url: url, kernel: k, sched: s, client: systest.Client(t, systest.Connect(t, url, "client"), client.Options{SenderID: "test-client"}), policy: path}
 }
 
 func (r *safetyRig) submit(t *testing.T, req *pb.JobRequest) (*pb.JobInfo, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
-	return r.client.Submit(ctx, req, "trace-"+req.JobId)
+	return submitted(r.client.Submit(ctx, req, client.WithTraceID("trace-"+req.JobId)))
 }
 
 func TestDeniedJobEndsDeniedWithItsRuleAndNeverReachesAWorker(t *testing.T) {
@@ -94,7 +94,7 @@ func TestDeniedJobEndsDeniedWithItsRuleAndNeverReachesAWorker(t *testing.T) {
 
 	job, err := r.submit(t, &pb.JobRequest{JobId: "leaky", Topic: "job.echo", EnvVars: map[string]string{"DB_SECRET": "x"}})
 	var re *client.RefusedError
-	if !errors.As(err, &re) || re.RuleID != "no-secrets" || re.Retryable {
+	if !errors.As(err, &re) || !errors.Is(err, client.ErrDenied) || re.RuleID != "no-secrets" || re.Retryable {
 		t.Fatalf("submit: %v; want a refusal by rule no-secrets", err)
 	}
 	if job.GetState() != lifecycle.Denied || job.GetRuleId() != "no-secrets" || job.GetPolicyVersion() != "v1" ||
@@ -140,7 +140,7 @@ func TestThrottledTenantIsRefusedWithRetryAfterWhileAnotherProceeds(t *testing.T
 	}
 	_, err := r.submit(t, &pb.JobRequest{JobId: "noisy-3", Topic: "job.echo", Tenant: "noisy"})
 	var re *client.RefusedError
-	if !errors.As(err, &re) || !re.Retryable || re.RetryAfter <= 0 || re.RuleID != "noisy-rate" {
+	if !errors.As(err, &re) || !errors.Is(err, client.ErrThrottled) || !re.Retryable || re.RetryAfter <= 0 || re.RuleID != "noisy-rate" {
 		t.Fatalf("third job of the noisy tenant: %v; want a retryable refusal with retry-after by noisy-rate", err)
 	}
 	if j := r.sched.job(t, "noisy-3"); j != nil {
@@ -197,10 +197,10 @@ func TestRemoteKernelStoppedFailsClosed(t *testing.T) {
 			startWorker(t, url, time.Second, nil)
 			seen, nc := record(t, url, "job.>")
 			defer nc.Close()
-			cl := client.New(systest.Connect(t, url, "client"), "test-client")
+			cl := systest.Client(t, systest.Connect(t, url, "client"), client.Options{SenderID: "test-client"})
 			ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 			defer cancel()
-			job, err := cl.Submit(ctx, &pb.JobRequest{JobId: "while-down", Topic: "job.echo"}, "t")
+			job, err := submitted(cl.Submit(ctx, &pb.JobRequest{JobId: "while-down", Topic: "job.echo"}, client.WithTraceID("t")))
 			switch mode {
 			case scheduler.SafetyUnavailableDeny:
 				if !errors.Is(err, client.ErrRefused) || job.GetState() != lifecycle.Denied || !strings.Contains(job.GetError(), "safety kernel unavailable") {

@@ -8,7 +8,8 @@
 // signals them, waits for them with a deadline, finds their slog text log
 // lines by message words and attributes ([Attrs], [Proc.WaitForLog]), and
 // shows their logs when a test fails. [Eventually] and [Poll] wait for a
-// condition with a deadline; [Connect] opens a bus for the test; [RepoRoot]
+// condition with a deadline; [Connect] opens a bus for the test, [Client] a pkg/client
+// client on it, and [PublishSubmit] sends a bare submission; [RepoRoot]
 // and [FreePort] find the repository and an unused port.
 //
 // A NATS server for a test is internal/natstest's: natstest.URL for one that
@@ -29,7 +30,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/cortex-os/core/internal/infrastructure/bus"
+	"github.com/cortex-os/core/pkg/client"
+	pb "github.com/cortex-os/core/pkg/pb/v1"
+	"github.com/cortex-os/core/pkg/wire"
 )
 
 // RepoRoot is the repository's root: the nearest directory holding go.mod at
@@ -160,4 +166,37 @@ func ConnectWith(t testing.TB, cfg bus.Config) *bus.NatsBus {
 	}
 	t.Cleanup(b.Close)
 	return b
+}
+
+// Client returns a pkg/client Client on b's connection, which the test
+// closes with b. An unset opts.RequestTimeout is a minute: the test's own
+// contexts bound its requests. With opts.Identity, b must read its answers
+// under client.InboxPrefix(opts.Identity).
+func Client(t testing.TB, b *bus.NatsBus, opts client.Options) *client.Client {
+	t.Helper()
+	if opts.RequestTimeout == 0 {
+		opts.RequestTimeout = time.Minute
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	c, err := client.New(b.Conn(), opts)
+	if err != nil {
+		t.Fatalf("systest: client: %v", err)
+	}
+	return c
+}
+
+// PublishSubmit publishes req on sys.job.submit as a bare submission, with
+// no reply asked for (as the design document's sender does), signed by
+// sender, under traceID ("": a new one). It fills an empty job_id with a
+// new one. Nothing answers it; the job is recorded when a scheduler takes it.
+func PublishSubmit(b *bus.NatsBus, sender, traceID string, req *pb.JobRequest) error {
+	if req.JobId == "" {
+		req.JobId = uuid.NewString()
+	}
+	if traceID == "" {
+		traceID = uuid.NewString()
+	}
+	return b.Publish(wire.SubjectSubmit, wire.JobRequestPacket(traceID, sender, req))
 }

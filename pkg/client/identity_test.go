@@ -51,10 +51,10 @@ func answer(t *testing.T, nc *nats.Conn, reply string) {
 	_ = nc.Publish(reply, data)
 }
 
-// A client with an Identity submits, queries and cancels on the subjects
-// that name it and reads its answers under _INBOX.<identity>.; without one
-// it uses the bare subjects.
-func TestIdentitySubjects(t *testing.T) {
+// A client with an Identity submits, queries (gets, lists, dead letters,
+// re-drives, workers) and cancels on the subjects that name it and reads its
+// answers under _INBOX.<identity>.; without one it uses the bare subjects.
+func TestIdentityInSubjects(t *testing.T) {
 	t.Parallel()
 	url := natstest.URL(t)
 	nc, err := nats.Connect(url)
@@ -92,14 +92,32 @@ func TestIdentitySubjects(t *testing.T) {
 		if _, err := c.Cancel(ctx, "j", ""); err != nil {
 			t.Fatal(err)
 		}
+		if _, err := c.List(ctx, client.ListOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.DeadLetters(ctx, client.ListOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.RetryDeadLetter(ctx, "j"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Workers(ctx); err != nil {
+			t.Fatal(err)
+		}
 		c.Close()
 	}
 	seen := f.all()
-	if len(seen) != 6 {
-		t.Fatalf("the fake scheduler saw %q, want 6 requests", seen)
+	var wants []string
+	for _, id := range []string{".alice", ""} {
+		inbox := "_INBOX" + id + "."
+		for _, verb := range []string{"submit", "query", "cancel", "query", "query", "query", "query"} {
+			wants = append(wants, "sys.job."+verb+id+" reply="+inbox)
+		}
 	}
-	for i, want := range []string{"sys.job.submit.alice reply=_INBOX.alice.", "sys.job.query.alice reply=_INBOX.alice.", "sys.job.cancel.alice reply=_INBOX.alice.",
-		"sys.job.submit reply=_INBOX.", "sys.job.query reply=_INBOX.", "sys.job.cancel reply=_INBOX."} {
+	if len(seen) != len(wants) {
+		t.Fatalf("the fake scheduler saw %q, want %d requests", seen, len(wants))
+	}
+	for i, want := range wants {
 		if !strings.HasPrefix(seen[i], want) || (!strings.Contains(want, "alice") && strings.Contains(seen[i], "alice")) {
 			t.Errorf("request %d: %q, want %q...", i, seen[i], want)
 		}
@@ -180,3 +198,91 @@ func TestWatchOutlivesAnUnansweredQuery(t *testing.T) {
 		t.Fatalf("%d queries, want the swallowed one and another", queries)
 	}
 }
+
+// A watch whose context ends while a query is in flight yields the job as
+// it last saw it, with an error wrapping the context's cause; Wait returns
+// the same.
+func TestWatchCancelledKeepsLastState(t *testing.T) {
+	t.Parallel()
+	url := natstest.URL(t)
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	var (
+		mu      sync.Mutex
+		queries int
+	)
+	inFlight := make(chan struct{}, 16)
+	_, err = nc.Subscribe(wire.SubjectQuery, func(m *nats.Msg) {
+		mu.Lock()
+		queries++
+		n := queries
+		mu.Unlock()
+		if n%2 == 0 {
+			inFlight <- struct{}{}
+			return // the second query of each watch is never answered
+		}
+		p := wire.NewPacket("", "fake-scheduler")
+		p.Payload = &pb.BusPacket_JobAnswer{JobAnswer: &pb.JobAnswer{Ok: true, Jobs: []*pb.JobInfo{
+			{JobId: "j", State: pb.JobState_JOB_STATE_PENDING, PendingReason: "no worker"},
+		}}}
+		data, err := proto.Marshal(p)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		_ = m.Respond(data)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New(nc, client.Options{RequestTimeout: waitFor})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pending := func(j *pb.JobInfo) bool {
+		return j.GetState() == pb.JobState_JOB_STATE_PENDING && j.GetPendingReason() == "no worker"
+	}
+	cancelInFlight := func() (context.Context, func()) {
+		ctx, cancel := context.WithCancelCause(testCtx(t))
+		go func() {
+			select {
+			case <-inFlight:
+				cancel(errGaveUp)
+			case <-ctx.Done():
+			}
+		}()
+		return ctx, func() { cancel(nil) }
+	}
+
+	ctx, stop := cancelInFlight()
+	defer stop()
+	type step struct {
+		job *pb.JobInfo
+		err error
+	}
+	var steps []step
+	for job, err := range c.Watch(ctx, "j") {
+		steps = append(steps, step{job, err})
+	}
+	if len(steps) != 2 || steps[0].err != nil || !pending(steps[0].job) {
+		t.Fatalf("Watch yielded %v; want the PENDING job, then it again with the cancellation", steps)
+	}
+	if !pending(steps[1].job) || !errors.Is(steps[1].err, errGaveUp) {
+		t.Fatalf("after the cancellation Watch yielded %v, %v; want the PENDING job it saw and the cause", steps[1].job, steps[1].err)
+	}
+
+	ctx, stop = cancelInFlight()
+	defer stop()
+	job, err := c.Wait(ctx, "j")
+	if !pending(job) || !errors.Is(err, errGaveUp) {
+		t.Fatalf("Wait = %v, %v; want the PENDING job it saw and the cause", job, err)
+	}
+}
+
+var errGaveUp = errors.New("gave up")

@@ -15,13 +15,13 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/dynamicpb"
 
-	"github.com/cortex-os/core/internal/client"
 	"github.com/cortex-os/core/internal/infrastructure/bus"
 	"github.com/cortex-os/core/internal/lifecycle"
 	"github.com/cortex-os/core/internal/logging"
 	"github.com/cortex-os/core/internal/natstest"
 	"github.com/cortex-os/core/internal/system"
 	"github.com/cortex-os/core/internal/systest"
+	"github.com/cortex-os/core/pkg/client"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 )
 
@@ -208,14 +208,14 @@ func TestOriginalWorkerResultsCount(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	c := client.New(b, "compat-test")
+	c := systest.Client(t, b, client.Options{SenderID: "compat-test"})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	job, err := c.Submit(ctx, &pb.JobRequest{JobId: "plain-1", Topic: "job.original"}, "")
+	job, err := c.Submit(ctx, &pb.JobRequest{JobId: "plain-1", Topic: "job.original"})
 	if err != nil {
 		t.Fatalf("submit: %v", err)
 	}
-	final, err := c.Watch(ctx, job.GetJobId(), 20*time.Millisecond, nil)
+	final, err := c.Wait(ctx, job.GetJobId())
 	if err != nil {
 		t.Fatalf("watch: %v", err)
 	}

@@ -26,12 +26,12 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/cortex-os/core/internal/client"
 	"github.com/cortex-os/core/internal/infrastructure/bus"
 	"github.com/cortex-os/core/internal/jobstore/kvstore"
 	"github.com/cortex-os/core/internal/lifecycle"
 	"github.com/cortex-os/core/internal/natstest"
 	"github.com/cortex-os/core/internal/systest"
+	"github.com/cortex-os/core/pkg/client"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/wire"
 )
@@ -176,7 +176,7 @@ func connect(t *testing.T, url string) *bus.NatsBus {
 func newClient(t *testing.T, url string) (*client.Client, *bus.NatsBus) {
 	t.Helper()
 	b := connect(t, url)
-	return client.New(b, "fault-test"), b
+	return systest.Client(t, b, client.Options{SenderID: "fault-test"}), b
 }
 
 // getJob asks the scheduler for a job; nil when it does not answer (say, it
@@ -196,7 +196,7 @@ func submit(t *testing.T, c *client.Client, req *pb.JobRequest) *pb.JobInfo {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	job, err := c.Submit(ctx, req, "")
+	job, err := c.Submit(ctx, req)
 	if err != nil {
 		t.Fatalf("submit %s: %v", req.GetJobId(), err)
 	}
@@ -380,11 +380,11 @@ func (c *completions) stateCounts() (int, map[string]int) {
 func countJobs(c *client.Client, state pb.JobState) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	jobs, err := c.List(ctx, state, 100000)
+	jobs, err := c.ListAll(ctx, client.ListOptions{State: state, Limit: 100000})
 	if err != nil {
 		return -1
 	}
-	return len(jobs)
+	return len(jobs.Jobs)
 }
 
 // completedResults counts the COMPLETED results in rs.

@@ -9,10 +9,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cortex-os/core/internal/client"
 	"github.com/cortex-os/core/internal/lifecycle"
 	"github.com/cortex-os/core/internal/logging"
 	"github.com/cortex-os/core/internal/systest"
+	"github.com/cortex-os/core/pkg/client"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/worker"
 )
@@ -116,12 +116,12 @@ func TestPoisonJobIsDeadLettered(t *testing.T) {
 	deadLetters := func() []string {
 		ctx, cancel := context.WithTimeout(context.Background(), rpcTimeout)
 		defer cancel()
-		jobs, err := c.DeadLetters(ctx, 100)
+		dead, err := c.DeadLetters(ctx, client.ListOptions{Limit: 100})
 		if err != nil {
 			t.Fatalf("dead letters: %v", err)
 		}
 		var ids []string
-		for _, j := range jobs {
+		for _, j := range dead.Jobs {
 			ids = append(ids, j.GetJobId())
 		}
 		return ids
@@ -132,7 +132,7 @@ func TestPoisonJobIsDeadLettered(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), rpcTimeout)
 	defer cancel()
-	redriven, err := c.Redrive(ctx, poison)
+	redriven, err := c.RetryDeadLetter(ctx, poison)
 	if err != nil {
 		t.Fatalf("redrive: %v", err)
 	}
@@ -175,7 +175,7 @@ func TestDuplicateJobID(t *testing.T) {
 			second.GetJobId(), second.GetCreatedMs(), second.GetTraceId(), first.GetCreatedMs(), first.GetTraceId())
 	}
 	// The same again as the design document's sender would send it.
-	if _, err := client.Submit(b, "fault-sender", "", echoJob(id)); err != nil {
+	if err := systest.PublishSubmit(b, "fault-sender", "", echoJob(id)); err != nil {
 		t.Fatal(err)
 	}
 
@@ -183,12 +183,12 @@ func TestDuplicateJobID(t *testing.T) {
 	conflicting.ContextPtr = "memory://echo_ctx/something-else"
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	_, err := c.Submit(ctx, conflicting, "")
+	_, err := c.Submit(ctx, conflicting)
 	var refused *client.RefusedError
-	if !errors.As(err, &refused) || !errors.Is(err, client.ErrRefused) || !strings.Contains(refused.Reason, "conflict") || refused.Retryable {
+	if !errors.As(err, &refused) || !errors.Is(err, client.ErrRefused) || !errors.Is(err, client.ErrConflict) || !strings.Contains(refused.Reason, "conflict") || refused.Retryable {
 		t.Errorf("conflicting submission: err %v; want a non-retryable *client.RefusedError about a conflict", err)
 	}
-	if _, err := client.Submit(b, "fault-sender", "", conflicting); err != nil {
+	if err := systest.PublishSubmit(b, "fault-sender", "", conflicting); err != nil {
 		t.Fatal(err)
 	}
 	systest.Poll(t, 10*time.Second, 20*time.Millisecond, "both conflicting submissions refused", func() (bool, string) {
@@ -234,7 +234,7 @@ func TestJobForTopicNoWorkerServes(t *testing.T) {
 		return &pb.JobRequest{JobId: id, Topic: "job.nobody", TtlMs: ttl.Milliseconds()}
 	}
 	submit(t, c, orphan("orphan-confirmed"))
-	if _, err := client.Submit(b, "fault-sender", "", orphan("orphan-plain")); err != nil {
+	if err := systest.PublishSubmit(b, "fault-sender", "", orphan("orphan-plain")); err != nil {
 		t.Fatal(err)
 	}
 	for _, id := range []string{"orphan-confirmed", "orphan-plain"} {

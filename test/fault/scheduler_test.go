@@ -10,10 +10,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cortex-os/core/internal/client"
 	"github.com/cortex-os/core/internal/infrastructure/bus"
 	"github.com/cortex-os/core/internal/lifecycle"
 	"github.com/cortex-os/core/internal/systest"
+	"github.com/cortex-os/core/pkg/client"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 )
 
@@ -31,7 +31,7 @@ func submitMany(t *testing.T, c *client.Client, b *bus.NatsBus, ids []string, fr
 		wg.Go(func() {
 			for i := range work {
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				job, err := c.Submit(ctx, echoJob(ids[i]), "")
+				job, err := c.Submit(ctx, echoJob(ids[i]))
 				cancel()
 				switch {
 				case err != nil:
@@ -47,7 +47,7 @@ func submitMany(t *testing.T, c *client.Client, b *bus.NatsBus, ids []string, fr
 			work <- i
 			continue
 		}
-		if _, err := client.Submit(b, "fault-sender", "", echoJob(ids[i])); err != nil {
+		if err := systest.PublishSubmit(b, "fault-sender", "", echoJob(ids[i])); err != nil {
 			t.Errorf("publish %s: %v", ids[i], err)
 		}
 	}
@@ -139,10 +139,11 @@ func TestSchedulerKill9With1000JobsInFlight(t *testing.T) {
 	// a result one of them really published for that attempt.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	all, err := c.List(ctx, pb.JobState_JOB_STATE_UNSPECIFIED, 2*total)
+	listed, err := c.ListAll(ctx, client.ListOptions{Limit: 2 * total})
 	if err != nil {
 		t.Fatalf("list: %v", err)
 	}
+	all := listed.Jobs
 	if len(all) != total {
 		t.Errorf("list: %d jobs, want %d", len(all), total)
 	}

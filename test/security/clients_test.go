@@ -10,10 +10,10 @@ import (
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/cortex-os/core/internal/client"
 	"github.com/cortex-os/core/internal/echo"
 	"github.com/cortex-os/core/internal/infrastructure/config"
 	"github.com/cortex-os/core/internal/lifecycle"
+	"github.com/cortex-os/core/pkg/client"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/wire"
 )
@@ -83,7 +83,7 @@ func TestReplySubjectAttackIsRefused(t *testing.T) {
 	if err != nil || lifecycle.Terminal(j.GetState()) {
 		t.Fatalf("the victim after the attack: %v, %v", j, err)
 	}
-	if jobs, err := admin.List(ctx, 0, 100); err != nil || len(jobs) != 1 {
+	if jobs, err := list(ctx, admin, 0, 100); err != nil || len(jobs) != 1 {
 		t.Errorf("after the attack the store lists %d jobs (%v), want the victim only", len(jobs), err)
 	}
 	if st := e.Stats(); st.Submitted != 1 || st.Cancelled != 0 {
@@ -176,7 +176,7 @@ func TestTenantIsolationUnderShippedConfig(t *testing.T) {
 	notFound := func(what string, err error) {
 		t.Helper()
 		var r *client.RefusedError
-		if !errors.As(err, &r) || !strings.Contains(r.Reason, "not found") || r.Retryable || r.Job != nil ||
+		if !errors.As(err, &r) || !errors.Is(err, client.ErrNotFound) || !strings.Contains(r.Reason, "not found") || r.Retryable || r.Job != nil ||
 			strings.Contains(r.Reason, "hunter2") {
 			t.Errorf("tenant-a %s: %v, want not found", what, err)
 		}
@@ -187,14 +187,14 @@ func TestTenantIsolationUnderShippedConfig(t *testing.T) {
 	if err != nil && unknownErr != nil && strings.ReplaceAll(err.Error(), "b-secret", "X") != strings.ReplaceAll(unknownErr.Error(), "no-such-job", "X") {
 		t.Errorf("another tenant's job %q, an unknown one %q: they differ", err, unknownErr)
 	}
-	_, err = a.Watch(ctx, "b-secret", 10*time.Millisecond, nil)
+	_, err = a.Wait(ctx, "b-secret")
 	notFound("watching b-secret", err)
 	_, err = a.Cancel(ctx, "b-secret", "mine now")
 	notFound("cancelling b-secret", err)
-	if jobs, err := a.List(ctx, 0, 100); err != nil || len(jobs) != 1 || jobs[0].GetJobId() != "a-own" {
+	if jobs, err := list(ctx, a, 0, 100); err != nil || len(jobs) != 1 || jobs[0].GetJobId() != "a-own" {
 		t.Errorf("tenant-a lists %v, %v; want its own job only", ids(jobs), err)
 	}
-	if _, err := a.Submit(ctx, &pb.JobRequest{JobId: "forged", Topic: "job.echo", Tenant: "b"}, ""); !errors.Is(err, client.ErrRefused) ||
+	if _, err := a.Submit(ctx, &pb.JobRequest{JobId: "forged", Topic: "job.echo", Tenant: "b"}); !errors.Is(err, client.ErrRefused) ||
 		!strings.Contains(err.Error(), `bound to tenant "a"`) {
 		t.Errorf("tenant-a submitting for tenant b: %v, want refused", err)
 	}
@@ -205,21 +205,21 @@ func TestTenantIsolationUnderShippedConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "the dead letter", func() bool {
-		dead, err := b.DeadLetters(ctx, 10)
+		dead, err := deadLetters(ctx, b, 10)
 		return err == nil && len(dead) == 1
 	})
-	if dead, err := a.DeadLetters(ctx, 10); err != nil || len(dead) != 0 {
+	if dead, err := deadLetters(ctx, a, 10); err != nil || len(dead) != 0 {
 		t.Errorf("tenant-a's dead letters: %v, %v", ids(dead), err)
 	}
-	_, err = a.Redrive(ctx, "b-secret")
+	_, err = a.RetryDeadLetter(ctx, "b-secret")
 	notFound("re-driving b-secret", err)
-	again, err := b.Redrive(ctx, "b-secret")
+	again, err := b.RetryDeadLetter(ctx, "b-secret")
 	if err != nil || again.GetRequest().GetTenant() != "b" {
 		t.Fatalf("tenant-b re-driving its job: %v, %v", again, err)
 	}
 
 	// The administrator sees every tenant, secrets and all, and may cancel.
-	if jobs, err := admin.List(ctx, 0, 100); err != nil || len(jobs) != 3 {
+	if jobs, err := list(ctx, admin, 0, 100); err != nil || len(jobs) != 3 {
 		t.Errorf("admin lists %v, %v", ids(jobs), err)
 	}
 	if j, err := admin.Get(ctx, "b-secret"); err != nil || j.GetRequest().GetEnvVars()["DB_SECRET"] != "hunter2" {

@@ -21,7 +21,6 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
-	"github.com/cortex-os/core/internal/client"
 	"github.com/cortex-os/core/internal/echo"
 	"github.com/cortex-os/core/internal/embeddednats"
 	"github.com/cortex-os/core/internal/infrastructure/bus"
@@ -32,6 +31,8 @@ import (
 	"github.com/cortex-os/core/internal/system"
 	"github.com/cortex-os/core/internal/systest"
 	"github.com/cortex-os/core/internal/tenancy"
+	"github.com/cortex-os/core/pkg/client"
+	pb "github.com/cortex-os/core/pkg/pb/v1"
 )
 
 // waitFor bounds every wait. Waits poll; nothing sleeps to synchronise and
@@ -142,7 +143,36 @@ func connect(t testing.TB, url, user string, log *slog.Logger) *bus.NatsBus {
 // the cortex commands do.
 func newClient(t testing.TB, url, user string, log *slog.Logger) *client.Client {
 	t.Helper()
-	return client.New(connect(t, url, user, log), "security-test", client.WithIdentity(user))
+	return systest.Client(t, connect(t, url, user, log), client.Options{SenderID: "security-test", Identity: user})
+}
+
+// list lists up to limit jobs in state (UNSPECIFIED: any), newest first,
+// reading as many pages as it takes.
+func list(ctx context.Context, c *client.Client, state pb.JobState, limit int) ([]*pb.JobInfo, error) {
+	l, err := c.ListAll(ctx, client.ListOptions{State: state, Limit: limit})
+	if err != nil {
+		return nil, err
+	}
+	return l.Jobs, nil
+}
+
+// deadLetters lists up to limit dead letters, oldest first.
+func deadLetters(ctx context.Context, c *client.Client, limit int) ([]*pb.JobInfo, error) {
+	l, err := c.DeadLetters(ctx, client.ListOptions{Limit: limit})
+	if err != nil {
+		return nil, err
+	}
+	return l.Jobs, nil
+}
+
+// submitted is what a Submit answered, with a refusal's job (a DENIED one)
+// as the job: job, err := submitted(c.Submit(ctx, req)).
+func submitted(job *pb.JobInfo, err error) (*pb.JobInfo, error) {
+	var re *client.RefusedError
+	if errors.As(err, &re) {
+		return re.Job, err
+	}
+	return job, err
 }
 
 // runScheduler runs the scheduler as the binary does (system.RunScheduler),

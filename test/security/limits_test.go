@@ -9,12 +9,12 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/cortex-os/core/internal/client"
 	"github.com/cortex-os/core/internal/echo"
 	"github.com/cortex-os/core/internal/infrastructure/bus"
 	"github.com/cortex-os/core/internal/infrastructure/config"
 	"github.com/cortex-os/core/internal/lifecycle"
 	"github.com/cortex-os/core/internal/system"
+	"github.com/cortex-os/core/pkg/client"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/wire"
 	"github.com/cortex-os/core/pkg/worker"
@@ -46,7 +46,7 @@ func TestLongTopicIsRefusedAndTheSchedulerServes(t *testing.T) {
 		{&pb.JobRequest{JobId: "long", Topic: longTopic}, "invalid topic: 5004 bytes, at most 255"},
 		{&pb.JobRequest{JobId: "prio-99", Topic: "job.echo", Priority: 99}, "invalid priority: 99"},
 	} {
-		_, err := c.Submit(ctx, tc.req, "")
+		_, err := c.Submit(ctx, tc.req)
 		var refused *client.RefusedError
 		if !errors.As(err, &refused) || refused.Retryable || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("submitting %s: %v, want a final refusal saying %q", tc.req.GetJobId(), err, tc.want)

@@ -10,10 +10,10 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/cortex-os/core/internal/client"
 	"github.com/cortex-os/core/internal/lifecycle"
 	"github.com/cortex-os/core/internal/safety"
 	"github.com/cortex-os/core/internal/scheduler"
+	"github.com/cortex-os/core/pkg/client"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 )
 
@@ -76,7 +76,7 @@ func TestCELDenyRuleFailsClosedUnderShippedConfig(t *testing.T) {
 	for i := range 64 {
 		env[fmt.Sprintf("V%02d", i)] = strings.Repeat("x", 4096)
 	}
-	job, err := r.client.Submit(r.ctx, &pb.JobRequest{JobId: "bulky", Topic: "job.echo", EnvVars: env}, "")
+	job, err := submitted(r.client.Submit(r.ctx, &pb.JobRequest{JobId: "bulky", Topic: "job.echo", EnvVars: env}))
 	var re *client.RefusedError
 	if !errors.As(err, &re) || re.RuleID != "no-credentials" || re.Retryable {
 		t.Fatalf("the bulky job: %v; want a refusal by rule no-credentials", err)
@@ -90,7 +90,7 @@ func TestCELDenyRuleFailsClosedUnderShippedConfig(t *testing.T) {
 		t.Errorf("job get bulky: %v, %v; want DENIED by no-credentials", got, err)
 	}
 
-	odd, err := r.client.Submit(r.ctx, &pb.JobRequest{JobId: "odd-priority", Topic: "job.echo", Priority: pb.JobPriority(99)}, "")
+	odd, err := submitted(r.client.Submit(r.ctx, &pb.JobRequest{JobId: "odd-priority", Topic: "job.echo", Priority: pb.JobPriority(99)}))
 	if err == nil {
 		t.Fatalf("a job with priority 99 was admitted: %v", odd)
 	}

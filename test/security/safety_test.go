@@ -13,7 +13,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/cortex-os/core/internal/client"
 	"github.com/cortex-os/core/internal/echo"
 	"github.com/cortex-os/core/internal/infrastructure/bus"
 	"github.com/cortex-os/core/internal/infrastructure/config"
@@ -21,6 +20,7 @@ import (
 	"github.com/cortex-os/core/internal/safety"
 	"github.com/cortex-os/core/internal/scheduler"
 	"github.com/cortex-os/core/internal/system"
+	"github.com/cortex-os/core/pkg/client"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 )
 
@@ -223,9 +223,9 @@ func TestDeniedJobUnderShippedConfig(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = drain() })
 
-	job, err := r.client.Submit(r.ctx, &pb.JobRequest{JobId: "leaky", Topic: "job.echo", EnvVars: map[string]string{"DB_SECRET": "x"}}, "")
+	job, err := submitted(r.client.Submit(r.ctx, &pb.JobRequest{JobId: "leaky", Topic: "job.echo", EnvVars: map[string]string{"DB_SECRET": "x"}}))
 	var re *client.RefusedError
-	if !errors.As(err, &re) || re.RuleID != "no-secrets" || re.Retryable {
+	if !errors.As(err, &re) || !errors.Is(err, client.ErrDenied) || re.RuleID != "no-secrets" || re.Retryable {
 		t.Fatalf("submit: %v; want a refusal by rule no-secrets", err)
 	}
 	if job.GetState() != lifecycle.Denied || job.GetRuleId() != "no-secrets" || job.GetPolicyVersion() != "v1" ||
@@ -277,9 +277,9 @@ func TestThrottledTenantUnderShippedConfig(t *testing.T) {
 	for _, id := range []string{"noisy-1", "noisy-2"} { // the burst
 		submit(t, r.ctx, r.client, &pb.JobRequest{JobId: id, Topic: "job.echo", Tenant: "noisy"})
 	}
-	_, err := r.client.Submit(r.ctx, &pb.JobRequest{JobId: "noisy-3", Topic: "job.echo", Tenant: "noisy"}, "")
+	_, err := r.client.Submit(r.ctx, &pb.JobRequest{JobId: "noisy-3", Topic: "job.echo", Tenant: "noisy"})
 	var re *client.RefusedError
-	if !errors.As(err, &re) || !re.Retryable || re.RetryAfter <= 0 || re.RuleID != "noisy-rate" {
+	if !errors.As(err, &re) || !errors.Is(err, client.ErrThrottled) || !re.Retryable || re.RetryAfter <= 0 || re.RuleID != "noisy-rate" {
 		t.Fatalf("third job of the noisy tenant: %v; want a retryable refusal with a retry-after by noisy-rate", err)
 	}
 	if j, err := r.client.Get(r.ctx, "noisy-3"); err == nil {
@@ -317,7 +317,7 @@ func TestBrokenPolicyEditUnderShippedConfig(t *testing.T) {
 	// The kernel counts the refusal, then logs it.
 	eventually(t, "the refused edit to be logged", func() bool { return strings.Contains(r.logs.String(), "policy refused") })
 
-	job, err := r.client.Submit(r.ctx, &pb.JobRequest{JobId: "still-denied", Topic: "job.echo", EnvVars: map[string]string{"X_SECRET": "1"}}, "")
+	job, err := submitted(r.client.Submit(r.ctx, &pb.JobRequest{JobId: "still-denied", Topic: "job.echo", EnvVars: map[string]string{"X_SECRET": "1"}}))
 	if !errors.Is(err, client.ErrRefused) || job.GetRuleId() != "no-secrets" || job.GetPolicyVersion() != "v1" {
 		t.Errorf("after a broken edit: %v, %v; want DENIED by no-secrets of v1", job, err)
 	}
@@ -332,7 +332,7 @@ func TestBrokenPolicyEditUnderShippedConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "v2 in force", func() bool { return r.kernel.Policy().Version == "v2" })
-	job, err = r.client.Submit(r.ctx, &pb.JobRequest{JobId: "denied-by-v2", Topic: "job.echo", EnvVars: map[string]string{"X_SECRET": "1"}}, "")
+	job, err = submitted(r.client.Submit(r.ctx, &pb.JobRequest{JobId: "denied-by-v2", Topic: "job.echo", EnvVars: map[string]string{"X_SECRET": "1"}}))
 	if !errors.Is(err, client.ErrRefused) || job.GetRuleId() != "no-secrets" || job.GetPolicyVersion() != "v2" {
 		t.Errorf("after a good edit: %v, %v; want DENIED by no-secrets of v2", job, err)
 	}
@@ -360,7 +360,7 @@ func TestRemoteKernelStoppedUnderShippedConfig(t *testing.T) {
 			}, func(c *scheduler.Config) { c.SafetyUnavailable = mode })
 			seen := watchJobEcho(t, r.url)
 
-			job, err := r.client.Submit(r.ctx, &pb.JobRequest{JobId: "while-down", Topic: "job.echo"}, "")
+			job, err := submitted(r.client.Submit(r.ctx, &pb.JobRequest{JobId: "while-down", Topic: "job.echo"}))
 			switch mode {
 			case scheduler.SafetyUnavailableDeny:
 				if !errors.Is(err, client.ErrRefused) || job.GetState() != lifecycle.Denied ||

@@ -15,7 +15,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/cortex-os/core/internal/client"
 	"github.com/cortex-os/core/internal/echo"
 	"github.com/cortex-os/core/internal/embeddednats"
 	"github.com/cortex-os/core/internal/infrastructure/bus"
@@ -23,6 +22,7 @@ import (
 	"github.com/cortex-os/core/internal/lifecycle"
 	"github.com/cortex-os/core/internal/placement"
 	"github.com/cortex-os/core/internal/safety"
+	"github.com/cortex-os/core/pkg/client"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/wire"
 )
@@ -315,7 +315,7 @@ func TestSystemUnderShippedConfig(t *testing.T) {
 			if j := watch(t, ctx, c, "done", terminal); j.GetState() != lifecycle.Completed || j.GetWorkerId() != "echo-1" {
 				t.Fatalf("job ended %s on %q, want COMPLETED on echo-1", lifecycle.Name(j.GetState()), j.GetWorkerId())
 			}
-			if jobs, err := c.List(ctx, lifecycle.Completed, 10); err != nil || len(jobs) != 1 {
+			if jobs, err := list(ctx, c, lifecycle.Completed, 10); err != nil || len(jobs) != 1 {
 				t.Errorf("list: %d jobs, %v", len(jobs), err)
 			}
 			// Denied by the policy, audited on sys.safety.audit.
@@ -341,10 +341,10 @@ func TestSystemUnderShippedConfig(t *testing.T) {
 			}
 			watch(t, ctx, c, "dead", func(j *pb.JobInfo) bool { return j.GetDeadLetter() })
 			eventually(t, "the dead letter", func() bool {
-				dead, err := c.DeadLetters(ctx, 10)
+				dead, err := deadLetters(ctx, c, 10)
 				return err == nil && len(dead) == 1 && dead[0].GetJobId() == "dead"
 			})
-			again, err := c.Redrive(ctx, "dead")
+			again, err := c.RetryDeadLetter(ctx, "dead")
 			if err != nil {
 				t.Fatalf("redrive: %v", err)
 			}
@@ -400,8 +400,8 @@ func TestRemoteSafetyUnderShippedConfig(t *testing.T) {
 // the submission is refused with the rule, and the job is DENIED.
 func denied(t *testing.T, ctx context.Context, c *client.Client, id string) {
 	t.Helper()
-	_, err := c.Submit(ctx, &pb.JobRequest{JobId: id, Topic: "sys.destroy"}, "")
-	if !errors.Is(err, client.ErrRefused) || !strings.Contains(err.Error(), "forbidden-topic") {
+	_, err := c.Submit(ctx, &pb.JobRequest{JobId: id, Topic: "sys.destroy"})
+	if !errors.Is(err, client.ErrRefused) || !errors.Is(err, client.ErrDenied) || !strings.Contains(err.Error(), "forbidden-topic") {
 		t.Fatalf("submitting on sys.destroy: %v, want a refusal by rule forbidden-topic", err)
 	}
 	if j := watch(t, ctx, c, id, terminal); j.GetState() != lifecycle.Denied {
@@ -446,7 +446,7 @@ func runningOn(worker string) func(*pb.JobInfo) bool {
 // submit submits req as the client, failing the test on an error.
 func submit(t *testing.T, ctx context.Context, c *client.Client, req *pb.JobRequest) *pb.JobInfo {
 	t.Helper()
-	j, err := c.Submit(ctx, req, "")
+	j, err := c.Submit(ctx, req)
 	if err != nil {
 		t.Fatalf("submit %s: %v", req.GetJobId(), err)
 	}

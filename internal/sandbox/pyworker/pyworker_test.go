@@ -11,7 +11,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/cortex-os/core/internal/client"
 	"github.com/cortex-os/core/internal/infrastructure/bus"
 	"github.com/cortex-os/core/internal/lifecycle"
 	"github.com/cortex-os/core/internal/logging"
@@ -19,6 +18,8 @@ import (
 	"github.com/cortex-os/core/internal/sandbox"
 	"github.com/cortex-os/core/internal/sandbox/pyworker"
 	"github.com/cortex-os/core/internal/system"
+	"github.com/cortex-os/core/internal/systest"
+	"github.com/cortex-os/core/pkg/client"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 )
 
@@ -67,7 +68,7 @@ func newRig(t *testing.T, l sandbox.Limits) *rig {
 		<-done
 		<-done
 	})
-	return &rig{url: url, bus: b, client: client.New(b, "pyworker-test")}
+	return &rig{url: url, bus: b, client: systest.Client(t, b, client.Options{SenderID: "pyworker-test"})}
 }
 
 // run submits req and waits for its end.
@@ -81,11 +82,11 @@ func (r *rig) run(t *testing.T, req *pb.JobRequest) *pb.JobInfo {
 	defer cancel()
 	// The worker may not have subscribed yet: a job nobody took is offered
 	// again, so submitting at once is fine.
-	job, err := r.client.Submit(ctx, req, "")
+	job, err := r.client.Submit(ctx, req)
 	if err != nil {
 		t.Fatal(err)
 	}
-	final, err := r.client.Watch(ctx, job.GetJobId(), 20*time.Millisecond, nil)
+	final, err := r.client.Wait(ctx, job.GetJobId())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,7 +14,7 @@
     job = await client.submit("job.upper", input=b"hello", wait=True, timeout=30)
     print(await client.result(job.job_id))   # b"HELLO"
 
-The wire protocol is the Go runtime's (pkg/worker, internal/client):
+The wire protocol is the Go runtime's (pkg/worker, pkg/client):
 docs/sdk-python.md describes it and what this package does of it.
 """
 

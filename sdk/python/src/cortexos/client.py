@@ -1,5 +1,5 @@
 """The CortexOS client: submit jobs, ask about them, cancel them, wait for
-their results. The same protocol as the Go client (internal/client): a
+their results. The same protocol as the Go client (pkg/client): a
 submission is published on sys.job.submit with a Cortex-Reply-To header
 naming an inbox where the scheduler answers with a JobAnswer; queries and
 cancels are NATS requests on sys.job.query and sys.job.cancel.
