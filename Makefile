@@ -48,7 +48,9 @@ build-cortex:
 
 ## dev-up: NATS (embedded, JetStream), the scheduler and an echo worker, in one
 ## process. Ctrl-C stops it. Extra flags: make dev-up ARGS="--workers 3".
-dev-up: build-cortex
+## It builds every binary first, so ./bin/cortex-worker-echo and the others
+## the README runs next to it are there.
+dev-up: build
 	./bin/cortex dev $(ARGS)
 
 fmt-check:
@@ -61,6 +63,7 @@ vet:
 ## test: everything CI runs.
 test: proto-check fmt-check vet test-python
 	$(GO) test -race -count=1 -timeout 15m ./...
+	@echo "make test: all checks passed (proto, fmt, vet, go test -race, python)"
 
 ## The Python SDK (sdk/python) is tested from a virtualenv, $(VENV), made
 ## with $(PYTHON3) when absent; the package is installed into it as a user

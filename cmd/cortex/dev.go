@@ -26,7 +26,7 @@ func newDevCommand() *cobra.Command {
 	var (
 		host, dataDir, logLevel string
 		port, httpPort, workers int
-		syncAlways, auth        bool
+		syncAlways, auth, reset bool
 		codePython              bool
 		policy, placementFile   string
 	)
@@ -44,7 +44,13 @@ generated for this run; the scheduler and each worker connect as their own
 user. Three clients are printed: client, the administrator, who sees every
 job, and tenant-a and tenant-b, bound to tenants a and b, who each see
 their own tenant's jobs only (their credentials are also written, mode
-0600, to dev-credentials*.env in the data directory). See docs/security.md.`,
+0600, to dev-credentials*.env in the data directory). Two more workers,
+worker-1 and worker-2, are for worker processes started outside dev (any
+job.* topic): their credentials go to dev-credentials-worker-*.env. See
+docs/security.md.
+
+The data directory keeps jobs across runs (a job no worker took stays
+PENDING); --reset removes it first.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if config.CredentialFlagsGiven(cmd.Flags()) {
@@ -55,6 +61,11 @@ their own tenant's jobs only (their credentials are also written, mode
 				return err
 			}
 			log := logging.New(os.Stderr, level)
+			if reset {
+				if err := resetDataDir(cmd.OutOrStdout(), dataDir); err != nil {
+					return err
+				}
+			}
 			if err := os.MkdirAll(dataDir, 0o755); err != nil {
 				return fmt.Errorf("data dir: %w", err)
 			}
@@ -67,7 +78,7 @@ their own tenant's jobs only (their credentials are also written, mode
 				if roles, err = embeddednats.NewDevAuth(workers, "echo", "job."+echo.Kind); err != nil {
 					return err
 				}
-				ncfg.Users = roles.Users()
+				ncfg.Users = append(roles.Users(), roles.OutsideUsers()...)
 			}
 			srv, err := embeddednats.Start(ncfg)
 			if err != nil {
@@ -118,6 +129,7 @@ their own tenant's jobs only (their credentials are also written, mode
 	f.IntVar(&port, "port", 4222, "NATS client port (-1 picks a free one)")
 	f.IntVar(&httpPort, "http-port", 8222, "NATS monitoring port (0 disables it, -1 picks a free one)")
 	f.StringVar(&dataDir, "data-dir", ".cortex/dev", "JetStream data directory")
+	f.BoolVar(&reset, "reset", false, "remove the data directory first: jobs of earlier runs are forgotten")
 	f.BoolVar(&syncAlways, "sync-always", false, "fsync every JetStream write (see docs/guarantees.md)")
 	f.IntVar(&workers, "workers", 1, "echo workers to run")
 	f.Var(&work, "work-time", `simulated work per echo job: "0", "250ms" or "100ms-500ms"`)
@@ -136,7 +148,7 @@ const devCredentialsFile = "dev-credentials.env"
 
 // devCredentialsFileOf is the credentials file of a dev client.
 func devCredentialsFileOf(u embeddednats.DevUser) string {
-	if u.Tenant == "" {
+	if u.Tenant == "" && u.Role == embeddednats.RoleClient {
 		return devCredentialsFile
 	}
 	return "dev-credentials-" + u.User + ".env"
@@ -164,7 +176,7 @@ func printDevAuth(out io.Writer, roles *embeddednats.DevAuth, url, dataDir strin
 	if err != nil {
 		return err
 	}
-	for _, c := range roles.Tenants {
+	for _, c := range append(append([]embeddednats.DevUser(nil), roles.Tenants...), roles.Outside...) {
 		if _, err := writeDevCredentials(c, url, dataDir); err != nil {
 			return err
 		}
@@ -182,9 +194,46 @@ func printDevAuth(out io.Writer, roles *embeddednats.DevAuth, url, dataDir strin
 		fmt.Fprintf(out, " %s", w.User)
 	}
 	fmt.Fprintln(out, ": run in this process")
+	printOutsideWorkers(out, roles, dataDir)
 	fmt.Fprintf(out, "  send a job:  ./bin/cortex submit --nats-url %s --nats-user %s --nats-password %s --topic job.echo --wait\n",
 		url, roles.Client.User, roles.Client.Password)
 	fmt.Fprintf(out, "          or:  . %s && ./bin/cortex submit --topic job.echo --wait\n", path)
+	return nil
+}
+
+// printOutsideWorkers prints the outside workers' credentials and how to
+// start one; printDevAuth has written their files.
+func printOutsideWorkers(out io.Writer, roles *embeddednats.DevAuth, dataDir string) {
+	for _, w := range roles.Outside {
+		fmt.Fprintf(out, "    %-10s --nats-user %s --nats-password %s  (a worker you start, on %s; %s)\n", w.User, w.User, w.Password,
+			embeddednats.OutsideTopics, filepath.Join(dataDir, devCredentialsFileOf(w)))
+	}
+	if len(roles.Outside) > 0 {
+		fmt.Fprintf(out, "  a worker:    . %s && ./bin/cortex-worker-echo\n", filepath.Join(dataDir, devCredentialsFileOf(roles.Outside[0])))
+	}
+}
+
+// resetDataDir removes dataDir and says so; a directory that is not there
+// is already reset. It refuses the root, the working directory and the home
+// directory, which no data directory should be.
+func resetDataDir(out io.Writer, dataDir string) error {
+	abs, err := filepath.Abs(dataDir)
+	if err != nil {
+		return fmt.Errorf("--reset: %w", err)
+	}
+	wd, _ := os.Getwd()
+	home, _ := os.UserHomeDir()
+	if abs == filepath.Dir(abs) || abs == wd || (home != "" && abs == home) {
+		return fmt.Errorf("--reset: refusing to remove %s: give a data directory of its own with --data-dir", abs)
+	}
+	if _, err := os.Stat(abs); errors.Is(err, os.ErrNotExist) {
+		fmt.Fprintf(out, "CortexOS: --reset: %s does not exist yet; starting empty\n", abs)
+		return nil
+	}
+	if err := os.RemoveAll(abs); err != nil {
+		return fmt.Errorf("--reset: removing %s: %w", abs, err)
+	}
+	fmt.Fprintf(out, "CortexOS: --reset: removed %s (the jobs of earlier runs)\n", abs)
 	return nil
 }
 

@@ -30,7 +30,7 @@ func newRootCommand() *cobra.Command {
 	// NATS credentials for every command that connects (docs/security.md).
 	config.RegisterCredentialFlags(root.PersistentFlags())
 	registerIdentityFlag(root.PersistentFlags())
-	root.AddCommand(newDevCommand())
+	root.AddCommand(newDevCommand(), newServerCommand())
 	root.AddCommand(newBenchCommand())
 	root.AddCommand(newSubmitCommand(), newJobCommand(), newDLQCommand())
 	root.AddCommand(newPolicyCommand())

@@ -178,15 +178,26 @@ type DevAuth struct {
 	Workers                    []DevUser
 	// Topics the workers take jobs on.
 	Topics []string
+	// Outside are workers for processes started outside cortex dev
+	// (worker-1, worker-2): the worker role, on every job topic (job.>),
+	// kept out of Users so that those stay config/nats-auth.conf's users.
+	Outside []DevUser
 }
+
+// OutsideTopics are the topics an outside dev worker may take jobs on.
+const OutsideTopics = "job.>"
+
+// outsideWorkers is how many outside workers NewDevAuth makes.
+const outsideWorkers = 2
 
 // The dev tenants: user tenant-a is bound to tenant a, tenant-b to b.
 var devTenants = [][2]string{{"tenant-a", "a"}, {"tenant-b", "b"}}
 
 // NewDevAuth generates the users: client (the administrator), tenant-a and
-// tenant-b (bound to tenants a and b), scheduler, safety, auditor, and
-// workers named workerPrefix-1 ... -n, each taking jobs on topics, each
-// with a random 24-character password.
+// tenant-b (bound to tenants a and b), scheduler, safety, auditor,
+// workers named workerPrefix-1 ... -n, each taking jobs on topics, and the
+// outside workers worker-1 and worker-2, each with a random 24-character
+// password.
 func NewDevAuth(workers int, workerPrefix string, topics ...string) (*DevAuth, error) {
 	a := &DevAuth{Topics: topics}
 	var err error
@@ -209,6 +220,9 @@ func NewDevAuth(workers int, workerPrefix string, topics ...string) (*DevAuth, e
 	a.Auditor = user(RoleAuditor, "auditor")
 	for i := range workers {
 		a.Workers = append(a.Workers, user(RoleWorker, fmt.Sprintf("%s-%d", workerPrefix, i+1)))
+	}
+	for i := range outsideWorkers {
+		a.Outside = append(a.Outside, user(RoleWorker, fmt.Sprintf("worker-%d", i+1)))
 	}
 	if err != nil {
 		return nil, fmt.Errorf("embeddednats: generating passwords: %w", err)
@@ -233,6 +247,16 @@ func (a *DevAuth) Users() []*server.User {
 		users = append(users, &server.User{Username: w.User, Password: w.Password, Permissions: WorkerPermissions(w.User, a.Topics...)})
 	}
 	sort.Slice(users, func(i, j int) bool { return users[i].Username < users[j].Username })
+	return users
+}
+
+// OutsideUsers are the server's users for the outside workers: the worker
+// role, taking jobs on OutsideTopics.
+func (a *DevAuth) OutsideUsers() []*server.User {
+	users := make([]*server.User, 0, len(a.Outside))
+	for _, w := range a.Outside {
+		users = append(users, &server.User{Username: w.User, Password: w.Password, Permissions: WorkerPermissions(w.User, OutsideTopics)})
+	}
 	return users
 }
 

@@ -4,46 +4,84 @@
 // the job's state until it ends and prints its result. With no terminal state
 // within --timeout it says where the job still is and exits 1.
 //
+// It finds NATS and its credentials as the binaries do: the config file, then
+// NATS_URL and the NATS_* credential variables (NATS_USER and NATS_PASSWORD,
+// NATS_TOKEN, NATS_NKEY_SEED, NATS_CREDS, NATS_CA, NATS_CERT, NATS_KEY,
+// NATS_TLS_SERVER_NAME, NATS_INBOX_PREFIX), then the --nats-* flags. With a
+// user it names itself by it (CORTEX_IDENTITY overrides): `cortex dev --auth`
+// answers a client only under _INBOX.<identity>.
+//
 //	go run ./tools/scripts/send_echo_job.go [--topic job.echo] [--timeout 10s]
 package main
 
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/spf13/pflag"
 
+	"github.com/cortex-os/core/internal/infrastructure/config"
 	"github.com/cortex-os/core/internal/logging"
 	"github.com/cortex-os/core/internal/system"
 	"github.com/cortex-os/core/pkg/client"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
+	"github.com/cortex-os/core/pkg/wire"
 )
 
 func main() {
+	flags := pflag.NewFlagSet("send_echo_job", pflag.ExitOnError)
 	var (
-		configPath = flag.String("config", "", "config file (default config/local.yaml if present)")
-		natsURL    = flag.String("nats-url", "", "NATS server URL (overrides NATS_URL and the config file)")
-		topic      = flag.String("topic", "job.echo", "job topic")
-		timeout    = flag.Duration("timeout", 10*time.Second, "how long to wait for the job to end")
+		configPath = flags.String("config", "", "config file (default config/local.yaml if present)")
+		natsURL    = flags.String("nats-url", "", "NATS server URL (overrides NATS_URL and the config file)")
+		topic      = flags.String("topic", "job.echo", "job topic")
+		timeout    = flags.Duration("timeout", 10*time.Second, "how long to wait for the job to end")
 	)
-	flag.Parse()
-	if err := run(*configPath, *natsURL, *topic, *timeout); err != nil {
+	config.RegisterCredentialFlags(flags)
+	_ = flags.Parse(os.Args[1:]) // ExitOnError
+	if err := run(flags, *configPath, *natsURL, *topic, *timeout); err != nil {
 		fmt.Fprintln(os.Stderr, "send_echo_job:", err)
 		os.Exit(1)
 	}
 }
 
-func run(configPath, natsURL, topic string, timeout time.Duration) error {
+// envIdentity names the client when set; else the connection's inbox
+// prefix _INBOX.<user> does, as for cortex submit.
+const envIdentity = "CORTEX_IDENTITY"
+
+func run(flags *pflag.FlagSet, configPath, natsURL, topic string, timeout time.Duration) error {
 	cfg, err := system.LoadConfig(configPath, natsURL, "")
 	if err != nil {
 		return err
 	}
+	if err := config.ApplyCredentialFlags(flags, cfg); err != nil {
+		return err
+	}
+	identity := os.Getenv(envIdentity)
+	if identity == "" {
+		identity, _ = strings.CutPrefix(cfg.NATS.Inbox(), wire.InboxRoot+".")
+		if strings.Contains(identity, ".") || cfg.NATS.IsZero() {
+			identity = ""
+		}
+	}
+	if identity != "" && cfg.NATS.InboxPrefix == "" {
+		cfg.NATS.InboxPrefix = wire.ClientInbox(identity)
+	}
+	natsOpts, err := system.NatsOptions(nil, cfg)
+	if err != nil {
+		return err
+	}
+	sender := identity
+	if sender == "" {
+		sender = "job-sender"
+	}
 	c, err := client.Connect(cfg.NatsURL, client.Options{
-		Name: "job-sender", SenderID: "job-sender", RequestTimeout: timeout, Logger: logging.New(os.Stderr, system.Level(cfg)),
+		Name: "job-sender", Identity: identity, SenderID: sender, RequestTimeout: timeout,
+		Logger: logging.New(os.Stderr, system.Level(cfg)), NATSOptions: natsOpts,
 	})
 	if err != nil {
 		return err

@@ -1,0 +1,287 @@
+package e2e
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/cortex-os/core/internal/systest"
+)
+
+// The README's commands, run as a new user would type them: each command
+// line a test runs is taken from README.md itself (the test fails if the
+// README no longer has it) and parsed: an optional ". FILE && " that loads a
+// credentials file, then ./bin/<binary> or `go run
+// ./tools/scripts/send_echo_job.go` (the binaries built once for the
+// package), then its arguments. The only additions are the flags a shared
+// test machine needs (a free port instead of 4222, no monitoring port, no
+// sandboxed Python worker, no simulated work), each named where it is added.
+
+var (
+	readmeOnce sync.Once
+	readmeText string
+	readmeErr  error
+)
+
+// readme returns README.md.
+func readme(t *testing.T) string {
+	t.Helper()
+	readmeOnce.Do(func() {
+		var b []byte
+		b, readmeErr = os.ReadFile(filepath.Join(systest.RepoRoot(t), "README.md"))
+		readmeText = string(b)
+	})
+	if readmeErr != nil {
+		t.Fatal(readmeErr)
+	}
+	return readmeText
+}
+
+// readmeCmd is a command of the README, to run in dir.
+type readmeCmd struct {
+	line string   // as the README has it
+	env  []string // from a sourced credentials file, plus the test's
+	bin  string   // the built binary
+	args []string
+}
+
+// parseReadme finds line in the README and parses it; extra arguments (the
+// test machine's) are appended.
+func parseReadme(t *testing.T, dir, line string, env []string, extra ...string) readmeCmd {
+	t.Helper()
+	if !strings.Contains(readme(t), line) {
+		t.Fatalf("README.md no longer has the command %q: update this test with the README", line)
+	}
+	c := readmeCmd{line: line, env: env}
+	rest := line
+	if file, after, ok := strings.Cut(rest, " && "); ok {
+		file, ok = strings.CutPrefix(file, ". ")
+		if !ok {
+			t.Fatalf("README command %q: want \". FILE && command\"", line)
+		}
+		c.env = append(c.env, sourceEnv(t, filepath.Join(dir, file))...)
+		rest = after
+	}
+	if i := strings.Index(rest, "#"); i >= 0 {
+		rest = rest[:i]
+	}
+	fields := strings.Fields(rest)
+	switch {
+	case len(fields) >= 3 && fields[0] == "go" && fields[1] == "run" && fields[2] == "./tools/scripts/"+binSender+".go":
+		c.bin, c.args = binSender, fields[3:]
+	case len(fields) >= 1 && strings.HasPrefix(fields[0], "./bin/"):
+		c.bin, c.args = strings.TrimPrefix(fields[0], "./bin/"), fields[1:]
+	default:
+		t.Fatalf("README command %q: not ./bin/<binary> nor go run ./tools/scripts/%s.go", line, binSender)
+	}
+	c.args = append(c.args, extra...)
+	return c
+}
+
+// sourceEnv reads a dev-credentials*.env file ("export K=V K=V ...").
+func sourceEnv(t *testing.T, path string) []string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("sourcing %s: %v", path, err)
+	}
+	var env []string
+	for _, f := range strings.Fields(strings.TrimSpace(string(b))) {
+		if f == "export" {
+			continue
+		}
+		if !strings.Contains(f, "=") {
+			t.Fatalf("%s: %q is not K=V", path, f)
+		}
+		env = append(env, f)
+	}
+	return env
+}
+
+// runReadme starts a README command in dir.
+func runReadme(t *testing.T, dir, line string, env []string, extra ...string) *systest.Proc {
+	t.Helper()
+	c := parseReadme(t, dir, line, env, extra...)
+	return systest.Start(t, systest.Process{Path: bins.Path(c.bin), Name: c.bin, Args: c.args, Env: c.env, Dir: dir})
+}
+
+// readmeOK runs a README command in dir to its end and requires exit 0.
+func readmeOK(t *testing.T, dir, line string, env []string, extra ...string) *systest.Proc {
+	t.Helper()
+	p := runReadme(t, dir, line, env, extra...)
+	if code := p.Wait(t, exitTimeout); code != 0 {
+		t.Fatalf("%s exited %d, want 0\nstdout:\n%sstderr:\n%s", line, code, p.Stdout(), p.Stderr())
+	}
+	return p
+}
+
+// devFlags are the test machine's additions to cortex dev and cortex
+// server: a free port, no monitoring port; for dev, no sandboxed Python
+// worker and no simulated work.
+func devFlags(t *testing.T, dev bool) (url string, flags []string) {
+	t.Helper()
+	port := systest.FreePort(t)
+	flags = []string{"--port", strconv.Itoa(port), "--http-port", "0"}
+	if dev {
+		flags = append(flags, "--code-python=false", "--work-time", "0")
+	}
+	return "nats://127.0.0.1:" + strconv.Itoa(port), flags
+}
+
+// waitReady waits for a cortex dev or server to print "Ctrl-C stops".
+func waitReady(t *testing.T, p *systest.Proc) {
+	t.Helper()
+	p.WaitForLine(t, startTimeout, `"Ctrl-C stops"`, func(line string) bool { return strings.Contains(line, "Ctrl-C stops") })
+}
+
+// The quick start: cortex dev, a job with `cortex submit --wait`, one with
+// send_echo_job.go, `cortex job get`; a job nobody serves is answered
+// DISPATCHED (naive strategy) and is then PENDING with its reason; it is
+// still there when dev starts again, and gone after `cortex dev --reset`.
+func TestREADMEQuickStart(t *testing.T) {
+	requireBinaries(t)
+	t.Parallel()
+	dir := t.TempDir()
+	url, flags := devFlags(t, true)
+	env := []string{"NATS_URL=" + url}
+
+	dev := runReadme(t, dir, "./bin/cortex dev", nil, flags...)
+	waitReady(t, dev)
+
+	out := readmeOK(t, dir, "./bin/cortex submit --topic job.echo --wait", env).Stdout()
+	cs := changes(out)
+	if len(cs) == 0 || cs[len(cs)-1].State != "COMPLETED" {
+		t.Fatalf("cortex submit --wait: changes %+v, want COMPLETED last\n%s", cs, out)
+	}
+	id := systest.ParseAttrs(systest.Lines(out)[0])["job_id"]
+	if kv := keyValues(readmeOK(t, dir, "./bin/cortex job get ", env, id).Stdout()); kv["state"] != "COMPLETED" || kv["job_id"] != id {
+		t.Errorf("cortex job get %s: state %q job_id %q, want COMPLETED", id, kv["state"], kv["job_id"])
+	}
+	checkCompleted(t, readmeOK(t, dir, "go run ./tools/scripts/send_echo_job.go", env))
+
+	// Naive strategy: answered DISPATCHED, then PENDING with the reason.
+	nobody := runReadme(t, dir, "./bin/cortex submit --topic job.nobody --wait", env)
+	waitForText(t, nobody, "PENDING     attempt=0  worker=-  no live worker subscribed to job.nobody")
+	cs = changes(nobody.Stdout())
+	if len(cs) < 2 || cs[0].State != "DISPATCHED" || cs[0].Attempt != "1" {
+		t.Errorf("submit job.nobody: changes %+v, want DISPATCHED attempt 1 first", cs)
+	}
+	nobodyID := systest.ParseAttrs(systest.Lines(nobody.Stdout())[0])["job_id"]
+	nobody.Interrupt(t)
+	nobody.Wait(t, exitTimeout)
+	dev.Interrupt(t)
+	if code := dev.Wait(t, exitTimeout); code != 0 {
+		t.Fatalf("cortex dev exited %d after SIGINT, want 0", code)
+	}
+
+	// Started again, it still has that job: PENDING.
+	dev = runReadme(t, dir, "./bin/cortex dev", nil, append(flags, "--workers", "0")...)
+	waitReady(t, dev)
+	if kv := keyValues(readmeOK(t, dir, "./bin/cortex job get ", env, nobodyID).Stdout()); kv["state"] != "PENDING" {
+		t.Errorf("after a restart, cortex job get %s: state %q, want PENDING (kept in .cortex/dev)", nobodyID, kv["state"])
+	}
+	dev.Interrupt(t)
+	dev.Wait(t, exitTimeout)
+
+	// --reset: gone.
+	dev = runReadme(t, dir, "./bin/cortex dev --reset", nil, flags...)
+	waitReady(t, dev)
+	if !strings.Contains(dev.Stdout(), "--reset: removed "+filepath.Join(dir, ".cortex", "dev")) {
+		t.Errorf("cortex dev --reset does not say what it removed:\n%s", dev.Stdout())
+	}
+	p := runReadme(t, dir, "./bin/cortex job get ", env, nobodyID)
+	if code := p.Wait(t, exitTimeout); code != 1 || !strings.Contains(p.Stderr(), "not found") {
+		t.Errorf("after --reset, cortex job get %s: exit %d, stderr %q; want 1 and not found", nobodyID, code, p.Stderr())
+	}
+}
+
+// The per-binary way without a nats-server or Docker: cortex server, then
+// the scheduler, an echo worker and send_echo_job.go, as the README lists
+// them.
+func TestREADMEPerBinary(t *testing.T) {
+	requireBinaries(t)
+	t.Parallel()
+	dir := t.TempDir()
+	url, flags := devFlags(t, false)
+	env := []string{"NATS_URL=" + url}
+
+	srv := runReadme(t, dir, "./bin/cortex server", nil, flags...)
+	waitReady(t, srv)
+	sched := runReadme(t, dir, "./bin/cortex-scheduler\n", env)
+	sched.WaitForLog(t, startTimeout, "started")
+	w := runReadme(t, dir, "./bin/cortex-worker-echo\n", env, "--work-time", "0")
+	w.WaitForLog(t, startTimeout, "running")
+	checkCompleted(t, readmeOK(t, dir, "go run ./tools/scripts/send_echo_job.go", env))
+}
+
+// cortex dev --auth: a worker started outside dev with the credentials of
+// worker-1 runs the jobs, and send_echo_job.go submits with the client's
+// credentials file. dev runs no echo worker of its own here (--workers 0),
+// so the job can only have run on worker-1.
+func TestREADMEDevAuthOutsideWorker(t *testing.T) {
+	requireBinaries(t)
+	t.Parallel()
+	dir := t.TempDir()
+	_, flags := devFlags(t, true)
+
+	dev := runReadme(t, dir, "./bin/cortex dev --auth", nil, append(flags, "--workers", "0")...)
+	waitReady(t, dev)
+	for _, u := range []string{"worker-1", "worker-2"} {
+		if !strings.Contains(dev.Stdout(), "    "+u+" ") {
+			t.Errorf("cortex dev --auth prints no credentials for %s:\n%s", u, dev.Stdout())
+		}
+		fi, err := os.Stat(filepath.Join(dir, ".cortex", "dev", "dev-credentials-"+u+".env"))
+		if err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("dev-credentials-%s.env: %v, mode %v; want it, 0600", u, err, fi)
+		}
+	}
+	w := runReadme(t, dir, ". .cortex/dev/dev-credentials-worker-1.env && ./bin/cortex-worker-echo", nil, "--work-time", "0")
+	if running := w.WaitForLog(t, startTimeout, "running"); running["worker_id"] != "worker-1" {
+		t.Fatalf("outside worker running as %q, want worker-1", running["worker_id"])
+	}
+	_, r := checkCompleted(t, readmeOK(t, dir, ". .cortex/dev/dev-credentials.env && go run ./tools/scripts/send_echo_job.go", nil))
+	if r.WorkerID != "worker-1" {
+		t.Errorf("the job ran on %q, want worker-1 (the only worker)", r.WorkerID)
+	}
+	// Without credentials the server refuses the sender.
+	p := runReadme(t, dir, "go run ./tools/scripts/send_echo_job.go", []string{"NATS_URL=" + sourceURL(t, dir)})
+	if code := p.Wait(t, exitTimeout); code == 0 {
+		t.Errorf("send_echo_job without credentials exited 0 against dev --auth")
+	}
+}
+
+// sourceURL is the NATS_URL of dev's credentials files in dir.
+func sourceURL(t *testing.T, dir string) string {
+	t.Helper()
+	for _, kv := range sourceEnv(t, filepath.Join(dir, ".cortex", "dev", "dev-credentials.env")) {
+		if v, ok := strings.CutPrefix(kv, "NATS_URL="); ok {
+			return v
+		}
+	}
+	t.Fatal("dev-credentials.env has no NATS_URL")
+	return ""
+}
+
+// make dev-up builds every binary the README runs next to it, and make test
+// ends with the line the README quotes.
+func TestREADMEMakeTargets(t *testing.T) {
+	t.Parallel()
+	b, err := os.ReadFile(filepath.Join(systest.RepoRoot(t), "Makefile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mk := string(b)
+	if !strings.Contains(mk, "\ndev-up: build\n") {
+		t.Error("Makefile: dev-up must depend on build (the README runs ./bin/cortex-worker-echo next to it)")
+	}
+	const summary = "make test: all checks passed (proto, fmt, vet, go test -race, python)"
+	if !strings.Contains(mk, "@echo \""+summary+"\"") {
+		t.Errorf("Makefile: make test does not end with %q", summary)
+	}
+	if !strings.Contains(readme(t), summary) {
+		t.Errorf("README.md does not quote make test's last line %q", summary)
+	}
+}
