@@ -77,7 +77,7 @@ func newCommand() *cobra.Command {
 				"require_worker_identity", settings.RequireWorkerIdentity,
 				"require_client_identity", clients.RequireIdentity, "client_identities", len(clients.Identities))
 			return system.RunScheduler(ctx, system.SchedulerOptions{NatsURL: cfg.NatsURL, ID: id, Logger: log, Settings: settings,
-				NatsOptions: natsOpts, Safety: safetyCfg, Placement: placementCfg, Clients: clients})
+				NatsOptions: natsOpts, Safety: safetyCfg, Placement: placementCfg, Clients: clients, Blobs: cfg.Blobs})
 		},
 	}
 	f := cmd.Flags()

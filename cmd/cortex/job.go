@@ -19,7 +19,7 @@ func newJobCommand() *cobra.Command {
 then one of COMPLETED, FAILED, DENIED, TIMEOUT, CANCELLED; see
 docs/state_machine.md), attempts, worker, result and errors.`,
 	}
-	cmd.AddCommand(newJobGetCommand(), newJobWatchCommand(), newJobCancelCommand(), newJobListCommand())
+	cmd.AddCommand(newJobGetCommand(), newJobWatchCommand(), newJobCancelCommand(), newJobListCommand(), newJobResultCommand())
 	return cmd
 }
 

@@ -17,7 +17,7 @@ func newSubmitCommand() *cobra.Command {
 	var (
 		conn                           connFlags
 		topic, jobID, contextPtr, prio string
-		tenant, payload                string
+		tenant, payload, input         string
 		env, labels, caps              []string
 		maxAttempts                    int32
 		jobTimeout, ttl, waitFor       time.Duration
@@ -81,6 +81,10 @@ wait for the scheduler's answer.`,
 					req.EnvVars[k] = v
 				}
 			}
+			inputOpts, err := inputOptions(cmd, input, payload, contextPtr)
+			if err != nil {
+				return err
+			}
 			s, err := conn.open()
 			if err != nil {
 				return err
@@ -91,7 +95,11 @@ wait for the scheduler's answer.`,
 
 			out := cmd.OutOrStdout()
 			reqCtx, cancel := s.request(ctx)
-			job, err := s.client.Submit(reqCtx, req)
+			if inputOpts != nil {
+				cancel() // an upload takes what it takes; the client bounds the request itself
+				reqCtx, cancel = ctx, func() {}
+			}
+			job, err := s.client.Submit(reqCtx, req, inputOpts...)
 			cancel()
 			if err != nil {
 				var refused *client.RefusedError
@@ -148,6 +156,7 @@ wait for the scheduler's answer.`,
 	f.StringSliceVar(&caps, "require", nil, "capabilities a worker must have to run the job (comma-separated or repeated)")
 	f.StringArrayVar(&labels, "label", nil, "KEY=VALUE a worker must carry to run the job, such as gpu=h100 (repeatable)")
 	f.StringVar(&payload, "payload", "", "inline input for the handler (JobRequest.payload)")
+	f.StringVar(&input, "input", "", "the job's input from FILE (- for stdin): inline up to 256 KiB, else uploaded to the blob store (docs/blobs.md)")
 	f.BoolVar(&wait, "wait", false, "follow the job to its terminal state; exit 0 only if it COMPLETED")
 	f.DurationVar(&waitFor, "wait-timeout", 0, "with --wait: give up after this long (0: wait until the job ends)")
 	f.BoolVar(&asJSON, "json", false, "print the job as one JSON object (with --wait: as it ended)")

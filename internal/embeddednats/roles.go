@@ -36,16 +36,45 @@ const (
 // InboxSubjects is what user may subscribe to for its answers: _INBOX.<user>.>.
 func InboxSubjects(user string) string { return bus.DefaultInboxPrefix(user) + ".>" }
 
+// The blob store's bucket (docs/blobs.md): an object store is the stream
+// OBJ_<bucket>, its objects' chunks on $O.<bucket>.C.<nuid>, their metadata
+// on $O.<bucket>.M.<encoded name>.
+const (
+	blobBucket = "CORTEX_BLOBS"
+	streamBlob = "OBJ_" + blobBucket
+	blobChunks = "$O." + blobBucket + ".C.*"
+	blobMeta   = "$O." + blobBucket + ".M.*"
+)
+
+// BlobPermissions are what clients and workers need of the blob store, and
+// no more: look the bucket up; read an object's metadata by its name (a
+// direct get of the last message on its subject: no listing, no reading by
+// sequence); write chunks and metadata; read one object's chunks through an
+// ordered consumer filtered on that object's chunk subject, with its flow
+// control, and delete that consumer. Anyone with them can read or replace
+// an object whose name it knows: names must be unguessable (blob.NewKey).
+func BlobPermissions() []string {
+	return []string{
+		jsStream + "INFO." + streamBlob,
+		jsAPI + "DIRECT.GET." + streamBlob + "." + blobMeta,
+		blobChunks, blobMeta,
+		jsConsumer + "CREATE." + streamBlob + ".*." + blobChunks,
+		jsConsumer + "DELETE." + streamBlob + ".*",
+		"$JS.FC." + streamBlob + ".>",
+	}
+}
+
 // ClientPermissions: the client whose identity (and NATS user) is user
 // submits, queries and cancels jobs (cortex submit, job, dlq) on the
 // subjects that name it, sys.job.<verb>.<user>, and reads its answers under
 // its own inbox only. The scheduler answers it nowhere else, and holds it
-// to the tenant its identity is bound to (docs/security.md).
+// to the tenant its identity is bound to (docs/security.md). It uploads
+// inputs to and reads results from the blob store (BlobPermissions).
 func ClientPermissions(user string) *server.Permissions {
 	return &server.Permissions{
-		Publish: &server.SubjectPermission{Allow: []string{
+		Publish: &server.SubjectPermission{Allow: append([]string{
 			subjectSubmit + "." + user, subjectQuery + "." + user, subjectCancel + "." + user,
-		}},
+		}, BlobPermissions()...)},
 		Subscribe: &server.SubjectPermission{Allow: []string{InboxSubjects(user)}},
 	}
 }
@@ -71,7 +100,7 @@ const (
 // and no other stream touched.
 func schedulerJetStream() []string {
 	out := []string{jsAPI + "INFO"}
-	for _, s := range []string{streamJobs, streamSubmit, streamResult, streamDLQ} {
+	for _, s := range []string{streamJobs, streamSubmit, streamResult, streamDLQ, streamBlob} {
 		out = append(out, jsStream+"CREATE."+s, jsStream+"UPDATE."+s, jsStream+"INFO."+s)
 	}
 	out = append(out,
@@ -128,13 +157,15 @@ func AuditorPermissions() *server.Permissions {
 // jobs on its topics and cancellations on sys.worker.<id>.>, answers the
 // dispatches it received (responses only: it cannot answer another's), and
 // publishes heartbeats and results on the subjects that name it and no
-// other (pkg/worker's NamedSubjects).
+// other (pkg/worker's NamedSubjects). It reads inputs from and writes
+// results to the blob store (BlobPermissions), its answers under its own
+// inbox, _INBOX.<id>.
 func WorkerPermissions(workerID string, topics ...string) *server.Permissions {
 	return &server.Permissions{
-		Publish: &server.SubjectPermission{Allow: []string{
+		Publish: &server.SubjectPermission{Allow: append([]string{
 			"sys.heartbeat.*." + workerID, subjectResult + "." + workerID,
-		}},
-		Subscribe: &server.SubjectPermission{Allow: append(append([]string(nil), topics...), "sys.worker."+workerID+".>")},
+		}, BlobPermissions()...)},
+		Subscribe: &server.SubjectPermission{Allow: append(append([]string(nil), topics...), "sys.worker."+workerID+".>", InboxSubjects(workerID))},
 		Response:  allowResponses(),
 	}
 }

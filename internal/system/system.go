@@ -23,6 +23,7 @@ import (
 	"github.com/cortex-os/core/internal/safety"
 	"github.com/cortex-os/core/internal/scheduler"
 	"github.com/cortex-os/core/internal/tenancy"
+	"github.com/cortex-os/core/pkg/blob"
 	"github.com/cortex-os/core/pkg/worker"
 )
 
@@ -73,6 +74,9 @@ type SchedulerOptions struct {
 	Clients tenancy.Config
 	// NatsOptions are extra connection options (credentials, TLS).
 	NatsOptions []nats.Option
+	// Blobs is the blobs section: the blob store bucket the scheduler
+	// creates (or updates) when it keeps jobs in JetStream.
+	Blobs config.Blobs
 	// Started, if set, is called once the scheduler is subscribed.
 	Started func()
 }
@@ -87,6 +91,9 @@ func RunScheduler(ctx context.Context, opts SchedulerOptions) error {
 	store, dead, mode, err := OpenStore(ctx, b, opts.Settings.Store)
 	if err != nil {
 		return err
+	}
+	if mode == config.StoreJetStream {
+		EnsureBlobs(ctx, b, opts.Blobs, opts.Logger)
 	}
 	id := opts.ID
 	if id == "" {
@@ -267,6 +274,16 @@ func OpenStore(ctx context.Context, b *bus.NatsBus, mode string) (scheduler.JobS
 	}
 	b.SetDurable(true)
 	return store, dead, mode, nil
+}
+
+// EnsureBlobs creates the blob store bucket, or updates it to cfg
+// (docs/blobs.md). A server that refuses is logged, not fatal: jobs run
+// without the blob store, and a pointer into it fails its job.
+func EnsureBlobs(ctx context.Context, b *bus.NatsBus, cfg config.Blobs, log *slog.Logger) {
+	err := blob.EnsureBucket(ctx, b.Conn(), blob.BucketConfig{Bucket: cfg.Bucket, TTL: cfg.TTL, Replicas: cfg.Replicas, MaxBytes: cfg.MaxBytes})
+	if err != nil {
+		log.Warn("[SCHEDULER] blob store bucket not created: obj:// inputs and results will fail", "err", err)
+	}
 }
 
 // EchoWorkerOptions configures RunEchoWorker.

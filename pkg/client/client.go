@@ -25,6 +25,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/cortex-os/core/internal/infrastructure/bus"
+	"github.com/cortex-os/core/pkg/blob"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/wire"
 )
@@ -60,7 +61,19 @@ type Options struct {
 	// NATSOptions are extra nats.go options for Connect and Dial, applied
 	// after the credentials.
 	NATSOptions []nats.Option
+	// Blobs uploads large inputs (WithInput) and reads results (Result).
+	// Default: a blob.Store on the client's connection (bucket
+	// CORTEX_BLOBS, 64 MiB cap; docs/blobs.md).
+	Blobs *blob.Store
+	// InlineInputLimit: an input (WithInput) up to this many bytes goes in
+	// JobRequest.payload; a larger one is uploaded to Blobs and passed as
+	// an obj:// context_ptr. Default DefaultInlineInputLimit, as the Python
+	// SDK.
+	InlineInputLimit int
 }
+
+// DefaultInlineInputLimit is Options.InlineInputLimit's default: 256 KiB.
+const DefaultInlineInputLimit = 256 << 10
 
 func (o *Options) setDefaults() error {
 	if strings.ContainsAny(o.Identity, ". *>\t\r\n") {
@@ -68,6 +81,12 @@ func (o *Options) setDefaults() error {
 	}
 	if o.RequestTimeout < 0 {
 		return invalid("request timeout %s must not be negative", o.RequestTimeout)
+	}
+	if o.InlineInputLimit < 0 {
+		return invalid("inline input limit %d must not be negative", o.InlineInputLimit)
+	}
+	if o.InlineInputLimit == 0 {
+		o.InlineInputLimit = DefaultInlineInputLimit
 	}
 	if o.Name == "" {
 		o.Name = "cortex-client"
@@ -98,6 +117,8 @@ type Client struct {
 	owned    bool // made by Connect: Close drains the connection
 	senderID string
 	timeout  time.Duration
+	blobs    *blob.Store
+	inline   int
 
 	submitSubject, querySubject, cancelSubject string
 }
@@ -113,7 +134,11 @@ func Connect(url string, opts Options) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := newClient(b, opts)
+	c, err := newClient(b, opts)
+	if err != nil {
+		b.Close()
+		return nil, err
+	}
 	c.owned = true
 	return c, nil
 }
@@ -172,12 +197,19 @@ func New(nc *nats.Conn, opts Options) (*Client, error) {
 				opts.Identity, want, nc.NewInbox(), opts.Identity)
 		}
 	}
-	return newClient(bus.FromConn(nc, bus.Config{Logger: opts.Logger}), opts), nil
+	return newClient(bus.FromConn(nc, bus.Config{Logger: opts.Logger}), opts)
 }
 
-func newClient(b *bus.NatsBus, opts Options) *Client {
+func newClient(b *bus.NatsBus, opts Options) (*Client, error) {
+	if opts.Blobs == nil {
+		s, err := blob.New(b.Conn(), blob.Config{})
+		if err != nil {
+			return nil, fmt.Errorf("client: %w", err)
+		}
+		opts.Blobs = s
+	}
 	c := &Client{
-		bus: b, senderID: opts.SenderID, timeout: opts.RequestTimeout,
+		bus: b, senderID: opts.SenderID, timeout: opts.RequestTimeout, blobs: opts.Blobs, inline: opts.InlineInputLimit,
 		submitSubject: wire.SubjectSubmit, querySubject: wire.SubjectQuery, cancelSubject: wire.SubjectCancel,
 	}
 	if id := opts.Identity; id != "" {
@@ -185,8 +217,11 @@ func newClient(b *bus.NatsBus, opts Options) *Client {
 		c.querySubject += "." + id
 		c.cancelSubject += "." + id
 	}
-	return c
+	return c, nil
 }
+
+// Blobs is the blob store the client uploads inputs to and reads results from.
+func (c *Client) Blobs() *blob.Store { return c.blobs }
 
 // Conn is the client's connection.
 func (c *Client) Conn() *nats.Conn { return c.bus.Conn() }
@@ -202,7 +237,21 @@ func (c *Client) Close() {
 // SubmitOption sets an option of one submission.
 type SubmitOption func(*submitOptions)
 
-type submitOptions struct{ traceID string }
+type submitOptions struct {
+	traceID  string
+	input    []byte
+	hasInput bool
+}
+
+// WithInput sets the job's input: in req.Payload when it is at most
+// Options.InlineInputLimit bytes, else uploaded to the blob store under an
+// unguessable key (inputs/<job_id>/<random>) and passed as an obj://
+// context_ptr. A worker reads it either way with Job.Input. req must have
+// neither a payload nor a context_ptr. An input over the store's cap is
+// blob.ErrTooLarge, and nothing is submitted.
+func WithInput(data []byte) SubmitOption {
+	return func(o *submitOptions) { o.input, o.hasInput = data, true }
+}
 
 // WithTraceID sets the trace id the job is followed by through the logs.
 // Default: a new UUID.
@@ -232,6 +281,11 @@ func (c *Client) Submit(ctx context.Context, req *pb.JobRequest, opts ...SubmitO
 	}
 	if o.traceID == "" {
 		o.traceID = uuid.NewString()
+	}
+	if o.hasInput {
+		if err := c.setInput(ctx, req, o.input); err != nil {
+			return nil, err
+		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
@@ -263,6 +317,63 @@ func (c *Client) Submit(ctx context.Context, req *pb.JobRequest, opts ...SubmitO
 		return nil, fmt.Errorf("no answer from a scheduler for job %s (%w); if the intake is durable, it is recorded when a scheduler runs", req.JobId, context.Cause(ctx))
 	}
 }
+
+func (c *Client) setInput(ctx context.Context, req *pb.JobRequest, data []byte) error {
+	if len(req.GetPayload()) > 0 || req.GetContextPtr() != "" {
+		return invalid("WithInput and a request with a payload or context_ptr: give one")
+	}
+	if len(data) <= c.inline {
+		req.Payload = data
+		return nil
+	}
+	p, err := c.blobs.PutBytes(ctx, blob.NewKey("inputs/"+req.GetJobId()), data)
+	if err != nil {
+		return fmt.Errorf("client: uploading the input of job %s: %w", req.GetJobId(), err)
+	}
+	req.ContextPtr = p.String()
+	return nil
+}
+
+// Result returns the bytes of a completed job's result: what its result_ptr
+// points at (a data: URL, or an obj:// object, checked against its digest);
+// nil when it has none. A job that has not completed is a *JobError
+// (ErrNotCompleted); a result_ptr of another scheme is blob.ErrUnsupported
+// (Get has the pointer).
+func (c *Client) Result(ctx context.Context, jobID string) ([]byte, error) {
+	job, err := c.Get(ctx, jobID)
+	if err != nil {
+		return nil, err
+	}
+	if job.GetState() != pb.JobState_JOB_STATE_COMPLETED {
+		return nil, &JobError{Job: job}
+	}
+	if job.GetResultPtr() == "" {
+		return nil, nil
+	}
+	data, err := c.blobs.Get(ctx, job.GetResultPtr())
+	if err != nil {
+		return nil, fmt.Errorf("client: result of job %s: %w", jobID, err)
+	}
+	return data, nil
+}
+
+// ErrNotCompleted: the job has no result to read: it has not ended, or
+// ended otherwise than COMPLETED. Every *JobError matches it.
+var ErrNotCompleted = errors.New("job not completed")
+
+// JobError is Result's error for a job that did not complete.
+type JobError struct{ Job *pb.JobInfo }
+
+func (e *JobError) Error() string {
+	msg := fmt.Sprintf("client: job %s is %s", e.Job.GetJobId(), StateName(e.Job.GetState()))
+	if e.Job.GetError() != "" {
+		msg += ": " + e.Job.GetError()
+	}
+	return msg + ": no result"
+}
+
+// Is makes errors.Is(err, ErrNotCompleted) true.
+func (e *JobError) Is(target error) bool { return target == ErrNotCompleted }
 
 // Get returns a job as the scheduler knows it now. A job that does not
 // exist is ErrNotFound.

@@ -42,6 +42,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/cortex-os/core/internal/infrastructure/bus"
+	"github.com/cortex-os/core/pkg/blob"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/wire"
 )
@@ -141,6 +142,17 @@ type Config struct {
 	// Logger. Default slog.Default(). Per-job events are logged at debug.
 	Logger *slog.Logger
 
+	// Blobs reads jobs' obj:// inputs (Job.Input) and stores results
+	// (Result.Data) too large to go inline. Default: a blob.Store on the
+	// worker's connection (bucket CORTEX_BLOBS, 64 MiB cap), which the
+	// scheduler creates (docs/blobs.md).
+	Blobs *blob.Store
+	// ResultInlineLimit: Result.Data up to this many bytes goes inline in
+	// result_ptr as a data: URL, as long as that URL fits the scheduler's
+	// bound on result_ptr (MaxResultPtr); larger goes to Blobs. Default
+	// 2 KiB, as the Python SDK.
+	ResultInlineLimit int
+
 	// NamedSubjects makes the worker name itself in the subjects it
 	// publishes on: heartbeats on sys.heartbeat.<Kind>.<ID>, results on
 	// sys.job.result.<ID>. A NATS server that lets each worker's user
@@ -188,6 +200,12 @@ func (c *Config) setDefaults() error {
 	}
 	if strings.ContainsAny(c.ID, ". *>\t\r\n") {
 		return fmt.Errorf("worker: id %q must be one subject token: no dots, spaces or wildcards", c.ID)
+	}
+	if c.ResultInlineLimit < 0 {
+		return fmt.Errorf("worker: ResultInlineLimit %d must not be negative", c.ResultInlineLimit)
+	}
+	if c.ResultInlineLimit == 0 {
+		c.ResultInlineLimit = DefaultResultInlineLimit
 	}
 	if c.HeartbeatInterval <= 0 {
 		c.HeartbeatInterval = 5 * time.Second
@@ -447,6 +465,13 @@ func New(nc *nats.Conn, cfg Config) (*Worker, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
+	if cfg.Blobs == nil {
+		s, err := blob.New(nc, blob.Config{})
+		if err != nil {
+			return nil, fmt.Errorf("worker: %w", err)
+		}
+		cfg.Blobs = s
+	}
 	return newWorker(bus.FromConn(nc, bus.Config{Logger: cfg.Logger}), cfg), nil
 }
 
@@ -705,7 +730,7 @@ func sentAt(p *pb.BusPacket) time.Time {
 // The timeout is enforced by the confirmation loop, not a timer per job.
 func (w *Worker) hold(req *pb.JobRequest, reply, traceID string) (context.Context, *heldJob) {
 	h := &heldJob{id: req.GetJobId(), attempt: req.GetAttempt(), reply: reply, traceID: traceID, started: time.Now(), base: w.base}
-	h.job = Job{req: req, traceID: traceID, workerID: w.cfg.ID}
+	h.job = Job{req: req, traceID: traceID, workerID: w.cfg.ID, blobs: w.cfg.Blobs}
 	if ms := req.GetTimeoutMs(); ms > 0 {
 		h.deadline = h.started.Add(time.Duration(ms) * time.Millisecond)
 	}
@@ -850,6 +875,9 @@ func (w *Worker) run(j queuedJob) {
 		start = time.Now() // it may have waited for a runner
 	}
 	out, err := w.call(j.ctx, &j.held.job)
+	if err == nil {
+		out.Ptr, err = w.storeResult(j.ctx, req, out)
+	}
 	res := &pb.JobResult{
 		JobId:       req.GetJobId(),
 		Status:      pb.JobStatus_JOB_STATUS_COMPLETED,
@@ -895,6 +923,35 @@ func (w *Worker) run(j queuedJob) {
 		w.log.Debug(w.prefix+" 📤 result", "job_id", req.GetJobId(), "status", res.Status.String(),
 			"execution_ms", res.ExecutionMs, "trace_id", traceID)
 	}
+}
+
+// DefaultResultInlineLimit is Config.ResultInlineLimit's default.
+const DefaultResultInlineLimit = 2 << 10
+
+// MaxResultPtr is the longest result_ptr the scheduler takes (its field
+// limits, docs/security.md): a data: URL longer than this goes to Blobs.
+const MaxResultPtr = 4096
+
+// storeResult is the result_ptr of out: Ptr, or Data inline or stored.
+func (w *Worker) storeResult(ctx context.Context, req *pb.JobRequest, out Result) (string, error) {
+	switch {
+	case out.Data == nil:
+		return out.Ptr, nil
+	case out.Ptr != "":
+		return "", errors.New("worker: the handler's Result has both Data and Ptr: set one")
+	case len(out.Data) <= w.cfg.ResultInlineLimit:
+		if u := blob.DataURL(out.Data, out.MediaType); len(u) <= MaxResultPtr {
+			return u, nil
+		}
+	}
+	if w.cfg.Blobs == nil {
+		return "", errors.New("worker: a result too large to go inline, and no blob store")
+	}
+	p, err := w.cfg.Blobs.PutBytes(ctx, blob.NewKey(fmt.Sprintf("results/%s/%d", req.GetJobId(), req.GetAttempt())), out.Data)
+	if err != nil {
+		return "", fmt.Errorf("storing the result: %w", err)
+	}
+	return p.String(), nil
 }
 
 // call runs the handler, turning a panic into a job failure.

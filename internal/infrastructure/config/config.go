@@ -84,6 +84,24 @@ type Config struct {
 	// bound identities (docs/security.md). Read strictly: an error names
 	// its line. Absent: nobody bound, no identity required.
 	Clients *tenancy.Config `yaml:"clients"`
+	// Blobs configures the blob store of job inputs and results
+	// (docs/blobs.md), whose bucket the scheduler creates.
+	Blobs Blobs `yaml:"blobs"`
+}
+
+// Blobs configures the blob store bucket (docs/blobs.md). Zero values are
+// the defaults.
+type Blobs struct {
+	// Bucket is the JetStream object store bucket. Default CORTEX_BLOBS.
+	Bucket string `yaml:"bucket"`
+	// MaxBytes caps the whole bucket; 0 unlimited. (Each object is capped
+	// by its reader and writer, 64 MiB by default.)
+	MaxBytes int64 `yaml:"max_bytes"`
+	// TTL drops objects older than this. Default 0: kept for ever, as the
+	// job store keeps job records; set it with any pruning of job records.
+	TTL time.Duration `yaml:"ttl"`
+	// Replicas in a cluster, as for the job store. Default 1.
+	Replicas int `yaml:"replicas"`
 }
 
 // Safety configures the safety kernel (docs/policy.md).
@@ -283,6 +301,12 @@ func (c *Config) Validate() error {
 		if err := c.Clients.Validate(); err != nil {
 			return fmt.Errorf("clients: %w", err)
 		}
+	}
+	if c.Blobs.MaxBytes < 0 || c.Blobs.TTL < 0 || c.Blobs.Replicas < 0 {
+		return errors.New("blobs.max_bytes, blobs.ttl and blobs.replicas must not be negative")
+	}
+	if c.Blobs.Bucket != "" && strings.Trim(c.Blobs.Bucket, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") != "" {
+		return fmt.Errorf("blobs.bucket %q: letters, digits, - and _ only", c.Blobs.Bucket)
 	}
 	if c.Scheduler.LeaseMisses < 0 || c.Scheduler.MaxAttempts < 0 {
 		return errors.New("scheduler.lease_misses and scheduler.max_attempts must not be negative")

@@ -1,11 +1,11 @@
 // Package pyworker is the job.code.python worker: it runs the Python source
 // of each job in the sandbox (internal/sandbox) and reports what it did.
 //
-// Where a job's source comes from, until the blob store exists: the job's
+// Where a job's source comes from: the job's
 // payload (JobRequest.payload, `cortex submit --payload`), else its
 // context_ptr: a data: URL (`data:text/x-python;base64,...`; the scheduler
 // caps context_ptr at 4096 bytes) or obj://<bucket>/<key>, an object in a
-// JetStream object store. The job's env_vars become the program's
+// JetStream object store (pkg/blob, docs/blobs.md). The job's env_vars become the program's
 // environment (LD_*, PYTHON*, PATH and HOME refused). The result is JSON,
 // {"exit_code","stdout","stderr","duration_ms","truncated"}, inline in
 // result_ptr as data:application/json;base64,... . docs/code-python.md.
@@ -17,11 +17,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/url"
 	"strings"
 	"unicode/utf8"
 
 	"github.com/cortex-os/core/internal/sandbox"
+	"github.com/cortex-os/core/pkg/blob"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 )
 
@@ -31,36 +31,21 @@ const Topic = "job.code.python"
 // MaxSource caps a job's source.
 const MaxSource = 1 << 20
 
-// ObjectReader reads obj://<bucket>/<key> pointers: at most max bytes.
-type ObjectReader interface {
-	ReadObject(ctx context.Context, bucket, key string, max int) ([]byte, error)
-}
-
-// ObjectWriter stores a result too large to go inline, and returns its
-// obj://<bucket>/<key> pointer.
-type ObjectWriter interface {
-	WriteObject(ctx context.Context, bucket, key string, data []byte) (string, error)
-}
-
-// ObjectStore reads sources and writes results.
-type ObjectStore interface {
-	ObjectReader
-	ObjectWriter
-}
-
 // MaxInlinePointer is the longest result_ptr that goes inline as a data:
 // URL: the scheduler refuses a longer one (its field limits,
 // docs/security.md). A longer result goes to the object store.
 const MaxInlinePointer = 4096
 
 // ResultBucket is where results too large to go inline are stored, as the
-// Python SDK stores them: obj://CORTEX_BLOBS/results/<job_id>/<attempt>.
-const ResultBucket = "CORTEX_BLOBS"
+// Python SDK does: obj://CORTEX_BLOBS/results/<job_id>/<attempt>/<random>.
+const ResultBucket = blob.DefaultBucket
 
 // Handler runs jobs in a sandbox.
 type Handler struct {
 	Sandbox *sandbox.Sandbox
-	Objects ObjectStore // nil: obj:// pointers are refused, and results must fit inline
+	// Blobs reads obj:// pointers (its MaxBytes should be MaxSource); nil:
+	// they are refused.
+	Blobs *blob.Store
 }
 
 // Output is the job's result, as JSON in result_ptr.
@@ -100,13 +85,14 @@ func (h *Handler) HandleJob(ctx context.Context, req *pb.JobRequest) (string, er
 	}
 	ptr := "data:application/json;base64," + base64.StdEncoding.EncodeToString(js)
 	if len(ptr) > MaxInlinePointer {
-		if h.Objects == nil {
+		if h.Blobs == nil {
 			return "", fmt.Errorf("the result (%d bytes) is too large to go inline and there is no object store", len(js))
 		}
-		key := fmt.Sprintf("results/%s/%d", req.GetJobId(), req.GetAttempt())
-		if ptr, err = h.Objects.WriteObject(ctx, ResultBucket, key, js); err != nil {
+		p, err := h.Blobs.PutBytes(ctx, blob.NewKey(fmt.Sprintf("results/%s/%d/", req.GetJobId(), req.GetAttempt())), js)
+		if err != nil {
 			return "", fmt.Errorf("storing the result: %w", err)
 		}
+		ptr = p.String()
 	}
 	reason := res.Reason(h.Sandbox.Limits())
 	switch {
@@ -128,7 +114,8 @@ func (h *Handler) HandleJob(ctx context.Context, req *pb.JobRequest) (string, er
 	return ptr, errors.New(msg)
 }
 
-// source finds the job's program: payload, else context_ptr.
+// source finds the job's program: payload, else context_ptr (a data: URL or
+// an obj:// object, read through pkg/blob).
 func (h *Handler) source(ctx context.Context, req *pb.JobRequest) ([]byte, error) {
 	if p := req.GetPayload(); len(p) > 0 {
 		if len(p) > MaxSource {
@@ -137,47 +124,31 @@ func (h *Handler) source(ctx context.Context, req *pb.JobRequest) ([]byte, error
 		return p, nil
 	}
 	ptr := req.GetContextPtr()
-	switch {
-	case ptr == "":
+	if ptr == "" {
 		return nil, fmt.Errorf("%w: the job has no payload and no context_ptr: nothing to run", errSource)
-	case strings.HasPrefix(ptr, "data:"):
-		return parseDataURL(ptr)
-	case strings.HasPrefix(ptr, "obj://"):
-		bucket, key, ok := strings.Cut(strings.TrimPrefix(ptr, "obj://"), "/")
-		if !ok || bucket == "" || key == "" {
-			return nil, fmt.Errorf("%w: %q: want obj://<bucket>/<key>", errSource, ptr)
-		}
-		if h.Objects == nil {
+	}
+	p, err := blob.ParsePointer(ptr)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errSource, err)
+	}
+	var data []byte
+	switch p.Scheme {
+	case blob.SchemeData:
+		data = p.Data
+	case blob.SchemeObj:
+		if h.Blobs == nil {
 			return nil, fmt.Errorf("%w: %s: this worker reads no object store", errSource, ptr)
 		}
-		data, err := h.Objects.ReadObject(ctx, bucket, key, MaxSource)
-		if err != nil {
+		if data, err = h.Blobs.Get(ctx, ptr); err != nil {
 			return nil, fmt.Errorf("%w: %s: %v", errSource, ptr, err)
 		}
-		return data, nil
+	default:
+		return nil, fmt.Errorf("%w: context_ptr scheme %q: want data: or obj://", errSource, p.Scheme)
 	}
-	scheme, _, _ := strings.Cut(ptr, ":")
-	return nil, fmt.Errorf("%w: context_ptr scheme %q: want data: or obj://", errSource, scheme)
-}
-
-// parseDataURL decodes data:[<media type>][;base64],<data> (RFC 2397).
-func parseDataURL(ptr string) ([]byte, error) {
-	head, body, ok := strings.Cut(strings.TrimPrefix(ptr, "data:"), ",")
-	if !ok {
-		return nil, fmt.Errorf("%w: data: URL without a comma", errSource)
+	if len(data) > MaxSource {
+		return nil, fmt.Errorf("%w: %d bytes, at most %d", errSource, len(data), MaxSource)
 	}
-	if strings.HasSuffix(head, ";base64") {
-		b, err := base64.StdEncoding.DecodeString(body)
-		if err != nil {
-			return nil, fmt.Errorf("%w: data: URL: %v", errSource, err)
-		}
-		return b, nil
-	}
-	s, err := url.PathUnescape(body)
-	if err != nil {
-		return nil, fmt.Errorf("%w: data: URL: %v", errSource, err)
-	}
-	return []byte(s), nil
+	return data, nil
 }
 
 func validUTF8(b []byte) string {

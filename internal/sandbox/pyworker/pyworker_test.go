@@ -19,6 +19,7 @@ import (
 	"github.com/cortex-os/core/internal/sandbox/pyworker"
 	"github.com/cortex-os/core/internal/system"
 	"github.com/cortex-os/core/internal/systest"
+	"github.com/cortex-os/core/pkg/blob"
 	"github.com/cortex-os/core/pkg/client"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 )
@@ -148,17 +149,12 @@ func TestRunsCodeFromEverySource(t *testing.T) {
 		t.Fatalf("output %+v (%s)", out, job.GetError())
 	}
 
-	// obj://: an object in a JetStream object store.
-	js, err := jetstream.New(r.bus.Conn())
+	// obj://: an object in the blob store (the scheduler made its bucket).
+	blobs, err := blob.New(r.bus.Conn(), blob.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := context.Background()
-	obs, err := js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: "CORTEX_BLOBS"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := obs.PutBytes(ctx, "code/hello.py", []byte(src)); err != nil {
+	if _, err := blobs.PutBytes(context.Background(), "code/hello.py", []byte(src)); err != nil {
 		t.Fatal(err)
 	}
 	job = r.run(t, &pb.JobRequest{ContextPtr: "obj://CORTEX_BLOBS/code/hello.py", EnvVars: map[string]string{"WHO": "object"}})

@@ -5,16 +5,15 @@ package pyworker
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cortex-os/core/internal/infrastructure/bus"
 	"github.com/cortex-os/core/internal/sandbox"
+	"github.com/cortex-os/core/pkg/blob"
 	"github.com/cortex-os/core/pkg/worker"
 )
 
@@ -55,7 +54,11 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	defer b.Close()
-	h := &Handler{Sandbox: o.Sandbox, Objects: objectStore{b.Conn()}}
+	blobs, err := blob.New(b.Conn(), blob.Config{MaxBytes: MaxSource})
+	if err != nil {
+		return err
+	}
+	h := &Handler{Sandbox: o.Sandbox, Blobs: blobs}
 	w, err := worker.New(b.Conn(), worker.Config{
 		Kind:  Kind,
 		Topic: Topic,
@@ -80,49 +83,4 @@ func Run(ctx context.Context, o Options) error {
 		o.Started(w.ID())
 	}
 	return w.Run(ctx)
-}
-
-// objectStore reads obj:// pointers from JetStream object stores.
-type objectStore struct{ nc *nats.Conn }
-
-func (s objectStore) ReadObject(ctx context.Context, bucket, key string, max int) ([]byte, error) {
-	js, err := jetstream.New(s.nc)
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	obs, err := js.ObjectStore(ctx, bucket)
-	if err != nil {
-		return nil, err
-	}
-	info, err := obs.GetInfo(ctx, key)
-	if err != nil {
-		return nil, err
-	}
-	if info.Size > uint64(max) {
-		return nil, fmt.Errorf("%d bytes, at most %d", info.Size, max)
-	}
-	return obs.GetBytes(ctx, key)
-}
-
-// WriteObject puts data into bucket (created if missing) under key.
-func (s objectStore) WriteObject(ctx context.Context, bucket, key string, data []byte) (string, error) {
-	js, err := jetstream.New(s.nc)
-	if err != nil {
-		return "", err
-	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	obs, err := js.ObjectStore(ctx, bucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		obs, err = js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: bucket})
-	}
-	if err != nil {
-		return "", err
-	}
-	if _, err := obs.PutBytes(ctx, key, data); err != nil {
-		return "", err
-	}
-	return "obj://" + bucket + "/" + key, nil
 }
