@@ -54,7 +54,7 @@ their own tenant's jobs only (their credentials are also written, mode
 			if err != nil {
 				return err
 			}
-			log := logging.New(os.Stderr, level)
+			log := logging.NewDev(os.Stderr, level) // [SCHEDULER], [SAFETY], [WORKER echo] prefixes
 			if err := os.MkdirAll(dataDir, 0o755); err != nil {
 				return fmt.Errorf("data dir: %w", err)
 			}

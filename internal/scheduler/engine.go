@@ -16,6 +16,7 @@ import (
 
 	"github.com/cortex-os/core/internal/jobstore"
 	"github.com/cortex-os/core/internal/lifecycle"
+	"github.com/cortex-os/core/internal/logging"
 	"github.com/cortex-os/core/internal/placement"
 	"github.com/cortex-os/core/internal/safety"
 	"github.com/cortex-os/core/internal/tenancy"
@@ -272,7 +273,10 @@ type Stats struct {
 // Engine is the scheduler's control loop. Its replicas share one JobStore.
 type Engine struct {
 	cfg Config
-	log *slog.Logger
+	log *slog.Logger // component=scheduler
+	// safetyLog carries the safety decisions the scheduler makes on the
+	// checker's answer (component=safety).
+	safetyLog *slog.Logger
 
 	mu     sync.Mutex
 	active map[string]tracked // non-terminal jobs known to this replica; values, not pointers: no allocation per job
@@ -336,12 +340,13 @@ func New(cfg Config) (*Engine, error) {
 	}
 	wb, ok := cfg.Strategy.(WorkerBlind)
 	e := &Engine{
-		cfg:    cfg,
-		log:    cfg.Logger,
-		active: make(map[string]tracked),
-		blind:  ok && wb.WorkerBlind(),
-		ackPfx: "_CORTEX.ack." + cfg.ID + ".",
-		pools:  cfg.Placement,
+		cfg:       cfg,
+		log:       cfg.Logger.With(logging.ComponentKey, logging.ComponentScheduler),
+		safetyLog: cfg.Logger.With(logging.ComponentKey, logging.ComponentSafety),
+		active:    make(map[string]tracked),
+		blind:     ok && wb.WorkerBlind(),
+		ackPfx:    "_CORTEX.ack." + cfg.ID + ".",
+		pools:     cfg.Placement,
 	}
 	_, e.stubSafety = cfg.Safety.(*SafetyStub)
 	if ib, ok := cfg.Bus.(interface{ InboxPrefix() string }); ok {
@@ -409,7 +414,7 @@ func (e *Engine) Start(ctx context.Context) error {
 		go func() {
 			defer e.loops.Done()
 			if err := e.cfg.Store.Watch(loopCtx, func(r jobstore.Record) { e.observe(r) }); err != nil && loopCtx.Err() == nil {
-				e.log.Error("[SCHEDULER] job store watch ended", "err", err)
+				e.log.Error("job store watch ended", "err", err)
 			}
 		}()
 	}
@@ -456,10 +461,10 @@ func (e *Engine) Start(ctx context.Context) error {
 		err := f.Flush(fctx)
 		cancel()
 		if err != nil {
-			e.log.Warn("[SCHEDULER] flushing the subscriptions failed", "err", err)
+			e.log.Warn("flushing the subscriptions failed", "err", err)
 		}
 	}
-	e.log.InfoContext(ctx, "[SCHEDULER] started", "id", e.cfg.ID, "queue_group", e.cfg.QueueGroup)
+	e.log.InfoContext(ctx, "started", "id", e.cfg.ID, "queue_group", e.cfg.QueueGroup)
 	return nil
 }
 
@@ -474,7 +479,7 @@ func (e *Engine) Stop(ctx context.Context) error {
 		return nil
 	}
 	err := e.stopLocked()
-	e.log.InfoContext(ctx, "[SCHEDULER] stopped", "id", e.cfg.ID)
+	e.log.InfoContext(ctx, "stopped", "id", e.cfg.ID)
 	return err
 }
 
@@ -515,11 +520,11 @@ func (e *Engine) HandlePacket(p *pb.BusPacket) {
 	case *pb.BusPacket_Alert:
 		e.stats.alerts.Add(1)
 		a := payload.Alert
-		e.log.Warn("[SCHEDULER] alert", "level", a.GetLevel(), "component", a.GetComponent(),
+		e.log.Warn("alert", "level", a.GetLevel(), "alert_component", a.GetComponent(),
 			"message", a.GetMessage(), "sender_id", p.GetSenderId())
 	default:
 		e.stats.unknown.Add(1)
-		e.log.Warn("[SCHEDULER] packet the scheduler does not handle", "sender_id", p.GetSenderId(), "trace_id", p.GetTraceId())
+		e.log.Warn("packet the scheduler does not handle", "sender_id", p.GetSenderId(), "trace_id", p.GetTraceId())
 	}
 }
 
@@ -568,7 +573,7 @@ func (e *Engine) handleSubmitOn(subject string, p *pb.BusPacket, replyTo string)
 	e.stats.submitted.Add(1)
 	if err := apply(packetRules, p); err != nil {
 		e.stats.rejected.Add(1)
-		e.log.Warn("[SCHEDULER] refused job", "job_id", clip(req.GetJobId()), "err", err)
+		e.log.Warn("refused job", "job_id", clip(req.GetJobId()), "err", err)
 		e.reply(replyTo, "", refusal(err.Error(), false))
 		return nil
 	}
@@ -592,11 +597,11 @@ func (e *Engine) handleSubmitOn(subject string, p *pb.BusPacket, replyTo string)
 func (e *Engine) admit(req *pb.JobRequest, traceID string, answerWanted bool) (answer *pb.JobAnswer, created bool, err error) {
 	if err := ValidateRequest(req); err != nil {
 		e.stats.rejected.Add(1)
-		e.log.Warn("[SCHEDULER] refused job", "job_id", clip(req.GetJobId()), "topic", clip(req.GetTopic()), "err", err, "trace_id", traceID)
+		e.log.Warn("refused job", "job_id", clip(req.GetJobId()), "topic", clip(req.GetTopic()), "err", err, "trace_id", traceID)
 		return refusal(err.Error(), false), false, nil
 	}
 	if e.debug() {
-		e.log.Debug("[SCHEDULER] 📥 submitted", "job_id", req.JobId, "topic", req.Topic, "trace_id", traceID)
+		e.log.Debug("submitted", "job_id", req.JobId, "topic", req.Topic, "trace_id", traceID)
 	}
 
 	var reason string
@@ -618,13 +623,13 @@ func (e *Engine) admit(req *pb.JobRequest, traceID string, answerWanted bool) (a
 	}
 	ctx := context.Background()
 	if !e.stubSafety {
-		ctx = safety.WithTraceID(ctx, traceID) // for the kernel's [SAFETY] lines and remote checks
+		ctx = safety.WithTraceID(ctx, traceID) // for the kernel's log lines and remote checks
 	}
 	verdict, serr := e.cfg.Safety.Check(ctx, req)
 	switch {
 	case serr != nil:
 		e.stats.safetyUnavailable.Add(1)
-		e.log.Warn("[SAFETY] safety kernel unavailable", "job_id", req.JobId, "err", serr, "fail_closed", e.cfg.SafetyUnavailable)
+		e.safetyLog.Warn("safety kernel unavailable", "job_id", req.JobId, "err", serr, "fail_closed", e.cfg.SafetyUnavailable)
 		if e.cfg.SafetyUnavailable == SafetyUnavailableDeny {
 			job.State = lifecycle.Denied
 			job.Error = SafetyUnavailableReason + ": " + serr.Error()
@@ -637,7 +642,7 @@ func (e *Engine) admit(req *pb.JobRequest, traceID string, answerWanted bool) (a
 	case verdict.Decision == SafetyThrottle:
 		e.stats.throttled.Add(1)
 		if e.debug() {
-			e.log.Debug("[SAFETY] throttled", "job_id", req.JobId, "rule_id", verdict.RuleID, "retry_after", verdict.RetryAfter, "trace_id", traceID)
+			e.safetyLog.Debug("throttled", "job_id", req.JobId, "rule_id", verdict.RuleID, "retry_after", verdict.RetryAfter, "trace_id", traceID)
 		}
 		return &pb.JobAnswer{Error: "throttled by the safety policy: " + verdict.Reason, Retryable: true,
 			RetryAfterMs: max(1, verdict.RetryAfter.Milliseconds()), RuleId: verdict.RuleID}, false, nil
@@ -658,7 +663,7 @@ func (e *Engine) admit(req *pb.JobRequest, traceID string, answerWanted bool) (a
 		var refused *pb.JobAnswer
 		if queued, refused = e.pushNew(job); refused != nil {
 			if e.debug() {
-				e.log.Debug("[SCHEDULER] refused job: queue full", "job_id", req.JobId, "pool", job.Pool, "reason", refused.Error, "trace_id", traceID)
+				e.log.Debug("refused job: queue full", "job_id", req.JobId, "pool", job.Pool, "reason", refused.Error, "trace_id", traceID)
 			}
 			return refused, false, nil
 		}
@@ -695,17 +700,17 @@ func (e *Engine) admit(req *pb.JobRequest, traceID string, answerWanted bool) (a
 			return &pb.JobAnswer{Ok: true, Jobs: []*pb.JobInfo{rec.Job}}, false, nil
 		}
 		e.stats.conflicts.Add(1)
-		e.log.Warn("[SCHEDULER] refused job: job_id exists with different content", "job_id", req.JobId, "trace_id", traceID)
+		e.log.Warn("refused job: job_id exists with different content", "job_id", req.JobId, "trace_id", traceID)
 		return refusal(fmt.Sprintf("%s: job_id %s already exists with different content", conflictPrefix, req.JobId), false), false, nil
 	case err != nil:
 		e.stats.storeErrors.Add(1)
-		e.log.Error("[SCHEDULER] recording job failed", "job_id", req.JobId, "err", err)
+		e.log.Error("recording job failed", "job_id", req.JobId, "err", err)
 		return nil, false, err
 	}
 
 	if job.State == lifecycle.Denied {
 		e.stats.denied.Add(1)
-		e.log.Info("[SAFETY] ⛔ BLOCKED", "job_id", req.JobId, "topic", req.Topic, "reason", reason, "rule_id", job.RuleId, "trace_id", traceID)
+		e.safetyLog.Info("job blocked", "job_id", req.JobId, "topic", req.Topic, "reason", reason, "rule_id", job.RuleId, "trace_id", traceID)
 		return &pb.JobAnswer{Error: job.Error, RuleId: job.RuleId, Jobs: []*pb.JobInfo{rec.Job}}, true, nil
 	}
 	e.stats.accepted.Add(1)
@@ -755,7 +760,7 @@ func (e *Engine) reply(to, traceID string, answer *pb.JobAnswer) {
 	p := wire.NewPacket(traceID, e.cfg.ID)
 	p.Payload = &pb.BusPacket_JobAnswer{JobAnswer: answer}
 	if err := e.cfg.Bus.Publish(to, p); err != nil {
-		e.log.Warn("[SCHEDULER] answering failed", "to", to, "err", err)
+		e.log.Warn("answering failed", "to", to, "err", err)
 	}
 }
 
@@ -861,7 +866,7 @@ func (e *Engine) logTransition(prev, next *pb.JobInfo) {
 	if !e.debug() || prev.GetState() == next.GetState() || next.GetState() == lifecycle.Dispatched {
 		return // a dispatch logs itself, with its subject
 	}
-	e.log.Debug("[SCHEDULER] job "+lifecycle.Name(next.State), "job_id", next.JobId, "from", lifecycle.Name(prev.GetState()),
+	e.log.Debug("job changed state", "job_id", next.JobId, "state", lifecycle.Name(next.State), "from", lifecycle.Name(prev.GetState()),
 		"attempt", next.Attempt, "worker_id", next.WorkerId, "reason", firstNonEmpty(next.PendingReason, next.Error), "trace_id", next.TraceId)
 }
 
