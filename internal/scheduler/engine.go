@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,194 +18,9 @@ import (
 	"github.com/cortex-os/core/internal/logging"
 	"github.com/cortex-os/core/internal/placement"
 	"github.com/cortex-os/core/internal/safety"
-	"github.com/cortex-os/core/internal/tenancy"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/wire"
 )
-
-// DefaultQueueGroup is the queue group (and durable consumer name) the
-// scheduler replicas share submissions, results, queries and cancels through.
-const DefaultQueueGroup = "cortex-scheduler"
-
-// Config configures an Engine. Bus, Safety, Registry and Strategy are
-// required; every other zero value is replaced by its default.
-type Config struct {
-	Bus      Bus
-	Safety   SafetyChecker
-	Registry WorkerRegistry
-	Strategy SchedulingStrategy
-	// Store is the job store. Default: a new jobstore.Memory.
-	Store JobStore
-	// DeadLetters receives jobs that exhausted their attempts. Default: a
-	// new jobstore.MemoryDeadLetters.
-	DeadLetters DeadLetters
-
-	// ID is this replica's sender_id. Default "cortex-scheduler-<host>-<random>".
-	ID string
-	// QueueGroup shared by the replicas. Default DefaultQueueGroup.
-	QueueGroup string
-	// Logger. Default slog.Default(). Per-job events are logged at debug.
-	Logger *slog.Logger
-
-	// AckTimeout is how long a dispatch waits for the worker's confirmation.
-	// Default 1s.
-	AckTimeout time.Duration
-	// LeaseInterval is the heartbeat interval the scheduler expects of a
-	// worker that holds jobs, until its heartbeats say otherwise. Default 500ms.
-	LeaseInterval time.Duration
-	// LeaseMisses is how many heartbeat intervals a worker holding jobs may
-	// miss before it is dead and its jobs are dispatched again. Default 3.
-	LeaseMisses int
-	// MaxAttempts is the default for jobs that set none. Default 3.
-	MaxAttempts int
-	// Timeout is the default per-attempt timeout. Default 60s.
-	Timeout time.Duration
-	// TTL is the default time from submission by which a job must finish or
-	// end TIMEOUT. Default 10m; negative means none.
-	TTL time.Duration
-	// RetryBackoff and RetryBackoffMax bound the exponential, jittered delay
-	// before a failed attempt is retried. Defaults 100ms and 30s.
-	RetryBackoff, RetryBackoffMax time.Duration
-	// NoWorkerRetry is how often a job no worker took is offered again.
-	// Default 250ms.
-	NoWorkerRetry time.Duration
-	// Tick is how often timers (retries, leases, timeouts) are checked.
-	// Default 50ms.
-	Tick time.Duration
-	// Placement names the pools, tenants and strategies of placement (see
-	// package placement). Default: no pools and the naive strategy for every
-	// topic, the design document's behaviour. Pools whose strategy looks at
-	// the workers (least-loaded) queue their jobs and place them on workers
-	// with room; for that the Registry should be a *placement.Registry over
-	// the same Pools (otherwise the engine keeps one of its own, fed the same
-	// heartbeats).
-	Placement *placement.Pools
-	// SafetyUnavailable is what happens to a job the safety checker could
-	// not decide on (a remote kernel that does not answer): SafetyUnavailablePending
-	// (the default) keeps it PENDING and checks it again before dispatch;
-	// SafetyUnavailableDeny ends it DENIED. Either way it fails closed.
-	SafetyUnavailable string
-	// RequireWorkerIdentity refuses heartbeats and results on subjects that
-	// name no worker (the design document's bare sys.heartbeat.<kind> and
-	// sys.job.result). A heartbeat or result whose subject names another
-	// worker than its worker_id is refused either way. See docs/security.md.
-	RequireWorkerIdentity bool
-	// Clients binds client identities to tenants (package tenancy): a
-	// tenant's client submits for its tenant only and sees its tenant's jobs
-	// only; with RequireIdentity, requests that name no bound identity are
-	// refused. Nil: no bindings, every client acts on every tenant. Either
-	// way every answer goes only to the requester's own inbox. See
-	// docs/security.md.
-	Clients *tenancy.Policy
-	// DocumentWorkers says whether results that name no attempt (attempt 0:
-	// workers built from the design document, which neither confirm nor
-	// copy the attempt) are applied: DocumentWorkersTrust or
-	// DocumentWorkersRefuse. Nothing tells such a result from a stale or a
-	// forged one but the job's state. Default: trust, as the design
-	// document's workers need; refuse with RequireWorkerIdentity, where every
-	// worker names itself and reports its attempt. See docs/security.md.
-	DocumentWorkers string
-}
-
-// What becomes of results that name no attempt (Config.DocumentWorkers).
-const (
-	DocumentWorkersTrust  = "trust"
-	DocumentWorkersRefuse = "refuse"
-)
-
-// What a job the safety checker could not decide on becomes.
-const (
-	SafetyUnavailablePending = "pending"
-	SafetyUnavailableDeny    = "deny"
-)
-
-// SafetyUnavailableReason is the reason of a job the safety checker could not decide on.
-const SafetyUnavailableReason = "safety kernel unavailable"
-
-func (c *Config) setDefaults() error {
-	switch {
-	case c.Bus == nil:
-		return errors.New("scheduler: Config.Bus is required")
-	case c.Safety == nil:
-		return errors.New("scheduler: Config.Safety is required")
-	case c.Registry == nil:
-		return errors.New("scheduler: Config.Registry is required")
-	case c.Strategy == nil:
-		return errors.New("scheduler: Config.Strategy is required")
-	}
-	if c.Store == nil {
-		c.Store = jobstore.NewMemory()
-	}
-	if c.DeadLetters == nil {
-		c.DeadLetters = jobstore.NewMemoryDeadLetters()
-	}
-	if c.ID == "" {
-		c.ID = UniqueID("cortex-scheduler")
-	}
-	if err := validSchedulerID("scheduler: Config.ID", c.ID); err != nil {
-		return err // it names the subjects of its dispatches' replies
-	}
-	if c.QueueGroup == "" {
-		c.QueueGroup = DefaultQueueGroup
-	}
-	if c.Logger == nil {
-		c.Logger = slog.Default()
-	}
-	setDuration(&c.AckTimeout, time.Second)
-	setDuration(&c.LeaseInterval, 500*time.Millisecond)
-	if c.LeaseMisses <= 0 {
-		c.LeaseMisses = 3
-	}
-	if c.MaxAttempts <= 0 {
-		c.MaxAttempts = 3
-	}
-	setDuration(&c.Timeout, time.Minute)
-	if c.TTL == 0 {
-		c.TTL = 10 * time.Minute
-	}
-	setDuration(&c.RetryBackoff, 100*time.Millisecond)
-	setDuration(&c.RetryBackoffMax, 30*time.Second)
-	setDuration(&c.NoWorkerRetry, 250*time.Millisecond)
-	setDuration(&c.Tick, 50*time.Millisecond)
-	switch c.DocumentWorkers {
-	case "":
-		c.DocumentWorkers = DocumentWorkersTrust
-		if c.RequireWorkerIdentity {
-			c.DocumentWorkers = DocumentWorkersRefuse
-		}
-	case DocumentWorkersTrust, DocumentWorkersRefuse:
-	default:
-		return fmt.Errorf("scheduler: Config.DocumentWorkers %q: want %q or %q", c.DocumentWorkers, DocumentWorkersTrust, DocumentWorkersRefuse)
-	}
-	switch c.SafetyUnavailable {
-	case "":
-		c.SafetyUnavailable = SafetyUnavailablePending
-	case SafetyUnavailablePending, SafetyUnavailableDeny:
-	default:
-		return fmt.Errorf("scheduler: Config.SafetyUnavailable %q: want %q or %q", c.SafetyUnavailable, SafetyUnavailablePending, SafetyUnavailableDeny)
-	}
-	return nil
-}
-
-func setDuration(d *time.Duration, def time.Duration) {
-	if *d <= 0 {
-		*d = def
-	}
-}
-
-// UniqueID returns prefix-host-random, distinct for every call and usable as
-// a subject token.
-func UniqueID(prefix string) string {
-	host, _ := os.Hostname()
-	host = strings.NewReplacer(".", "-", " ", "-", "*", "-", ">", "-").Replace(host)
-	if host == "" {
-		host = "local"
-	}
-	if len(host) > 64 {
-		host = host[:64] // ids are bounded (MaxWorkerIDLength)
-	}
-	return fmt.Sprintf("%s-%s-%s", prefix, host, uuid.NewString()[:8])
-}
 
 // Stats counts what the engine did. All fields are cumulative.
 type Stats struct {
@@ -335,7 +149,8 @@ type tracked struct {
 
 // New validates cfg, fills in its defaults and returns an engine.
 func New(cfg Config) (*Engine, error) {
-	if err := cfg.setDefaults(); err != nil {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	wb, ok := cfg.Strategy.(WorkerBlind)
