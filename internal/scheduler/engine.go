@@ -153,21 +153,18 @@ func New(cfg Config) (*Engine, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	wb, ok := cfg.Strategy.(WorkerBlind)
 	e := &Engine{
 		cfg:       cfg,
 		log:       cfg.Logger.With(logging.ComponentKey, logging.ComponentScheduler),
 		safetyLog: cfg.Logger.With(logging.ComponentKey, logging.ComponentSafety),
 		active:    make(map[string]tracked),
-		blind:     ok && wb.WorkerBlind(),
+		blind:     cfg.Strategy.WorkerBlind(),
 		ackPfx:    "_CORTEX.ack." + cfg.ID + ".",
 		pools:     cfg.Placement,
 	}
 	_, e.stubSafety = cfg.Safety.(*SafetyStub)
-	if ib, ok := cfg.Bus.(interface{ InboxPrefix() string }); ok {
-		if pfx := ib.InboxPrefix(); strings.HasPrefix(pfx, wire.InboxRoot+".") {
-			e.ownInbox = pfx + "."
-		}
+	if pfx := cfg.Bus.InboxPrefix(); strings.HasPrefix(pfx, wire.InboxRoot+".") {
+		e.ownInbox = pfx + "."
 	}
 	if e.pools == nil {
 		if pr, ok := cfg.Registry.(*placement.Registry); ok {
@@ -223,7 +220,7 @@ func (e *Engine) Start(ctx context.Context) error {
 	loopCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	e.stopLoop = stop
 	e.started = time.Now()
-	if ip, ok := e.cfg.Store.(interface{ InProcess() bool }); !ok || !ip.InProcess() {
+	if !e.cfg.Store.InProcess() {
 		// Other replicas write to the store: follow their changes.
 		e.loops.Add(1)
 		go func() {
@@ -271,13 +268,11 @@ func (e *Engine) Start(ctx context.Context) error {
 	}
 	// Started means the server has the subscriptions: a submission sent
 	// from now on is heard (over core NATS, one sent before would be lost).
-	if f, ok := e.cfg.Bus.(interface{ Flush(context.Context) error }); ok {
-		fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err := f.Flush(fctx)
-		cancel()
-		if err != nil {
-			e.log.Warn("flushing the subscriptions failed", "err", err)
-		}
+	fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	err := e.cfg.Bus.Flush(fctx)
+	cancel()
+	if err != nil {
+		e.log.Warn("flushing the subscriptions failed", "err", err)
 	}
 	e.log.InfoContext(ctx, "started", "id", e.cfg.ID, "queue_group", e.cfg.QueueGroup)
 	return nil

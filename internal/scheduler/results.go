@@ -626,13 +626,7 @@ const NotRecordedYet = "not recorded yet"
 // handed back (0 when it cannot tell): over core NATS those this replica
 // holds, with durable intake those the shared stream holds.
 func (e *Engine) intakeBacklog(ctx context.Context) int {
-	b, ok := e.cfg.Bus.(interface {
-		Backlog(ctx context.Context, subject string) (int, error)
-	})
-	if !ok {
-		return 0
-	}
-	n, err := b.Backlog(ctx, wire.SubjectSubmit)
+	n, err := e.cfg.Bus.Backlog(ctx, wire.SubjectSubmit)
 	if err != nil {
 		e.log.Warn("reading the intake backlog failed", "err", err)
 	}
