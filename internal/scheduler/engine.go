@@ -102,12 +102,10 @@ type Engine struct {
 
 	// runMu guards the lifecycle. It is not mu: draining waits for handlers
 	// that take mu.
-	runMu    sync.Mutex
-	drains   []func() error
-	stopLoop context.CancelFunc
-	loops    sync.WaitGroup // timer loop and store watch
-	running  bool
-	started  time.Time // when Start ran: the registry knows the workers only after a heartbeat interval
+	runMu   sync.Mutex
+	parts   parts // what Start starts and Stop stops (parts.go)
+	running bool
+	started time.Time // when Start ran: the registry knows the workers only after a heartbeat interval
 
 	// blind: the strategy does not look at the workers, so no registry
 	// snapshot is taken per job.
@@ -191,6 +189,7 @@ func New(cfg Config) (*Engine, error) {
 			e.queues = nil
 		}
 	}
+	e.parts = e.assemble()
 	return e, nil
 }
 
@@ -207,65 +206,62 @@ func NewEngine(bus Bus, safety SafetyChecker, reg WorkerRegistry, strat Scheduli
 // ID is this replica's sender id.
 func (e *Engine) ID() string { return e.cfg.ID }
 
-// Start subscribes and starts the timers. Every replica sees every heartbeat
-// (no queue group: the design document put heartbeats in the queue group, so
-// each of two replicas saw only part of them); submissions, results, queries
-// and cancels are shared by the replicas.
+// assemble names the engine's parts, in start order. Every replica sees
+// every heartbeat (no queue group: the design document put heartbeats in the
+// queue group, so each of two replicas saw only part of them); submissions,
+// results, queries and cancels are shared by the replicas.
+func (e *Engine) assemble() parts {
+	var ps parts
+	if !e.cfg.Store.InProcess() {
+		// Other replicas write to the store: follow their changes.
+		ps.loops = append(ps.loops, newLoop("store watch", e.watchStore))
+	}
+	ps.loops = append(ps.loops, newLoop("timers", e.timerLoop))
+	bus, group := e.cfg.Bus, e.cfg.QueueGroup
+	ps.subs = []part{
+		newSubscription("heartbeats", func() (func() error, error) {
+			return bus.SubscribeWithSubject(wire.SubjectHeartbeats, "", e.handleHeartbeatOn)
+		}),
+		newSubscription("dispatch replies", func() (func() error, error) {
+			return bus.SubscribeReplies(e.ackPrefix()+">", e.handleReply)
+		}),
+		newSubscription("results", func() (func() error, error) {
+			return bus.ConsumeTree(wire.SubjectResult, group+"-results", e.handleResultOn)
+		}),
+		newSubscription("queries", func() (func() error, error) {
+			return bus.ServeTree(wire.SubjectQuery, group, e.serveQuery)
+		}),
+		newSubscription("cancels", func() (func() error, error) {
+			return bus.ServeTree(wire.SubjectCancel, group, e.serveCancel)
+		}),
+		newSubscription("intake", func() (func() error, error) {
+			// sys.job.submit and sys.job.submit.<identity>
+			return bus.ConsumeTree(wire.SubjectSubmit, group, e.handleSubmitOn)
+		}),
+	}
+	return ps
+}
+
+// watchStore follows the changes other replicas make to the job store.
+func (e *Engine) watchStore(ctx context.Context) {
+	if err := e.cfg.Store.Watch(ctx, func(r jobstore.Record) { e.observe(r) }); err != nil && ctx.Err() == nil {
+		e.log.Error("job store watch ended", "err", err)
+	}
+}
+
+// Start starts the engine's parts: the store watch and the timers, then the
+// subscriptions, the intake last.
 func (e *Engine) Start(ctx context.Context) error {
 	e.runMu.Lock()
 	defer e.runMu.Unlock()
 	if e.running {
 		return errors.New("scheduler: already started")
 	}
-	loopCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
-	e.stopLoop = stop
 	e.started = time.Now()
-	if !e.cfg.Store.InProcess() {
-		// Other replicas write to the store: follow their changes.
-		e.loops.Add(1)
-		go func() {
-			defer e.loops.Done()
-			if err := e.cfg.Store.Watch(loopCtx, func(r jobstore.Record) { e.observe(r) }); err != nil && loopCtx.Err() == nil {
-				e.log.Error("job store watch ended", "err", err)
-			}
-		}()
-	}
-	e.loops.Add(1)
-	go func() {
-		defer e.loops.Done()
-		e.timerLoop(loopCtx)
-	}()
-
-	subscribe := []func() (func() error, error){
-		func() (func() error, error) {
-			return e.cfg.Bus.SubscribeWithSubject(wire.SubjectHeartbeats, "", e.handleHeartbeatOn)
-		},
-		func() (func() error, error) {
-			return e.cfg.Bus.SubscribeReplies(e.ackPrefix()+">", e.handleReply)
-		},
-		func() (func() error, error) {
-			return e.cfg.Bus.ConsumeTree(wire.SubjectResult, e.cfg.QueueGroup+"-results", e.handleResultOn)
-		},
-		func() (func() error, error) {
-			return e.cfg.Bus.ServeTree(wire.SubjectQuery, e.cfg.QueueGroup, e.serveQuery)
-		},
-		func() (func() error, error) {
-			return e.cfg.Bus.ServeTree(wire.SubjectCancel, e.cfg.QueueGroup, e.serveCancel)
-		},
-		func() (func() error, error) {
-			// sys.job.submit and sys.job.submit.<identity>
-			return e.cfg.Bus.ConsumeTree(wire.SubjectSubmit, e.cfg.QueueGroup, e.handleSubmitOn)
-		},
+	if err := e.parts.start(ctx); err != nil {
+		return fmt.Errorf("scheduler: %w", err)
 	}
 	e.running = true
-	for _, sub := range subscribe {
-		drain, err := sub()
-		if err != nil {
-			e.stopLocked()
-			return fmt.Errorf("scheduler: %w", err)
-		}
-		e.drains = append(e.drains, drain)
-	}
 	// Started means the server has the subscriptions: a submission sent
 	// from now on is heard (over core NATS, one sent before would be lost).
 	fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -278,34 +274,36 @@ func (e *Engine) Start(ctx context.Context) error {
 	return nil
 }
 
+// ErrStopTimeout is wrapped, with ctx's error, by Stop when ctx ends before
+// the engine's parts have drained.
+var ErrStopTimeout = errors.New("scheduler: stop did not finish in time")
+
 // Stop stops the timers and intake first, then lets the packets already
 // received be handled. Nothing is left half-written: every change to a job
 // is one compare-and-set, and no dispatch goes out once its answer can no
-// longer be heard.
+// longer be heard. If ctx ends first, Stop returns an error wrapping
+// ErrStopTimeout and ctx.Err(); the draining goes on to its end in the
+// background (no goroutine is left behind), and Start waits for it.
 func (e *Engine) Stop(ctx context.Context) error {
 	e.runMu.Lock()
-	defer e.runMu.Unlock()
 	if !e.running {
+		e.runMu.Unlock()
 		return nil
 	}
-	err := e.stopLocked()
-	e.log.InfoContext(ctx, "stopped", "id", e.cfg.ID)
-	return err
-}
-
-func (e *Engine) stopLocked() error {
-	var errs []error
-	// Timers first: a dispatch they sent once the replies subscription is
-	// drained would leave its job DISPATCHED with nobody to hear the answer.
-	e.stopLoop()
-	e.loops.Wait()
-	// Submissions were subscribed last: drain in reverse, intake first.
-	for i := len(e.drains) - 1; i >= 0; i-- {
-		errs = append(errs, e.drains[i]())
-	}
-	e.drains = nil
 	e.running = false
-	return errors.Join(errs...)
+	done := make(chan error, 1)
+	go func() {
+		defer e.runMu.Unlock() // held until drained: a Start or Stop meanwhile waits
+		err := e.parts.stop()
+		e.log.Info("stopped", "id", e.cfg.ID)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("%w: %w", ErrStopTimeout, ctx.Err())
+	}
 }
 
 // Run starts the engine, waits for ctx to end, and stops it.
