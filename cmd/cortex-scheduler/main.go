@@ -73,7 +73,7 @@ func newCommand() *cobra.Command {
 				clients = *cfg.Clients
 			}
 			clients.RequireIdentity = clients.RequireIdentity || requireClientIdentity
-			log.Info("[SCHEDULER] 🧠 CortexOS scheduler starting", "nats_url", cfg.NatsURL, "credentials", cfg.NATS,
+			log.Info("CortexOS scheduler starting", "component", "scheduler", "nats_url", cfg.NatsURL, "credentials", cfg.NATS,
 				"require_worker_identity", settings.RequireWorkerIdentity,
 				"require_client_identity", clients.RequireIdentity, "client_identities", len(clients.Identities))
 			return system.RunScheduler(ctx, system.SchedulerOptions{NatsURL: cfg.NatsURL, ID: id, Logger: log, Settings: settings,

@@ -66,7 +66,7 @@ func newCommand() *cobra.Command {
 			log := system.Logger(cfg, os.Stderr)
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			log.Info("[WORKER echo] 🔧 CortexOS echo worker starting", "nats_url", cfg.NatsURL, "work_time", work.String(),
+			log.Info("CortexOS echo worker starting", "component", "worker", "kind", "echo", "nats_url", cfg.NatsURL, "work_time", work.String(),
 				"credentials", cfg.NATS, "named_subjects", cfg.Worker.NamedSubjects)
 			settings := cfg.Worker
 			if f := cmd.Flags(); f.Changed("heartbeat-interval") || settings.HeartbeatInterval == 0 {

@@ -76,13 +76,13 @@ func newCommand() *cobra.Command {
 			defer stop()
 			if unsafe {
 				for range 3 {
-					log.Error("[WORKER code-python] ⚠️  UNSAFE: --unsafe-no-sandbox: job code runs WITHOUT a sandbox, with this process's access to files and network")
+					log.Error("UNSAFE: --unsafe-no-sandbox: job code runs WITHOUT a sandbox, with this process's access to files and network", "component", "worker", "kind", "code-python")
 				}
 			} else if err := sb.Probe(ctx); err != nil {
 				return fmt.Errorf("%w; refusing to run code without it (docs/code-python.md)", err)
 			}
 			l := sb.Limits()
-			log.Info("[WORKER code-python] 🔧 sandbox ready", "nats_url", cfg.NatsURL, "python", python, "seccomp", sb.Seccomp(),
+			log.Info("sandbox ready", "component", "worker", "kind", "code-python", "nats_url", cfg.NatsURL, "python", python, "seccomp", sb.Seccomp(),
 				"cpu", l.CPUTime, "memory_mib", l.Memory>>20, "processes", l.Processes, "tmp_mib", l.TmpSize>>20,
 				"output_kib", l.Output>>10, "credentials", cfg.NATS)
 			return pyworker.Run(ctx, pyworker.Options{

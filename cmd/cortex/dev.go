@@ -60,7 +60,7 @@ PENDING); --reset removes it first.`,
 			if err != nil {
 				return err
 			}
-			log := logging.New(os.Stderr, level)
+			log := logging.NewDev(os.Stderr, level) // [SCHEDULER], [SAFETY], [WORKER echo] prefixes
 			if reset {
 				if err := resetDataDir(cmd.OutOrStdout(), dataDir); err != nil {
 					return err

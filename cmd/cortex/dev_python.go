@@ -32,7 +32,7 @@ func startCodePython(ctx context.Context, out io.Writer, url string, log *slog.L
 	go func() {
 		defer close(done)
 		if err := pyworker.Run(ctx, pyworker.Options{NatsURL: url, Sandbox: sb, Logger: log, Direct: true}); err != nil {
-			log.Error("[WORKER code-python] stopped", "err", err)
+			log.Error("stopped", "component", "worker", "kind", "code-python", "err", err)
 		}
 	}()
 	return func() { <-done }

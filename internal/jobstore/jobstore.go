@@ -105,6 +105,9 @@ type Store interface {
 	// Watch returns nil once ctx has ended, or an error saying why the watch
 	// ended early.
 	Watch(ctx context.Context, fn func(Record)) error
+	// InProcess reports that nothing outside this process writes to the
+	// store: a scheduler that writes all of it needs no Watch.
+	InProcess() bool
 }
 
 // ValidID reports whether id can name a job in every store.

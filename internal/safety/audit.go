@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cortex-os/core/internal/logging"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/wire"
 )
@@ -90,7 +91,7 @@ func NewBusAuditor(cfg AuditorConfig) (*BusAuditor, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &BusAuditor{cfg: cfg, log: cfg.Logger, ch: make(chan *pb.SafetyVerdict, cfg.Buffer)}, nil
+	return &BusAuditor{cfg: cfg, log: cfg.Logger.With(logging.ComponentKey, logging.ComponentSafety), ch: make(chan *pb.SafetyVerdict, cfg.Buffer)}, nil
 }
 
 // Record queues rec for publishing, or drops it (counted) if the buffer is
@@ -100,7 +101,7 @@ func (a *BusAuditor) Record(rec *pb.SafetyVerdict) {
 	case a.ch <- rec:
 	default:
 		a.dropped.Add(1)
-		a.warn("[SAFETY] audit buffer full; record dropped", "dropped_total", a.dropped.Load())
+		a.warn("audit buffer full; record dropped", "dropped_total", a.dropped.Load())
 	}
 }
 
@@ -161,7 +162,7 @@ func (a *BusAuditor) publish(rec *pb.SafetyVerdict) {
 	p.Payload = &pb.BusPacket_SafetyVerdict{SafetyVerdict: rec}
 	if err := a.cfg.Bus.Publish(a.cfg.Subject, p); err != nil {
 		a.failed.Add(1)
-		a.warn("[SAFETY] publishing an audit record failed", "subject", a.cfg.Subject, "err", err, "failed_total", a.failed.Load())
+		a.warn("publishing an audit record failed", "subject", a.cfg.Subject, "err", err, "failed_total", a.failed.Load())
 		return
 	}
 	a.published.Add(1)

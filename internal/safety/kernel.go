@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cortex-os/core/internal/logging"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 )
 
@@ -28,7 +29,7 @@ type Config struct {
 	// PolicyFile is a policy file to start with; New fails if it does not
 	// validate. Reload reads it again; Watch(ctx, "") watches it.
 	PolicyFile string
-	// Logger receives the [SAFETY] lines: denials and throttles at info,
+	// Logger receives the safety lines (component=safety): denials and throttles at info,
 	// admissions at debug, policy loads and refusals. Default slog.Default().
 	Logger *slog.Logger
 	// Audit, if set, receives the record of every decision, synchronously,
@@ -123,7 +124,7 @@ func New(cfg Config) (*Kernel, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	k := &Kernel{cfg: cfg, log: cfg.Logger, now: time.Now}
+	k := &Kernel{cfg: cfg, log: cfg.Logger.With(logging.ComponentKey, logging.ComponentSafety), now: time.Now}
 	switch {
 	case cfg.Policy != nil:
 		k.install(cfg.Policy, "")
@@ -187,7 +188,7 @@ func (k *Kernel) decide(a *active, req *pb.JobRequest, now time.Time) (v Verdict
 			if err != nil {
 				k.celErrors.Add(1)
 				if a.rules[i].celErrLogged.CompareAndSwap(false, true) {
-					k.log.Warn("[SAFETY] a when expression failed to evaluate; the rule's on_error decides (logged once per rule and policy load)",
+					k.log.Warn("a when expression failed to evaluate; the rule's on_error decides (logged once per rule and policy load)",
 						"rule_id", r.id, "when", r.whenSrc, "on_error", r.onError.String(), "job_id", req.GetJobId(), "err", err, "policy_version", p.Version)
 				}
 				if r.onError == onErrorSkip {
@@ -293,12 +294,12 @@ func (k *Kernel) report(ctx context.Context, a *active, rule int, req *pb.JobReq
 	if id := TraceID(ctx); id != "" {
 		attrs = append(attrs, slog.String("trace_id", id))
 	}
-	msg := "[SAFETY] admitted"
+	msg := "admitted"
 	switch v.Decision {
 	case Deny:
-		msg = "[SAFETY] ⛔ denied"
+		msg = "denied"
 	case Throttle:
-		msg = "[SAFETY] throttled"
+		msg = "throttled"
 	}
 	k.log.LogAttrs(ctx, level, msg, attrs...)
 }
@@ -399,7 +400,7 @@ func (k *Kernel) loadLocked(path string, data []byte) error {
 	if prev != nil {
 		attrs = append(attrs, "previous_version", prev.p.Version)
 	}
-	k.log.Info("[SAFETY] policy loaded", attrs...)
+	k.log.Info("policy loaded", attrs...)
 	return nil
 }
 
@@ -420,7 +421,7 @@ func (k *Kernel) refuse(path string, err error) {
 	if a := k.active.Load(); a != nil {
 		attrs = append(attrs, "running_version", a.p.Version)
 	}
-	k.log.Error("[SAFETY] policy refused; the running policy stays in force", attrs...)
+	k.log.Error("policy refused; the running policy stays in force", attrs...)
 }
 
 // Watch reloads the policy file at path (the one in force when empty)
@@ -485,12 +486,12 @@ func (k *Kernel) poll(path string) {
 			return
 		}
 		k.watchErrors.Add(1)
-		k.log.Warn("[SAFETY] cannot read the policy file; the running policy stays in force", "file", path, "err", pathless(err))
+		k.log.Warn("cannot read the policy file; the running policy stays in force", "file", path, "err", pathless(err))
 		return
 	}
 	if k.problem != "" {
 		k.problem = ""
-		k.log.Info("[SAFETY] the policy file is readable again", "file", path)
+		k.log.Info("the policy file is readable again", "file", path)
 	}
 	hash := sha256.Sum256(data)
 	if k.tried && path == k.path && hash == k.lastHash {
@@ -503,7 +504,7 @@ func (k *Kernel) poll(path string) {
 		// have changed it by the next look.
 		k.pending = &settling{hash: hash, since: now}
 		k.changes.Add(1)
-		k.log.Debug("[SAFETY] the policy file changed; loading it once it has settled", "file", path, "settle", k.cfg.SettleTime)
+		k.log.Debug("the policy file changed; loading it once it has settled", "file", path, "settle", k.cfg.SettleTime)
 		return
 	}
 	if now.Sub(k.pending.since) < k.cfg.SettleTime {
@@ -572,7 +573,7 @@ func (k *Kernel) Stats() Stats {
 type traceKey struct{}
 
 // WithTraceID returns ctx carrying a job's trace id, which the kernel adds
-// to its [SAFETY] log lines and a Remote sends with the check.
+// to its log lines and a Remote sends with the check.
 func WithTraceID(ctx context.Context, traceID string) context.Context {
 	return context.WithValue(ctx, traceKey{}, traceID)
 }

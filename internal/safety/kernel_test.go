@@ -306,7 +306,7 @@ func TestLoadRefusesBrokenPolicy(t *testing.T) {
 	if s := k.Stats(); s.Refused != 1 || s.Loads != 1 || s.PolicyVersion != "v1" || s.PolicyFile != path {
 		t.Fatalf("stats %+v", s)
 	}
-	if out := logs.String(); !strings.Contains(out, "[SAFETY] policy refused") || !strings.Contains(out, "line 2:10: default") || !strings.Contains(out, "running_version=v1") {
+	if out := logs.String(); !strings.Contains(out, "policy refused") || !strings.Contains(out, "component=safety") || !strings.Contains(out, "line 2:10: default") || !strings.Contains(out, "running_version=v1") {
 		t.Fatalf("log:\n%s", out)
 	}
 	if _, err := safety.New(safety.Config{PolicyFile: path, Logger: quiet}); !errors.Is(err, safety.ErrInvalidPolicy) {
@@ -469,8 +469,8 @@ rules:
 		t.Errorf("throttle record %v", r)
 	}
 	out := logs.String()
-	for _, s := range []string{`msg="[SAFETY] ⛔ denied" job_id=j2 tenant=t topic=x decision=deny rule_id=no-x reason="no x" policy_version=v9 trace_id=trace-1`,
-		`msg="[SAFETY] throttled" job_id=j4`} {
+	for _, s := range []string{`msg=denied component=safety job_id=j2 tenant=t topic=x decision=deny rule_id=no-x reason="no x" policy_version=v9 trace_id=trace-1`,
+		`msg=throttled component=safety job_id=j4`} {
 		if !strings.Contains(out, s) {
 			t.Errorf("log lacks %q:\n%s", s, out)
 		}

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/cortex-os/core/internal/infrastructure/bus"
+	"github.com/cortex-os/core/internal/logging"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/wire"
 )
@@ -130,7 +131,7 @@ type ServiceOptions struct {
 	AuditSubject string
 	// NoAudit turns the audit records off.
 	NoAudit bool
-	// Logger receives the [SAFETY] lines. Default slog.Default().
+	// Logger receives the safety lines (component=safety). Default slog.Default().
 	Logger *slog.Logger
 	// Started, if set, is called once the service answers checks.
 	Started func()
@@ -185,7 +186,7 @@ func RunService(ctx context.Context, opts ServiceOptions) error {
 	}
 
 	st := k.Stats()
-	log.Info("[SAFETY] safety service starting", "id", opts.ID, "subject", SubjectCheck, "queue", QueueGroup,
+	log.With(logging.ComponentKey, logging.ComponentSafety).Info("safety service starting", "id", opts.ID, "subject", SubjectCheck, "queue", QueueGroup,
 		"policy_version", st.PolicyVersion, "policy_file", st.PolicyFile, "audit", !opts.NoAudit)
 	serveErr := svc.Run(ctx)
 	cancel()
@@ -196,6 +197,6 @@ func RunService(ctx context.Context, opts ServiceOptions) error {
 	if serveErr != nil {
 		return fmt.Errorf("safety service: %w", serveErr)
 	}
-	log.Info("[SAFETY] safety service stopped", "id", opts.ID, "checks", k.Stats().Checks)
+	log.With(logging.ComponentKey, logging.ComponentSafety).Info("safety service stopped", "id", opts.ID, "checks", k.Stats().Checks)
 	return nil
 }

@@ -233,3 +233,7 @@ func BenchmarkMemoryRegistrySnapshot(b *testing.B) {
 		})
 	}
 }
+
+func (b *benchNopBus) InboxPrefix() string                          { return "" }
+func (b *benchNopBus) Flush(context.Context) error                  { return nil }
+func (b *benchNopBus) Backlog(context.Context, string) (int, error) { return 0, nil }

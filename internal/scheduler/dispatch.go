@@ -129,7 +129,7 @@ func (e *Engine) dispatchTo(rec jobstore.Record, subject, workerID string) bool 
 		return true
 	})
 	if err != nil {
-		e.log.Error("[SCHEDULER] recording dispatch failed", "job_id", job.JobId, "err", err)
+		e.log.Error("recording dispatch failed", "job_id", job.JobId, "err", err)
 	}
 	if !written {
 		return false
@@ -177,13 +177,13 @@ func (e *Engine) publishDispatch(rec jobstore.Record, subject string, now time.T
 			e.undeliverable(rec, lifecycle.Dispatched, attempt, "cannot be dispatched: "+err.Error())
 			return
 		}
-		e.log.Error("[SCHEDULER] dispatch failed", "job_id", job.JobId, "subject", clip(subject), "err", err)
+		e.log.Error("dispatch failed", "job_id", job.JobId, "subject", clip(subject), "err", err)
 		e.requeue(rec, lifecycle.Dispatched, attempt, attempt-1, "dispatch failed: "+err.Error(), e.cfg.NoWorkerRetry)
 		return // the requeue freed what placement held
 	}
 	e.stats.dispatched.Add(1)
 	if e.debug() {
-		e.log.Debug("[SCHEDULER] 🚀 dispatched", "job_id", job.JobId, "subject", subject, "worker_id", workerID, "attempt", attempt, "trace_id", job.TraceId)
+		e.log.Debug("dispatched", "job_id", job.JobId, "subject", subject, "worker_id", workerID, "attempt", attempt, "trace_id", job.TraceId)
 	}
 }
 
@@ -220,7 +220,7 @@ func (e *Engine) handleReply(subject string, p *pb.BusPacket, noResponders bool)
 		if err := validateAck(ack); err != nil {
 			// The job waits for its result or AckTimeout, as unheard.
 			e.stats.invalidPackets.Add(1)
-			e.log.Warn("[SCHEDULER] refused a confirmation", "job_id", jobID, "attempt", attempt, "err", err)
+			e.log.Warn("refused a confirmation", "job_id", jobID, "attempt", attempt, "err", err)
 			return
 		}
 		cur, written, err := e.mutate(rec, func(j *pb.JobInfo) bool {
@@ -233,7 +233,7 @@ func (e *Engine) handleReply(subject string, p *pb.BusPacket, noResponders bool)
 			return true
 		})
 		if err != nil {
-			e.log.Error("[SCHEDULER] recording confirmation failed", "job_id", jobID, "err", err)
+			e.log.Error("recording confirmation failed", "job_id", jobID, "err", err)
 		} else if !written {
 			e.cancelledBeforeAck(cur.Job, attempt, ack.GetWorkerId())
 		}
@@ -254,7 +254,7 @@ func (e *Engine) cancelledBeforeAck(job *pb.JobInfo, attempt int32, workerID str
 	msg := wire.NewPacket(job.GetTraceId(), e.cfg.ID)
 	msg.Payload = &pb.BusPacket_JobCancel{JobCancel: &pb.JobCancel{JobId: job.GetJobId(), Reason: job.GetError()}}
 	if err := e.cfg.Bus.Publish(wire.WorkerCancelSubject(workerID), msg); err != nil {
-		e.log.Warn("[SCHEDULER] telling the worker of a cancel failed", "job_id", job.GetJobId(), "worker_id", workerID, "err", err)
+		e.log.Warn("telling the worker of a cancel failed", "job_id", job.GetJobId(), "worker_id", workerID, "err", err)
 	}
 }
 
@@ -282,12 +282,12 @@ func (e *Engine) undeliverable(rec jobstore.Record, from pb.JobState, attempt in
 		return true
 	})
 	if err != nil {
-		e.log.Error("[SCHEDULER] recording an undeliverable job failed", "job_id", rec.Job.GetJobId(), "err", err)
+		e.log.Error("recording an undeliverable job failed", "job_id", rec.Job.GetJobId(), "err", err)
 		return
 	}
 	if written {
 		e.stats.undeliverable.Add(1)
-		e.log.Error("[SCHEDULER] job failed: it cannot be dispatched", "job_id", rec.Job.GetJobId(),
+		e.log.Error("job failed: it cannot be dispatched", "job_id", rec.Job.GetJobId(),
 			"topic", clip(rec.Job.GetRequest().GetTopic()), "reason", reason, "trace_id", rec.Job.GetTraceId())
 	}
 }
@@ -306,7 +306,7 @@ func (e *Engine) requeue(rec jobstore.Record, from pb.JobState, expect, attempt 
 		return true
 	})
 	if err != nil {
-		e.log.Error("[SCHEDULER] requeue failed", "job_id", rec.Job.GetJobId(), "err", err)
+		e.log.Error("requeue failed", "job_id", rec.Job.GetJobId(), "err", err)
 	}
 }
 
@@ -345,7 +345,7 @@ func (e *Engine) unconfirmed(rec jobstore.Record) {
 		return true
 	})
 	if err != nil {
-		e.log.Error("[SCHEDULER] recording dispatch failed", "job_id", rec.Job.GetJobId(), "err", err)
+		e.log.Error("recording dispatch failed", "job_id", rec.Job.GetJobId(), "err", err)
 	}
 }
 
@@ -405,12 +405,12 @@ func (e *Engine) recheckSafety(rec jobstore.Record) (jobstore.Record, bool) {
 		return true
 	})
 	if werr != nil {
-		e.log.Error("[SCHEDULER] recording the safety decision failed", "job_id", rec.Job.GetJobId(), "err", werr)
+		e.log.Error("recording the safety decision failed", "job_id", rec.Job.GetJobId(), "err", werr)
 		return rec, false
 	}
 	if written && rec.Job.GetState() == lifecycle.Denied {
 		e.stats.denied.Add(1)
-		e.log.Info("[SAFETY] ⛔ BLOCKED", "job_id", rec.Job.GetJobId(), "topic", rec.Job.GetRequest().GetTopic(),
+		e.safetyLog.Info("job blocked", "job_id", rec.Job.GetJobId(), "topic", rec.Job.GetRequest().GetTopic(),
 			"reason", v.Reason, "rule_id", v.RuleID, "trace_id", rec.Job.GetTraceId())
 	}
 	return rec, written && rec.Job.GetState() == lifecycle.Pending && !rec.Job.GetAwaitingSafety()

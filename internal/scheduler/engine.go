@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,196 +15,12 @@ import (
 
 	"github.com/cortex-os/core/internal/jobstore"
 	"github.com/cortex-os/core/internal/lifecycle"
+	"github.com/cortex-os/core/internal/logging"
 	"github.com/cortex-os/core/internal/placement"
 	"github.com/cortex-os/core/internal/safety"
-	"github.com/cortex-os/core/internal/tenancy"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/wire"
 )
-
-// DefaultQueueGroup is the queue group (and durable consumer name) the
-// scheduler replicas share submissions, results, queries and cancels through.
-const DefaultQueueGroup = "cortex-scheduler"
-
-// Config configures an Engine. Bus, Safety, Registry and Strategy are
-// required; every other zero value is replaced by its default.
-type Config struct {
-	Bus      Bus
-	Safety   SafetyChecker
-	Registry WorkerRegistry
-	Strategy SchedulingStrategy
-	// Store is the job store. Default: a new jobstore.Memory.
-	Store JobStore
-	// DeadLetters receives jobs that exhausted their attempts. Default: a
-	// new jobstore.MemoryDeadLetters.
-	DeadLetters DeadLetters
-
-	// ID is this replica's sender_id. Default "cortex-scheduler-<host>-<random>".
-	ID string
-	// QueueGroup shared by the replicas. Default DefaultQueueGroup.
-	QueueGroup string
-	// Logger. Default slog.Default(). Per-job events are logged at debug.
-	Logger *slog.Logger
-
-	// AckTimeout is how long a dispatch waits for the worker's confirmation.
-	// Default 1s.
-	AckTimeout time.Duration
-	// LeaseInterval is the heartbeat interval the scheduler expects of a
-	// worker that holds jobs, until its heartbeats say otherwise. Default 500ms.
-	LeaseInterval time.Duration
-	// LeaseMisses is how many heartbeat intervals a worker holding jobs may
-	// miss before it is dead and its jobs are dispatched again. Default 3.
-	LeaseMisses int
-	// MaxAttempts is the default for jobs that set none. Default 3.
-	MaxAttempts int
-	// Timeout is the default per-attempt timeout. Default 60s.
-	Timeout time.Duration
-	// TTL is the default time from submission by which a job must finish or
-	// end TIMEOUT. Default 10m; negative means none.
-	TTL time.Duration
-	// RetryBackoff and RetryBackoffMax bound the exponential, jittered delay
-	// before a failed attempt is retried. Defaults 100ms and 30s.
-	RetryBackoff, RetryBackoffMax time.Duration
-	// NoWorkerRetry is how often a job no worker took is offered again.
-	// Default 250ms.
-	NoWorkerRetry time.Duration
-	// Tick is how often timers (retries, leases, timeouts) are checked.
-	// Default 50ms.
-	Tick time.Duration
-	// Placement names the pools, tenants and strategies of placement (see
-	// package placement). Default: no pools and the naive strategy for every
-	// topic, the design document's behaviour. Pools whose strategy looks at
-	// the workers (least-loaded) queue their jobs and place them on workers
-	// with room; for that the Registry should be a *placement.Registry over
-	// the same Pools (otherwise the engine keeps one of its own, fed the same
-	// heartbeats).
-	Placement *placement.Pools
-	// SafetyUnavailable is what happens to a job the safety checker could
-	// not decide on (a remote kernel that does not answer): SafetyUnavailablePending
-	// (the default) keeps it PENDING and checks it again before dispatch;
-	// SafetyUnavailableDeny ends it DENIED. Either way it fails closed.
-	SafetyUnavailable string
-	// RequireWorkerIdentity refuses heartbeats and results on subjects that
-	// name no worker (the design document's bare sys.heartbeat.<kind> and
-	// sys.job.result). A heartbeat or result whose subject names another
-	// worker than its worker_id is refused either way. See docs/security.md.
-	RequireWorkerIdentity bool
-	// Clients binds client identities to tenants (package tenancy): a
-	// tenant's client submits for its tenant only and sees its tenant's jobs
-	// only; with RequireIdentity, requests that name no bound identity are
-	// refused. Nil: no bindings, every client acts on every tenant. Either
-	// way every answer goes only to the requester's own inbox. See
-	// docs/security.md.
-	Clients *tenancy.Policy
-	// DocumentWorkers says whether results that name no attempt (attempt 0:
-	// workers built from the design document, which neither confirm nor
-	// copy the attempt) are applied: DocumentWorkersTrust or
-	// DocumentWorkersRefuse. Nothing tells such a result from a stale or a
-	// forged one but the job's state. Default: trust, as the design
-	// document's workers need; refuse with RequireWorkerIdentity, where every
-	// worker names itself and reports its attempt. See docs/security.md.
-	DocumentWorkers string
-}
-
-// What becomes of results that name no attempt (Config.DocumentWorkers).
-const (
-	DocumentWorkersTrust  = "trust"
-	DocumentWorkersRefuse = "refuse"
-)
-
-// What a job the safety checker could not decide on becomes.
-const (
-	SafetyUnavailablePending = "pending"
-	SafetyUnavailableDeny    = "deny"
-)
-
-// SafetyUnavailableReason is the reason of a job the safety checker could not decide on.
-const SafetyUnavailableReason = "safety kernel unavailable"
-
-func (c *Config) setDefaults() error {
-	switch {
-	case c.Bus == nil:
-		return errors.New("scheduler: Config.Bus is required")
-	case c.Safety == nil:
-		return errors.New("scheduler: Config.Safety is required")
-	case c.Registry == nil:
-		return errors.New("scheduler: Config.Registry is required")
-	case c.Strategy == nil:
-		return errors.New("scheduler: Config.Strategy is required")
-	}
-	if c.Store == nil {
-		c.Store = jobstore.NewMemory()
-	}
-	if c.DeadLetters == nil {
-		c.DeadLetters = jobstore.NewMemoryDeadLetters()
-	}
-	if c.ID == "" {
-		c.ID = UniqueID("cortex-scheduler")
-	}
-	if err := validSchedulerID("scheduler: Config.ID", c.ID); err != nil {
-		return err // it names the subjects of its dispatches' replies
-	}
-	if c.QueueGroup == "" {
-		c.QueueGroup = DefaultQueueGroup
-	}
-	if c.Logger == nil {
-		c.Logger = slog.Default()
-	}
-	setDuration(&c.AckTimeout, time.Second)
-	setDuration(&c.LeaseInterval, 500*time.Millisecond)
-	if c.LeaseMisses <= 0 {
-		c.LeaseMisses = 3
-	}
-	if c.MaxAttempts <= 0 {
-		c.MaxAttempts = 3
-	}
-	setDuration(&c.Timeout, time.Minute)
-	if c.TTL == 0 {
-		c.TTL = 10 * time.Minute
-	}
-	setDuration(&c.RetryBackoff, 100*time.Millisecond)
-	setDuration(&c.RetryBackoffMax, 30*time.Second)
-	setDuration(&c.NoWorkerRetry, 250*time.Millisecond)
-	setDuration(&c.Tick, 50*time.Millisecond)
-	switch c.DocumentWorkers {
-	case "":
-		c.DocumentWorkers = DocumentWorkersTrust
-		if c.RequireWorkerIdentity {
-			c.DocumentWorkers = DocumentWorkersRefuse
-		}
-	case DocumentWorkersTrust, DocumentWorkersRefuse:
-	default:
-		return fmt.Errorf("scheduler: Config.DocumentWorkers %q: want %q or %q", c.DocumentWorkers, DocumentWorkersTrust, DocumentWorkersRefuse)
-	}
-	switch c.SafetyUnavailable {
-	case "":
-		c.SafetyUnavailable = SafetyUnavailablePending
-	case SafetyUnavailablePending, SafetyUnavailableDeny:
-	default:
-		return fmt.Errorf("scheduler: Config.SafetyUnavailable %q: want %q or %q", c.SafetyUnavailable, SafetyUnavailablePending, SafetyUnavailableDeny)
-	}
-	return nil
-}
-
-func setDuration(d *time.Duration, def time.Duration) {
-	if *d <= 0 {
-		*d = def
-	}
-}
-
-// UniqueID returns prefix-host-random, distinct for every call and usable as
-// a subject token.
-func UniqueID(prefix string) string {
-	host, _ := os.Hostname()
-	host = strings.NewReplacer(".", "-", " ", "-", "*", "-", ">", "-").Replace(host)
-	if host == "" {
-		host = "local"
-	}
-	if len(host) > 64 {
-		host = host[:64] // ids are bounded (MaxWorkerIDLength)
-	}
-	return fmt.Sprintf("%s-%s-%s", prefix, host, uuid.NewString()[:8])
-}
 
 // Stats counts what the engine did. All fields are cumulative.
 type Stats struct {
@@ -272,7 +87,10 @@ type Stats struct {
 // Engine is the scheduler's control loop. Its replicas share one JobStore.
 type Engine struct {
 	cfg Config
-	log *slog.Logger
+	log *slog.Logger // component=scheduler
+	// safetyLog carries the safety decisions the scheduler makes on the
+	// checker's answer (component=safety).
+	safetyLog *slog.Logger
 
 	mu     sync.Mutex
 	active map[string]tracked // non-terminal jobs known to this replica; values, not pointers: no allocation per job
@@ -284,12 +102,10 @@ type Engine struct {
 
 	// runMu guards the lifecycle. It is not mu: draining waits for handlers
 	// that take mu.
-	runMu    sync.Mutex
-	drains   []func() error
-	stopLoop context.CancelFunc
-	loops    sync.WaitGroup // timer loop and store watch
-	running  bool
-	started  time.Time // when Start ran: the registry knows the workers only after a heartbeat interval
+	runMu   sync.Mutex
+	parts   parts // what Start starts and Stop stops (parts.go)
+	running bool
+	started time.Time // when Start ran: the registry knows the workers only after a heartbeat interval
 
 	// blind: the strategy does not look at the workers, so no registry
 	// snapshot is taken per job.
@@ -331,23 +147,22 @@ type tracked struct {
 
 // New validates cfg, fills in its defaults and returns an engine.
 func New(cfg Config) (*Engine, error) {
-	if err := cfg.setDefaults(); err != nil {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	wb, ok := cfg.Strategy.(WorkerBlind)
 	e := &Engine{
-		cfg:    cfg,
-		log:    cfg.Logger,
-		active: make(map[string]tracked),
-		blind:  ok && wb.WorkerBlind(),
-		ackPfx: "_CORTEX.ack." + cfg.ID + ".",
-		pools:  cfg.Placement,
+		cfg:       cfg,
+		log:       cfg.Logger.With(logging.ComponentKey, logging.ComponentScheduler),
+		safetyLog: cfg.Logger.With(logging.ComponentKey, logging.ComponentSafety),
+		active:    make(map[string]tracked),
+		blind:     cfg.Strategy.WorkerBlind(),
+		ackPfx:    "_CORTEX.ack." + cfg.ID + ".",
+		pools:     cfg.Placement,
 	}
 	_, e.stubSafety = cfg.Safety.(*SafetyStub)
-	if ib, ok := cfg.Bus.(interface{ InboxPrefix() string }); ok {
-		if pfx := ib.InboxPrefix(); strings.HasPrefix(pfx, wire.InboxRoot+".") {
-			e.ownInbox = pfx + "."
-		}
+	if pfx := cfg.Bus.InboxPrefix(); strings.HasPrefix(pfx, wire.InboxRoot+".") {
+		e.ownInbox = pfx + "."
 	}
 	if e.pools == nil {
 		if pr, ok := cfg.Registry.(*placement.Registry); ok {
@@ -374,6 +189,7 @@ func New(cfg Config) (*Engine, error) {
 			e.queues = nil
 		}
 	}
+	e.parts = e.assemble()
 	return e, nil
 }
 
@@ -390,107 +206,104 @@ func NewEngine(bus Bus, safety SafetyChecker, reg WorkerRegistry, strat Scheduli
 // ID is this replica's sender id.
 func (e *Engine) ID() string { return e.cfg.ID }
 
-// Start subscribes and starts the timers. Every replica sees every heartbeat
-// (no queue group: the design document put heartbeats in the queue group, so
-// each of two replicas saw only part of them); submissions, results, queries
-// and cancels are shared by the replicas.
+// assemble names the engine's parts, in start order. Every replica sees
+// every heartbeat (no queue group: the design document put heartbeats in the
+// queue group, so each of two replicas saw only part of them); submissions,
+// results, queries and cancels are shared by the replicas.
+func (e *Engine) assemble() parts {
+	var ps parts
+	if !e.cfg.Store.InProcess() {
+		// Other replicas write to the store: follow their changes.
+		ps.loops = append(ps.loops, newLoop("store watch", e.watchStore))
+	}
+	ps.loops = append(ps.loops, newLoop("timers", e.timerLoop))
+	bus, group := e.cfg.Bus, e.cfg.QueueGroup
+	ps.subs = []part{
+		newSubscription("heartbeats", func() (func() error, error) {
+			return bus.SubscribeWithSubject(wire.SubjectHeartbeats, "", e.handleHeartbeatOn)
+		}),
+		newSubscription("dispatch replies", func() (func() error, error) {
+			return bus.SubscribeReplies(e.ackPrefix()+">", e.handleReply)
+		}),
+		newSubscription("results", func() (func() error, error) {
+			return bus.ConsumeTree(wire.SubjectResult, group+"-results", e.handleResultOn)
+		}),
+		newSubscription("queries", func() (func() error, error) {
+			return bus.ServeTree(wire.SubjectQuery, group, e.serveQuery)
+		}),
+		newSubscription("cancels", func() (func() error, error) {
+			return bus.ServeTree(wire.SubjectCancel, group, e.serveCancel)
+		}),
+		newSubscription("intake", func() (func() error, error) {
+			// sys.job.submit and sys.job.submit.<identity>
+			return bus.ConsumeTree(wire.SubjectSubmit, group, e.handleSubmitOn)
+		}),
+	}
+	return ps
+}
+
+// watchStore follows the changes other replicas make to the job store.
+func (e *Engine) watchStore(ctx context.Context) {
+	if err := e.cfg.Store.Watch(ctx, func(r jobstore.Record) { e.observe(r) }); err != nil && ctx.Err() == nil {
+		e.log.Error("job store watch ended", "err", err)
+	}
+}
+
+// Start starts the engine's parts: the store watch and the timers, then the
+// subscriptions, the intake last.
 func (e *Engine) Start(ctx context.Context) error {
 	e.runMu.Lock()
 	defer e.runMu.Unlock()
 	if e.running {
 		return errors.New("scheduler: already started")
 	}
-	loopCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
-	e.stopLoop = stop
 	e.started = time.Now()
-	if ip, ok := e.cfg.Store.(interface{ InProcess() bool }); !ok || !ip.InProcess() {
-		// Other replicas write to the store: follow their changes.
-		e.loops.Add(1)
-		go func() {
-			defer e.loops.Done()
-			if err := e.cfg.Store.Watch(loopCtx, func(r jobstore.Record) { e.observe(r) }); err != nil && loopCtx.Err() == nil {
-				e.log.Error("[SCHEDULER] job store watch ended", "err", err)
-			}
-		}()
-	}
-	e.loops.Add(1)
-	go func() {
-		defer e.loops.Done()
-		e.timerLoop(loopCtx)
-	}()
-
-	subscribe := []func() (func() error, error){
-		func() (func() error, error) {
-			return e.cfg.Bus.SubscribeWithSubject(wire.SubjectHeartbeats, "", e.handleHeartbeatOn)
-		},
-		func() (func() error, error) {
-			return e.cfg.Bus.SubscribeReplies(e.ackPrefix()+">", e.handleReply)
-		},
-		func() (func() error, error) {
-			return e.cfg.Bus.ConsumeTree(wire.SubjectResult, e.cfg.QueueGroup+"-results", e.handleResultOn)
-		},
-		func() (func() error, error) {
-			return e.cfg.Bus.ServeTree(wire.SubjectQuery, e.cfg.QueueGroup, e.serveQuery)
-		},
-		func() (func() error, error) {
-			return e.cfg.Bus.ServeTree(wire.SubjectCancel, e.cfg.QueueGroup, e.serveCancel)
-		},
-		func() (func() error, error) {
-			// sys.job.submit and sys.job.submit.<identity>
-			return e.cfg.Bus.ConsumeTree(wire.SubjectSubmit, e.cfg.QueueGroup, e.handleSubmitOn)
-		},
+	if err := e.parts.start(ctx); err != nil {
+		return fmt.Errorf("scheduler: %w", err)
 	}
 	e.running = true
-	for _, sub := range subscribe {
-		drain, err := sub()
-		if err != nil {
-			e.stopLocked()
-			return fmt.Errorf("scheduler: %w", err)
-		}
-		e.drains = append(e.drains, drain)
-	}
 	// Started means the server has the subscriptions: a submission sent
 	// from now on is heard (over core NATS, one sent before would be lost).
-	if f, ok := e.cfg.Bus.(interface{ Flush(context.Context) error }); ok {
-		fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err := f.Flush(fctx)
-		cancel()
-		if err != nil {
-			e.log.Warn("[SCHEDULER] flushing the subscriptions failed", "err", err)
-		}
+	fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	err := e.cfg.Bus.Flush(fctx)
+	cancel()
+	if err != nil {
+		e.log.Warn("flushing the subscriptions failed", "err", err)
 	}
-	e.log.InfoContext(ctx, "[SCHEDULER] started", "id", e.cfg.ID, "queue_group", e.cfg.QueueGroup)
+	e.log.InfoContext(ctx, "started", "id", e.cfg.ID, "queue_group", e.cfg.QueueGroup)
 	return nil
 }
+
+// ErrStopTimeout is wrapped, with ctx's error, by Stop when ctx ends before
+// the engine's parts have drained.
+var ErrStopTimeout = errors.New("scheduler: stop did not finish in time")
 
 // Stop stops the timers and intake first, then lets the packets already
 // received be handled. Nothing is left half-written: every change to a job
 // is one compare-and-set, and no dispatch goes out once its answer can no
-// longer be heard.
+// longer be heard. If ctx ends first, Stop returns an error wrapping
+// ErrStopTimeout and ctx.Err(); the draining goes on to its end in the
+// background (no goroutine is left behind), and Start waits for it.
 func (e *Engine) Stop(ctx context.Context) error {
 	e.runMu.Lock()
-	defer e.runMu.Unlock()
 	if !e.running {
+		e.runMu.Unlock()
 		return nil
 	}
-	err := e.stopLocked()
-	e.log.InfoContext(ctx, "[SCHEDULER] stopped", "id", e.cfg.ID)
-	return err
-}
-
-func (e *Engine) stopLocked() error {
-	var errs []error
-	// Timers first: a dispatch they sent once the replies subscription is
-	// drained would leave its job DISPATCHED with nobody to hear the answer.
-	e.stopLoop()
-	e.loops.Wait()
-	// Submissions were subscribed last: drain in reverse, intake first.
-	for i := len(e.drains) - 1; i >= 0; i-- {
-		errs = append(errs, e.drains[i]())
-	}
-	e.drains = nil
 	e.running = false
-	return errors.Join(errs...)
+	done := make(chan error, 1)
+	go func() {
+		defer e.runMu.Unlock() // held until drained: a Start or Stop meanwhile waits
+		err := e.parts.stop()
+		e.log.Info("stopped", "id", e.cfg.ID)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("%w: %w", ErrStopTimeout, ctx.Err())
+	}
 }
 
 // Run starts the engine, waits for ctx to end, and stops it.
@@ -515,11 +328,11 @@ func (e *Engine) HandlePacket(p *pb.BusPacket) {
 	case *pb.BusPacket_Alert:
 		e.stats.alerts.Add(1)
 		a := payload.Alert
-		e.log.Warn("[SCHEDULER] alert", "level", a.GetLevel(), "component", a.GetComponent(),
+		e.log.Warn("alert", "level", a.GetLevel(), "alert_component", a.GetComponent(),
 			"message", a.GetMessage(), "sender_id", p.GetSenderId())
 	default:
 		e.stats.unknown.Add(1)
-		e.log.Warn("[SCHEDULER] packet the scheduler does not handle", "sender_id", p.GetSenderId(), "trace_id", p.GetTraceId())
+		e.log.Warn("packet the scheduler does not handle", "sender_id", p.GetSenderId(), "trace_id", p.GetTraceId())
 	}
 }
 
@@ -568,7 +381,7 @@ func (e *Engine) handleSubmitOn(subject string, p *pb.BusPacket, replyTo string)
 	e.stats.submitted.Add(1)
 	if err := apply(packetRules, p); err != nil {
 		e.stats.rejected.Add(1)
-		e.log.Warn("[SCHEDULER] refused job", "job_id", clip(req.GetJobId()), "err", err)
+		e.log.Warn("refused job", "job_id", clip(req.GetJobId()), "err", err)
 		e.reply(replyTo, "", refusal(err.Error(), false))
 		return nil
 	}
@@ -592,11 +405,11 @@ func (e *Engine) handleSubmitOn(subject string, p *pb.BusPacket, replyTo string)
 func (e *Engine) admit(req *pb.JobRequest, traceID string, answerWanted bool) (answer *pb.JobAnswer, created bool, err error) {
 	if err := ValidateRequest(req); err != nil {
 		e.stats.rejected.Add(1)
-		e.log.Warn("[SCHEDULER] refused job", "job_id", clip(req.GetJobId()), "topic", clip(req.GetTopic()), "err", err, "trace_id", traceID)
+		e.log.Warn("refused job", "job_id", clip(req.GetJobId()), "topic", clip(req.GetTopic()), "err", err, "trace_id", traceID)
 		return refusal(err.Error(), false), false, nil
 	}
 	if e.debug() {
-		e.log.Debug("[SCHEDULER] 📥 submitted", "job_id", req.JobId, "topic", req.Topic, "trace_id", traceID)
+		e.log.Debug("submitted", "job_id", req.JobId, "topic", req.Topic, "trace_id", traceID)
 	}
 
 	var reason string
@@ -618,13 +431,13 @@ func (e *Engine) admit(req *pb.JobRequest, traceID string, answerWanted bool) (a
 	}
 	ctx := context.Background()
 	if !e.stubSafety {
-		ctx = safety.WithTraceID(ctx, traceID) // for the kernel's [SAFETY] lines and remote checks
+		ctx = safety.WithTraceID(ctx, traceID) // for the kernel's log lines and remote checks
 	}
 	verdict, serr := e.cfg.Safety.Check(ctx, req)
 	switch {
 	case serr != nil:
 		e.stats.safetyUnavailable.Add(1)
-		e.log.Warn("[SAFETY] safety kernel unavailable", "job_id", req.JobId, "err", serr, "fail_closed", e.cfg.SafetyUnavailable)
+		e.safetyLog.Warn("safety kernel unavailable", "job_id", req.JobId, "err", serr, "fail_closed", e.cfg.SafetyUnavailable)
 		if e.cfg.SafetyUnavailable == SafetyUnavailableDeny {
 			job.State = lifecycle.Denied
 			job.Error = SafetyUnavailableReason + ": " + serr.Error()
@@ -637,7 +450,7 @@ func (e *Engine) admit(req *pb.JobRequest, traceID string, answerWanted bool) (a
 	case verdict.Decision == SafetyThrottle:
 		e.stats.throttled.Add(1)
 		if e.debug() {
-			e.log.Debug("[SAFETY] throttled", "job_id", req.JobId, "rule_id", verdict.RuleID, "retry_after", verdict.RetryAfter, "trace_id", traceID)
+			e.safetyLog.Debug("throttled", "job_id", req.JobId, "rule_id", verdict.RuleID, "retry_after", verdict.RetryAfter, "trace_id", traceID)
 		}
 		return &pb.JobAnswer{Error: "throttled by the safety policy: " + verdict.Reason, Retryable: true,
 			RetryAfterMs: max(1, verdict.RetryAfter.Milliseconds()), RuleId: verdict.RuleID}, false, nil
@@ -658,7 +471,7 @@ func (e *Engine) admit(req *pb.JobRequest, traceID string, answerWanted bool) (a
 		var refused *pb.JobAnswer
 		if queued, refused = e.pushNew(job); refused != nil {
 			if e.debug() {
-				e.log.Debug("[SCHEDULER] refused job: queue full", "job_id", req.JobId, "pool", job.Pool, "reason", refused.Error, "trace_id", traceID)
+				e.log.Debug("refused job: queue full", "job_id", req.JobId, "pool", job.Pool, "reason", refused.Error, "trace_id", traceID)
 			}
 			return refused, false, nil
 		}
@@ -695,17 +508,17 @@ func (e *Engine) admit(req *pb.JobRequest, traceID string, answerWanted bool) (a
 			return &pb.JobAnswer{Ok: true, Jobs: []*pb.JobInfo{rec.Job}}, false, nil
 		}
 		e.stats.conflicts.Add(1)
-		e.log.Warn("[SCHEDULER] refused job: job_id exists with different content", "job_id", req.JobId, "trace_id", traceID)
+		e.log.Warn("refused job: job_id exists with different content", "job_id", req.JobId, "trace_id", traceID)
 		return refusal(fmt.Sprintf("%s: job_id %s already exists with different content", conflictPrefix, req.JobId), false), false, nil
 	case err != nil:
 		e.stats.storeErrors.Add(1)
-		e.log.Error("[SCHEDULER] recording job failed", "job_id", req.JobId, "err", err)
+		e.log.Error("recording job failed", "job_id", req.JobId, "err", err)
 		return nil, false, err
 	}
 
 	if job.State == lifecycle.Denied {
 		e.stats.denied.Add(1)
-		e.log.Info("[SAFETY] ⛔ BLOCKED", "job_id", req.JobId, "topic", req.Topic, "reason", reason, "rule_id", job.RuleId, "trace_id", traceID)
+		e.safetyLog.Info("job blocked", "job_id", req.JobId, "topic", req.Topic, "reason", reason, "rule_id", job.RuleId, "trace_id", traceID)
 		return &pb.JobAnswer{Error: job.Error, RuleId: job.RuleId, Jobs: []*pb.JobInfo{rec.Job}}, true, nil
 	}
 	e.stats.accepted.Add(1)
@@ -755,7 +568,7 @@ func (e *Engine) reply(to, traceID string, answer *pb.JobAnswer) {
 	p := wire.NewPacket(traceID, e.cfg.ID)
 	p.Payload = &pb.BusPacket_JobAnswer{JobAnswer: answer}
 	if err := e.cfg.Bus.Publish(to, p); err != nil {
-		e.log.Warn("[SCHEDULER] answering failed", "to", to, "err", err)
+		e.log.Warn("answering failed", "to", to, "err", err)
 	}
 }
 
@@ -861,7 +674,7 @@ func (e *Engine) logTransition(prev, next *pb.JobInfo) {
 	if !e.debug() || prev.GetState() == next.GetState() || next.GetState() == lifecycle.Dispatched {
 		return // a dispatch logs itself, with its subject
 	}
-	e.log.Debug("[SCHEDULER] job "+lifecycle.Name(next.State), "job_id", next.JobId, "from", lifecycle.Name(prev.GetState()),
+	e.log.Debug("job changed state", "job_id", next.JobId, "state", lifecycle.Name(next.State), "from", lifecycle.Name(prev.GetState()),
 		"attempt", next.Attempt, "worker_id", next.WorkerId, "reason", firstNonEmpty(next.PendingReason, next.Error), "trace_id", next.TraceId)
 }
 

@@ -432,7 +432,7 @@ func TestDestroyIsDeniedRecordedAndNeverDispatched(t *testing.T) {
 		t.Errorf("the denied job was written %d times, want once: %s", len(h), r.describeHistory("destroy-1"))
 	}
 	logs := r.logs.String()
-	for _, want := range []string{"[SAFETY]", "BLOCKED", "job_id=destroy-1", "trace_id=trace-d", "forbidden topic"} {
+	for _, want := range []string{"job blocked", "component=safety", "job_id=destroy-1", "trace_id=trace-d", "forbidden topic"} {
 		if !strings.Contains(logs, want) {
 			t.Errorf("log lacks %q:\n%s", want, logs)
 		}

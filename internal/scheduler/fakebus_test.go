@@ -1,6 +1,7 @@
 package scheduler_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"github.com/cortex-os/core/internal/logging"
@@ -56,6 +57,12 @@ type fakeBus struct {
 
 // InboxPrefix is the connection's inbox prefix, as bus.NatsBus has it.
 func (f *fakeBus) InboxPrefix() string { return f.inboxPrefix }
+
+// Flush: the fake has no server; what it delivers, it delivers in order.
+func (f *fakeBus) Flush(context.Context) error { return nil }
+
+// Backlog: the fake delivers every packet at once; nothing waits.
+func (f *fakeBus) Backlog(context.Context, string) (int, error) { return 0, nil }
 
 type published struct {
 	subject, reply string

@@ -208,15 +208,7 @@ func (e *Engine) workers() []*pb.WorkerInfo {
 	if e.preg != nil {
 		return e.preg.Workers()
 	}
-	if l, ok := e.cfg.Registry.(interface{ Workers() []*pb.WorkerInfo }); ok {
-		return l.Workers()
-	}
-	snap := e.cfg.Registry.Snapshot()
-	out := make([]*pb.WorkerInfo, 0, len(snap))
-	for _, hb := range snap {
-		out = append(out, &pb.WorkerInfo{Heartbeat: hb})
-	}
-	return out
+	return e.cfg.Registry.Workers()
 }
 
 // workersFor is workers() as the requester may see it: a tenant's client

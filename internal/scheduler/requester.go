@@ -92,18 +92,18 @@ func (e *Engine) identify(base, subject, reply string) (p tenancy.Principal, dro
 	id, err := requestIdentity(base, subject)
 	if err != nil {
 		e.stats.clientsRefused.Add(1)
-		e.warnRefused(&e.clientWarn, "[SCHEDULER] refused a request whose subject names no valid identity", subject, reply, "", err)
+		e.warnRefused(&e.clientWarn, "refused a request whose subject names no valid identity", subject, reply, "", err)
 		return p, true, nil
 	}
 	if err := checkReply(id, reply, e.ownInbox, e.cfg.Clients.Known); err != nil {
 		e.stats.repliesRefused.Add(1)
-		e.warnRefused(&e.replyWarn, "[SCHEDULER] refused a request: it names a reply subject the requester may not read", subject, reply, id, err)
+		e.warnRefused(&e.replyWarn, "refused a request: it names a reply subject the requester may not read", subject, reply, id, err)
 		return p, true, nil
 	}
 	p, err = e.cfg.Clients.Resolve(id)
 	if err != nil {
 		e.stats.clientsRefused.Add(1)
-		e.warnRefused(&e.clientWarn, "[SCHEDULER] refused a request of a client without a binding", subject, reply, id, err)
+		e.warnRefused(&e.clientWarn, "refused a request of a client without a binding", subject, reply, id, err)
 		return p, false, err
 	}
 	return p, false, nil
@@ -112,7 +112,7 @@ func (e *Engine) identify(base, subject, reply string) (p tenancy.Principal, dro
 // refuseTenant counts and logs a tenant's client acting for another tenant.
 func (e *Engine) refuseTenant(subject string, err error) {
 	e.stats.clientsRefused.Add(1)
-	e.warnRefused(&e.clientWarn, "[SCHEDULER] refused a request for another tenant", subject, "", "", err)
+	e.warnRefused(&e.clientWarn, "refused a request for another tenant", subject, "", "", err)
 }
 
 // warnRefused logs a refusal at warn, at most once per warnInterval per
@@ -156,6 +156,6 @@ func (e *Engine) workerSubjectOK(jobID, workerID string) bool {
 	if workerID != "" && !strings.ContainsAny(workerID, ".*> \t\r\n") && len(workerID) <= wire.MaxInboxLength {
 		return true
 	}
-	e.log.Warn("[SCHEDULER] not telling a worker of a cancel: its id cannot name a subject", "job_id", jobID, "worker_id", workerID)
+	e.log.Warn("not telling a worker of a cancel: its id cannot name a subject", "job_id", jobID, "worker_id", workerID)
 	return false
 }

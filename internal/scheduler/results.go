@@ -30,12 +30,12 @@ func (e *Engine) handleResultPacket(p *pb.BusPacket, from string) error {
 	}
 	if err := validateResult(res); err != nil {
 		e.stats.invalidPackets.Add(1)
-		e.log.Warn("[SCHEDULER] refused a result", "job_id", clip(res.GetJobId()), "worker_id", clip(from), "err", err)
+		e.log.Warn("refused a result", "job_id", clip(res.GetJobId()), "worker_id", clip(from), "err", err)
 		return nil // acknowledged: never redelivered
 	}
 	e.stats.results.Add(1)
 	if e.debug() {
-		e.log.Debug("[SCHEDULER] ✅ result", "job_id", res.GetJobId(), "status", res.GetStatus().String(),
+		e.log.Debug("result", "job_id", res.GetJobId(), "status", res.GetStatus().String(),
 			"worker_id", res.GetWorkerId(), "attempt", res.GetAttempt(), "execution_ms", res.GetExecutionMs(), "trace_id", p.GetTraceId())
 	}
 	rec, ok := e.cached(res.GetJobId())
@@ -50,7 +50,7 @@ func (e *Engine) handleResultPacket(p *pb.BusPacket, from string) error {
 	rec, err := e.cfg.Store.Get(ctx, res.GetJobId())
 	if errors.Is(err, jobstore.ErrNotFound) || errors.Is(err, jobstore.ErrInvalidID) {
 		e.stats.late.Add(1)
-		e.log.Warn("[SCHEDULER] result for an unknown job", "job_id", res.GetJobId(), "worker_id", res.GetWorkerId())
+		e.log.Warn("result for an unknown job", "job_id", res.GetJobId(), "worker_id", res.GetWorkerId())
 		return nil
 	}
 	if err != nil {
@@ -136,19 +136,19 @@ func (e *Engine) applyResult(rec jobstore.Record, res *pb.JobResult, from string
 		return e.applyResult(cur, res, from, true)
 	case outcome == "foreign":
 		e.stats.foreignResults.Add(1)
-		e.log.Warn("[SCHEDULER] refused a result from a worker that does not hold the attempt", "job_id", res.GetJobId(),
+		e.log.Warn("refused a result from a worker that does not hold the attempt", "job_id", res.GetJobId(),
 			"worker_id", from, "holder", rec.Job.GetWorkerId(), "result_attempt", res.GetAttempt(), "current_attempt", rec.Job.GetAttempt())
 	case outcome == "untrusted":
 		e.stats.untrustedResults.Add(1)
-		e.log.Warn("[SCHEDULER] refused a result that names no attempt (document_workers: refuse)", "job_id", res.GetJobId(), "worker_id", from)
+		e.log.Warn("refused a result that names no attempt (document_workers: refuse)", "job_id", res.GetJobId(), "worker_id", from)
 	case outcome == "stale":
 		e.stats.stale.Add(1)
-		e.log.Info("[SCHEDULER] fenced a stale result", "job_id", res.GetJobId(), "worker_id", res.GetWorkerId(),
+		e.log.Info("fenced a stale result", "job_id", res.GetJobId(), "worker_id", res.GetWorkerId(),
 			"result_attempt", res.GetAttempt(), "current_attempt", rec.Job.GetAttempt(), "state", lifecycle.Name(rec.Job.GetState()))
 	case outcome == "late":
 		e.stats.late.Add(1)
 		if e.debug() {
-			e.log.Debug("[SCHEDULER] ignored result for a finished job", "job_id", res.GetJobId(), "state", lifecycle.Name(rec.Job.GetState()))
+			e.log.Debug("ignored result for a finished job", "job_id", res.GetJobId(), "state", lifecycle.Name(rec.Job.GetState()))
 		}
 	case written:
 		e.finished(rec)
@@ -199,18 +199,18 @@ func (e *Engine) finished(rec jobstore.Record) {
 		e.stats.completed.Add(1)
 	case lifecycle.Failed, lifecycle.Timeout:
 		if !j.GetDeadLetter() { // past the job's deadline: not a matter of attempts
-			e.log.Warn("[SCHEDULER] job timed out", "job_id", j.JobId, "error", j.Error, "trace_id", j.TraceId)
+			e.log.Warn("job timed out", "job_id", j.JobId, "error", j.Error, "trace_id", j.TraceId)
 			return
 		}
 		e.stats.deadLettered.Add(1)
 		ctx, cancel := e.storeCtx()
 		defer cancel()
 		if err := e.cfg.DeadLetters.Put(ctx, j); err != nil {
-			e.log.Error("[SCHEDULER] dead-lettering failed", "job_id", j.JobId, "err", err)
+			e.log.Error("dead-lettering failed", "job_id", j.JobId, "err", err)
 		}
-		msg := "[SCHEDULER] job failed and was dead-lettered"
+		msg := "job failed and was dead-lettered"
 		if j.GetState() == lifecycle.Timeout {
-			msg = "[SCHEDULER] job timed out and was dead-lettered"
+			msg = "job timed out and was dead-lettered"
 		}
 		e.log.Warn(msg, "job_id", j.JobId, "attempts", j.Attempt, "error", j.Error, "trace_id", j.TraceId)
 	}
@@ -240,7 +240,7 @@ func (e *Engine) handleHeartbeatOn(subject string, p *pb.BusPacket) {
 		if e.cfg.RequireWorkerIdentity {
 			// A worker's user may publish here; submitting is the clients'.
 			e.stats.identityRejected.Add(1)
-			e.log.Warn("[SCHEDULER] refused a submission on a heartbeat subject", "subject", subject, "sender_id", p.GetSenderId())
+			e.log.Warn("refused a submission on a heartbeat subject", "subject", subject, "sender_id", p.GetSenderId())
 			return
 		}
 		e.HandlePacket(p)
@@ -278,10 +278,10 @@ func (e *Engine) identified(what, subject, claimed string, named func(string) (s
 	}
 	e.stats.identityRejected.Add(1)
 	if ok {
-		e.log.Warn("[SCHEDULER] refused a "+what+" whose subject names another worker",
+		e.log.Warn("refused a packet whose subject names another worker", "packet", what,
 			"subject", clip(subject), "subject_worker", clip(id), "worker_id", clip(claimed))
 	} else {
-		e.log.Warn("[SCHEDULER] refused a "+what+" on a subject that names no worker (require_worker_identity)",
+		e.log.Warn("refused a packet on a subject that names no worker (require_worker_identity)", "packet", what,
 			"subject", clip(subject), "worker_id", clip(claimed))
 	}
 	return false
@@ -292,12 +292,12 @@ func (e *Engine) identified(what, subject, claimed string, named func(string) (s
 func (e *Engine) handleHeartbeat(hb *pb.Heartbeat) {
 	if err := validateHeartbeat(hb); err != nil {
 		e.stats.invalidPackets.Add(1)
-		e.log.Warn("[SCHEDULER] refused a heartbeat", "worker_id", clip(hb.GetWorkerId()), "err", err)
+		e.log.Warn("refused a heartbeat", "worker_id", clip(hb.GetWorkerId()), "err", err)
 		return
 	}
 	e.stats.heartbeats.Add(1)
 	if e.debug() {
-		e.log.Debug("[SCHEDULER] 💓 heartbeat", "worker_id", hb.GetWorkerId(), "type", hb.GetType(),
+		e.log.Debug("heartbeat", "worker_id", hb.GetWorkerId(), "type", hb.GetType(),
 			"cpu", hb.GetCpuLoad(), "gpu", hb.GetGpuUtilization(), "active_jobs", hb.GetActiveJobs())
 	}
 	e.cfg.Registry.UpdateHeartbeat(hb)
@@ -450,12 +450,12 @@ func (e *Engine) expire(rec jobstore.Record, what string) {
 		return true
 	})
 	if err != nil {
-		e.log.Error("[SCHEDULER] timer action failed", "job_id", rec.Job.GetJobId(), "what", what, "err", err)
+		e.log.Error("timer action failed", "job_id", rec.Job.GetJobId(), "what", what, "err", err)
 		return
 	}
 	if written {
 		if what == "lease" {
-			e.log.Warn("[SCHEDULER] lease lost", "job_id", rec.Job.JobId, "worker_id", rec.Job.WorkerId, "attempt", attempt, "outcome", outcome)
+			e.log.Warn("lease lost", "job_id", rec.Job.JobId, "worker_id", rec.Job.WorkerId, "attempt", attempt, "outcome", outcome)
 		}
 		e.finished(rec)
 	}
@@ -539,10 +539,10 @@ func (e *Engine) handleCancel(who tenancy.Principal, p *pb.BusPacket) *pb.BusPac
 		msg := wire.NewPacket(rec.Job.TraceId, e.cfg.ID)
 		msg.Payload = &pb.BusPacket_JobCancel{JobCancel: &pb.JobCancel{JobId: rec.Job.JobId, Reason: reason}}
 		if err := e.cfg.Bus.Publish(wire.WorkerCancelSubject(w), msg); err != nil {
-			e.log.Warn("[SCHEDULER] telling the worker of a cancel failed", "job_id", rec.Job.JobId, "worker_id", w, "err", err)
+			e.log.Warn("telling the worker of a cancel failed", "job_id", rec.Job.JobId, "worker_id", w, "err", err)
 		}
 	}
-	e.log.Info("[SCHEDULER] job cancelled", "job_id", rec.Job.JobId, "was", lifecycle.Name(was.GetState()), "reason", reason)
+	e.log.Info("job cancelled", "job_id", rec.Job.JobId, "was", lifecycle.Name(was.GetState()), "reason", reason)
 	return e.answer(p, &pb.JobAnswer{Ok: true, Jobs: []*pb.JobInfo{rec.Job}})
 }
 
@@ -626,15 +626,9 @@ const NotRecordedYet = "not recorded yet"
 // handed back (0 when it cannot tell): over core NATS those this replica
 // holds, with durable intake those the shared stream holds.
 func (e *Engine) intakeBacklog(ctx context.Context) int {
-	b, ok := e.cfg.Bus.(interface {
-		Backlog(ctx context.Context, subject string) (int, error)
-	})
-	if !ok {
-		return 0
-	}
-	n, err := b.Backlog(ctx, wire.SubjectSubmit)
+	n, err := e.cfg.Bus.Backlog(ctx, wire.SubjectSubmit)
 	if err != nil {
-		e.log.Warn("[SCHEDULER] reading the intake backlog failed", "err", err)
+		e.log.Warn("reading the intake backlog failed", "err", err)
 	}
 	return n
 }
@@ -700,7 +694,7 @@ func (e *Engine) redrive(ctx context.Context, who tenancy.Principal, id string) 
 	}
 	if !who.Sees(job.GetRequest().GetTenant()) { // the record said otherwise: put it back
 		if err := e.cfg.DeadLetters.Put(ctx, job); err != nil {
-			e.log.Error("[SCHEDULER] returning a dead letter failed", "job_id", id, "err", err)
+			e.log.Error("returning a dead letter failed", "job_id", id, "err", err)
 		}
 		return notFound
 	}
@@ -714,7 +708,7 @@ redrive:
 		case err != nil:
 			break redrive
 		case created: // a new job, PENDING or DISPATCHED (or DENIED by today's policy)
-			e.log.Info("[SCHEDULER] dead letter re-driven", "job_id", id, "new_job_id", req.JobId, "ok", answer.GetOk())
+			e.log.Info("dead letter re-driven", "job_id", id, "new_job_id", req.JobId, "ok", answer.GetOk())
 			return answer
 		case answer.GetOk() || strings.HasPrefix(answer.GetError(), conflictPrefix):
 			continue // that id was taken by an earlier re-drive: try the next
@@ -724,7 +718,7 @@ redrive:
 	}
 	// Put it back: nothing may be lost on the way.
 	if err := e.cfg.DeadLetters.Put(ctx, job); err != nil {
-		e.log.Error("[SCHEDULER] returning a dead letter failed", "job_id", id, "err", err)
+		e.log.Error("returning a dead letter failed", "job_id", id, "err", err)
 	}
 	return refusal("re-driving "+id+" failed; it stays in the dead-letter queue", true)
 }

@@ -2,6 +2,7 @@ package scheduler_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -284,5 +285,41 @@ func TestTakenOverDispatchWaitsForTheWorkersHeartbeats(t *testing.T) {
 	j := r.waitState("taken-over", lifecycle.Running, 2)
 	if j.GetWorkerId() != "w-c" {
 		t.Errorf("job = %s", describe(j))
+	}
+}
+
+// Stop honours its context: with a dispatch stuck in hand, Stop returns
+// ErrStopTimeout and the context's error once the context ends; the drain
+// still finishes in the background, and the engine can be stopped (a no-op)
+// and started again after it.
+func TestStopHonoursItsContext(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	hold := make(chan struct{})
+	r.bus.script("", held(hold, ackBy("w-1")))
+	submitted := make(chan error, 1)
+	go func() {
+		submitted <- r.bus.submit(t, submitPacket("t", request("stuck", "job.echo")), "_INBOX.test.1")
+	}()
+	r.waitDispatches("stuck", 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	err := r.e.Stop(ctx)
+	if !errors.Is(err, scheduler.ErrStopTimeout) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Stop = %v, want ErrStopTimeout and DeadlineExceeded", err)
+	}
+	close(hold)
+	if err := <-submitted; err != nil {
+		t.Errorf("the intake handler = %v", err)
+	}
+	// The drain ends: a second Stop waits for it and finds nothing to stop.
+	if err := r.e.Stop(context.Background()); err != nil {
+		t.Errorf("second Stop = %v", err)
+	}
+	if err := r.e.Start(context.Background()); err != nil {
+		t.Fatalf("Start after the drain = %v", err)
+	}
+	if err := r.e.Stop(context.Background()); err != nil {
+		t.Errorf("Stop after restart = %v", err)
 	}
 }

@@ -13,6 +13,8 @@ var (
 
 // NaiveStrategy is the design document's strategy: the subject is the topic,
 // and the workers subscribed to it share the job through their queue group.
+// It is placement.Naive's decision (placement.StrategyNaive) as the design
+// document's SchedulingStrategy, with the topic checked.
 type NaiveStrategy struct{}
 
 // NewNaiveStrategy returns the naive strategy.

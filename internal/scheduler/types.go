@@ -52,6 +52,21 @@ type Bus interface {
 	// results arrive on sys.job.result and on sys.job.result.<worker_id>.
 	// The packet is the handler's as with Consume.
 	ConsumeTree(subject, durable string, handler func(subject string, p *pb.BusPacket, replyTo string) error) (stop func() error, err error)
+
+	// What the bus can tell the engine besides moving packets. A bus that
+	// cannot tell answers with the zero value.
+
+	// InboxPrefix is the prefix of this connection's own inboxes
+	// (_INBOX.<user>), where no request may ask to be answered; "" when it
+	// has none of its own.
+	InboxPrefix() string
+	// Flush returns once the server has everything sent so far, the
+	// subscriptions included (nil at once on a bus without a server).
+	Flush(ctx context.Context) error
+	// Backlog reports how many packets of a subject given to Consume or
+	// ConsumeTree were received and not yet handled (0 when it cannot
+	// tell): gets of jobs not recorded yet are answered "retry" meanwhile.
+	Backlog(ctx context.Context, subject string) (int, error)
 }
 
 // SafetyDecision is the decision of a SafetyChecker.
@@ -72,18 +87,29 @@ type SafetyChecker interface {
 	Check(ctx context.Context, req *pb.JobRequest) (safety.Verdict, error)
 }
 
-// WorkerRegistry keeps the last heartbeat of every live worker.
+// WorkerRegistry keeps the last heartbeat of every live worker: the design
+// document's seam, implemented by placement.Registry (MemoryRegistry is one
+// without pools).
 type WorkerRegistry interface {
 	UpdateHeartbeat(hb *pb.Heartbeat)
 	// Snapshot returns the live workers by id. The heartbeats are shared:
 	// do not modify them.
 	Snapshot() map[string]*pb.Heartbeat
+	// Workers lists the live workers with when each last heartbeated, for
+	// `cortex workers`. The heartbeats are shared.
+	Workers() []*pb.WorkerInfo
 }
 
 // SchedulingStrategy chooses the subject a job is dispatched on. It is pure
-// decision logic over a snapshot of the registry.
+// decision logic over a snapshot of the registry: the design document's
+// seam. Placement by what workers report (pools, least-loaded) is package
+// placement's, configured with Config.Placement.
 type SchedulingStrategy interface {
 	PickSubject(req *pb.JobRequest, workers map[string]*pb.Heartbeat) (string, error)
+	// WorkerBlind reports that the choice does not look at the workers, as
+	// NaiveStrategy's (the subject is the topic): the engine then passes
+	// PickSubject a nil map instead of copying the registry for every job.
+	WorkerBlind() bool
 }
 
 // JobStore keeps job records; see package jobstore for the contract and the
@@ -93,10 +119,8 @@ type JobStore = jobstore.Store
 // DeadLetters holds jobs that exhausted their attempts.
 type DeadLetters = jobstore.DeadLetters
 
-// WorkerBlind is implemented by a SchedulingStrategy whose choice does not
-// look at the workers, such as NaiveStrategy (the subject is the topic). When
-// WorkerBlind returns true the engine passes PickSubject a nil map instead of
-// copying the registry for every job.
+// WorkerBlind is the part of a SchedulingStrategy that says whether its
+// choice looks at the workers.
 type WorkerBlind interface {
 	WorkerBlind() bool
 }

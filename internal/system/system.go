@@ -148,7 +148,7 @@ func RunScheduler(ctx context.Context, opts SchedulerOptions) error {
 	if err := engine.Start(ctx); err != nil {
 		return err
 	}
-	opts.Logger.Info("[SCHEDULER] job store", "store", mode)
+	opts.Logger.Info("job store", logging.ComponentKey, logging.ComponentScheduler, "store", mode)
 	if opts.Started != nil {
 		opts.Started()
 	}
@@ -213,7 +213,7 @@ func openSafety(ctx context.Context, b *bus.NatsBus, id string, opts SchedulerOp
 		if err != nil {
 			return nil, nil, err
 		}
-		opts.Logger.Info("[SAFETY] decisions by the remote safety kernel", "subject", safety.SubjectCheck,
+		opts.Logger.Info("decisions by the remote safety kernel", logging.ComponentKey, logging.ComponentSafety, "subject", safety.SubjectCheck,
 			"timeout", opts.Safety.Timeout, "unavailable", opts.Safety.Unavailable)
 		return r, func() {}, nil
 	}
@@ -235,7 +235,7 @@ func openSafety(ctx context.Context, b *bus.NatsBus, id string, opts SchedulerOp
 		}
 	}()
 	p := kernel.Policy()
-	opts.Logger.Info("[SAFETY] policy in force", "file", opts.Safety.Policy, "version", p.Version, "rules", p.NumRules())
+	opts.Logger.Info("policy in force", logging.ComponentKey, logging.ComponentSafety, "file", opts.Safety.Policy, "version", p.Version, "rules", p.NumRules())
 	return kernel, func() {
 		stopWatch()
 		<-done

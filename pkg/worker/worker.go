@@ -81,7 +81,7 @@ type transport interface {
 type Config struct {
 	Handler Handler
 	// Kind names the worker type: it heartbeats on sys.heartbeat.<Kind> (see
-	// NamedSubjects) and logs as [WORKER <Kind>].
+	// NamedSubjects) and logs with component=worker kind=<Kind>.
 	Kind string
 	// Topic is the subject jobs arrive on. Default "job.<Kind>".
 	Topic string
@@ -287,7 +287,6 @@ type Worker struct {
 	ready     chan struct{}   // closed when the first Run has subscribed
 	readyOnce sync.Once
 	log       *slog.Logger
-	prefix    string
 	slots     chan struct{}
 	jobs      sync.WaitGroup
 
@@ -478,13 +477,12 @@ func New(nc *nats.Conn, cfg Config) (*Worker, error) {
 // newWorker is New on any transport; cfg has its defaults.
 func newWorker(t transport, cfg Config) *Worker {
 	w := &Worker{
-		cfg:    cfg,
-		bus:    t,
-		log:    cfg.Logger,
-		prefix: "[WORKER " + cfg.Kind + "]",
-		slots:  make(chan struct{}, cfg.Concurrency),
-		base:   context.Background(),
-		ready:  make(chan struct{}),
+		cfg:   cfg,
+		bus:   t,
+		log:   cfg.Logger.With("component", "worker", "kind", cfg.Kind),
+		slots: make(chan struct{}, cfg.Concurrency),
+		base:  context.Background(),
+		ready: make(chan struct{}),
 
 		resultSubject:    wire.SubjectResult,
 		heartbeatSubject: wire.HeartbeatSubject(cfg.Kind),
@@ -547,12 +545,12 @@ func (w *Worker) Run(ctx context.Context) error {
 		// dispatched after Ready reaches this worker.
 		flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		if err := f.Flush(flushCtx); err != nil {
-			w.log.Warn(w.prefix+" flushing the subscriptions failed; they reach the server when it is back", "err", err)
+			w.log.Warn("flushing the subscriptions failed; they reach the server when it is back", "err", err)
 		}
 		cancel()
 	}
 	w.readyOnce.Do(func() { close(w.ready) })
-	w.log.Info(w.prefix+" running", "worker_id", w.cfg.ID, "topic", w.cfg.Topic,
+	w.log.Info("running", "worker_id", w.cfg.ID, "topic", w.cfg.Topic,
 		"queue_group", w.cfg.QueueGroup, "capacity", w.cfg.Capacity, "inline", w.cfg.Inline, "direct", w.cfg.Direct,
 		"capabilities", w.cfg.Capabilities, "labels", w.cfg.Labels, "pool", w.cfg.Pool)
 
@@ -569,14 +567,14 @@ func (w *Worker) Run(ctx context.Context) error {
 	}()
 
 	<-ctx.Done()
-	w.log.Info(w.prefix+" shutting down", "worker_id", w.cfg.ID, "in_flight", w.active.Load())
+	w.log.Info("shutting down", "worker_id", w.cfg.ID, "in_flight", w.active.Load())
 	w.draining.Store(true)
 	w.sendHeartbeat() // tell the schedulers at once: no more jobs here
 	// The grace starts now, not after the drain: at full concurrency the
 	// subscription's callback waits for a free slot, so the drain cannot end
 	// before a running job does, and it is the grace that ends them.
 	grace := time.AfterFunc(w.cfg.ShutdownGrace, func() {
-		w.log.Warn(w.prefix+" shutdown grace over, handing back unfinished jobs", "worker_id", w.cfg.ID, "in_flight", w.active.Load())
+		w.log.Warn("shutdown grace over, handing back unfinished jobs", "worker_id", w.cfg.ID, "in_flight", w.active.Load())
 		w.heldMu.Lock()
 		w.handedBack = true // and the jobs still waiting for a slot, when they get one
 		w.heldMu.Unlock()
@@ -594,7 +592,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		drainErr = err
 	}
 	w.sendHeartbeat() // a last heartbeat with the final load
-	w.log.Info(w.prefix+" stopped", "worker_id", w.cfg.ID)
+	w.log.Info("stopped", "worker_id", w.cfg.ID)
 	return drainErr
 }
 
@@ -606,7 +604,7 @@ func (w *Worker) Run(ctx context.Context) error {
 func (w *Worker) handlePacket(p *pb.BusPacket, reply string) {
 	req := p.GetJobRequest()
 	if req == nil {
-		w.log.Warn(w.prefix+" ignored packet that is not a job request", "sender_id", p.GetSenderId())
+		w.log.Warn("ignored packet that is not a job request", "sender_id", p.GetSenderId())
 		return
 	}
 	w.received.Add(1)
@@ -619,7 +617,7 @@ func (w *Worker) handlePacket(p *pb.BusPacket, reply string) {
 		out := wire.NewPacket(p.GetTraceId(), w.cfg.ID)
 		out.Payload = &pb.BusPacket_JobAnswer{JobAnswer: &pb.JobAnswer{Error: "worker " + w.cfg.ID + " lacks " + missing, Retryable: true}}
 		if err := w.bus.Publish(reply, out); err != nil {
-			w.log.Warn(w.prefix+" refusing a job failed", "job_id", req.GetJobId(), "err", err)
+			w.log.Warn("refusing a job failed", "job_id", req.GetJobId(), "err", err)
 		}
 		return
 	}
@@ -632,7 +630,7 @@ func (w *Worker) handlePacket(p *pb.BusPacket, reply string) {
 		out := wire.NewPacket(p.GetTraceId(), w.cfg.ID)
 		out.Payload = &pb.BusPacket_JobAnswer{JobAnswer: &pb.JobAnswer{Error: reason, Retryable: true}}
 		if err := w.bus.Publish(reply, out); err != nil {
-			w.log.Warn(w.prefix+" refusing a job failed", "job_id", req.GetJobId(), "err", err)
+			w.log.Warn("refusing a job failed", "job_id", req.GetJobId(), "err", err)
 		}
 		return
 	}
@@ -774,7 +772,7 @@ func (w *Worker) confirmLoop(ctx context.Context) {
 				out := wire.NewPacket(a.traceID, w.cfg.ID)
 				out.Payload = &pb.BusPacket_JobAck{JobAck: &pb.JobAck{JobId: a.id, Attempt: a.attempt, WorkerId: w.cfg.ID}}
 				if err := w.bus.Publish(a.reply, out); err != nil {
-					w.log.Warn(w.prefix+" confirming a job failed", "job_id", a.id, "err", err)
+					w.log.Warn("confirming a job failed", "job_id", a.id, "err", err)
 				}
 			}
 		}
@@ -808,7 +806,7 @@ func (w *Worker) handleCancel(p *pb.BusPacket) {
 	defer w.heldMu.Unlock()
 	for h := w.held.head; h != nil; h = h.next {
 		if h.id == c.GetJobId() {
-			w.log.Info(w.prefix+" cancelling job", "job_id", h.id, "attempt", h.attempt, "reason", c.GetReason())
+			w.log.Info("cancelling job", "job_id", h.id, "attempt", h.attempt, "reason", c.GetReason())
 			h.end(ErrCancelled)
 		}
 	}
@@ -867,7 +865,7 @@ func (w *Worker) run(j queuedJob) {
 	}()
 	debug := w.log.Enabled(context.Background(), slog.LevelDebug)
 	if debug {
-		w.log.Debug(w.prefix+" 📥 job", "job_id", req.GetJobId(), "topic", req.GetTopic(), "attempt", req.GetAttempt(),
+		w.log.Debug("job", "job_id", req.GetJobId(), "topic", req.GetTopic(), "attempt", req.GetAttempt(),
 			"context_ptr", req.GetContextPtr(), "trace_id", traceID)
 	}
 	start := j.held.started // inline, the job was held microseconds ago
@@ -910,17 +908,17 @@ func (w *Worker) run(j queuedJob) {
 			res.Status = pb.JobStatus_JOB_STATUS_FAILED
 			w.failed.Add(1)
 		}
-		w.log.Warn(w.prefix+" job did not complete", "job_id", req.GetJobId(), "status", res.Status.String(), "err", err, "trace_id", traceID)
+		w.log.Warn("job did not complete", "job_id", req.GetJobId(), "status", res.Status.String(), "err", err, "trace_id", traceID)
 	} else {
 		w.completed.Add(1)
 	}
 	if err := w.bus.Publish(w.resultSubject, wire.JobResultPacket(traceID, w.cfg.ID, res)); err != nil {
 		w.publishErrors.Add(1)
-		w.log.Error(w.prefix+" publishing result failed", "job_id", req.GetJobId(), "err", err)
+		w.log.Error("publishing result failed", "job_id", req.GetJobId(), "err", err)
 		return
 	}
 	if debug {
-		w.log.Debug(w.prefix+" 📤 result", "job_id", req.GetJobId(), "status", res.Status.String(),
+		w.log.Debug("result", "job_id", req.GetJobId(), "status", res.Status.String(),
 			"execution_ms", res.ExecutionMs, "trace_id", traceID)
 	}
 }
@@ -1009,7 +1007,7 @@ func (w *Worker) sendHeartbeat() time.Time {
 	}
 	w.heldMu.Unlock()
 	if err := w.bus.Publish(w.heartbeatSubject, wire.HeartbeatPacket("hb-"+w.cfg.ID, w.cfg.ID, hb)); err != nil {
-		w.log.Warn(w.prefix+" heartbeat failed", "err", err)
+		w.log.Warn("heartbeat failed", "err", err)
 	}
 	return time.Now()
 }

@@ -172,7 +172,7 @@ func TestSenderWithoutResult(t *testing.T) {
 	if err := destroy.Stderr(); !strings.Contains(err, "job_id="+s.JobID+" DENIED") || !strings.Contains(err, "forbidden topic") {
 		t.Errorf("sys.destroy: stderr %q does not say job_id=%s DENIED ... forbidden topic", err, s.JobID)
 	}
-	sched.WaitForLog(t, logTimeout, "BLOCKED", "job_id", s.JobID, "topic", "sys.destroy", "reason", "forbidden topic", "trace_id", s.TraceID)
+	sched.WaitForLog(t, logTimeout, "job blocked", "component", "safety", "job_id", s.JobID, "topic", "sys.destroy", "reason", "forbidden topic", "trace_id", s.TraceID)
 	if _, ok := sched.FindLog("dispatched", "job_id", s.JobID); ok {
 		t.Errorf("the sys.destroy job was dispatched")
 	}

@@ -66,7 +66,7 @@ func TestNATSRestartOnSameDataDir(t *testing.T) {
 	// some 15-20s after a server restart, until nats.go's ordered consumer
 	// notices its missing heartbeats.)
 	perJob := map[string]int{}
-	for _, a := range sched.FindLogs("job COMPLETED") {
+	for _, a := range sched.FindLogs("job changed state", "state", "COMPLETED") {
 		perJob[a["job_id"]]++
 	}
 	for id, k := range perJob {

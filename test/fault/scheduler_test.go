@@ -190,7 +190,7 @@ func TestSchedulerKill9With1000JobsInFlight(t *testing.T) {
 	}
 	perJob := map[string]int{}
 	for _, s := range []*systest.Proc{sched1, sched2} {
-		for _, a := range s.FindLogs("job COMPLETED") {
+		for _, a := range s.FindLogs("job changed state", "state", "COMPLETED") {
 			perJob[a["job_id"]]++
 		}
 	}

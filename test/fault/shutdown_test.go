@@ -161,7 +161,7 @@ func TestSchedulerSIGTERMAndRestart(t *testing.T) {
 	}
 	perJob := map[string]int{}
 	for _, s := range []*systest.Proc{sched1, sched2} {
-		for _, a := range s.FindLogs("job COMPLETED") {
+		for _, a := range s.FindLogs("job changed state", "state", "COMPLETED") {
 			perJob[a["job_id"]]++
 		}
 	}

@@ -89,7 +89,7 @@ func TestWorkerKill9MidJob(t *testing.T) {
 	if len(rs) != 1 || rs[0].WorkerID != survivorID || rs[0].Attempt != 2 || rs[0].Status != pb.JobStatus_JOB_STATUS_COMPLETED {
 		t.Errorf("results on sys.job.result for %s: %+v; want exactly one, COMPLETED by %s for attempt 2", id, rs, survivorID)
 	}
-	if got := sched.FindLogs("job COMPLETED", "job_id", id); len(got) != 1 {
+	if got := sched.FindLogs("job changed state", "state", "COMPLETED", "job_id", id); len(got) != 1 {
 		t.Errorf("the scheduler recorded %d completions of %s, want 1", len(got), id)
 	}
 }
@@ -165,7 +165,7 @@ func TestWorkerStoppedPastLeaseIsFenced(t *testing.T) {
 	if n, twice := store.count(); n != 1 || len(twice) != 0 {
 		t.Errorf("job store: %d jobs COMPLETED, completed twice: %v; want 1, none", n, twice)
 	}
-	if got := sched.FindLogs("job COMPLETED", "job_id", id); len(got) != 1 {
+	if got := sched.FindLogs("job changed state", "state", "COMPLETED", "job_id", id); len(got) != 1 {
 		t.Errorf("the scheduler recorded %d completions of %s, want 1", len(got), id)
 	}
 }

@@ -295,6 +295,10 @@ func (s *Store) List(ctx context.Context, f jobstore.Filter) ([]jobstore.Record,
 	}
 }
 
+// InProcess implements jobstore.Store: the bucket is shared with other
+// processes, whose writes Watch reports.
+func (s *Store) InProcess() bool { return false }
+
 // Watch implements jobstore.Store with kv.WatchAll: the latest value of every
 // key, then every change, in stream (revision) order. Deletes and purges
 // (nothing in this package makes them; an operator might) are skipped, as

@@ -1,0 +1,155 @@
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+)
+
+// part is a piece of the engine that starts and stops on its own: a bus
+// subscription whose handler is one of the engine's services (intake,
+// dispatch replies, results, heartbeats, queries, cancels), or a loop (the
+// timers, the job-store watch). Engine.Start starts its parts in order;
+// Engine.Stop stops the loops first, then the subscriptions in reverse.
+type part interface {
+	// Name says what the part does, for errors.
+	Name() string
+	// Start begins its work. ctx bounds starting only: the part runs until
+	// Stop.
+	Start(ctx context.Context) error
+	// Stop ends its work and waits for the handlers or goroutine it runs.
+	// Stop of a part that is not running does nothing.
+	Stop() error
+}
+
+// subscriptionPart is a bus subscription: Start subscribes, Stop drains it
+// (delivery stops, the handlers in progress end).
+type subscriptionPart struct {
+	name      string
+	subscribe func() (drain func() error, err error)
+
+	mu    sync.Mutex
+	drain func() error
+}
+
+func newSubscription(name string, subscribe func() (func() error, error)) *subscriptionPart {
+	return &subscriptionPart{name: name, subscribe: subscribe}
+}
+
+func (s *subscriptionPart) Name() string { return s.name }
+
+func (s *subscriptionPart) Start(context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.drain != nil {
+		return nil
+	}
+	drain, err := s.subscribe()
+	if err != nil {
+		return fmt.Errorf("%s: %w", s.name, err)
+	}
+	s.drain = drain
+	return nil
+}
+
+func (s *subscriptionPart) Stop() error {
+	s.mu.Lock()
+	drain := s.drain
+	s.drain = nil
+	s.mu.Unlock()
+	if drain == nil {
+		return nil
+	}
+	if err := drain(); err != nil {
+		return fmt.Errorf("%s: %w", s.name, err)
+	}
+	return nil
+}
+
+// loopPart runs a function on its own goroutine until Stop cancels its
+// context; Stop waits for it to return.
+type loopPart struct {
+	name string
+	run  func(ctx context.Context)
+
+	mu     sync.Mutex
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func newLoop(name string, run func(ctx context.Context)) *loopPart {
+	return &loopPart{name: name, run: run}
+}
+
+func (l *loopPart) Name() string { return l.name }
+
+// Start runs the loop under a context that ctx's end does not cancel: it
+// runs until Stop.
+func (l *loopPart) Start(ctx context.Context) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.done != nil {
+		return nil
+	}
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	l.cancel, l.done = cancel, done
+	go func() {
+		defer close(done)
+		l.run(runCtx)
+	}()
+	return nil
+}
+
+func (l *loopPart) Stop() error {
+	l.mu.Lock()
+	cancel, done := l.cancel, l.done
+	l.cancel, l.done = nil, nil
+	l.mu.Unlock()
+	if done == nil {
+		return nil
+	}
+	cancel()
+	<-done
+	return nil
+}
+
+// parts is the engine's assembly: loops and subscriptions, in start order.
+type parts struct {
+	loops []part
+	subs  []part
+}
+
+// start starts every part in order; on an error it stops the ones it
+// started.
+func (ps *parts) start(ctx context.Context) error {
+	started := &parts{}
+	for _, p := range ps.loops {
+		if err := p.Start(ctx); err != nil {
+			return errors.Join(err, started.stop())
+		}
+		started.loops = append(started.loops, p)
+	}
+	for _, p := range ps.subs {
+		if err := p.Start(ctx); err != nil {
+			return errors.Join(err, started.stop())
+		}
+		started.subs = append(started.subs, p)
+	}
+	return nil
+}
+
+// stop stops the loops first (a timer's dispatch sent once the replies are
+// drained would leave its job DISPATCHED with nobody to hear the answer),
+// then the subscriptions in reverse: the intake, subscribed last, first.
+func (ps *parts) stop() error {
+	var errs []error
+	for i := len(ps.loops) - 1; i >= 0; i-- {
+		errs = append(errs, ps.loops[i].Stop())
+	}
+	for i := len(ps.subs) - 1; i >= 0; i-- {
+		errs = append(errs, ps.subs[i].Stop())
+	}
+	return errors.Join(errs...)
+}
