@@ -125,7 +125,7 @@ async def test_paused_worker_result_is_fenced(
     await async_wait_until(on_b, timeout=30, what="a later attempt running on B")
     a.signal(signal.SIGCONT)
     await async_wait_until(lambda: a.has("DONE"), what="A finished attempt 1")
-    await async_wait_until(lambda: f"fenced a stale result\" job_id={j.job_id}" in dev.log.read_text(),
+    await async_wait_until(lambda: any("fenced a stale result" in line and f" job_id={j.job_id} " in line + " " for line in dev.log.read_text().splitlines()),
                            what="the scheduler fenced A's result")
     assert (await client.get(j.job_id)).state == "RUNNING"
     release.set()

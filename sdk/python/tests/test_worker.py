@@ -309,7 +309,7 @@ async def test_stale_attempt_result_is_fenced(client: cortexos.Client, workers: 
     p.job_result.CopyFrom(job_pb2.JobResult(job_id=j.job_id, status=job_pb2.JOB_STATUS_COMPLETED,
                                             result_ptr="data:,stale", worker_id="impostor", attempt=7))
     await client.nc.publish(wire.result_subject("impostor"), wire.encode(p))
-    await async_wait_until(lambda: f"fenced a stale result\" job_id={j.job_id}" in dev.log.read_text(),
+    await async_wait_until(lambda: any("fenced a stale result" in line and f" job_id={j.job_id} " in line + " " for line in dev.log.read_text().splitlines()),
                            what="the scheduler fenced the result")
     cur = await client.get(j.job_id)
     assert cur.state == "RUNNING" and cur.attempt == 1
