@@ -48,6 +48,12 @@ type Options struct {
 	// permissions can tie a NATS user to its own subjects. One subject
 	// token (no dots, spaces or wildcards). Default "": the bare subjects.
 	Identity string
+	// Tenant is the tenant the client's identity is bound to, if it is:
+	// Watch and Events then subscribe to that tenant's job events only
+	// (sys.job.event.<tenant>.<job_id>), which is all the server lets a
+	// tenant's client read (docs/security.md). Default "": the events of
+	// the job whatever its tenant (sys.job.event.*.<job_id>).
+	Tenant string
 	// SenderID signs the packets the client sends. Default the Identity,
 	// else "cortex-client".
 	SenderID string
@@ -97,6 +103,7 @@ type Client struct {
 	bus      *bus.NatsBus
 	owned    bool // made by Connect: Close drains the connection
 	senderID string
+	tenant   string
 	timeout  time.Duration
 
 	submitSubject, querySubject, cancelSubject string
@@ -177,7 +184,7 @@ func New(nc *nats.Conn, opts Options) (*Client, error) {
 
 func newClient(b *bus.NatsBus, opts Options) *Client {
 	c := &Client{
-		bus: b, senderID: opts.SenderID, timeout: opts.RequestTimeout,
+		bus: b, senderID: opts.SenderID, tenant: opts.Tenant, timeout: opts.RequestTimeout,
 		submitSubject: wire.SubjectSubmit, querySubject: wire.SubjectQuery, cancelSubject: wire.SubjectCancel,
 	}
 	if id := opts.Identity; id != "" {
