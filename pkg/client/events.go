@@ -19,7 +19,7 @@ const eventBuffer = 256
 // none: a reader that hears nothing should ask (Get).
 type Events struct {
 	// C delivers the events, in the order they arrived. It is never closed.
-	C <-chan *pb.JobInfo
+	C       <-chan *pb.JobInfo
 	dropped func() bool
 	stop    func() error
 }
