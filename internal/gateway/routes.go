@@ -410,3 +410,12 @@ func (s *Server) policy(w http.ResponseWriter, r *http.Request, _ caller) {
 	p := s.kernel.Policy()
 	writeJSON(w, r, http.StatusOK, Policy{Version: p.Version, Default: p.Default.String(), Rules: p.RuleIDs()})
 }
+
+// RouteNames are the routes as "METHOD /path", as the mux has them.
+func RouteNames() []string {
+	var out []string
+	for _, rt := range routeTable() {
+		out = append(out, rt.Method+" "+rt.Path)
+	}
+	return out
+}
