@@ -114,6 +114,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz='^FuzzDecodePageToken$$' -fuzztime=$(FUZZTIME) ./internal/jobstore
 	$(GO) test -run '^$$' -fuzz='^FuzzSource$$' -fuzztime=$(FUZZTIME) ./internal/sandbox/pyworker
 	$(GO) test -run '^$$' -fuzz='^FuzzParsePointer$$' -fuzztime=$(FUZZTIME) ./pkg/blob
+	$(GO) test -run '^$$' -fuzz='^FuzzDecodeSubmit$$' -fuzztime=$(FUZZTIME) ./internal/gateway
 
 clean:
 	rm -rf bin

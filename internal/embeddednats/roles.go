@@ -31,6 +31,7 @@ const (
 	allInboxes     = "_INBOX.>"
 	schedulerAcks  = "_CORTEX.ack.>"
 	jobStoreBucket = "$KV.CORTEX_JOBS.>"
+	jobEvents      = "sys.job.event."
 )
 
 // InboxSubjects is what user may subscribe to for its answers: _INBOX.<user>.>.
@@ -68,14 +69,29 @@ func BlobPermissions() []string {
 // submits, queries and cancels jobs (cortex submit, job, dlq) on the
 // subjects that name it, sys.job.<verb>.<user>, and reads its answers under
 // its own inbox only. The scheduler answers it nowhere else, and holds it
-// to the tenant its identity is bound to (docs/security.md). It uploads
-// inputs to and reads results from the blob store (BlobPermissions).
+// to the tenant its identity is bound to (docs/security.md). It reads every
+// job's events (sys.job.event.>): it is the administrator's, or the HTTP
+// gateway's, which holds each API key to its tenant itself. A tenant's
+// client has TenantClientPermissions.
+// It uploads inputs to and reads results from the blob store (BlobPermissions).
 func ClientPermissions(user string) *server.Permissions {
+	p := TenantClientPermissions(user, "")
+	p.Subscribe.Allow[1] = jobEvents + ">"
+	return p
+}
+
+// TenantClientPermissions are ClientPermissions for a client bound to
+// tenant: it reads the events of its tenant's jobs only,
+// sys.job.event.<tenant>.> ("" : the jobs of no tenant, sys.job.event._.>).
+func TenantClientPermissions(user, tenant string) *server.Permissions {
+	if tenant == "" {
+		tenant = "_"
+	}
 	return &server.Permissions{
 		Publish: &server.SubjectPermission{Allow: append([]string{
 			subjectSubmit + "." + user, subjectQuery + "." + user, subjectCancel + "." + user,
 		}, BlobPermissions()...)},
-		Subscribe: &server.SubjectPermission{Allow: []string{InboxSubjects(user)}},
+		Subscribe: &server.SubjectPermission{Allow: []string{InboxSubjects(user), jobEvents + tenant + ".>"}},
 	}
 }
 
@@ -124,7 +140,7 @@ func schedulerJetStream() []string {
 func SchedulerPermissions(user string) *server.Permissions {
 	return &server.Permissions{
 		Publish: &server.SubjectPermission{Allow: append([]string{
-			"job.>", "sys.worker.*.>", "sys.job.dlq.>", allInboxes,
+			"job.>", "sys.worker.*.>", "sys.job.dlq.>", jobEvents + ">", allInboxes,
 			safetyCheck, safetyAudit, jobStoreBucket, schedulerFlow,
 		}, schedulerJetStream()...)},
 		Subscribe: &server.SubjectPermission{Allow: []string{
@@ -267,7 +283,7 @@ func (a *DevAuth) Users() []*server.User {
 		{Username: a.Client.User, Password: a.Client.Password, Permissions: ClientPermissions(a.Client.User)},
 	}
 	for _, c := range a.Tenants {
-		users = append(users, &server.User{Username: c.User, Password: c.Password, Permissions: ClientPermissions(c.User)})
+		users = append(users, &server.User{Username: c.User, Password: c.Password, Permissions: TenantClientPermissions(c.User, c.Tenant)})
 	}
 	users = append(users, []*server.User{
 		{Username: a.Scheduler.User, Password: a.Scheduler.Password, Permissions: SchedulerPermissions(a.Scheduler.User)},

@@ -49,6 +49,12 @@ type Options struct {
 	// permissions can tie a NATS user to its own subjects. One subject
 	// token (no dots, spaces or wildcards). Default "": the bare subjects.
 	Identity string
+	// Tenant is the tenant the client's identity is bound to, if it is:
+	// Watch and Events then subscribe to that tenant's job events only
+	// (sys.job.event.<tenant>.<job_id>), which is all the server lets a
+	// tenant's client read (docs/security.md). Default "": the events of
+	// the job whatever its tenant (sys.job.event.*.<job_id>).
+	Tenant string
 	// SenderID signs the packets the client sends. Default the Identity,
 	// else "cortex-client".
 	SenderID string
@@ -116,6 +122,7 @@ type Client struct {
 	bus      *bus.NatsBus
 	owned    bool // made by Connect: Close drains the connection
 	senderID string
+	tenant   string
 	timeout  time.Duration
 	blobs    *blob.Store
 	inline   int
@@ -209,7 +216,7 @@ func newClient(b *bus.NatsBus, opts Options) (*Client, error) {
 		opts.Blobs = s
 	}
 	c := &Client{
-		bus: b, senderID: opts.SenderID, timeout: opts.RequestTimeout, blobs: opts.Blobs, inline: opts.InlineInputLimit,
+		bus: b, senderID: opts.SenderID, tenant: opts.Tenant, timeout: opts.RequestTimeout, blobs: opts.Blobs, inline: opts.InlineInputLimit,
 		submitSubject: wire.SubjectSubmit, querySubject: wire.SubjectQuery, cancelSubject: wire.SubjectCancel,
 	}
 	if id := opts.Identity; id != "" {

@@ -14,6 +14,11 @@ import (
 // watchInterval is how often Watch asks for the job while it polls.
 var watchInterval = 100 * time.Millisecond
 
+// eventSilence is how long Watch waits for an event before it asks for the
+// job: a scheduler from before job events publishes none, and an event may
+// be lost (core NATS delivers at most once).
+var eventSilence = time.Second
+
 // Watch follows a job until it ends. It yields the job each time its
 // state, attempt or pending reason changes, starting with the job as it is
 // now; the last job yielded is terminal (IsTerminal), and the sequence
@@ -30,18 +35,56 @@ var watchInterval = 100 * time.Millisecond
 //		fmt.Println(client.StateName(job.GetState()))
 //	}
 //
-// How the changes are learnt (today by asking every 100ms, so a state that
-// lasts less than that may not be seen) is not part of the contract.
+// How the changes are learnt is not part of the contract: today Watch
+// subscribes to the job's events (Events) before it asks for the job, and
+// asks again when no event came for a second, then every 100ms until one
+// does (a scheduler from before job events publishes none).
 func (c *Client) Watch(ctx context.Context, jobID string) iter.Seq2[*pb.JobInfo, error] {
 	return func(yield func(*pb.JobInfo, error) bool) {
 		if jobID == "" {
 			yield(nil, invalid("empty job id"))
 			return
 		}
+		var events <-chan *pb.JobInfo
+		evs, err := c.Events(ctx, jobID)
+		if err == nil {
+			defer evs.Stop()
+			events = evs.C
+		}
 		var last *pb.JobInfo
-		t := time.NewTicker(watchInterval)
+		// offer yields job if it is news; done: stop watching.
+		offer := func(job *pb.JobInfo) (done bool) {
+			if last != nil && older(job, last) {
+				return false // an event from before what was yielded
+			}
+			if changed(last, job) {
+				last = job
+				if !yield(job, nil) {
+					return true
+				}
+			}
+			return IsTerminal(job.GetState())
+		}
+		heard := false // an event came: the scheduler publishes them
+		t := time.NewTimer(0)
 		defer t.Stop()
 		for {
+			select {
+			case <-ctx.Done():
+				yield(last, fmt.Errorf("client: job %s not finished: %w", jobID, context.Cause(ctx)))
+				return
+			case job := <-events:
+				heard = true
+				if last == nil {
+					continue // the first answer is a Get's: it says whether the job exists
+				}
+				if offer(job) {
+					return
+				}
+				t.Reset(eventSilence)
+				continue
+			case <-t.C:
+			}
 			// Each query has its own bound (RequestTimeout): a scheduler
 			// that dies holding one never answers it, and the watch must
 			// go on asking.
@@ -50,23 +93,17 @@ func (c *Client) Watch(ctx context.Context, jobID string) iter.Seq2[*pb.JobInfo,
 				yield(nil, err)
 				return
 			}
-			if job != nil {
-				if changed(last, job) {
-					last = job
-					if !yield(job, nil) {
-						return
-					}
-				}
-				if IsTerminal(job.GetState()) {
-					return
-				}
-			}
-			select {
-			case <-ctx.Done():
-				yield(last, fmt.Errorf("client: job %s not finished: %w", jobID, context.Cause(ctx)))
+			if job != nil && offer(job) {
 				return
-			case <-t.C:
 			}
+			next := watchInterval
+			if events != nil && (heard || last == nil) {
+				next = eventSilence
+			}
+			if last == nil {
+				next = watchInterval // no answer yet: ask again soon
+			}
+			t.Reset(next)
 		}
 	}
 }
@@ -86,6 +123,31 @@ func (c *Client) Wait(ctx context.Context, jobID string) (*pb.JobInfo, error) {
 		last = job
 	}
 	return last, nil
+}
+
+// older reports whether job is an earlier version than last: written
+// before it, or in the same millisecond at an earlier attempt or an earlier
+// step of the attempt (PENDING, DISPATCHED, RUNNING, ended).
+func older(job, last *pb.JobInfo) bool {
+	if job.GetUpdatedMs() != last.GetUpdatedMs() {
+		return job.GetUpdatedMs() < last.GetUpdatedMs()
+	}
+	if job.GetAttempt() != last.GetAttempt() {
+		return job.GetAttempt() < last.GetAttempt()
+	}
+	return step(job.GetState()) < step(last.GetState())
+}
+
+func step(s pb.JobState) int {
+	switch s {
+	case pb.JobState_JOB_STATE_PENDING:
+		return 0
+	case pb.JobState_JOB_STATE_DISPATCHED:
+		return 1
+	case pb.JobState_JOB_STATE_RUNNING:
+		return 2
+	}
+	return 3
 }
 
 // changed reports whether job differs from last in what Watch reports.

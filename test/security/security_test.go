@@ -38,8 +38,8 @@ func TestShippedConfigIsTheRoles(t *testing.T) {
 	}
 	want := map[string]*server.Permissions{
 		"client":    embeddednats.ClientPermissions("client"),
-		"tenant-a":  embeddednats.ClientPermissions("tenant-a"),
-		"tenant-b":  embeddednats.ClientPermissions("tenant-b"),
+		"tenant-a":  embeddednats.TenantClientPermissions("tenant-a", "a"),
+		"tenant-b":  embeddednats.TenantClientPermissions("tenant-b", "b"),
 		"scheduler": embeddednats.SchedulerPermissions("scheduler"),
 		"safety":    embeddednats.SafetyPermissions(),
 		"auditor":   embeddednats.AuditorPermissions(),

@@ -1,0 +1,11 @@
+package client
+
+import "time"
+
+// SetWatchTimings sets how often Watch polls and how long it waits for an
+// event, for a test that must not run in parallel; restore puts them back.
+func SetWatchTimings(poll, silence time.Duration) (restore func()) {
+	p, s := watchInterval, eventSilence
+	watchInterval, eventSilence = poll, silence
+	return func() { watchInterval, eventSilence = p, s }
+}

@@ -1,0 +1,64 @@
+package wire
+
+import (
+	"strings"
+	"unicode"
+)
+
+// Job events. A scheduler publishes each change it writes to a job on
+// JobEventSubject(tenant, job_id), as a BusPacket carrying a JobAnswer{ok,
+// jobs: [the job]}: sys.job.event.<tenant>.<job_id>, with NoTenantToken for
+// a job of no tenant. The server's permissions can then give each tenant's
+// client the events of its own tenant only (sys.job.event.<tenant>.>).
+const (
+	// SubjectJobEvents matches every job event.
+	SubjectJobEvents = "sys.job.event.>"
+	// JobEventPrefix starts every job event subject.
+	JobEventPrefix = "sys.job.event."
+	// NoTenantToken stands for "no tenant" in a job event subject.
+	NoTenantToken = "_"
+)
+
+// JobEventSubject is the subject of the events of job jobID of tenant
+// ("" for none), and whether there is one: a tenant that is not one
+// subject token (a '.', '*', '>', blank or control character), or is
+// NoTenantToken itself, has none, since its subject could fall under
+// another tenant's; nor has a job id that is not a valid subject.
+func JobEventSubject(tenant, jobID string) (string, bool) {
+	tok := NoTenantToken
+	if tenant != "" {
+		if tenant == NoTenantToken || !subjectToken(tenant) {
+			return "", false
+		}
+		tok = tenant
+	}
+	if jobID == "" || !literalSubject(jobID) {
+		return "", false
+	}
+	return JobEventPrefix + tok + "." + jobID, true
+}
+
+// JobEventsOf is the subject matching the events of job jobID whatever its
+// tenant (sys.job.event.*.<job_id>), for a client that may read them all.
+func JobEventsOf(jobID string) string { return JobEventPrefix + "*." + jobID }
+
+// TenantJobEvents is the subject matching every event of tenant's jobs
+// ("" : the jobs of no tenant): what a tenant's client may subscribe to.
+func TenantJobEvents(tenant string) string {
+	if tenant == "" {
+		tenant = NoTenantToken
+	}
+	return JobEventPrefix + tenant + ".>"
+}
+
+func subjectToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, r := range s {
+		if r == '.' || r == '*' || r == '>' || unicode.IsSpace(r) || unicode.IsControl(r) {
+			return false
+		}
+	}
+	return !strings.ContainsRune(s, unicode.ReplacementChar)
+}
