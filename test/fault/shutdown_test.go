@@ -91,7 +91,7 @@ func TestWorkerSIGTERMHandsBackAfterGrace(t *testing.T) {
 		t.Errorf("worker-a exited %d after SIGTERM, want 0", code)
 	}
 	a.WaitForLog(t, time.Second, "shutdown grace over, handing back unfinished jobs", "worker_id", "worker-a")
-	sched.WaitForLog(t, 5*time.Second, "job PENDING", "job_id", id, "reason", "handed back by worker-a: worker shutting down")
+	sched.WaitForLog(t, 5*time.Second, "job changed state", "state", "PENDING", "job_id", id, "reason", "handed back by worker-a: worker shutting down")
 
 	done := waitTerminal(t, c, id, 10*time.Second)
 	if done.GetState() != lifecycle.Completed || done.GetWorkerId() != "worker-b" || done.GetAttempt() != 2 || done.GetFailedAttempts() != 0 {
