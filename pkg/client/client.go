@@ -388,8 +388,25 @@ func (c *Client) Get(ctx context.Context, jobID string) (*pb.JobInfo, error) {
 	if jobID == "" {
 		return nil, invalid("empty job id")
 	}
-	return c.one(ctx, c.querySubject, c.query(&pb.JobQuery{JobId: jobID}))
+	for {
+		job, err := c.one(ctx, c.querySubject, c.query(&pb.JobQuery{JobId: jobID}))
+		var re *RefusedError
+		if err == nil || !errors.As(err, &re) || !re.Retryable || !strings.Contains(re.Reason, notRecordedYet) {
+			return job, err
+		}
+		// The scheduler was still recording submissions it had received:
+		// this job may be one of them. Ask again until it can tell.
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
+
+// notRecordedYet is in the scheduler's retryable answer to a get of a job it
+// does not hold while submissions it received are still being recorded.
+const notRecordedYet = "not recorded yet"
 
 // Cancel cancels a job that has not ended, whatever its state; reason is
 // recorded as its error ("" : "cancelled by request"). A running handler

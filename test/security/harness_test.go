@@ -143,7 +143,9 @@ func connect(t testing.TB, url, user string, log *slog.Logger) *bus.NatsBus {
 // the cortex commands do.
 func newClient(t testing.TB, url, user string, log *slog.Logger) *client.Client {
 	t.Helper()
-	return systest.Client(t, connect(t, url, user, log), client.Options{SenderID: "security-test", Identity: user})
+	// A tenant's client follows its tenant's job events only
+	// (shippedClients): it says which tenant it is.
+	return systest.Client(t, connect(t, url, user, log), client.Options{SenderID: "security-test", Identity: user, Tenant: shippedClients.Identities[user].Tenant})
 }
 
 // list lists up to limit jobs in state (UNSPECIFIED: any), newest first,
