@@ -69,8 +69,10 @@ func TestGetOfAJobBeingRecordedIsNotNotFound(t *testing.T) {
 			if !errors.As(err, &re) || !re.Retryable || !strings.Contains(re.Reason, scheduler.NotRecordedYet) {
 				t.Fatalf("get while the job is being recorded: %v; want a retryable %q", err, scheduler.NotRecordedYet)
 			}
-			if n := s.engine.Stats().NotYetRecorded; n != 1 {
-				t.Errorf("NotYetRecorded = %d, want 1", n)
+			// pkg/client asks again for a second before it gives the
+			// retryable answer back: the scheduler counted each.
+			if n := s.engine.Stats().NotYetRecorded; n < 1 {
+				t.Errorf("NotYetRecorded = %d, want at least 1", n)
 			}
 			// While anything is being recorded, the scheduler cannot tell a
 			// job nobody submitted from one on its way: retryable too.

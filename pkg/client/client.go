@@ -388,6 +388,8 @@ func (c *Client) Get(ctx context.Context, jobID string) (*pb.JobInfo, error) {
 	if jobID == "" {
 		return nil, invalid("empty job id")
 	}
+	patience := time.NewTimer(notRecordedPatience)
+	defer patience.Stop()
 	for {
 		job, err := c.one(ctx, c.querySubject, c.query(&pb.JobQuery{JobId: jobID}))
 		var re *RefusedError
@@ -395,8 +397,11 @@ func (c *Client) Get(ctx context.Context, jobID string) (*pb.JobInfo, error) {
 			return job, err
 		}
 		// The scheduler was still recording submissions it had received:
-		// this job may be one of them. Ask again until it can tell.
+		// this job may be one of them. Ask again for a while; then the
+		// answer is the retryable refusal itself.
 		select {
+		case <-patience.C:
+			return nil, err
 		case <-ctx.Done():
 			return nil, err
 		case <-time.After(20 * time.Millisecond):
@@ -407,6 +412,10 @@ func (c *Client) Get(ctx context.Context, jobID string) (*pb.JobInfo, error) {
 // notRecordedYet is in the scheduler's retryable answer to a get of a job it
 // does not hold while submissions it received are still being recorded.
 const notRecordedYet = "not recorded yet"
+
+// notRecordedPatience is how long Get asks again while the answer is
+// notRecordedYet: submissions are recorded in milliseconds.
+const notRecordedPatience = time.Second
 
 // Cancel cancels a job that has not ended, whatever its state; reason is
 // recorded as its error ("" : "cancelled by request"). A running handler
