@@ -116,7 +116,7 @@ PENDING); --reset removes it first.`,
 					return err
 				}
 				if codePython {
-					waitCode = startCodePython(ctx, out, url, log, roles != nil)
+					waitCode = startCodePython(ctx, out, url, log, roles)
 				}
 				fmt.Fprintln(out, "  Ctrl-C stops everything.")
 				return nil

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 
+	"github.com/cortex-os/core/internal/embeddednats"
 	"github.com/cortex-os/core/internal/sandbox"
 	"github.com/cortex-os/core/internal/sandbox/pyworker"
 )
@@ -13,11 +14,19 @@ import (
 // startCodePython runs a job.code.python worker for cortex dev when the
 // sandbox works on this machine, and says so; when it does not, it says
 // why. The returned function waits until the worker has stopped (ctx ended).
-func startCodePython(ctx context.Context, out io.Writer, url string, log *slog.Logger, auth bool) (wait func()) {
+//
+// With roles (dev --auth) the worker connects as its own user, code-python-1,
+// and names itself in its subjects as every worker then must.
+func startCodePython(ctx context.Context, out io.Writer, url string, log *slog.Logger, roles *embeddednats.DevAuth) (wait func()) {
 	noop := func() {}
-	if auth {
-		fmt.Fprintln(out, "  code:        no job.code.python worker with --auth: run cortex-worker-python as a worker user (docs/code-python.md)")
-		return noop
+	opts := pyworker.Options{NatsURL: url, Logger: log, Direct: true}
+	if roles != nil {
+		creds, err := roles.Code.Credentials().Options()
+		if err != nil {
+			fmt.Fprintf(out, "  code:        no job.code.python worker: %v\n", err)
+			return noop
+		}
+		opts.NatsOptions, opts.ID, opts.NamedSubjects = creds, roles.Code.User, true
 	}
 	sb, err := sandbox.New(sandbox.Config{Logger: log})
 	if err == nil {
@@ -27,11 +36,16 @@ func startCodePython(ctx context.Context, out io.Writer, url string, log *slog.L
 		fmt.Fprintf(out, "  code:        no job.code.python worker: %v (docs/code-python.md)\n", err)
 		return noop
 	}
-	fmt.Fprintf(out, "  code:        job.code.python runs Python in a sandbox: ./bin/cortex submit --nats-url %s --topic job.code.python --payload 'print(42)' --wait\n", url)
+	if roles == nil {
+		fmt.Fprintf(out, "  code:        job.code.python runs Python in a sandbox: ./bin/cortex submit --nats-url %s --topic job.code.python --payload 'print(42)' --wait\n", url)
+	} else {
+		fmt.Fprintf(out, "  code:        job.code.python runs Python in a sandbox (worker %s): submit with the client's credentials, --topic job.code.python --input script.py --wait\n", roles.Code.User)
+	}
+	opts.Sandbox = sb
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if err := pyworker.Run(ctx, pyworker.Options{NatsURL: url, Sandbox: sb, Logger: log, Direct: true}); err != nil {
+		if err := pyworker.Run(ctx, opts); err != nil {
 			log.Error("stopped", "component", "worker", "kind", "code-python", "err", err)
 		}
 	}()

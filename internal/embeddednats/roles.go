@@ -229,7 +229,13 @@ type DevAuth struct {
 	// (worker-1, worker-2): the worker role, on every job topic (job.>),
 	// kept out of Users so that those stay config/nats-auth.conf's users.
 	Outside []DevUser
+	// Code is the job.code.python worker cortex dev runs when the sandbox
+	// works (code-python-1, on CodeTopic), kept out of Users like Outside.
+	Code DevUser
 }
+
+// CodeTopic is the topic of cortex dev's sandboxed Python worker.
+const CodeTopic = "job.code.python"
 
 // OutsideTopics are the topics an outside dev worker may take jobs on.
 const OutsideTopics = "job.>"
@@ -271,6 +277,7 @@ func NewDevAuth(workers int, workerPrefix string, topics ...string) (*DevAuth, e
 	for i := range outsideWorkers {
 		a.Outside = append(a.Outside, user(RoleWorker, fmt.Sprintf("worker-%d", i+1)))
 	}
+	a.Code = user(RoleWorker, "code-python-1")
 	if err != nil {
 		return nil, fmt.Errorf("embeddednats: generating passwords: %w", err)
 	}
@@ -297,14 +304,15 @@ func (a *DevAuth) Users() []*server.User {
 	return users
 }
 
-// OutsideUsers are the server's users for the outside workers: the worker
-// role, taking jobs on OutsideTopics.
+// OutsideUsers are the server's users for the workers beside cortex dev's
+// echo workers: the outside workers (the worker role, taking jobs on
+// OutsideTopics) and the sandboxed Python worker (on CodeTopic).
 func (a *DevAuth) OutsideUsers() []*server.User {
 	users := make([]*server.User, 0, len(a.Outside))
 	for _, w := range a.Outside {
 		users = append(users, &server.User{Username: w.User, Password: w.Password, Permissions: WorkerPermissions(w.User, OutsideTopics)})
 	}
-	return users
+	return append(users, &server.User{Username: a.Code.User, Password: a.Code.Password, Permissions: WorkerPermissions(a.Code.User, CodeTopic)})
 }
 
 // randomPassword is 24 characters of [a-z2-7] (120 bits).

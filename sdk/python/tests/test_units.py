@@ -8,7 +8,7 @@ import pytest
 
 import cortexos
 from cortexos import wire
-from cortexos.pointers import data_url, obj_pointer, parse_data_url, parse_obj_pointer
+from cortexos.pointers import data_url, new_key, obj_pointer, parse_data_url, parse_obj_pointer
 
 
 def test_subjects_match_pkg_wire() -> None:
@@ -35,6 +35,11 @@ def test_data_urls() -> None:
     for bad in ("data:nocomma", "data:;base64,!!!", "http://x"):
         with pytest.raises(cortexos.PointerError):
             parse_data_url(bad)
+
+
+def test_new_key_is_random() -> None:
+    a, b = new_key("inputs/j1"), new_key("inputs/j1")
+    assert a != b and a.startswith("inputs/j1/") and len(a) == len("inputs/j1/") + 32
 
 
 def test_obj_pointers() -> None:

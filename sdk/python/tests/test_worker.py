@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 import time
 
@@ -61,7 +62,7 @@ async def test_results_of_every_kind(client: cortexos.Client, workers: Workers) 
     j = await client.submit(t, input=big, env={"kind": "big"}, wait=True, timeout=60)
     assert j.state == "COMPLETED", j.error
     assert j.info.request.context_ptr.startswith("obj://CORTEX_BLOBS/inputs/")
-    assert j.result_ptr == f"obj://CORTEX_BLOBS/results/{j.job_id}/1"
+    assert re.fullmatch(rf"obj://CORTEX_BLOBS/results/{j.job_id}/1/[0-9a-f]{{32}}", j.result_ptr), j.result_ptr
     assert await client.result(j.job_id) == big * 2
 
     j = await client.submit(t, env={"kind": "ptr"}, wait=True, timeout=30)

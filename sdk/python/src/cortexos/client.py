@@ -37,7 +37,7 @@ from cortexos.errors import (
     Throttled,
 )
 from cortexos.pb.v1 import heartbeat_pb2, job_pb2
-from cortexos.pointers import DEFAULT_BUCKET, BlobStore
+from cortexos.pointers import DEFAULT_BUCKET, BlobStore, new_key
 
 __all__ = ["Client", "Job", "TERMINAL_STATES"]
 
@@ -265,7 +265,7 @@ class Client:
             else:
                 if context_ptr:
                     raise ValueError("input too large to go inline, and context_ptr is set: give one")
-                req.context_ptr = await self.blobs.put(f"inputs/{req.job_id}", data)
+                req.context_ptr = await self.blobs.put(new_key(f"inputs/{req.job_id}"), data)
         job = await self._submit(req, trace_id)
         if not wait:
             return job

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import re
+import secrets
 import urllib.parse
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -82,6 +83,13 @@ def parse_data_url(ptr: str) -> tuple[bytes, str]:
         except ValueError as e:
             raise PointerError(f"data: URL with bad base64: {e}") from e
     return urllib.parse.unquote_to_bytes(body), media
+
+
+def new_key(prefix: str) -> str:
+    """``<prefix>/<128 random bits as 32 hex digits>``: an object name nobody
+    can guess from the job id (a pointer is a capability, docs/blobs.md), as
+    the Go SDK's ``blob.NewKey`` makes them."""
+    return f"{prefix}/{secrets.token_hex(16)}"
 
 
 def obj_pointer(bucket: str, key: str) -> str:

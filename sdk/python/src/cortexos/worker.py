@@ -55,7 +55,7 @@ from cortexos import wire
 from cortexos.connection import Credentials, connect
 from cortexos.errors import ConfigError, CortexError
 from cortexos.pb.v1 import heartbeat_pb2, job_pb2, packet_pb2
-from cortexos.pointers import DEFAULT_BUCKET, MAX_POINTER_BYTES, BlobStore, Pointer, data_url
+from cortexos.pointers import DEFAULT_BUCKET, MAX_POINTER_BYTES, BlobStore, Pointer, data_url, new_key
 
 __all__ = ["Worker", "JobContext", "Cancelled", "WorkerStats", "HandlerResult"]
 
@@ -766,7 +766,7 @@ class Worker:
             ptr = data_url(data, media)
             if len(ptr) <= MAX_POINTER_BYTES:  # the scheduler's bound on result_ptr
                 return ptr
-        return await self.blobs.put(f"results/{req.job_id}/{req.attempt}", data)
+        return await self.blobs.put(new_key(f"results/{req.job_id}/{req.attempt}"), data)
 
     async def _on_cancel(self, msg: Msg) -> None:
         try:

@@ -1,0 +1,100 @@
+package e2e
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/cortex-os/core/internal/systest"
+)
+
+// Issue 17's "done when", through the binaries as a user types it: cortex dev
+// (here with --auth, so the sandboxed worker joins as its own user), then
+// `cortex submit --topic job.code.python --input script.py --wait` and
+// `cortex job result ID`, which prints the script's output (in the worker's
+// JSON result). A script that exits non-zero is FAILED with its exit code.
+// The sandbox must work here: without bubblewrap dev says why and the test
+// fails (CI installs it).
+func TestCodePythonThroughTheCLI(t *testing.T) {
+	requireBinaries(t)
+	t.Parallel()
+	dir := t.TempDir()
+	port := systest.FreePort(t)
+	url := "nats://127.0.0.1:" + strconv.Itoa(port)
+	dataDir := filepath.Join(dir, "dev")
+	dev := start(t, binCortex, nil, "dev", "--auth", "--port", strconv.Itoa(port), "--http-port", "0",
+		"--data-dir", dataDir, "--workers", "0", "--log-level", "info")
+	waitReady(t, dev)
+	if !strings.Contains(dev.Stdout(), "code-python-1") {
+		t.Fatalf("cortex dev --auth runs no job.code.python worker:\n%s", dev.Stdout())
+	}
+	env := devClientEnv(t, dataDir)
+	if !strings.Contains(strings.Join(env, " "), "NATS_URL="+url) {
+		t.Fatalf("dev credentials %v are not for %s", env, url)
+	}
+
+	script := filepath.Join(dir, "script.py")
+	if err := os.WriteFile(script, []byte("import sys\nprint(sum(range(10)), 'from', sys.version_info[0])\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out := cortexOK(t, env, "submit", "--topic", "job.code.python", "--input", script, "--wait")
+	id := systest.ParseAttrs(systest.Lines(out)[0])["job_id"]
+	if cs := changes(out); len(cs) == 0 || cs[len(cs)-1].State != "COMPLETED" {
+		t.Fatalf("submit --wait: changes %+v, want COMPLETED last\n%s", cs, out)
+	}
+	var res struct {
+		ExitCode  int    `json:"exit_code"`
+		Stdout    string `json:"stdout"`
+		Truncated bool   `json:"truncated"`
+	}
+	raw := cortexOK(t, env, "job", "result", id)
+	if err := json.Unmarshal([]byte(raw), &res); err != nil {
+		t.Fatalf("cortex job result %s: %v\n%s", id, err, raw)
+	}
+	if res.ExitCode != 0 || res.Stdout != "45 from 3\n" || res.Truncated {
+		t.Errorf("cortex job result %s: %+v, want exit 0 and the script's output", id, res)
+	}
+
+	bad := filepath.Join(dir, "bad.py")
+	if err := os.WriteFile(bad, []byte("import sys\nsys.stderr.write('boom\\n')\nsys.exit(3)\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p, _ := cortex(t, env, "submit", "--topic", "job.code.python", "--input", bad, "--max-attempts", "1", "--wait")
+	badID := systest.ParseAttrs(systest.Lines(p.Stdout())[0])["job_id"]
+	job := getJobEnv(t, env, badID)
+	if job.State != "FAILED" || !strings.Contains(job.Error, "3") || !strings.Contains(job.Error, "boom") {
+		t.Errorf("a script exiting 3: %+v, want FAILED naming the exit code and stderr's tail", job)
+	}
+	dev.Interrupt(t)
+	if code := dev.Wait(t, exitTimeout); code != 0 {
+		t.Errorf("cortex dev exited %d after SIGINT, want 0", code)
+	}
+}
+
+// devClientEnv is the administrator client's environment from the
+// credentials file cortex dev --auth writes ("export K=V K=V ...").
+func devClientEnv(t *testing.T, dataDir string) []string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dataDir, "dev-credentials.env"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var env []string
+	for _, line := range strings.Split(string(b), "\n") {
+		for _, f := range strings.Fields(strings.TrimPrefix(line, "export ")) {
+			if strings.HasPrefix(f, "NATS_") {
+				env = append(env, f)
+			}
+		}
+	}
+	return env
+}
+
+// getJobEnv is `cortex job get ID --json` with env's credentials.
+func getJobEnv(t *testing.T, env []string, id string) jobView {
+	t.Helper()
+	return decodeJob(t, []byte(cortexOK(t, env, "job", "get", id, "--json")))
+}
