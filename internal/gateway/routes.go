@@ -26,8 +26,8 @@ type route struct {
 	Stream bool
 	// StreamDoc describes a stream's body in OpenAPI ("": the job's events).
 	StreamDoc string
-	OpID    string
-	Summary string
+	OpID      string
+	Summary   string
 	// Body names the request body's schema ("" none); Response the 2xx
 	// body's; Status is the success status.
 	Body, Response string
