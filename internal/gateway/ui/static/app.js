@@ -540,7 +540,7 @@ function renderTransitions(j) {
   if (j.created && !rows.some((r) => r.time && r.time <= j.created)) {
     rows.unshift({ time: j.created, state: "submitted", attempt: 0, worker: "", source: "record" });
   }
-  if (j.attempt_started && j.attempts > 0 && !has("DISPATCHED", j.attempts) && !has("RUNNING", j.attempts)) {
+  if (j.attempt_started && j.attempts > 0 && !has("DISPATCHED", j.attempts)) {
     rows.push({ time: j.attempt_started, state: "DISPATCHED", attempt: j.attempts, worker: j.worker_id, source: "record" });
   }
   if (!has(j.state, j.attempts)) rows.push({ time: j.updated, state: j.state, attempt: j.attempts, worker: j.worker_id, error: j.error, pending_reason: j.pending_reason, source: "record" });
@@ -627,7 +627,7 @@ async function evaluate(ev) {
   if ($("ev-input").value) body.input = $("ev-input").value;
   try {
     const d = await api("POST", "/v1/policy/eval", body);
-    kv($("ev-result"), [["decision", el("b", { text: d.decision })], ["rule id", d.rule_id || "(default)"], ["reason", d.reason],
+    kv($("ev-result"), [["decision", el("b", { class: "decision", text: String(d.decision).toUpperCase() })], ["rule id", d.rule_id || "(default)"], ["reason", d.reason],
       ["policy version", d.policy_version], ["retry after", d.retry_after_ms ? fmtMs(d.retry_after_ms) : ""]]);
   } catch (e) {
     kv($("ev-result"), [["refused", e.message]]);
