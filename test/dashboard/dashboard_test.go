@@ -145,9 +145,8 @@ type browser struct {
 	ctx context.Context
 }
 
-func newBrowser(t *testing.T) *browser {
+func newBrowser(t *testing.T, path string) *browser {
 	t.Helper()
-	path := chromium(t)
 	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(path), chromedp.NoSandbox,
 		chromedp.WindowSize(1366, 860), chromedp.Flag("disable-dev-shm-usage", true))
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
@@ -253,8 +252,9 @@ func row(id string) string { return fmt.Sprintf(`#jobs-body tr[data-job-id=%q]`,
 // reload; the failed jobs are one click away; a dead letter is retried from
 // the page; a viewer's key sees its tenant and cannot press what it may not.
 func TestDashboard(t *testing.T) {
+	path := chromium(t)
 	rg := start(t)
-	b := newBrowser(t)
+	b := newBrowser(t, path)
 
 	b.run(chromedp.Navigate(rg.url + "/#/jobs"))
 	b.until("the page asks for a key", `document.getElementById("banner").textContent.includes("API key")`)
