@@ -249,8 +249,9 @@ func row(id string) string { return fmt.Sprintf(`#jobs-body tr[data-job-id=%q]`,
 
 // The dashboard end to end in a real browser against a real scheduler: a
 // job submitted through the API appears and turns COMPLETED without a
-// reload; the failed jobs are one click away; a dead letter is retried from
-// the page; a viewer's key sees its tenant and cannot press what it may not.
+// reload; the failed jobs are one click away; dead letters are retried from
+// the page, one and in bulk; running jobs are cancelled in bulk; a viewer's
+// key sees its tenant and cannot press what it may not.
 func TestDashboard(t *testing.T) {
 	path := chromium(t)
 	rg := start(t)
@@ -291,6 +292,27 @@ func TestDashboard(t *testing.T) {
 	b.show("jobs")
 	b.click("#f-clear")
 	b.until("the re-driven job is listed live", `document.querySelector('`+row("fail-1-redrive-1")+`')`)
+
+	// Bulk retry from the dead-letter queue.
+	rg.post(t, "/v1/jobs", "key-admin", `{"topic":"job.echo","job_id":"fail-2","max_attempts":1}`)
+	rg.post(t, "/v1/jobs", "key-admin", `{"topic":"job.echo","job_id":"fail-3","max_attempts":1}`)
+	b.until("the failing jobs fail", `document.querySelector('`+row("fail-2")+`[data-state="FAILED"]') && document.querySelector('`+row("fail-3")+`[data-state="FAILED"]')`)
+	b.show("dlq")
+	b.until("both dead letters are listed", `document.querySelector('#dlq-body tr[data-job-id="fail-2"]') && document.querySelector('#dlq-body tr[data-job-id="fail-3"]')`)
+	b.click("#dlq-all")
+	b.click("#dlq-retry-selected")
+	b.until("the bulk retry ran, none refused", `/^retry: [1-9][0-9]* done$/.test(document.getElementById("dlq-status").textContent)`)
+	b.show("jobs")
+	b.until("the re-driven jobs are listed live", `document.querySelector('`+row("fail-2-redrive-1")+`') && document.querySelector('`+row("fail-3-redrive-1")+`')`)
+
+	// Bulk cancel of running jobs.
+	rg.post(t, "/v1/jobs", "key-admin", `{"topic":"job.echo","job_id":"gated-2"}`)
+	rg.post(t, "/v1/jobs", "key-admin", `{"topic":"job.echo","job_id":"gated-3"}`)
+	b.until("both run", `document.querySelector('`+row("gated-2")+`[data-state="RUNNING"]') && document.querySelector('`+row("gated-3")+`[data-state="RUNNING"]')`)
+	b.click(row("gated-2") + ` input[type=checkbox]`)
+	b.click(row("gated-3") + ` input[type=checkbox]`)
+	b.click("#jobs-cancel")
+	b.until("both are cancelled", `document.querySelector('`+row("gated-2")+`[data-state="CANCELLED"]') && document.querySelector('`+row("gated-3")+`[data-state="CANCELLED"]')`)
 
 	// The job detail of a completed job: input and result pointer.
 	b.show("job/gated-1")
