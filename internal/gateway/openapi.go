@@ -34,6 +34,9 @@ func OpenAPI() map[string]any {
 		switch {
 		case rt.Stream:
 			ok["description"] = "A Server-Sent Events stream: one `data:` line per change, the job as JSON (schema Job), ending after the terminal state"
+			if rt.StreamDoc != "" {
+				ok["description"] = rt.StreamDoc
+			}
 			ok["content"] = map[string]any{"text/event-stream": map[string]any{"schema": map[string]any{"type": "string"}}}
 		case rt.Response != "":
 			ok["content"] = map[string]any{"application/json": map[string]any{"schema": ref(rt.Response)}}
@@ -103,7 +106,7 @@ func object(props map[string]any, required ...string) map[string]any {
 // schemas are the bodies' schemas; TestOpenAPISchemasMatchTypes holds them
 // to the Go types' JSON fields.
 func schemas() map[string]any {
-	return map[string]any{
+	m := map[string]any{
 		"SubmitJob": object(map[string]any{
 			"topic": str(), "priority": map[string]any{"type": "string", "enum": []any{"BATCH", "INTERACTIVE", "CRITICAL"}},
 			"tenant": str(), "job_id": str(), "env": strMap(), "max_attempts": integer(), "timeout_ms": integer(), "ttl_ms": integer(),
@@ -129,6 +132,10 @@ func schemas() map[string]any {
 			"code": str(), "message": str(), "field": str(),
 		}, "code", "message")}, "error"),
 	}
+	for name, schema := range dashboardSchemas() {
+		m[name] = schema
+	}
+	return m
 }
 
 func (s *Server) openapi(w http.ResponseWriter, r *http.Request, _ caller) {

@@ -23,9 +23,11 @@ type route struct {
 	// Role the caller needs; 0: public (no key).
 	Role Role
 	// Stream: a Server-Sent Events stream (no handler timeout but MaxStream).
-	Stream  bool
-	OpID    string
-	Summary string
+	Stream bool
+	// StreamDoc describes a stream's body in OpenAPI ("": the job's events).
+	StreamDoc string
+	OpID      string
+	Summary   string
 	// Body names the request body's schema ("" none); Response the 2xx
 	// body's; Status is the success status.
 	Body, Response string
@@ -46,7 +48,7 @@ var (
 
 // routeTable is every endpoint.
 func routeTable() []route {
-	return []route{
+	return append([]route{
 		{Method: "GET", Path: "/healthz", OpID: "health", Summary: "The gateway is up", Response: "Health", Status: 200, handle: (*Server).health},
 		{Method: "GET", Path: "/readyz", OpID: "ready", Summary: "NATS is connected and a scheduler answers", Response: "Health", Status: 200, Errors: []int{503}, handle: (*Server).ready},
 		{Method: "GET", Path: "/openapi.json", OpID: "openapi", Summary: "This API's OpenAPI 3 document", Response: "", Status: 200, handle: (*Server).openapi},
@@ -67,7 +69,7 @@ func routeTable() []route {
 		{Method: "POST", Path: "/v1/policy/eval", Role: RoleSubmitter, OpID: "evalPolicy", Summary: "What the gateway's policy decides about a job", Body: "SubmitJob", Response: "PolicyDecision", Status: 200,
 			Errors: []int{400, 401, 403, 413, 429}, handle: (*Server).evalPolicy},
 		{Method: "GET", Path: "/v1/policy", Role: RoleViewer, OpID: "getPolicy", Summary: "The gateway's policy: version and rules", Response: "Policy", Status: 200, Errors: authErrors, handle: (*Server).policy},
-	}
+	}, dashboardRoutes()...)
 }
 
 // ---- health ----
