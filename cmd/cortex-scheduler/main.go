@@ -26,7 +26,8 @@ func main() {
 
 func newCommand() *cobra.Command {
 	var configPath, natsURL, logLevel, id, store, policy, placementFile, unavailable string
-	var requireIdentity, requireClientIdentity, remote bool
+	var requireIdentity, requireClientIdentity, remote, elect bool
+	var replicas int
 	var safetyTimeout time.Duration
 	cmd := &cobra.Command{
 		Use:           "cortex-scheduler",
@@ -51,6 +52,10 @@ func newCommand() *cobra.Command {
 				settings.Store = store
 			}
 			settings.RequireWorkerIdentity = settings.RequireWorkerIdentity || requireIdentity
+			settings.LeaderElection = settings.LeaderElection || elect
+			if replicas > 0 {
+				settings.Replicas = replicas
+			}
 			safetyCfg := cfg.Safety
 			if policy != "" {
 				safetyCfg.Policy = policy
@@ -93,6 +98,8 @@ func newCommand() *cobra.Command {
 	f.DurationVar(&safetyTimeout, "safety-timeout", 0, "how long a remote safety check may take (safety.timeout; default 500ms)")
 	f.StringVar(&unavailable, "safety-unavailable", "", "what a job becomes when the remote kernel does not answer: pending (default) or deny (safety.unavailable)")
 	f.StringVar(&placementFile, "placement", "", "placement config file: pools, tenants, strategies (the config's placement section; docs/scheduling.md)")
+	f.IntVar(&replicas, "replicas", 0, "replicas of the streams and buckets the scheduler creates (scheduler.replicas; default 3 on a cluster of three or more servers, else 1)")
+	f.BoolVar(&elect, "leader-election", false, "run as one candidate of an election: one active scheduler, the others standing by (scheduler.leader_election)")
 	config.RegisterCredentialFlags(f)
 	return cmd
 }

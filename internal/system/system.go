@@ -88,17 +88,32 @@ func RunScheduler(ctx context.Context, opts SchedulerOptions) error {
 		return err
 	}
 	defer b.Close()
-	store, dead, mode, err := OpenStore(ctx, b, opts.Settings.Store)
+	store, dead, mode, err := OpenStoreReplicas(ctx, b, opts.Settings.Store, opts.Settings.Replicas)
 	if err != nil {
 		return err
 	}
+	replicas := bus.DefaultReplicas(b.Conn(), opts.Settings.Replicas)
 	if mode == config.StoreJetStream {
-		EnsureBlobs(ctx, b, opts.Blobs, opts.Logger)
+		blobs := opts.Blobs
+		if blobs.Replicas == 0 {
+			blobs.Replicas = replicas
+		}
+		EnsureBlobs(ctx, b, blobs, opts.Logger)
 	}
 	id := opts.ID
 	if id == "" {
 		id = scheduler.UniqueID("cortex-scheduler")
 	}
+	if opts.Settings.LeaderElection {
+		return runElected(ctx, b, store, dead, mode, id, replicas, opts)
+	}
+	return runEngine(ctx, b, store, dead, mode, id, opts, nil)
+}
+
+// runEngine runs one scheduler engine on b until ctx ends, the bus closes
+// for good, or lost (when not nil) is closed: the leader's lease lapsed.
+func runEngine(ctx context.Context, b *bus.NatsBus, store scheduler.JobStore, dead scheduler.DeadLetters, mode, id string, opts SchedulerOptions, lost <-chan struct{}) error {
+	var err error
 	checker, stopSafety, err := openSafety(ctx, b, id, opts)
 	if err != nil {
 		return err
@@ -155,6 +170,8 @@ func RunScheduler(ctx context.Context, opts SchedulerOptions) error {
 	select {
 	case <-ctx.Done():
 		return engine.Stop(context.WithoutCancel(ctx))
+	case <-lost:
+		return errors.Join(errLeadershipLost, engine.Stop(context.WithoutCancel(ctx)))
 	case <-b.Closed():
 		// The server closed the connection for good (nats.go does not
 		// reconnect after a protocol error or refused credentials): a
@@ -247,6 +264,12 @@ func openSafety(ctx context.Context, b *bus.NatsBus, id string, opts SchedulerOp
 // memory or jetstream) and makes the bus's intake durable with JetStream.
 // auto is jetstream when the server has JetStream, memory otherwise.
 func OpenStore(ctx context.Context, b *bus.NatsBus, mode string) (scheduler.JobStore, scheduler.DeadLetters, string, error) {
+	return OpenStoreReplicas(ctx, b, mode, 0)
+}
+
+// OpenStoreReplicas is OpenStore with the replication factor of the
+// streams and buckets it creates or updates (0: bus.DefaultReplicas).
+func OpenStoreReplicas(ctx context.Context, b *bus.NatsBus, mode string, replicas int) (scheduler.JobStore, scheduler.DeadLetters, string, error) {
 	if mode == "" || mode == config.StoreAuto {
 		mode = config.StoreMemory
 		if b.HasJetStream(ctx) {
@@ -264,13 +287,15 @@ func OpenStore(ctx context.Context, b *bus.NatsBus, mode string) (scheduler.JobS
 	if err != nil {
 		return nil, nil, "", err
 	}
-	store, err := kvstore.New(ctx, js, kvstore.Config{})
+	replicas = bus.DefaultReplicas(b.Conn(), replicas)
+	b.SetReplicas(replicas)
+	store, err := kvstore.New(ctx, js, kvstore.Config{Replicas: replicas})
 	if err != nil {
-		return nil, nil, "", fmt.Errorf("job store: %w (is JetStream enabled on the server?)", err)
+		return nil, nil, "", fmt.Errorf("job store (replicas %d; to change an existing bucket by hand: nats kv edit CORTEX_JOBS --replicas %d): %w (is JetStream enabled on the server?)", replicas, replicas, err)
 	}
-	dead, err := kvstore.NewDeadLetters(ctx, js, kvstore.DLConfig{})
+	dead, err := kvstore.NewDeadLetters(ctx, js, kvstore.DLConfig{Replicas: replicas})
 	if err != nil {
-		return nil, nil, "", fmt.Errorf("dead letters: %w", err)
+		return nil, nil, "", fmt.Errorf("dead letters (replicas %d): %w", replicas, err)
 	}
 	b.SetDurable(true)
 	return store, dead, mode, nil

@@ -124,9 +124,11 @@ func (b *NatsBus) EnsureStream(ctx context.Context, subject string, more ...stri
 		Storage:     jetstream.FileStorage,
 		Duplicates:  2 * time.Minute,
 		MaxMsgSize:  int32(b.cfg.MaxPacketBytes),
+		Replicas:    max(b.cfg.Replicas, 1),
 	})
 	if err != nil {
-		return nil, fmt.Errorf("bus: stream for %s: %w", subject, err)
+		return nil, fmt.Errorf("bus: stream for %s (replicas %d; to change an existing stream by hand: nats stream edit %s --replicas %d): %w",
+			subject, max(b.cfg.Replicas, 1), StreamName(subject), max(b.cfg.Replicas, 1), err)
 	}
 	return stream, nil
 }

@@ -75,6 +75,8 @@ type Config struct {
 	MaxControlLine int
 	// Options are extra nats.go options (credentials, TLS, ...), applied last.
 	Options []nats.Option
+	// Replicas of the intake streams EnsureStream creates or updates. 0: 1.
+	Replicas int
 }
 
 func (c *Config) setDefaults() {

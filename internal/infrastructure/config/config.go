@@ -149,6 +149,18 @@ type Scheduler struct {
 	RequireWorkerIdentity bool `yaml:"require_worker_identity"`
 	// Results: which results the scheduler accepts (docs/security.md).
 	Results Results `yaml:"results"`
+	// Replicas is the replication factor of every stream and bucket the
+	// scheduler creates (jobs, intake, dead letters, blobs, the leader
+	// lease). 0: 3 when the server reports a cluster of at least three
+	// servers, else 1 (docs/guarantees.md).
+	Replicas int `yaml:"replicas"`
+	// LeaderElection: replicas elect one active scheduler through a lease
+	// in the CORTEX_LEADER key-value bucket; the others stand by and take
+	// over when it lapses (docs/ARCHITECTURE.md). Turn it on wherever
+	// more than one scheduler runs.
+	LeaderElection bool `yaml:"leader_election"`
+	// LeaderLease is how long the leader's lease lasts unrenewed. Default 4s.
+	LeaderLease time.Duration `yaml:"leader_lease"`
 }
 
 // Results configures which results the scheduler accepts.
@@ -307,6 +319,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Blobs.Bucket != "" && strings.Trim(c.Blobs.Bucket, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") != "" {
 		return fmt.Errorf("blobs.bucket %q: letters, digits, - and _ only", c.Blobs.Bucket)
+	}
+	if c.Scheduler.Replicas < 0 || c.Scheduler.Replicas > 5 || c.Scheduler.LeaderLease < 0 {
+		return errors.New("scheduler.replicas must be 0 (auto) to 5, scheduler.leader_lease not negative")
 	}
 	if c.Scheduler.LeaseMisses < 0 || c.Scheduler.MaxAttempts < 0 {
 		return errors.New("scheduler.lease_misses and scheduler.max_attempts must not be negative")

@@ -1,0 +1,61 @@
+package system
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/cortex-os/core/internal/infrastructure/bus"
+	"github.com/cortex-os/core/internal/leader"
+	"github.com/cortex-os/core/internal/logging"
+	"github.com/cortex-os/core/internal/scheduler"
+)
+
+// errLeadershipLost ends an engine whose lease lapsed.
+var errLeadershipLost = errors.New("scheduler: leader lease lost")
+
+// runElected runs the scheduler as one candidate of an election: it stands
+// by until it holds the lease in CORTEX_LEADER, then runs an engine whose
+// job store and dead letters are fenced by the term, adopting the jobs the
+// store holds (as a scheduler started after a crash does). When the lease
+// is lost the engine stops and the candidate stands by again; when ctx ends
+// it stops the engine and resigns, so that a standby takes over at once.
+func runElected(ctx context.Context, b *bus.NatsBus, store scheduler.JobStore, dead scheduler.DeadLetters, mode, id string, replicas int, opts SchedulerOptions) error {
+	js, err := b.JetStream()
+	if err != nil {
+		return fmt.Errorf("leader election needs JetStream: %w", err)
+	}
+	el, err := leader.New(ctx, leader.Config{JS: js, ID: id, Lease: opts.Settings.LeaderLease, Replicas: replicas, Logger: opts.Logger})
+	if err != nil {
+		return err
+	}
+	var once sync.Once
+	started := opts.Started
+	opts.Started = func() {
+		if started != nil {
+			once.Do(started)
+		}
+	}
+	for {
+		opts.Logger.Info("standing by for the leader lease", logging.ComponentKey, logging.ComponentScheduler, "id", id)
+		term, err := el.Campaign(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		opts.Logger.Info("active scheduler", logging.ComponentKey, logging.ComponentScheduler, "id", id, "fencing_token", term.Token)
+		fs := leader.FencedStore{Store: store, Fence: term, Token: term.Token}
+		fd := leader.FencedDeadLetters{DeadLetters: dead, Fence: term, Token: term.Token}
+		err = runEngine(ctx, b, fs, fd, mode, id, opts, term.Lost())
+		term.Resign(context.WithoutCancel(ctx))
+		if !errors.Is(err, errLeadershipLost) {
+			return err
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+	}
+}
