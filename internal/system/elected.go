@@ -26,7 +26,11 @@ func runElected(ctx context.Context, b *bus.NatsBus, store scheduler.JobStore, d
 	if err != nil {
 		return fmt.Errorf("leader election needs JetStream: %w", err)
 	}
-	el, err := leader.New(ctx, leader.Config{JS: js, ID: id, Lease: opts.Settings.LeaderLease, Replicas: replicas, Logger: opts.Logger})
+	var el *leader.Elector
+	err = retryCreate(ctx, func(ctx context.Context) (err error) {
+		el, err = leader.New(ctx, leader.Config{JS: js, ID: id, Lease: opts.Settings.LeaderLease, Replicas: replicas, Logger: opts.Logger})
+		return err
+	})
 	if err != nil {
 		return err
 	}

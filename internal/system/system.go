@@ -289,11 +289,19 @@ func OpenStoreReplicas(ctx context.Context, b *bus.NatsBus, mode string, replica
 	}
 	replicas = bus.DefaultReplicas(b.Conn(), replicas)
 	b.SetReplicas(replicas)
-	store, err := kvstore.New(ctx, js, kvstore.Config{Replicas: replicas})
+	var store *kvstore.Store
+	err = retryCreate(ctx, func(ctx context.Context) (err error) {
+		store, err = kvstore.New(ctx, js, kvstore.Config{Replicas: replicas})
+		return err
+	})
 	if err != nil {
 		return nil, nil, "", fmt.Errorf("job store (replicas %d; to change an existing bucket by hand: nats kv edit CORTEX_JOBS --replicas %d): %w (is JetStream enabled on the server?)", replicas, replicas, err)
 	}
-	dead, err := kvstore.NewDeadLetters(ctx, js, kvstore.DLConfig{Replicas: replicas})
+	var dead *kvstore.DeadLetters
+	err = retryCreate(ctx, func(ctx context.Context) (err error) {
+		dead, err = kvstore.NewDeadLetters(ctx, js, kvstore.DLConfig{Replicas: replicas})
+		return err
+	})
 	if err != nil {
 		return nil, nil, "", fmt.Errorf("dead letters (replicas %d): %w", replicas, err)
 	}
@@ -305,7 +313,9 @@ func OpenStoreReplicas(ctx context.Context, b *bus.NatsBus, mode string, replica
 // (docs/blobs.md). A server that refuses is logged, not fatal: jobs run
 // without the blob store, and a pointer into it fails its job.
 func EnsureBlobs(ctx context.Context, b *bus.NatsBus, cfg config.Blobs, log *slog.Logger) {
-	err := blob.EnsureBucket(ctx, b.Conn(), blob.BucketConfig{Bucket: cfg.Bucket, TTL: cfg.TTL, Replicas: cfg.Replicas, MaxBytes: cfg.MaxBytes})
+	err := retryCreate(ctx, func(ctx context.Context) error {
+		return blob.EnsureBucket(ctx, b.Conn(), blob.BucketConfig{Bucket: cfg.Bucket, TTL: cfg.TTL, Replicas: cfg.Replicas, MaxBytes: cfg.MaxBytes})
+	})
 	if err != nil {
 		log.Warn("[SCHEDULER] blob store bucket not created: obj:// inputs and results will fail", "err", err)
 	}
