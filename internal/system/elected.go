@@ -34,6 +34,11 @@ func runElected(ctx context.Context, b *bus.NatsBus, store scheduler.JobStore, d
 	if err != nil {
 		return err
 	}
+	warm, err := startWarmHeartbeats(b.Conn(), opts.Settings.RequireWorkerIdentity)
+	if err != nil {
+		return err
+	}
+	defer warm.stop()
 	var once sync.Once
 	started := opts.Started
 	opts.Started = func() {
@@ -53,7 +58,7 @@ func runElected(ctx context.Context, b *bus.NatsBus, store scheduler.JobStore, d
 		opts.Logger.Info("active scheduler", logging.ComponentKey, logging.ComponentScheduler, "id", id, "fencing_token", term.Token)
 		fs := leader.FencedStore{Store: store, Fence: term, Token: term.Token}
 		fd := leader.FencedDeadLetters{DeadLetters: dead, Fence: term, Token: term.Token}
-		err = runEngine(ctx, b, fs, fd, mode, id, opts, term.Lost())
+		err = runEngine(ctx, b, fs, fd, mode, id, opts, term.Lost(), warm.replay)
 		term.Resign(context.WithoutCancel(ctx))
 		if !errors.Is(err, errLeadershipLost) {
 			return err

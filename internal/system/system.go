@@ -107,12 +107,13 @@ func RunScheduler(ctx context.Context, opts SchedulerOptions) error {
 	if opts.Settings.LeaderElection {
 		return runElected(ctx, b, store, dead, mode, id, replicas, opts)
 	}
-	return runEngine(ctx, b, store, dead, mode, id, opts, nil)
+	return runEngine(ctx, b, store, dead, mode, id, opts, nil, nil)
 }
 
 // runEngine runs one scheduler engine on b until ctx ends, the bus closes
 // for good, or lost (when not nil) is closed: the leader's lease lapsed.
-func runEngine(ctx context.Context, b *bus.NatsBus, store scheduler.JobStore, dead scheduler.DeadLetters, mode, id string, opts SchedulerOptions, lost <-chan struct{}) error {
+// onStart, when not nil, is called once the engine has started.
+func runEngine(ctx context.Context, b *bus.NatsBus, store scheduler.JobStore, dead scheduler.DeadLetters, mode, id string, opts SchedulerOptions, lost <-chan struct{}, onStart func(*scheduler.Engine)) error {
 	var err error
 	checker, stopSafety, err := openSafety(ctx, b, id, opts)
 	if err != nil {
@@ -162,6 +163,9 @@ func runEngine(ctx context.Context, b *bus.NatsBus, store scheduler.JobStore, de
 	}
 	if err := engine.Start(ctx); err != nil {
 		return err
+	}
+	if onStart != nil {
+		onStart(engine)
 	}
 	opts.Logger.Info("job store", logging.ComponentKey, logging.ComponentScheduler, "store", mode)
 	if opts.Started != nil {

@@ -29,7 +29,7 @@ func TestKillJobStoreLeaderNode(t *testing.T) {
 	r.startWorker(8)
 	r.startWorker(8)
 	ctx, stop := context.WithCancel(context.Background())
-	load := r.load(ctx, "kill-node", 4)
+	load := r.load(ctx, "kill-node", 4, 400)
 	r.waitProgress(50, 30*time.Second)
 	t.Logf("%s: 50 jobs ran", time.Now().Format("15:04:05.000"))
 
@@ -70,7 +70,7 @@ func TestKillActivePlacer(t *testing.T) {
 	r.startWorker(4)
 	r.startWorker(4)
 	ctx, stop := context.WithCancel(context.Background())
-	load := r.load(ctx, "kill-placer", 6, "capped", "free")
+	load := r.load(ctx, "kill-placer", 6, 400, "capped", "free")
 	r.waitProgress(50, 30*time.Second)
 
 	wctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -85,8 +85,9 @@ func TestKillActivePlacer(t *testing.T) {
 		t.Fatal("no active scheduler")
 	}
 	start := time.Now()
+	r.waitProgress(1, 20*time.Second)
+	t.Logf("placement resumed: a job ran %s after the cut", time.Since(start).Round(10*time.Millisecond))
 	r.waitProgress(100, 20*time.Second)
-	t.Logf("placement resumed: 100 more jobs ran %s after the cut", time.Since(start).Round(10*time.Millisecond))
 	wctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
 	if p := r.leader(wctx); p == nil || p.name == old.name {
 		t.Errorf("leader after the cut: %v, want the standby", p)
@@ -110,7 +111,7 @@ func TestRollingRestart(t *testing.T) {
 	r.startWorker(8)
 	r.startWorker(8)
 	ctx, stop := context.WithCancel(context.Background())
-	load := r.load(ctx, "rolling", 4)
+	load := r.load(ctx, "rolling", 4, 100000)
 	r.waitProgress(30, 30*time.Second)
 	for _, n := range r.c.Nodes {
 		n.Stop()
