@@ -9,7 +9,7 @@ PROTOCHECK = $(GO) run ./tools/protocheck
 ARGS      ?=
 
 .PHONY: all proto proto-check build build-scheduler build-worker-echo build-cortex \
-	dev-up test test-short fmt-check vet bench fuzz clean \
+	dev-up test test-short fmt-check vet bench fuzz chaos clean \
 	python-venv proto-python proto-python-check test-python build-worker-python
 
 all: build
@@ -99,6 +99,13 @@ test-short:
 ## bench: the system against the raw-NATS floor, measured in the same run.
 bench:
 	$(GO) run ./cmd/cortex bench $(ARGS)
+
+## chaos: the randomized fault run of test/cluster (nodes, schedulers and
+## workers killed and restarted under load) for CHAOS_TIME; replay one with
+## CORTEX_CHAOS_SEED=<the seed it printed>.
+CHAOS_TIME ?= 60s
+chaos:
+	CORTEX_CHAOS_TIME=$(CHAOS_TIME) $(GO) test -race -count=1 -timeout 30m -run '^TestChaos$$' -v ./test/cluster
 
 FUZZTIME ?= 30s
 fuzz:
