@@ -106,6 +106,11 @@ const (
 	jsStream      = jsAPI + "STREAM."
 	jsConsumer    = jsAPI + "CONSUMER."
 	schedulerFlow = "$JS.FC." + streamJobs + ".>"
+	// The leader lease of elected schedulers (scheduler.leader_election):
+	// the bucket CORTEX_LEADER, one key, taken, renewed and given up with
+	// compare-and-set writes and read with direct gets.
+	streamLeader = "KV_CORTEX_LEADER"
+	leaderBucket = "$KV.CORTEX_LEADER.>"
 )
 
 // schedulerJetStream is the JetStream API the scheduler uses, and nothing
@@ -116,13 +121,14 @@ const (
 // and no other stream touched.
 func schedulerJetStream() []string {
 	out := []string{jsAPI + "INFO"}
-	for _, s := range []string{streamJobs, streamSubmit, streamResult, streamDLQ, streamBlob} {
+	for _, s := range []string{streamJobs, streamSubmit, streamResult, streamDLQ, streamBlob, streamLeader} {
 		out = append(out, jsStream+"CREATE."+s, jsStream+"UPDATE."+s, jsStream+"INFO."+s)
 	}
 	out = append(out,
 		jsAPI+"DIRECT.GET."+streamJobs, jsAPI+"DIRECT.GET."+streamJobs+".>", jsStream+"MSG.GET."+streamJobs,
 		jsConsumer+"CREATE."+streamJobs+".>", jsConsumer+"DELETE."+streamJobs+".*",
 		jsStream+"MSG.GET."+streamDLQ, jsStream+"MSG.DELETE."+streamDLQ,
+		jsAPI+"DIRECT.GET."+streamLeader+".>", jsStream+"MSG.GET."+streamLeader,
 	)
 	for _, s := range []string{streamSubmit, streamResult} {
 		out = append(out, jsConsumer+"CREATE."+s+".>", jsConsumer+"INFO."+s+".*", jsConsumer+"MSG.NEXT."+s+".*", "$JS.ACK."+s+".>")
@@ -136,12 +142,13 @@ func schedulerJetStream() []string {
 // sys.worker.<id>.cancel; answer clients' inboxes; ask the safety service;
 // keep jobs in JetStream: the job bucket, the intake and dead-letter
 // streams, through the part of the JetStream API it uses
-// (schedulerJetStream), never purging or deleting a stream.
+// (schedulerJetStream), never purging or deleting a stream; hold the
+// leader lease in CORTEX_LEADER.
 func SchedulerPermissions(user string) *server.Permissions {
 	return &server.Permissions{
 		Publish: &server.SubjectPermission{Allow: append([]string{
 			"job.>", "sys.worker.*.>", "sys.job.dlq.>", jobEvents + ">", allInboxes,
-			safetyCheck, safetyAudit, jobStoreBucket, schedulerFlow,
+			safetyCheck, safetyAudit, jobStoreBucket, schedulerFlow, leaderBucket,
 		}, schedulerJetStream()...)},
 		Subscribe: &server.SubjectPermission{Allow: []string{
 			subjectSubmit, subjectSubmit + ".>", subjectQuery, subjectQuery + ".>", subjectCancel, subjectCancel + ".>",
