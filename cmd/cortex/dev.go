@@ -31,6 +31,7 @@ func newDevCommand() *cobra.Command {
 		policy, placementFile   string
 	)
 	work := echo.DefaultWorkTime
+	cluster := &devClusterFlags{} // dev_cluster.go
 	cmd := &cobra.Command{
 		Use:   "dev",
 		Short: "Run NATS (embedded, with JetStream), the scheduler and an echo worker in one process",
@@ -56,6 +57,9 @@ PENDING); --reset removes it first.`,
 			if config.CredentialFlagsGiven(cmd.Flags()) {
 				return errors.New("dev runs its own NATS server: the --nats-* credential flags do not apply (--auth runs it with a user per role)")
 			}
+			if handled, err := cluster.control(cmd.OutOrStdout(), host, port); handled {
+				return err
+			}
 			level, err := config.ParseLevel(logLevel)
 			if err != nil {
 				return err
@@ -68,6 +72,10 @@ PENDING); --reset removes it first.`,
 			}
 			if err := os.MkdirAll(dataDir, 0o755); err != nil {
 				return fmt.Errorf("data dir: %w", err)
+			}
+			if cluster.size > 1 {
+				return cluster.run(cmd, devClusterArgs{host: host, dataDir: dataDir, policy: policy, placementFile: placementFile,
+					port: port, httpPort: httpPort, workers: workers, syncAlways: syncAlways, auth: auth, work: work, log: log})
 			}
 			ncfg := embeddednats.Config{
 				Host: host, Port: port, HTTPPort: httpPort,
@@ -137,6 +145,7 @@ PENDING); --reset removes it first.`,
 	f.StringVar(&policy, "policy", "", "safety policy file, reloaded when it changes (default: the shipped policy, config/policy.yaml's rules)")
 	f.StringVar(&placementFile, "placement", "", "placement config file: pools, tenants, strategies (docs/scheduling.md; default: the naive strategy)")
 	f.BoolVar(&codePython, "code-python", true, "also run a job.code.python worker (Python in a sandbox) when bubblewrap works here (docs/code-python.md)")
+	cluster.register(f)
 	f.BoolVar(&auth, "auth", false, "admit only a user per role, with generated passwords, and print the client's (docs/security.md)")
 	return cmd
 }

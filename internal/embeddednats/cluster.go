@@ -1,6 +1,7 @@
 package embeddednats
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -10,6 +11,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Cluster is a set of embedded servers routed to each other on loopback,
@@ -208,4 +211,34 @@ func FreePorts(host string, n int) ([]int, error) {
 		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
 	return ports, nil
+}
+
+// WaitJetStream waits until the servers at urls take (and delete) a stream
+// of the given replicas: the cluster has its meta leader and its peers.
+func WaitJetStream(ctx context.Context, urls string, replicas int) error {
+	nc, err := nats.Connect(urls, nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	name := fmt.Sprintf("CORTEX_PROBE_%d", time.Now().UnixNano())
+	for {
+		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err = js.CreateStream(rctx, jetstream.StreamConfig{Name: name, Subjects: []string{"_CORTEX.probe." + name}, Replicas: replicas, Storage: jetstream.MemoryStorage})
+		cancel()
+		if err == nil || errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			return js.DeleteStream(dctx, name)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (last: %v)", ctx.Err(), err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }

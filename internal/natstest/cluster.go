@@ -2,12 +2,9 @@ package natstest
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cortex-os/core/internal/embeddednats"
@@ -44,34 +41,9 @@ func RunCluster(t testing.TB, size int) *Cluster {
 	return &Cluster{c}
 }
 
-// WaitJetStream waits until the servers at urls take (and delete) a stream
-// of the given replicas: the cluster has its meta leader and its peers.
+// WaitJetStream is embeddednats.WaitJetStream.
 func WaitJetStream(ctx context.Context, urls string, replicas int) error {
-	nc, err := nats.Connect(urls, nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true), nats.ReconnectWait(50*time.Millisecond))
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
-	name := fmt.Sprintf("NATSTEST_PROBE_%d", time.Now().UnixNano())
-	for {
-		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		_, err = js.CreateStream(rctx, jetstream.StreamConfig{Name: name, Subjects: []string{"natstest.probe." + name}, Replicas: replicas, Storage: jetstream.MemoryStorage})
-		cancel()
-		if err == nil || errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-			dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			defer cancel()
-			return js.DeleteStream(dctx, name)
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%w (last: %v)", ctx.Err(), err)
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
+	return embeddednats.WaitJetStream(ctx, urls, replicas)
 }
 
 // StreamLeader returns the 1-based index of the node leading stream, or 0.
