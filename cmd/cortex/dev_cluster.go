@@ -238,4 +238,3 @@ func serveDevNodeControl(cl *embeddednats.Cluster, urls string, log *slog.Logger
 	}
 	return nc.Close, nil
 }
-
