@@ -99,6 +99,13 @@ type Config struct {
 	// document's workers need; refuse with RequireWorkerIdentity, where every
 	// worker names itself and reports its attempt. See docs/security.md.
 	DocumentWorkers string
+	// AdoptPlacements counts the jobs another scheduler placed (found
+	// DISPATCHED or RUNNING in the store) against their tenants'
+	// max_concurrent and their workers' capacity, as if placed here: for
+	// the one active scheduler of an election, which takes over its
+	// predecessor's jobs (docs/ARCHITECTURE.md). Off, each replica counts
+	// its own placements only.
+	AdoptPlacements bool
 }
 
 // What becomes of results that name no attempt (Config.DocumentWorkers).

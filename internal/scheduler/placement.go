@@ -163,6 +163,9 @@ func (e *Engine) placementObserve(prev, next *pb.JobInfo) {
 		if _, mine := e.preg.AssignedTo(id); !mine {
 			// Another replica placed it.
 			e.queues.Remove(id)
+			if e.cfg.AdoptPlacements && e.placed(e.poolOf(next.GetRequest())) {
+				e.adoptPlacement(next) // placement_adopt.go
+			}
 		}
 	}
 }

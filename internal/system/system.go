@@ -157,6 +157,7 @@ func runEngine(ctx context.Context, b *bus.NatsBus, store scheduler.JobStore, de
 		RequireWorkerIdentity: opts.Settings.RequireWorkerIdentity,
 		Clients:               clients,
 		DocumentWorkers:       documentWorkers(opts.Settings.Results),
+		AdoptPlacements:       opts.Settings.LeaderElection,
 	})
 	if err != nil {
 		return err

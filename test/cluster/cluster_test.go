@@ -65,13 +65,20 @@ func TestKillActivePlacer(t *testing.T) {
 	t.Parallel()
 	const limit = 3
 	cfg := placement.Config{DefaultStrategy: "least-loaded", Tenants: []placement.Tenant{{Name: "capped", MaxConcurrent: limit}}}
-	r := newRig(t, rigConfig{placement: &cfg})
+	r := newRig(t, rigConfig{placement: &cfg, hold: true})
 	r.startSchedulers(2)
 	r.startWorker(4)
 	r.startWorker(4)
 	ctx, stop := context.WithCancel(context.Background())
-	load := r.load(ctx, "kill-placer", 6, 400, "capped", "free")
-	r.waitProgress(50, 30*time.Second)
+	load := r.load(ctx, "kill-placer", 6, 200, "capped", "free", "free", "free")
+	// Cut while the capped tenant has jobs running (at most limit).
+	deadline := time.Now().Add(30 * time.Second)
+	for r.execs.Load() < 30 || counter(&r.running, "capped").Load() < limit {
+		if time.Now().After(deadline) {
+			t.Fatal("the capped tenant never ran limit jobs at once")
+		}
+		time.Sleep(time.Millisecond)
+	}
 
 	wctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	var old *struct{ name string }
@@ -87,7 +94,10 @@ func TestKillActivePlacer(t *testing.T) {
 	start := time.Now()
 	r.waitProgress(1, 20*time.Second)
 	t.Logf("placement resumed: a job ran %s after the cut", time.Since(start).Round(10*time.Millisecond))
-	r.waitProgress(100, 20*time.Second)
+	// The capped jobs placed before the cut still run: the new leader must
+	// count them, and place no more of the tenant's meanwhile.
+	r.waitProgress(40, 20*time.Second)
+	close(r.hold)
 	wctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
 	if p := r.leader(wctx); p == nil || p.name == old.name {
 		t.Errorf("leader after the cut: %v, want the standby", p)

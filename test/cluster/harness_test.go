@@ -133,17 +133,24 @@ type rig struct {
 	execs     atomic.Int64
 	cl        *client.Client
 	events    *events
+	// hold holds tenant capped's jobs in their handlers until it is
+	// closed (it is, unless rigConfig.hold).
+	hold chan struct{}
 	submitted *submissions
 }
 
 type rigConfig struct {
 	placement *placement.Config
+	hold      bool // tenant capped's jobs wait for close(r.hold)
 }
 
 func newRig(t *testing.T, rc rigConfig) *rig {
 	t.Helper()
 	c := natstest.RunCluster(t, 3)
-	r := &rig{t: t, c: c, urls: c.URLs(), place: rc.placement, lease: 2 * time.Second}
+	r := &rig{t: t, c: c, urls: c.URLs(), place: rc.placement, lease: 2 * time.Second, hold: make(chan struct{})}
+	if !rc.hold {
+		close(r.hold)
+	}
 	cl, err := client.Connect(r.urls, client.Options{Logger: discard, RequestTimeout: 3 * time.Second,
 		NATSOptions: []nats.Option{nats.ReconnectWait(50 * time.Millisecond)}})
 	if err != nil {
@@ -257,7 +264,7 @@ func counter(m *sync.Map, key string) *atomic.Int64 {
 }
 
 // startWorker starts a worker of job.work with the given capacity; its
-// handler takes 10-40 ms and counts the jobs it runs at once per tenant.
+// handler takes 10-40 ms (tenant capped's jobs wait for r.hold first) and counts the jobs it runs at once per tenant.
 func (r *rig) startWorker(capacity int) *proc {
 	n := r.seq.Add(1)
 	cut := &cutter{}
@@ -281,8 +288,16 @@ func (r *rig) startWorker(capacity int) *proc {
 				}
 			}
 			r.execs.Add(1)
+			work := time.Duration(10+rand.IntN(30)) * time.Millisecond
+			if job.Tenant() == "capped" {
+				select { // held until the test lets them go
+				case <-r.hold:
+				case <-ctx.Done():
+					return worker.Result{}, ctx.Err()
+				}
+			}
 			select {
-			case <-time.After(time.Duration(10+rand.IntN(30)) * time.Millisecond):
+			case <-time.After(work):
 			case <-ctx.Done():
 				return worker.Result{}, ctx.Err()
 			}
