@@ -128,14 +128,14 @@ type rig struct {
 	workers []*proc
 
 	// Worker-side observations.
-	running   sync.Map // tenant -> *atomic.Int64
-	maxSeen   sync.Map // tenant -> *atomic.Int64
-	execs     atomic.Int64
-	cl        *client.Client
-	events    *events
+	running sync.Map // tenant -> *atomic.Int64
+	maxSeen sync.Map // tenant -> *atomic.Int64
+	execs   atomic.Int64
+	cl      *client.Client
+	events  *events
 	// hold holds tenant capped's jobs in their handlers until it is
 	// closed (it is, unless rigConfig.hold).
-	hold chan struct{}
+	hold      chan struct{}
 	submitted *submissions
 }
 
