@@ -38,9 +38,13 @@ func TestClusterSurvivesLeaderNode(t *testing.T) {
 	c.Node(lead).Stop()
 	var e jetstream.KeyValueEntry
 	for e == nil && ctx.Err() == nil {
-		if e, err = kv.Get(ctx, "k"); err != nil {
+		// Each try bounded: a request sent as the node went down is
+		// never answered.
+		gctx, gcancel := context.WithTimeout(ctx, time.Second)
+		if e, err = kv.Get(gctx, "k"); err != nil {
 			time.Sleep(50 * time.Millisecond)
 		}
+		gcancel()
 	}
 	if e == nil || string(e.Value()) != "kept" {
 		t.Fatalf("after stopping node %d: %v, %v", lead, e, err)

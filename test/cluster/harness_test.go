@@ -445,7 +445,9 @@ func (r *rig) verify() {
 	start, logged := time.Now(), time.Now()
 	defer func() { t.Logf("verified in %s", time.Since(start).Round(time.Millisecond)) }()
 	for {
-		all, err := store.List(ctx, jobstore.Filter{})
+		lctx, lcancel := context.WithTimeout(ctx, 5*time.Second)
+		all, err := store.List(lctx, jobstore.Filter{})
+		lcancel()
 		if err == nil {
 			recs = map[string]jobstore.Record{}
 			for _, rec := range all {
