@@ -9,7 +9,7 @@ PROTOCHECK = $(GO) run ./tools/protocheck
 ARGS      ?=
 
 .PHONY: all proto proto-check build build-scheduler build-worker-echo build-cortex \
-	dev-up test test-short fmt-check vet bench fuzz chaos clean \
+	dev-up test test-short fmt-check vet bench fuzz chaos helm-check clean \
 	python-venv proto-python proto-python-check test-python build-worker-python
 
 all: build
@@ -106,6 +106,21 @@ bench:
 CHAOS_TIME ?= 60s
 chaos:
 	CORTEX_CHAOS_TIME=$(CHAOS_TIME) $(GO) test -race -count=1 -timeout 30m -run '^TestChaos$$' -v ./test/cluster
+
+## helm-check: helm lint and helm template of deploy/helm/cortex (docs/deploy.md);
+## helm is built once from the Go module proxy into .bin/.
+HELM_VERSION ?= v4.3.2
+HELM = .bin/helm-$(HELM_VERSION)
+$(HELM):
+	@mkdir -p .bin
+	GOBIN=$(CURDIR)/.bin/tmp-$(HELM_VERSION) $(GO) install helm.sh/helm/v4/cmd/helm@$(HELM_VERSION)
+	mv .bin/tmp-$(HELM_VERSION)/helm $@ && rmdir .bin/tmp-$(HELM_VERSION)
+helm-check: $(HELM)
+	$(HELM) lint --strict deploy/helm/cortex
+	$(HELM) template cortex deploy/helm/cortex >/dev/null
+	$(HELM) template cortex deploy/helm/cortex --set gateway.enabled=false --set safety.enabled=false \
+		--set safety.policyConfigMap=policy --set scheduler.replicas=1 --set nats.credentials.scheduler= >/dev/null
+	@echo "helm-check: chart lints and renders"
 
 FUZZTIME ?= 30s
 fuzz:

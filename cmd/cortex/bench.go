@@ -102,6 +102,7 @@ See docs/BENCHMARKS.md.`,
 	f.BoolVar(&o.WorkerRunners, "worker-runners", false, "run the system's echo handler on worker runner goroutines (as a blocking handler runs) instead of inline on the delivery goroutine")
 	f.IntVar(&o.Rounds, "rounds", bench.DefaultRounds, "rounds the measured jobs are split into, floor and system alternating")
 	f.StringVar(&o.NatsURL, "nats-url", "", "use this NATS server instead of an embedded one")
+	f.IntVar(&o.Replicas, "replicas", 0, "with --store jetstream: replicas of the bench's bucket and streams (default 3 on a cluster of three or more servers, else 1)")
 	f.DurationVar(&o.IdleTimeout, "timeout", bench.DefaultIdleTimeout, "abort when no result arrives for this long")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object on stdout instead of the table")
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write a pprof CPU profile of the system's measured run to this file")

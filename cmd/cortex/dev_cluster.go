@@ -36,7 +36,7 @@ type devClusterFlags struct {
 
 func (c *devClusterFlags) register(f *pflag.FlagSet) {
 	f.IntVar(&c.size, "cluster", 0, "run this many embedded NATS nodes clustered on loopback (ports --port, --port+1, ...), streams and buckets R3 with three or more, and elected schedulers (docs/deploy.md)")
-	f.IntVar(&c.schedulers, "schedulers", 2, "with --cluster: scheduler candidates, one active at a time (scheduler.leader_election)")
+	f.IntVar(&c.schedulers, "schedulers", 2, "with --cluster: scheduler candidates, one active at a time (scheduler.leader_election); 0: none")
 	f.IntVar(&c.routePort, "route-port", 6222, "with --cluster: the first node's cluster (route) port; the others take the next ones")
 	f.IntVar(&c.killNode, "kill-node", 0, "stop node N of a running `cortex dev --cluster` (found at --port ...) and exit")
 	f.IntVar(&c.restartNode, "restart-node", 0, "start node N of a running `cortex dev --cluster` again and exit")
@@ -141,7 +141,7 @@ func (c *devClusterFlags) run(cmd *cobra.Command, a devClusterArgs) error {
 	schedCtx, stopSched := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopSched()
 	started := make(chan struct{}, c.schedulers)
-	for i := range max(c.schedulers, 1) {
+	for i := range c.schedulers {
 		wg.Go(func() {
 			err := system.RunScheduler(schedCtx, system.SchedulerOptions{
 				NatsURL: urls, ID: fmt.Sprintf("cortex-scheduler-%d", i+1), Logger: a.log, Settings: settings,
@@ -166,7 +166,11 @@ func (c *devClusterFlags) run(cmd *cobra.Command, a devClusterArgs) error {
 			}
 		}
 	}
-	fmt.Fprintf(out, "  schedulers:  %d, one active (lease in CORTEX_LEADER), streams and buckets R%d\n", max(c.schedulers, 1), min(c.size, 3))
+	if c.schedulers > 0 {
+		fmt.Fprintf(out, "  schedulers:  %d, one active (lease in CORTEX_LEADER), streams and buckets R%d\n", c.schedulers, min(c.size, 3))
+	} else {
+		fmt.Fprintln(out, "  schedulers:  none (--schedulers 0): NATS only, for cortex bench --nats-url or schedulers of your own")
+	}
 	fmt.Fprintf(out, "  send a job:  ./bin/cortex submit --nats-url %s --topic job.echo --wait\n", urls)
 	fmt.Fprintf(out, "  stop a node: ./bin/cortex dev --kill-node N   (start it again: --restart-node N; --port %d finds this run)\n", a.port)
 	fmt.Fprintln(out, "  Ctrl-C stops everything.")

@@ -84,6 +84,9 @@ type Options struct {
 	Rounds int
 	// NatsURL uses an existing server; empty starts an embedded one.
 	NatsURL string
+	// Replicas of the JetStream store's bucket and streams (StoreJetStream).
+	// 0: 3 on a cluster of three or more servers, else 1, as the scheduler.
+	Replicas int
 	// NatsOptions are connection options (credentials, TLS) for NatsURL's
 	// server, used by every connection of the run.
 	NatsOptions []nats.Option

@@ -194,11 +194,13 @@ func startSystem(ctx context.Context, e *env, tr *tracker) (_ *parts, err error)
 		if err != nil {
 			return nil, err
 		}
-		if store, err = kvstore.New(ctx, js, kvstore.Config{Bucket: "CORTEX_BENCH_JOBS_" + e.runID}); err != nil {
+		replicas := bus.DefaultReplicas(sb.Conn(), e.opts.Replicas)
+		sb.SetReplicas(replicas)
+		if store, err = kvstore.New(ctx, js, kvstore.Config{Bucket: "CORTEX_BENCH_JOBS_" + e.runID, Replicas: replicas}); err != nil {
 			return nil, err
 		}
 		if dead, err = kvstore.NewDeadLetters(ctx, js, kvstore.DLConfig{
-			Stream: "CORTEX_BENCH_DLQ_" + e.runID, SubjectPrefix: "bench." + e.runID + ".dlq",
+			Stream: "CORTEX_BENCH_DLQ_" + e.runID, SubjectPrefix: "bench." + e.runID + ".dlq", Replicas: replicas,
 		}); err != nil {
 			return nil, err
 		}
