@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"reflect"
+	"sync"
 	"testing"
 	"time"
 
@@ -164,4 +165,69 @@ func declaredOnFenced(name string) bool {
 		return true
 	}
 	return false
+}
+
+// fakeClock is a clock a test moves by hand.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *fakeClock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+// A leader whose renewals stop succeeding in time (a paused process: its
+// clock jumps past the validity of its last renewal) is fenced at once:
+// Valid is false, Lost is closed, the fenced store and dead letters refuse
+// every write with ErrFenced, and reads still pass.
+func TestTermPastItsValidityIsFenced(t *testing.T) {
+	t.Parallel()
+	url := natstest.URL(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	clock := &fakeClock{now: time.Now()}
+	el, err := leader.New(ctx, leader.Config{JS: js(t, url), ID: "paused", Lease: 4 * time.Second, Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	term, err := el.Campaign(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem := jobstore.NewMemory()
+	store := leader.FencedStore{Store: mem, Fence: term, Token: term.Token}
+	dead := leader.FencedDeadLetters{DeadLetters: jobstore.NewMemoryDeadLetters(), Fence: term, Token: term.Token}
+	rec, err := store.Create(ctx, &pb.JobInfo{JobId: "j", State: pb.JobState_JOB_STATE_PENDING})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock.Add(3 * time.Second) // past 3/4 of the lease since the last renewal
+	if term.Valid() {
+		t.Fatal("term valid past its validity")
+	}
+	next := &pb.JobInfo{JobId: "j", State: pb.JobState_JOB_STATE_CANCELLED}
+	if _, err := store.Update(ctx, rec, next); !errors.Is(err, leader.ErrFenced) {
+		t.Errorf("update: %v, want ErrFenced", err)
+	}
+	if _, err := store.Create(ctx, &pb.JobInfo{JobId: "k", State: pb.JobState_JOB_STATE_PENDING}); !errors.Is(err, leader.ErrFenced) {
+		t.Errorf("create: %v, want ErrFenced", err)
+	}
+	if err := dead.Put(ctx, next); !errors.Is(err, leader.ErrFenced) {
+		t.Errorf("dead letter put: %v, want ErrFenced", err)
+	}
+	if _, err := dead.Take(ctx, "j"); !errors.Is(err, leader.ErrFenced) {
+		t.Errorf("dead letter take: %v, want ErrFenced", err)
+	}
+	if got, err := store.Get(ctx, "j"); err != nil || got.Job.GetState() != pb.JobState_JOB_STATE_PENDING {
+		t.Errorf("read through the fence: %v, %v", got.Job, err)
+	}
+	select {
+	case <-term.Lost():
+	case <-ctx.Done():
+		t.Fatal("Lost not closed after the validity passed")
+	}
 }
