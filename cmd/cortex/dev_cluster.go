@@ -171,7 +171,11 @@ func (c *devClusterFlags) run(cmd *cobra.Command, a devClusterArgs) error {
 	} else {
 		fmt.Fprintln(out, "  schedulers:  none (--schedulers 0): NATS only, for cortex bench --nats-url or schedulers of your own")
 	}
-	fmt.Fprintf(out, "  send a job:  ./bin/cortex submit --nats-url %s --topic job.echo --wait\n", urls)
+	if c.schedulers > 0 {
+		fmt.Fprintf(out, "  send a job:  ./bin/cortex submit --nats-url %s --topic job.echo --wait\n", urls)
+	} else {
+		fmt.Fprintf(out, "  bench:       ./bin/cortex bench --nats-url %s --store jetstream\n", urls)
+	}
 	fmt.Fprintf(out, "  stop a node: ./bin/cortex dev --kill-node N   (start it again: --restart-node N; --port %d finds this run)\n", a.port)
 	fmt.Fprintln(out, "  Ctrl-C stops everything.")
 	workCtx, stopWork := context.WithCancel(ctx)
