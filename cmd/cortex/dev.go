@@ -29,6 +29,7 @@ func newDevCommand() *cobra.Command {
 		syncAlways, auth, reset bool
 		codePython              bool
 		policy, placementFile   string
+		apiAddr                 string
 	)
 	work := echo.DefaultWorkTime
 	cmd := &cobra.Command{
@@ -55,6 +56,9 @@ PENDING); --reset removes it first.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if config.CredentialFlagsGiven(cmd.Flags()) {
 				return errors.New("dev runs its own NATS server: the --nats-* credential flags do not apply (--auth runs it with a user per role)")
+			}
+			if err := checkDevAPIAddr(apiAddr, auth); err != nil {
+				return err
 			}
 			level, err := config.ParseLevel(logLevel)
 			if err != nil {
@@ -98,8 +102,8 @@ PENDING); --reset removes it first.`,
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			waitCode := func() {}
-			defer func() { stop(); waitCode() }() // the code worker stops with ctx
+			waitCode, waitGateway := func() {}, func() {}
+			defer func() { stop(); waitCode(); waitGateway() }() // the code worker and the gateway stop with ctx
 			parts := system.SchedulerOptions{Safety: config.Safety{Policy: policy}}
 			if placementFile != "" {
 				if parts.Placement, err = system.LoadPlacement(placementFile); err != nil {
@@ -114,6 +118,11 @@ PENDING); --reset removes it first.`,
 					fmt.Fprintf(out, "          or:  NATS_URL=%s go run ./tools/scripts/send_echo_job.go\n", url)
 				} else if err := printDevAuth(out, roles, url, abs); err != nil {
 					return err
+				}
+				if apiAddr != "" {
+					if waitGateway, err = startDevGateway(ctx, out, apiAddr, url, abs, log, roles); err != nil {
+						return err
+					}
 				}
 				if codePython {
 					waitCode = startCodePython(ctx, out, url, log, roles)
@@ -137,6 +146,7 @@ PENDING); --reset removes it first.`,
 	f.StringVar(&policy, "policy", "", "safety policy file, reloaded when it changes (default: the shipped policy, config/policy.yaml's rules)")
 	f.StringVar(&placementFile, "placement", "", "placement config file: pools, tenants, strategies (docs/scheduling.md; default: the naive strategy)")
 	f.BoolVar(&codePython, "code-python", true, "also run a job.code.python worker (Python in a sandbox) when bubblewrap works here (docs/code-python.md)")
+	f.StringVar(&apiAddr, "api-addr", defaultAPIAddr, "address the HTTP API and dashboard listen on (port 0 picks a free one; \"\" runs no gateway; docs/api.md)")
 	f.BoolVar(&auth, "auth", false, "admit only a user per role, with generated passwords, and print the client's (docs/security.md)")
 	return cmd
 }

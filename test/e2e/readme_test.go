@@ -119,14 +119,15 @@ func readmeOK(t *testing.T, dir, line string, env []string, extra ...string) *sy
 }
 
 // devFlags are the test machine's additions to cortex dev and cortex
-// server: a free port, no monitoring port; for dev, no sandboxed Python
-// worker and no simulated work.
+// server: a free port, no monitoring port; for dev, a free port for the
+// HTTP gateway (not 8080, which parallel tests would share), no sandboxed
+// Python worker and no simulated work.
 func devFlags(t *testing.T, dev bool) (url string, flags []string) {
 	t.Helper()
 	port := systest.FreePort(t)
 	flags = []string{"--port", strconv.Itoa(port), "--http-port", "0"}
 	if dev {
-		flags = append(flags, "--code-python=false", "--work-time", "0")
+		flags = append(flags, "--api-addr", "127.0.0.1:0", "--code-python=false", "--work-time", "0")
 	}
 	return "nats://127.0.0.1:" + strconv.Itoa(port), flags
 }
