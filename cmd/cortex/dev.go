@@ -50,6 +50,12 @@ worker-1 and worker-2, are for worker processes started outside dev (any
 job.* topic): their credentials go to dev-credentials-worker-*.env. See
 docs/security.md.
 
+It also serves the HTTP API and the dashboard on --api-addr (default
+127.0.0.1:8080; port 0 picks a free one, "" none) and prints the URL. With
+--auth the API asks for keys: an administrator's and one per tenant client
+are printed and added (CORTEX_API_URL, CORTEX_API_KEY) to the clients'
+dev-credentials*.env. Without --auth it serves loopback only. docs/api.md.
+
 The data directory keeps jobs across runs (a job no worker took stays
 PENDING); --reset removes it first.`,
 		Args: cobra.NoArgs,

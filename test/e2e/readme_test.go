@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -251,6 +252,23 @@ func TestREADMEDevAuthOutsideWorker(t *testing.T) {
 	p := runReadme(t, dir, "go run ./tools/scripts/send_echo_job.go", []string{"NATS_URL=" + sourceURL(t, dir)})
 	if code := p.Wait(t, exitTimeout); code == 0 {
 		t.Errorf("send_echo_job without credentials exited 0 against dev --auth")
+	}
+
+	// Over HTTP, with the API key dev wrote beside the credentials; without
+	// it, 401.
+	if _, err := exec.LookPath("curl"); err != nil && os.Getenv("CI") == "" {
+		return // TestREADMEHTTP says why
+	}
+	const curl = `. .cortex/dev/dev-credentials.env && curl -X POST -H "Authorization: Bearer $CORTEX_API_KEY" $CORTEX_API_URL/v1/jobs -d '{"topic":"job.echo"}'`
+	if !strings.Contains(readme(t), curl) {
+		t.Fatalf("README.md no longer has the command %q: update this test with the README", curl)
+	}
+	if out := shell(t, dir, curl); !strings.Contains(out, `"job_id":`) || !strings.Contains(out, `"topic":"job.echo"`) {
+		t.Errorf("%s: %s, want the job", curl, out)
+	}
+	noKey := strings.Replace(curl, ` -H "Authorization: Bearer $CORTEX_API_KEY"`, "", 1)
+	if out := shell(t, dir, noKey); !strings.Contains(out, `"unauthenticated"`) {
+		t.Errorf("without the key: %s, want unauthenticated (401)", out)
 	}
 }
 
