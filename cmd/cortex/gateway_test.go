@@ -198,4 +198,21 @@ func TestDevGatewayAuth(t *testing.T) {
 	if code, _ := call(t, "POST", base+"/v1/dlq/a-1/retry", keys["tenant-a"], ""); code != 403 {
 		t.Errorf("a submitter's key re-driving: %d, want 403 (admin only)", code)
 	}
+
+	// cortex gateway on its own, with the administrator client's NATS
+	// credentials (the --nats-* flags of every command) and a key file: it
+	// reaches the scheduler under auth and serves the same jobs.
+	m := waitMatch(t, out, regexp.MustCompile(`submit --nats-url (\S+) --nats-user (client) --nats-password (\S+) --topic`))
+	keysFile := filepath.Join(t.TempDir(), "keys.yaml")
+	if err := os.WriteFile(keysFile, []byte("keys:\n  - {id: ops, sha256: "+gateway.HashKey("ops-key")+", role: admin}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	gw := serveCortex(t, "gateway", "--api-addr", "127.0.0.1:0", "--api-keys", keysFile, "--nats-url", m[1], "--nats-user", m[2], "--nats-password", m[3])
+	gwBase := waitMatch(t, gw, gatewayURLRE)[1]
+	if code, body := call(t, "GET", gwBase+"/readyz", "", ""); code != 200 {
+		t.Errorf("cortex gateway under auth: readyz %d %s", code, body)
+	}
+	if code, body := call(t, "GET", gwBase+"/v1/jobs/a-1", "ops-key", ""); code != 200 || !strings.Contains(body, `"tenant":"a"`) {
+		t.Errorf("cortex gateway under auth: %d %s", code, body)
+	}
 }
