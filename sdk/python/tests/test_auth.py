@@ -13,11 +13,12 @@ import subprocess
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from conftest import Dev, async_wait_until, topic
+from conftest import async_wait_until, topic
 
 import cortexos
 
@@ -33,8 +34,14 @@ def read_env_file(path: Path) -> dict[str, str]:
     return env
 
 
+@dataclass
+class AuthDev:
+    url: str
+    data: Path  # where dev writes the dev-credentials*.env files
+
+
 @pytest.fixture(scope="module")
-def auth_dev(cortex_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dev]:
+def auth_dev(cortex_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthDev]:
     """cortex dev --auth on a free port, without workers of its own."""
     d = tmp_path_factory.mktemp("devauth")
     log = d / "dev.log"
@@ -58,7 +65,7 @@ def auth_dev(cortex_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
         proc.kill()
         pytest.fail("cortex dev --auth did not start:\n" + "".join(lines) + log.read_text())
     threading.Thread(target=proc.stdout.read, daemon=True).start()
-    yield Dev(url=url, cortex=cortex_bin, proc=proc, log=d / "data")  # log: the data directory, for the credentials
+    yield AuthDev(url=url, data=d / "data")
     proc.send_signal(signal.SIGINT)
     try:
         proc.wait(15)
@@ -67,16 +74,16 @@ def auth_dev(cortex_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def auth_client(auth_dev: Dev) -> AsyncIterator[cortexos.Client]:
-    env = read_env_file(auth_dev.log / "dev-credentials.env")
+async def auth_client(auth_dev: AuthDev) -> AsyncIterator[cortexos.Client]:
+    env = read_env_file(auth_dev.data / "dev-credentials.env")
     creds = cortexos.Credentials.from_env(env)
     c = await cortexos.Client.connect(env["NATS_URL"], credentials=creds, identity=env["NATS_USER"])
     yield c
     await c.close()
 
 
-async def test_blobs_under_the_shipped_permissions(auth_dev: Dev, auth_client: cortexos.Client) -> None:
-    env = read_env_file(auth_dev.log / "dev-credentials-worker-1.env")
+async def test_blobs_under_the_shipped_permissions(auth_dev: AuthDev, auth_client: cortexos.Client) -> None:
+    env = read_env_file(auth_dev.data / "dev-credentials-worker-1.env")
     assert env["NATS_USER"] == "worker-1"
     w = cortexos.Worker(auth_dev.url, credentials=cortexos.Credentials.from_env(env), worker_id="worker-1", capacity=2)
     t = topic("auth")
