@@ -282,7 +282,7 @@ func OpenStore(ctx context.Context, b *bus.NatsBus, mode string) (scheduler.JobS
 func EnsureBlobs(ctx context.Context, b *bus.NatsBus, cfg config.Blobs, log *slog.Logger) {
 	err := blob.EnsureBucket(ctx, b.Conn(), blob.BucketConfig{Bucket: cfg.Bucket, TTL: cfg.TTL, Replicas: cfg.Replicas, MaxBytes: cfg.MaxBytes})
 	if err != nil {
-		log.Warn("[SCHEDULER] blob store bucket not created: obj:// inputs and results will fail", "err", err)
+		log.With(logging.ComponentKey, logging.ComponentScheduler).Warn("blob store bucket not created: obj:// inputs and results will fail", "err", err)
 	}
 }
 
