@@ -19,6 +19,7 @@ import (
 	"github.com/cortex-os/core/internal/embeddednats"
 	"github.com/cortex-os/core/internal/infrastructure/config"
 	"github.com/cortex-os/core/internal/logging"
+	"github.com/cortex-os/core/internal/metrics"
 	"github.com/cortex-os/core/internal/system"
 )
 
@@ -29,6 +30,7 @@ func newDevCommand() *cobra.Command {
 		syncAlways, auth, reset bool
 		codePython              bool
 		policy, placementFile   string
+		metricsAddr             string
 	)
 	work := echo.DefaultWorkTime
 	cmd := &cobra.Command{
@@ -101,6 +103,12 @@ PENDING); --reset removes it first.`,
 			waitCode := func() {}
 			defer func() { stop(); waitCode() }() // the code worker stops with ctx
 			parts := system.SchedulerOptions{Safety: config.Safety{Policy: policy}}
+			reg, stopMetrics, err := metrics.ServeFlag(metricsAddr, log) // the scheduler's and the echo workers' series
+			if err != nil {
+				return err
+			}
+			defer stopMetrics()
+			parts.Metrics = reg
 			if placementFile != "" {
 				if parts.Placement, err = system.LoadPlacement(placementFile); err != nil {
 					return err
@@ -137,6 +145,7 @@ PENDING); --reset removes it first.`,
 	f.StringVar(&policy, "policy", "", "safety policy file, reloaded when it changes (default: the shipped policy, config/policy.yaml's rules)")
 	f.StringVar(&placementFile, "placement", "", "placement config file: pools, tenants, strategies (docs/scheduling.md; default: the naive strategy)")
 	f.BoolVar(&codePython, "code-python", true, "also run a job.code.python worker (Python in a sandbox) when bubblewrap works here (docs/code-python.md)")
+	f.StringVar(&metricsAddr, "metrics-addr", "", metrics.FlagUsage)
 	f.BoolVar(&auth, "auth", false, "admit only a user per role, with generated passwords, and print the client's (docs/security.md)")
 	return cmd
 }
@@ -251,7 +260,7 @@ func runParts(ctx context.Context, url string, log *slog.Logger, workers int, wo
 	)
 	workerOpts := make([]system.EchoWorkerOptions, workers)
 	for i := range workerOpts {
-		workerOpts[i] = system.EchoWorkerOptions{NatsURL: url, WorkTime: work, Logger: log, Direct: true}
+		workerOpts[i] = system.EchoWorkerOptions{NatsURL: url, WorkTime: work, Logger: log, Direct: true, Metrics: parts.Metrics}
 	}
 	if roles != nil {
 		var err error
@@ -280,6 +289,7 @@ func runParts(ctx context.Context, url string, log *slog.Logger, workers int, wo
 		err := system.RunScheduler(schedCtx, system.SchedulerOptions{
 			NatsURL: url, Logger: log, Started: func() { close(started) },
 			Settings: settings, NatsOptions: schedOpts, Safety: parts.Safety, Placement: parts.Placement, Clients: parts.Clients,
+			Metrics: parts.Metrics,
 		})
 		if err != nil {
 			errs <- fmt.Errorf("scheduler: %w", err)

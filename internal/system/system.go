@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cortex-os/core/internal/echo"
 	"github.com/cortex-os/core/internal/infrastructure/bus"
@@ -19,6 +20,7 @@ import (
 	"github.com/cortex-os/core/internal/jobstore"
 	"github.com/cortex-os/core/internal/jobstore/kvstore"
 	"github.com/cortex-os/core/internal/logging"
+	"github.com/cortex-os/core/internal/metrics"
 	"github.com/cortex-os/core/internal/placement"
 	"github.com/cortex-os/core/internal/safety"
 	"github.com/cortex-os/core/internal/scheduler"
@@ -79,6 +81,8 @@ type SchedulerOptions struct {
 	Blobs config.Blobs
 	// Started, if set, is called once the scheduler is subscribed.
 	Started func()
+	// Metrics, if set, gets the scheduler's series (internal/metrics).
+	Metrics prometheus.Registerer
 }
 
 // RunScheduler connects to NATS and runs a scheduler until ctx ends.
@@ -120,7 +124,14 @@ func RunScheduler(ctx context.Context, opts SchedulerOptions) error {
 			return fmt.Errorf("clients: %w", err)
 		}
 	}
+	var obs *metrics.Scheduler
+	var observer scheduler.Observer
+	if opts.Metrics != nil {
+		obs = metrics.NewScheduler(opts.Metrics)
+		observer = obs
+	}
 	engine, err := scheduler.New(scheduler.Config{
+		Observer:          observer,
 		Bus:               b,
 		Safety:            checker,
 		Registry:          registry,
@@ -144,6 +155,9 @@ func RunScheduler(ctx context.Context, opts SchedulerOptions) error {
 	})
 	if err != nil {
 		return err
+	}
+	if obs != nil {
+		obs.Attach(engine, b.Stats, dead)
 	}
 	if err := engine.Start(ctx); err != nil {
 		return err
@@ -308,6 +322,8 @@ type EchoWorkerOptions struct {
 	Settings    config.Worker
 	Logger      *slog.Logger
 	NatsOptions []nats.Option
+	// Metrics, if set, gets the worker's series (worker.Config.Metrics).
+	Metrics prometheus.Registerer
 }
 
 // RunEchoWorker connects to NATS and runs an echo worker until ctx ends, on
@@ -336,6 +352,7 @@ func RunEchoWorker(ctx context.Context, opts EchoWorkerOptions) error {
 		ShutdownGrace:     opts.Settings.ShutdownGrace,
 		NamedSubjects:     opts.Settings.NamedSubjects,
 		Logger:            opts.Logger,
+		Metrics:           opts.Metrics,
 	})
 	if err != nil {
 		return err

@@ -40,6 +40,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cortex-os/core/internal/infrastructure/bus"
 	"github.com/cortex-os/core/pkg/blob"
@@ -161,6 +162,12 @@ type Config struct {
 	// uses the design document's subjects, sys.heartbeat.<Kind> and
 	// sys.job.result, where the design document's clients read results.
 	NamedSubjects bool
+
+	// Metrics, if set, is where the worker registers
+	// cortex_worker_jobs_total{topic,status} and
+	// cortex_worker_job_seconds{topic} (docs/observability.md). Workers may
+	// share one registry. Default none: nothing is counted.
+	Metrics prometheus.Registerer
 }
 
 func (c *Config) setDefaults() error {
@@ -282,6 +289,7 @@ type Stats struct {
 // Worker runs jobs for one topic.
 type Worker struct {
 	cfg       Config
+	metrics   *workerMetrics // nil without Config.Metrics (metrics.go)
 	bus       transport
 	base      context.Context // Run's, without its cancellation: the parent of the handlers' contexts
 	ready     chan struct{}   // closed when the first Run has subscribed
@@ -471,7 +479,15 @@ func New(nc *nats.Conn, cfg Config) (*Worker, error) {
 		}
 		cfg.Blobs = s
 	}
-	return newWorker(bus.FromConn(nc, bus.Config{Logger: cfg.Logger}), cfg), nil
+	w := newWorker(bus.FromConn(nc, bus.Config{Logger: cfg.Logger}), cfg)
+	if cfg.Metrics != nil {
+		m, err := newWorkerMetrics(cfg.Metrics, cfg.Topic)
+		if err != nil {
+			return nil, fmt.Errorf("worker: metrics: %w", err)
+		}
+		w.metrics = m
+	}
+	return w, nil
 }
 
 // newWorker is New on any transport; cfg has its defaults.
@@ -912,6 +928,7 @@ func (w *Worker) run(j queuedJob) {
 	} else {
 		w.completed.Add(1)
 	}
+	w.metrics.observe(res.Status, time.Since(start))
 	if err := w.bus.Publish(w.resultSubject, wire.JobResultPacket(traceID, w.cfg.ID, res)); err != nil {
 		w.publishErrors.Add(1)
 		w.log.Error("publishing result failed", "job_id", req.GetJobId(), "err", err)
