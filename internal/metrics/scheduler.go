@@ -112,8 +112,10 @@ func (s *Scheduler) JobRecorded(prev, next *pb.JobInfo) {
 		if (from == lifecycle.Dispatched || from == lifecycle.Running) && next.GetAttemptStartedMs() > 0 {
 			s.hists(next.GetPool()).run.Observe(seconds(next.GetUpdatedMs() - next.GetAttemptStartedMs()))
 		}
-	case to == lifecycle.Pending && (from == lifecycle.Dispatched || from == lifecycle.Running) && next.GetAttemptStartedMs() > 0:
-		// an attempt that ended without the job: it ran, too
+	case to == lifecycle.Pending && from == lifecycle.Running && prev.GetAttemptStartedMs() > 0:
+		// an attempt that ran and ended without the job (failed, lease
+		// lost): it ran too. One no worker took (no responders, not
+		// confirmed) did not.
 		s.hists(next.GetPool()).run.Observe(seconds(next.GetUpdatedMs() - prev.GetAttemptStartedMs()))
 	}
 }
