@@ -102,6 +102,10 @@ type Options struct {
 	MemProfile io.Writer
 	// Commit is reported as is (see Commit()).
 	Commit string
+	// Metrics runs the system with its Prometheus metrics on (the
+	// scheduler's and the workers', gathered every ScrapeInterval), to
+	// measure what they cost.
+	Metrics bool
 }
 
 func (o *Options) setDefaults() error {

@@ -204,7 +204,9 @@ func startSystem(ctx context.Context, e *env, tr *tracker) (_ *parts, err error)
 		}
 		sb.SetDurable(true)
 	}
+	obs := newBenchMetrics(e.opts.Metrics) // metrics.go; nil without --metrics
 	engine, err := scheduler.New(scheduler.Config{
+		Observer:    obs.observer(),
 		Bus:         sb,
 		Safety:      scheduler.NewSafetyStub(),
 		Registry:    reg,
@@ -219,6 +221,7 @@ func startSystem(ctx context.Context, e *env, tr *tracker) (_ *parts, err error)
 	if err := engine.Start(ctx); err != nil {
 		return nil, err
 	}
+	obs.start(p, engine, sb, dead)
 	// Workers stop first, so that their last results still reach the
 	// scheduler; the scheduler then drains (the stop functions run in order).
 	var (
@@ -264,6 +267,7 @@ func startSystem(ctx context.Context, e *env, tr *tracker) (_ *parts, err error)
 			Handler:    hooked,
 			Inline:     !e.opts.WorkerRunners,
 			Logger:     log,
+			Metrics:    obs.registerer(),
 		})
 		if err != nil {
 			return nil, err
