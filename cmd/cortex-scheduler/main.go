@@ -4,6 +4,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/signal"
@@ -16,6 +17,7 @@ import (
 	"github.com/cortex-os/core/internal/metrics"
 	"github.com/cortex-os/core/internal/system"
 	"github.com/cortex-os/core/internal/tenancy"
+	"github.com/cortex-os/core/internal/tracing"
 )
 
 func main() {
@@ -77,6 +79,11 @@ func newCommand() *cobra.Command {
 			log.Info("CortexOS scheduler starting", "component", "scheduler", "nats_url", cfg.NatsURL, "credentials", cfg.NATS,
 				"require_worker_identity", settings.RequireWorkerIdentity,
 				"require_client_identity", clients.RequireIdentity, "client_identities", len(clients.Identities))
+			stopTracing, err := tracing.Setup(ctx, "cortex-scheduler", log) // OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set
+			if err != nil {
+				return err
+			}
+			defer func() { _ = stopTracing(context.WithoutCancel(ctx)) }()
 			reg, stopMetrics, err := metrics.ServeFlag(metricsAddr, log)
 			if err != nil {
 				return err

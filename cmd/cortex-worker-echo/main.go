@@ -5,6 +5,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/signal"
@@ -18,6 +19,7 @@ import (
 	"github.com/cortex-os/core/internal/infrastructure/config"
 	"github.com/cortex-os/core/internal/metrics"
 	"github.com/cortex-os/core/internal/system"
+	"github.com/cortex-os/core/internal/tracing"
 )
 
 func main() {
@@ -79,6 +81,11 @@ func newCommand() *cobra.Command {
 			if f := cmd.Flags(); f.Changed("shutdown-grace") || settings.ShutdownGrace == 0 {
 				settings.ShutdownGrace = grace
 			}
+			stopTracing, err := tracing.Setup(ctx, "cortex-worker-echo", log) // OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set
+			if err != nil {
+				return err
+			}
+			defer func() { _ = stopTracing(context.WithoutCancel(ctx)) }()
 			reg, stopMetrics, err := metrics.ServeFlag(metricsAddr, log)
 			if err != nil {
 				return err

@@ -7,6 +7,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/signal"
@@ -20,6 +21,7 @@ import (
 	"github.com/cortex-os/core/internal/sandbox"
 	"github.com/cortex-os/core/internal/sandbox/pyworker"
 	"github.com/cortex-os/core/internal/system"
+	"github.com/cortex-os/core/internal/tracing"
 )
 
 func main() {
@@ -86,6 +88,11 @@ func newCommand() *cobra.Command {
 			log.Info("sandbox ready", "component", "worker", "kind", "code-python", "nats_url", cfg.NatsURL, "python", python, "seccomp", sb.Seccomp(),
 				"cpu", l.CPUTime, "memory_mib", l.Memory>>20, "processes", l.Processes, "tmp_mib", l.TmpSize>>20,
 				"output_kib", l.Output>>10, "credentials", cfg.NATS)
+			stopTracing, err := tracing.Setup(ctx, "cortex-worker-python", log) // OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set
+			if err != nil {
+				return err
+			}
+			defer func() { _ = stopTracing(context.WithoutCancel(ctx)) }()
 			reg, stopMetrics, err := metrics.ServeFlag(metricsAddr, log)
 			if err != nil {
 				return err

@@ -21,6 +21,7 @@ import (
 	"github.com/cortex-os/core/internal/logging"
 	"github.com/cortex-os/core/internal/metrics"
 	"github.com/cortex-os/core/internal/system"
+	"github.com/cortex-os/core/internal/tracing"
 )
 
 func newDevCommand() *cobra.Command {
@@ -100,6 +101,11 @@ PENDING); --reset removes it first.`,
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
+			stopTracing, err := tracing.Setup(ctx, "cortex-dev", log) // OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set
+			if err != nil {
+				return err
+			}
+			defer func() { _ = stopTracing(context.WithoutCancel(ctx)) }()
 			waitCode := func() {}
 			defer func() { stop(); waitCode() }() // the code worker stops with ctx
 			parts := system.SchedulerOptions{Safety: config.Safety{Policy: policy}}

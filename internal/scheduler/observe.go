@@ -92,3 +92,35 @@ func (e *Engine) Load() map[string]PoolLoad {
 	}
 	return out
 }
+
+// Observers is an Observer that tells each of os in turn; nil ones are
+// left out, and with none it is nil.
+func Observers(os ...Observer) Observer {
+	var list multiObserver
+	for _, o := range os {
+		if o != nil {
+			list = append(list, o)
+		}
+	}
+	switch len(list) {
+	case 0:
+		return nil
+	case 1:
+		return list[0]
+	}
+	return list
+}
+
+type multiObserver []Observer
+
+func (m multiObserver) JobRecorded(prev, next *pb.JobInfo) {
+	for _, o := range m {
+		o.JobRecorded(prev, next)
+	}
+}
+
+func (m multiObserver) SafetyDecided(req *pb.JobRequest, traceID string, v safety.Verdict) {
+	for _, o := range m {
+		o.SafetyDecided(req, traceID, v)
+	}
+}

@@ -21,6 +21,7 @@ import (
 	"github.com/cortex-os/core/internal/jobstore/kvstore"
 	"github.com/cortex-os/core/internal/logging"
 	"github.com/cortex-os/core/internal/metrics"
+	"github.com/cortex-os/core/internal/tracing"
 	"github.com/cortex-os/core/internal/placement"
 	"github.com/cortex-os/core/internal/safety"
 	"github.com/cortex-os/core/internal/scheduler"
@@ -129,6 +130,10 @@ func RunScheduler(ctx context.Context, opts SchedulerOptions) error {
 	if opts.Metrics != nil {
 		obs = metrics.NewScheduler(opts.Metrics)
 		observer = obs
+	}
+	if tracing.Enabled() { // OTEL_EXPORTER_OTLP_ENDPOINT set (tracing.Setup), or a test's provider
+		b.EnableTraceHeaders()
+		observer = scheduler.Observers(observer, tracing.NewScheduler(b))
 	}
 	engine, err := scheduler.New(scheduler.Config{
 		Observer:          observer,
