@@ -21,11 +21,11 @@ import (
 	"github.com/cortex-os/core/internal/jobstore/kvstore"
 	"github.com/cortex-os/core/internal/logging"
 	"github.com/cortex-os/core/internal/metrics"
-	"github.com/cortex-os/core/internal/tracing"
 	"github.com/cortex-os/core/internal/placement"
 	"github.com/cortex-os/core/internal/safety"
 	"github.com/cortex-os/core/internal/scheduler"
 	"github.com/cortex-os/core/internal/tenancy"
+	"github.com/cortex-os/core/internal/tracing"
 	"github.com/cortex-os/core/pkg/blob"
 	"github.com/cortex-os/core/pkg/worker"
 )
