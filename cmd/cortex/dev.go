@@ -64,6 +64,7 @@ PENDING); --reset removes it first.`,
 				return err
 			}
 			log := logging.NewDev(os.Stderr, level) // [SCHEDULER], [SAFETY], [WORKER echo] prefixes
+			log = slog.New(tracing.LogHandler(log.Handler()))
 			if reset {
 				if err := resetDataDir(cmd.OutOrStdout(), dataDir); err != nil {
 					return err

@@ -51,7 +51,7 @@ func LoadConfig(path, natsURL, logLevel string) (*config.Config, error) {
 
 // Logger returns a logger at the config's level writing to w.
 func Logger(cfg *config.Config, w io.Writer) *slog.Logger {
-	return logging.New(w, Level(cfg))
+	return slog.New(tracing.LogHandler(logging.New(w, Level(cfg)).Handler())) // trace_id, span_id of a context's span
 }
 
 // Level is the config's log level; LoadConfig has validated it.
