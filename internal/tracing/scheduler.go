@@ -54,6 +54,9 @@ func NewScheduler(h Headers) *Scheduler {
 	return &Scheduler{h: h, tracer: Tracer(), jobs: map[string]*jobSpans{}}
 }
 
+// maxTracedJobs bounds the active jobs whose spans a scheduler keeps.
+const maxTracedJobs = 1 << 17
+
 func ms(v int64) time.Time { return time.UnixMilli(v) }
 
 func jobAttrs(j *pb.JobInfo) []attribute.KeyValue {
@@ -91,6 +94,12 @@ func (s *Scheduler) JobRecorded(prev, next *pb.JobInfo) {
 		}
 		js = &jobSpans{parent: Parent(context.Background(), next.GetTraceId(), tp)}
 		if lifecycle.Active(next.GetState()) {
+			if len(s.jobs) >= maxTracedJobs {
+				// Jobs another replica finished are never seen ending
+				// here: start over rather than grow (their later spans
+				// still land in their traces, under a derived parent).
+				s.jobs = map[string]*jobSpans{}
+			}
 			s.jobs[id] = js
 		}
 	}
