@@ -106,6 +106,10 @@ type Options struct {
 	// scheduler's and the workers', gathered every ScrapeInterval), to
 	// measure what they cost.
 	Metrics bool
+	// Traces runs the system with its spans recorded (the scheduler's and
+	// the workers', trace headers on the bus), batched into an exporter
+	// that drops them, to measure what tracing costs.
+	Traces bool
 }
 
 func (o *Options) setDefaults() error {

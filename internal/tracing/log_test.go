@@ -27,3 +27,16 @@ func TestLogHandlerAddsTraceAndSpan(t *testing.T) {
 		t.Errorf("without a span: %s", lines[1])
 	}
 }
+
+func TestTraceparentRoundTrip(t *testing.T) {
+	tid, _ := tracing.TraceID("400f4022-9c1e-4b53-8a36-8f1c0e2d7a11")
+	sc := trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: trace.SpanID{1, 2, 3, 4, 5, 6, 7, 8}, TraceFlags: trace.FlagsSampled})
+	tp := tracing.Traceparent(sc)
+	if tp != "00-400f40229c1e4b538a368f1c0e2d7a11-0102030405060708-01" {
+		t.Fatalf("Traceparent = %s", tp)
+	}
+	back := tracing.Remote(tp)
+	if back.TraceID() != tid || back.SpanID() != sc.SpanID() || !back.IsSampled() || !back.IsRemote() {
+		t.Fatalf("Remote(%s) = %+v", tp, back)
+	}
+}

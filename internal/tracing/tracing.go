@@ -115,14 +115,21 @@ func JobTraceID(id trace.TraceID) string {
 	return uuid.UUID(id).String()
 }
 
-// Traceparent is the W3C traceparent header of sc ("" if sc is invalid).
+// Traceparent is the W3C traceparent header of sc ("" if sc is invalid):
+// 00-<trace id>-<span id>-<flags>.
 func Traceparent(sc trace.SpanContext) string {
 	if !sc.IsValid() {
 		return ""
 	}
-	c := propagation.MapCarrier{}
-	propagation.TraceContext{}.Inject(trace.ContextWithSpanContext(context.Background(), sc), c)
-	return c["traceparent"]
+	var b [55]byte
+	tid, sid := sc.TraceID(), sc.SpanID()
+	b[0], b[1], b[2] = '0', '0', '-'
+	hex.Encode(b[3:35], tid[:])
+	b[35] = '-'
+	hex.Encode(b[36:52], sid[:])
+	b[52] = '-'
+	hex.Encode(b[53:55], []byte{byte(sc.TraceFlags())})
+	return string(b[:])
 }
 
 // Remote is the span context of a traceparent header, marked remote;
