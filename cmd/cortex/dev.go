@@ -31,7 +31,7 @@ func newDevCommand() *cobra.Command {
 		syncAlways, auth, reset bool
 		codePython              bool
 		policy, placementFile   string
-		metricsAddr             string
+		apiAddr, metricsAddr    string
 	)
 	work := echo.DefaultWorkTime
 	cmd := &cobra.Command{
@@ -52,12 +52,21 @@ worker-1 and worker-2, are for worker processes started outside dev (any
 job.* topic): their credentials go to dev-credentials-worker-*.env. See
 docs/security.md.
 
+It also serves the HTTP API and the dashboard on --api-addr (default
+127.0.0.1:8080; port 0 picks a free one, "" none) and prints the URL. With
+--auth the API asks for keys: an administrator's and one per tenant client
+are printed and added (CORTEX_API_URL, CORTEX_API_KEY) to the clients'
+dev-credentials*.env. Without --auth it serves loopback only. docs/api.md.
+
 The data directory keeps jobs across runs (a job no worker took stays
 PENDING); --reset removes it first.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if config.CredentialFlagsGiven(cmd.Flags()) {
 				return errors.New("dev runs its own NATS server: the --nats-* credential flags do not apply (--auth runs it with a user per role)")
+			}
+			if err := checkDevAPIAddr(apiAddr, auth); err != nil {
+				return err
 			}
 			level, err := config.ParseLevel(logLevel)
 			if err != nil {
@@ -107,8 +116,8 @@ PENDING); --reset removes it first.`,
 				return err
 			}
 			defer func() { _ = stopTracing(context.WithoutCancel(ctx)) }()
-			waitCode := func() {}
-			defer func() { stop(); waitCode() }() // the code worker stops with ctx
+			waitCode, waitGateway := func() {}, func() {}
+			defer func() { stop(); waitCode(); waitGateway() }() // the code worker and the gateway stop with ctx
 			parts := system.SchedulerOptions{Safety: config.Safety{Policy: policy}}
 			reg, stopMetrics, err := metrics.ServeFlag(metricsAddr, log) // the scheduler's and the echo workers' series
 			if err != nil {
@@ -129,6 +138,11 @@ PENDING); --reset removes it first.`,
 					fmt.Fprintf(out, "          or:  NATS_URL=%s go run ./tools/scripts/send_echo_job.go\n", url)
 				} else if err := printDevAuth(out, roles, url, abs); err != nil {
 					return err
+				}
+				if apiAddr != "" {
+					if waitGateway, err = startDevGateway(ctx, out, apiAddr, url, abs, log, roles); err != nil {
+						return err
+					}
 				}
 				if codePython {
 					waitCode = startCodePython(ctx, out, url, log, roles)
@@ -152,6 +166,7 @@ PENDING); --reset removes it first.`,
 	f.StringVar(&policy, "policy", "", "safety policy file, reloaded when it changes (default: the shipped policy, config/policy.yaml's rules)")
 	f.StringVar(&placementFile, "placement", "", "placement config file: pools, tenants, strategies (docs/scheduling.md; default: the naive strategy)")
 	f.BoolVar(&codePython, "code-python", true, "also run a job.code.python worker (Python in a sandbox) when bubblewrap works here (docs/code-python.md)")
+	f.StringVar(&apiAddr, "api-addr", defaultAPIAddr, "address the HTTP API and dashboard listen on (port 0 picks a free one; \"\" runs no gateway; docs/api.md)")
 	f.StringVar(&metricsAddr, "metrics-addr", "", metrics.FlagUsage)
 	f.BoolVar(&auth, "auth", false, "admit only a user per role, with generated passwords, and print the client's (docs/security.md)")
 	return cmd

@@ -26,7 +26,7 @@ func TestCodePythonThroughTheCLI(t *testing.T) {
 	url := "nats://127.0.0.1:" + strconv.Itoa(port)
 	dataDir := filepath.Join(dir, "dev")
 	dev := start(t, binCortex, nil, "dev", "--auth", "--port", strconv.Itoa(port), "--http-port", "0",
-		"--data-dir", dataDir, "--workers", "0", "--log-level", "info")
+		"--data-dir", dataDir, "--workers", "0", "--log-level", "info", "--api-addr", "127.0.0.1:0")
 	waitReady(t, dev)
 	if !strings.Contains(dev.Stdout(), "code-python-1") {
 		t.Fatalf("cortex dev --auth runs no job.code.python worker:\n%s", dev.Stdout())

@@ -82,7 +82,7 @@ func TestDev(t *testing.T) {
 	requireBinaries(t)
 	t.Parallel()
 	dataDir := filepath.Join(t.TempDir(), "data")
-	dev := start(t, binCortex, nil, "dev", "--port", "-1", "--http-port", "0", "--data-dir", dataDir, "--work-time", "0")
+	dev := start(t, binCortex, nil, "dev", "--port", "-1", "--http-port", "0", "--api-addr", "127.0.0.1:0", "--data-dir", dataDir, "--work-time", "0")
 
 	line := dev.WaitForLine(t, startTimeout, "NATS listening on nats://…", devURLRE.MatchString)
 	url := devURLRE.FindStringSubmatch(line)[1]
