@@ -19,7 +19,9 @@ import (
 	"github.com/cortex-os/core/internal/embeddednats"
 	"github.com/cortex-os/core/internal/infrastructure/config"
 	"github.com/cortex-os/core/internal/logging"
+	"github.com/cortex-os/core/internal/metrics"
 	"github.com/cortex-os/core/internal/system"
+	"github.com/cortex-os/core/internal/tracing"
 )
 
 func newDevCommand() *cobra.Command {
@@ -29,7 +31,7 @@ func newDevCommand() *cobra.Command {
 		syncAlways, auth, reset bool
 		codePython              bool
 		policy, placementFile   string
-		apiAddr                 string
+		apiAddr, metricsAddr    string
 	)
 	work := echo.DefaultWorkTime
 	cmd := &cobra.Command{
@@ -71,6 +73,7 @@ PENDING); --reset removes it first.`,
 				return err
 			}
 			log := logging.NewDev(os.Stderr, level) // [SCHEDULER], [SAFETY], [WORKER echo] prefixes
+			log = slog.New(tracing.LogHandler(log.Handler()))
 			if reset {
 				if err := resetDataDir(cmd.OutOrStdout(), dataDir); err != nil {
 					return err
@@ -108,9 +111,20 @@ PENDING); --reset removes it first.`,
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
+			stopTracing, err := tracing.Setup(ctx, "cortex-dev", log) // OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set
+			if err != nil {
+				return err
+			}
+			defer func() { _ = stopTracing(context.WithoutCancel(ctx)) }()
 			waitCode, waitGateway := func() {}, func() {}
 			defer func() { stop(); waitCode(); waitGateway() }() // the code worker and the gateway stop with ctx
 			parts := system.SchedulerOptions{Safety: config.Safety{Policy: policy}}
+			reg, stopMetrics, err := metrics.ServeFlag(metricsAddr, log) // the scheduler's and the echo workers' series
+			if err != nil {
+				return err
+			}
+			defer stopMetrics()
+			parts.Metrics = reg
 			if placementFile != "" {
 				if parts.Placement, err = system.LoadPlacement(placementFile); err != nil {
 					return err
@@ -153,6 +167,7 @@ PENDING); --reset removes it first.`,
 	f.StringVar(&placementFile, "placement", "", "placement config file: pools, tenants, strategies (docs/scheduling.md; default: the naive strategy)")
 	f.BoolVar(&codePython, "code-python", true, "also run a job.code.python worker (Python in a sandbox) when bubblewrap works here (docs/code-python.md)")
 	f.StringVar(&apiAddr, "api-addr", defaultAPIAddr, "address the HTTP API and dashboard listen on (port 0 picks a free one; \"\" runs no gateway; docs/api.md)")
+	f.StringVar(&metricsAddr, "metrics-addr", "", metrics.FlagUsage)
 	f.BoolVar(&auth, "auth", false, "admit only a user per role, with generated passwords, and print the client's (docs/security.md)")
 	return cmd
 }
@@ -267,7 +282,7 @@ func runParts(ctx context.Context, url string, log *slog.Logger, workers int, wo
 	)
 	workerOpts := make([]system.EchoWorkerOptions, workers)
 	for i := range workerOpts {
-		workerOpts[i] = system.EchoWorkerOptions{NatsURL: url, WorkTime: work, Logger: log, Direct: true}
+		workerOpts[i] = system.EchoWorkerOptions{NatsURL: url, WorkTime: work, Logger: log, Direct: true, Metrics: parts.Metrics}
 	}
 	if roles != nil {
 		var err error
@@ -296,6 +311,7 @@ func runParts(ctx context.Context, url string, log *slog.Logger, workers int, wo
 		err := system.RunScheduler(schedCtx, system.SchedulerOptions{
 			NatsURL: url, Logger: log, Started: func() { close(started) },
 			Settings: settings, NatsOptions: schedOpts, Safety: parts.Safety, Placement: parts.Placement, Clients: parts.Clients,
+			Metrics: parts.Metrics,
 		})
 		if err != nil {
 			errs <- fmt.Errorf("scheduler: %w", err)
