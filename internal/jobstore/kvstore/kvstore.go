@@ -21,6 +21,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 
@@ -55,6 +56,11 @@ type Config struct {
 	Storage jetstream.StorageType
 	// Logger reports records that cannot be decoded. Default slog.Default().
 	Logger *slog.Logger
+	// SkipOwnWrites makes Watch leave out the records this Store wrote
+	// (Create, Update) while the watch ran: their writer already holds
+	// them. A scheduler, which watches for what other replicas write, sets
+	// it. Default false: Watch reports every change, as jobstore.Store says.
+	SkipOwnWrites bool
 }
 
 // Store is a jobstore.Store on a JetStream KV bucket. It is safe for
@@ -69,6 +75,12 @@ type Store struct {
 
 	subjectPrefix string // $KV.<bucket>.
 	directSubject string // the direct get API subject of the bucket's stream
+
+	nc         *nats.Conn
+	putPrefix  string // where put writes a key ("": through the library)
+	streamName string // KV_<bucket>
+	skipOwn    bool
+	own        ownWrites
 }
 
 var _ jobstore.Store = (*Store)(nil)
@@ -104,11 +116,18 @@ func New(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, error
 	if err != nil {
 		return nil, fmt.Errorf("kvstore: bucket %s: stream %s: %w", cfg.Bucket, streamName, err)
 	}
-	return &Store{
+	st := &Store{
 		kv: kv, js: js, stream: stream, bucket: cfg.Bucket, history: cfg.History, log: cfg.Logger,
 		subjectPrefix: "$KV." + cfg.Bucket + ".",
 		directSubject: apiPrefix(js.Options()) + "DIRECT.GET." + streamName,
-	}, nil
+		nc:            js.Conn(),
+		streamName:    streamName,
+		skipOwn:       cfg.SkipOwnWrites,
+	}
+	if o := js.Options(); o.Domain == "" && (o.APIPrefix == "" || o.APIPrefix == jetstream.DefaultAPIPrefix) {
+		st.putPrefix = st.subjectPrefix // else the library works out the subject
+	}
+	return st, nil
 }
 
 // apiPrefix is the prefix of JetStream API subjects js uses.
@@ -158,7 +177,18 @@ func (s *Store) Create(ctx context.Context, job *pb.JobInfo) (jobstore.Record, e
 		return jobstore.Record{}, err
 	}
 	id := job.GetJobId()
-	rev, err := s.kv.Create(ctx, id, data)
+	if s.skipOwn {
+		s.own.note(id, data)
+	}
+	rev, handled, err := s.put(ctx, id, data, 0)
+	if !handled || isRevisionMismatch(err) {
+		// The library's way: it also writes over a key an operator deleted,
+		// and says jetstream.ErrKeyExists for a key that holds a job.
+		rev, err = s.kv.Create(ctx, id, data)
+	}
+	if err != nil && s.skipOwn {
+		s.own.failed(id, data)
+	}
 	if errors.Is(err, jetstream.ErrKeyExists) {
 		existing, gerr := s.Get(ctx, id)
 		if gerr != nil {
@@ -210,7 +240,16 @@ func (s *Store) Update(ctx context.Context, prev jobstore.Record, next *pb.JobIn
 		return jobstore.Record{}, err
 	}
 	id := next.GetJobId()
-	rev, err := s.kv.Update(ctx, id, data, prev.Revision)
+	if s.skipOwn {
+		s.own.note(id, data)
+	}
+	rev, handled, err := s.put(ctx, id, data, prev.Revision)
+	if !handled {
+		rev, err = s.kv.Update(ctx, id, data, prev.Revision)
+	}
+	if err != nil && s.skipOwn {
+		s.own.failed(id, data)
+	}
 	if isRevisionMismatch(err) {
 		if _, gerr := s.kv.Get(ctx, id); errors.Is(gerr, jetstream.ErrKeyNotFound) {
 			return jobstore.Record{}, jobstore.ErrNotFound
@@ -331,6 +370,10 @@ func (s *Store) Watch(ctx context.Context, fn func(jobstore.Record)) error {
 		return fmt.Errorf("kvstore: watch: %w", err)
 	}
 	defer stopWatcher(w)
+	if s.skipOwn {
+		s.own.start()
+		defer s.own.stop()
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -344,6 +387,9 @@ func (s *Store) Watch(ctx context.Context, fn func(jobstore.Record)) error {
 			}
 			if e == nil || e.Operation() != jetstream.KeyValuePut {
 				continue // end-of-initial-values marker, or a delete/purge
+			}
+			if s.skipOwn && s.own.take(e.Key(), e.Value()) {
+				continue // this Store wrote it: its writer has it
 			}
 			job, err := s.decode(e.Key(), e.Value())
 			if err != nil {
