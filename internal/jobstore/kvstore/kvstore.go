@@ -199,7 +199,8 @@ func (s *Store) Create(ctx context.Context, job *pb.JobInfo) (jobstore.Record, e
 	if err != nil {
 		return jobstore.Record{}, fmt.Errorf("kvstore: create %q: %w", id, err)
 	}
-	return jobstore.Record{Job: proto.Clone(job).(*pb.JobInfo), Revision: rev}, nil
+	// The job is the store's from now on (jobstore.Store): no copy.
+	return jobstore.Record{Job: job, Revision: rev}, nil
 }
 
 // Get implements jobstore.Store. An id no store could hold is
@@ -259,7 +260,7 @@ func (s *Store) Update(ctx context.Context, prev jobstore.Record, next *pb.JobIn
 	if err != nil {
 		return jobstore.Record{}, fmt.Errorf("kvstore: update %q: %w", id, err)
 	}
-	return jobstore.Record{Job: proto.Clone(next).(*pb.JobInfo), Revision: rev}, nil
+	return jobstore.Record{Job: next, Revision: rev}, nil // the store's now: no copy
 }
 
 // isRevisionMismatch reports a lost compare-and-set. nats.go v1.55 wraps it
