@@ -59,7 +59,9 @@ type Config struct {
 	// SkipOwnWrites makes Watch leave out the records this Store wrote
 	// (Create, Update) while the watch ran: their writer already holds
 	// them. A scheduler, which watches for what other replicas write, sets
-	// it. Default false: Watch reports every change, as jobstore.Store says.
+	// it on a Store of its own; a Store that others in the process write
+	// through too would hide their writes from its watcher. Default false:
+	// Watch reports every change, as jobstore.Store says.
 	SkipOwnWrites bool
 }
 
