@@ -183,9 +183,20 @@ func (s *Store) Create(ctx context.Context, job *pb.JobInfo) (jobstore.Record, e
 		s.own.note(id, data)
 	}
 	rev, handled, err := s.put(ctx, id, data, 0)
-	if !handled || isRevisionMismatch(err) {
-		// The library's way: it also writes over a key an operator deleted,
-		// and says jetstream.ErrKeyExists for a key that holds a job.
+	if handled && isRevisionMismatch(err) {
+		// The key has a value: the job, read in one round trip; or a
+		// delete marker an operator left (not found), which the library's
+		// Create writes over.
+		existing, gerr := s.Get(ctx, id)
+		if gerr == nil {
+			if s.skipOwn {
+				s.own.failed(id, data)
+			}
+			return existing, jobstore.ErrExists
+		}
+		handled = false
+	}
+	if !handled {
 		rev, err = s.kv.Create(ctx, id, data)
 	}
 	if err != nil && s.skipOwn {
