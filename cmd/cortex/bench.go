@@ -101,6 +101,7 @@ See docs/BENCHMARKS.md.`,
 	f.IntVar(&o.Warmup, "warmup", bench.DefaultWarmup, "jobs run before each measurement and not counted")
 	f.BoolVar(&o.WorkerRunners, "worker-runners", false, "run the system's echo handler on worker runner goroutines (as a blocking handler runs) instead of inline on the delivery goroutine")
 	f.IntVar(&o.Rounds, "rounds", bench.DefaultRounds, "rounds the measured jobs are split into, floor and system alternating")
+	f.BoolVar(&o.SyncAlways, "sync-always", false, "the embedded server fsyncs every JetStream write (sync_interval: always), as `cortex dev --sync-always`; matters with --store jetstream")
 	f.StringVar(&o.NatsURL, "nats-url", "", "use this NATS server instead of an embedded one")
 	f.DurationVar(&o.IdleTimeout, "timeout", bench.DefaultIdleTimeout, "abort when no result arrives for this long")
 	f.BoolVar(&o.Metrics, "metrics", false, "run the system with its Prometheus metrics on (gathered every second), to measure their cost")

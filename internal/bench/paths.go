@@ -194,7 +194,7 @@ func startSystem(ctx context.Context, e *env, tr *tracker) (_ *parts, err error)
 		if err != nil {
 			return nil, err
 		}
-		if store, err = kvstore.New(ctx, js, kvstore.Config{Bucket: "CORTEX_BENCH_JOBS_" + e.runID}); err != nil {
+		if store, err = kvstore.New(ctx, js, kvstore.Config{Bucket: "CORTEX_BENCH_JOBS_" + e.runID, SkipOwnWrites: true}); err != nil {
 			return nil, err
 		}
 		if dead, err = kvstore.NewDeadLetters(ctx, js, kvstore.DLConfig{

@@ -283,7 +283,7 @@ func OpenStore(ctx context.Context, b *bus.NatsBus, mode string) (scheduler.JobS
 	if err != nil {
 		return nil, nil, "", err
 	}
-	store, err := kvstore.New(ctx, js, kvstore.Config{})
+	store, err := kvstore.New(ctx, js, kvstore.Config{SkipOwnWrites: true}) // the scheduler holds what it wrote
 	if err != nil {
 		return nil, nil, "", fmt.Errorf("job store: %w (is JetStream enabled on the server?)", err)
 	}
