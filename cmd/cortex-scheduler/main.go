@@ -4,6 +4,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/signal"
@@ -13,8 +14,10 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cortex-os/core/internal/infrastructure/config"
+	"github.com/cortex-os/core/internal/metrics"
 	"github.com/cortex-os/core/internal/system"
 	"github.com/cortex-os/core/internal/tenancy"
+	"github.com/cortex-os/core/internal/tracing"
 )
 
 func main() {
@@ -25,7 +28,7 @@ func main() {
 }
 
 func newCommand() *cobra.Command {
-	var configPath, natsURL, logLevel, id, store, policy, placementFile, unavailable string
+	var configPath, natsURL, logLevel, id, store, policy, placementFile, unavailable, metricsAddr string
 	var requireIdentity, requireClientIdentity, remote, elect bool
 	var replicas int
 	var safetyTimeout time.Duration
@@ -81,8 +84,18 @@ func newCommand() *cobra.Command {
 			log.Info("CortexOS scheduler starting", "component", "scheduler", "nats_url", cfg.NatsURL, "credentials", cfg.NATS,
 				"require_worker_identity", settings.RequireWorkerIdentity,
 				"require_client_identity", clients.RequireIdentity, "client_identities", len(clients.Identities))
+			stopTracing, err := tracing.Setup(ctx, "cortex-scheduler", log) // OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set
+			if err != nil {
+				return err
+			}
+			defer func() { _ = stopTracing(context.WithoutCancel(ctx)) }()
+			reg, stopMetrics, err := metrics.ServeFlag(metricsAddr, log)
+			if err != nil {
+				return err
+			}
+			defer stopMetrics()
 			return system.RunScheduler(ctx, system.SchedulerOptions{NatsURL: cfg.NatsURL, ID: id, Logger: log, Settings: settings,
-				NatsOptions: natsOpts, Safety: safetyCfg, Placement: placementCfg, Clients: clients, Blobs: cfg.Blobs})
+				NatsOptions: natsOpts, Safety: safetyCfg, Placement: placementCfg, Clients: clients, Blobs: cfg.Blobs, Metrics: reg})
 		},
 	}
 	f := cmd.Flags()
@@ -100,6 +113,7 @@ func newCommand() *cobra.Command {
 	f.StringVar(&placementFile, "placement", "", "placement config file: pools, tenants, strategies (the config's placement section; docs/scheduling.md)")
 	f.IntVar(&replicas, "replicas", 0, "replicas of the streams and buckets the scheduler creates (scheduler.replicas; default 3 on a cluster of three or more servers, else 1)")
 	f.BoolVar(&elect, "leader-election", false, "run as one candidate of an election: one active scheduler, the others standing by (scheduler.leader_election)")
+	f.StringVar(&metricsAddr, "metrics-addr", "", metrics.FlagUsage)
 	config.RegisterCredentialFlags(f)
 	return cmd
 }

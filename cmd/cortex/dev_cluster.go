@@ -45,6 +45,7 @@ func (c *devClusterFlags) register(f *pflag.FlagSet) {
 // devClusterArgs are the other dev flags a cluster run uses.
 type devClusterArgs struct {
 	host, dataDir, policy, placementFile string
+	apiAddr                              string // the HTTP gateway's; "" none
 	port, httpPort, workers              int
 	syncAlways, auth                     bool
 	work                                 echo.WorkTime
@@ -177,6 +178,15 @@ func (c *devClusterFlags) run(cmd *cobra.Command, a devClusterArgs) error {
 		fmt.Fprintf(out, "  bench:       ./bin/cortex bench --nats-url %s --store jetstream\n", urls)
 	}
 	fmt.Fprintf(out, "  stop a node: ./bin/cortex dev --kill-node N   (start it again: --restart-node N; --port %d finds this run)\n", a.port)
+	if a.apiAddr != "" && c.schedulers > 0 {
+		waitGateway, err := startDevGateway(ctx, out, a.apiAddr, urls, abs, a.log, nil)
+		if err != nil {
+			stopSched()
+			wg.Wait()
+			return err
+		}
+		defer func() { stop(); waitGateway() }() // the gateway stops with ctx
+	}
 	fmt.Fprintln(out, "  Ctrl-C stops everything.")
 	workCtx, stopWork := context.WithCancel(ctx)
 	defer stopWork()

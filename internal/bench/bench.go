@@ -10,6 +10,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"github.com/nats-io/nats.go"
 	"io"
@@ -82,6 +83,10 @@ type Options struct {
 	// paths meet the same changes in the machine's speed. Default
 	// DefaultRounds; at most Jobs.
 	Rounds int
+	// SyncAlways makes the embedded server fsync every JetStream write
+	// (sync_interval: always; see docs/guarantees.md). It matters only with
+	// StoreJetStream; it is an error with NatsURL (configure that server).
+	SyncAlways bool
 	// NatsURL uses an existing server; empty starts an embedded one.
 	NatsURL string
 	// Replicas of the JetStream store's bucket and streams (StoreJetStream).
@@ -105,6 +110,14 @@ type Options struct {
 	MemProfile io.Writer
 	// Commit is reported as is (see Commit()).
 	Commit string
+	// Metrics runs the system with its Prometheus metrics on (the
+	// scheduler's and the workers', gathered every ScrapeInterval), to
+	// measure what they cost.
+	Metrics bool
+	// Traces runs the system with its spans recorded (the scheduler's and
+	// the workers', trace headers on the bus), batched into an exporter
+	// that drops them, to measure what tracing costs.
+	Traces bool
 }
 
 func (o *Options) setDefaults() error {
@@ -145,6 +158,9 @@ func (o *Options) setDefaults() error {
 	case o.Payload > maxPayload:
 		return fmt.Errorf("bench: --payload %d is over %d bytes; large inputs belong behind context_ptr", o.Payload, maxPayload)
 	}
+	if o.SyncAlways && o.NatsURL != "" {
+		return errors.New("bench: --sync-always sets the embedded server; configure sync_interval: always on the server of --nats-url instead")
+	}
 	switch o.Store {
 	case StoreMemory, StoreJetStream:
 	default:
@@ -172,7 +188,7 @@ func Run(ctx context.Context, opts Options) (rep *Report, err error) {
 			return nil, fmt.Errorf("bench: %w", err)
 		}
 		defer os.RemoveAll(dir)
-		srv, err := embeddednats.Start(embeddednats.Config{Port: -1, JetStream: true, StoreDir: dir})
+		srv, err := embeddednats.Start(embeddednats.Config{Port: -1, JetStream: true, StoreDir: dir, SyncAlways: opts.SyncAlways})
 		if err != nil {
 			return nil, fmt.Errorf("bench: %w", err)
 		}
@@ -182,6 +198,9 @@ func Run(ctx context.Context, opts Options) (rep *Report, err error) {
 		}()
 		url = srv.ClientURL()
 		natsDesc = "embedded"
+		if opts.SyncAlways {
+			natsDesc = "embedded, sync_always"
+		}
 	}
 
 	env := &env{opts: opts, url: url, runID: newRunID()}

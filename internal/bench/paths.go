@@ -196,7 +196,7 @@ func startSystem(ctx context.Context, e *env, tr *tracker) (_ *parts, err error)
 		}
 		replicas := bus.DefaultReplicas(sb.Conn(), e.opts.Replicas)
 		sb.SetReplicas(replicas)
-		if store, err = kvstore.New(ctx, js, kvstore.Config{Bucket: "CORTEX_BENCH_JOBS_" + e.runID, Replicas: replicas}); err != nil {
+		if store, err = kvstore.New(ctx, js, kvstore.Config{Bucket: "CORTEX_BENCH_JOBS_" + e.runID, SkipOwnWrites: true, Replicas: replicas}); err != nil {
 			return nil, err
 		}
 		if dead, err = kvstore.NewDeadLetters(ctx, js, kvstore.DLConfig{
@@ -206,7 +206,10 @@ func startSystem(ctx context.Context, e *env, tr *tracker) (_ *parts, err error)
 		}
 		sb.SetDurable(true)
 	}
+	obs := newBenchMetrics(e.opts.Metrics) // metrics.go; nil without --metrics
+	spans := newBenchTraces(e.opts.Traces) // traces.go; nil without --traces
 	engine, err := scheduler.New(scheduler.Config{
+		Observer:    scheduler.Observers(obs.observer(), spans.observer(sb)),
 		Bus:         sb,
 		Safety:      scheduler.NewSafetyStub(),
 		Registry:    reg,
@@ -221,6 +224,8 @@ func startSystem(ctx context.Context, e *env, tr *tracker) (_ *parts, err error)
 	if err := engine.Start(ctx); err != nil {
 		return nil, err
 	}
+	obs.start(p, engine, sb, dead)
+	spans.stop(p)
 	// Workers stop first, so that their last results still reach the
 	// scheduler; the scheduler then drains (the stop functions run in order).
 	var (
@@ -260,12 +265,14 @@ func startSystem(ctx context.Context, e *env, tr *tracker) (_ *parts, err error)
 			return nil, err
 		}
 		w, err := worker.New(wb.Conn(), worker.Config{
-			Kind:       echo.Kind,
-			Topic:      e.topic,
-			QueueGroup: "workers-bench-" + e.runID,
-			Handler:    hooked,
-			Inline:     !e.opts.WorkerRunners,
-			Logger:     log,
+			Kind:           echo.Kind,
+			Topic:          e.topic,
+			QueueGroup:     "workers-bench-" + e.runID,
+			Handler:        hooked,
+			Inline:         !e.opts.WorkerRunners,
+			Logger:         log,
+			Metrics:        obs.registerer(),
+			TracerProvider: spans.provider(),
 		})
 		if err != nil {
 			return nil, err

@@ -9,6 +9,7 @@ import (
 	"github.com/cortex-os/core/internal/infrastructure/bus"
 	"github.com/cortex-os/core/internal/leader"
 	"github.com/cortex-os/core/internal/logging"
+	"github.com/cortex-os/core/internal/metrics"
 	"github.com/cortex-os/core/internal/scheduler"
 )
 
@@ -39,6 +40,10 @@ func runElected(ctx context.Context, b *bus.NatsBus, store scheduler.JobStore, d
 		return err
 	}
 	defer warm.stop()
+	var obs *metrics.Scheduler
+	if opts.Metrics != nil {
+		obs = metrics.NewScheduler(opts.Metrics) // registered once, attached to each term's engine
+	}
 	var once sync.Once
 	started := opts.Started
 	opts.Started = func() {
@@ -58,7 +63,7 @@ func runElected(ctx context.Context, b *bus.NatsBus, store scheduler.JobStore, d
 		opts.Logger.Info("active scheduler", logging.ComponentKey, logging.ComponentScheduler, "id", id, "fencing_token", term.Token)
 		fs := leader.FencedStore{Store: store, Fence: term, Token: term.Token}
 		fd := leader.FencedDeadLetters{DeadLetters: dead, Fence: term, Token: term.Token}
-		err = runEngine(ctx, b, fs, fd, mode, id, opts, term.Lost(), warm.replay)
+		err = runEngine(ctx, b, fs, fd, mode, id, opts, term.Lost(), warm.replay, obs)
 		term.Resign(context.WithoutCancel(ctx))
 		if !errors.Is(err, errLeadershipLost) {
 			return err

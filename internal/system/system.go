@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cortex-os/core/internal/echo"
 	"github.com/cortex-os/core/internal/infrastructure/bus"
@@ -19,10 +20,12 @@ import (
 	"github.com/cortex-os/core/internal/jobstore"
 	"github.com/cortex-os/core/internal/jobstore/kvstore"
 	"github.com/cortex-os/core/internal/logging"
+	"github.com/cortex-os/core/internal/metrics"
 	"github.com/cortex-os/core/internal/placement"
 	"github.com/cortex-os/core/internal/safety"
 	"github.com/cortex-os/core/internal/scheduler"
 	"github.com/cortex-os/core/internal/tenancy"
+	"github.com/cortex-os/core/internal/tracing"
 	"github.com/cortex-os/core/pkg/blob"
 	"github.com/cortex-os/core/pkg/worker"
 )
@@ -48,7 +51,7 @@ func LoadConfig(path, natsURL, logLevel string) (*config.Config, error) {
 
 // Logger returns a logger at the config's level writing to w.
 func Logger(cfg *config.Config, w io.Writer) *slog.Logger {
-	return logging.New(w, Level(cfg))
+	return slog.New(tracing.LogHandler(logging.New(w, Level(cfg)).Handler())) // trace_id, span_id of a context's span
 }
 
 // Level is the config's log level; LoadConfig has validated it.
@@ -79,6 +82,8 @@ type SchedulerOptions struct {
 	Blobs config.Blobs
 	// Started, if set, is called once the scheduler is subscribed.
 	Started func()
+	// Metrics, if set, gets the scheduler's series (internal/metrics).
+	Metrics prometheus.Registerer
 }
 
 // RunScheduler connects to NATS and runs a scheduler until ctx ends.
@@ -107,13 +112,14 @@ func RunScheduler(ctx context.Context, opts SchedulerOptions) error {
 	if opts.Settings.LeaderElection {
 		return runElected(ctx, b, store, dead, mode, id, replicas, opts)
 	}
-	return runEngine(ctx, b, store, dead, mode, id, opts, nil, nil)
+	return runEngine(ctx, b, store, dead, mode, id, opts, nil, nil, nil)
 }
 
 // runEngine runs one scheduler engine on b until ctx ends, the bus closes
 // for good, or lost (when not nil) is closed: the leader's lease lapsed.
 // onStart, when not nil, is called once the engine has started.
-func runEngine(ctx context.Context, b *bus.NatsBus, store scheduler.JobStore, dead scheduler.DeadLetters, mode, id string, opts SchedulerOptions, lost <-chan struct{}, onStart func(*scheduler.Engine)) error {
+// obs, when not nil, is the metrics of an earlier engine of this process.
+func runEngine(ctx context.Context, b *bus.NatsBus, store scheduler.JobStore, dead scheduler.DeadLetters, mode, id string, opts SchedulerOptions, lost <-chan struct{}, onStart func(*scheduler.Engine), obs *metrics.Scheduler) error {
 	var err error
 	checker, stopSafety, err := openSafety(ctx, b, id, opts)
 	if err != nil {
@@ -136,7 +142,19 @@ func runEngine(ctx context.Context, b *bus.NatsBus, store scheduler.JobStore, de
 			return fmt.Errorf("clients: %w", err)
 		}
 	}
+	var observer scheduler.Observer
+	if opts.Metrics != nil {
+		if obs == nil { // an elected scheduler makes one for all its terms: the registry takes it once
+			obs = metrics.NewScheduler(opts.Metrics)
+		}
+		observer = obs
+	}
+	if tracing.Enabled() { // OTEL_EXPORTER_OTLP_ENDPOINT set (tracing.Setup), or a test's provider
+		b.EnableTraceHeaders()
+		observer = scheduler.Observers(observer, tracing.NewScheduler(b))
+	}
 	engine, err := scheduler.New(scheduler.Config{
+		Observer:          observer,
 		Bus:               b,
 		Safety:            checker,
 		Registry:          registry,
@@ -161,6 +179,9 @@ func runEngine(ctx context.Context, b *bus.NatsBus, store scheduler.JobStore, de
 	})
 	if err != nil {
 		return err
+	}
+	if obs != nil {
+		obs.Attach(engine, b.Stats, dead)
 	}
 	if err := engine.Start(ctx); err != nil {
 		return err
@@ -296,7 +317,10 @@ func OpenStoreReplicas(ctx context.Context, b *bus.NatsBus, mode string, replica
 	b.SetReplicas(replicas)
 	var store *kvstore.Store
 	err = retryCreate(ctx, func(ctx context.Context) (err error) {
-		store, err = kvstore.New(ctx, js, kvstore.Config{Replicas: replicas})
+		// SkipOwnWrites: the scheduler holds what it wrote. An elected
+		// scheduler's engines share this Store one term after another,
+		// never two at once, and a watch's end forgets what it skipped.
+		store, err = kvstore.New(ctx, js, kvstore.Config{Replicas: replicas, SkipOwnWrites: true})
 		return err
 	})
 	if err != nil {
@@ -322,7 +346,7 @@ func EnsureBlobs(ctx context.Context, b *bus.NatsBus, cfg config.Blobs, log *slo
 		return blob.EnsureBucket(ctx, b.Conn(), blob.BucketConfig{Bucket: cfg.Bucket, TTL: cfg.TTL, Replicas: cfg.Replicas, MaxBytes: cfg.MaxBytes})
 	})
 	if err != nil {
-		log.Warn("[SCHEDULER] blob store bucket not created: obj:// inputs and results will fail", "err", err)
+		log.With(logging.ComponentKey, logging.ComponentScheduler).Warn("blob store bucket not created: obj:// inputs and results will fail", "err", err)
 	}
 }
 
@@ -348,6 +372,8 @@ type EchoWorkerOptions struct {
 	Settings    config.Worker
 	Logger      *slog.Logger
 	NatsOptions []nats.Option
+	// Metrics, if set, gets the worker's series (worker.Config.Metrics).
+	Metrics prometheus.Registerer
 }
 
 // RunEchoWorker connects to NATS and runs an echo worker until ctx ends, on
@@ -376,6 +402,7 @@ func RunEchoWorker(ctx context.Context, opts EchoWorkerOptions) error {
 		ShutdownGrace:     opts.Settings.ShutdownGrace,
 		NamedSubjects:     opts.Settings.NamedSubjects,
 		Logger:            opts.Logger,
+		Metrics:           opts.Metrics,
 	})
 	if err != nil {
 		return err

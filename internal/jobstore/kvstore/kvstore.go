@@ -21,6 +21,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 
@@ -55,6 +56,13 @@ type Config struct {
 	Storage jetstream.StorageType
 	// Logger reports records that cannot be decoded. Default slog.Default().
 	Logger *slog.Logger
+	// SkipOwnWrites makes Watch leave out the records this Store wrote
+	// (Create, Update) while the watch ran: their writer already holds
+	// them. A scheduler, which watches for what other replicas write, sets
+	// it on a Store of its own; a Store that others in the process write
+	// through too would hide their writes from its watcher. Default false:
+	// Watch reports every change, as jobstore.Store says.
+	SkipOwnWrites bool
 }
 
 // Store is a jobstore.Store on a JetStream KV bucket. It is safe for
@@ -69,6 +77,12 @@ type Store struct {
 
 	subjectPrefix string // $KV.<bucket>.
 	directSubject string // the direct get API subject of the bucket's stream
+
+	nc         *nats.Conn
+	putPrefix  string // where put writes a key ("": through the library)
+	streamName string // KV_<bucket>
+	skipOwn    bool
+	own        ownWrites
 }
 
 var _ jobstore.Store = (*Store)(nil)
@@ -104,11 +118,18 @@ func New(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, error
 	if err != nil {
 		return nil, fmt.Errorf("kvstore: bucket %s: stream %s: %w", cfg.Bucket, streamName, err)
 	}
-	return &Store{
+	st := &Store{
 		kv: kv, js: js, stream: stream, bucket: cfg.Bucket, history: cfg.History, log: cfg.Logger,
 		subjectPrefix: "$KV." + cfg.Bucket + ".",
 		directSubject: apiPrefix(js.Options()) + "DIRECT.GET." + streamName,
-	}, nil
+		nc:            js.Conn(),
+		streamName:    streamName,
+		skipOwn:       cfg.SkipOwnWrites,
+	}
+	if o := js.Options(); o.Domain == "" && (o.APIPrefix == "" || o.APIPrefix == jetstream.DefaultAPIPrefix) {
+		st.putPrefix = st.subjectPrefix // else the library works out the subject
+	}
+	return st, nil
 }
 
 // apiPrefix is the prefix of JetStream API subjects js uses.
@@ -158,7 +179,29 @@ func (s *Store) Create(ctx context.Context, job *pb.JobInfo) (jobstore.Record, e
 		return jobstore.Record{}, err
 	}
 	id := job.GetJobId()
-	rev, err := s.kv.Create(ctx, id, data)
+	if s.skipOwn {
+		s.own.note(id, data)
+	}
+	rev, handled, err := s.put(ctx, id, data, 0)
+	if handled && isRevisionMismatch(err) {
+		// The key has a value: the job, read in one round trip; or a
+		// delete marker an operator left (not found), which the library's
+		// Create writes over.
+		existing, gerr := s.Get(ctx, id)
+		if gerr == nil {
+			if s.skipOwn {
+				s.own.failed(id, data)
+			}
+			return existing, jobstore.ErrExists
+		}
+		handled = false
+	}
+	if !handled {
+		rev, err = s.kv.Create(ctx, id, data)
+	}
+	if err != nil && s.skipOwn {
+		s.own.failed(id, data)
+	}
 	if errors.Is(err, jetstream.ErrKeyExists) {
 		existing, gerr := s.Get(ctx, id)
 		if gerr != nil {
@@ -169,7 +212,8 @@ func (s *Store) Create(ctx context.Context, job *pb.JobInfo) (jobstore.Record, e
 	if err != nil {
 		return jobstore.Record{}, fmt.Errorf("kvstore: create %q: %w", id, err)
 	}
-	return jobstore.Record{Job: proto.Clone(job).(*pb.JobInfo), Revision: rev}, nil
+	// The job is the store's from now on (jobstore.Store): no copy.
+	return jobstore.Record{Job: job, Revision: rev}, nil
 }
 
 // Get implements jobstore.Store. An id no store could hold is
@@ -210,7 +254,16 @@ func (s *Store) Update(ctx context.Context, prev jobstore.Record, next *pb.JobIn
 		return jobstore.Record{}, err
 	}
 	id := next.GetJobId()
-	rev, err := s.kv.Update(ctx, id, data, prev.Revision)
+	if s.skipOwn {
+		s.own.note(id, data)
+	}
+	rev, handled, err := s.put(ctx, id, data, prev.Revision)
+	if !handled {
+		rev, err = s.kv.Update(ctx, id, data, prev.Revision)
+	}
+	if err != nil && s.skipOwn {
+		s.own.failed(id, data)
+	}
 	if isRevisionMismatch(err) {
 		if _, gerr := s.kv.Get(ctx, id); errors.Is(gerr, jetstream.ErrKeyNotFound) {
 			return jobstore.Record{}, jobstore.ErrNotFound
@@ -220,7 +273,7 @@ func (s *Store) Update(ctx context.Context, prev jobstore.Record, next *pb.JobIn
 	if err != nil {
 		return jobstore.Record{}, fmt.Errorf("kvstore: update %q: %w", id, err)
 	}
-	return jobstore.Record{Job: proto.Clone(next).(*pb.JobInfo), Revision: rev}, nil
+	return jobstore.Record{Job: next, Revision: rev}, nil // the store's now: no copy
 }
 
 // isRevisionMismatch reports a lost compare-and-set. nats.go v1.55 wraps it
@@ -331,6 +384,10 @@ func (s *Store) Watch(ctx context.Context, fn func(jobstore.Record)) error {
 		return fmt.Errorf("kvstore: watch: %w", err)
 	}
 	defer stopWatcher(w)
+	if s.skipOwn {
+		s.own.start()
+		defer s.own.stop()
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -344,6 +401,9 @@ func (s *Store) Watch(ctx context.Context, fn func(jobstore.Record)) error {
 			}
 			if e == nil || e.Operation() != jetstream.KeyValuePut {
 				continue // end-of-initial-values marker, or a delete/purge
+			}
+			if s.skipOwn && s.own.take(e.Key(), e.Value()) {
+				continue // this Store wrote it: its writer has it
 			}
 			job, err := s.decode(e.Key(), e.Value())
 			if err != nil {

@@ -1,0 +1,120 @@
+package kvstore
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/cortex-os/core/internal/jobstore"
+	"github.com/cortex-os/core/internal/lifecycle"
+	"github.com/cortex-os/core/internal/natstest"
+	pb "github.com/cortex-os/core/pkg/pb/v1"
+)
+
+func TestParsePubAck(t *testing.T) {
+	for _, c := range []struct {
+		in  string
+		seq uint64
+		ok  bool
+	}{
+		{`{"stream":"KV_A","seq":12}`, 12, true},
+		{`{"stream":"KV_A","seq":7,"duplicate":true}`, 7, true},
+		{`{"stream":"KV_A","domain":"hub","seq":9}`, 9, true},
+		{`{"stream":"KV_AB","seq":12}`, 0, false},
+		{`{"stream":"KV_B","seq":12}`, 0, false},
+		{`{"error":{"code":400,"err_code":10071,"description":"wrong last sequence: 3"},"stream":"KV_A","seq":0}`, 0, false},
+		{`{"stream":"KV_A","seq":0}`, 0, false},
+		{`{"stream":"KV_A","seq":}`, 0, false},
+		{`{"stream":"KV_A","seq":12`, 0, false},
+		{`{"stream":"KV_A"}`, 0, false},
+		{``, 0, false},
+	} {
+		seq, ok := parsePubAck([]byte(c.in), "KV_A")
+		if seq != c.seq || ok != c.ok {
+			t.Errorf("parsePubAck(%s) = %d, %v; want %d, %v", c.in, seq, ok, c.seq, c.ok)
+		}
+	}
+}
+
+// The lean writer maps a lost compare-and-set and a taken id as the
+// library's way does, and writes over a key an operator deleted.
+func TestPutCompareAndSet(t *testing.T) {
+	t.Parallel()
+	srv := natstest.RunServer(t)
+	_, js := connect(t, srv)
+	s := newStore(t, js, Config{Bucket: uniqueName("PUT")})
+	if s.putPrefix == "" {
+		t.Fatal("lean writer off on a plain server")
+	}
+	ctx := t.Context()
+	job := &pb.JobInfo{JobId: "j1", State: lifecycle.Pending, Request: &pb.JobRequest{JobId: "j1", Topic: "t"}}
+	rec, err := s.Create(ctx, job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Create(ctx, job); !errors.Is(err, jobstore.ErrExists) {
+		t.Fatalf("second create: %v, want ErrExists", err)
+	}
+	next := &pb.JobInfo{JobId: "j1", State: lifecycle.Dispatched, Attempt: 1, Request: job.Request}
+	if _, err := s.Update(ctx, jobstore.Record{Job: rec.Job, Revision: rec.Revision + 100}, next); !errors.Is(err, jobstore.ErrRevision) {
+		t.Fatalf("update at a wrong revision: %v, want ErrRevision", err)
+	}
+	up, err := s.Update(ctx, rec, next)
+	if err != nil || up.Revision <= rec.Revision {
+		t.Fatalf("update: %v, revision %d after %d", err, up.Revision, rec.Revision)
+	}
+	if _, err := s.Update(ctx, rec, next); !errors.Is(err, jobstore.ErrRevision) {
+		t.Fatalf("update from a superseded revision: %v, want ErrRevision", err)
+	}
+	if err := s.kv.Delete(ctx, "j1"); err != nil {
+		t.Fatal(err)
+	}
+	again, err := s.Create(ctx, job)
+	if err != nil || again.Revision <= up.Revision {
+		t.Fatalf("create over a deleted key: %v, revision %d", err, again.Revision)
+	}
+}
+
+// With SkipOwnWrites a watch hands back only what another Store wrote.
+func TestWatchSkipsOwnWrites(t *testing.T) {
+	t.Parallel()
+	srv := natstest.RunServer(t)
+	_, js := connect(t, srv)
+	bucket := uniqueName("SKIP")
+	own := newStore(t, js, Config{Bucket: bucket, SkipOwnWrites: true})
+	_, js2 := connect(t, srv)
+	other := newStore(t, js2, Config{Bucket: bucket})
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	got := make(chan jobstore.Record, 16)
+	done := make(chan error, 1)
+	go func() { done <- own.Watch(ctx, func(r jobstore.Record) { got <- r }) }()
+	time.Sleep(100 * time.Millisecond) // the watch runs
+	mk := func(id string) *pb.JobInfo {
+		return &pb.JobInfo{JobId: id, State: lifecycle.Pending, Request: &pb.JobRequest{JobId: id, Topic: "t"}}
+	}
+	if _, err := own.Create(ctx, mk("mine")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Create(ctx, mk("theirs")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-got:
+		if r.Job.GetJobId() != "theirs" {
+			t.Fatalf("watch handed back %s; want only theirs", r.Job.GetJobId())
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no record from the other store")
+	}
+	select {
+	case r := <-got:
+		t.Fatalf("unexpected record %s", r.Job.GetJobId())
+	case <-time.After(200 * time.Millisecond):
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
