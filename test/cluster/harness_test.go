@@ -437,9 +437,16 @@ func (r *rig) verify() {
 	js, _ := jetstream.New(nc)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	store, err := kvstore.New(ctx, js, kvstore.Config{Replicas: 3, Logger: discard})
-	if err != nil {
-		t.Fatal(err)
+	// Each try bounded: a request that reached a node as it came back
+	// from a restart may go unanswered.
+	var store *kvstore.Store
+	for store == nil {
+		tctx, tcancel := context.WithTimeout(ctx, 5*time.Second)
+		store, err = kvstore.New(tctx, js, kvstore.Config{Replicas: 3, Logger: discard})
+		tcancel()
+		if err != nil && ctx.Err() != nil {
+			t.Fatal(err)
+		}
 	}
 	var recs map[string]jobstore.Record
 	start, logged := time.Now(), time.Now()
