@@ -51,6 +51,9 @@ type ClusterConfig struct {
 	ClusterPort int
 	// Name of the cluster. Default cortex.
 	Name string
+	// Node, when set, is called with each node's 1-based index and options
+	// last: a test routes the nodes through proxies this way, say.
+	Node func(index int, o *server.Options)
 }
 
 // StartCluster starts the nodes and waits until each accepts clients.
@@ -100,13 +103,16 @@ func StartCluster(cfg ClusterConfig) (*Cluster, error) {
 			nc.ReadyTimeout = 10 * time.Second
 		}
 		user := base.Configure
-		name, cport, host := n.Name, n.ClusterPort, base.Host
+		name, cport, host, index := n.Name, n.ClusterPort, base.Host, n.Index
 		nc.Configure = func(o *server.Options) {
 			o.ServerName = name
 			o.Cluster.Name, o.Cluster.Host, o.Cluster.Port = cfg.Name, host, cport
 			o.Routes = server.RoutesFromStr(strings.Join(routes, ","))
 			if user != nil {
 				user(o)
+			}
+			if cfg.Node != nil {
+				cfg.Node(index, o)
 			}
 		}
 		n.cfg = nc

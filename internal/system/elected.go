@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/cortex-os/core/internal/infrastructure/bus"
 	"github.com/cortex-os/core/internal/leader"
@@ -15,6 +16,10 @@ import (
 
 // errLeadershipLost ends an engine whose lease lapsed.
 var errLeadershipLost = errors.New("scheduler: leader lease lost")
+
+// errEngineStart wraps why an engine did not start (its intake consumers
+// not created in time while the cluster elects stream leaders, say).
+var errEngineStart = errors.New("scheduler: engine did not start")
 
 // runElected runs the scheduler as one candidate of an election: it stands
 // by until it holds the lease in CORTEX_LEADER, then runs an engine whose
@@ -65,11 +70,23 @@ func runElected(ctx context.Context, b *bus.NatsBus, store scheduler.JobStore, d
 		fd := leader.FencedDeadLetters{DeadLetters: dead, Fence: term, Token: term.Token}
 		err = runEngine(ctx, b, fs, fd, mode, id, opts, term.Lost(), warm.replay, obs)
 		term.Resign(context.WithoutCancel(ctx))
-		if !errors.Is(err, errLeadershipLost) {
-			return err
-		}
 		if ctx.Err() != nil {
 			return nil
+		}
+		if errors.Is(err, errEngineStart) {
+			// Give the lease up and stand by again, rather than exit: the
+			// cluster may be electing stream leaders, and another
+			// candidate (or this one, a little later) will start.
+			opts.Logger.Warn("engine did not start; gave the lease up", logging.ComponentKey, logging.ComponentScheduler, "id", id, "err", err)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		if !errors.Is(err, errLeadershipLost) {
+			return err
 		}
 	}
 }

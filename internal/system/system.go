@@ -184,7 +184,7 @@ func runEngine(ctx context.Context, b *bus.NatsBus, store scheduler.JobStore, de
 		obs.Attach(engine, b.Stats, dead)
 	}
 	if err := engine.Start(ctx); err != nil {
-		return err
+		return fmt.Errorf("%w: %w", errEngineStart, err)
 	}
 	if onStart != nil {
 		onStart(engine)

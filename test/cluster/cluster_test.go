@@ -135,3 +135,41 @@ func TestRollingRestart(t *testing.T) {
 	load.Wait()
 	r.verify()
 }
+
+// The node leading the job store's stream is cut off from the other two
+// for a few seconds (it keeps running, and its clients stay connected to
+// it) and then let back: the majority elects new stream leaders and goes
+// on, a scheduler on the cut-off side loses its lease and is fenced, and
+// every accepted job completes exactly once.
+func TestPartitionOfOneNode(t *testing.T) {
+	skipShort(t)
+	t.Parallel()
+	r := newRig(t, rigConfig{partitionable: true})
+	r.startSchedulers(2)
+	r.startWorker(8)
+	r.startWorker(8)
+	ctx, stop := context.WithCancel(context.Background())
+	load := r.load(ctx, "partition", 4, 400)
+	r.waitProgress(50, 30*time.Second)
+
+	nc, err := nats.Connect(r.urls)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	lctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	lead := r.c.StreamLeader(lctx, js, "KV_CORTEX_JOBS")
+	cancel()
+	if lead == 0 {
+		t.Fatal("no leader for KV_CORTEX_JOBS")
+	}
+	t.Logf("cutting node %d, the job store's stream leader, off for 4s", lead)
+	r.part.Partition(lead)
+	time.Sleep(4 * time.Second) // the fault's length, not an assertion
+	r.part.Heal(lead)
+	r.waitProgress(100, 60*time.Second)
+	stop()
+	load.Wait()
+	r.verify()
+}

@@ -119,6 +119,7 @@ func (p *proc) stop(t testing.TB) {
 type rig struct {
 	t       testing.TB
 	c       *natstest.Cluster
+	part    *natstest.PartitionableCluster // with rigConfig.partitionable
 	urls    string
 	place   *placement.Config
 	lease   time.Duration
@@ -141,13 +142,25 @@ type rig struct {
 
 type rigConfig struct {
 	placement *placement.Config
+	// partitionable: nodes routed through proxies (r.part) so that one
+	// can be cut off.
+	partitionable bool
 	hold      bool // tenant capped's jobs wait for close(r.hold)
 }
 
 func newRig(t *testing.T, rc rigConfig) *rig {
 	t.Helper()
-	c := natstest.RunCluster(t, 3)
-	r := &rig{t: t, c: c, urls: c.URLs(), place: rc.placement, lease: 2 * time.Second, hold: make(chan struct{})}
+	var (
+		c    *natstest.Cluster
+		part *natstest.PartitionableCluster
+	)
+	if rc.partitionable {
+		part = natstest.RunPartitionableCluster(t, 3)
+		c = part.Cluster
+	} else {
+		c = natstest.RunCluster(t, 3)
+	}
+	r := &rig{part: part, t: t, c: c, urls: c.URLs(), place: rc.placement, lease: 2 * time.Second, hold: make(chan struct{})}
 	if !rc.hold {
 		close(r.hold)
 	}
