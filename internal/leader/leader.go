@@ -157,6 +157,7 @@ type Term struct {
 	rev      uint64
 	until    time.Time
 	resigned bool
+	quiet    bool // StopRenewing: the lease runs out by itself
 	lostOnce sync.Once
 	lost     chan struct{}
 	done     chan struct{}
@@ -200,7 +201,7 @@ func (t *Term) renew() {
 		case <-tick.C:
 		}
 		t.mu.Lock()
-		resigned, rev, until := t.resigned, t.rev, t.until
+		resigned, rev, until := t.resigned || t.quiet, t.rev, t.until
 		t.mu.Unlock()
 		if resigned {
 			return
@@ -233,6 +234,17 @@ func (t *Term) renew() {
 func isWrongSequence(err error) bool {
 	var apiErr *jetstream.APIError
 	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
+}
+
+// StopRenewing stops renewing the lease, so that it runs out by itself
+// unless Resign gives it up first; the term stays valid until its last
+// renewal's validity ends. A leader that is shutting down calls it at once:
+// however long its engine takes to stop, a standby takes over within the
+// lease.
+func (t *Term) StopRenewing() {
+	t.mu.Lock()
+	t.quiet = true
+	t.mu.Unlock()
 }
 
 // Resign ends the term and deletes the lease if it is still this term's,

@@ -68,7 +68,19 @@ func runElected(ctx context.Context, b *bus.NatsBus, store scheduler.JobStore, d
 		opts.Logger.Info("active scheduler", logging.ComponentKey, logging.ComponentScheduler, "id", id, "fencing_token", term.Token)
 		fs := leader.FencedStore{Store: store, Fence: term, Token: term.Token}
 		fd := leader.FencedDeadLetters{DeadLetters: dead, Fence: term, Token: term.Token}
+		termDone := make(chan struct{})
+		go func() {
+			// Shutting down: the lease runs out within a lease however
+			// long the engine takes to drain (Resign gives it up sooner
+			// once it has).
+			select {
+			case <-ctx.Done():
+				term.StopRenewing()
+			case <-termDone:
+			}
+		}()
 		err = runEngine(ctx, b, fs, fd, mode, id, opts, term.Lost(), warm.replay, obs)
+		close(termDone)
 		term.Resign(context.WithoutCancel(ctx))
 		if ctx.Err() != nil {
 			return nil

@@ -32,8 +32,8 @@ func chaosSettings(t *testing.T) (uint64, time.Duration) {
 	return seed, d
 }
 
-// Workers, schedulers and nodes crash, stop and start at random under
-// load; at the end every accepted job is in exactly one terminal state.
+// Workers, schedulers and nodes crash, stop and start, and nodes are cut
+// off and let back, at random under load; at the end every accepted job is in exactly one terminal state.
 // The seed is printed; CORTEX_CHAOS_SEED=<seed> replays the faults.
 func TestChaos(t *testing.T) {
 	skipShort(t)
@@ -42,7 +42,7 @@ func TestChaos(t *testing.T) {
 	t.Logf("chaos: CORTEX_CHAOS_SEED=%d CORTEX_CHAOS_TIME=%s", seed, length)
 	rng := rand.New(rand.NewPCG(seed, seed>>1|1))
 
-	r := newRig(t, rigConfig{})
+	r := newRig(t, rigConfig{partitionable: true})
 	r.startSchedulers(2)
 	scheds := append([]*proc(nil), r.scheds...)
 	workers := []*proc{r.startWorker(6), r.startWorker(6)}
@@ -50,23 +50,35 @@ func TestChaos(t *testing.T) {
 	load := r.load(ctx, "chaos", 4, 1<<30)
 	r.waitProgress(20, 30*time.Second)
 
-	down := 0 // the node that is down, 0 when all run: one at a time keeps a quorum
+	// One node at a time is down or cut off, which keeps a quorum.
+	down, cut := 0, 0
 	end := time.Now().Add(length)
 	faults := 0
 	for time.Now().Before(end) {
 		time.Sleep(time.Duration(200+rng.IntN(600)) * time.Millisecond)
 		faults++
 		switch a := rng.IntN(6); {
-		case a == 0 && down == 0:
-			down = 1 + rng.IntN(len(r.c.Nodes))
-			t.Logf("chaos %d: stop node %d", faults, down)
-			r.c.Node(down).Stop()
+		case a == 0 && down == 0 && cut == 0:
+			n := 1 + rng.IntN(len(r.c.Nodes))
+			if rng.IntN(2) == 0 {
+				down = n
+				t.Logf("chaos %d: stop node %d", faults, n)
+				r.c.Node(n).Stop()
+			} else {
+				cut = n
+				t.Logf("chaos %d: cut node %d off", faults, n)
+				r.part.Partition(n)
+			}
 		case a <= 1 && down != 0:
 			t.Logf("chaos %d: start node %d", faults, down)
 			if err := r.c.Node(down).Start(); err != nil {
 				t.Fatal(err)
 			}
 			down = 0
+		case a <= 1 && cut != 0:
+			t.Logf("chaos %d: heal node %d", faults, cut)
+			r.part.Heal(cut)
+			cut = 0
 		case a == 2:
 			i := rng.IntN(len(scheds))
 			t.Logf("chaos %d: crash %s, start another", faults, scheds[i].name)
@@ -93,6 +105,9 @@ func TestChaos(t *testing.T) {
 		if err := r.c.Node(down).Start(); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if cut != 0 {
+		r.part.Heal(cut)
 	}
 	stop()
 	load.Wait()

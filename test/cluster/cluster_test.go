@@ -125,11 +125,11 @@ func TestRollingRestart(t *testing.T) {
 	r.waitProgress(30, 30*time.Second)
 	for _, n := range r.c.Nodes {
 		n.Stop()
-		r.waitProgress(20, 30*time.Second)
+		r.waitProgress(10, 30*time.Second)
 		if err := n.Start(); err != nil {
 			t.Fatal(err)
 		}
-		r.waitProgress(20, 30*time.Second)
+		r.waitProgress(10, 30*time.Second)
 	}
 	stop()
 	load.Wait()
@@ -137,7 +137,7 @@ func TestRollingRestart(t *testing.T) {
 }
 
 // The node leading the job store's stream is cut off from the other two
-// for a few seconds (it keeps running, and its clients stay connected to
+// for 3 s (it keeps running, and its clients stay connected to
 // it) and then let back: the majority elects new stream leaders and goes
 // on, a scheduler on the cut-off side loses its lease and is fenced, and
 // every accepted job completes exactly once.
@@ -164,11 +164,11 @@ func TestPartitionOfOneNode(t *testing.T) {
 	if lead == 0 {
 		t.Fatal("no leader for KV_CORTEX_JOBS")
 	}
-	t.Logf("cutting node %d, the job store's stream leader, off for 4s", lead)
+	t.Logf("cutting node %d, the job store's stream leader, off for 3s", lead)
 	r.part.Partition(lead)
-	time.Sleep(4 * time.Second) // the fault's length, not an assertion
+	time.Sleep(3 * time.Second) // the fault's length, not an assertion
 	r.part.Heal(lead)
-	r.waitProgress(100, 60*time.Second)
+	r.waitProgress(60, 60*time.Second)
 	stop()
 	load.Wait()
 	r.verify()
