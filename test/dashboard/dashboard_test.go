@@ -204,7 +204,11 @@ func (b *browser) until(what, expr string) {
 		}
 		if time.Now().After(deadline) {
 			banner, _ := chromedp.Run(b.ctx, chromedp.Evaluate[string](`document.getElementById("banner").textContent`))
-			b.t.Fatalf("%s: not within %s (%s; err %v; banner %q)", what, waitFor, expr, err, banner)
+			page, _ := chromedp.Run(b.ctx, chromedp.Evaluate[string](`JSON.stringify({jobs: document.getElementById("jobs-status").textContent,
+				dlq: document.getElementById("dlq-status").textContent, live: document.getElementById("live").textContent,
+				cancel: document.getElementById("jobs-cancel").disabled, selected: [...cortexDashboard.selected],
+				rows: [...document.querySelectorAll("#jobs-body tr[data-job-id]")].map(r => r.dataset.jobId + ":" + r.dataset.state)})`))
+			b.t.Fatalf("%s: not within %s (%s; err %v; banner %q; page %s)", what, waitFor, expr, err, banner, page)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -310,7 +314,13 @@ func TestDashboard(t *testing.T) {
 	rg.post(t, "/v1/jobs", "key-admin", `{"topic":"job.echo","job_id":"gated-3"}`)
 	b.until("both run", `document.querySelector('`+row("gated-2")+`[data-state="RUNNING"]') && document.querySelector('`+row("gated-3")+`[data-state="RUNNING"]')`)
 	b.click(row("gated-2") + ` input[type=checkbox]`)
+	// The list reloads under the user's hands (a reconnect, a resync, a
+	// refresh): what they selected stays selected.
+	b.eval(`loadJobs(false).then(() => { window.__reloaded = true; }), true`)
+	b.until("the list reloaded", `window.__reloaded`)
+	b.until("the selection survives the reload", `cortexDashboard.selected.has("gated-2") && document.querySelector('`+row("gated-2")+` input[type=checkbox]:checked')`)
 	b.click(row("gated-3") + ` input[type=checkbox]`)
+	b.until("both are selected", `document.getElementById("jobs-cancel").textContent === "Cancel selected (2)"`)
 	b.click("#jobs-cancel")
 	b.until("both are cancelled", `document.querySelector('`+row("gated-2")+`[data-state="CANCELLED"]') && document.querySelector('`+row("gated-3")+`[data-state="CANCELLED"]')`)
 

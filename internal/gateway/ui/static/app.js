@@ -24,6 +24,8 @@ const app = {
   stream: null,       // the AbortController of the event stream
   overviewTimer: 0,
   refreshTimer: 0,
+  listSeq: 0,         // the jobs list's latest load
+  listening: new Set(), // per load in flight: the job ids heard of since it asked
 };
 window.cortexDashboard = app; // for the browser tests
 
@@ -235,6 +237,7 @@ function onEvent(event, data) {
   const known = app.jobs.get(job.job_id);
   if (known && newer(known, job)) return; // an event from before what the page holds
   app.jobs.set(job.job_id, job);
+  for (const heard of app.listening) heard.add(job.job_id);
   if (app.page === "jobs") upsertRow(job);
   if (app.page === "job" && app.jobId === job.job_id) renderJob(job);
   if (app.page === "overview" || app.page === "workers") scheduleRefresh(1000);
@@ -266,6 +269,8 @@ function scheduleRefresh(ms) {
 // ---- routing ----
 
 function route() {
+  clearTimeout(app.refreshTimer); // a refresh scheduled for the page left
+  app.refreshTimer = 0;
   const h = location.hash.replace(/^#\/?/, "").split("?")[0];
   const [page, ...rest] = h.split("/");
   const p = ["overview", "jobs", "job", "workers", "dlq", "policy"].includes(page) ? page : "overview";
@@ -376,13 +381,30 @@ async function loadJobs(more) {
   if (f.topic) q.set("topic", f.topic);
   if (f.tenant) q.set("tenant", f.tenant);
   if (more && app.nextToken) q.set("page_token", app.nextToken);
-  const list = await api("GET", "/v1/jobs?" + q);
-  if (!more) { app.order = []; app.selected.clear(); }
-  for (const j of list.jobs) {
+  // The list is a snapshot from when it was asked for; events keep coming
+  // meanwhile. A load that a later one superseded is dropped; a job the
+  // page heard of since asking is kept in its newer state; a reload (a
+  // reconnect, a resync, a refresh) keeps what the user selected if it is
+  // still listed and can still be cancelled.
+  const seq = ++app.listSeq;
+  const heard = new Set();
+  app.listening.add(heard);
+  let list;
+  try { list = await api("GET", "/v1/jobs?" + q); } finally { app.listening.delete(heard); }
+  if (seq !== app.listSeq) return;
+  if (!more) app.order = [];
+  for (let j of list.jobs) {
+    const known = app.jobs.get(j.job_id);
+    if (known && heard.has(j.job_id) && newer(known, j)) j = known;
     if (!matches(j, f)) continue;
     app.jobs.set(j.job_id, j);
     remember(j, "record");
     if (!app.order.includes(j.job_id)) app.order.push(j.job_id);
+  }
+  if (!more) {
+    const fresh = [...heard].filter((id) => !app.order.includes(id) && app.jobs.has(id) && matches(app.jobs.get(id), f));
+    app.order.unshift(...fresh.reverse());
+    for (const id of app.selected) if (!app.order.includes(id) || !ACTIVE.has(app.jobs.get(id).state)) app.selected.delete(id);
   }
   app.nextToken = list.next_page_token || "";
   $("jobs-more").hidden = !app.nextToken;
