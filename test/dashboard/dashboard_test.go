@@ -304,6 +304,11 @@ func TestDashboard(t *testing.T) {
 	b.show("dlq")
 	b.until("both dead letters are listed", `document.querySelector('#dlq-body tr[data-job-id="fail-2"]') && document.querySelector('#dlq-body tr[data-job-id="fail-3"]')`)
 	b.click("#dlq-all")
+	// A dead letter's event reloads the list: the selection stays.
+	b.eval(`loadDLQ().then(() => { window.__dlqReloaded = true; }), true`)
+	b.until("the dead letters reloaded", `window.__dlqReloaded`)
+	b.until("the selection survives the reload", `cortexDashboard.dlqSelected.has("fail-2") && cortexDashboard.dlqSelected.has("fail-3")
+		&& document.querySelector('#dlq-body tr[data-job-id="fail-2"] input[type=checkbox]:checked')`)
 	b.click("#dlq-retry-selected")
 	b.until("the bulk retry ran, none refused", `/^retry: [1-9][0-9]* done$/.test(document.getElementById("dlq-status").textContent)`)
 	b.show("jobs")

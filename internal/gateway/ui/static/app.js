@@ -25,6 +25,7 @@ const app = {
   overviewTimer: 0,
   refreshTimer: 0,
   listSeq: 0,         // the jobs list's latest load
+  dlqSeq: 0,          // the dead-letter list's latest load
   listening: new Set(), // per load in flight: the job ids heard of since it asked
 };
 window.cortexDashboard = app; // for the browser tests
@@ -599,17 +600,23 @@ async function loadWorkers() {
 // ---- dead letters ----
 
 async function loadDLQ() {
+  const seq = ++app.dlqSeq;
   const list = await api("GET", "/v1/dlq?limit=500");
-  app.dlqSelected.clear();
+  if (seq !== app.dlqSeq) return; // a later load supersedes this one
+  // A reload (a dead letter's event refreshes the page) keeps what the
+  // user selected, if it is still listed.
+  const listed = new Set(list.jobs.map((j) => j.job_id));
+  for (const id of app.dlqSelected) if (!listed.has(id)) app.dlqSelected.delete(id);
   fill($("dlq-body"), list.jobs.map((j) => {
     const box = el("input", { type: "checkbox", "aria-label": "select " + j.job_id, onchange: (e) => { e.target.checked ? app.dlqSelected.add(j.job_id) : app.dlqSelected.delete(j.job_id); updateBulkButtons(); } });
+    box.checked = app.dlqSelected.has(j.job_id);
     const retry = el("button", { class: "retry", "data-needs": "admin", onclick: () => retryOne(j.job_id), text: "Retry" });
     return el("tr", { "data-job-id": j.job_id },
       el("td", {}, box), el("td", { class: "mono" }, el("a", { href: "#/job/" + encodeURIComponent(j.job_id), text: j.job_id })),
       el("td", { text: j.topic }), el("td", { text: j.tenant || "" }), el("td", { text: j.failed_attempts }),
       el("td", { class: "wrap", text: j.error }), el("td", { text: fmtTime(j.updated) }), el("td", {}, retry));
   }), "the dead-letter queue is empty", 8);
-  $("dlq-all").checked = false;
+  $("dlq-all").checked = list.jobs.length > 0 && app.dlqSelected.size === list.jobs.length;
   applyRole($("page-dlq"));
 }
 
@@ -710,6 +717,7 @@ function init() {
   });
   $("dlq-retry-selected").addEventListener("click", async () => {
     await bulk([...app.dlqSelected], "retry", $("dlq-status"), (id) => api("POST", "/v1/dlq/" + encodeURIComponent(id) + "/retry"));
+    app.dlqSelected.clear();
     loadDLQ().catch((x) => banner(x.message));
   });
   $("jd-cancel").addEventListener("click", async () => {
