@@ -58,6 +58,9 @@ It also serves the HTTP API and the dashboard on --api-addr (default
 --auth the API asks for keys: an administrator's and one per tenant client
 are printed and added (CORTEX_API_URL, CORTEX_API_KEY) to the clients'
 dev-credentials*.env. Without --auth it serves loopback only. docs/api.md.
+Its /metrics serves the scheduler's, the workers' and the gateway's
+Prometheus series (with --auth, to the administrator's key);
+--metrics-addr serves them on an address of their own too.
 
 The data directory keeps jobs across runs (a job no worker took stays
 PENDING); --reset removes it first.`,

@@ -51,6 +51,12 @@ Its NATS user acts for every tenant (the administrator's permissions,
 docs/security.md); the keys hold each caller to its tenant. NATS is found as
 by every command (--config, NATS_URL, --nats-url, the --nats-* credentials).
 
+--metrics-addr serves the gateway's own Prometheus metrics (requests by
+route and status, their latency, runtime, process) on an address of its
+own; the API's /metrics is not served. A request's W3C traceparent puts
+the job it submits in the caller's trace; spans are exported with OTLP
+when OTEL_EXPORTER_OTLP_ENDPOINT is set (docs/observability.md).
+
 SIGINT or SIGTERM stops it: event streams end, the requests in hand finish.`,
 		Example: `  cortex gateway --api-addr 127.0.0.1:8080
   cortex gateway --api-addr :8443 --api-keys keys.yaml --tls-cert cert.pem --tls-key key.pem`,

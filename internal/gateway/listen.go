@@ -46,7 +46,8 @@ type ListenConfig struct {
 	// Metrics, if set, is served at GET /metrics (internal/metrics's
 	// handler): with API keys, to an administrator's key with no tenant;
 	// without, to anyone who reaches the address (loopback, unless
-	// InsecureNoAuth). Unset, GET /metrics is 404.
+	// InsecureNoAuth). Unset, GET /metrics is 404. The handler is the
+	// Server's: a Listen given a registry sets it for all its listeners.
 	Metrics prometheus.Gatherer
 }
 
