@@ -13,6 +13,7 @@ import (
 	"syscall"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
 	"github.com/cortex-os/core/internal/echo"
@@ -57,6 +58,9 @@ It also serves the HTTP API and the dashboard on --api-addr (default
 --auth the API asks for keys: an administrator's and one per tenant client
 are printed and added (CORTEX_API_URL, CORTEX_API_KEY) to the clients'
 dev-credentials*.env. Without --auth it serves loopback only. docs/api.md.
+Its /metrics serves the scheduler's, the workers' and the gateway's
+Prometheus series (with --auth, to the administrator's key);
+--metrics-addr serves them on an address of their own too.
 
 The data directory keeps jobs across runs (a job no worker took stays
 PENDING); --reset removes it first.`,
@@ -119,12 +123,19 @@ PENDING); --reset removes it first.`,
 			waitCode, waitGateway := func() {}, func() {}
 			defer func() { stop(); waitCode(); waitGateway() }() // the code worker and the gateway stop with ctx
 			parts := system.SchedulerOptions{Safety: config.Safety{Policy: policy}}
-			reg, stopMetrics, err := metrics.ServeFlag(metricsAddr, log) // the scheduler's and the echo workers' series
-			if err != nil {
-				return err
+			// One registry for the scheduler's, the workers' and the
+			// gateway's series, served on the gateway's /metrics and on
+			// --metrics-addr.
+			var reg *prometheus.Registry
+			if apiAddr != "" || metricsAddr != "" {
+				reg = metrics.NewRegistry()
+				parts.Metrics = reg
 			}
-			defer stopMetrics()
-			parts.Metrics = reg
+			msrv, err := metrics.ListenIf(metricsAddr, reg, log)
+			if err != nil {
+				return fmt.Errorf("metrics: %w", err)
+			}
+			defer func() { _ = metrics.CloseIf(msrv) }()
 			if placementFile != "" {
 				if parts.Placement, err = system.LoadPlacement(placementFile); err != nil {
 					return err
@@ -140,12 +151,12 @@ PENDING); --reset removes it first.`,
 					return err
 				}
 				if apiAddr != "" {
-					if waitGateway, err = startDevGateway(ctx, out, apiAddr, url, abs, log, roles); err != nil {
+					if waitGateway, err = startDevGateway(ctx, out, apiAddr, url, abs, log, roles, reg); err != nil {
 						return err
 					}
 				}
 				if codePython {
-					waitCode = startCodePython(ctx, out, url, log, roles)
+					waitCode = startCodePython(ctx, out, url, log, roles, parts.Metrics)
 				}
 				fmt.Fprintln(out, "  Ctrl-C stops everything.")
 				return nil
