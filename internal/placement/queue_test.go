@@ -53,7 +53,7 @@ func TestPriorityOrderOnSingleSlotWorker(t *testing.T) {
 			break
 		}
 		order = append(order, started[0])
-		if reason := r.qs.Reason("b2"); started[0].ID != "b2" && reason != "pool job.echo full: 1 of 1 slots busy" {
+		if reason := r.qs.Reason("b2"); started[0].ID != "b2" && reason != "worker w full: 1 of 1 slots busy" {
 			t.Errorf("b2 waits because %q", reason)
 		}
 		r.clock.Advance(time.Millisecond)
