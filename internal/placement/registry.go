@@ -162,20 +162,20 @@ type Registry struct {
 	now   func() time.Time
 	opts  RegistryOptions
 
-	workers   map[string]*Worker
-	jobs      map[string]*Worker // assigned job -> worker
-	ext       map[string]*Worker // held job not placed here -> worker (Unplaced)
+	workers map[string]*Worker
+	jobs    map[string]*Worker // assigned job -> worker
+	ext     map[string]*Worker // held job not placed here -> worker (Unplaced)
 	// released remembers the jobs released lately, in two generations of
 	// at least ReconcileGrace each, so that a heartbeat sent before a
 	// job's release and received after it does not count the job again.
 	released    [2]map[string]struct{}
 	releasedGen int64 // when released[0] was started, unix nanoseconds
-	topicSets map[string]*candSet
-	poolSets  []*candSet // per configured pool
-	legacy    int        // workers that report no topics (v1.0)
-	feats     features
-	epoch     uint64
-	version   uint64
+	topicSets   map[string]*candSet
+	poolSets    []*candSet // per configured pool
+	legacy      int        // workers that report no topics (v1.0)
+	feats       features
+	epoch       uint64
+	version     uint64
 }
 
 // NewRegistry returns an empty registry.
