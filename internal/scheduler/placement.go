@@ -1,6 +1,7 @@
 package scheduler
 
 import (
+	"context"
 	"errors"
 	"time"
 
@@ -102,6 +103,28 @@ func (e *Engine) drain() {
 	}
 }
 
+// drainLoop drains whenever a slot was freed (kickDrain), so that a job
+// waiting for it goes at once, not at the next tick or heartbeat. Kicks
+// that come while a drain runs are taken together by the next.
+func (e *Engine) drainLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-e.kick:
+			e.drain()
+		}
+	}
+}
+
+// kickDrain asks the drainer loop to drain; it never blocks.
+func (e *Engine) kickDrain() {
+	select {
+	case e.kick <- struct{}{}:
+	default:
+	}
+}
+
 // dispatchPlaced dispatches a job placement chose a worker for.
 func (e *Engine) dispatchPlaced(j *placement.Job, d placement.Decision) {
 	rec, ok := e.claim(j.ID)
@@ -139,10 +162,12 @@ func (e *Engine) placementObserve(prev, next *pb.JobInfo) {
 	case lifecycle.Terminal(st):
 		e.preg.Release("", id)
 		e.queues.Remove(id)
+		e.kickDrain() // its worker's slot and its tenant's are free
 	case st == lifecycle.Pending:
 		if prev.GetState() == lifecycle.Dispatched || prev.GetState() == lifecycle.Running {
 			// The attempt ended without a result: its worker's slot is free.
 			e.preg.Release("", id)
+			e.kickDrain()
 		}
 		if !e.placed(e.poolOf(next.GetRequest())) || next.GetAwaitingSafety() {
 			return
