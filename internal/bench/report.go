@@ -120,6 +120,8 @@ func (r *Report) JSON() map[string]any {
 		"rounds":        r.Opts.Rounds,
 		"worker_mode":   workerMode(r.Opts),
 		"store":         r.Opts.Store,
+		"placement":     r.Opts.Strategy,
+		"policy":        policyDesc(r.Opts),
 		"nats":          r.Nats,
 
 		"jobs_per_sec":       round1(s.JobsPerSec),
@@ -179,10 +181,11 @@ func (r *Report) JSON() map[string]any {
 
 // workerMode says how the system's echo workers run their handler.
 func workerMode(o Options) string {
+	mode := "inline"
 	if o.WorkerRunners {
-		return "runners"
+		mode = "runners"
 	}
-	return "inline"
+	return fmt.Sprintf("%s, capacity %d, direct", mode, workerCapacity(o))
 }
 
 // WriteJSON writes the report as one JSON object and a newline.
@@ -205,6 +208,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 	}
 	fmt.Fprintf(w, "cortex bench: %d jobs (+%d warm-up) in %d alternating round(s), %s, %d echo worker(s) (%s), payload %d B in %s, store %s, NATS %s\n",
 		o.Jobs, o.Warmup, o.Rounds, load, o.Workers, workerMode(o), o.Payload, PayloadField, o.Store, r.Nats)
+	fmt.Fprintf(w, "system: placement %s, policy: %s\n", o.Strategy, policyDesc(o))
 	commit := r.Commit
 	if commit == "" {
 		commit = "unknown"
