@@ -53,9 +53,9 @@ type Engine struct {
 	pools      *placement.Pools
 	preg       *placement.Registry
 	queues     *placement.Queues
-	placeMu    sync.Mutex // drain's decisions
+	placeMu    sync.Mutex    // drain's decisions
 	kick       chan struct{} // a slot freed: drain (the drainer loop)
-	regVersion uint64     // the registry version drain last woke the queues at
+	regVersion uint64        // the registry version drain last woke the queues at
 
 	stats counters // stats.go
 	// ownInbox is this replica's inbox prefix with its trailing dot ("" when

@@ -299,9 +299,9 @@ type Worker struct {
 	nrunners int // owned by the subscription's callback
 
 	heldMu     sync.Mutex
-	held       heldList // the jobs running now; one job may be held twice (two attempts)
+	held       heldList      // the jobs running now; one job may be held twice (two attempts)
 	idle       chan struct{} // the last held job was released: heartbeat now (heartbeatLoop)
-	handedBack bool     // the shutdown grace is over: jobs held from now on are handed back at once
+	handedBack bool          // the shutdown grace is over: jobs held from now on are handed back at once
 
 	running                                    atomic.Bool
 	draining                                   atomic.Bool
