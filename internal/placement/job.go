@@ -29,6 +29,7 @@ type Job struct {
 	state  jobState
 	q      *Queue
 	tq     *tenantQueue
+	ten    *tenantState // its tenant: set when queued or started
 	level  int8   // effective priority level now: 0 BATCH .. 2 CRITICAL
 	entry  int64  // when it entered that level, unix nanoseconds
 	enq    int64  // Enqueued, unix nanoseconds

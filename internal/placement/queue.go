@@ -197,7 +197,7 @@ func (qs *Queues) admit(job *Job) {
 		qs.seq++
 		job.seq = qs.seq
 	}
-	job.q, job.tq, job.reason = q, tq, ""
+	job.q, job.tq, job.ten, job.reason = q, tq, t, ""
 	qs.jobs[job.ID] = job
 	tq.n++
 	q.pending++
@@ -350,9 +350,48 @@ func (qs *Queues) Start(job *Job) {
 	q.vclock = max(q.vclock, tq.vtime)
 	tq.vtime += 1 / float64(t.cfg.Weight)
 	q.fixTenant(tq)
+	q.block = ""
+	qs.started(job, t)
+	qs.tidy(q, tq)
+}
+
+// StartNow starts a new job without queueing it, when nothing can be ahead
+// of it: its pool has no job pending and its tenant is under its
+// concurrency limit. It reports whether it did; if not, Push it. A started
+// job counts as running for its tenant, as after Start. The caller then
+// places it, and Removes it if that fails.
+func (qs *Queues) StartNow(job *Job) bool {
+	qs.mu.Lock()
+	defer qs.mu.Unlock()
+	if qs.jobs[job.ID] != nil {
+		return false
+	}
+	qs.prepare(job)
+	if q := qs.queues[job.Pool.Name]; q != nil && q.pending > 0 {
+		return false
+	}
+	t := qs.tenant[job.Tenant]
+	if t == nil {
+		t = &tenantState{name: job.Tenant, cfg: qs.pools.Tenant(job.Tenant)}
+		qs.tenant[job.Tenant] = t
+	} else if t.limited {
+		return false
+	}
+	if m := t.cfg.MaxConcurrent; m > 0 && t.running >= m {
+		qs.tidyTenant(t)
+		return false
+	}
+	job.q, job.tq, job.ten, job.reason = nil, nil, t, ""
+	qs.jobs[job.ID] = job
+	qs.started(job, t)
+	return true
+}
+
+// started counts job as running for its tenant t, and stops offering the
+// tenant's jobs once it reaches its limit.
+func (qs *Queues) started(job *Job, t *tenantState) {
 	job.state = jobStarted
 	t.running++
-	q.block = ""
 	if m := t.cfg.MaxConcurrent; m > 0 && t.running >= m && !t.limited {
 		t.limited = true
 		for _, tq := range t.queues {
@@ -363,7 +402,6 @@ func (qs *Queues) Start(job *Job) {
 			}
 		}
 	}
-	qs.tidy(q, tq)
 }
 
 // take removes a queued or parked job from its queue's structures and counts.
@@ -410,12 +448,12 @@ func (qs *Queues) Finish(jobID string) {
 	if job := qs.jobs[jobID]; job != nil && job.state == jobStarted {
 		qs.finish(job)
 		delete(qs.jobs, jobID)
-		qs.tidyTenant(job.tq.t)
+		qs.tidyTenant(job.ten)
 	}
 }
 
 func (qs *Queues) finish(job *Job) {
-	t := job.tq.t
+	t := job.ten
 	t.running--
 	job.state = jobNew
 	if t.limited && t.running < t.cfg.MaxConcurrent {
@@ -448,7 +486,7 @@ func (qs *Queues) Remove(jobID string) bool {
 	switch job.state {
 	case jobStarted:
 		qs.finish(job)
-		qs.tidyTenant(job.tq.t)
+		qs.tidyTenant(job.ten)
 	case jobQueued, jobParked:
 		job.q.take(job)
 		job.state = jobNew

@@ -201,6 +201,28 @@ func (e *Engine) readmitDue(rec jobstore.Record) {
 	e.queues.Readmit(e.newPlacementJob(rec.Job))
 }
 
+// placeNow places a job being admitted at once, without queueing it, when
+// nothing can be ahead of it (its pool has nothing pending, its tenant is
+// under its limit) and a worker has room. The job then counts against the
+// worker and its tenant; if it is not recorded, unplace it.
+func (e *Engine) placeNow(job *pb.JobInfo) (placement.Decision, bool) {
+	if _, known := e.queues.Job(job.GetJobId()); known {
+		return placement.Decision{}, false
+	}
+	pj := e.newPlacementJob(job)
+	e.placeMu.Lock()
+	defer e.placeMu.Unlock()
+	if !e.queues.StartNow(pj) {
+		return placement.Decision{}, false
+	}
+	d, err := e.preg.Place(pj, nil)
+	if err != nil {
+		e.queues.Remove(pj.ID)
+		return placement.Decision{}, false
+	}
+	return d, true
+}
+
 // pushNew queues a job being admitted to a placed pool, or refuses it when
 // the pool's or the tenant's queue is at its bound. A job already known
 // (submitted again) is left as it is.
