@@ -432,9 +432,7 @@ func (qs *Queues) tidy(q *Queue, tq *tenantQueue) {
 			}
 		}
 	}
-	if t.pending == 0 && t.running == 0 && qs.tenant[t.name] == t {
-		delete(qs.tenant, t.name)
-	}
+	qs.tidyTenant(t)
 	if q.pending == 0 && q.pool.Implicit() && qs.queues[q.pool.Name] == q {
 		delete(qs.queues, q.pool.Name)
 	}
@@ -467,7 +465,7 @@ func (qs *Queues) finish(job *Job) {
 }
 
 func (qs *Queues) tidyTenant(t *tenantState) {
-	if t.pending == 0 && t.running == 0 && qs.tenant[t.name] == t {
+	if t.pending == 0 && t.running == 0 && qs.tenant[t.name] == t && t.name != DefaultTenantName {
 		delete(qs.tenant, t.name)
 	}
 }

@@ -117,8 +117,13 @@ func (e *Engine) drainLoop(ctx context.Context) {
 	}
 }
 
-// kickDrain asks the drainer loop to drain; it never blocks.
+// kickDrain asks the drainer loop to drain; it never blocks. With nothing
+// pending there is nothing to drain: a job queued later is drained by its
+// admission (or readmission's tick), which sees the slot freed before.
 func (e *Engine) kickDrain() {
+	if e.queues.Len() == 0 {
+		return
+	}
 	select {
 	case e.kick <- struct{}{}:
 	default:
