@@ -211,13 +211,10 @@ func (e *Engine) readmitDue(rec jobstore.Record) {
 // under its limit) and a worker has room. The job then counts against the
 // worker and its tenant; if it is not recorded, unplace it.
 func (e *Engine) placeNow(job *pb.JobInfo) (placement.Decision, bool) {
-	if _, known := e.queues.Job(job.GetJobId()); known {
-		return placement.Decision{}, false
-	}
 	pj := e.newPlacementJob(job)
 	e.placeMu.Lock()
 	defer e.placeMu.Unlock()
-	if !e.queues.StartNow(pj) {
+	if !e.queues.StartNow(pj) { // known already, or something ahead of it
 		return placement.Decision{}, false
 	}
 	d, err := e.preg.Place(pj, nil)
