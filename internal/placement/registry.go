@@ -123,6 +123,10 @@ func (w *Worker) Subject(job *Job) string {
 type assignment struct {
 	at   int64  // when placed, unix nanoseconds
 	seen uint64 // the reconcile epoch it was last seen held in
+	// released: no longer counted (Release), kept until a heartbeat of the
+	// worker does not list it, so that one sent before the release and
+	// received after it does not count it again (Unplaced).
+	released bool
 }
 
 type membership struct {
@@ -297,12 +301,16 @@ func (r *Registry) reconcile(w *Worker, held []*pb.HeldJob, now int64) {
 	}
 	cutoff := now - int64(r.opts.ReconcileGrace)
 	for id, a := range w.jobs {
-		if a.seen != r.epoch && a.at < cutoff {
+		switch {
+		case a.seen == r.epoch:
+		case a.released:
+			delete(w.jobs, id) // its worker no longer lists it
+		case a.at < cutoff:
 			delete(w.jobs, id)
 			delete(r.jobs, id)
+			w.Assigned--
 		}
 	}
-	w.Assigned = len(w.jobs)
 }
 
 // unplaced recounts the jobs w holds that were not placed here (Unplaced)
@@ -324,7 +332,7 @@ func (r *Registry) unplaced(w *Worker, hb *pb.Heartbeat, now int64) {
 	for _, h := range held {
 		id := h.GetJobId()
 		if _, mine := w.jobs[id]; mine || id == "" {
-			continue
+			continue // placed here: counted in Assigned, or released here
 		}
 		if _, gone := r.released[0][id]; gone {
 			continue
@@ -387,11 +395,11 @@ func (r *Registry) assign(w *Worker, jobID string, now int64) {
 		if prev == w {
 			return
 		}
-		r.unassign(prev, jobID)
+		r.unassign(prev, jobID, now)
 	}
-	w.jobs[jobID] = assignment{at: now}
+	w.jobs[jobID] = assignment{at: now} // over a released one, if any
 	r.jobs[jobID] = w
-	w.Assigned = len(w.jobs)
+	w.Assigned++
 	r.refresh(w)
 }
 
@@ -412,8 +420,7 @@ func (r *Registry) Release(workerID, jobID string) {
 	if workerID != "" && w.ID != workerID {
 		return
 	}
-	r.unassign(w, jobID)
-	r.remember(jobID, r.now().UnixNano())
+	r.unassign(w, jobID, r.now().UnixNano())
 }
 
 // dropExt stops counting a held job not placed here against w.
@@ -432,11 +439,20 @@ func (r *Registry) dropExt(w *Worker, jobID string) {
 	}
 }
 
-func (r *Registry) unassign(w *Worker, jobID string) {
+// unassign stops counting jobID against w. The worker's entry stays,
+// released, until its heartbeats stop listing the job. A worker that is not
+// direct may not be the one the queue group gave the job to: the registry
+// then remembers the release for every worker's heartbeats (remember).
+func (r *Registry) unassign(w *Worker, jobID string, now int64) {
 	before := w.Free()
-	delete(w.jobs, jobID)
+	a := w.jobs[jobID]
+	a.released = true
+	w.jobs[jobID] = a
 	delete(r.jobs, jobID)
-	w.Assigned = len(w.jobs)
+	w.Assigned--
+	if !w.Direct {
+		r.remember(jobID, now)
+	}
 	r.refresh(w)
 	if w.Free() > before {
 		r.version++
@@ -483,7 +499,9 @@ func (r *Registry) Forget(workerID string) {
 func (r *Registry) remove(w *Worker) {
 	r.leave(w)
 	for id := range w.jobs {
-		delete(r.jobs, id)
+		if r.jobs[id] == w {
+			delete(r.jobs, id)
+		}
 	}
 	for _, id := range w.ext {
 		if r.ext[id] == w {

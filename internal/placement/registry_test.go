@@ -579,3 +579,33 @@ func TestReleasedSlotIsFreeAtOnce(t *testing.T) {
 		t.Fatalf("count-only worker: free %d, want 0", w.Free())
 	}
 }
+
+// The same for a direct worker, whose released jobs are remembered by the
+// worker's own entry until its heartbeats stop listing them.
+func TestReleasedSlotIsFreeAtOnceDirect(t *testing.T) {
+	t.Parallel()
+	direct := func(h *pb.Heartbeat) { h.Direct = true }
+	r := newRig(t, placement.Config{})
+	r.beat(hb("w1", 1, topics("job.echo"), direct))
+	if _, err := r.reg.Place(r.job("j1", "job.echo"), nil); err != nil {
+		t.Fatal(err)
+	}
+	r.beat(hb("w1", 1, topics("job.echo"), direct, held("j1")))
+	r.reg.Release("", "j1")
+	r.beat(hb("w1", 1, topics("job.echo"), direct, held("j1"))) // sent before the result
+	if w, _ := r.reg.Worker("w1"); w.Free() != 1 || w.Assigned != 0 || w.Unplaced != 0 {
+		t.Fatalf("a late heartbeat: free %d assigned %d unplaced %d, want 1, 0, 0", w.Free(), w.Assigned, w.Unplaced)
+	}
+	r.beat(hb("w1", 1, topics("job.echo"), direct)) // it no longer holds it
+	// Placed again (a retry), released again: counted once, then not.
+	if _, err := r.reg.Place(r.job("j1", "job.echo"), nil); err != nil {
+		t.Fatal(err)
+	}
+	if w, _ := r.reg.Worker("w1"); w.Assigned != 1 || w.Free() != 0 {
+		t.Fatalf("placed again: assigned %d free %d", w.Assigned, w.Free())
+	}
+	r.reg.Release("w1", "j1")
+	if w, _ := r.reg.Worker("w1"); w.Assigned != 0 || w.Free() != 1 {
+		t.Fatalf("released again: assigned %d free %d", w.Assigned, w.Free())
+	}
+}
