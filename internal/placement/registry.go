@@ -382,7 +382,9 @@ func (r *Registry) Assign(workerID, jobID string) bool {
 }
 
 func (r *Registry) assign(w *Worker, jobID string, now int64) {
-	if ew := r.ext[jobID]; ew != nil { // counted from a heartbeat before: now placed here
+	if len(r.ext) == 0 {
+		// the common case: every held job was placed here
+	} else if ew := r.ext[jobID]; ew != nil { // counted from a heartbeat before: now placed here
 		delete(r.ext, jobID)
 		if i := slices.Index(ew.ext, jobID); i >= 0 {
 			ew.ext[i] = ew.ext[len(ew.ext)-1]
@@ -412,6 +414,9 @@ func (r *Registry) Release(workerID, jobID string) {
 	defer r.mu.Unlock()
 	w := r.jobs[jobID]
 	if w == nil {
+		if len(r.ext) == 0 {
+			return
+		}
 		if w = r.ext[jobID]; w != nil && (workerID == "" || w.ID == workerID) {
 			r.dropExt(w, jobID)
 		}
@@ -420,7 +425,11 @@ func (r *Registry) Release(workerID, jobID string) {
 	if workerID != "" && w.ID != workerID {
 		return
 	}
-	r.unassign(w, jobID, r.now().UnixNano())
+	var now int64
+	if !w.Direct {
+		now = r.now().UnixNano() // for remember
+	}
+	r.unassign(w, jobID, now)
 }
 
 // dropExt stops counting a held job not placed here against w.
