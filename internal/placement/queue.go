@@ -3,6 +3,7 @@ package placement
 import (
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -37,15 +38,16 @@ const levels = 3
 // total MaxPendingTotal. Readmit (a job coming back: refused by its worker,
 // a retry, a restart) is not bounded: it was admitted once.
 type Queues struct {
-	mu     sync.Mutex
-	pools  *Pools
-	now    func() time.Time
-	step   int64
-	queues map[string]*Queue
-	tenant map[string]*tenantState
-	jobs   map[string]*Job // queued, parked and started
-	queued int             // queued and parked, every pool
-	seq    uint64
+	mu      sync.Mutex
+	pools   *Pools
+	now     func() time.Time
+	step    int64
+	queues  map[string]*Queue
+	tenant  map[string]*tenantState
+	jobs    map[string]*Job // queued, parked and started
+	queued  int             // queued and parked, every pool
+	queuedN atomic.Int64    // queued, for Len
+	seq     uint64
 }
 
 // Queue is one pool's pending jobs. Its methods take the Queues' lock.
@@ -203,6 +205,7 @@ func (qs *Queues) admit(job *Job) {
 	q.pending++
 	t.pending++
 	qs.queued++
+	qs.queuedN.Store(int64(qs.queued))
 	q.insert(job, qs.now().UnixNano())
 }
 
@@ -415,6 +418,7 @@ func (q *Queue) take(job *Job) {
 	job.tq.t.pending--
 	q.pending--
 	q.qs.queued--
+	q.qs.queuedN.Store(int64(q.qs.queued))
 }
 
 // tidy forgets a tenant queue, a tenant and an implicit pool's queue once
@@ -570,9 +574,7 @@ func (qs *Queues) WakeAll() {
 
 // Len is the number of pending jobs over every pool, parked ones included.
 func (qs *Queues) Len() int {
-	qs.mu.Lock()
-	defer qs.mu.Unlock()
-	return qs.queued
+	return int(qs.queuedN.Load()) // without the lock: asked after every job
 }
 
 // Running is the number of a tenant's jobs started and not finished.

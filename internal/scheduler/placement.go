@@ -190,6 +190,9 @@ func (e *Engine) placementObserve(prev, next *pb.JobInfo) {
 			e.queues.Readmit(e.newPlacementJob(next))
 		}
 	default: // DISPATCHED or RUNNING
+		if prev.GetState() == lifecycle.Dispatched && prev.GetAttempt() == next.GetAttempt() {
+			return // confirmed: whoever placed the attempt still does
+		}
 		if _, mine := e.preg.AssignedTo(id); !mine {
 			// Another replica placed it.
 			e.queues.Remove(id)
