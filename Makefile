@@ -88,9 +88,17 @@ proto-python-check: python-venv
 	PYTHON=$(VENV)/bin/python $(PY_SDK)/scripts/gen_proto.sh --check
 
 ## test-python: the SDK's tests, against a real cortex dev built from here.
+## PYTEST_ARGS selects some (make test-python PYTEST_ARGS="-k cancel"). pytest
+## exits 5 when it ran no test: with PYTEST_ARGS that is a selection that
+## matched nothing, said and not an error; without, the suite is missing, an error.
+PYTEST_ARGS ?=
 test-python: proto-python-check
 	cd $(PY_SDK) && $(abspath $(VENV))/bin/python -m mypy src
-	cd $(PY_SDK) && $(abspath $(VENV))/bin/python -m pytest -q
+	@cd $(PY_SDK) && { $(abspath $(VENV))/bin/python -m pytest -q $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then \
+		if [ -n "$(strip $(PYTEST_ARGS))" ]; then echo "test-python: no test matches PYTEST_ARGS=$(PYTEST_ARGS)"; exit 0; fi; \
+		echo "test-python: pytest collected no tests in $(PY_SDK)/tests"; exit 1; \
+	fi; exit $$rc; }
 
 ## test-short: unit tests only, no end-to-end processes.
 test-short:

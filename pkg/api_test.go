@@ -274,3 +274,34 @@ func (Fine) Context() context.Context { return nil }
 		}
 	}
 }
+
+// The sender script and the echo worker's handler are written as code in
+// another module would be: they import no internal package (their command,
+// cmd/cortex-worker-echo, reads the binaries' config file and may).
+func TestSDKUsersImportNoInternalPackage(t *testing.T) {
+	t.Parallel()
+	files := []string{"../tools/scripts/send_echo_job.go"}
+	for _, dir := range []string{"../internal/echo"} {
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range entries {
+			if strings.HasSuffix(e.Name(), ".go") && !strings.HasSuffix(e.Name(), "_test.go") {
+				files = append(files, dir+"/"+e.Name())
+			}
+		}
+	}
+	fset := token.NewFileSet()
+	for _, file := range files {
+		f, err := parser.ParseFile(fset, file, nil, parser.ImportsOnly)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, imp := range f.Imports {
+			if path := strings.Trim(imp.Path.Value, `"`); isInternal(path) {
+				t.Errorf("%s imports %s", strings.TrimPrefix(file, "../"), path)
+			}
+		}
+	}
+}

@@ -4,6 +4,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/signal"
@@ -13,8 +14,10 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cortex-os/core/internal/infrastructure/config"
+	"github.com/cortex-os/core/internal/metrics"
 	"github.com/cortex-os/core/internal/system"
 	"github.com/cortex-os/core/internal/tenancy"
+	"github.com/cortex-os/core/internal/tracing"
 )
 
 func main() {
@@ -25,7 +28,7 @@ func main() {
 }
 
 func newCommand() *cobra.Command {
-	var configPath, natsURL, logLevel, id, store, policy, placementFile, unavailable string
+	var configPath, natsURL, logLevel, id, store, policy, placementFile, unavailable, metricsAddr string
 	var requireIdentity, requireClientIdentity, remote bool
 	var safetyTimeout time.Duration
 	cmd := &cobra.Command{
@@ -76,8 +79,18 @@ func newCommand() *cobra.Command {
 			log.Info("CortexOS scheduler starting", "component", "scheduler", "nats_url", cfg.NatsURL, "credentials", cfg.NATS,
 				"require_worker_identity", settings.RequireWorkerIdentity,
 				"require_client_identity", clients.RequireIdentity, "client_identities", len(clients.Identities))
+			stopTracing, err := tracing.Setup(ctx, "cortex-scheduler", log) // OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set
+			if err != nil {
+				return err
+			}
+			defer func() { _ = stopTracing(context.WithoutCancel(ctx)) }()
+			reg, stopMetrics, err := metrics.ServeFlag(metricsAddr, log)
+			if err != nil {
+				return err
+			}
+			defer stopMetrics()
 			return system.RunScheduler(ctx, system.SchedulerOptions{NatsURL: cfg.NatsURL, ID: id, Logger: log, Settings: settings,
-				NatsOptions: natsOpts, Safety: safetyCfg, Placement: placementCfg, Clients: clients, Blobs: cfg.Blobs})
+				NatsOptions: natsOpts, Safety: safetyCfg, Placement: placementCfg, Clients: clients, Blobs: cfg.Blobs, Metrics: reg})
 		},
 	}
 	f := cmd.Flags()
@@ -93,6 +106,7 @@ func newCommand() *cobra.Command {
 	f.DurationVar(&safetyTimeout, "safety-timeout", 0, "how long a remote safety check may take (safety.timeout; default 500ms)")
 	f.StringVar(&unavailable, "safety-unavailable", "", "what a job becomes when the remote kernel does not answer: pending (default) or deny (safety.unavailable)")
 	f.StringVar(&placementFile, "placement", "", "placement config file: pools, tenants, strategies (the config's placement section; docs/scheduling.md)")
+	f.StringVar(&metricsAddr, "metrics-addr", "", metrics.FlagUsage)
 	config.RegisterCredentialFlags(f)
 	return cmd
 }

@@ -5,6 +5,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/signal"
@@ -16,7 +17,9 @@ import (
 
 	"github.com/cortex-os/core/internal/echo"
 	"github.com/cortex-os/core/internal/infrastructure/config"
+	"github.com/cortex-os/core/internal/metrics"
 	"github.com/cortex-os/core/internal/system"
+	"github.com/cortex-os/core/internal/tracing"
 )
 
 func main() {
@@ -28,13 +31,13 @@ func main() {
 
 func newCommand() *cobra.Command {
 	var (
-		configPath, natsURL, logLevel, id string
-		concurrency, capacity             int
-		heartbeat, lease, grace           time.Duration
-		capabilities                      echo.Capabilities
-		labels                            echo.Labels
-		pool                              string
-		direct, inline                    bool
+		configPath, natsURL, logLevel, id, metricsAddr string
+		concurrency, capacity                          int
+		heartbeat, lease, grace                        time.Duration
+		capabilities                                   echo.Capabilities
+		labels                                         echo.Labels
+		pool                                           string
+		direct, inline                                 bool
 	)
 	work := echo.DefaultWorkTime
 	cmd := &cobra.Command{
@@ -78,10 +81,20 @@ func newCommand() *cobra.Command {
 			if f := cmd.Flags(); f.Changed("shutdown-grace") || settings.ShutdownGrace == 0 {
 				settings.ShutdownGrace = grace
 			}
+			stopTracing, err := tracing.Setup(ctx, "cortex-worker-echo", log) // OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set
+			if err != nil {
+				return err
+			}
+			defer func() { _ = stopTracing(context.WithoutCancel(ctx)) }()
+			reg, stopMetrics, err := metrics.ServeFlag(metricsAddr, log)
+			if err != nil {
+				return err
+			}
+			defer stopMetrics()
 			return system.RunEchoWorker(ctx, system.EchoWorkerOptions{
 				NatsURL: cfg.NatsURL, ID: id, WorkTime: work, Capacity: concurrency,
 				Capabilities: capabilities, Labels: labels, Pool: pool, Direct: direct, Inline: inline,
-				Settings: settings, Logger: log, NatsOptions: natsOpts,
+				Settings: settings, Logger: log, NatsOptions: natsOpts, Metrics: reg,
 			})
 		},
 	}
@@ -100,6 +113,7 @@ func newCommand() *cobra.Command {
 	f.BoolVar(&direct, "direct", true, "also take jobs on this worker's own subject, sys.worker.<id>.job, so that placement reaches the worker it chose (--direct=false: only the topic's queue group)")
 	f.DurationVar(&heartbeat, "heartbeat-interval", 5*time.Second, "time between heartbeats while idle")
 	f.DurationVar(&lease, "lease-interval", 500*time.Millisecond, "time between heartbeats while holding jobs (they renew the jobs' leases)")
+	f.StringVar(&metricsAddr, "metrics-addr", "", metrics.FlagUsage)
 	f.DurationVar(&grace, "shutdown-grace", 10*time.Second, "how long in-flight jobs may finish after SIGINT/SIGTERM; the rest are handed back")
 
 	// NATS credentials (docs/security.md). With any, the worker names itself

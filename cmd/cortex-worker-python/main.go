@@ -7,6 +7,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/signal"
@@ -16,9 +17,11 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cortex-os/core/internal/infrastructure/config"
+	"github.com/cortex-os/core/internal/metrics"
 	"github.com/cortex-os/core/internal/sandbox"
 	"github.com/cortex-os/core/internal/sandbox/pyworker"
 	"github.com/cortex-os/core/internal/system"
+	"github.com/cortex-os/core/internal/tracing"
 )
 
 func main() {
@@ -30,15 +33,15 @@ func main() {
 
 func newCommand() *cobra.Command {
 	var (
-		configPath, natsURL, logLevel, id string
-		python, bwrap                     string
-		capacity, processes, openFiles    int
-		uid, gid                          int
-		memoryMiB, fileMiB, tmpMiB        int64
-		outputKiB                         int
-		cpu, wall                         time.Duration
-		heartbeat, lease, grace           time.Duration
-		direct, noSeccomp, unsafe         bool
+		configPath, natsURL, logLevel, id, metricsAddr string
+		python, bwrap                                  string
+		capacity, processes, openFiles                 int
+		uid, gid                                       int
+		memoryMiB, fileMiB, tmpMiB                     int64
+		outputKiB                                      int
+		cpu, wall                                      time.Duration
+		heartbeat, lease, grace                        time.Duration
+		direct, noSeccomp, unsafe                      bool
 	)
 	cmd := &cobra.Command{
 		Use:           "cortex-worker-python",
@@ -85,11 +88,21 @@ func newCommand() *cobra.Command {
 			log.Info("sandbox ready", "component", "worker", "kind", "code-python", "nats_url", cfg.NatsURL, "python", python, "seccomp", sb.Seccomp(),
 				"cpu", l.CPUTime, "memory_mib", l.Memory>>20, "processes", l.Processes, "tmp_mib", l.TmpSize>>20,
 				"output_kib", l.Output>>10, "credentials", cfg.NATS)
+			stopTracing, err := tracing.Setup(ctx, "cortex-worker-python", log) // OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set
+			if err != nil {
+				return err
+			}
+			defer func() { _ = stopTracing(context.WithoutCancel(ctx)) }()
+			reg, stopMetrics, err := metrics.ServeFlag(metricsAddr, log)
+			if err != nil {
+				return err
+			}
+			defer stopMetrics()
 			return pyworker.Run(ctx, pyworker.Options{
 				NatsURL: cfg.NatsURL, NatsOptions: natsOpts, ID: id, Capacity: capacity, Direct: direct,
 				NamedSubjects:     !cfg.NATS.IsZero() || cfg.Worker.NamedSubjects,
 				HeartbeatInterval: heartbeat, LeaseInterval: lease, ShutdownGrace: grace,
-				Sandbox: sb, Logger: log,
+				Sandbox: sb, Logger: log, Metrics: reg,
 			})
 		},
 	}
@@ -117,6 +130,7 @@ func newCommand() *cobra.Command {
 	f.DurationVar(&heartbeat, "heartbeat-interval", 5*time.Second, "time between heartbeats while idle")
 	f.DurationVar(&lease, "lease-interval", 500*time.Millisecond, "time between heartbeats while holding jobs")
 	f.DurationVar(&grace, "shutdown-grace", 10*time.Second, "how long running programs may finish after SIGINT/SIGTERM; the rest are handed back")
+	f.StringVar(&metricsAddr, "metrics-addr", "", metrics.FlagUsage)
 	config.RegisterCredentialFlags(f)
 	return cmd
 }

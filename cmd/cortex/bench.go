@@ -109,6 +109,8 @@ See docs/BENCHMARKS.md.`,
 	f.IntVar(&o.Rounds, "rounds", bench.DefaultRounds, "rounds the measured jobs are split into, floor and system alternating")
 	f.StringVar(&o.NatsURL, "nats-url", "", "use this NATS server instead of an embedded one")
 	f.DurationVar(&o.IdleTimeout, "timeout", bench.DefaultIdleTimeout, "abort when no result arrives for this long")
+	f.BoolVar(&o.Metrics, "metrics", false, "run the system with its Prometheus metrics on (gathered every second), to measure their cost")
+	f.BoolVar(&o.Traces, "traces", false, "run the system with its OpenTelemetry spans recorded (batched, then dropped: no collector), to measure their cost")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object on stdout instead of the table")
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write a pprof CPU profile of the system's measured run to this file")
 	f.StringVar(&memProfile, "memprofile", "", "write a pprof allocation profile, taken after the system's measured run, to this file")

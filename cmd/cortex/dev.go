@@ -19,7 +19,9 @@ import (
 	"github.com/cortex-os/core/internal/embeddednats"
 	"github.com/cortex-os/core/internal/infrastructure/config"
 	"github.com/cortex-os/core/internal/logging"
+	"github.com/cortex-os/core/internal/metrics"
 	"github.com/cortex-os/core/internal/system"
+	"github.com/cortex-os/core/internal/tracing"
 )
 
 func newDevCommand() *cobra.Command {
@@ -29,6 +31,7 @@ func newDevCommand() *cobra.Command {
 		syncAlways, auth, reset bool
 		codePython              bool
 		policy, placementFile   string
+		apiAddr, metricsAddr    string
 	)
 	work := echo.DefaultWorkTime
 	cmd := &cobra.Command{
@@ -49,6 +52,12 @@ worker-1 and worker-2, are for worker processes started outside dev (any
 job.* topic): their credentials go to dev-credentials-worker-*.env. See
 docs/security.md.
 
+It also serves the HTTP API and the dashboard on --api-addr (default
+127.0.0.1:8080; port 0 picks a free one, "" none) and prints the URL. With
+--auth the API asks for keys: an administrator's and one per tenant client
+are printed and added (CORTEX_API_URL, CORTEX_API_KEY) to the clients'
+dev-credentials*.env. Without --auth it serves loopback only. docs/api.md.
+
 The data directory keeps jobs across runs (a job no worker took stays
 PENDING); --reset removes it first.`,
 		Args: cobra.NoArgs,
@@ -56,11 +65,15 @@ PENDING); --reset removes it first.`,
 			if config.CredentialFlagsGiven(cmd.Flags()) {
 				return errors.New("dev runs its own NATS server: the --nats-* credential flags do not apply (--auth runs it with a user per role)")
 			}
+			if err := checkDevAPIAddr(apiAddr, auth); err != nil {
+				return err
+			}
 			level, err := config.ParseLevel(logLevel)
 			if err != nil {
 				return err
 			}
 			log := logging.NewDev(os.Stderr, level) // [SCHEDULER], [SAFETY], [WORKER echo] prefixes
+			log = slog.New(tracing.LogHandler(log.Handler()))
 			if reset {
 				if err := resetDataDir(cmd.OutOrStdout(), dataDir); err != nil {
 					return err
@@ -98,9 +111,20 @@ PENDING); --reset removes it first.`,
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			waitCode := func() {}
-			defer func() { stop(); waitCode() }() // the code worker stops with ctx
+			stopTracing, err := tracing.Setup(ctx, "cortex-dev", log) // OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set
+			if err != nil {
+				return err
+			}
+			defer func() { _ = stopTracing(context.WithoutCancel(ctx)) }()
+			waitCode, waitGateway := func() {}, func() {}
+			defer func() { stop(); waitCode(); waitGateway() }() // the code worker and the gateway stop with ctx
 			parts := system.SchedulerOptions{Safety: config.Safety{Policy: policy}}
+			reg, stopMetrics, err := metrics.ServeFlag(metricsAddr, log) // the scheduler's and the echo workers' series
+			if err != nil {
+				return err
+			}
+			defer stopMetrics()
+			parts.Metrics = reg
 			if placementFile != "" {
 				if parts.Placement, err = system.LoadPlacement(placementFile); err != nil {
 					return err
@@ -114,6 +138,11 @@ PENDING); --reset removes it first.`,
 					fmt.Fprintf(out, "          or:  NATS_URL=%s go run ./tools/scripts/send_echo_job.go\n", url)
 				} else if err := printDevAuth(out, roles, url, abs); err != nil {
 					return err
+				}
+				if apiAddr != "" {
+					if waitGateway, err = startDevGateway(ctx, out, apiAddr, url, abs, log, roles); err != nil {
+						return err
+					}
 				}
 				if codePython {
 					waitCode = startCodePython(ctx, out, url, log, roles)
@@ -137,6 +166,8 @@ PENDING); --reset removes it first.`,
 	f.StringVar(&policy, "policy", "", "safety policy file, reloaded when it changes (default: the shipped policy, config/policy.yaml's rules)")
 	f.StringVar(&placementFile, "placement", "", "placement config file: pools, tenants, strategies (docs/scheduling.md; default: least-loaded placement on the workers' heartbeats)")
 	f.BoolVar(&codePython, "code-python", true, "also run a job.code.python worker (Python in a sandbox) when bubblewrap works here (docs/code-python.md)")
+	f.StringVar(&apiAddr, "api-addr", defaultAPIAddr, "address the HTTP API and dashboard listen on (port 0 picks a free one; \"\" runs no gateway; docs/api.md)")
+	f.StringVar(&metricsAddr, "metrics-addr", "", metrics.FlagUsage)
 	f.BoolVar(&auth, "auth", false, "admit only a user per role, with generated passwords, and print the client's (docs/security.md)")
 	return cmd
 }
@@ -251,7 +282,7 @@ func runParts(ctx context.Context, url string, log *slog.Logger, workers int, wo
 	)
 	workerOpts := make([]system.EchoWorkerOptions, workers)
 	for i := range workerOpts {
-		workerOpts[i] = system.EchoWorkerOptions{NatsURL: url, WorkTime: work, Logger: log, Direct: true}
+		workerOpts[i] = system.EchoWorkerOptions{NatsURL: url, WorkTime: work, Logger: log, Direct: true, Metrics: parts.Metrics}
 	}
 	if roles != nil {
 		var err error
@@ -280,6 +311,7 @@ func runParts(ctx context.Context, url string, log *slog.Logger, workers int, wo
 		err := system.RunScheduler(schedCtx, system.SchedulerOptions{
 			NatsURL: url, Logger: log, Started: func() { close(started) },
 			Settings: settings, NatsOptions: schedOpts, Safety: parts.Safety, Placement: parts.Placement, Clients: parts.Clients,
+			Metrics: parts.Metrics,
 		})
 		if err != nil {
 			errs <- fmt.Errorf("scheduler: %w", err)

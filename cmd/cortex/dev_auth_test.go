@@ -40,7 +40,7 @@ func TestDevAuth(t *testing.T) {
 	var out syncBuffer
 	root.SetOut(&out)
 	root.SetErr(&out)
-	root.SetArgs([]string{"dev", "--auth", "--port", "-1", "--http-port", "0", "--data-dir", dataDir,
+	root.SetArgs([]string{"dev", "--auth", "--port", "-1", "--http-port", "0", "--api-addr", "127.0.0.1:0", "--data-dir", dataDir,
 		"--workers", "2", "--work-time", "0", "--log-level", "error"})
 	done := make(chan error, 1)
 	go func() { done <- root.ExecuteContext(ctx) }()

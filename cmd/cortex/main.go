@@ -36,5 +36,6 @@ func newRootCommand() *cobra.Command {
 	root.AddCommand(newPolicyCommand())
 	root.AddCommand(newSafetyCommand())
 	root.AddCommand(newWorkersCommand())
+	root.AddCommand(newGatewayCommand())
 	return root
 }

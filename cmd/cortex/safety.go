@@ -9,14 +9,15 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cortex-os/core/internal/infrastructure/config"
+	"github.com/cortex-os/core/internal/metrics"
 	"github.com/cortex-os/core/internal/safety"
 	"github.com/cortex-os/core/internal/system"
 )
 
 func newSafetyCommand() *cobra.Command {
 	var (
-		configPath, natsURL, logLevel string
-		opts                          safety.ServiceOptions
+		configPath, natsURL, logLevel, metricsAddr string
+		opts                                       safety.ServiceOptions
 	)
 	cmd := &cobra.Command{
 		Use:   "safety",
@@ -51,6 +52,14 @@ records still buffered are published first.`,
 			opts.Logger = system.Logger(cfg, os.Stderr)
 			ctx, stop := signalContext(cmd)
 			defer stop()
+			reg, stopMetrics, err := metrics.ServeFlag(metricsAddr, opts.Logger)
+			if err != nil {
+				return err
+			}
+			defer stopMetrics()
+			if reg != nil {
+				opts.Decided = metrics.NewSafetyDecisions(reg).Record
+			}
 			if err := safety.RunService(ctx, opts); err != nil {
 				return fmt.Errorf("safety service: %w", err)
 			}
@@ -67,6 +76,7 @@ records still buffered are published first.`,
 	f.BoolVar(&opts.NoAudit, "no-audit", false, "publish no audit records")
 	f.DurationVar(&opts.WatchInterval, "watch-interval", safety.DefaultWatchInterval, "how often the policy file is read for changes")
 	f.DurationVar(&opts.SettleTime, "settle-time", safety.DefaultSettleTime, "how long a changed policy file must stay the same before it is loaded")
+	f.StringVar(&metricsAddr, "metrics-addr", "", metrics.FlagUsage)
 	config.RegisterCredentialFlags(f)
 	return cmd
 }

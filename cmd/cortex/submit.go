@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/cortex-os/core/internal/tracing"
 	"strings"
 	"time"
 
@@ -91,6 +92,11 @@ wait for the scheduler's answer.`,
 			}
 			defer s.close()
 			ctx, stop := signalContext(cmd)
+			stopTracing, err := tracing.Setup(ctx, "cortex-submit", nil) // the submit span, with OTEL_EXPORTER_OTLP_ENDPOINT
+			if err != nil {
+				return err
+			}
+			defer func() { _ = stopTracing(context.WithoutCancel(ctx)) }()
 			defer stop()
 
 			out := cmd.OutOrStdout()

@@ -115,6 +115,14 @@ type Options struct {
 	MemProfile io.Writer
 	// Commit is reported as is (see Commit()).
 	Commit string
+	// Metrics runs the system with its Prometheus metrics on (the
+	// scheduler's and the workers', gathered every ScrapeInterval), to
+	// measure what they cost.
+	Metrics bool
+	// Traces runs the system with its spans recorded (the scheduler's and
+	// the workers', trace headers on the bus), batched into an exporter
+	// that drops them, to measure what tracing costs.
+	Traces bool
 }
 
 func (o *Options) setDefaults() error {

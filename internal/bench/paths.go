@@ -214,7 +214,10 @@ func startSystem(ctx context.Context, e *env, tr *tracker) (_ *parts, err error)
 		}
 		sb.SetDurable(true)
 	}
+	obs := newBenchMetrics(e.opts.Metrics) // metrics.go; nil without --metrics
+	spans := newBenchTraces(e.opts.Traces) // traces.go; nil without --traces
 	engine, err := scheduler.New(scheduler.Config{
+		Observer:    scheduler.Observers(obs.observer(), spans.observer(sb)),
 		Bus:         sb,
 		Safety:      checker,
 		Registry:    reg,
@@ -231,6 +234,8 @@ func startSystem(ctx context.Context, e *env, tr *tracker) (_ *parts, err error)
 	if err := engine.Start(ctx); err != nil {
 		return nil, err
 	}
+	obs.start(p, engine, sb, dead)
+	spans.stop(p)
 	// Workers stop first, so that their last results still reach the
 	// scheduler; the scheduler then drains (the stop functions run in order).
 	var (
@@ -270,14 +275,16 @@ func startSystem(ctx context.Context, e *env, tr *tracker) (_ *parts, err error)
 			return nil, err
 		}
 		w, err := worker.New(wb.Conn(), worker.Config{
-			Kind:       echo.Kind,
-			Topic:      e.topic,
-			QueueGroup: "workers-bench-" + e.runID,
-			Handler:    hooked,
-			Inline:     !e.opts.WorkerRunners,
-			Capacity:   workerCapacity(e.opts),
-			Direct:     true,
-			Logger:     log,
+			Kind:           echo.Kind,
+			Topic:          e.topic,
+			QueueGroup:     "workers-bench-" + e.runID,
+			Handler:        hooked,
+			Inline:         !e.opts.WorkerRunners,
+			Capacity:       workerCapacity(e.opts),
+			Direct:         true,
+			Logger:         log,
+			Metrics:        obs.registerer(),
+			TracerProvider: spans.provider(),
 		})
 		if err != nil {
 			return nil, err

@@ -17,18 +17,28 @@ func OpenAPI() map[string]any {
 			params = append(params, map[string]any{"name": name, "in": "path", "required": true, "schema": map[string]any{"type": "string"}})
 		}
 		for _, q := range rt.Query {
-			typ := "string"
-			if q == "limit" {
-				typ = "integer"
+			schema := map[string]any{"type": "string"}
+			switch q {
+			case "limit", "max_attempts", "timeout_ms", "ttl_ms", "window_minutes":
+				schema = integer()
+			case "env", "required_capabilities", "required_labels":
+				schema = strList()
 			}
-			params = append(params, map[string]any{"name": q, "in": "query", "required": false, "schema": map[string]any{"type": typ}})
+			p := map[string]any{"name": q, "in": "query", "required": false, "schema": schema}
+			if rt.RawBody {
+				p["description"] = "with an application/octet-stream body only"
+			}
+			params = append(params, p)
 		}
 		if len(params) > 0 {
 			op["parameters"] = params
 		}
 		if rt.Body != "" {
-			op["requestBody"] = map[string]any{"required": rt.Body == "SubmitJob", "content": map[string]any{
-				"application/json": map[string]any{"schema": ref(rt.Body)}}}
+			content := map[string]any{"application/json": map[string]any{"schema": ref(rt.Body)}}
+			if rt.RawBody {
+				content["application/octet-stream"] = map[string]any{"schema": map[string]any{"type": "string", "format": "binary"}}
+			}
+			op["requestBody"] = map[string]any{"required": rt.Body == "SubmitJob", "content": content}
 		}
 		ok := map[string]any{"description": http.StatusText(rt.Status)}
 		switch {
@@ -38,12 +48,17 @@ func OpenAPI() map[string]any {
 				ok["description"] = rt.StreamDoc
 			}
 			ok["content"] = map[string]any{"text/event-stream": map[string]any{"schema": map[string]any{"type": "string"}}}
+		case rt.RawResponse:
+			ok["content"] = map[string]any{"application/octet-stream": map[string]any{"schema": map[string]any{"type": "string", "format": "binary"}}}
 		case rt.Response != "":
 			ok["content"] = map[string]any{"application/json": map[string]any{"schema": ref(rt.Response)}}
 		default:
 			ok["content"] = map[string]any{"application/json": map[string]any{"schema": map[string]any{"type": "object"}}}
 		}
 		responses := map[string]any{strconv.Itoa(rt.Status): ok}
+		if rt.RawResponse {
+			responses["204"] = map[string]any{"description": "The job completed without a result"}
+		}
 		for _, code := range rt.Errors {
 			e := map[string]any{"description": http.StatusText(code), "content": map[string]any{
 				"application/json": map[string]any{"schema": ref("Error")}}}

@@ -35,8 +35,13 @@ type route struct {
 	// Errors are the error statuses the route answers.
 	Errors []int
 	// Query parameters.
-	Query  []string
-	handle func(s *Server, w http.ResponseWriter, r *http.Request, c caller)
+	Query []string
+	// RawBody: the route also takes an application/octet-stream body (a
+	// job's input, up to the blob store's cap; blobs.go).
+	RawBody bool
+	// RawResponse: the 2xx body is bytes (application/octet-stream).
+	RawResponse bool
+	handle      func(s *Server, w http.ResponseWriter, r *http.Request, c caller)
 }
 
 func (s *Server) routes() []route { return routeTable() }
@@ -52,13 +57,16 @@ func routeTable() []route {
 		{Method: "GET", Path: "/healthz", OpID: "health", Summary: "The gateway is up", Response: "Health", Status: 200, handle: (*Server).health},
 		{Method: "GET", Path: "/readyz", OpID: "ready", Summary: "NATS is connected and a scheduler answers", Response: "Health", Status: 200, Errors: []int{503}, handle: (*Server).ready},
 		{Method: "GET", Path: "/openapi.json", OpID: "openapi", Summary: "This API's OpenAPI 3 document", Response: "", Status: 200, handle: (*Server).openapi},
-		{Method: "POST", Path: "/v1/jobs", Role: RoleSubmitter, OpID: "submitJob", Summary: "Submit a job", Body: "SubmitJob", Response: "Job", Status: 201,
+		{Method: "POST", Path: "/v1/jobs", Role: RoleSubmitter, OpID: "submitJob", Summary: "Submit a job: a JSON body (up to 1 MiB), or the input as a raw application/octet-stream body (up to the blob store's cap) with the job's fields in the query",
+			Body: "SubmitJob", Response: "Job", Status: 201, RawBody: true, Query: rawQuery,
 			Errors: []int{400, 401, 403, 409, 413, 429, 503}, handle: (*Server).submit},
 		{Method: "GET", Path: "/v1/jobs", Role: RoleViewer, OpID: "listJobs", Summary: "List jobs, newest first, a page at a time", Response: "JobList", Status: 200,
 			Query: []string{"state", "topic", "tenant", "limit", "page_token"}, Errors: []int{400, 401, 403, 429, 503}, handle: (*Server).list},
 		{Method: "GET", Path: "/v1/jobs/{id}", Role: RoleViewer, OpID: "getJob", Summary: "Get a job", Response: "Job", Status: 200, Errors: jobErrors, handle: (*Server).get},
 		{Method: "POST", Path: "/v1/jobs/{id}/cancel", Role: RoleSubmitter, OpID: "cancelJob", Summary: "Cancel a job that has not ended", Body: "CancelJob", Response: "Job", Status: 200,
 			Errors: []int{400, 401, 403, 404, 409, 413, 429, 503}, handle: (*Server).cancel},
+		{Method: "GET", Path: "/v1/jobs/{id}/result", Role: RoleViewer, OpID: "getJobResult", Summary: "A completed job's result bytes (204: completed without a result; 409: not ended; 422: ended without a result, or a result_ptr the gateway cannot read)",
+			Status: 200, RawResponse: true, Errors: []int{401, 403, 404, 409, 422, 429, 502, 503}, handle: (*Server).result},
 		{Method: "GET", Path: "/v1/jobs/{id}/events", Role: RoleViewer, Stream: true, OpID: "jobEvents", Summary: "Server-Sent Events: the job at each change, to its end", Response: "Job", Status: 200,
 			Errors: jobErrors, handle: (*Server).events},
 		{Method: "GET", Path: "/v1/workers", Role: RoleViewer, OpID: "listWorkers", Summary: "The live workers", Response: "WorkerList", Status: 200, Errors: []int{401, 403, 429, 503}, handle: (*Server).workers},
@@ -95,21 +103,37 @@ func (s *Server) ready(w http.ResponseWriter, r *http.Request, _ caller) {
 // ---- jobs ----
 
 func (s *Server) submit(w http.ResponseWriter, r *http.Request, c caller) {
-	data, err := readBody(r)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	req, err := DecodeSubmit(data)
-	if err != nil {
-		s.fail(w, r, err)
-		return
+	var (
+		req  *pb.JobRequest
+		opts []client.SubmitOption
+		err  error
+	)
+	if isRaw(r) {
+		var input []byte
+		if req, input, err = rawSubmit(r); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		opts = append(opts, client.WithInput(input))
+	} else {
+		if len(r.URL.RawQuery) > 0 {
+			s.fail(w, r, errorf(http.StatusBadRequest, codeInvalid, "", "query parameters go with a raw body (Content-Type: application/octet-stream) only; a JSON body has the job's fields"))
+			return
+		}
+		data, err := readBody(r)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		if req, err = DecodeSubmit(data); err != nil {
+			s.fail(w, r, err)
+			return
+		}
 	}
 	if req.Tenant, err = c.principal.SubmitTenant(req.Tenant); err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	var opts []client.SubmitOption
 	if rid, _ := r.Context().Value(requestIDKey{}).(string); rid != "" && validRequestID(rid) {
 		opts = append(opts, client.WithTraceID(rid))
 	}

@@ -96,7 +96,14 @@ type Server struct {
 
 	limitMu  sync.Mutex
 	limiters map[string]*rate.Limiter
+
+	// closing is closed when the listener stops: event streams end.
+	closing   chan struct{}
+	closeOnce sync.Once
 }
+
+// closeStreams ends the event streams (the listener is stopping).
+func (s *Server) closeStreams() { s.closeOnce.Do(func() { close(s.closing) }) }
 
 // New validates cfg and returns its server.
 func New(cfg Config) (*Server, error) {
@@ -107,7 +114,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidConfig, err)
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, kernel: k, mux: http.NewServeMux(), limiters: map[string]*rate.Limiter{}, openapiDoc: mustJSON(OpenAPI())}
+	s := &Server{cfg: cfg, log: cfg.Logger, kernel: k, mux: http.NewServeMux(), limiters: map[string]*rate.Limiter{}, closing: make(chan struct{}), openapiDoc: mustJSON(OpenAPI())}
 	for _, rt := range s.routes() {
 		s.mux.Handle(rt.Method+" "+rt.Path, s.wrap(rt))
 	}
@@ -251,7 +258,7 @@ func (s *Server) wrap(rt route) http.Handler {
 			return
 		}
 		if r.Body != nil {
-			r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
+			r.Body = http.MaxBytesReader(w, r.Body, s.bodyLimit(rt, r))
 		}
 		limit := s.cfg.RequestTimeout
 		if rt.Stream {
@@ -259,6 +266,15 @@ func (s *Server) wrap(rt route) http.Handler {
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), limit)
 		defer cancel()
+		if rt.Stream {
+			go func() {
+				select {
+				case <-s.closing:
+					cancel()
+				case <-ctx.Done():
+				}
+			}()
+		}
 		rt.handle(s, w, r.WithContext(ctx), c)
 	})
 }
@@ -332,7 +348,11 @@ func errorOf(err error) *apiError {
 	var tooBig *http.MaxBytesError
 	switch {
 	case errors.As(err, &tooBig):
-		return errorf(http.StatusRequestEntityTooLarge, codeTooLarge, "", "request body exceeds %d bytes (1 MiB)", MaxBodyBytes)
+		if tooBig.Limit == MaxBodyBytes {
+			return errorf(http.StatusRequestEntityTooLarge, codeTooLarge, "", "request body exceeds %d bytes (1 MiB), the bound of a JSON body; "+
+				"send a larger input as the raw body of POST /v1/jobs (Content-Type: application/octet-stream, the job's fields in the query; docs/api.md)", MaxBodyBytes)
+		}
+		return errorf(http.StatusRequestEntityTooLarge, codeTooLarge, "", "request body exceeds %d bytes, the blob store's cap on an input", tooBig.Limit)
 	case errors.Is(err, tenancy.ErrTenantNotAllowed):
 		return errorf(http.StatusForbidden, codePermissionDenied, "tenant", "%v", err)
 	case errors.Is(err, client.ErrThrottled) && errors.As(err, &refused):

@@ -135,6 +135,9 @@ type ServiceOptions struct {
 	Logger *slog.Logger
 	// Started, if set, is called once the service answers checks.
 	Started func()
+	// Decided, if set, gets the record of every decision, synchronously
+	// (metrics: it must not block).
+	Decided func(*pb.SafetyVerdict)
 }
 
 // RunService connects to NATS and answers safety checks until ctx ends:
@@ -165,6 +168,14 @@ func RunService(ctx context.Context, opts ServiceOptions) error {
 			return err
 		}
 		kcfg.Audit = auditor.Record
+	}
+	if decided, audit := opts.Decided, kcfg.Audit; decided != nil {
+		kcfg.Audit = func(v *pb.SafetyVerdict) {
+			decided(v)
+			if audit != nil {
+				audit(v)
+			}
+		}
 	}
 	k, err := New(kcfg)
 	if err != nil {

@@ -106,6 +106,9 @@ func (e *Engine) admit(req *pb.JobRequest, traceID string, answerWanted bool) (a
 		ctx = safety.WithTraceID(ctx, traceID) // for the kernel's log lines and remote checks
 	}
 	verdict, serr := e.cfg.Safety.Check(ctx, req)
+	if serr == nil {
+		e.observeSafety(req, traceID, verdict)
+	}
 	switch {
 	case serr != nil:
 		e.stats.safetyUnavailable.Add(1)
@@ -206,6 +209,7 @@ func (e *Engine) admit(req *pb.JobRequest, traceID string, answerWanted bool) (a
 		e.log.Error("recording job failed", "job_id", req.JobId, "err", err)
 		return nil, false, err
 	}
+	e.observeRecorded(nil, rec.Job)
 
 	if job.State == lifecycle.Denied {
 		e.stats.denied.Add(1)

@@ -40,6 +40,9 @@ type Config struct {
 	QueueGroup string
 	// Logger. Default slog.Default(). Per-job events are logged at debug.
 	Logger *slog.Logger
+	// Observer, if set, hears every job write and safety decision
+	// (metrics, traces: observe.go). Default none.
+	Observer Observer
 
 	// AckTimeout is how long a dispatch waits for the worker's confirmation.
 	// Default 1s.

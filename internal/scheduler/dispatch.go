@@ -381,6 +381,9 @@ func (e *Engine) confirmingWorkerServes(topic string) bool {
 // dispatched now.
 func (e *Engine) recheckSafety(rec jobstore.Record) (jobstore.Record, bool) {
 	v, err := e.cfg.Safety.Check(safety.WithTraceID(context.Background(), rec.Job.GetTraceId()), rec.Job.GetRequest())
+	if err == nil {
+		e.observeSafety(rec.Job.GetRequest(), rec.Job.GetTraceId(), v)
+	}
 	rec, written, werr := e.mutate(rec, func(j *pb.JobInfo) bool {
 		if j.State != lifecycle.Pending || !j.AwaitingSafety {
 			return false

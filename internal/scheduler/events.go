@@ -32,6 +32,6 @@ func (e *Engine) publishJobEvent(prev, next *pb.JobInfo) {
 	p := wire.NewPacket(next.GetTraceId(), e.cfg.ID)
 	p.Payload = &pb.BusPacket_JobAnswer{JobAnswer: &pb.JobAnswer{Ok: true, Jobs: []*pb.JobInfo{job}}}
 	if err := e.cfg.Bus.Publish(subject, p); err != nil && e.debug() {
-		e.log.Debug("[SCHEDULER] job event not published", "job_id", next.GetJobId(), "err", err)
+		e.log.Debug("job event not published", "job_id", next.GetJobId(), "err", err)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cortex-os/core/internal/echo"
 	"github.com/cortex-os/core/internal/infrastructure/bus"
@@ -19,10 +20,12 @@ import (
 	"github.com/cortex-os/core/internal/jobstore"
 	"github.com/cortex-os/core/internal/jobstore/kvstore"
 	"github.com/cortex-os/core/internal/logging"
+	"github.com/cortex-os/core/internal/metrics"
 	"github.com/cortex-os/core/internal/placement"
 	"github.com/cortex-os/core/internal/safety"
 	"github.com/cortex-os/core/internal/scheduler"
 	"github.com/cortex-os/core/internal/tenancy"
+	"github.com/cortex-os/core/internal/tracing"
 	"github.com/cortex-os/core/pkg/blob"
 	"github.com/cortex-os/core/pkg/worker"
 )
@@ -48,7 +51,7 @@ func LoadConfig(path, natsURL, logLevel string) (*config.Config, error) {
 
 // Logger returns a logger at the config's level writing to w.
 func Logger(cfg *config.Config, w io.Writer) *slog.Logger {
-	return logging.New(w, Level(cfg))
+	return slog.New(tracing.LogHandler(logging.New(w, Level(cfg)).Handler())) // trace_id, span_id of a context's span
 }
 
 // Level is the config's log level; LoadConfig has validated it.
@@ -81,6 +84,8 @@ type SchedulerOptions struct {
 	Blobs config.Blobs
 	// Started, if set, is called once the scheduler is subscribed.
 	Started func()
+	// Metrics, if set, gets the scheduler's series (internal/metrics).
+	Metrics prometheus.Registerer
 }
 
 // RunScheduler connects to NATS and runs a scheduler until ctx ends.
@@ -121,7 +126,18 @@ func RunScheduler(ctx context.Context, opts SchedulerOptions) error {
 			return fmt.Errorf("clients: %w", err)
 		}
 	}
+	var obs *metrics.Scheduler
+	var observer scheduler.Observer
+	if opts.Metrics != nil {
+		obs = metrics.NewScheduler(opts.Metrics)
+		observer = obs
+	}
+	if tracing.Enabled() { // OTEL_EXPORTER_OTLP_ENDPOINT set (tracing.Setup), or a test's provider
+		b.EnableTraceHeaders()
+		observer = scheduler.Observers(observer, tracing.NewScheduler(b))
+	}
 	engine, err := scheduler.New(scheduler.Config{
+		Observer:          observer,
 		Bus:               b,
 		Safety:            checker,
 		Registry:          registry,
@@ -145,6 +161,9 @@ func RunScheduler(ctx context.Context, opts SchedulerOptions) error {
 	})
 	if err != nil {
 		return err
+	}
+	if obs != nil {
+		obs.Attach(engine, b.Stats, dead)
 	}
 	if err := engine.Start(ctx); err != nil {
 		return err
@@ -283,7 +302,7 @@ func OpenStore(ctx context.Context, b *bus.NatsBus, mode string) (scheduler.JobS
 func EnsureBlobs(ctx context.Context, b *bus.NatsBus, cfg config.Blobs, log *slog.Logger) {
 	err := blob.EnsureBucket(ctx, b.Conn(), blob.BucketConfig{Bucket: cfg.Bucket, TTL: cfg.TTL, Replicas: cfg.Replicas, MaxBytes: cfg.MaxBytes})
 	if err != nil {
-		log.Warn("[SCHEDULER] blob store bucket not created: obj:// inputs and results will fail", "err", err)
+		log.With(logging.ComponentKey, logging.ComponentScheduler).Warn("blob store bucket not created: obj:// inputs and results will fail", "err", err)
 	}
 }
 
@@ -309,6 +328,8 @@ type EchoWorkerOptions struct {
 	Settings    config.Worker
 	Logger      *slog.Logger
 	NatsOptions []nats.Option
+	// Metrics, if set, gets the worker's series (worker.Config.Metrics).
+	Metrics prometheus.Registerer
 }
 
 // RunEchoWorker connects to NATS and runs an echo worker until ctx ends, on
@@ -337,6 +358,7 @@ func RunEchoWorker(ctx context.Context, opts EchoWorkerOptions) error {
 		ShutdownGrace:     opts.Settings.ShutdownGrace,
 		NamedSubjects:     opts.Settings.NamedSubjects,
 		Logger:            opts.Logger,
+		Metrics:           opts.Metrics,
 	})
 	if err != nil {
 		return err

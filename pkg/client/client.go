@@ -275,7 +275,7 @@ func WithTraceID(traceID string) SubmitOption {
 // ErrDenied (the safety policy; the job is recorded DENIED and is
 // RefusedError.Job), ErrThrottled (retry after RefusedError.RetryAfter) or
 // ErrConflict (the job_id is taken by different content).
-func (c *Client) Submit(ctx context.Context, req *pb.JobRequest, opts ...SubmitOption) (*pb.JobInfo, error) {
+func (c *Client) Submit(ctx context.Context, req *pb.JobRequest, opts ...SubmitOption) (_ *pb.JobInfo, err error) {
 	if req == nil {
 		return nil, invalid("nil request")
 	}
@@ -286,8 +286,9 @@ func (c *Client) Submit(ctx context.Context, req *pb.JobRequest, opts ...SubmitO
 	if req.JobId == "" {
 		req.JobId = uuid.NewString()
 	}
-	if o.traceID == "" {
-		o.traceID = uuid.NewString()
+	var endSpan func(error)
+	if o.traceID, endSpan = c.startSubmit(ctx, req, o.traceID); endSpan != nil { // trace.go
+		defer func() { endSpan(err) }()
 	}
 	if o.hasInput {
 		if err := c.setInput(ctx, req, o.input); err != nil {
@@ -324,6 +325,8 @@ func (c *Client) Submit(ctx context.Context, req *pb.JobRequest, opts ...SubmitO
 		return nil, fmt.Errorf("no answer from a scheduler for job %s (%w); if the intake is durable, it is recorded when a scheduler runs", req.JobId, context.Cause(ctx))
 	}
 }
+
+func newTraceID() string { return uuid.NewString() }
 
 func (c *Client) setInput(ctx context.Context, req *pb.JobRequest, data []byte) error {
 	if len(req.GetPayload()) > 0 || req.GetContextPtr() != "" {

@@ -2,10 +2,12 @@ package client
 
 import (
 	"log/slog"
+	"os"
 
 	"github.com/nats-io/nats.go"
 
 	"github.com/cortex-os/core/internal/infrastructure/bus"
+	"github.com/cortex-os/core/internal/infrastructure/config"
 )
 
 // Credentials say how a connection proves who it is to NATS and how it
@@ -65,3 +67,22 @@ func (c Credentials) GoString() string { return "client.Credentials{" + c.String
 
 // LogValue logs the credentials as String does.
 func (c Credentials) LogValue() slog.Value { return slog.StringValue(c.String()) }
+
+// CredentialsFromEnv reads credentials from the environment variables the
+// cortex commands and the Python SDK's Credentials.from_env read:
+// NATS_USER, NATS_PASSWORD, NATS_TOKEN, NATS_NKEY_SEED, NATS_CREDS, NATS_CA,
+// NATS_CERT, NATS_KEY, NATS_TLS_SERVER_NAME and NATS_INBOX_PREFIX. Unset
+// variables leave their fields empty; nothing is checked until connecting
+// (or Validate).
+func CredentialsFromEnv() Credentials {
+	var b bus.Credentials
+	for name, field := range config.CredentialEnv(&b) {
+		if v, ok := os.LookupEnv(name); ok {
+			*field = v
+		}
+	}
+	return Credentials{
+		User: b.User, Password: b.Password, Token: b.Token, NKeySeed: b.NKeySeed, Creds: b.Creds,
+		CA: b.CA, Cert: b.Cert, Key: b.Key, TLSServerName: b.TLSServerName, InboxPrefix: b.InboxPrefix,
+	}
+}

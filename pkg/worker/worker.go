@@ -40,6 +40,8 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/cortex-os/core/internal/infrastructure/bus"
 	"github.com/cortex-os/core/pkg/blob"
@@ -161,6 +163,18 @@ type Config struct {
 	// uses the design document's subjects, sys.heartbeat.<Kind> and
 	// sys.job.result, where the design document's clients read results.
 	NamedSubjects bool
+
+	// Metrics, if set, is where the worker registers
+	// cortex_worker_jobs_total{topic,status} and
+	// cortex_worker_job_seconds{topic} (docs/observability.md). Workers may
+	// share one registry. Default none: nothing is counted.
+	Metrics prometheus.Registerer
+	// TracerProvider, if set, records each job's "worker run" span, the
+	// child of the scheduler's dispatch span, and propagates its context
+	// in W3C traceparent headers (docs/observability.md). Default: the
+	// OpenTelemetry global provider when the process exports traces
+	// (OTEL_EXPORTER_OTLP_ENDPOINT), else none.
+	TracerProvider trace.TracerProvider
 }
 
 func (c *Config) setDefaults() error {
@@ -281,14 +295,18 @@ type Stats struct {
 
 // Worker runs jobs for one topic.
 type Worker struct {
-	cfg       Config
-	bus       transport
-	base      context.Context // Run's, without its cancellation: the parent of the handlers' contexts
-	ready     chan struct{}   // closed when the first Run has subscribed
-	readyOnce sync.Once
-	log       *slog.Logger
-	slots     chan struct{}
-	jobs      sync.WaitGroup
+	cfg     Config
+	metrics *workerMetrics // nil without Config.Metrics (metrics.go)
+	// tracer and traceHeaders are set when spans are recorded (trace.go).
+	tracer       trace.Tracer
+	traceHeaders traceHeaders
+	bus          transport
+	base         context.Context // Run's, without its cancellation: the parent of the handlers' contexts
+	ready        chan struct{}   // closed when the first Run has subscribed
+	readyOnce    sync.Once
+	log          *slog.Logger
+	slots        chan struct{}
+	jobs         sync.WaitGroup
 
 	// Runners are goroutines that run jobs one after another, so that a job
 	// neither starts a goroutine nor grows a fresh stack. There are at most
@@ -472,7 +490,16 @@ func New(nc *nats.Conn, cfg Config) (*Worker, error) {
 		}
 		cfg.Blobs = s
 	}
-	return newWorker(bus.FromConn(nc, bus.Config{Logger: cfg.Logger}), cfg), nil
+	w := newWorker(bus.FromConn(nc, bus.Config{Logger: cfg.Logger}), cfg)
+	if cfg.Metrics != nil {
+		m, err := newWorkerMetrics(cfg.Metrics, cfg.Topic)
+		if err != nil {
+			return nil, fmt.Errorf("worker: metrics: %w", err)
+		}
+		w.metrics = m
+	}
+	w.setupTracing()
+	return w, nil
 }
 
 // newWorker is New on any transport; cfg has its defaults.
@@ -881,7 +908,8 @@ func (w *Worker) run(j queuedJob) {
 	if !w.cfg.Inline {
 		start = time.Now() // it may have waited for a runner
 	}
-	out, err := w.call(j.ctx, &j.held.job)
+	runCtx, span := w.startRun(j.ctx, req, traceID)
+	out, err := w.call(runCtx, &j.held.job)
 	if err == nil {
 		out.Ptr, err = w.storeResult(j.ctx, req, out)
 	}
@@ -917,10 +945,13 @@ func (w *Worker) run(j queuedJob) {
 			res.Status = pb.JobStatus_JOB_STATUS_FAILED
 			w.failed.Add(1)
 		}
-		w.log.Warn("job did not complete", "job_id", req.GetJobId(), "status", res.Status.String(), "err", err, "trace_id", traceID)
+		w.log.Warn("job did not complete", "job_id", req.GetJobId(), "status", res.Status.String(), "err", err, "trace_id", traceID, "span_id", spanID(span))
 	} else {
 		w.completed.Add(1)
 	}
+	w.metrics.observe(res.Status, time.Since(start))
+	traced := w.sendingResult(span, traceID, res)
+	defer traced()
 	if err := w.bus.Publish(w.resultSubject, wire.JobResultPacket(traceID, w.cfg.ID, res)); err != nil {
 		w.publishErrors.Add(1)
 		w.log.Error("publishing result failed", "job_id", req.GetJobId(), "err", err)
@@ -928,7 +959,7 @@ func (w *Worker) run(j queuedJob) {
 	}
 	if debug {
 		w.log.Debug("result", "job_id", req.GetJobId(), "status", res.Status.String(),
-			"execution_ms", res.ExecutionMs, "trace_id", traceID)
+			"execution_ms", res.ExecutionMs, "trace_id", traceID, "span_id", spanID(span))
 	}
 }
 

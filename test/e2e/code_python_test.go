@@ -26,7 +26,7 @@ func TestCodePythonThroughTheCLI(t *testing.T) {
 	url := "nats://127.0.0.1:" + strconv.Itoa(port)
 	dataDir := filepath.Join(dir, "dev")
 	dev := start(t, binCortex, nil, "dev", "--auth", "--port", strconv.Itoa(port), "--http-port", "0",
-		"--data-dir", dataDir, "--workers", "0", "--log-level", "info")
+		"--data-dir", dataDir, "--workers", "0", "--log-level", "info", "--api-addr", "127.0.0.1:0")
 	waitReady(t, dev)
 	if !strings.Contains(dev.Stdout(), "code-python-1") {
 		t.Fatalf("cortex dev --auth runs no job.code.python worker:\n%s", dev.Stdout())
@@ -97,4 +97,22 @@ func devClientEnv(t *testing.T, dataDir string) []string {
 func getJobEnv(t *testing.T, env []string, id string) jobView {
 	t.Helper()
 	return decodeJob(t, []byte(cortexOK(t, env, "job", "get", id, "--json")))
+}
+
+// Where the sandbox cannot run (here: no bwrap on PATH), cortex dev runs
+// everything else, runs no job.code.python worker, and says why.
+func TestDevSaysWhyNoCodeWorker(t *testing.T) {
+	requireBinaries(t)
+	t.Parallel()
+	dev := start(t, binCortex, []string{"PATH=" + t.TempDir()}, "dev", "--port", "-1", "--http-port", "0",
+		"--data-dir", filepath.Join(t.TempDir(), "data"), "--work-time", "0", "--log-level", "info")
+	waitReady(t, dev)
+	line := waitForText(t, dev, "code:")
+	if !strings.Contains(line, "no job.code.python worker:") || !strings.Contains(line, "bwrap") || !strings.Contains(line, "docs/code-python.md") {
+		t.Errorf("cortex dev without bubblewrap says %q; want no job.code.python worker, why (bwrap) and where to read", line)
+	}
+	dev.Interrupt(t)
+	if code := dev.Wait(t, exitTimeout); code != 0 {
+		t.Errorf("cortex dev exited %d after SIGINT, want 0", code)
+	}
 }

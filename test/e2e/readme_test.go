@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -120,14 +121,15 @@ func readmeOK(t *testing.T, dir, line string, env []string, extra ...string) *sy
 }
 
 // devFlags are the test machine's additions to cortex dev and cortex
-// server: a free port, no monitoring port; for dev, no sandboxed Python
-// worker and no simulated work.
+// server: a free port, no monitoring port; for dev, a free port for the
+// HTTP gateway (not 8080, which parallel tests would share), no sandboxed
+// Python worker and no simulated work.
 func devFlags(t *testing.T, dev bool) (url string, flags []string) {
 	t.Helper()
 	port := systest.FreePort(t)
 	flags = []string{"--port", strconv.Itoa(port), "--http-port", "0"}
 	if dev {
-		flags = append(flags, "--code-python=false", "--work-time", "0")
+		flags = append(flags, "--api-addr", "127.0.0.1:0", "--code-python=false", "--work-time", "0")
 	}
 	return "nats://127.0.0.1:" + strconv.Itoa(port), flags
 }
@@ -252,6 +254,23 @@ func TestREADMEDevAuthOutsideWorker(t *testing.T) {
 	p := runReadme(t, dir, "go run ./tools/scripts/send_echo_job.go", []string{"NATS_URL=" + sourceURL(t, dir)})
 	if code := p.Wait(t, exitTimeout); code == 0 {
 		t.Errorf("send_echo_job without credentials exited 0 against dev --auth")
+	}
+
+	// Over HTTP, with the API key dev wrote beside the credentials; without
+	// it, 401.
+	if _, err := exec.LookPath("curl"); err != nil && os.Getenv("CI") == "" {
+		return // TestREADMEHTTP says why
+	}
+	const curl = `. .cortex/dev/dev-credentials.env && curl -X POST -H "Authorization: Bearer $CORTEX_API_KEY" $CORTEX_API_URL/v1/jobs -d '{"topic":"job.echo"}'`
+	if !strings.Contains(readme(t), curl) {
+		t.Fatalf("README.md no longer has the command %q: update this test with the README", curl)
+	}
+	if out := shell(t, dir, curl); !strings.Contains(out, `"job_id":`) || !strings.Contains(out, `"topic":"job.echo"`) {
+		t.Errorf("%s: %s, want the job", curl, out)
+	}
+	noKey := strings.Replace(curl, ` -H "Authorization: Bearer $CORTEX_API_KEY"`, "", 1)
+	if out := shell(t, dir, noKey); !strings.Contains(out, `"unauthenticated"`) {
+		t.Errorf("without the key: %s, want unauthenticated (401)", out)
 	}
 }
 

@@ -107,7 +107,7 @@ replace github.com/cortex-os/core => %q
 func TestOutsideModule(t *testing.T) {
 	requireOutside(t)
 	t.Parallel()
-	dev := start(t, binCortex, nil, "dev", "--port", "-1", "--http-port", "0",
+	dev := start(t, binCortex, nil, "dev", "--port", "-1", "--http-port", "0", "--api-addr", "127.0.0.1:0",
 		"--data-dir", filepath.Join(t.TempDir(), "data"), "--work-time", "0", "--log-level", "info")
 	url := devURLRE.FindStringSubmatch(dev.WaitForLine(t, startTimeout, "NATS listening on nats://…", devURLRE.MatchString))[1]
 	dev.WaitForLine(t, startTimeout, "send a job", func(l string) bool { return strings.Contains(l, "send a job:") })

@@ -69,15 +69,9 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// repoRoot is the directory holding go.mod.
-func repoRoot(t testing.TB) string {
-	t.Helper()
-	return systest.RepoRoot(t)
-}
-
 // shippedConfig is the path of config/nats-auth.conf.
 func shippedConfig(t testing.TB) string {
-	return filepath.Join(repoRoot(t), "config", "nats-auth.conf")
+	return filepath.Join(systest.RepoRoot(t), "config", "nats-auth.conf")
 }
 
 // startServer runs a server configured by config/nats-auth.conf, as shipped.

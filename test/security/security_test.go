@@ -22,6 +22,7 @@ import (
 	"github.com/cortex-os/core/internal/lifecycle"
 	"github.com/cortex-os/core/internal/placement"
 	"github.com/cortex-os/core/internal/safety"
+	"github.com/cortex-os/core/internal/systest"
 	"github.com/cortex-os/core/pkg/client"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/wire"
@@ -83,7 +84,7 @@ func TestDocumentationShipsTheConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	doc, err := os.ReadFile(filepath.Join(repoRoot(t), "docs", "security.md"))
+	doc, err := os.ReadFile(filepath.Join(systest.RepoRoot(t), "docs", "security.md"))
 	if err != nil {
 		t.Fatal(err)
 	}

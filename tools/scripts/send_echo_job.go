@@ -4,12 +4,16 @@
 // the job's state until it ends and prints its result. With no terminal state
 // within --timeout it says where the job still is and exits 1.
 //
-// It finds NATS and its credentials as the binaries do: the config file, then
-// NATS_URL and the NATS_* credential variables (NATS_USER and NATS_PASSWORD,
-// NATS_TOKEN, NATS_NKEY_SEED, NATS_CREDS, NATS_CA, NATS_CERT, NATS_KEY,
-// NATS_TLS_SERVER_NAME, NATS_INBOX_PREFIX), then the --nats-* flags. With a
-// user it names itself by it (CORTEX_IDENTITY overrides): `cortex dev --auth`
-// answers a client only under _INBOX.<identity>.
+// It is written against the public SDK alone (pkg/client, pkg/pb/v1,
+// pkg/wire), as code in another module would be. It finds NATS and its
+// credentials as the binaries do, without their config file: NATS_URL
+// (default nats://127.0.0.1:4222) and the NATS_* credential variables
+// (NATS_USER and NATS_PASSWORD, NATS_TOKEN, NATS_NKEY_SEED, NATS_CREDS,
+// NATS_CA, NATS_CERT, NATS_KEY, NATS_TLS_SERVER_NAME, NATS_INBOX_PREFIX;
+// client.CredentialsFromEnv), then the --nats-* flags. With a user it names
+// itself by it (CORTEX_IDENTITY overrides): `cortex dev --auth` answers a
+// client only under _INBOX.<identity>. CORTEX_LOG_LEVEL (default info) sets
+// what the connection logs on stderr.
 //
 //	go run ./tools/scripts/send_echo_job.go [--topic job.echo] [--timeout 10s]
 package main
@@ -18,6 +22,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 	"time"
@@ -25,25 +30,41 @@ import (
 	"github.com/google/uuid"
 	"github.com/spf13/pflag"
 
-	"github.com/cortex-os/core/internal/infrastructure/config"
-	"github.com/cortex-os/core/internal/logging"
-	"github.com/cortex-os/core/internal/system"
 	"github.com/cortex-os/core/pkg/client"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/wire"
 )
 
+// credentialFlags are the --nats-* flags the cortex commands take, each with
+// the field it sets; a flag given wins over its variable.
+var credentialFlags = []struct {
+	name, usage string
+	field       func(*client.Credentials) *string
+}{
+	{"nats-user", "NATS user (with --nats-password; overrides NATS_USER)", func(c *client.Credentials) *string { return &c.User }},
+	{"nats-password", "NATS password (overrides NATS_PASSWORD; prefer the variable: flags show in ps)", func(c *client.Credentials) *string { return &c.Password }},
+	{"nats-token", "NATS token (overrides NATS_TOKEN; prefer the variable: flags show in ps)", func(c *client.Credentials) *string { return &c.Token }},
+	{"nats-nkey", "file with an NKey user seed (overrides NATS_NKEY_SEED)", func(c *client.Credentials) *string { return &c.NKeySeed }},
+	{"nats-creds", "creds file: user JWT and seed (overrides NATS_CREDS)", func(c *client.Credentials) *string { return &c.Creds }},
+	{"nats-ca", "PEM file of the CAs the server's certificate must chain to; turns TLS on (overrides NATS_CA)", func(c *client.Credentials) *string { return &c.CA }},
+	{"nats-cert", "client certificate (PEM) for mutual TLS, with --nats-key (overrides NATS_CERT)", func(c *client.Credentials) *string { return &c.Cert }},
+	{"nats-key", "client certificate's key (PEM) for mutual TLS (overrides NATS_KEY)", func(c *client.Credentials) *string { return &c.Key }},
+	{"nats-tls-server-name", "name the server's certificate must carry, if not the URL's host (overrides NATS_TLS_SERVER_NAME)", func(c *client.Credentials) *string { return &c.TLSServerName }},
+	{"nats-inbox-prefix", `prefix of this connection's answer subjects (default "_INBOX.<user>" with a user; overrides NATS_INBOX_PREFIX)`, func(c *client.Credentials) *string { return &c.InboxPrefix }},
+}
+
 func main() {
 	flags := pflag.NewFlagSet("send_echo_job", pflag.ExitOnError)
 	var (
-		configPath = flags.String("config", "", "config file (default config/local.yaml if present)")
-		natsURL    = flags.String("nats-url", "", "NATS server URL (overrides NATS_URL and the config file)")
-		topic      = flags.String("topic", "job.echo", "job topic")
-		timeout    = flags.Duration("timeout", 10*time.Second, "how long to wait for the job to end")
+		natsURL = flags.String("nats-url", "", "NATS server URL (overrides NATS_URL; default nats://127.0.0.1:4222)")
+		topic   = flags.String("topic", "job.echo", "job topic")
+		timeout = flags.Duration("timeout", 10*time.Second, "how long to wait for the job to end")
 	)
-	config.RegisterCredentialFlags(flags)
+	for _, f := range credentialFlags {
+		flags.String(f.name, "", f.usage)
+	}
 	_ = flags.Parse(os.Args[1:]) // ExitOnError
-	if err := run(flags, *configPath, *natsURL, *topic, *timeout); err != nil {
+	if err := run(flags, *natsURL, *topic, *timeout); err != nil {
 		fmt.Fprintln(os.Stderr, "send_echo_job:", err)
 		os.Exit(1)
 	}
@@ -53,35 +74,46 @@ func main() {
 // prefix _INBOX.<user> does, as for cortex submit.
 const envIdentity = "CORTEX_IDENTITY"
 
-func run(flags *pflag.FlagSet, configPath, natsURL, topic string, timeout time.Duration) error {
-	cfg, err := system.LoadConfig(configPath, natsURL, "")
-	if err != nil {
-		return err
+func run(flags *pflag.FlagSet, natsURL, topic string, timeout time.Duration) error {
+	if natsURL == "" {
+		natsURL = os.Getenv("NATS_URL")
 	}
-	if err := config.ApplyCredentialFlags(flags, cfg); err != nil {
+	if natsURL == "" {
+		natsURL = "nats://127.0.0.1:4222"
+	}
+	creds := client.CredentialsFromEnv()
+	for _, f := range credentialFlags {
+		if fl := flags.Lookup(f.name); fl.Changed {
+			*f.field(&creds) = fl.Value.String()
+		}
+	}
+	if err := creds.Validate(); err != nil {
 		return err
 	}
 	identity := os.Getenv(envIdentity)
 	if identity == "" {
-		identity, _ = strings.CutPrefix(cfg.NATS.Inbox(), wire.InboxRoot+".")
-		if strings.Contains(identity, ".") || cfg.NATS.IsZero() {
+		inbox := creds.InboxPrefix
+		if inbox == "" && creds.User != "" {
+			inbox = client.InboxPrefix(creds.User) // _INBOX.<user>, as the connection will
+		}
+		identity, _ = strings.CutPrefix(inbox, wire.InboxRoot+".")
+		if strings.Contains(identity, ".") || creds == (client.Credentials{}) {
 			identity = ""
 		}
-	}
-	if identity != "" && cfg.NATS.InboxPrefix == "" {
-		cfg.NATS.InboxPrefix = wire.ClientInbox(identity)
-	}
-	natsOpts, err := system.NatsOptions(nil, cfg)
-	if err != nil {
-		return err
 	}
 	sender := identity
 	if sender == "" {
 		sender = "job-sender"
 	}
-	c, err := client.Connect(cfg.NatsURL, client.Options{
-		Name: "job-sender", Identity: identity, SenderID: sender, RequestTimeout: timeout,
-		Logger: logging.New(os.Stderr, system.Level(cfg)), NATSOptions: natsOpts,
+	level := slog.LevelInfo
+	if v := os.Getenv("CORTEX_LOG_LEVEL"); v != "" {
+		if err := level.UnmarshalText([]byte(v)); err != nil {
+			return fmt.Errorf("CORTEX_LOG_LEVEL: %w", err)
+		}
+	}
+	c, err := client.Connect(natsURL, client.Options{
+		Name: "job-sender", Identity: identity, SenderID: sender, RequestTimeout: timeout, Credentials: creds,
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
 	})
 	if err != nil {
 		return err

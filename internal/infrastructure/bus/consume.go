@@ -91,6 +91,7 @@ func (b *NatsBus) consumeCore(subject, queue string, handler func(subject string
 			return
 		}
 		defer releaseIntakePacket(pooled)
+		b.noteIncoming(m.Header, packet)
 		replyTo := m.Header.Get(wire.HeaderReplyTo)
 		if replyTo == "" {
 			replyTo = m.Reply
@@ -202,6 +203,7 @@ func (b *NatsBus) handleStreamMsg(m jetstream.Msg, handler func(subject string, 
 	}
 	defer releaseIntakePacket(pooled)
 	var herr error
+	b.noteIncoming(m.Headers(), packet)
 	b.call(m.Subject(), packet, func(p *pb.BusPacket) { herr = handler(m.Subject(), p, m.Headers().Get(wire.HeaderReplyTo)) })
 	if herr != nil {
 		b.log.Warn("bus: handler failed; redelivering", "subject", m.Subject(), "err", herr)

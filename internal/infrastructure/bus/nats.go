@@ -119,9 +119,10 @@ type NatsBus struct {
 	once   sync.Once
 
 	durable  atomic.Bool
-	closing  atomic.Bool // Close was called: a close is not the server's doing
-	intake   backlog     // Consume's consumers, for Backlog
-	borrowed bool        // made by FromConn: the connection is the caller's
+	closing  atomic.Bool  // Close was called: a close is not the server's doing
+	intake   backlog      // Consume's consumers, for Backlog
+	borrowed bool         // made by FromConn: the connection is the caller's
+	trace    traceHeaders // trace.go
 
 	published, delivered, malformed, tooLarge, unknown, panics, asyncErrs, reconnects, repliesRefused atomic.Uint64
 }
@@ -249,7 +250,9 @@ func (b *NatsBus) publish(subject, reply string, packet *pb.BusPacket) error {
 		return publishError(subject, err)
 	}
 	*buf = data
-	if reply == "" {
+	if tp := b.outgoingHeader(packet); tp != "" {
+		err = b.nc.PublishMsg(&nats.Msg{Subject: subject, Reply: reply, Data: data, Header: nats.Header{HeaderTraceparent: []string{tp}}})
+	} else if reply == "" {
 		err = b.nc.Publish(subject, data)
 	} else {
 		err = b.nc.PublishRequest(subject, reply, data)
@@ -392,6 +395,7 @@ func (b *NatsBus) deliver(m *nats.Msg, handler func(*pb.BusPacket)) {
 	if err != nil {
 		return
 	}
+	b.noteIncoming(m.Header, packet)
 	b.call(m.Subject, packet, handler)
 }
 

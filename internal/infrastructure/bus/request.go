@@ -53,6 +53,9 @@ func (b *NatsBus) PublishReplyTo(subject string, packet *pb.BusPacket, replyTo s
 	}
 	msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
 	msg.Header.Set(wire.HeaderReplyTo, replyTo)
+	if tp := b.outgoingHeader(packet); tp != "" {
+		msg.Header.Set(HeaderTraceparent, tp)
+	}
 	if err := b.nc.PublishMsg(msg); err != nil {
 		return publishError(subject, err)
 	}
@@ -221,6 +224,7 @@ func (b *NatsBus) SubscribeWithReply(subject, queue string, handler func(p *pb.B
 		if err != nil {
 			return
 		}
+		b.noteIncoming(m.Header, packet)
 		b.call(m.Subject, packet, func(p *pb.BusPacket) { handler(p, m.Reply) })
 	}
 	var sub *nats.Subscription
@@ -253,6 +257,7 @@ func (b *NatsBus) SubscribeWithSubject(subject, queue string, handler func(subje
 		if err != nil {
 			return
 		}
+		b.noteIncoming(m.Header, packet)
 		b.call(m.Subject, packet, func(p *pb.BusPacket) { handler(m.Subject, p) })
 	}
 	var sub *nats.Subscription

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cortex-os/core/internal/infrastructure/bus"
 	"github.com/cortex-os/core/internal/sandbox"
@@ -36,6 +37,8 @@ type Options struct {
 	Logger                                          *slog.Logger
 	// Started, if set, is called once the worker is connected.
 	Started func(id string)
+	// Metrics, if set, gets the worker's series (worker.Config.Metrics).
+	Metrics prometheus.Registerer
 }
 
 // Run connects and takes job.code.python jobs until ctx ends.
@@ -75,6 +78,7 @@ func Run(ctx context.Context, o Options) error {
 		ShutdownGrace:     o.ShutdownGrace,
 		NamedSubjects:     o.NamedSubjects,
 		Logger:            o.Logger,
+		Metrics:           o.Metrics,
 	})
 	if err != nil {
 		return err

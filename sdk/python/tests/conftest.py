@@ -102,7 +102,7 @@ def dev(cortex_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     (d / "policy.yaml").write_text(POLICY)
     log = d / "dev.log"
     proc = subprocess.Popen(
-        [str(cortex_bin), "dev", "--port", "-1", "--http-port", "0", "--data-dir", str(d / "data"),
+        [str(cortex_bin), "dev", "--port", "-1", "--http-port", "0", "--api-addr", "127.0.0.1:0", "--data-dir", str(d / "data"),
          "--workers", "1", "--work-time", "0", "--log-level", "info", "--policy", str(d / "policy.yaml")],
         stdout=subprocess.PIPE, stderr=open(log, "w"), text=True, cwd=d,
     )

@@ -22,6 +22,7 @@ import base64
 import re
 import secrets
 import urllib.parse
+import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -107,6 +108,34 @@ def parse_obj_pointer(ptr: str) -> tuple[str, str]:
     return bucket, key
 
 
+class _DirectMetaJS:
+    """The JetStream context of an object store, asking only what the
+    shipped NATS permissions allow clients and workers (as nats.go does):
+    object metadata by direct get, and an object's chunks through a
+    consumer created with its name and filter subject on the object store's
+    stream, never looked up by subject. The rest passes through. Object
+    stores are created with allow_direct, by the scheduler (nats.go) and by
+    nats-py alike."""
+
+    def __init__(self, js: Any) -> None:
+        self._js = js
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._js, name)
+
+    async def get_last_msg(self, stream_name: str, subject: str, direct: bool | None = False) -> Any:
+        return await self._js.get_last_msg(stream_name, subject, direct=True)
+
+    async def subscribe(self, subject: str, **kw: Any) -> Any:
+        from nats.js.api import ConsumerConfig
+
+        parts = subject.split(".")
+        if len(parts) == 4 and parts[0] == "$O" and parts[2] == "C" and kw.get("stream") is None and kw.get("config") is None:
+            kw["stream"] = f"OBJ_{parts[1]}"
+            kw["config"] = ConsumerConfig(name=uuid.uuid4().hex)
+        return await self._js.subscribe(subject, **kw)
+
+
 class BlobStore:
     """Reads and writes pointers over one NATS connection: ``data:`` inline,
     ``obj://`` in JetStream object stores."""
@@ -131,6 +160,11 @@ class BlobStore:
             if not create:
                 raise PointerError(f"object store bucket {bucket} does not exist") from None
             store = await js.create_object_store(bucket)
+        # Object metadata is read with JetStream's direct get, as nats.go
+        # does: it is what the shipped NATS permissions let clients and
+        # workers read (docs/blobs.md; nats-py's own lookup asks
+        # $JS.API.STREAM.MSG.GET, which they refuse).
+        store._js = _DirectMetaJS(store._js)  # type: ignore[assignment]
         self._stores[bucket] = store
         return store
 

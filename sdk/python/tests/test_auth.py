@@ -1,0 +1,113 @@
+"""The SDK under the shipped NATS permissions: ``cortex dev --auth`` (the
+roles of config/nats-auth.conf), a Python worker connected as the worker
+user ``worker-1`` and a Python client as the administrator client, with
+inputs and results large enough to go through the blob store."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from conftest import async_wait_until, topic
+
+import cortexos
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """The variables of a dev-credentials*.env file ("export K=V K=V")."""
+    env: dict[str, str] = {}
+    for field in path.read_text().replace("export ", " ").split():
+        k, _, v = field.partition("=")
+        env[k] = v
+    return env
+
+
+@dataclass
+class AuthDev:
+    url: str
+    data: Path  # where dev writes the dev-credentials*.env files
+
+
+@pytest.fixture(scope="module")
+def auth_dev(cortex_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthDev]:
+    """cortex dev --auth on a free port, without workers of its own."""
+    d = tmp_path_factory.mktemp("devauth")
+    log = d / "dev.log"
+    proc = subprocess.Popen(
+        [str(cortex_bin), "dev", "--auth", "--port", "-1", "--http-port", "0", "--data-dir", str(d / "data"),
+         "--workers", "0", "--code-python=false", "--log-level", "info"],
+        stdout=subprocess.PIPE, stderr=open(log, "w"), text=True, cwd=d,
+    )
+    assert proc.stdout is not None
+    url, lines, deadline = "", [], time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if m := re.search(r"NATS listening on (nats://\S+)", line):
+            url = m.group(1)
+        if "Ctrl-C stops everything" in line:
+            break
+    if not url or proc.poll() is not None:
+        proc.kill()
+        pytest.fail("cortex dev --auth did not start:\n" + "".join(lines) + log.read_text())
+    threading.Thread(target=proc.stdout.read, daemon=True).start()
+    yield AuthDev(url=url, data=d / "data")
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def auth_client(auth_dev: AuthDev) -> AsyncIterator[cortexos.Client]:
+    env = read_env_file(auth_dev.data / "dev-credentials.env")
+    creds = cortexos.Credentials.from_env(env)
+    c = await cortexos.Client.connect(env["NATS_URL"], credentials=creds, identity=env["NATS_USER"])
+    yield c
+    await c.close()
+
+
+async def test_blobs_under_the_shipped_permissions(auth_dev: AuthDev, auth_client: cortexos.Client) -> None:
+    env = read_env_file(auth_dev.data / "dev-credentials-worker-1.env")
+    assert env["NATS_USER"] == "worker-1"
+    w = cortexos.Worker(auth_dev.url, credentials=cortexos.Credentials.from_env(env), worker_id="worker-1", capacity=2)
+    t = topic("auth")
+
+    @w.handler(t)
+    async def reverse(job: cortexos.JobContext) -> bytes:
+        return (await job.input())[::-1]
+
+    task = asyncio.create_task(w.run(install_signal_handlers=False))
+
+    async def registered() -> bool:
+        if task.done():
+            task.result()
+        return any(i.heartbeat.worker_id == "worker-1" for i in await auth_client.workers())
+
+    try:
+        await async_wait_until(registered, what="worker-1 registered")
+        data = os.urandom(300 << 10)  # past the 256 KiB inline limit, and the result past 2 KiB
+        job = await auth_client.submit(t, input=data, wait=True, timeout=60)
+        assert job.state == "COMPLETED", job.info.error
+        assert job.worker_id == "worker-1"
+        assert job.info.request.context_ptr.startswith("obj://CORTEX_BLOBS/inputs/"), job.info.request.context_ptr
+        assert job.info.result_ptr.startswith("obj://CORTEX_BLOBS/results/"), job.info.result_ptr
+        assert await auth_client.result(job.job_id) == data[::-1]
+    finally:
+        w.stop()
+        await asyncio.wait_for(task, 20)
