@@ -187,6 +187,9 @@ func (e *Engine) placementObserve(prev, next *pb.JobInfo) {
 			// Started here and handed back, or new: queue it (again).
 			// (A new job admitted here is pushed by admit, with its
 			// bound checked; Readmit of a queued job changes nothing.)
+			if !known && ValidateRequest(next.GetRequest()) != nil {
+				return // stored out of bounds: the timer fails it (readmitDue)
+			}
 			e.queues.Readmit(e.newPlacementJob(next))
 		}
 	default: // DISPATCHED or RUNNING
@@ -204,6 +207,12 @@ func (e *Engine) placementObserve(prev, next *pb.JobInfo) {
 // backoff ended, or it was found pending after a restart).
 func (e *Engine) readmitDue(rec jobstore.Record) {
 	if _, known := e.queues.Job(rec.Job.GetJobId()); known {
+		return
+	}
+	if verr := ValidateRequest(rec.Job.GetRequest()); verr != nil {
+		// Stored before today's bounds (by an earlier version): no worker
+		// will ever take it. The naive path's dispatch does the same.
+		e.undeliverable(rec, lifecycle.Pending, rec.Job.GetAttempt(), "the stored request is out of bounds: "+verr.Error())
 		return
 	}
 	e.queues.Readmit(e.newPlacementJob(rec.Job))
