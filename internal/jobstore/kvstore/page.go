@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -80,6 +81,9 @@ func (s *Store) ListPage(ctx context.Context, q jobstore.PageQuery) (jobstore.Pa
 	if !info.Config.AllowDirect {
 		return jobstore.Page{}, fmt.Errorf("kvstore: list: stream %s does not allow direct gets", info.Config.Name)
 	}
+	if h := afterInfo.Load(); h != nil {
+		(*h)(s)
+	}
 	first, last := info.State.FirstSeq, info.State.LastSeq
 	top := last
 	if before > 0 {
@@ -94,6 +98,11 @@ func (s *Store) ListPage(ctx context.Context, q jobstore.PageQuery) (jobstore.Pa
 	}
 	return page, nil
 }
+
+// afterInfo, set by tests only, runs in ListPage once it has the stream's
+// last sequence, before it reads anything: it writes what a concurrent
+// writer would.
+var afterInfo atomic.Pointer[func(*Store)]
 
 // scanDown reads the bucket from sequence top down to first, at most scan
 // sequences, until the page holds size records.
