@@ -41,8 +41,16 @@ import (
 // Later pages (a token) do not read forward: a job found above the listing's
 // start may have been shown already, at its older revision, by an earlier
 // page, and a token (a position only) cannot tell. They keep the contract of
-// package jobstore: a job written while the later pages are read is not
+// package jobstore: a job written after the first page was read is not
 // shown by them.
+//
+// What a listing guarantees, then: a job that exists when the first page is
+// asked for, is not written from the moment the first page has been read
+// until the last page is, and matches the filter in every revision it has
+// in the meantime, is listed exactly once, however often it is rewritten
+// while the first page is read (as long as the forward read's bound below
+// holds). No job is listed twice: a page's records are above the token it
+// hands out, and the store returns only a job's latest record.
 //
 // A page reads at most PageQuery.Scan sequences down, plus at most one
 // chunk's worth above a chunk's top that a batch returns and the page
