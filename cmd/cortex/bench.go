@@ -27,8 +27,11 @@ func newBenchCommand() *cobra.Command {
 		Long: `bench first measures the floor: the same message path with no control-plane
 logic (client -> relay -> worker -> client over core NATS, the same connections,
 packet bytes, window or rate). Then it measures the complete system: the
-scheduler (stub safety, memory registry, naive strategy) and echo workers
-(work time 0), each on its own connection, with the same load generator.
+scheduler as cortex-scheduler runs by default (placement by the workers'
+reports, least-loaded; the shipped policy through the safety kernel, every
+decision audited) and direct echo workers (work time 0), each on its own
+connection, with the same load generator. --strategy naive and --safety-stub
+measure without placement or without the kernel.
 
 It reports jobs/s, submit->dispatch and submit->result latency (p50, p90,
 p99, p99.9, max), CPU seconds per 1,000 jobs of the whole process, and peak
@@ -98,6 +101,9 @@ See docs/BENCHMARKS.md.`,
 	f.IntVar(&o.Workers, "workers", bench.DefaultWorkers, "echo workers (floor: worker subscribers), each on its own connection")
 	f.IntVar(&o.Payload, "payload", 0, "bytes carried in each job, as a string in JobRequest.context_ptr")
 	f.StringVar(&o.Store, "store", bench.StoreMemory, "job store: memory, or jetstream (a key-value bucket and durable intake, as deployed)")
+	f.StringVar(&o.Strategy, "strategy", bench.StrategyLeastLoaded, "placement strategy of every topic: least-loaded (the default, as cortex-scheduler runs) or naive (the queue group picks)")
+	f.StringVar(&o.Policy, "policy", "", "safety policy file for the kernel (default: the shipped policy)")
+	f.BoolVar(&o.SafetyStub, "safety-stub", false, "use the allow-all stub instead of the safety kernel")
 	f.IntVar(&o.Warmup, "warmup", bench.DefaultWarmup, "jobs run before each measurement and not counted")
 	f.BoolVar(&o.WorkerRunners, "worker-runners", false, "run the system's echo handler on worker runner goroutines (as a blocking handler runs) instead of inline on the delivery goroutine")
 	f.IntVar(&o.Rounds, "rounds", bench.DefaultRounds, "rounds the measured jobs are split into, floor and system alternating")

@@ -13,6 +13,7 @@ import (
 	"syscall"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
 	"github.com/cortex-os/core/internal/echo"
@@ -58,6 +59,9 @@ It also serves the HTTP API and the dashboard on --api-addr (default
 --auth the API asks for keys: an administrator's and one per tenant client
 are printed and added (CORTEX_API_URL, CORTEX_API_KEY) to the clients'
 dev-credentials*.env. Without --auth it serves loopback only. docs/api.md.
+Its /metrics serves the scheduler's, the workers' and the gateway's
+Prometheus series (with --auth, to the administrator's key);
+--metrics-addr serves them on an address of their own too.
 
 The data directory keeps jobs across runs (a job no worker took stays
 PENDING); --reset removes it first.`,
@@ -127,12 +131,19 @@ PENDING); --reset removes it first.`,
 			waitCode, waitGateway := func() {}, func() {}
 			defer func() { stop(); waitCode(); waitGateway() }() // the code worker and the gateway stop with ctx
 			parts := system.SchedulerOptions{Safety: config.Safety{Policy: policy}}
-			reg, stopMetrics, err := metrics.ServeFlag(metricsAddr, log) // the scheduler's and the echo workers' series
-			if err != nil {
-				return err
+			// One registry for the scheduler's, the workers' and the
+			// gateway's series, served on the gateway's /metrics and on
+			// --metrics-addr.
+			var reg *prometheus.Registry
+			if apiAddr != "" || metricsAddr != "" {
+				reg = metrics.NewRegistry()
+				parts.Metrics = reg
 			}
-			defer stopMetrics()
-			parts.Metrics = reg
+			msrv, err := metrics.ListenIf(metricsAddr, reg, log)
+			if err != nil {
+				return fmt.Errorf("metrics: %w", err)
+			}
+			defer func() { _ = metrics.CloseIf(msrv) }()
 			if placementFile != "" {
 				if parts.Placement, err = system.LoadPlacement(placementFile); err != nil {
 					return err
@@ -148,12 +159,12 @@ PENDING); --reset removes it first.`,
 					return err
 				}
 				if apiAddr != "" {
-					if waitGateway, err = startDevGateway(ctx, out, apiAddr, url, abs, log, roles); err != nil {
+					if waitGateway, err = startDevGateway(ctx, out, apiAddr, url, abs, log, roles, reg); err != nil {
 						return err
 					}
 				}
 				if codePython {
-					waitCode = startCodePython(ctx, out, url, log, roles)
+					waitCode = startCodePython(ctx, out, url, log, roles, parts.Metrics)
 				}
 				fmt.Fprintln(out, "  Ctrl-C stops everything.")
 				return nil
@@ -172,7 +183,7 @@ PENDING); --reset removes it first.`,
 	f.Var(&work, "work-time", `simulated work per echo job: "0", "250ms" or "100ms-500ms"`)
 	f.StringVar(&logLevel, "log-level", "debug", "debug shows every job; info shows none")
 	f.StringVar(&policy, "policy", "", "safety policy file, reloaded when it changes (default: the shipped policy, config/policy.yaml's rules)")
-	f.StringVar(&placementFile, "placement", "", "placement config file: pools, tenants, strategies (docs/scheduling.md; default: the naive strategy)")
+	f.StringVar(&placementFile, "placement", "", "placement config file: pools, tenants, strategies (docs/scheduling.md; default: least-loaded placement on the workers' heartbeats)")
 	f.BoolVar(&codePython, "code-python", true, "also run a job.code.python worker (Python in a sandbox) when bubblewrap works here (docs/code-python.md)")
 	f.StringVar(&apiAddr, "api-addr", defaultAPIAddr, "address the HTTP API and dashboard listen on (port 0 picks a free one; \"\" runs no gateway; docs/api.md)")
 	f.StringVar(&metricsAddr, "metrics-addr", "", metrics.FlagUsage)

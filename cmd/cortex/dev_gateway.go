@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/cortex-os/core/internal/embeddednats"
 	"github.com/cortex-os/core/internal/gateway"
 	"github.com/cortex-os/core/pkg/client"
@@ -58,8 +60,9 @@ func devAPIKeys(roles *embeddednats.DevAuth) ([]devAPIKey, *gateway.Keys, error)
 // --auth) it connects as the administrator client, asks for API keys it
 // makes, prints them and adds them (CORTEX_API_URL, CORTEX_API_KEY) to the
 // clients' credentials files in dataDir. The returned function waits until
-// it has stopped.
-func startDevGateway(ctx context.Context, out io.Writer, addr, url, dataDir string, log *slog.Logger, roles *embeddednats.DevAuth) (wait func(), err error) {
+// it has stopped. With reg, the gateway counts its requests there and
+// serves reg at /metrics (the scheduler's and the workers' series too).
+func startDevGateway(ctx context.Context, out io.Writer, addr, url, dataDir string, log *slog.Logger, roles *embeddednats.DevAuth, reg *prometheus.Registry) (wait func(), err error) {
 	opts := client.Options{Name: "cortex-gateway", SenderID: "cortex-gateway", Logger: log}
 	var (
 		keys    *gateway.Keys
@@ -76,12 +79,17 @@ func startDevGateway(ctx context.Context, out io.Writer, addr, url, dataDir stri
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
-	srv, err := gateway.New(gateway.Config{Client: cl, Keys: keys, Logger: log})
+	gcfg := gateway.Config{Client: cl, Keys: keys, Logger: log}
+	lcfg := gateway.ListenConfig{Addr: addr, ShutdownGrace: 2 * time.Second}
+	if reg != nil {
+		gcfg.Metrics, lcfg.Metrics = reg, reg
+	}
+	srv, err := gateway.New(gcfg)
 	if err != nil {
 		cl.Close()
 		return nil, err
 	}
-	ln, err := srv.Listen(gateway.ListenConfig{Addr: addr, ShutdownGrace: 2 * time.Second})
+	ln, err := srv.Listen(lcfg)
 	if err != nil {
 		cl.Close()
 		return nil, fmt.Errorf("%w (--api-addr 127.0.0.1:0 picks a free port; --api-addr '' runs no gateway)", err)
@@ -89,6 +97,9 @@ func startDevGateway(ctx context.Context, out io.Writer, addr, url, dataDir stri
 	base := ln.URL()
 	fmt.Fprintf(out, "  HTTP API:    %s/v1 (docs/api.md)\n", base)
 	fmt.Fprintf(out, "  dashboard:   %s/\n", base)
+	if reg != nil {
+		fmt.Fprintf(out, "  metrics:     %s/metrics\n", base)
+	}
 	for _, k := range devKeys {
 		what := "administrator: every tenant"
 		if k.tenant != "" {

@@ -6,6 +6,8 @@ import (
 	"io"
 	"log/slog"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/cortex-os/core/internal/embeddednats"
 	"github.com/cortex-os/core/internal/sandbox"
 	"github.com/cortex-os/core/internal/sandbox/pyworker"
@@ -13,13 +15,13 @@ import (
 
 // startCodePython runs a job.code.python worker for cortex dev when the
 // sandbox works on this machine, and says so; when it does not, it says
-// why. The returned function waits until the worker has stopped (ctx ended).
+// why. Its series go to reg, if set. The returned function waits until the worker has stopped (ctx ended).
 //
 // With roles (dev --auth) the worker connects as its own user, code-python-1,
 // and names itself in its subjects as every worker then must.
-func startCodePython(ctx context.Context, out io.Writer, url string, log *slog.Logger, roles *embeddednats.DevAuth) (wait func()) {
+func startCodePython(ctx context.Context, out io.Writer, url string, log *slog.Logger, roles *embeddednats.DevAuth, reg prometheus.Registerer) (wait func()) {
 	noop := func() {}
-	opts := pyworker.Options{NatsURL: url, Logger: log, Direct: true}
+	opts := pyworker.Options{NatsURL: url, Logger: log, Direct: true, Metrics: reg}
 	if roles != nil {
 		creds, err := roles.Code.Credentials().Options()
 		if err != nil {

@@ -4,6 +4,7 @@ package main
 // own process, stateless, asking the schedulers over NATS.
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"os"
@@ -12,7 +13,9 @@ import (
 
 	"github.com/cortex-os/core/internal/gateway"
 	"github.com/cortex-os/core/internal/logging"
+	"github.com/cortex-os/core/internal/metrics"
 	"github.com/cortex-os/core/internal/safety"
+	"github.com/cortex-os/core/internal/tracing"
 )
 
 // defaultAPIAddr is where cortex gateway and cortex dev serve the API.
@@ -21,6 +24,7 @@ const defaultAPIAddr = "127.0.0.1:8080"
 // gatewayFlags are cortex gateway's own flags.
 type gatewayFlags struct {
 	addr, keysFile, tlsCert, tlsKey, corsOrigin, policyFile, logLevel string
+	metricsAddr                                                       string
 	insecureNoAuth                                                    bool
 	rateLimit                                                         float64
 }
@@ -46,6 +50,12 @@ refuses any other unless --insecure-no-auth.
 Its NATS user acts for every tenant (the administrator's permissions,
 docs/security.md); the keys hold each caller to its tenant. NATS is found as
 by every command (--config, NATS_URL, --nats-url, the --nats-* credentials).
+
+--metrics-addr serves the gateway's own Prometheus metrics (requests by
+route and status, their latency, runtime, process) on an address of its
+own; the API's /metrics is not served. A request's W3C traceparent puts
+the job it submits in the caller's trace; spans are exported with OTLP
+when OTEL_EXPORTER_OTLP_ENDPOINT is set (docs/observability.md).
 
 SIGINT or SIGTERM stops it: event streams end, the requests in hand finish.`,
 		Example: `  cortex gateway --api-addr 127.0.0.1:8080
@@ -78,8 +88,26 @@ SIGINT or SIGTERM stops it: event streams end, the requests in hand finish.`,
 				return err
 			}
 			defer s.close()
-			srv, err := gateway.New(gateway.Config{Client: s.client, Keys: keys, Policy: policy, Logger: log,
-				CORSOrigin: g.corsOrigin, RateLimit: g.rateLimit})
+			// Its own series (requests by route, latency, runtime), on an
+			// address of their own: the API's /metrics is not served.
+			// Submit spans go out with OTLP when OTEL_EXPORTER_OTLP_ENDPOINT
+			// is set; a caller's traceparent is followed either way.
+			stopTracing, err := tracing.Setup(cmd.Context(), "cortex-gateway", log)
+			if err != nil {
+				return err
+			}
+			defer func() { _ = stopTracing(context.WithoutCancel(cmd.Context())) }()
+			cfg := gateway.Config{Client: s.client, Keys: keys, Policy: policy, Logger: log, CORSOrigin: g.corsOrigin, RateLimit: g.rateLimit}
+			var msrv *metrics.Server
+			if g.metricsAddr != "" {
+				reg := metrics.NewRegistry()
+				if msrv, err = metrics.Listen(g.metricsAddr, reg, log); err != nil {
+					return fmt.Errorf("metrics: %w", err)
+				}
+				defer func() { _ = msrv.Close() }()
+				cfg.Metrics = reg
+			}
+			srv, err := gateway.New(cfg)
 			if err != nil {
 				return err
 			}
@@ -95,6 +123,9 @@ SIGINT or SIGTERM stops it: event streams end, the requests in hand finish.`,
 			fmt.Fprintf(out, "CortexOS gateway: API on %s/v1 (NATS %s; %s)\n", ln.URL(), s.url, auth)
 			fmt.Fprintf(out, "  dashboard:   %s/\n", ln.URL())
 			fmt.Fprintf(out, "  OpenAPI:     %s/openapi.json\n", ln.URL())
+			if msrv != nil {
+				fmt.Fprintf(out, "  metrics:     http://%s%s\n", msrv.Addr(), metrics.Path)
+			}
 			fmt.Fprintln(out, "  Ctrl-C stops it.")
 			ctx, stop := signalContext(cmd)
 			defer stop()
@@ -111,6 +142,7 @@ SIGINT or SIGTERM stops it: event streams end, the requests in hand finish.`,
 	f.Float64Var(&g.rateLimit, "rate-limit", 0, "requests per second each API key may make (burst twice that; 0 no limit)")
 	f.StringVar(&g.policyFile, "policy", "", "the policy POST /v1/policy/eval and GET /v1/policy show (default: the shipped policy)")
 	f.StringVar(&g.logLevel, "log-level", "info", "debug logs every request; info the failures")
+	f.StringVar(&g.metricsAddr, "metrics-addr", "", metrics.FlagUsage+"; the gateway's requests by route and status, runtime, process")
 	conn.register(f, "request-timeout")
 	return cmd
 }

@@ -198,6 +198,12 @@ func TestDevGatewayAuth(t *testing.T) {
 	if code, _ := call(t, "POST", base+"/v1/dlq/a-1/retry", keys["tenant-a"], ""); code != 403 {
 		t.Errorf("a submitter's key re-driving: %d, want 403 (admin only)", code)
 	}
+	// The metrics count every tenant's jobs: the administrator's key only.
+	for who, want := range map[string]int{"": 401, "tenant-a": 403, "admin": 200} {
+		if code, _ := call(t, "GET", base+"/metrics", keys[who], ""); code != want {
+			t.Errorf("/metrics with %q's key: %d, want %d", who, code, want)
+		}
+	}
 
 	// cortex gateway on its own, with the administrator client's NATS
 	// credentials (the --nats-* flags of every command) and a key file: it
@@ -215,4 +221,72 @@ func TestDevGatewayAuth(t *testing.T) {
 	if code, body := call(t, "GET", gwBase+"/v1/jobs/a-1", "ops-key", ""); code != 200 || !strings.Contains(body, `"tenant":"a"`) {
 		t.Errorf("cortex gateway under auth: %d %s", code, body)
 	}
+}
+
+// waitBody polls url until its body (200) contains every string of want.
+func waitBody(t *testing.T, url, key string, want ...string) string {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		code, body := call(t, "GET", url, key, "")
+		missing := ""
+		for _, w := range want {
+			if !strings.Contains(body, w) {
+				missing = w
+				break
+			}
+		}
+		if code == 200 && missing == "" {
+			return body
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("GET %s: %d, no %q in:\n%s", url, code, missing, body)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// cortex dev serves one registry on its gateway's /metrics: after a job
+// submitted over HTTP completes, the scheduler's, the echo worker's and
+// the gateway's series are there.
+func TestDevGatewayMetrics(t *testing.T) {
+	t.Parallel()
+	out := serveCortex(t, "dev", "--port", "-1", "--http-port", "0", "--api-addr", "127.0.0.1:0", "--data-dir", filepath.Join(t.TempDir(), "dev"),
+		"--workers", "1", "--work-time", "0", "--log-level", "error", "--code-python=false")
+	waitMatch(t, out, regexp.MustCompile(`Ctrl-C stops`))
+	base := waitMatch(t, out, regexp.MustCompile(`HTTP API:\s+(http://127\.0\.0\.1:\d+)/v1`))[1]
+	if !strings.Contains(out(), "metrics:     "+base+"/metrics") {
+		t.Errorf("dev prints no metrics URL:\n%s", out())
+	}
+	if code, body := call(t, "POST", base+"/v1/jobs", "", `{"topic":"job.echo","job_id":"m-1"}`); code != 201 {
+		t.Fatalf("submit: %d %s", code, body)
+	}
+	waitBody(t, base+"/v1/jobs/m-1", "", `"state":"COMPLETED"`)
+	waitBody(t, base+"/metrics", "",
+		"cortex_jobs_submitted_total 1",
+		`cortex_jobs_finished_total{state="COMPLETED"} 1`,
+		`cortex_workers{pool="default"} 1`,
+		`cortex_worker_jobs_total{status="completed",topic="job.echo"} 1`,
+		`cortex_gateway_requests_total{code="201",route="POST /v1/jobs"} 1`,
+		"go_goroutines", "process_resident_memory_bytes")
+}
+
+// cortex gateway --metrics-addr serves the gateway's own series on that
+// address (not on the API's).
+func TestGatewayMetricsAddr(t *testing.T) {
+	t.Parallel()
+	out := serveCortex(t, "gateway", "--api-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--nats-url", natstest.URL(t))
+	base := waitMatch(t, out, gatewayURLRE)[1]
+	murl := waitMatch(t, out, regexp.MustCompile(`metrics:\s+(http://127\.0\.0\.1:\d+/metrics)`))[1]
+	if code, _ := call(t, "GET", base+"/healthz", "", ""); code != 200 {
+		t.Errorf("healthz: %d", code)
+	}
+	if code, _ := call(t, "GET", base+"/metrics", "", ""); code != 404 {
+		t.Errorf("the API's /metrics: %d, want 404 (served on --metrics-addr)", code)
+	}
+	waitBody(t, murl, "",
+		`cortex_gateway_requests_total{code="200",route="GET /healthz"} 1`,
+		`cortex_gateway_requests_total{code="404",route="GET /metrics"} 1`,
+		`cortex_gateway_request_seconds_bucket{route="GET /healthz",le="+Inf"} 1`,
+		"go_goroutines", "process_cpu_seconds_total")
 }

@@ -72,6 +72,19 @@ type Options struct {
 	// inline (worker.Config.Inline) on the delivery goroutine, as the
 	// floor's worker does: the echo handler returns in microseconds.
 	WorkerRunners bool
+	// Strategy is the placement strategy every topic gets
+	// (placement.Config.DefaultStrategy): StrategyLeastLoaded, the
+	// default, places each job on a worker by its heartbeats, as
+	// cortex-scheduler does with no placement section; StrategyNaive
+	// publishes it on the topic for the queue group. Default
+	// StrategyLeastLoaded.
+	Strategy string
+	// Policy is a policy file for the safety kernel; "" is the shipped
+	// default policy.
+	Policy string
+	// SafetyStub replaces the safety kernel (and its audit) with the stub
+	// that allows everything, to measure the kernel's cost.
+	SafetyStub bool
 	// Store is the job store: StoreMemory (the control plane's own cost) or
 	// StoreJetStream (a key-value bucket and durable intake, as deployed).
 	// Default StoreMemory.
@@ -139,6 +152,9 @@ func (o *Options) setDefaults() error {
 	if o.Store == "" {
 		o.Store = StoreMemory
 	}
+	if o.Strategy == "" {
+		o.Strategy = StrategyLeastLoaded
+	}
 	if o.IdleTimeout <= 0 {
 		o.IdleTimeout = DefaultIdleTimeout
 	}
@@ -165,6 +181,11 @@ func (o *Options) setDefaults() error {
 	case StoreMemory, StoreJetStream:
 	default:
 		return fmt.Errorf("bench: --store %q: want memory or jetstream", o.Store)
+	}
+	switch o.Strategy {
+	case StrategyLeastLoaded, StrategyNaive:
+	default:
+		return fmt.Errorf("bench: --strategy %q: want %s or %s", o.Strategy, StrategyLeastLoaded, StrategyNaive)
 	}
 	o.Rounds = min(o.Rounds, o.Jobs)
 	return nil

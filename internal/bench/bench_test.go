@@ -58,6 +58,11 @@ func TestRunTinyBench(t *testing.T) {
 	if obj["rounds"] != float64(bench.DefaultRounds) || obj["worker_mode"] != "inline" {
 		t.Errorf("rounds, worker_mode = %v, %v; want %d, inline", obj["rounds"], obj["worker_mode"], bench.DefaultRounds)
 	}
+	// The system path is the default one: placement and the safety kernel.
+	if obj["placement"] != "least-loaded" || obj["policy"] != "kernel, shipped default policy" || obj["worker_capacity"] != float64(64) {
+		t.Errorf("placement, policy, worker_capacity = %v, %v, %v; want least-loaded, the kernel with the shipped policy, 64",
+			obj["placement"], obj["policy"], obj["worker_capacity"])
+	}
 	if rep.Floor.Jobs != 200 || rep.System.Jobs != 200 {
 		t.Errorf("measured jobs: floor %d, system %d; want 200 each, over the rounds", rep.Floor.Jobs, rep.System.Jobs)
 	}

@@ -157,9 +157,10 @@ func startFloor(ctx context.Context, e *env, tr *tracker) (_ *parts, err error) 
 	return p, nil
 }
 
-// systemPath is the complete system: the scheduler (stub safety, memory
-// registry, naive strategy) and echo workers on the worker runtime, each on
-// its own connection.
+// systemPath is the complete system: the scheduler (as cortex-scheduler
+// runs it by default: placement by the workers' reports, the shipped policy
+// through the safety kernel; see placed.go) and direct echo workers on the
+// worker runtime, each on its own connection.
 var systemPath = path{
 	name:  "system",
 	label: "system",
@@ -182,7 +183,16 @@ func startSystem(ctx context.Context, e *env, tr *tracker) (_ *parts, err error)
 	if err != nil {
 		return nil, err
 	}
-	reg := scheduler.NewMemoryRegistry()
+	reg, pools, err := systemPlacement(e.opts.Strategy)
+	if err != nil {
+		return nil, err
+	}
+	schedID := scheduler.UniqueID("cortex-bench-scheduler")
+	checker, stopSafety, err := systemSafety(e.opts, sb, schedID, log)
+	if err != nil {
+		return nil, err
+	}
+	p.stop = append(p.stop, func() error { stopSafety(); return nil })
 	var (
 		store scheduler.JobStore
 		dead  scheduler.DeadLetters
@@ -211,8 +221,10 @@ func startSystem(ctx context.Context, e *env, tr *tracker) (_ *parts, err error)
 	engine, err := scheduler.New(scheduler.Config{
 		Observer:    scheduler.Observers(obs.observer(), spans.observer(sb)),
 		Bus:         sb,
-		Safety:      scheduler.NewSafetyStub(),
+		Safety:      checker,
 		Registry:    reg,
+		Placement:   pools,
+		ID:          schedID,
 		Strategy:    scheduler.NewNaiveStrategy(),
 		Store:       store,
 		DeadLetters: dead,
@@ -270,6 +282,8 @@ func startSystem(ctx context.Context, e *env, tr *tracker) (_ *parts, err error)
 			QueueGroup:     "workers-bench-" + e.runID,
 			Handler:        hooked,
 			Inline:         !e.opts.WorkerRunners,
+			Capacity:       workerCapacity(e.opts),
+			Direct:         true,
 			Logger:         log,
 			Metrics:        obs.registerer(),
 			TracerProvider: spans.provider(),

@@ -110,17 +110,21 @@ func round4(v float64) float64 { return math.Round(v*1e4) / 1e4 }
 func (r *Report) JSON() map[string]any {
 	f, s := r.Floor, r.System
 	m := map[string]any{
-		"jobs":          r.Opts.Jobs,
-		"window":        r.Opts.Window,
-		"rate":          r.Opts.Rate,
-		"workers":       r.Opts.Workers,
-		"payload_bytes": r.Opts.Payload,
-		"payload_field": PayloadField,
-		"warmup":        r.Opts.Warmup,
-		"rounds":        r.Opts.Rounds,
-		"worker_mode":   workerMode(r.Opts),
-		"store":         r.Opts.Store,
-		"nats":          r.Nats,
+		"jobs":            r.Opts.Jobs,
+		"window":          r.Opts.Window,
+		"rate":            r.Opts.Rate,
+		"workers":         r.Opts.Workers,
+		"payload_bytes":   r.Opts.Payload,
+		"payload_field":   PayloadField,
+		"warmup":          r.Opts.Warmup,
+		"rounds":          r.Opts.Rounds,
+		"worker_mode":     workerMode(r.Opts),
+		"store":           r.Opts.Store,
+		"worker_capacity": workerCapacity(r.Opts),
+		"worker_direct":   true,
+		"placement":       r.Opts.Strategy,
+		"policy":          policyDesc(r.Opts),
+		"nats":            r.Nats,
 
 		"jobs_per_sec":       round1(s.JobsPerSec),
 		"floor_jobs_per_sec": round1(f.JobsPerSec),
@@ -205,6 +209,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 	}
 	fmt.Fprintf(w, "cortex bench: %d jobs (+%d warm-up) in %d alternating round(s), %s, %d echo worker(s) (%s), payload %d B in %s, store %s, NATS %s\n",
 		o.Jobs, o.Warmup, o.Rounds, load, o.Workers, workerMode(o), o.Payload, PayloadField, o.Store, r.Nats)
+	fmt.Fprintf(w, "system: placement %s, policy: %s, workers: capacity %d, direct\n", o.Strategy, policyDesc(o), workerCapacity(o))
 	commit := r.Commit
 	if commit == "" {
 		commit = "unknown"

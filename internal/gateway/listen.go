@@ -8,6 +8,10 @@ import (
 	"net"
 	"net/http"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cortex-os/core/internal/metrics"
 )
 
 // Listener bounds. The write side has no timeout, as an event stream lasts
@@ -39,6 +43,12 @@ type ListenConfig struct {
 	// ShutdownGrace bounds the wait for requests in hand on stop. Default
 	// DefaultShutdownGrace.
 	ShutdownGrace time.Duration
+	// Metrics, if set, is served at GET /metrics (internal/metrics's
+	// handler): with API keys, to an administrator's key with no tenant;
+	// without, to anyone who reaches the address (loopback, unless
+	// InsecureNoAuth). Unset, GET /metrics is 404. The handler is the
+	// Server's: a Listen given a registry sets it for all its listeners.
+	Metrics prometheus.Gatherer
 }
 
 // CheckExposure is the rule a gateway listens by: without keys, only on a
@@ -69,6 +79,10 @@ func (s *Server) Listen(cfg ListenConfig) (*Listener, error) {
 		return nil, fmt.Errorf("%w: give both a TLS certificate and its key, or neither", ErrInvalidConfig)
 	}
 	l := &Listener{srv: s, grace: cfg.ShutdownGrace}
+	if cfg.Metrics != nil {
+		h := metrics.Handler(cfg.Metrics)
+		s.metricsHandler.Store(&h)
+	}
 	if l.grace <= 0 {
 		l.grace = DefaultShutdownGrace
 	}

@@ -48,6 +48,8 @@ func OpenAPI() map[string]any {
 				ok["description"] = rt.StreamDoc
 			}
 			ok["content"] = map[string]any{"text/event-stream": map[string]any{"schema": map[string]any{"type": "string"}}}
+		case rt.TextResponse:
+			ok["content"] = map[string]any{"text/plain": map[string]any{"schema": map[string]any{"type": "string"}}}
 		case rt.RawResponse:
 			ok["content"] = map[string]any{"application/octet-stream": map[string]any{"schema": map[string]any{"type": "string", "format": "binary"}}}
 		case rt.Response != "":

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"time"
 
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
@@ -41,7 +43,9 @@ type route struct {
 	RawBody bool
 	// RawResponse: the 2xx body is bytes (application/octet-stream).
 	RawResponse bool
-	handle      func(s *Server, w http.ResponseWriter, r *http.Request, c caller)
+	// TextResponse: the 2xx body is text (the Prometheus text format).
+	TextResponse bool
+	handle       func(s *Server, w http.ResponseWriter, r *http.Request, c caller)
 }
 
 func (s *Server) routes() []route { return routeTable() }
@@ -56,6 +60,8 @@ func routeTable() []route {
 	return append([]route{
 		{Method: "GET", Path: "/healthz", OpID: "health", Summary: "The gateway is up", Response: "Health", Status: 200, handle: (*Server).health},
 		{Method: "GET", Path: "/readyz", OpID: "ready", Summary: "NATS is connected and a scheduler answers", Response: "Health", Status: 200, Errors: []int{503}, handle: (*Server).ready},
+		{Method: "GET", Path: "/metrics", Role: RoleAdmin, OpID: "metrics", Summary: "Prometheus metrics (the text format; OpenMetrics when asked): served where the listener is given a registry (cortex dev), else 404; with API keys, an administrator's key with no tenant",
+			Status: 200, TextResponse: true, Errors: []int{401, 403, 404, 429}, handle: (*Server).serveMetrics},
 		{Method: "GET", Path: "/openapi.json", OpID: "openapi", Summary: "This API's OpenAPI 3 document", Response: "", Status: 200, handle: (*Server).openapi},
 		{Method: "POST", Path: "/v1/jobs", Role: RoleSubmitter, OpID: "submitJob", Summary: "Submit a job: a JSON body (up to 1 MiB), or the input as a raw application/octet-stream body (up to the blob store's cap) with the job's fields in the query",
 			Body: "SubmitJob", Response: "Job", Status: 201, RawBody: true, Query: rawQuery,
@@ -134,10 +140,17 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, c caller) {
 		s.fail(w, r, err)
 		return
 	}
-	if rid, _ := r.Context().Value(requestIDKey{}).(string); rid != "" && validRequestID(rid) {
-		opts = append(opts, client.WithTraceID(rid))
+	// A caller's W3C traceparent (and tracestate) puts the job in the
+	// caller's trace: its trace_id is the caller's trace id and its submit
+	// span a child of the caller's span. Without one, the request id is the
+	// job's trace id.
+	ctx := propagation.TraceContext{}.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
+	if !trace.SpanContextFromContext(ctx).IsValid() {
+		if rid, _ := r.Context().Value(requestIDKey{}).(string); rid != "" && validRequestID(rid) {
+			opts = append(opts, client.WithTraceID(rid))
+		}
 	}
-	job, err := s.cfg.Client.Submit(r.Context(), req, opts...)
+	job, err := s.cfg.Client.Submit(ctx, req, opts...)
 	var refused *client.RefusedError
 	if errors.Is(err, client.ErrDenied) && errors.As(err, &refused) && refused.Job != nil {
 		writeJSON(w, r, http.StatusCreated, JobOf(refused.Job)) // recorded DENIED

@@ -12,9 +12,11 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 
 	"github.com/cortex-os/core/internal/safety"
@@ -61,6 +63,9 @@ type Config struct {
 	// bucket with a burst of twice that, at least 1); 0 no limit. Without
 	// keys, one bucket is shared by all callers.
 	RateLimit float64
+	// Metrics, if set, gets the gateway's own series: requests by route
+	// and status, and their latency (metrics.go; docs/observability.md).
+	Metrics prometheus.Registerer
 }
 
 // ErrInvalidConfig: a Config that cannot make a Server.
@@ -94,6 +99,11 @@ type Server struct {
 	// openapiDoc is OpenAPI(), encoded once.
 	openapiDoc []byte
 
+	// httpm counts the requests (nil without Config.Metrics);
+	// metricsHandler serves GET /metrics (nil: 404; ListenConfig.Metrics).
+	httpm          *httpMetrics
+	metricsHandler atomic.Pointer[http.Handler]
+
 	limitMu  sync.Mutex
 	limiters map[string]*rate.Limiter
 
@@ -115,6 +125,11 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidConfig, err)
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, kernel: k, mux: http.NewServeMux(), limiters: map[string]*rate.Limiter{}, closing: make(chan struct{}), openapiDoc: mustJSON(OpenAPI())}
+	if cfg.Metrics != nil {
+		if s.httpm, err = newHTTPMetrics(cfg.Metrics); err != nil {
+			return nil, err
+		}
+	}
 	for _, rt := range s.routes() {
 		s.mux.Handle(rt.Method+" "+rt.Path, s.wrap(rt))
 	}
@@ -137,7 +152,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	rec := &statusRecorder{ResponseWriter: w}
 	start := time.Now()
-	s.mux.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), requestIDKey{}, rid)))
+	req := r.WithContext(context.WithValue(r.Context(), requestIDKey{}, rid))
+	s.mux.ServeHTTP(rec, req) // sets req.Pattern: the route matched
+	s.httpm.observe(req.Pattern, rec.code(), time.Since(start))
 	level := slog.LevelDebug
 	if rec.status >= 400 {
 		level = slog.LevelInfo
@@ -173,7 +190,7 @@ func (s *Server) cors(w http.ResponseWriter, r *http.Request) bool {
 	h.Set("Access-Control-Expose-Headers", "X-Request-Id, Retry-After")
 	if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
 		h.Set("Access-Control-Allow-Methods", "GET, POST")
-		h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, X-Request-Id")
+		h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, X-Request-Id, traceparent, tracestate")
 		h.Set("Access-Control-Max-Age", "600")
 		w.WriteHeader(http.StatusNoContent)
 		return true

@@ -3,6 +3,8 @@ package metrics_test
 import (
 	"context"
 	"errors"
+	"log/slog"
+	"net/http/httptest"
 	"os"
 	"regexp"
 	"slices"
@@ -12,6 +14,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/cortex-os/core/internal/gateway"
 	"github.com/cortex-os/core/pkg/client"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/worker"
@@ -89,9 +92,9 @@ func TestObservabilityDoc(t *testing.T) {
 	}
 }
 
-// servedSeries runs a scheduler and a worker sharing a registry, sends a
-// job that completes and one that is denied, and returns the names of the
-// cortex_ families served.
+// servedSeries runs a scheduler, a worker and a gateway sharing a
+// registry, sends a job that completes and one that is denied and a request
+// to the gateway, and returns the names of the cortex_ families served.
 func servedSeries(t *testing.T) map[string]bool {
 	r := startRig(t)
 	r.runWorker(t, "echo", func(_ context.Context, j *worker.Job) (worker.Result, error) {
@@ -110,6 +113,12 @@ func servedSeries(t *testing.T) map[string]bool {
 	if _, err := r.client.Submit(ctx, &pb.JobRequest{Topic: "job.forbidden"}); !errors.Is(err, client.ErrDenied) {
 		t.Fatalf("forbidden job: %v", err)
 	}
+	// The gateway's series, counting a request.
+	gw, err := gateway.New(gateway.Config{Client: r.client, Metrics: r.reg, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/healthz", nil))
 	fams, err := r.reg.Gather()
 	if err != nil {
 		t.Fatal(err)

@@ -104,19 +104,19 @@ func (s *Scheduler) JobRecorded(prev, next *pb.JobInfo) {
 		if prev != nil {
 			since = prev.GetUpdatedMs()
 		}
-		s.hists(next.GetPool()).wait.Observe(seconds(next.GetUpdatedMs() - since))
+		s.hists(scheduler.PoolLabel(next)).wait.Observe(seconds(next.GetUpdatedMs() - since))
 	case lifecycle.Terminal(to) && !lifecycle.Terminal(from):
 		if c := s.finished[to]; c != nil {
 			c.Inc()
 		}
 		if (from == lifecycle.Dispatched || from == lifecycle.Running) && next.GetAttemptStartedMs() > 0 {
-			s.hists(next.GetPool()).run.Observe(seconds(next.GetUpdatedMs() - next.GetAttemptStartedMs()))
+			s.hists(scheduler.PoolLabel(next)).run.Observe(seconds(next.GetUpdatedMs() - next.GetAttemptStartedMs()))
 		}
 	case to == lifecycle.Pending && from == lifecycle.Running && prev.GetAttemptStartedMs() > 0:
 		// an attempt that ran and ended without the job (failed, lease
 		// lost): it ran too. One no worker took (no responders, not
 		// confirmed) did not.
-		s.hists(next.GetPool()).run.Observe(seconds(next.GetUpdatedMs() - prev.GetAttemptStartedMs()))
+		s.hists(scheduler.PoolLabel(next)).run.Observe(seconds(next.GetUpdatedMs() - prev.GetAttemptStartedMs()))
 	}
 }
 

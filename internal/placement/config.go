@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -240,7 +241,16 @@ type Pools struct {
 	tenants  map[string]*Tenant
 	defTen   Tenant
 	strategy Strategy // the default strategy
+
+	// The implicit pools made so far, up to maxImplicitPools: Resolve runs
+	// several times per job and should not allocate.
+	implicitMu sync.RWMutex
+	implicits  map[string]*Pool
 }
+
+// maxImplicitPools bounds the implicit pools kept; past it, each Resolve of
+// another topic makes a new one.
+const maxImplicitPools = 4096
 
 // NewPools validates cfg and returns its pools. cfg is copied.
 func NewPools(cfg Config) (*Pools, error) {
@@ -341,10 +351,29 @@ func (ps *Pools) Resolve(topic string) *Pool {
 }
 
 func (ps *Pools) implicit(topic string) *Pool {
-	return &Pool{
+	ps.implicitMu.RLock()
+	p := ps.implicits[topic]
+	ps.implicitMu.RUnlock()
+	if p != nil {
+		return p
+	}
+	topic = strings.Clone(topic) // kept: not a slice of a bigger message
+	p = &Pool{
 		Name: topic, Topics: []string{topic}, Strategy: ps.cfg.DefaultStrategy,
 		MaxPending: ps.cfg.DefaultMaxPending, strategy: ps.strategy, index: -1,
 	}
+	ps.implicitMu.Lock()
+	defer ps.implicitMu.Unlock()
+	if q := ps.implicits[topic]; q != nil {
+		return q
+	}
+	if ps.implicits == nil {
+		ps.implicits = make(map[string]*Pool)
+	}
+	if len(ps.implicits) < maxImplicitPools {
+		ps.implicits[topic] = p
+	}
+	return p
 }
 
 // Tenant returns a tenant's settings: its own, or the default tenant's.

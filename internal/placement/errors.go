@@ -44,10 +44,16 @@ type PoolFullError struct {
 	// PoolWide: every worker of the pool is full, so no queued job of the
 	// pool can be placed before capacity frees: stop draining the pool.
 	PoolWide bool
+	// Worker is set when the slots counted are one worker's: "worker w1
+	// full: 1 of 1 slots busy".
+	Worker string
 }
 
 func (e *PoolFullError) Error() string {
 	msg := "pool " + e.Pool + " full"
+	if e.Worker != "" {
+		msg = "worker " + e.Worker + " full"
+	}
 	if e.Topic != "" {
 		msg += " for " + e.Topic
 	}

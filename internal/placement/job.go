@@ -29,12 +29,13 @@ type Job struct {
 	state  jobState
 	q      *Queue
 	tq     *tenantQueue
-	level  int8   // effective priority level now: 0 BATCH .. 2 CRITICAL
-	entry  int64  // when it entered that level, unix nanoseconds
-	enq    int64  // Enqueued, unix nanoseconds
-	seq    uint64 // push order: ties
-	hidx   [2]int // in its tenant queue's level heap; in the pool's promotion heap, or the parked list
-	reason string // why it is parked
+	ten    *tenantState // its tenant: set when queued or started
+	level  int8         // effective priority level now: 0 BATCH .. 2 CRITICAL
+	entry  int64        // when it entered that level, unix nanoseconds
+	enq    int64        // Enqueued, unix nanoseconds
+	seq    uint64       // push order: ties
+	hidx   [2]int       // in its tenant queue's level heap; in the pool's promotion heap, or the parked list
+	reason string       // why it is parked
 }
 
 type jobState uint8

@@ -3,6 +3,7 @@ package placement
 import (
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -37,15 +38,16 @@ const levels = 3
 // total MaxPendingTotal. Readmit (a job coming back: refused by its worker,
 // a retry, a restart) is not bounded: it was admitted once.
 type Queues struct {
-	mu     sync.Mutex
-	pools  *Pools
-	now    func() time.Time
-	step   int64
-	queues map[string]*Queue
-	tenant map[string]*tenantState
-	jobs   map[string]*Job // queued, parked and started
-	queued int             // queued and parked, every pool
-	seq    uint64
+	mu      sync.Mutex
+	pools   *Pools
+	now     func() time.Time
+	step    int64
+	queues  map[string]*Queue
+	tenant  map[string]*tenantState
+	jobs    map[string]*Job // queued, parked and started
+	queued  int             // queued and parked, every pool
+	queuedN atomic.Int64    // queued, for Len
+	seq     uint64
 }
 
 // Queue is one pool's pending jobs. Its methods take the Queues' lock.
@@ -197,12 +199,13 @@ func (qs *Queues) admit(job *Job) {
 		qs.seq++
 		job.seq = qs.seq
 	}
-	job.q, job.tq, job.reason = q, tq, ""
+	job.q, job.tq, job.ten, job.reason = q, tq, t, ""
 	qs.jobs[job.ID] = job
 	tq.n++
 	q.pending++
 	t.pending++
 	qs.queued++
+	qs.queuedN.Store(int64(qs.queued))
 	q.insert(job, qs.now().UnixNano())
 }
 
@@ -350,9 +353,48 @@ func (qs *Queues) Start(job *Job) {
 	q.vclock = max(q.vclock, tq.vtime)
 	tq.vtime += 1 / float64(t.cfg.Weight)
 	q.fixTenant(tq)
+	q.block = ""
+	qs.started(job, t)
+	qs.tidy(q, tq)
+}
+
+// StartNow starts a new job without queueing it, when nothing can be ahead
+// of it: its pool has no job pending and its tenant is under its
+// concurrency limit. It reports whether it did; if not, Push it. A started
+// job counts as running for its tenant, as after Start. The caller then
+// places it, and Removes it if that fails.
+func (qs *Queues) StartNow(job *Job) bool {
+	qs.mu.Lock()
+	defer qs.mu.Unlock()
+	if qs.jobs[job.ID] != nil {
+		return false
+	}
+	qs.prepare(job)
+	if q := qs.queues[job.Pool.Name]; q != nil && q.pending > 0 {
+		return false
+	}
+	t := qs.tenant[job.Tenant]
+	if t == nil {
+		t = &tenantState{name: job.Tenant, cfg: qs.pools.Tenant(job.Tenant)}
+		qs.tenant[job.Tenant] = t
+	} else if t.limited {
+		return false
+	}
+	if m := t.cfg.MaxConcurrent; m > 0 && t.running >= m {
+		qs.tidyTenant(t)
+		return false
+	}
+	job.q, job.tq, job.ten, job.reason = nil, nil, t, ""
+	qs.jobs[job.ID] = job
+	qs.started(job, t)
+	return true
+}
+
+// started counts job as running for its tenant t, and stops offering the
+// tenant's jobs once it reaches its limit.
+func (qs *Queues) started(job *Job, t *tenantState) {
 	job.state = jobStarted
 	t.running++
-	q.block = ""
 	if m := t.cfg.MaxConcurrent; m > 0 && t.running >= m && !t.limited {
 		t.limited = true
 		for _, tq := range t.queues {
@@ -363,7 +405,6 @@ func (qs *Queues) Start(job *Job) {
 			}
 		}
 	}
-	qs.tidy(q, tq)
 }
 
 // take removes a queued or parked job from its queue's structures and counts.
@@ -377,6 +418,7 @@ func (q *Queue) take(job *Job) {
 	job.tq.t.pending--
 	q.pending--
 	q.qs.queued--
+	q.qs.queuedN.Store(int64(q.qs.queued))
 }
 
 // tidy forgets a tenant queue, a tenant and an implicit pool's queue once
@@ -394,9 +436,7 @@ func (qs *Queues) tidy(q *Queue, tq *tenantQueue) {
 			}
 		}
 	}
-	if t.pending == 0 && t.running == 0 && qs.tenant[t.name] == t {
-		delete(qs.tenant, t.name)
-	}
+	qs.tidyTenant(t)
 	if q.pending == 0 && q.pool.Implicit() && qs.queues[q.pool.Name] == q {
 		delete(qs.queues, q.pool.Name)
 	}
@@ -410,12 +450,12 @@ func (qs *Queues) Finish(jobID string) {
 	if job := qs.jobs[jobID]; job != nil && job.state == jobStarted {
 		qs.finish(job)
 		delete(qs.jobs, jobID)
-		qs.tidyTenant(job.tq.t)
+		qs.tidyTenant(job.ten)
 	}
 }
 
 func (qs *Queues) finish(job *Job) {
-	t := job.tq.t
+	t := job.ten
 	t.running--
 	job.state = jobNew
 	if t.limited && t.running < t.cfg.MaxConcurrent {
@@ -429,7 +469,7 @@ func (qs *Queues) finish(job *Job) {
 }
 
 func (qs *Queues) tidyTenant(t *tenantState) {
-	if t.pending == 0 && t.running == 0 && qs.tenant[t.name] == t {
+	if t.pending == 0 && t.running == 0 && qs.tenant[t.name] == t && t.name != DefaultTenantName {
 		delete(qs.tenant, t.name)
 	}
 }
@@ -448,7 +488,7 @@ func (qs *Queues) Remove(jobID string) bool {
 	switch job.state {
 	case jobStarted:
 		qs.finish(job)
-		qs.tidyTenant(job.tq.t)
+		qs.tidyTenant(job.ten)
 	case jobQueued, jobParked:
 		job.q.take(job)
 		job.state = jobNew
@@ -534,9 +574,7 @@ func (qs *Queues) WakeAll() {
 
 // Len is the number of pending jobs over every pool, parked ones included.
 func (qs *Queues) Len() int {
-	qs.mu.Lock()
-	defer qs.mu.Unlock()
-	return qs.queued
+	return int(qs.queuedN.Load()) // without the lock: asked after every job
 }
 
 // Running is the number of a tenant's jobs started and not finished.

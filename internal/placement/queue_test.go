@@ -53,7 +53,7 @@ func TestPriorityOrderOnSingleSlotWorker(t *testing.T) {
 			break
 		}
 		order = append(order, started[0])
-		if reason := r.qs.Reason("b2"); started[0].ID != "b2" && reason != "pool job.echo full: 1 of 1 slots busy" {
+		if reason := r.qs.Reason("b2"); started[0].ID != "b2" && reason != "worker w full: 1 of 1 slots busy" {
 			t.Errorf("b2 waits because %q", reason)
 		}
 		r.clock.Advance(time.Millisecond)
@@ -421,3 +421,40 @@ func TestErrorsIs(t *testing.T) {
 }
 
 func abs(n int) int { return max(n, -n) }
+
+// StartNow starts a job at once only when nothing can be ahead of it: its
+// pool has nothing pending and its tenant is under its limit.
+func TestStartNow(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, placement.Config{Tenants: []placement.Tenant{{Name: "acme", MaxConcurrent: 1}}})
+	a := r.job("a", "job.echo", tenant("acme"))
+	if !r.qs.StartNow(a) {
+		t.Fatal("StartNow of a job with nothing ahead: false")
+	}
+	if r.qs.Running("acme") != 1 {
+		t.Fatalf("running %d, want 1", r.qs.Running("acme"))
+	}
+	if r.qs.StartNow(r.job("b", "job.echo", tenant("acme"))) {
+		t.Error("StartNow past the tenant's limit: true")
+	}
+	if r.qs.StartNow(a) {
+		t.Error("StartNow of a known job: true")
+	}
+	if err := r.qs.Push(r.job("c", "job.other")); err != nil {
+		t.Fatal(err)
+	}
+	if r.qs.StartNow(r.job("d", "job.other")) {
+		t.Error("StartNow with a job pending in its pool: true")
+	}
+	if !r.qs.StartNow(r.job("e", "job.echo")) {
+		t.Error("StartNow of another tenant's job: false")
+	}
+	r.qs.Readmit(a) // handed back: queued again, no longer running
+	if r.qs.Running("acme") != 0 || r.qs.Reason("a") == "" {
+		t.Errorf("after Readmit: running %d, reason %q", r.qs.Running("acme"), r.qs.Reason("a"))
+	}
+	r.qs.Remove("e")
+	if r.qs.Remove("e") {
+		t.Error("Remove of a removed job: true")
+	}
+}

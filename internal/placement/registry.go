@@ -63,7 +63,11 @@ type Worker struct {
 	// reconciled away.
 	Assigned int
 	// ActiveJobs is what its last heartbeat said it runs.
-	ActiveJobs       int
+	ActiveJobs int
+	// Unplaced counts the jobs its last heartbeat listed as held that were
+	// not placed here and not released here since (another replica placed
+	// them, or the queue group gave them to it): they fill slots too.
+	Unplaced         int
 	CPULoad, GPUUtil float32
 	Draining, Direct bool
 	LastSeen         time.Time
@@ -74,18 +78,34 @@ type Worker struct {
 	until   int64  // expires: unix nanoseconds
 	subject string // wire.WorkerJobSubject(ID), when Direct
 	jobs    map[string]assignment
+	ext     []string // the held jobs counted in Unplaced
+	listed  bool     // its heartbeats list what it holds (held), or it holds nothing
 	feat    featureSet
 	in      []membership // the candidate sets it is in
 	wild    bool         // a topic with a wildcard
 }
 
-// Free is how many more jobs the worker can take: Capacity minus the larger
-// of Assigned and ActiveJobs; 0 while draining.
+// Busy is how many of the worker's slots are taken. For a worker whose
+// heartbeats list the jobs it holds (held), it is the jobs placed on it
+// here plus the held jobs not placed here (Unplaced): a job released here
+// (its result came, it was refused, cancelled, its lease lost) frees its
+// slot at once, not at the worker's next heartbeat. For a worker that
+// reports only a count (active_jobs without held), it is the larger of
+// Assigned and ActiveJobs.
+func (w *Worker) Busy() int {
+	if w.listed {
+		return w.Assigned + w.Unplaced
+	}
+	return max(w.Assigned, w.ActiveJobs)
+}
+
+// Free is how many more jobs the worker can take: Capacity minus Busy; 0
+// while draining.
 func (w *Worker) Free() int {
 	if w.Draining {
 		return 0
 	}
-	return max(0, w.Capacity-max(w.Assigned, w.ActiveJobs))
+	return max(0, w.Capacity-w.Busy())
 }
 
 // Load is the larger of its CPU load and GPU utilisation, 0 to 100.
@@ -103,6 +123,10 @@ func (w *Worker) Subject(job *Job) string {
 type assignment struct {
 	at   int64  // when placed, unix nanoseconds
 	seen uint64 // the reconcile epoch it was last seen held in
+	// released: no longer counted (Release), kept until a heartbeat of the
+	// worker does not list it, so that one sent before the release and
+	// received after it does not count it again (Unplaced).
+	released bool
 }
 
 type membership struct {
@@ -142,14 +166,20 @@ type Registry struct {
 	now   func() time.Time
 	opts  RegistryOptions
 
-	workers   map[string]*Worker
-	jobs      map[string]*Worker // assigned job -> worker
-	topicSets map[string]*candSet
-	poolSets  []*candSet // per configured pool
-	legacy    int        // workers that report no topics (v1.0)
-	feats     features
-	epoch     uint64
-	version   uint64
+	workers map[string]*Worker
+	jobs    map[string]*Worker // assigned job -> worker
+	ext     map[string]*Worker // held job not placed here -> worker (Unplaced)
+	// released remembers the jobs released lately, in two generations of
+	// at least ReconcileGrace each, so that a heartbeat sent before a
+	// job's release and received after it does not count the job again.
+	released    [2]map[string]struct{}
+	releasedGen int64 // when released[0] was started, unix nanoseconds
+	topicSets   map[string]*candSet
+	poolSets    []*candSet // per configured pool
+	legacy      int        // workers that report no topics (v1.0)
+	feats       features
+	epoch       uint64
+	version     uint64
 }
 
 // NewRegistry returns an empty registry.
@@ -176,6 +206,8 @@ func NewRegistry(opts RegistryOptions) *Registry {
 		pools: opts.Pools, now: opts.Now, opts: opts,
 		workers:   make(map[string]*Worker),
 		jobs:      make(map[string]*Worker),
+		ext:       make(map[string]*Worker),
+		released:  [2]map[string]struct{}{make(map[string]struct{}), make(map[string]struct{})},
 		topicSets: make(map[string]*candSet),
 		feats:     features{caps: map[string]int{}, labels: map[string]map[string]int{}},
 	}
@@ -244,6 +276,7 @@ func (r *Registry) Heartbeat(hb *pb.Heartbeat, at time.Time) {
 		r.join(w)
 	}
 	r.reconcile(w, hb.GetHeld(), now)
+	r.unplaced(w, hb, now)
 	r.refresh(w)
 	if changed || !wasLive || w.Free() > oldFree {
 		r.version++
@@ -268,12 +301,70 @@ func (r *Registry) reconcile(w *Worker, held []*pb.HeldJob, now int64) {
 	}
 	cutoff := now - int64(r.opts.ReconcileGrace)
 	for id, a := range w.jobs {
-		if a.seen != r.epoch && a.at < cutoff {
+		switch {
+		case a.seen == r.epoch:
+		case a.released:
+			delete(w.jobs, id) // its worker no longer lists it
+		case a.at < cutoff:
 			delete(w.jobs, id)
 			delete(r.jobs, id)
+			w.Assigned--
 		}
 	}
-	w.Assigned = len(w.jobs)
+}
+
+// unplaced recounts the jobs w holds that were not placed here (Unplaced)
+// from its heartbeat, leaving out those released here lately.
+func (r *Registry) unplaced(w *Worker, hb *pb.Heartbeat, now int64) {
+	held := hb.GetHeld()
+	w.listed = len(held) > 0 || hb.GetActiveJobs() <= 0
+	for _, id := range w.ext {
+		if r.ext[id] == w {
+			delete(r.ext, id)
+		}
+	}
+	w.ext = w.ext[:0]
+	if len(held) == 0 {
+		w.Unplaced = 0
+		return
+	}
+	r.rotate(now)
+	for _, h := range held {
+		id := h.GetJobId()
+		if _, mine := w.jobs[id]; mine || id == "" {
+			continue // placed here: counted in Assigned, or released here
+		}
+		if _, gone := r.released[0][id]; gone {
+			continue
+		}
+		if _, gone := r.released[1][id]; gone {
+			continue
+		}
+		if r.jobs[id] != nil || r.ext[id] != nil {
+			continue // counted against another worker
+		}
+		r.ext[id] = w
+		w.ext = append(w.ext, id)
+	}
+	w.Unplaced = len(w.ext)
+}
+
+// rotate starts a new generation of released jobs once the current one is
+// ReconcileGrace old.
+func (r *Registry) rotate(now int64) {
+	if now-r.releasedGen < int64(r.opts.ReconcileGrace) {
+		return
+	}
+	old := r.released[1]
+	clear(old)
+	r.released[1], r.released[0] = r.released[0], old
+	r.releasedGen = now
+}
+
+// remember records that jobID was released, for unplaced.
+func (r *Registry) remember(jobID string, now int64) {
+	r.rotate(now)
+	r.released[0][jobID] = struct{}{}
 }
 
 // Assign counts job against worker at once, until Release (or a heartbeat
@@ -291,15 +382,26 @@ func (r *Registry) Assign(workerID, jobID string) bool {
 }
 
 func (r *Registry) assign(w *Worker, jobID string, now int64) {
+	if len(r.ext) == 0 {
+		// the common case: every held job was placed here
+	} else if ew := r.ext[jobID]; ew != nil { // counted from a heartbeat before: now placed here
+		delete(r.ext, jobID)
+		if i := slices.Index(ew.ext, jobID); i >= 0 {
+			ew.ext[i] = ew.ext[len(ew.ext)-1]
+			ew.ext = ew.ext[:len(ew.ext)-1]
+		}
+		ew.Unplaced = len(ew.ext)
+		r.refresh(ew)
+	}
 	if prev := r.jobs[jobID]; prev != nil {
 		if prev == w {
 			return
 		}
-		r.unassign(prev, jobID)
+		r.unassign(prev, jobID, now)
 	}
-	w.jobs[jobID] = assignment{at: now}
+	w.jobs[jobID] = assignment{at: now} // over a released one, if any
 	r.jobs[jobID] = w
-	w.Assigned = len(w.jobs)
+	w.Assigned++
 	r.refresh(w)
 }
 
@@ -311,17 +413,55 @@ func (r *Registry) Release(workerID, jobID string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	w := r.jobs[jobID]
-	if w == nil || (workerID != "" && w.ID != workerID) {
+	if w == nil {
+		if len(r.ext) == 0 {
+			return
+		}
+		if w = r.ext[jobID]; w != nil && (workerID == "" || w.ID == workerID) {
+			r.dropExt(w, jobID)
+		}
 		return
 	}
-	r.unassign(w, jobID)
+	if workerID != "" && w.ID != workerID {
+		return
+	}
+	var now int64
+	if !w.Direct {
+		now = r.now().UnixNano() // for remember
+	}
+	r.unassign(w, jobID, now)
 }
 
-func (r *Registry) unassign(w *Worker, jobID string) {
+// dropExt stops counting a held job not placed here against w.
+func (r *Registry) dropExt(w *Worker, jobID string) {
 	before := w.Free()
-	delete(w.jobs, jobID)
+	delete(r.ext, jobID)
+	if i := slices.Index(w.ext, jobID); i >= 0 {
+		w.ext[i] = w.ext[len(w.ext)-1]
+		w.ext = w.ext[:len(w.ext)-1]
+	}
+	w.Unplaced = len(w.ext)
+	r.remember(jobID, r.now().UnixNano())
+	r.refresh(w)
+	if w.Free() > before {
+		r.version++
+	}
+}
+
+// unassign stops counting jobID against w. The worker's entry stays,
+// released, until its heartbeats stop listing the job. A worker that is not
+// direct may not be the one the queue group gave the job to: the registry
+// then remembers the release for every worker's heartbeats (remember).
+func (r *Registry) unassign(w *Worker, jobID string, now int64) {
+	before := w.Free()
+	a := w.jobs[jobID]
+	a.released = true
+	w.jobs[jobID] = a
 	delete(r.jobs, jobID)
-	w.Assigned = len(w.jobs)
+	w.Assigned--
+	if !w.Direct {
+		r.remember(jobID, now)
+	}
 	r.refresh(w)
 	if w.Free() > before {
 		r.version++
@@ -368,7 +508,14 @@ func (r *Registry) Forget(workerID string) {
 func (r *Registry) remove(w *Worker) {
 	r.leave(w)
 	for id := range w.jobs {
-		delete(r.jobs, id)
+		if r.jobs[id] == w {
+			delete(r.jobs, id)
+		}
+	}
+	for _, id := range w.ext {
+		if r.ext[id] == w {
+			delete(r.ext, id)
+		}
 	}
 	if len(w.Topics) == 0 {
 		r.legacy--

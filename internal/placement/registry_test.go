@@ -526,3 +526,86 @@ func TestRegistryConcurrent(t *testing.T) {
 		}
 	}
 }
+
+func held(ids ...string) func(*pb.Heartbeat) {
+	return func(h *pb.Heartbeat) {
+		h.ActiveJobs = int32(len(ids))
+		for _, id := range ids {
+			h.Held = append(h.Held, &pb.HeldJob{JobId: id, Attempt: 1})
+		}
+	}
+}
+
+// A slot freed here (a result, a refusal, a lost lease) is free at once,
+// not at the worker's next heartbeat, and a heartbeat sent before the
+// release that arrives after it does not take the slot again. Jobs a worker
+// holds that were not placed here still fill its slots.
+func TestReleasedSlotIsFreeAtOnce(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, placement.Config{})
+	r.beat(hb("w1", 1, topics("job.echo")))
+	if _, err := r.reg.Place(r.job("j1", "job.echo"), nil); err != nil {
+		t.Fatal(err)
+	}
+	r.beat(hb("w1", 1, topics("job.echo"), held("j1")))
+	if _, err := r.reg.Place(r.job("j2", "job.echo"), nil); err == nil || err.Error() != "worker w1 full: 1 of 1 slots busy" {
+		t.Fatalf("Place on a full worker: %v", err)
+	}
+	v := r.reg.Version()
+	r.reg.Release("", "j1")
+	if r.reg.Version() == v {
+		t.Error("a release that frees a slot does not change the version")
+	}
+	if w, _ := r.reg.Worker("w1"); w.Free() != 1 {
+		t.Fatalf("free after the release: %d, want 1", w.Free())
+	}
+	r.beat(hb("w1", 1, topics("job.echo"), held("j1"))) // sent before the result
+	if w, _ := r.reg.Worker("w1"); w.Free() != 1 {
+		t.Fatalf("a late heartbeat took the released slot again: free %d", w.Free())
+	}
+	// A job the worker holds that this registry never placed fills a slot
+	// until the worker stops listing it, or it is released here.
+	r.beat(hb("w1", 1, topics("job.echo"), held("other")))
+	if w, _ := r.reg.Worker("w1"); w.Free() != 0 || w.Unplaced != 1 {
+		t.Fatalf("held elsewhere: free %d unplaced %d, want 0 and 1", w.Free(), w.Unplaced)
+	}
+	r.reg.Release("", "other")
+	if w, _ := r.reg.Worker("w1"); w.Free() != 1 {
+		t.Fatalf("free after releasing the unplaced job: %d", w.Free())
+	}
+	// A worker that reports a count but no list is taken at its word.
+	r.beat(hb("w2", 2, topics("job.x"), active(2)))
+	if w, _ := r.reg.Worker("w2"); w.Free() != 0 {
+		t.Fatalf("count-only worker: free %d, want 0", w.Free())
+	}
+}
+
+// The same for a direct worker, whose released jobs are remembered by the
+// worker's own entry until its heartbeats stop listing them.
+func TestReleasedSlotIsFreeAtOnceDirect(t *testing.T) {
+	t.Parallel()
+	direct := func(h *pb.Heartbeat) { h.Direct = true }
+	r := newRig(t, placement.Config{})
+	r.beat(hb("w1", 1, topics("job.echo"), direct))
+	if _, err := r.reg.Place(r.job("j1", "job.echo"), nil); err != nil {
+		t.Fatal(err)
+	}
+	r.beat(hb("w1", 1, topics("job.echo"), direct, held("j1")))
+	r.reg.Release("", "j1")
+	r.beat(hb("w1", 1, topics("job.echo"), direct, held("j1"))) // sent before the result
+	if w, _ := r.reg.Worker("w1"); w.Free() != 1 || w.Assigned != 0 || w.Unplaced != 0 {
+		t.Fatalf("a late heartbeat: free %d assigned %d unplaced %d, want 1, 0, 0", w.Free(), w.Assigned, w.Unplaced)
+	}
+	r.beat(hb("w1", 1, topics("job.echo"), direct)) // it no longer holds it
+	// Placed again (a retry), released again: counted once, then not.
+	if _, err := r.reg.Place(r.job("j1", "job.echo"), nil); err != nil {
+		t.Fatal(err)
+	}
+	if w, _ := r.reg.Worker("w1"); w.Assigned != 1 || w.Free() != 0 {
+		t.Fatalf("placed again: assigned %d free %d", w.Assigned, w.Free())
+	}
+	r.reg.Release("w1", "j1")
+	if w, _ := r.reg.Worker("w1"); w.Assigned != 0 || w.Free() != 1 {
+		t.Fatalf("released again: assigned %d free %d", w.Assigned, w.Free())
+	}
+}

@@ -240,6 +240,7 @@ func (c Candidates) Explain() error {
 	}
 	job, set, r := c.job, c.set, c.r
 	var live, draining, fitting, fitBusy, fitSlots int
+	var fitOne *Worker // the one worker that fits, when there is one
 	for i := range set.items {
 		sl := &set.items[i]
 		if sl.until <= c.now {
@@ -252,6 +253,7 @@ func (c Candidates) Explain() error {
 		live++
 		if c.req.fits(sl.w, job) {
 			fitting++
+			fitOne = sl.w
 			fitSlots += sl.w.Capacity
 			fitBusy += sl.w.Capacity - int(sl.free)
 		}
@@ -264,17 +266,28 @@ func (c Candidates) Explain() error {
 	case fitBusy < fitSlots:
 		return nil
 	}
+	one := ""
+	if fitting == 1 {
+		one = fitOne.ID
+	}
 	busy, slots := usage(set, c.now)
 	if busy < slots { // others have room, not those that fit the job
 		return &PoolFullError{Pool: set.pool.Name, Busy: fitBusy, Slots: fitSlots, Requirement: job.requirement()}
 	}
 	e := &PoolFullError{Pool: set.pool.Name, Busy: busy, Slots: slots}
+	if live == 1 {
+		e.Worker = one
+	}
 	if ps := r.poolSet(set); ps != set {
 		if pb, psl := usage(ps, c.now); pb < psl {
 			e.Topic = job.Topic // other topics of the pool have room
+			e.Worker = ""
 			return e
 		} else {
 			e.Busy, e.Slots = pb, psl
+			if psl != slots {
+				e.Worker = "" // more workers in the pool than this one
+			}
 		}
 	}
 	e.PoolWide = true

@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/protobuf/types/known/timestamppb"
+
 	"github.com/cortex-os/core/internal/logging"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/wire"
@@ -27,7 +29,8 @@ const (
 	QueueGroup = "cortex-safety"
 )
 
-// Publisher publishes packets; *bus.NatsBus is one.
+// Publisher publishes packets; *bus.NatsBus is one. Publish must not keep
+// the packet after it returns (a BusAuditor reuses it).
 type Publisher interface {
 	Publish(subject string, packet *pb.BusPacket) error
 }
@@ -64,6 +67,12 @@ type BusAuditor struct {
 
 	published, dropped, failed atomic.Uint64
 	lastWarnNs                 atomic.Int64
+
+	out struct { // publish's packet, reused
+		packet  pb.BusPacket
+		created timestamppb.Timestamp
+		payload pb.BusPacket_SafetyVerdict
+	}
 
 	mu      sync.Mutex
 	cancel  context.CancelFunc
@@ -157,10 +166,17 @@ func (a *BusAuditor) Stop() {
 	<-done
 }
 
+// publish publishes one record. Only Run's goroutine calls it, so the
+// packet, its time stamp and its payload wrapper are reused: a record is
+// published for every decision.
 func (a *BusAuditor) publish(rec *pb.SafetyVerdict) {
-	p := wire.NewPacket("", a.cfg.SenderID)
-	p.Payload = &pb.BusPacket_SafetyVerdict{SafetyVerdict: rec}
-	if err := a.cfg.Bus.Publish(a.cfg.Subject, p); err != nil {
+	o := &a.out
+	wire.StampAt(&o.packet, &o.created, "", a.cfg.SenderID, time.Now())
+	o.payload.SafetyVerdict = rec
+	o.packet.Payload = &o.payload
+	err := a.cfg.Bus.Publish(a.cfg.Subject, &o.packet)
+	o.payload.SafetyVerdict, o.packet.Payload = nil, nil
+	if err != nil {
 		a.failed.Add(1)
 		a.warn("publishing an audit record failed", "subject", a.cfg.Subject, "err", err, "failed_total", a.failed.Load())
 		return

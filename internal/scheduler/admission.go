@@ -142,6 +142,23 @@ func (e *Engine) admit(req *pb.JobRequest, traceID string, answerWanted bool) (a
 		job.Pool = pool.Name
 	}
 	queued := false
+	subject, direct := "", false
+	var placedOn string // the worker placement counted the job against, if any
+	if job.State == lifecycle.Pending && !job.AwaitingSafety && e.placed(pool) {
+		if d, ok := e.placeNow(job); ok {
+			// A worker has room and nothing is ahead of the job: it is
+			// recorded DISPATCHED to that worker (one store write) and
+			// published at once, as the naive path does.
+			subject, direct, placedOn = d.Subject, true, d.WorkerID
+			job.State = lifecycle.Dispatched
+			job.Attempt = 1
+			job.PendingReason = ""
+			job.AttemptStartedMs = job.CreatedMs
+			if d.WorkerID != "" && d.Subject != req.Topic {
+				job.WorkerId = d.WorkerID // its own subject: nobody else can take it
+			}
+		}
+	}
 	if job.State == lifecycle.Pending && !job.AwaitingSafety && e.placed(pool) {
 		var refused *pb.JobAnswer
 		if queued, refused = e.pushNew(job); refused != nil {
@@ -157,7 +174,6 @@ func (e *Engine) admit(req *pb.JobRequest, traceID string, answerWanted bool) (a
 	// (waiting to be dispatched) never holds for it. A crash before the
 	// publish below is a dispatch whose outcome is lost: AckTimeout covers it,
 	// as it covers a crash after any dispatch's write.
-	subject, direct := "", false
 	if job.State == lifecycle.Pending && !job.AwaitingSafety && !queued && !e.placed(pool) {
 		if subject, direct = e.pickSubject(job.Request); direct {
 			job.State = lifecycle.Dispatched
@@ -172,6 +188,9 @@ func (e *Engine) admit(req *pb.JobRequest, traceID string, answerWanted bool) (a
 	rec, err := e.cfg.Store.Create(ctx, job)
 	if err != nil && queued {
 		e.queues.Remove(job.JobId) // not recorded: not queued either
+	}
+	if err != nil && direct && e.placed(pool) {
+		e.unplace(job.JobId, placedOn) // not recorded: not placed either
 	}
 	switch {
 	case errors.Is(err, jobstore.ErrExists):

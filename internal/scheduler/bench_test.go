@@ -9,6 +9,8 @@ import (
 
 	"github.com/cortex-os/core/internal/jobstore"
 	"github.com/cortex-os/core/internal/logging"
+	"github.com/cortex-os/core/internal/placement"
+	"github.com/cortex-os/core/internal/safety"
 	"github.com/cortex-os/core/internal/scheduler"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/wire"
@@ -237,3 +239,73 @@ func BenchmarkMemoryRegistrySnapshot(b *testing.B) {
 func (b *benchNopBus) InboxPrefix() string                          { return "" }
 func (b *benchNopBus) Flush(context.Context) error                  { return nil }
 func (b *benchNopBus) Backlog(context.Context, string) (int, error) { return 0, nil }
+
+// BenchmarkJobLifePaths is BenchmarkJobLife on the paths the scheduler can
+// run: naive (the queue group picks) and placed (least-loaded on the
+// workers' heartbeats, the default), with the stub or the safety kernel
+// and its shipped policy.
+func BenchmarkJobLifePaths(b *testing.B) {
+	for _, c := range []struct {
+		name           string
+		placed, kernel bool
+	}{{"naive-stub", false, false}, {"placed-stub", true, false}, {"placed-kernel", true, true}} {
+		b.Run(c.name, func(b *testing.B) {
+			bus := &benchNopBus{noAck: true}
+			cfg := scheduler.Config{
+				Bus: bus, Safety: scheduler.NewSafetyStub(), Strategy: scheduler.NewNaiveStrategy(),
+				ID: "cortex-scheduler-bench", Logger: logging.Discard(),
+				Tick: time.Hour, AckTimeout: time.Hour, LeaseInterval: time.Hour,
+			}
+			hb := &pb.Heartbeat{WorkerId: "worker-echo-0", Capabilities: []string{"echo"}, Topics: []string{"job.echo"},
+				Capacity: 1000, Direct: true, Confirms: true, IntervalMs: time.Hour.Milliseconds()}
+			if c.placed {
+				pools, err := placement.NewPools(placement.Config{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				reg := placement.NewRegistry(placement.RegistryOptions{Pools: pools})
+				reg.UpdateHeartbeat(hb)
+				cfg.Registry, cfg.Placement = reg, pools
+			} else {
+				reg := scheduler.NewMemoryRegistry()
+				reg.UpdateHeartbeat(hb)
+				cfg.Registry = reg
+			}
+			if c.kernel {
+				k, err := safety.New(safety.Config{Logger: logging.Discard()})
+				if err != nil {
+					b.Fatal(err)
+				}
+				cfg.Safety = k
+			}
+			e, err := scheduler.New(cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := e.Start(b.Context()); err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { _ = e.Stop(context.WithoutCancel(b.Context())) })
+			life := func(id string) {
+				e.HandlePacket(wire.JobRequestPacket("trace-0123456789", "client", benchJobRequest(id)))
+				e.HandlePacket(wire.JobResultPacket("trace-0123456789", "worker-echo-0", &pb.JobResult{
+					JobId: id, Status: pb.JobStatus_JOB_STATUS_COMPLETED, Attempt: 1,
+					ResultPtr: "memory://echo/" + id, WorkerId: "worker-echo-0",
+				}))
+			}
+			for _, id := range benchIDs(20000) {
+				life("warm-" + id)
+			}
+			ids := benchIDs(b.N)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := range b.N {
+				life(ids[i])
+			}
+			b.StopTimer()
+			if s := e.Stats(); s.Completed != uint64(b.N+20000) {
+				b.Fatalf("completed %d of %d (stats %+v)", s.Completed, b.N+20000, s)
+			}
+		})
+	}
+}

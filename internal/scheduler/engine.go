@@ -53,8 +53,9 @@ type Engine struct {
 	pools      *placement.Pools
 	preg       *placement.Registry
 	queues     *placement.Queues
-	placeMu    sync.Mutex // drain's decisions
-	regVersion uint64     // the registry version drain last woke the queues at
+	placeMu    sync.Mutex    // drain's decisions
+	kick       chan struct{} // a slot freed: drain (the drainer loop)
+	regVersion uint64        // the registry version drain last woke the queues at
 
 	stats counters // stats.go
 	// ownInbox is this replica's inbox prefix with its trailing dot ("" when
@@ -113,6 +114,8 @@ func New(cfg Config) (*Engine, error) {
 		}
 		if !placing {
 			e.queues = nil
+		} else {
+			e.kick = make(chan struct{}, 1)
 		}
 	}
 	e.parts = e.assemble()
@@ -143,6 +146,9 @@ func (e *Engine) assemble() parts {
 		ps.loops = append(ps.loops, newLoop("store watch", e.watchStore))
 	}
 	ps.loops = append(ps.loops, newLoop("timers", e.timerLoop))
+	if e.kick != nil {
+		ps.loops = append(ps.loops, newLoop("drainer", e.drainLoop))
+	}
 	bus, group := e.cfg.Bus, e.cfg.QueueGroup
 	ps.subs = []part{
 		newSubscription("heartbeats", func() (func() error, error) {

@@ -44,6 +44,16 @@ type PoolLoad struct {
 // DefaultPoolLabel names the pool of jobs and workers that name none.
 const DefaultPoolLabel = "default"
 
+// PoolLabel is the pool label of a job: its pool, or DefaultPoolLabel for
+// a job in no pool or in its topic's implicit pool (a topic no configured
+// pool matches; labelling those by topic would make a series per topic).
+func PoolLabel(j *pb.JobInfo) string {
+	if p := j.GetPool(); p != "" && p != j.GetRequest().GetTopic() {
+		return p
+	}
+	return DefaultPoolLabel
+}
+
 // Load reports, by pool, the active jobs this replica tracks and the live
 // workers it knows: read when metrics are scraped, not per job. A pool a
 // worker names that the placement config does not have counts under
@@ -57,7 +67,7 @@ func (e *Engine) Load() map[string]PoolLoad {
 	}
 	label := func(name string) string {
 		switch {
-		case name == "":
+		case name == "" || name == DefaultPoolLabel:
 			return DefaultPoolLabel
 		case e.pools != nil:
 			if _, ok := e.pools.Pool(name); ok {
@@ -66,17 +76,19 @@ func (e *Engine) Load() map[string]PoolLoad {
 		}
 		return "other"
 	}
+	jobLabel := func(j *pb.JobInfo) string { return label(PoolLabel(j)) }
 	e.mu.Lock()
 	for _, t := range e.active {
 		j := t.rec.Job
-		l := out[label(j.GetPool())]
+		name := jobLabel(j)
+		l := out[name]
 		switch j.GetState() {
 		case lifecycle.Pending:
 			l.Pending++
 		case lifecycle.Dispatched, lifecycle.Running:
 			l.Running++
 		}
-		out[label(j.GetPool())] = l
+		out[name] = l
 	}
 	e.mu.Unlock()
 	for _, w := range e.workers() {

@@ -1,6 +1,7 @@
 package scheduler
 
 import (
+	"context"
 	"errors"
 	"time"
 
@@ -102,6 +103,33 @@ func (e *Engine) drain() {
 	}
 }
 
+// drainLoop drains whenever a slot was freed (kickDrain), so that a job
+// waiting for it goes at once, not at the next tick or heartbeat. Kicks
+// that come while a drain runs are taken together by the next.
+func (e *Engine) drainLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-e.kick:
+			e.drain()
+		}
+	}
+}
+
+// kickDrain asks the drainer loop to drain; it never blocks. With nothing
+// pending there is nothing to drain: a job queued later is drained by its
+// admission (or readmission's tick), which sees the slot freed before.
+func (e *Engine) kickDrain() {
+	if e.queues.Len() == 0 {
+		return
+	}
+	select {
+	case e.kick <- struct{}{}:
+	default:
+	}
+}
+
 // dispatchPlaced dispatches a job placement chose a worker for.
 func (e *Engine) dispatchPlaced(j *placement.Job, d placement.Decision) {
 	rec, ok := e.claim(j.ID)
@@ -139,10 +167,12 @@ func (e *Engine) placementObserve(prev, next *pb.JobInfo) {
 	case lifecycle.Terminal(st):
 		e.preg.Release("", id)
 		e.queues.Remove(id)
+		e.kickDrain() // its worker's slot and its tenant's are free
 	case st == lifecycle.Pending:
 		if prev.GetState() == lifecycle.Dispatched || prev.GetState() == lifecycle.Running {
 			// The attempt ended without a result: its worker's slot is free.
 			e.preg.Release("", id)
+			e.kickDrain()
 		}
 		if !e.placed(e.poolOf(next.GetRequest())) || next.GetAwaitingSafety() {
 			return
@@ -157,9 +187,15 @@ func (e *Engine) placementObserve(prev, next *pb.JobInfo) {
 			// Started here and handed back, or new: queue it (again).
 			// (A new job admitted here is pushed by admit, with its
 			// bound checked; Readmit of a queued job changes nothing.)
+			if !known && ValidateRequest(next.GetRequest()) != nil {
+				return // stored out of bounds: the timer fails it (readmitDue)
+			}
 			e.queues.Readmit(e.newPlacementJob(next))
 		}
 	default: // DISPATCHED or RUNNING
+		if prev.GetState() == lifecycle.Dispatched && prev.GetAttempt() == next.GetAttempt() {
+			return // confirmed: whoever placed the attempt still does
+		}
 		if _, mine := e.preg.AssignedTo(id); !mine {
 			// Another replica placed it.
 			e.queues.Remove(id)
@@ -176,7 +212,32 @@ func (e *Engine) readmitDue(rec jobstore.Record) {
 	if _, known := e.queues.Job(rec.Job.GetJobId()); known {
 		return
 	}
+	if verr := ValidateRequest(rec.Job.GetRequest()); verr != nil {
+		// Stored before today's bounds (by an earlier version): no worker
+		// will ever take it. The naive path's dispatch does the same.
+		e.undeliverable(rec, lifecycle.Pending, rec.Job.GetAttempt(), "the stored request is out of bounds: "+verr.Error())
+		return
+	}
 	e.queues.Readmit(e.newPlacementJob(rec.Job))
+}
+
+// placeNow places a job being admitted at once, without queueing it, when
+// nothing can be ahead of it (its pool has nothing pending, its tenant is
+// under its limit) and a worker has room. The job then counts against the
+// worker and its tenant; if it is not recorded, unplace it.
+func (e *Engine) placeNow(job *pb.JobInfo) (placement.Decision, bool) {
+	pj := e.newPlacementJob(job)
+	e.placeMu.Lock()
+	defer e.placeMu.Unlock()
+	if !e.queues.StartNow(pj) { // known already, or something ahead of it
+		return placement.Decision{}, false
+	}
+	d, err := e.preg.Place(pj, nil)
+	if err != nil {
+		e.queues.Remove(pj.ID)
+		return placement.Decision{}, false
+	}
+	return d, true
 }
 
 // pushNew queues a job being admitted to a placed pool, or refuses it when

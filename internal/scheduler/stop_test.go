@@ -95,7 +95,14 @@ func TestTwoReplicasShareOneStore(t *testing.T) {
 	store := newHistoryStore()
 	store.watch = true
 	mk := func(id string) *rig {
-		return newRig(t, func(r *rig) { r.store = store }, withConfig(func(c *scheduler.Config) { c.ID = id }))
+		// A lease of 10 x 30 ms: the heartbeats below come every 5 ms, and a
+		// lease lost to a stall of a loaded machine (-race, parallel tests)
+		// would start an attempt 2 this test does not expect.
+		return newRig(t, func(r *rig) { r.store = store }, withConfig(func(c *scheduler.Config) {
+			c.ID = id
+			c.LeaseInterval = 30 * time.Millisecond
+			c.LeaseMisses = 10
+		}))
 	}
 	a, b := mk("sched-a"), mk("sched-b")
 	for _, r := range []*rig{a, b} {

@@ -97,6 +97,7 @@ func (e *Engine) leaseTTL() time.Duration {
 func (e *Engine) expire(rec jobstore.Record, what string) {
 	attempt := rec.Job.GetAttempt()
 	state := rec.Job.GetState()
+	why := e.pendingReason(rec.Job) // a queued job's, from its pool's queue
 	var outcome string
 	rec, written, err := e.mutate(rec, func(j *pb.JobInfo) bool {
 		if j.Attempt != attempt || j.State != state {
@@ -106,8 +107,11 @@ func (e *Engine) expire(rec jobstore.Record, what string) {
 		case "deadline":
 			j.State = lifecycle.Timeout
 			j.Error = "deadline exceeded"
-			if j.PendingReason != "" && state == lifecycle.Pending {
-				j.Error += " while pending: " + j.PendingReason
+			if why == "" {
+				why = j.PendingReason
+			}
+			if why != "" && state == lifecycle.Pending {
+				j.Error += " while pending: " + why
 			}
 		case "lease":
 			e.stats.leasesLost.Add(1)

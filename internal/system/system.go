@@ -69,8 +69,10 @@ type SchedulerOptions struct {
 	Settings config.Scheduler
 	// Safety is the safety section: the policy, or the remote kernel.
 	Safety config.Safety
-	// Placement is the placement section; nil: the naive strategy for
-	// every topic.
+	// Placement is the placement section; nil: placement's defaults
+	// (placement.Config{}: least-loaded on the workers' reports, an
+	// implicit pool per topic). `placement: {default_strategy: naive}`
+	// gives the design document's queue-group dispatch.
 	Placement *placement.Config
 	// Clients is the clients section: identities bound to tenants, and
 	// whether an identity is required. The zero value binds nobody.
@@ -126,16 +128,15 @@ func runEngine(ctx context.Context, b *bus.NatsBus, store scheduler.JobStore, de
 		return err
 	}
 	defer stopSafety()
-	var (
-		registry scheduler.WorkerRegistry = scheduler.NewMemoryRegistry()
-		pools    *placement.Pools
-	)
+	pcfg := placement.Config{} // no placement section: the defaults place
 	if opts.Placement != nil {
-		if pools, err = placement.NewPools(*opts.Placement); err != nil {
-			return fmt.Errorf("placement: %w", err)
-		}
-		registry = placement.NewRegistry(placement.RegistryOptions{Pools: pools})
+		pcfg = *opts.Placement
 	}
+	pools, err := placement.NewPools(pcfg)
+	if err != nil {
+		return fmt.Errorf("placement: %w", err)
+	}
+	registry := placement.NewRegistry(placement.RegistryOptions{Pools: pools})
 	var clients *tenancy.Policy
 	if opts.Clients.RequireIdentity || len(opts.Clients.Identities) > 0 {
 		if clients, err = tenancy.New(opts.Clients); err != nil {

@@ -317,8 +317,9 @@ type Worker struct {
 	nrunners int // owned by the subscription's callback
 
 	heldMu     sync.Mutex
-	held       heldList // the jobs running now; one job may be held twice (two attempts)
-	handedBack bool     // the shutdown grace is over: jobs held from now on are handed back at once
+	held       heldList      // the jobs running now; one job may be held twice (two attempts)
+	idle       chan struct{} // the last held job was released: heartbeat now (heartbeatLoop)
+	handedBack bool          // the shutdown grace is over: jobs held from now on are handed back at once
 
 	running                                    atomic.Bool
 	draining                                   atomic.Bool
@@ -508,6 +509,7 @@ func newWorker(t transport, cfg Config) *Worker {
 		bus:   t,
 		log:   cfg.Logger.With("component", "worker", "kind", cfg.Kind),
 		slots: make(chan struct{}, cfg.Concurrency),
+		idle:  make(chan struct{}, 1),
 		base:  context.Background(),
 		ready: make(chan struct{}),
 
@@ -810,7 +812,14 @@ func (w *Worker) release(h *heldJob) {
 	w.heldMu.Lock()
 	h.free()
 	w.held.remove(h)
+	idle := w.held.n == 0
 	w.heldMu.Unlock()
+	if idle {
+		select {
+		case w.idle <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // cancelAll cancels every held job with cause.
@@ -995,20 +1004,37 @@ func (w *Worker) call(ctx context.Context, job *Job) (out Result, err error) {
 
 // heartbeatLoop heartbeats every LeaseInterval while the worker holds jobs
 // (each heartbeat renews their leases) and every HeartbeatInterval otherwise.
+// When the last job it holds is released after a heartbeat that listed jobs
+// (and so said the next comes within LeaseInterval), it heartbeats at once:
+// the schedulers learn that it is idle, and at which interval it now
+// heartbeats, without waiting for a tick. At most one such heartbeat
+// follows each one that listed jobs.
 func (w *Worker) heartbeatLoop(ctx context.Context) {
-	last := w.sendHeartbeat()
+	last, busy := w.beat()
 	t := time.NewTicker(w.cfg.LeaseInterval)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-w.idle:
+			if busy {
+				last, busy = w.beat()
+			}
 		case now := <-t.C:
-			if w.active.Load() > 0 || now.Sub(last) >= w.cfg.HeartbeatInterval-w.cfg.LeaseInterval/2 {
-				last = w.sendHeartbeat()
+			if busy || w.active.Load() > 0 || now.Sub(last) >= w.cfg.HeartbeatInterval-w.cfg.LeaseInterval/2 {
+				last, busy = w.beat()
 			}
 		}
 	}
+}
+
+// beat sends a heartbeat and reports when, and whether it listed jobs.
+func (w *Worker) beat() (time.Time, bool) {
+	w.heldMu.Lock()
+	busy := w.held.n > 0
+	w.heldMu.Unlock()
+	return w.sendHeartbeat(), busy
 }
 
 func (w *Worker) sendHeartbeat() time.Time {

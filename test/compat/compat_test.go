@@ -163,8 +163,12 @@ func TestOriginalClientSubmitsAndReadsResults(t *testing.T) {
 }
 
 // A worker built from the original files, as in the design document (it
-// subscribes to its subject in a queue group and publishes results: no
-// confirmation, no attempt, no heartbeat), gets jobs and its results count.
+// subscribes to its subject in a queue group, publishes results and
+// heartbeats on sys.heartbeat.echo every 5 s: no confirmation, no attempt,
+// no topics or capacity in its heartbeats), gets jobs and its results count.
+// Placement (the default) cannot tell which topics such a worker serves: it
+// gives the jobs of a topic no newer worker serves to the topic's queue group
+// while one is live.
 func TestOriginalWorkerResultsCount(t *testing.T) {
 	t.Parallel()
 	md := baselinePacket(t)
@@ -199,6 +203,35 @@ func TestOriginalWorkerResultsCount(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	hbField := md.Fields().ByName("heartbeat")
+	beat := func() {
+		out := dynamicpb.NewMessage(md)
+		set(out, "trace_id", protoreflect.ValueOfString("hb-worker-original-1"))
+		set(out, "sender_id", protoreflect.ValueOfString("worker-original-1"))
+		hb := out.NewField(hbField).Message()
+		set(hb, "worker_id", protoreflect.ValueOfString("worker-original-1"))
+		set(hb, "region", protoreflect.ValueOfString("local"))
+		set(hb, "type", protoreflect.ValueOfString("cpu"))
+		set(hb, "cpu_load", protoreflect.ValueOfFloat32(10))
+		out.Set(hbField, protoreflect.ValueOfMessage(hb))
+		data, _ := proto.Marshal(out)
+		_ = nc.Publish("sys.heartbeat.echo", data)
+	}
+	beat() // the document's worker waits 5 s for its first; the test need not
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		tick := time.NewTicker(5 * time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				beat()
+			}
+		}
+	}()
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}

@@ -204,7 +204,11 @@ func (b *browser) until(what, expr string) {
 		}
 		if time.Now().After(deadline) {
 			banner, _ := chromedp.Run(b.ctx, chromedp.Evaluate[string](`document.getElementById("banner").textContent`))
-			b.t.Fatalf("%s: not within %s (%s; err %v; banner %q)", what, waitFor, expr, err, banner)
+			page, _ := chromedp.Run(b.ctx, chromedp.Evaluate[string](`JSON.stringify({jobs: document.getElementById("jobs-status").textContent,
+				dlq: document.getElementById("dlq-status").textContent, live: document.getElementById("live").textContent,
+				cancel: document.getElementById("jobs-cancel").disabled, selected: [...cortexDashboard.selected],
+				rows: [...document.querySelectorAll("#jobs-body tr[data-job-id]")].map(r => r.dataset.jobId + ":" + r.dataset.state)})`))
+			b.t.Fatalf("%s: not within %s (%s; err %v; banner %q; page %s)", what, waitFor, expr, err, banner, page)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -300,6 +304,11 @@ func TestDashboard(t *testing.T) {
 	b.show("dlq")
 	b.until("both dead letters are listed", `document.querySelector('#dlq-body tr[data-job-id="fail-2"]') && document.querySelector('#dlq-body tr[data-job-id="fail-3"]')`)
 	b.click("#dlq-all")
+	// A dead letter's event reloads the list: the selection stays.
+	b.eval(`loadDLQ().then(() => { window.__dlqReloaded = true; }), true`)
+	b.until("the dead letters reloaded", `window.__dlqReloaded`)
+	b.until("the selection survives the reload", `cortexDashboard.dlqSelected.has("fail-2") && cortexDashboard.dlqSelected.has("fail-3")
+		&& document.querySelector('#dlq-body tr[data-job-id="fail-2"] input[type=checkbox]:checked')`)
 	b.click("#dlq-retry-selected")
 	b.until("the bulk retry ran, none refused", `/^retry: [1-9][0-9]* done$/.test(document.getElementById("dlq-status").textContent)`)
 	b.show("jobs")
@@ -310,7 +319,13 @@ func TestDashboard(t *testing.T) {
 	rg.post(t, "/v1/jobs", "key-admin", `{"topic":"job.echo","job_id":"gated-3"}`)
 	b.until("both run", `document.querySelector('`+row("gated-2")+`[data-state="RUNNING"]') && document.querySelector('`+row("gated-3")+`[data-state="RUNNING"]')`)
 	b.click(row("gated-2") + ` input[type=checkbox]`)
+	// The list reloads under the user's hands (a reconnect, a resync, a
+	// refresh): what they selected stays selected.
+	b.eval(`loadJobs(false).then(() => { window.__reloaded = true; }), true`)
+	b.until("the list reloaded", `window.__reloaded`)
+	b.until("the selection survives the reload", `cortexDashboard.selected.has("gated-2") && document.querySelector('`+row("gated-2")+` input[type=checkbox]:checked')`)
 	b.click(row("gated-3") + ` input[type=checkbox]`)
+	b.until("both are selected", `document.getElementById("jobs-cancel").textContent === "Cancel selected (2)"`)
 	b.click("#jobs-cancel")
 	b.until("both are cancelled", `document.querySelector('`+row("gated-2")+`[data-state="CANCELLED"]') && document.querySelector('`+row("gated-3")+`[data-state="CANCELLED"]')`)
 

@@ -198,17 +198,16 @@ func TestCLICancelDenyDeadline(t *testing.T) {
 
 	const id = "cli-nobody-1"
 	sub := systest.ParseAttrs(cortexOK(t, nil, conf("submit", "--topic", "job.nobody", "--job-id", id)...))
-	// Dispatched at once; "no responders" then sends it back to PENDING.
-	if sub["job_id"] != id || sub["state"] != "DISPATCHED" {
-		t.Fatalf("submit: %v, want job_id=%s state=DISPATCHED", sub, id)
+	// Placement (the default) knows no worker serves job.nobody: the job is
+	// recorded PENDING and stays so, never dispatched.
+	if sub["job_id"] != id || sub["state"] != "PENDING" {
+		t.Fatalf("submit: %v, want job_id=%s state=PENDING", sub, id)
 	}
 	watch := start(t, binCortex, nil, conf("job", "watch", id)...)
-	const why = "no live worker subscribed to job.nobody"
+	const why = "no live worker serves job.nobody"
 	waitForText(t, watch, why)
-	// The scheduler offers the job to job.nobody again now and then: for a
-	// moment each time it is DISPATCHED, so wait for it to be PENDING.
-	j := waitJob(t, url, id, "PENDING", func(j jobView) bool { return j.State == "PENDING" })
-	if j.PendingReason != why || j.Attempts != 0 || j.WorkerID != "" {
+	j := getJob(t, url, id)
+	if j.State != "PENDING" || j.PendingReason != why || j.Attempts != 0 || j.WorkerID != "" {
 		t.Errorf("job get: %+v, want PENDING, attempts 0, no worker, pending_reason %q", j, why)
 	}
 	systest.Eventually(t, logTimeout, "job list --state PENDING to list "+id, func() bool {
@@ -222,15 +221,18 @@ func TestCLICancelDenyDeadline(t *testing.T) {
 	if code := watch.Wait(t, exitTimeout); code != 1 {
 		t.Errorf("job watch of a job cancelled exited %d, want 1", code)
 	}
-	if cs := changes(watch.Stdout()); len(cs) < 2 || (cs[0].State != "PENDING" && cs[0].State != "DISPATCHED") ||
+	if cs := changes(watch.Stdout()); len(cs) < 2 || cs[0].State != "PENDING" ||
 		cs[len(cs)-1].State != "CANCELLED" || cs[len(cs)-1].Worker != "-" || cs[len(cs)-1].Why != "changed my mind" {
 		t.Errorf("job watch: changes %+v, want PENDING … CANCELLED (changed my mind)", cs)
 	}
 	if err := watch.Stderr(); !strings.Contains(err, "ended CANCELLED: changed my mind") {
 		t.Errorf("job watch: stderr %q does not say it ended CANCELLED", err)
 	}
-	if was := sched.WaitForLog(t, logTimeout, "job cancelled", "job_id", id)["was"]; was != "PENDING" && was != "DISPATCHED" {
-		t.Errorf("the scheduler cancelled the job in state %s, want PENDING (or DISPATCHED)", was)
+	if was := sched.WaitForLog(t, logTimeout, "job cancelled", "job_id", id)["was"]; was != "PENDING" {
+		t.Errorf("the scheduler cancelled the job in state %s, want PENDING", was)
+	}
+	if _, ok := sched.FindLog("dispatched", "job_id", id); ok {
+		t.Errorf("the job.nobody job was dispatched with no worker for it")
 	}
 	if j := getJob(t, url, id); j.State != "CANCELLED" || j.Error != "changed my mind" {
 		t.Errorf("job get after cancel: state=%s error=%q, want CANCELLED, %q", j.State, j.Error, "changed my mind")
@@ -265,11 +267,8 @@ func TestCLICancelDenyDeadline(t *testing.T) {
 	}
 
 	// --wait-timeout gives up on a job that goes on, saying where it is.
-	// Under the naive strategy a job nobody takes goes PENDING, then is
-	// dispatched again every 250 ms (NoWorkerRetry): with every change
-	// followed through events, either state may be the last one seen.
 	p = cortexFails(t, nil, "after 500ms", conf("submit", "--topic", "job.nobody", "--wait", "--wait-timeout", "500ms")...)
-	if st := p.Stderr(); !strings.Contains(st, "is still PENDING after 500ms: "+why) && !strings.Contains(st, "is still DISPATCHED after 500ms") {
+	if st := p.Stderr(); !strings.Contains(st, "is still PENDING after 500ms: "+why) {
 		t.Errorf("submit --wait-timeout 500ms: stderr %q does not say where the job is", st)
 	}
 	if !strings.Contains(p.Stdout(), why) {
@@ -309,6 +308,30 @@ func startPoisonWorker(t *testing.T, url string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// It heartbeats as the document's workers do, every 5 s, with what a
+	// v1.0 heartbeat has (no topics, no capacity): placement then leaves
+	// the topics of such workers to their queue group.
+	beat := func() {
+		hb := &pb.Heartbeat{WorkerId: "worker-poison", Region: "local", Type: "cpu", CpuLoad: 1}
+		if data, err := proto.Marshal(wire.HeartbeatPacket("hb-worker-poison", "worker-poison", hb)); err == nil {
+			_ = nc.Publish(wire.HeartbeatSubject("poison"), data)
+		}
+	}
+	beat()
+	stop := make(chan struct{})
+	t.Cleanup(func() { close(stop) })
+	go func() {
+		tick := time.NewTicker(5 * time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				beat()
+			}
+		}
+	}()
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}

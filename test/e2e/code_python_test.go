@@ -2,11 +2,14 @@ package e2e
 
 import (
 	"encoding/json"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cortex-os/core/internal/systest"
 )
@@ -68,10 +71,71 @@ func TestCodePythonThroughTheCLI(t *testing.T) {
 	if job.State != "FAILED" || !strings.Contains(job.Error, "3") || !strings.Contains(job.Error, "boom") {
 		t.Errorf("a script exiting 3: %+v, want FAILED naming the exit code and stderr's tail", job)
 	}
+
+	// The gateway's /metrics serves one registry: the scheduler's, the
+	// sandboxed worker's and the gateway's series, to the administrator's key.
+	api := devAPIEnv(t, dataDir)
+	for _, want := range []string{
+		`cortex_worker_jobs_total{status="completed",topic="job.code.python"} 1`,
+		`cortex_jobs_finished_total{state="COMPLETED"} 1`,
+		`cortex_gateway_requests_total{code="200",route="GET /metrics"}`, // an earlier scrape's
+	} {
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			metrics := httpGet(t, api["CORTEX_API_URL"]+"/metrics", api["CORTEX_API_KEY"])
+			if strings.Contains(metrics, want) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("dev's /metrics has no %s:\n%s", want, metrics)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
 	dev.Interrupt(t)
 	if code := dev.Wait(t, exitTimeout); code != 0 {
 		t.Errorf("cortex dev exited %d after SIGINT, want 0", code)
 	}
+}
+
+// devAPIEnv is the administrator's CORTEX_API_URL and CORTEX_API_KEY from
+// the credentials file cortex dev --auth writes.
+func devAPIEnv(t *testing.T, dataDir string) map[string]string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dataDir, "dev-credentials.env"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, f := range strings.Fields(strings.ReplaceAll(string(b), "export ", " ")) {
+		if k, v, ok := strings.Cut(f, "="); ok && strings.HasPrefix(k, "CORTEX_API_") {
+			out[k] = v
+		}
+	}
+	if out["CORTEX_API_URL"] == "" || out["CORTEX_API_KEY"] == "" {
+		t.Fatalf("no CORTEX_API_URL and CORTEX_API_KEY in the dev credentials:\n%s", b)
+	}
+	return out
+}
+
+// httpGet is GET url with a bearer key; anything but 200 fails the test.
+func httpGet(t *testing.T, url, key string) string {
+	t.Helper()
+	req, err := http.NewRequest("GET", url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+key)
+	res, err := (&http.Client{Timeout: 20 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	if res.StatusCode != 200 {
+		t.Fatalf("GET %s: %d %s", url, res.StatusCode, b)
+	}
+	return string(b)
 }
 
 // devClientEnv is the administrator client's environment from the

@@ -247,7 +247,7 @@ func TestJobForTopicNoWorkerServes(t *testing.T) {
 		lived := time.Duration(j.GetUpdatedMs()-j.GetCreatedMs()) * time.Millisecond
 		t.Logf("%s: %s %s after submission: %q", id, lifecycle.Name(j.GetState()), lived, j.GetError())
 		if j.GetState() != lifecycle.Timeout || !strings.Contains(j.GetError(), "deadline exceeded") ||
-			!strings.Contains(j.GetError(), "no live worker subscribed to job.nobody") {
+			!strings.Contains(j.GetError(), "no live worker serves job.nobody") {
 			t.Errorf("%s: %s; want TIMEOUT with an error saying no worker serves job.nobody", id, describe(j))
 		}
 		if lived < ttl || lived > ttl+time.Second {

@@ -1,6 +1,7 @@
 package kvstore
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -21,10 +23,40 @@ import (
 // sequence down. ListPage reads them in chunks of sequences, from the top
 // down, each chunk with one batched direct get (JetStream's
 // $JS.API.DIRECT.GET.<stream> with a batch, nats-server 2.11 or later):
-// no consumer is created, and any server holding the stream answers. A page
-// covers at most PageQuery.Scan sequences, so it reads at most that many
-// messages, plus at most one chunk's worth above a chunk's top that a batch
-// returns and the page drops.
+// no consumer is created, and any server holding the stream answers.
+//
+// The stream moves while it is read. A job written after the page took the
+// stream's last sequence leaves its old message (the server removes it,
+// History 1, or the page skips it as not the latest, History above 1) and
+// gets one above that sequence, where the downward scan does not look: read
+// down only, the job would be on no page at all. So the first page (no
+// token), once its scan is done, reads the bucket forward from above the
+// sequence it started from to the stream's end, and puts the jobs it finds
+// there that match and that it does not hold yet in front of its records
+// (they are the newest), keeping the page's size: records pushed past it are
+// left for the next page, whose token then continues below the page's last
+// record. A forward read to the end misses no job: a job's latest message is
+// always either read already or still ahead of the read.
+//
+// Later pages (a token) do not read forward: a job found above the listing's
+// start may have been shown already, at its older revision, by an earlier
+// page, and a token (a position only) cannot tell. They keep the contract of
+// package jobstore: a job written after the first page was read is not
+// shown by them.
+//
+// What a listing guarantees, then: a job that exists when the first page is
+// asked for, is not written from the moment the first page has been read
+// until the last page is, and matches the filter in every revision it has
+// in the meantime, is listed exactly once, however often it is rewritten
+// while the first page is read (as long as the forward read's bound below
+// holds). No job is listed twice: a page's records are above the token it
+// hands out, and the store returns only a job's latest record.
+//
+// A page reads at most PageQuery.Scan sequences down, plus at most one
+// chunk's worth above a chunk's top that a batch returns and the page
+// drops; the first page also reads at most PageQuery.Scan messages forward,
+// the writes that landed while it was read. If more writes than that land
+// during one page, the jobs moved beyond them may be missing from it.
 
 // chunkSeqs is how many sequences one batched read covers. A job record is
 // at most a NATS message (1 MiB by default), so a chunk is at most 32 MiB
@@ -57,10 +89,32 @@ func (s *Store) ListPage(ctx context.Context, q jobstore.PageQuery) (jobstore.Pa
 	if !info.Config.AllowDirect {
 		return jobstore.Page{}, fmt.Errorf("kvstore: list: stream %s does not allow direct gets", info.Config.Name)
 	}
-	first, top := info.State.FirstSeq, info.State.LastSeq
+	if h := afterInfo.Load(); h != nil {
+		(*h)(s)
+	}
+	first, last := info.State.FirstSeq, info.State.LastSeq
+	top := last
 	if before > 0 {
 		top = min(top, before-1)
 	}
+	page, err := s.scanDown(ctx, q.Filter, first, top, size, scan)
+	if err != nil {
+		return jobstore.Page{}, err
+	}
+	if before == 0 {
+		return s.catchUp(ctx, q.Filter, page, last, size, scan)
+	}
+	return page, nil
+}
+
+// afterInfo, set by tests only, runs in ListPage once it has the stream's
+// last sequence, before it reads anything: it writes what a concurrent
+// writer would.
+var afterInfo atomic.Pointer[func(*Store)]
+
+// scanDown reads the bucket from sequence top down to first, at most scan
+// sequences, until the page holds size records.
+func (s *Store) scanDown(ctx context.Context, f jobstore.Filter, first, top uint64, size, scan int) (jobstore.Page, error) {
 	var page jobstore.Page
 	covered := 0
 	for top >= first && top > 0 && covered < scan && len(page.Records) < size {
@@ -85,7 +139,7 @@ func (s *Store) ListPage(ctx context.Context, q jobstore.PageQuery) (jobstore.Pa
 			if err != nil {
 				return jobstore.Page{}, err
 			}
-			if ok && q.Filter.Match(rec.Job) {
+			if ok && f.Match(rec.Job) {
 				page.Records = append(page.Records, rec)
 			}
 		}
@@ -95,6 +149,92 @@ func (s *Store) ListPage(ctx context.Context, q jobstore.PageQuery) (jobstore.Pa
 		page.Next = jobstore.PageTokenBefore(top + 1)
 	}
 	return page, nil
+}
+
+// catchUp completes a first page scanned down from sequence last: it reads
+// what was written above last since (at most scan messages) and puts the
+// latest record of every job found there that matches f, and that the page
+// does not hold, in front of the page's records, newest first. Records
+// pushed past size are dropped, and Next then continues below the last one
+// kept, so that the next page holds them.
+func (s *Store) catchUp(ctx context.Context, f jobstore.Filter, page jobstore.Page, last uint64, size, scan int) (jobstore.Page, error) {
+	msgs, err := s.readAfter(ctx, last, scan)
+	if err != nil || len(msgs) == 0 {
+		return page, err
+	}
+	seen := make(map[string]bool, len(page.Records)+len(msgs))
+	for _, r := range page.Records {
+		seen[r.Job.GetJobId()] = true
+	}
+	var fresh []jobstore.Record
+	for _, m := range slices.Backward(msgs) {
+		if seen[m.key] {
+			continue // on the page already, or a job's older message
+		}
+		seen[m.key] = true
+		rec, ok, err := s.currentOf(ctx, m)
+		if err != nil {
+			return jobstore.Page{}, err
+		}
+		if ok && f.Match(rec.Job) {
+			fresh = append(fresh, rec)
+		}
+	}
+	if len(fresh) == 0 {
+		return page, nil
+	}
+	// Newest first (currentOf may have found a job's record above the
+	// others').
+	slices.SortFunc(fresh, func(a, b jobstore.Record) int { return cmp.Compare(b.Revision, a.Revision) })
+	recs := append(fresh, page.Records...)
+	if len(recs) > size {
+		recs = recs[:size]
+		page.Next = jobstore.PageTokenBefore(recs[size-1].Revision)
+	}
+	page.Records = recs
+	return page, nil
+}
+
+// currentOf returns the job of m, the latest message of its key read
+// forward. With History 1 that is the job's record as read. With History
+// above 1 it is the job's current record, read again: a job written again
+// since m was read has a newer message that the forward read may have
+// passed, and recordOf, which wants m to be the latest, would drop it.
+func (s *Store) currentOf(ctx context.Context, m rawMsg) (rec jobstore.Record, ok bool, err error) {
+	if s.history <= 1 || m.deleted {
+		return s.recordOf(ctx, m)
+	}
+	e, err := s.kv.Get(ctx, m.key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+		return jobstore.Record{}, false, nil
+	}
+	if err != nil {
+		return jobstore.Record{}, false, fmt.Errorf("kvstore: list: %w", err)
+	}
+	job, err := s.decode(e.Key(), e.Value())
+	if err != nil {
+		s.log.Error("kvstore: list: skipping undecodable record", "err", err)
+		return jobstore.Record{}, false, nil
+	}
+	return jobstore.Record{Job: job, Revision: e.Revision()}, true, nil
+}
+
+// readAfter returns the bucket's messages with sequences above after, in
+// order, up to the stream's end or n messages, whichever comes first.
+func (s *Store) readAfter(ctx context.Context, after uint64, n int) ([]rawMsg, error) {
+	var out []rawMsg
+	for from := after + 1; len(out) < n; {
+		msgs, more, err := s.directBatch(ctx, from, min(chunkSeqs, n-len(out)))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, msgs...)
+		if !more || len(msgs) == 0 {
+			break
+		}
+		from = msgs[len(msgs)-1].seq + 1
+	}
+	return out, nil
 }
 
 // rawMsg is a message of the bucket's stream, as a direct get returns it.

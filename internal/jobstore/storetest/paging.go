@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -23,6 +25,7 @@ var pagingTests = []struct {
 	{"ListPageFilters", testListPageFilters},
 	{"ListPageBoundedScan", testListPageBoundedScan},
 	{"ListPageWritesDuringPaging", testListPageWritesDuringPaging},
+	{"ListPageFirstPageDuringUpdates", testListPageFirstPageDuringUpdates},
 	{"ListPageBadToken", testListPageBadToken},
 	{"ListPageEmpty", testListPageEmpty},
 }
@@ -230,6 +233,103 @@ func testListPageWritesDuringPaging(t *testing.T, s jobstore.Store) {
 		}
 	}
 	sameJobs(t, "pages around writes", got, want, jobstore.Filter{})
+}
+
+// A first page loses no job to updates made while it is read: jobs that
+// exist before the listing starts, and go on matching, are all on a first
+// page large enough to hold them, once each, newest first, however often
+// they are rewritten meanwhile (as a running job's lease is, or as a
+// scheduler moves jobs along). A store that took its position first and
+// read down from it would miss a job rewritten from below its read cursor
+// to above its starting position.
+func testListPageFirstPageDuringUpdates(t *testing.T, s jobstore.Store) {
+	const (
+		jobs     = 24
+		writers  = 3
+		listings = 150
+	)
+	ids := make([]string, jobs)
+	for i := range jobs {
+		ids[i] = fmt.Sprintf("upd-%02d", i)
+		rec := mustCreate(t, s, jobWith(ids[i], "job.a", "acme", lifecycle.Pending))
+		rec = mustUpdate(t, s, rec, With(rec, lifecycle.Dispatched))
+		mustUpdate(t, s, rec, With(rec, lifecycle.Running))
+	}
+	var (
+		done    atomic.Bool
+		updates atomic.Int64
+		wg      sync.WaitGroup
+	)
+	errs := make(chan error, writers)
+	for w := range writers {
+		wg.Go(func() {
+			for k := w; !done.Load(); k += writers {
+				id := ids[k%jobs]
+				rec, err := s.Get(t.Context(), id)
+				if err != nil {
+					errs <- fmt.Errorf("Get(%s): %w", id, err)
+					return
+				}
+				// RUNNING to RUNNING: a lease renewed, the job stays a match.
+				_, err = s.Update(t.Context(), rec, With(rec, lifecycle.Running, func(j *pb.JobInfo) { j.UpdatedMs++ }))
+				if err != nil && !errors.Is(err, jobstore.ErrRevision) {
+					errs <- fmt.Errorf("Update(%s): %w", id, err)
+					return
+				}
+				updates.Add(1)
+			}
+		})
+	}
+	Eventually(t, "the writers to start", func() bool { return updates.Load() > 0 })
+	// At least listings listings, and at least a rewrite of every job
+	// while they run.
+	start := updates.Load()
+	var failed error // the first listing that failed
+	filters := []jobstore.Filter{{}, {State: lifecycle.Running}, {Tenant: "acme"}}
+listings:
+	for n := 0; n < listings || updates.Load()-start < jobs; n++ {
+		f := filters[n%len(filters)]
+		page, err := s.ListPage(t.Context(), jobstore.PageQuery{Filter: f, Size: jobs})
+		if err != nil {
+			failed = fmt.Errorf("listing %d: %w", n, err)
+			break
+		}
+		seen := map[string]bool{}
+		for i, r := range page.Records {
+			id := r.Job.GetJobId()
+			if seen[id] {
+				failed = fmt.Errorf("listing %d (%+v): %s twice", n, f, id)
+				break listings
+			}
+			seen[id] = true
+			if i > 0 && r.Revision >= page.Records[i-1].Revision {
+				failed = fmt.Errorf("listing %d (%+v): revision %d after %d: want newest first", n, f, r.Revision, page.Records[i-1].Revision)
+				break listings
+			}
+		}
+		var missing []string
+		for _, id := range ids {
+			if !seen[id] {
+				missing = append(missing, id)
+			}
+		}
+		if len(missing) > 0 {
+			failed = fmt.Errorf("listing %d (%+v): %d of %d jobs, missing %v (rewritten while the page was read)", n, f, len(page.Records), jobs, missing)
+			break
+		}
+	}
+	done.Store(true)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if failed != nil {
+		t.Error(failed)
+	}
+	if updates.Load()-start < jobs {
+		t.Errorf("%d updates during the listings; want at least %d", updates.Load()-start, jobs)
+	}
 }
 
 // A token no store made is refused with ErrBadPageToken; it never panics.

@@ -24,6 +24,9 @@ const app = {
   stream: null,       // the AbortController of the event stream
   overviewTimer: 0,
   refreshTimer: 0,
+  listSeq: 0,         // the jobs list's latest load
+  dlqSeq: 0,          // the dead-letter list's latest load
+  listening: new Set(), // per load in flight: the job ids heard of since it asked
 };
 window.cortexDashboard = app; // for the browser tests
 
@@ -235,6 +238,7 @@ function onEvent(event, data) {
   const known = app.jobs.get(job.job_id);
   if (known && newer(known, job)) return; // an event from before what the page holds
   app.jobs.set(job.job_id, job);
+  for (const heard of app.listening) heard.add(job.job_id);
   if (app.page === "jobs") upsertRow(job);
   if (app.page === "job" && app.jobId === job.job_id) renderJob(job);
   if (app.page === "overview" || app.page === "workers") scheduleRefresh(1000);
@@ -266,6 +270,8 @@ function scheduleRefresh(ms) {
 // ---- routing ----
 
 function route() {
+  clearTimeout(app.refreshTimer); // a refresh scheduled for the page left
+  app.refreshTimer = 0;
   const h = location.hash.replace(/^#\/?/, "").split("?")[0];
   const [page, ...rest] = h.split("/");
   const p = ["overview", "jobs", "job", "workers", "dlq", "policy"].includes(page) ? page : "overview";
@@ -376,13 +382,30 @@ async function loadJobs(more) {
   if (f.topic) q.set("topic", f.topic);
   if (f.tenant) q.set("tenant", f.tenant);
   if (more && app.nextToken) q.set("page_token", app.nextToken);
-  const list = await api("GET", "/v1/jobs?" + q);
-  if (!more) { app.order = []; app.selected.clear(); }
-  for (const j of list.jobs) {
+  // The list is a snapshot from when it was asked for; events keep coming
+  // meanwhile. A load that a later one superseded is dropped; a job the
+  // page heard of since asking is kept in its newer state; a reload (a
+  // reconnect, a resync, a refresh) keeps what the user selected if it is
+  // still listed and can still be cancelled.
+  const seq = ++app.listSeq;
+  const heard = new Set();
+  app.listening.add(heard);
+  let list;
+  try { list = await api("GET", "/v1/jobs?" + q); } finally { app.listening.delete(heard); }
+  if (seq !== app.listSeq) return;
+  if (!more) app.order = [];
+  for (let j of list.jobs) {
+    const known = app.jobs.get(j.job_id);
+    if (known && heard.has(j.job_id) && newer(known, j)) j = known;
     if (!matches(j, f)) continue;
     app.jobs.set(j.job_id, j);
     remember(j, "record");
     if (!app.order.includes(j.job_id)) app.order.push(j.job_id);
+  }
+  if (!more) {
+    const fresh = [...heard].filter((id) => !app.order.includes(id) && app.jobs.has(id) && matches(app.jobs.get(id), f));
+    app.order.unshift(...fresh.reverse());
+    for (const id of app.selected) if (!app.order.includes(id) || !ACTIVE.has(app.jobs.get(id).state)) app.selected.delete(id);
   }
   app.nextToken = list.next_page_token || "";
   $("jobs-more").hidden = !app.nextToken;
@@ -577,17 +600,23 @@ async function loadWorkers() {
 // ---- dead letters ----
 
 async function loadDLQ() {
+  const seq = ++app.dlqSeq;
   const list = await api("GET", "/v1/dlq?limit=500");
-  app.dlqSelected.clear();
+  if (seq !== app.dlqSeq) return; // a later load supersedes this one
+  // A reload (a dead letter's event refreshes the page) keeps what the
+  // user selected, if it is still listed.
+  const listed = new Set(list.jobs.map((j) => j.job_id));
+  for (const id of app.dlqSelected) if (!listed.has(id)) app.dlqSelected.delete(id);
   fill($("dlq-body"), list.jobs.map((j) => {
     const box = el("input", { type: "checkbox", "aria-label": "select " + j.job_id, onchange: (e) => { e.target.checked ? app.dlqSelected.add(j.job_id) : app.dlqSelected.delete(j.job_id); updateBulkButtons(); } });
+    box.checked = app.dlqSelected.has(j.job_id);
     const retry = el("button", { class: "retry", "data-needs": "admin", onclick: () => retryOne(j.job_id), text: "Retry" });
     return el("tr", { "data-job-id": j.job_id },
       el("td", {}, box), el("td", { class: "mono" }, el("a", { href: "#/job/" + encodeURIComponent(j.job_id), text: j.job_id })),
       el("td", { text: j.topic }), el("td", { text: j.tenant || "" }), el("td", { text: j.failed_attempts }),
       el("td", { class: "wrap", text: j.error }), el("td", { text: fmtTime(j.updated) }), el("td", {}, retry));
   }), "the dead-letter queue is empty", 8);
-  $("dlq-all").checked = false;
+  $("dlq-all").checked = list.jobs.length > 0 && app.dlqSelected.size === list.jobs.length;
   applyRole($("page-dlq"));
 }
 
@@ -688,6 +717,7 @@ function init() {
   });
   $("dlq-retry-selected").addEventListener("click", async () => {
     await bulk([...app.dlqSelected], "retry", $("dlq-status"), (id) => api("POST", "/v1/dlq/" + encodeURIComponent(id) + "/retry"));
+    app.dlqSelected.clear();
     loadDLQ().catch((x) => banner(x.message));
   });
   $("jd-cancel").addEventListener("click", async () => {
