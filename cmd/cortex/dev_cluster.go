@@ -179,7 +179,7 @@ func (c *devClusterFlags) run(cmd *cobra.Command, a devClusterArgs) error {
 	}
 	fmt.Fprintf(out, "  stop a node: ./bin/cortex dev --kill-node N   (start it again: --restart-node N; --port %d finds this run)\n", a.port)
 	if a.apiAddr != "" && c.schedulers > 0 {
-		waitGateway, err := startDevGateway(ctx, out, a.apiAddr, urls, abs, a.log, nil)
+		waitGateway, err := startDevGateway(ctx, out, a.apiAddr, urls, abs, a.log, nil, nil)
 		if err != nil {
 			stopSched()
 			wg.Wait()
