@@ -150,7 +150,7 @@ type rigConfig struct {
 	// partitionable: nodes routed through proxies (r.part) so that one
 	// can be cut off.
 	partitionable bool
-	hold      bool // tenant capped's jobs wait for close(r.hold)
+	hold          bool // tenant capped's jobs wait for close(r.hold)
 }
 
 func newRig(t *testing.T, rc rigConfig) *rig {
