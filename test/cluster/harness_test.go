@@ -192,8 +192,8 @@ func newRig(t *testing.T, rc rigConfig) *rig {
 			wg.Go(func() {
 				select {
 				case <-p.done:
-				case <-time.After(20 * time.Second):
-					t.Logf("%s still stopping after 20s", p.name)
+				case <-time.After(10 * time.Second):
+					t.Logf("%s still stopping after 10s; left behind", p.name)
 				}
 			})
 		}
