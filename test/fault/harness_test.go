@@ -40,6 +40,7 @@ import (
 const (
 	binScheduler = "cortex-scheduler"
 	binWorker    = "cortex-worker-echo"
+	binCortex    = "cortex" // its `server` command: NATS as a process, for kill -9
 )
 
 // Bounds that only keep a broken run from hanging; the recovery bounds the
@@ -53,7 +54,7 @@ const (
 
 // bins are built once for the package, with -race when the tests are (see
 // systest.Binaries).
-var bins = systest.NewBinaries("./cmd/"+binScheduler, "./cmd/"+binWorker)
+var bins = systest.NewBinaries("./cmd/"+binScheduler, "./cmd/"+binWorker, "./cmd/"+binCortex)
 
 func TestMain(m *testing.M) { os.Exit(bins.Run(m)) }
 

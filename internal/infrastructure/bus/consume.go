@@ -24,10 +24,10 @@ func StreamName(subject string) string {
 // Consume delivers the packets published on subject to one member of the
 // group named durable. The handler gets the packet and replyTo, where the
 // sender wants an answer ("" for none); its nil error acknowledges the packet,
-// an error hands it back for redelivery. When durable (SetDurable), a JetStream work-queue stream
+// an error hands it back for redelivery. When durable (SetDurable), a JetStream stream
 // captures the subject (so what is published while no consumer runs waits
-// for one) and durable is the stream's shared consumer: a packet is removed
-// only when a handler has returned nil for it. Without, it is a core NATS
+// for one; EnsureStream) and durable is the stream's shared consumer: a
+// packet is delivered again until a handler has returned nil for it. Without, it is a core NATS
 // queue subscription. Malformed packets are counted and never redelivered.
 // The returned stop function drains: it returns when the handler is idle.
 //
@@ -44,7 +44,7 @@ func (b *NatsBus) Consume(subject, durable string, handler func(p *pb.BusPacket,
 
 // ConsumeTree is Consume of subject and of every subject below it
 // (subject.>), handing the handler the subject each packet came on. When
-// durable, one work-queue stream, named after subject (StreamName), captures
+// durable, one stream, named after subject (StreamName), captures
 // both; a stream that Consume made for subject alone is updated to capture
 // both, keeping what it holds. The packet is the handler's as with Consume.
 func (b *NatsBus) ConsumeTree(subject, durable string, handler func(subject string, p *pb.BusPacket, replyTo string) error) (stop func() error, err error) {
@@ -110,23 +110,56 @@ func (b *NatsBus) consumeCore(subject, queue string, handler func(subject string
 	return func() error { defer remove(); return b.drain(sub) }, nil
 }
 
-// EnsureStream creates or updates the work-queue stream that captures subject
+// The bounds of an intake stream (EnsureStream). Its messages are not
+// removed when they are acknowledged (the durable consumer's ack floor says
+// what was handled), so the stream is bounded instead: a message is dropped
+// after IntakeMaxAge, or, oldest first, when the stream holds more than
+// IntakeMaxBytes. What is dropped is normally long handled; a message still
+// unhandled is lost only if no scheduler consumes for IntakeMaxAge, or if the
+// backlog outgrows IntakeMaxBytes (docs/guarantees.md).
+const (
+	IntakeMaxAge   = 7 * 24 * time.Hour
+	IntakeMaxBytes = 256 << 20
+)
+
+// EnsureStream creates or updates the intake stream that captures subject
 // (and the more subjects, if any), named StreamName(subject).
+//
+// A new stream keeps its messages under limits (IntakeMaxAge,
+// IntakeMaxBytes), not as a work queue: acknowledging a message does not
+// remove it, which spares the server a removal and its tombstone write per
+// message. Its one durable consumer's acknowledgements, which the server keeps
+// with the consumer, decide what is delivered again. A stream made as a work
+// queue by an earlier version stays one (the server cannot change a stream's
+// retention): it is updated as such, and works as before (docs/guarantees.md
+// says how to move it).
 func (b *NatsBus) EnsureStream(ctx context.Context, subject string, more ...string) (jetstream.Stream, error) {
 	js, err := b.JetStream()
 	if err != nil {
 		return nil, err
 	}
-	stream, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	cfg := jetstream.StreamConfig{
 		Name:        StreamName(subject),
 		Description: "CortexOS: durable capture of " + strings.Join(append([]string{subject}, more...), ", "),
 		Subjects:    append([]string{subject}, more...),
-		Retention:   jetstream.WorkQueuePolicy,
+		Retention:   jetstream.LimitsPolicy,
+		MaxAge:      IntakeMaxAge,
+		MaxBytes:    IntakeMaxBytes,
+		Discard:     jetstream.DiscardOld,
 		Storage:     jetstream.FileStorage,
 		Duplicates:  2 * time.Minute,
 		MaxMsgSize:  int32(b.cfg.MaxPacketBytes),
 		Replicas:    max(b.cfg.Replicas, 1),
-	})
+	}
+	if old, err := js.Stream(ctx, cfg.Name); err == nil {
+		if oc := old.CachedInfo().Config; oc.Retention == jetstream.WorkQueuePolicy {
+			cfg.Retention, cfg.MaxAge, cfg.MaxBytes, cfg.Discard = oc.Retention, oc.MaxAge, oc.MaxBytes, oc.Discard
+			b.log.Info("bus: intake stream is a work queue, made by an earlier version; it stays one (docs/guarantees.md says how to move it)", "stream", cfg.Name)
+		}
+	} else if !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, fmt.Errorf("bus: stream for %s: %w", subject, err)
+	}
+	stream, err := js.CreateOrUpdateStream(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("bus: stream for %s (replicas %d; to change an existing stream by hand: nats stream edit %s --replicas %d): %w",
 			subject, max(b.cfg.Replicas, 1), StreamName(subject), max(b.cfg.Replicas, 1), err)

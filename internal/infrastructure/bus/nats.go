@@ -180,7 +180,7 @@ func Connect(cfg Config) (*NatsBus, error) {
 	return b, nil
 }
 
-// SetDurable makes Consume read from JetStream work-queue streams (true) or
+// SetDurable makes Consume read from JetStream streams (true; EnsureStream) or
 // core queue subscriptions (false, the default). Set it before Consume.
 func (b *NatsBus) SetDurable(on bool) { b.durable.Store(on) }
 

@@ -7,10 +7,15 @@ import (
 	"errors"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
+
+// writeTimeout bounds a write made with a context that has no deadline:
+// the JetStream client's default for its API calls. (A variable for tests.)
+var writeTimeout = 5 * time.Second
 
 // put writes data under key if the key's last revision is rev (0: the key
 // has never been written), as kv.Create and kv.Update do: one request to the
@@ -29,7 +34,16 @@ func (s *Store) put(ctx context.Context, key string, data []byte, rev uint64) (s
 		Header:  nats.Header{jetstream.ExpectedLastSubjSeqHeader: []string{strconv.FormatUint(rev, 10)}},
 		Data:    data,
 	}
-	resp, err := s.nc.RequestMsgWithContext(ctx, m)
+	var resp *nats.Msg
+	if _, ok := ctx.Deadline(); ok || ctx.Done() != nil {
+		resp, err = s.nc.RequestMsgWithContext(ctx, m)
+	} else {
+		// No deadline (the scheduler's store context carries none): the
+		// library's default, as its own writes apply. Without it a write
+		// whose answer is lost (NATS killed after receiving it) waits
+		// forever, and so does everything that waits for it.
+		resp, err = s.nc.RequestMsg(m, writeTimeout)
+	}
 	if errors.Is(err, nats.ErrNoResponders) {
 		return 0, false, nil
 	}

@@ -118,3 +118,48 @@ func TestWatchSkipsOwnWrites(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A write whose answer never comes (NATS killed after taking the request)
+// fails after writeTimeout when the caller's context has no deadline (the
+// scheduler's has none): it never waits forever, holding up whatever waits
+// for it.
+func TestPutWithoutDeadlineTimesOut(t *testing.T) {
+	srv := natstest.RunServer(t)
+	nc, js := connect(t, srv)
+	s := newStore(t, js, Config{Bucket: uniqueName("LOST")})
+	if s.putPrefix == "" {
+		t.Fatal("lean writer off on a plain server")
+	}
+	// A responder that takes every write and answers none.
+	sub, err := nc.SubscribeSync("swallow.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	s.putPrefix = "swallow."
+	old := writeTimeout
+	writeTimeout = 300 * time.Millisecond
+	t.Cleanup(func() { writeTimeout = old })
+
+	job := &pb.JobInfo{JobId: "j1", State: lifecycle.Pending, Request: &pb.JobRequest{JobId: "j1", Topic: "t"}}
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() {
+		_, err := s.Create(context.Background(), job)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("a write nobody answered succeeded")
+		}
+		if d := time.Since(start); d < writeTimeout {
+			t.Errorf("failed after %v, before the timeout", d)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a write nobody answered still waits after 10s")
+	}
+}
