@@ -14,7 +14,9 @@ import (
 // while it times out, up to six tries (of 2 s, 4 s, then 5 s). In a cluster, two
 // processes creating the same replicated stream at the same moment (two
 // schedulers starting together) may both wait past the request timeout;
-// a later try finds the stream there and updates it.
+// a later try finds the stream there and updates it. A peer that fails to
+// make the stream's store (JetStream's error 10049, seen while a new
+// cluster settles) is tried again too.
 func retryCreate(ctx context.Context, create func(context.Context) error) error {
 	var err error
 	for try := range 6 {
@@ -33,7 +35,15 @@ func retryCreate(ctx context.Context, create func(context.Context) error) error 
 	return err
 }
 
+// jsErrStreamCreate is JetStream's "error creating store for stream" (and
+// other failures of a peer to create it).
+const jsErrStreamCreate jetstream.ErrorCode = 10049
+
 func timedOut(err error) bool {
+	var api *jetstream.APIError
+	if errors.As(err, &api) && api.ErrorCode == jsErrStreamCreate {
+		return true
+	}
 	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
 		errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, nats.ErrNoResponders)
 }
