@@ -153,8 +153,16 @@ type rigConfig struct {
 	hold          bool // tenant capped's jobs wait for close(r.hold)
 }
 
+// clusterSlots bounds how many three-node clusters (each with schedulers,
+// workers and load) run at once: on a two-core machine under -race, six at
+// once starve the nodes' Raft heartbeats and turn the tests into tests of
+// the machine's load.
+var clusterSlots = make(chan struct{}, 2)
+
 func newRig(t *testing.T, rc rigConfig) *rig {
 	t.Helper()
+	clusterSlots <- struct{}{}
+	t.Cleanup(func() { <-clusterSlots }) // registered first: runs after the cluster's own cleanup
 	var (
 		c    *natstest.Cluster
 		part *natstest.PartitionableCluster
