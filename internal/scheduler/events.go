@@ -1,6 +1,10 @@
 package scheduler
 
 import (
+	"sync"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/wire"
 )
@@ -24,14 +28,35 @@ func (e *Engine) publishJobEvent(prev, next *pb.JobInfo) {
 	if !ok {
 		return
 	}
-	job := cloneInfo(next)
+	ev := jobEvents.Get().(*jobEvent)
+	job := &ev.job
+	copyInfo(job, next)
 	if r := job.Request; r != nil && len(r.Payload) > 0 {
 		job.Request = cloneRequest(r)
 		job.Request.Payload = nil
 	}
-	p := wire.NewPacket(next.GetTraceId(), e.cfg.ID)
-	p.Payload = &pb.BusPacket_JobAnswer{JobAnswer: &pb.JobAnswer{Ok: true, Jobs: []*pb.JobInfo{job}}}
-	if err := e.cfg.Bus.Publish(subject, p); err != nil && e.debug() {
+	ev.jobs[0] = job
+	ev.answer = pb.JobAnswer{Ok: true, Jobs: ev.jobs[:]}
+	ev.payload.JobAnswer = &ev.answer
+	ev.packet = pb.BusPacket{Payload: &ev.payload}
+	wire.Stamp(&ev.packet, &ev.created, next.GetTraceId(), e.cfg.ID)
+	err := e.cfg.Bus.Publish(subject, &ev.packet) // which keeps nothing of it (Bus)
+	*ev = jobEvent{}                              // no job kept alive by the pool
+	jobEvents.Put(ev)
+	if err != nil && e.debug() {
 		e.log.Debug("job event not published", "job_id", next.GetJobId(), "err", err)
 	}
 }
+
+// jobEvent is an event's packet in one piece, reused: an event is published
+// for most changes of every job, and Publish keeps nothing once it returns.
+type jobEvent struct {
+	packet  pb.BusPacket
+	created timestamppb.Timestamp
+	payload pb.BusPacket_JobAnswer
+	answer  pb.JobAnswer
+	jobs    [1]*pb.JobInfo
+	job     pb.JobInfo
+}
+
+var jobEvents = sync.Pool{New: func() any { return new(jobEvent) }}
