@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"sync"
+	"unsafe"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -24,11 +25,14 @@ func (e *Engine) publishJobEvent(prev, next *pb.JobInfo) {
 		prev.GetPendingReason() == next.GetPendingReason() && prev.GetError() == next.GetError()) {
 		return // nothing a follower reports changed
 	}
-	subject, ok := wire.JobEventSubject(next.GetRequest().GetTenant(), next.GetJobId())
+	ev := jobEvents.Get().(*jobEvent)
+	subj, ok := wire.AppendJobEventSubject(ev.subject[:0], next.GetRequest().GetTenant(), next.GetJobId())
 	if !ok {
+		jobEvents.Put(ev)
 		return
 	}
-	ev := jobEvents.Get().(*jobEvent)
+	ev.subject = subj
+	subject := unsafe.String(unsafe.SliceData(subj), len(subj)) // Publish keeps none of its arguments (Bus)
 	job := &ev.job
 	copyInfo(job, next)
 	if r := job.Request; r != nil && len(r.Payload) > 0 {
@@ -40,12 +44,11 @@ func (e *Engine) publishJobEvent(prev, next *pb.JobInfo) {
 	ev.payload.JobAnswer = &ev.answer
 	ev.packet = pb.BusPacket{Payload: &ev.payload}
 	wire.Stamp(&ev.packet, &ev.created, next.GetTraceId(), e.cfg.ID)
-	err := e.cfg.Bus.Publish(subject, &ev.packet) // which keeps nothing of it (Bus)
-	*ev = jobEvent{}                              // no job kept alive by the pool
-	jobEvents.Put(ev)
-	if err != nil && e.debug() {
-		e.log.Debug("job event not published", "job_id", next.GetJobId(), "err", err)
+	if err := e.cfg.Bus.Publish(subject, &ev.packet); err != nil && e.debug() { // Publish keeps nothing of it (Bus)
+		e.log.Debug("job event not published", "job_id", next.GetJobId(), "err", err.Error())
 	}
+	*ev = jobEvent{subject: subj[:0]} // no job kept alive by the pool; the subject's bytes reused
+	jobEvents.Put(ev)
 }
 
 // jobEvent is an event's packet in one piece, reused: an event is published
@@ -57,6 +60,7 @@ type jobEvent struct {
 	answer  pb.JobAnswer
 	jobs    [1]*pb.JobInfo
 	job     pb.JobInfo
+	subject []byte
 }
 
 var jobEvents = sync.Pool{New: func() any { return new(jobEvent) }}
