@@ -75,14 +75,20 @@ type Worker struct {
 	Interval time.Duration
 
 	hb      *pb.Heartbeat
-	until   int64  // expires: unix nanoseconds
-	subject string // wire.WorkerJobSubject(ID), when Direct
-	jobs    map[string]assignment
-	ext     []string // the held jobs counted in Unplaced
-	listed  bool     // its heartbeats list what it holds (held), or it holds nothing
-	feat    featureSet
-	in      []membership // the candidate sets it is in
-	wild    bool         // a topic with a wildcard
+	until   int64                 // expires: unix nanoseconds
+	subject string                // wire.WorkerJobSubject(ID), when Direct
+	jobs    map[string]assignment // placed here and counted, by job id
+	// released lists the jobs released here (no longer counted), kept until
+	// a heartbeat of the worker does not list them, so that one sent before
+	// the release and received after it does not count them again
+	// (Unplaced). A list, not map entries: a release appends, and the next
+	// heartbeat filters it once.
+	released []string
+	ext      []string // the held jobs counted in Unplaced
+	listed   bool     // its heartbeats list what it holds (held), or it holds nothing
+	feat     featureSet
+	in       []membership // the candidate sets it is in
+	wild     bool         // a topic with a wildcard
 }
 
 // Busy is how many of the worker's slots are taken. For a worker whose
@@ -123,10 +129,6 @@ func (w *Worker) Subject(job *Job) string {
 type assignment struct {
 	at   int64  // when placed, unix nanoseconds
 	seen uint64 // the reconcile epoch it was last seen held in
-	// released: no longer counted (Release), kept until a heartbeat of the
-	// worker does not list it, so that one sent before the release and
-	// received after it does not count it again (Unplaced).
-	released bool
 }
 
 type membership struct {
@@ -176,10 +178,13 @@ type Registry struct {
 	releasedGen int64 // when released[0] was started, unix nanoseconds
 	topicSets   map[string]*candSet
 	poolSets    []*candSet // per configured pool
-	legacy      int        // workers that report no topics (v1.0)
-	feats       features
-	epoch       uint64
-	version     uint64
+	// heldReleased is, during a heartbeat, the jobs its worker lists as
+	// held that were released here (reconcile fills it, unplaced reads it).
+	heldReleased map[string]struct{}
+	legacy       int // workers that report no topics (v1.0)
+	feats        features
+	epoch        uint64
+	version      uint64
 }
 
 // NewRegistry returns an empty registry.
@@ -204,12 +209,13 @@ func NewRegistry(opts RegistryOptions) *Registry {
 	}
 	r := &Registry{
 		pools: opts.Pools, now: opts.Now, opts: opts,
-		workers:   make(map[string]*Worker),
-		jobs:      make(map[string]*Worker),
-		ext:       make(map[string]*Worker),
-		released:  [2]map[string]struct{}{make(map[string]struct{}), make(map[string]struct{})},
-		topicSets: make(map[string]*candSet),
-		feats:     features{caps: map[string]int{}, labels: map[string]map[string]int{}},
+		workers:      make(map[string]*Worker),
+		jobs:         make(map[string]*Worker),
+		ext:          make(map[string]*Worker),
+		released:     [2]map[string]struct{}{make(map[string]struct{}), make(map[string]struct{})},
+		heldReleased: make(map[string]struct{}),
+		topicSets:    make(map[string]*candSet),
+		feats:        features{caps: map[string]int{}, labels: map[string]map[string]int{}},
 	}
 	for _, p := range opts.Pools.List() {
 		r.poolSets = append(r.poolSets, &candSet{pool: p})
@@ -277,6 +283,7 @@ func (r *Registry) Heartbeat(hb *pb.Heartbeat, at time.Time) {
 	}
 	r.reconcile(w, hb.GetHeld(), now)
 	r.unplaced(w, hb, now)
+	clear(r.heldReleased)
 	r.refresh(w)
 	if changed || !wasLive || w.Free() > oldFree {
 		r.version++
@@ -287,8 +294,30 @@ func (r *Registry) Heartbeat(hb *pb.Heartbeat, at time.Time) {
 func (r *Registry) UpdateHeartbeat(hb *pb.Heartbeat) { r.Heartbeat(hb, r.now()) }
 
 // reconcile drops the jobs counted against w that its heartbeat does not
-// list as held and that were placed before the grace.
+// list as held and that were placed before the grace, and the jobs released
+// here that it does not list. The released jobs it lists are left in
+// r.heldReleased for unplaced.
 func (r *Registry) reconcile(w *Worker, held []*pb.HeldJob, now int64) {
+	if len(w.released) > 0 {
+		kept := w.released[:0]
+		if len(held) > 0 {
+			hs := r.heldReleased // the held ids first, then only the released ones
+			for _, h := range held {
+				hs[h.GetJobId()] = struct{}{}
+			}
+			for _, id := range w.released {
+				if _, ok := hs[id]; ok {
+					kept = append(kept, id)
+				}
+			}
+			clear(hs)
+			for _, id := range kept {
+				hs[id] = struct{}{}
+			}
+		}
+		clear(w.released[len(kept):])
+		w.released = kept
+	}
 	if len(w.jobs) == 0 {
 		return
 	}
@@ -301,11 +330,7 @@ func (r *Registry) reconcile(w *Worker, held []*pb.HeldJob, now int64) {
 	}
 	cutoff := now - int64(r.opts.ReconcileGrace)
 	for id, a := range w.jobs {
-		switch {
-		case a.seen == r.epoch:
-		case a.released:
-			delete(w.jobs, id) // its worker no longer lists it
-		case a.at < cutoff:
+		if a.seen != r.epoch && a.at < cutoff {
 			delete(w.jobs, id)
 			delete(r.jobs, id)
 			w.Assigned--
@@ -332,7 +357,10 @@ func (r *Registry) unplaced(w *Worker, hb *pb.Heartbeat, now int64) {
 	for _, h := range held {
 		id := h.GetJobId()
 		if _, mine := w.jobs[id]; mine || id == "" {
-			continue // placed here: counted in Assigned, or released here
+			continue // placed here: counted in Assigned
+		}
+		if _, mine := r.heldReleased[id]; mine {
+			continue // released here
 		}
 		if _, gone := r.released[0][id]; gone {
 			continue
@@ -399,7 +427,7 @@ func (r *Registry) assign(w *Worker, jobID string, now int64) {
 		}
 		r.unassign(prev, jobID, now)
 	}
-	w.jobs[jobID] = assignment{at: now} // over a released one, if any
+	w.jobs[jobID] = assignment{at: now}
 	r.jobs[jobID] = w
 	w.Assigned++
 	r.refresh(w)
@@ -448,15 +476,14 @@ func (r *Registry) dropExt(w *Worker, jobID string) {
 	}
 }
 
-// unassign stops counting jobID against w. The worker's entry stays,
-// released, until its heartbeats stop listing the job. A worker that is not
+// unassign stops counting jobID against w. The job stays in the worker's
+// released list until its heartbeats stop listing it. A worker that is not
 // direct may not be the one the queue group gave the job to: the registry
 // then remembers the release for every worker's heartbeats (remember).
 func (r *Registry) unassign(w *Worker, jobID string, now int64) {
 	before := w.Free()
-	a := w.jobs[jobID]
-	a.released = true
-	w.jobs[jobID] = a
+	delete(w.jobs, jobID)
+	w.released = append(w.released, jobID)
 	delete(r.jobs, jobID)
 	w.Assigned--
 	if !w.Direct {

@@ -575,13 +575,34 @@ type traceKey struct{}
 // WithTraceID returns ctx carrying a job's trace id, which the kernel adds
 // to its log lines and a Remote sends with the check.
 func WithTraceID(ctx context.Context, traceID string) context.Context {
-	return context.WithValue(ctx, traceKey{}, traceID)
+	// One allocation, where context.WithValue takes two (the context and
+	// the string boxed in an interface): the scheduler calls this for every
+	// job it admits.
+	return &traceCtx{Context: ctx, id: traceID}
 }
+
+// traceCtx is a context carrying a trace id (WithTraceID).
+type traceCtx struct {
+	context.Context
+	id string
+}
+
+func (c *traceCtx) Value(key any) any {
+	if _, ok := key.(traceKey); ok {
+		return c.id
+	}
+	return c.Context.Value(key)
+}
+
+func (c *traceCtx) String() string { return "safety.WithTraceID(" + c.id + ")" }
 
 // TraceID is the trace id ctx carries, or "".
 func TraceID(ctx context.Context) string {
 	if ctx == nil {
 		return ""
+	}
+	if c, ok := ctx.(*traceCtx); ok {
+		return c.id
 	}
 	id, _ := ctx.Value(traceKey{}).(string)
 	return id

@@ -7,7 +7,14 @@ import pb "github.com/cortex-os/core/pkg/pb/v1"
 // per-change copy of the hot path, so it copies fields by hand instead of
 // proto.Clone's reflection; TestCloneInfoCopiesEveryField keeps it complete.
 func cloneInfo(j *pb.JobInfo) *pb.JobInfo {
-	return &pb.JobInfo{
+	out := new(pb.JobInfo)
+	copyInfo(out, j)
+	return out
+}
+
+// copyInfo sets dst to a shallow copy of j (as cloneInfo), in place.
+func copyInfo(dst, j *pb.JobInfo) {
+	*dst = pb.JobInfo{
 		JobId:            j.JobId,
 		State:            j.State,
 		Attempt:          j.Attempt,

@@ -1,6 +1,11 @@
 package scheduler
 
 import (
+	"sync"
+	"unsafe"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/wire"
 )
@@ -20,18 +25,42 @@ func (e *Engine) publishJobEvent(prev, next *pb.JobInfo) {
 		prev.GetPendingReason() == next.GetPendingReason() && prev.GetError() == next.GetError()) {
 		return // nothing a follower reports changed
 	}
-	subject, ok := wire.JobEventSubject(next.GetRequest().GetTenant(), next.GetJobId())
+	ev := jobEvents.Get().(*jobEvent)
+	subj, ok := wire.AppendJobEventSubject(ev.subject[:0], next.GetRequest().GetTenant(), next.GetJobId())
 	if !ok {
+		jobEvents.Put(ev)
 		return
 	}
-	job := cloneInfo(next)
+	ev.subject = subj
+	subject := unsafe.String(unsafe.SliceData(subj), len(subj)) // Publish keeps none of its arguments (Bus)
+	job := &ev.job
+	copyInfo(job, next)
 	if r := job.Request; r != nil && len(r.Payload) > 0 {
 		job.Request = cloneRequest(r)
 		job.Request.Payload = nil
 	}
-	p := wire.NewPacket(next.GetTraceId(), e.cfg.ID)
-	p.Payload = &pb.BusPacket_JobAnswer{JobAnswer: &pb.JobAnswer{Ok: true, Jobs: []*pb.JobInfo{job}}}
-	if err := e.cfg.Bus.Publish(subject, p); err != nil && e.debug() {
-		e.log.Debug("job event not published", "job_id", next.GetJobId(), "err", err)
+	ev.jobs[0] = job
+	ev.answer = pb.JobAnswer{Ok: true, Jobs: ev.jobs[:]}
+	ev.payload.JobAnswer = &ev.answer
+	ev.packet = pb.BusPacket{Payload: &ev.payload}
+	wire.Stamp(&ev.packet, &ev.created, next.GetTraceId(), e.cfg.ID)
+	if err := e.cfg.Bus.Publish(subject, &ev.packet); err != nil && e.debug() { // Publish keeps nothing of it (Bus)
+		e.log.Debug("job event not published", "job_id", next.GetJobId(), "err", err.Error())
 	}
+	*ev = jobEvent{subject: subj[:0]} // no job kept alive by the pool; the subject's bytes reused
+	jobEvents.Put(ev)
 }
+
+// jobEvent is an event's packet in one piece, reused: an event is published
+// for most changes of every job, and Publish keeps nothing once it returns.
+type jobEvent struct {
+	packet  pb.BusPacket
+	created timestamppb.Timestamp
+	payload pb.BusPacket_JobAnswer
+	answer  pb.JobAnswer
+	jobs    [1]*pb.JobInfo
+	job     pb.JobInfo
+	subject []byte
+}
+
+var jobEvents = sync.Pool{New: func() any { return new(jobEvent) }}

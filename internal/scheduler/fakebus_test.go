@@ -106,6 +106,7 @@ func (f *fakeBus) Publish(subject string, p *pb.BusPacket) error {
 	if f.closed {
 		f.violations = append(f.violations, "Publish on "+subject+" after the engine stopped")
 	}
+	subject = strings.Clone(subject) // the engine may reuse its bytes once this returns
 	f.published = append(f.published, published{subject: subject, packet: clonePacket(p), at: time.Now()})
 	return nil
 }

@@ -25,17 +25,36 @@ const (
 // NoTenantToken itself, has none, since its subject could fall under
 // another tenant's; nor has a job id that is not a valid subject.
 func JobEventSubject(tenant, jobID string) (string, bool) {
-	tok := NoTenantToken
-	if tenant != "" {
-		if tenant == NoTenantToken || !subjectToken(tenant) {
-			return "", false
-		}
-		tok = tenant
-	}
-	if jobID == "" || !literalSubject(jobID) {
+	if !jobEventSubjectOK(tenant, jobID) {
 		return "", false
 	}
-	return JobEventPrefix + tok + "." + jobID, true
+	return JobEventPrefix + tenantToken(tenant) + "." + jobID, true
+}
+
+// AppendJobEventSubject is JobEventSubject appending to dst: for a
+// publisher that reuses the subject's bytes.
+func AppendJobEventSubject(dst []byte, tenant, jobID string) ([]byte, bool) {
+	if !jobEventSubjectOK(tenant, jobID) {
+		return dst, false
+	}
+	dst = append(dst, JobEventPrefix...)
+	dst = append(dst, tenantToken(tenant)...)
+	dst = append(dst, '.')
+	return append(dst, jobID...), true
+}
+
+func jobEventSubjectOK(tenant, jobID string) bool {
+	if tenant != "" && (tenant == NoTenantToken || !subjectToken(tenant)) {
+		return false
+	}
+	return jobID != "" && literalSubject(jobID)
+}
+
+func tenantToken(tenant string) string {
+	if tenant == "" {
+		return NoTenantToken
+	}
+	return tenant
 }
 
 // JobEventsOf is the subject matching the events of job jobID whatever its
