@@ -124,3 +124,109 @@ async def test_identity_uses_its_own_subjects(dev: Dev) -> None:
         await observer.close()
     with pytest.raises(ValueError):
         cortexos.Client(observer.nc, identity="a.b")
+
+
+class QueryCounter:
+    """Counts the queries (gets) for one job on the bus, whatever asks them:
+    an observer on sys.job.query and sys.job.query.<identity>."""
+
+    def __init__(self, nc: object, job_id: str = "") -> None:
+        self.nc, self.job_id, self.count, self.subs = nc, job_id, 0, []  # type: ignore[var-annotated]
+
+    async def __aenter__(self) -> QueryCounter:
+        async def on_query(msg: object) -> None:
+            p = wire.decode(msg.data)  # type: ignore[attr-defined]
+            if p.WhichOneof("payload") == "job_query" and p.job_query.job_id and p.job_query.job_id == self.job_id:
+                self.count += 1
+
+        for s in ("sys.job.query", "sys.job.query.>"):
+            self.subs.append(await self.nc.subscribe(s, cb=on_query))  # type: ignore[attr-defined]
+        await self.nc.flush()  # type: ignore[attr-defined]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.nc.flush()  # type: ignore[attr-defined]  # the last queries counted
+        for s in self.subs:
+            await s.unsubscribe()
+
+
+def assert_in_order(states: list[str]) -> None:
+    """Each state once, never back to an earlier step; terminal last."""
+    steps = {"PENDING": 0, "DISPATCHED": 1, "RUNNING": 2}
+    assert len(states) == len(set(states)), states
+    assert [steps.get(s, 3) for s in states] == sorted(steps.get(s, 3) for s in states), states
+    assert states[-1] in cortexos.TERMINAL_STATES, states
+
+
+async def slow_worker(workers: Workers, t: str, seconds: float = 0.3) -> None:
+    w = workers.new()
+
+    @w.handler(t)
+    async def slow(job: cortexos.JobContext) -> bytes:
+        await asyncio.sleep(seconds)
+        return b"done"
+
+    await workers.start(w)
+
+
+async def test_watch_follows_job_events(client: cortexos.Client, workers: Workers) -> None:
+    """watch hears RUNNING and COMPLETED of a job that runs 300 ms from the
+    scheduler's events: it asks for the job once. Polling every 100 ms
+    would ask at least three times while the job runs."""
+    t = topic("watch-events")
+    await slow_worker(workers, t)
+    j = await client.submit(t, ttl=60)
+    states: list[str] = []
+    async with QueryCounter(client.nc, j.job_id) as q:
+        async for cur in client.watch(j.job_id):
+            states.append(cur.state)
+    assert "RUNNING" in states and states[-1] == "COMPLETED", states
+    assert_in_order(states)
+    assert q.count <= 2, f"{q.count} queries for one watch: it polls"
+    assert q.count >= 1  # the first answer is a get's: it says the job exists
+
+
+async def test_submit_wait_follows_job_events(client: cortexos.Client, workers: Workers) -> None:
+    """submit(wait=True) follows the job as watch does: one query, not a poll."""
+    t = topic("wait-events")
+    await slow_worker(workers, t)
+    job_id = f"wait-events-{t[-8:]}"
+    async with QueryCounter(client.nc, job_id) as q:
+        j = await client.submit(t, job_id=job_id, ttl=60, wait=True, timeout=30)
+    assert j.state == "COMPLETED" and j.job_id == job_id
+    assert 1 <= q.count <= 2, f"{q.count} queries for one wait: it polls"
+
+
+async def test_watch_asks_when_no_event_comes(dev: Dev, client: cortexos.Client, workers: Workers) -> None:
+    """A watch that hears no event (as from a scheduler from before job
+    events: here a tenant whose subject the job's events never reach) asks
+    after event_silence, then every interval, and still ends at the
+    terminal state."""
+    t = topic("watch-silent")
+    await slow_worker(workers, t, 0.5)
+    deaf = await cortexos.Client.connect(dev.url, tenant="nobody")  # the job has no tenant: events on sys.job.event._.<id>
+    deaf.event_silence = 0.2
+    try:
+        j = await client.submit(t, ttl=60)
+        states: list[str] = []
+        async with QueryCounter(client.nc, j.job_id) as q:
+            async for cur in deaf.watch(j.job_id, interval=0.05):
+                states.append(cur.state)
+        assert states[-1] == "COMPLETED", states
+        assert_in_order(states)
+        assert q.count >= 2, q.count
+    finally:
+        await deaf.close()
+
+
+async def test_watch_of_unknown_job_and_event_subjects(client: cortexos.Client) -> None:
+    with pytest.raises(cortexos.NotFound):
+        async for _ in client.watch("no-such-job"):
+            pass
+    assert wire.job_event_subject("", "j1") == "sys.job.event._.j1"
+    assert wire.job_event_subject("a", "x.y") == "sys.job.event.a.x.y"
+    for tenant, job_id in (("a.b", "j1"), ("_", "j1"), ("a*", "j1"), ("a b", "j1"), ("a>", "j1"), ("a", ""), ("a", "x..y")):
+        assert wire.job_event_subject(tenant, job_id) is None, (tenant, job_id)
+    assert wire.job_events_of("j1") == "sys.job.event.*.j1"
+    with pytest.raises(ValueError):
+        cortexos.Client(client.nc, tenant="a.b")

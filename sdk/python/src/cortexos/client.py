@@ -129,6 +129,33 @@ class Job:
         return f"Job(job_id={self.job_id!r}, state={self.state}, attempt={self.attempt}, worker_id={self.worker_id!r})"
 
 
+#: Events a watch holds for a reader that is behind; more are dropped (the
+#: watch asks for the job instead).
+_EVENT_BUFFER = 256
+
+
+def _step(state: str) -> int:
+    return {"PENDING": 0, "DISPATCHED": 1, "RUNNING": 2}.get(state, 3)
+
+
+def _older(job: Job, last: Job) -> bool:
+    """Whether ``job`` is an earlier version than ``last``: written before
+    it, or in the same millisecond at an earlier attempt or an earlier step
+    of the attempt (PENDING, DISPATCHED, RUNNING, ended)."""
+    if job.info.updated_ms != last.info.updated_ms:
+        return job.info.updated_ms < last.info.updated_ms
+    if job.attempt != last.attempt:
+        return job.attempt < last.attempt
+    return _step(job.state) < _step(last.state)
+
+
+async def _unsubscribe(sub: Any) -> None:
+    try:
+        await sub.unsubscribe()
+    except Exception as e:  # a closed connection has none left to end
+        log.debug("unsubscribe: %s", e)
+
+
 def _refusal(a: job_pb2.JobAnswer) -> Refused:
     job = Job(a.jobs[0]) if len(a.jobs) > 0 else None
     kw: dict[str, Any] = dict(
@@ -148,13 +175,22 @@ def _refusal(a: job_pb2.JobAnswer) -> Refused:
 
 class Client:
     """Submits jobs and asks the scheduler about them. Make one with
-    :meth:`connect`; close it with :meth:`close` or ``async with``."""
+    :meth:`connect`; close it with :meth:`close` or ``async with``.
+
+    ``identity`` is who the client says it is in its subjects; ``tenant``
+    the tenant that identity is bound to in the scheduler's clients section,
+    if it is (a tenant's client may read its own tenant's job events only:
+    without ``tenant`` a watch cannot hear them and asks instead)."""
+
+    #: Seconds a watch waits for a job event before it asks for the job.
+    event_silence = 1.0
 
     def __init__(
         self,
         nc: NATS,
         *,
         identity: str | None = None,
+        tenant: str = "",
         sender_id: str = "cortex-python",
         request_timeout: float = 5.0,
         max_packet_bytes: int = wire.DEFAULT_MAX_PACKET_BYTES,
@@ -165,7 +201,13 @@ class Client:
         if identity is not None and (not identity or any(c in identity for c in ". *>\t\r\n")):
             raise ValueError(f"identity {identity!r} must be one subject token")
         self.nc = nc
+        if tenant and wire.job_event_subject(tenant, "x") is None:
+            raise ValueError(f"tenant {tenant!r} must be one subject token, not \"_\"")
         self.identity = identity
+        #: The tenant the client's identity is bound to, if it is: watch then
+        #: hears that tenant's job events only (sys.job.event.<tenant>.<id>),
+        #: all the server lets a tenant's client read (docs/security.md).
+        self.tenant = tenant
         self.sender_id = sender_id
         self.request_timeout = request_timeout
         self.max_packet_bytes = max_packet_bytes
@@ -186,9 +228,14 @@ class Client:
     ) -> Client:
         """Connect to NATS at ``nats_url`` (comma-separated for several
         servers). ``credentials`` default to none; pass
-        ``Credentials.from_env()`` to read NATS_USER and the rest."""
+        ``Credentials.from_env()`` to read NATS_USER and the rest. The other
+        keywords (``tenant``, ``request_timeout``, ...) are the client's."""
         nc = await connect(nats_url, credentials, name="cortexos-client", inbox_identity=identity)
-        return cls(nc, identity=identity, own_connection=True, **kwargs)
+        try:
+            return cls(nc, identity=identity, own_connection=True, **kwargs)
+        except BaseException:
+            await nc.close()
+            raise
 
     async def close(self) -> None:
         if self._own and not self.nc.is_closed:
@@ -367,27 +414,128 @@ class Client:
         p.job_cancel.reason = reason
         return await self._one(wire.SUBJECT_CANCEL, p)
 
+    def _event_subject(self, job_id: str) -> str | None:
+        """Where the events of ``job_id`` are heard by this client: its
+        tenant's subject with ``tenant``, else the job's whatever its tenant;
+        None when the job has no event subject."""
+        if self.tenant:
+            return wire.job_event_subject(self.tenant, job_id)
+        if wire.job_event_subject("", job_id) is None:
+            return None
+        return wire.job_events_of(job_id)
+
+    async def _subscribe_events(self, job_id: str) -> tuple[Any, asyncio.Queue[Job]] | None:
+        """Subscribe to the events of ``job_id``; the subscription is in
+        place at the server on return, so a ``get`` afterwards misses no
+        change after the one it reads. None when it cannot be had (no
+        event subject, or the subscription failed): the watcher asks."""
+        subject = self._event_subject(job_id)
+        if subject is None:
+            return None
+        events: asyncio.Queue[Job] = asyncio.Queue(maxsize=_EVENT_BUFFER)
+
+        async def on_event(msg: Msg) -> None:
+            try:
+                p = wire.decode(msg.data, self.max_packet_bytes)
+            except wire.PacketError as e:
+                log.debug("dropped a job event on %s: %s", msg.subject, e)
+                return
+            if p.WhichOneof("payload") != "job_answer":
+                return
+            jobs = p.job_answer.jobs
+            if len(jobs) != 1 or jobs[0].job_id != job_id:
+                return
+            try:
+                events.put_nowait(Job(jobs[0]))
+            except asyncio.QueueFull:
+                pass  # the watcher asks when it hears nothing for event_silence
+
+        try:
+            sub = await self.nc.subscribe(subject, cb=on_event)
+        except Exception as e:  # a closed or draining connection: asking still may work
+            log.debug("no job events for %s: %s", job_id, e)
+            return None
+        try:
+            await self.nc.flush(timeout=int(max(1, self.request_timeout)))
+        except Exception as e:
+            log.debug("no job events for %s: %s", job_id, e)
+            await _unsubscribe(sub)
+            return None
+        return sub, events
+
     async def watch(self, job_id: str, *, interval: float = 0.1) -> AsyncIterator[Job]:
         """Yield the job each time its state, attempt or pending reason
-        changes, until it is terminal (the last one yielded). A scheduler
-        that does not answer one poll is asked again."""
+        changes, starting with the job as it is now, until it is terminal
+        (the last one yielded). NotFound if there is no such job.
+
+        The changes come from the scheduler's job events: ``watch``
+        subscribes to the job's event subject (sys.job.event.<tenant>.<id>)
+        before it asks for the job once, so no change between is missed.
+        When no event came for ``event_silence`` (1 s) it asks again (an
+        event may be lost; a scheduler from before job events publishes
+        none), then every ``interval`` until an event comes. A query that
+        nobody answers is asked again, so a watch rides out a scheduler's
+        restart. Leaving the loop early ends the subscription when the
+        generator is closed (``contextlib.aclosing`` closes it at once)."""
+        if not job_id:
+            raise ValueError("empty job id")
+        loop = asyncio.get_running_loop()
+        got = await self._subscribe_events(job_id)
+        sub, events = got if got is not None else (None, None)
         last: Job | None = None
-        while True:
-            try:
-                job = await self.get(job_id)
-            except (TimeoutError, NoScheduler):
-                job = None
-            if job is not None:
+        heard = False  # an event came: the scheduler publishes them
+        ask_at = loop.time()  # when to ask for the job next
+        try:
+            while True:
+                job: Job | None = None
+                wait = ask_at - loop.time()
+                if events is not None and last is not None:
+                    # Events count once a get has said the job exists.
+                    try:
+                        job = events.get_nowait()
+                    except asyncio.QueueEmpty:
+                        if wait > 0:
+                            try:
+                                job = await asyncio.wait_for(events.get(), wait)
+                            except asyncio.TimeoutError:
+                                pass
+                elif wait > 0:
+                    await asyncio.sleep(wait)
+                if job is not None:
+                    heard = True
+                    ask_at = loop.time() + self.event_silence
+                else:
+                    first = last is None
+                    try:
+                        job = await self.get(job_id)
+                    except TimeoutError:
+                        job = None
+                    except Refused as e:  # NoScheduler too: retryable
+                        if not e.retryable:
+                            raise
+                        job = None
+                    if (last is None and job is None) or events is None:
+                        ask_at = loop.time() + interval
+                    elif heard or first:
+                        ask_at = loop.time() + self.event_silence
+                    else:  # silent since the first answer: poll
+                        ask_at = loop.time() + interval
+                    if job is None:
+                        continue
+                if last is not None and _older(job, last):
+                    continue  # an event from before what was yielded
                 if last is None or (job.state, job.attempt, job.pending_reason) != (last.state, last.attempt, last.pending_reason):
                     last = job
                     yield job
                 if job.terminal:
                     return
-            await asyncio.sleep(interval)
+        finally:
+            if sub is not None:
+                await _unsubscribe(sub)
 
     async def wait(self, job_id: str, *, timeout: float | None = None, interval: float = 0.1) -> Job:
-        """Follow a job to its terminal state and return it; TimeoutError
-        after ``timeout`` seconds (None: no bound)."""
+        """Follow a job to its terminal state (:meth:`watch`) and return it;
+        TimeoutError after ``timeout`` seconds (None: no bound)."""
         deadline = None if timeout is None else time.monotonic() + timeout
 
         async def follow() -> Job:

@@ -27,6 +27,10 @@ __all__ = [
     "worker_cancel_subject",
     "worker_job_subject",
     "client_subject",
+    "JOB_EVENT_PREFIX",
+    "NO_TENANT_TOKEN",
+    "job_event_subject",
+    "job_events_of",
     "new_packet",
     "encode",
     "decode",
@@ -80,6 +84,50 @@ def client_subject(base: str, identity: str | None) -> str:
     """A client subject (submit, query, cancel) for a client identity: the bare
     subject without one, ``<base>.<identity>`` with one."""
     return f"{base}.{identity}" if identity else base
+
+
+#: Starts every job event subject. A scheduler publishes each change it
+#: writes to a job on sys.job.event.<tenant>.<job_id> as a BusPacket carrying
+#: a JobAnswer{ok, jobs: [the job]} (Go: wire.JobEventSubject).
+JOB_EVENT_PREFIX = "sys.job.event."
+
+#: Stands for "no tenant" in a job event subject.
+NO_TENANT_TOKEN = "_"
+
+
+def _literal_subject(s: str) -> bool:
+    """A subject of non-empty tokens, no wildcards, no blanks or control bytes."""
+    if any(ord(c) <= 0x20 or ord(c) == 0x7F for c in s):
+        return False
+    return all(tok not in ("", "*", ">") for tok in s.split("."))
+
+
+def _subject_token(s: str) -> bool:
+    return (
+        s != ""
+        and not any(c in ".*>" or c.isspace() or ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in s)
+        and "\ufffd" not in s
+    )
+
+
+def job_event_subject(tenant: str, job_id: str) -> str | None:
+    """The subject of the events of job ``job_id`` of ``tenant`` ("" for
+    none): sys.job.event.<tenant>.<job_id>, with "_" for no tenant. None
+    when there is none: a tenant that is not one subject token (a ".",
+    "*", ">", blank or control character) or is "_" itself, since its
+    subject could fall under another tenant's; a job id that is not a
+    valid subject."""
+    if tenant and (tenant == NO_TENANT_TOKEN or not _subject_token(tenant)):
+        return None
+    if not job_id or not _literal_subject(job_id):
+        return None
+    return f"{JOB_EVENT_PREFIX}{tenant or NO_TENANT_TOKEN}.{job_id}"
+
+
+def job_events_of(job_id: str) -> str:
+    """The subject matching the events of job ``job_id`` whatever its tenant
+    (sys.job.event.*.<job_id>), for a client that may read them all."""
+    return f"{JOB_EVENT_PREFIX}*.{job_id}"
 
 
 def new_packet(trace_id: str, sender_id: str, now: float | None = None) -> packet_pb2.BusPacket:
