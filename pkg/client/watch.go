@@ -37,8 +37,9 @@ var eventSilence = time.Second
 //
 // How the changes are learnt is not part of the contract: today Watch
 // subscribes to the job's events (Events) before it asks for the job, and
-// asks again when no event came for a second, then every 100ms until one
-// does (a scheduler from before job events publishes none).
+// asks again when no event came for a second; if none has come by then, it
+// asks every 100ms until one does (a scheduler from before job events
+// publishes none).
 func (c *Client) Watch(ctx context.Context, jobID string) iter.Seq2[*pb.JobInfo, error] {
 	return func(yield func(*pb.JobInfo, error) bool) {
 		if jobID == "" {
@@ -65,7 +66,8 @@ func (c *Client) Watch(ctx context.Context, jobID string) iter.Seq2[*pb.JobInfo,
 			}
 			return IsTerminal(job.GetState())
 		}
-		heard := false // an event came: the scheduler publishes them
+		heard := false        // an event came: the scheduler publishes them
+		askedUnheard := false // an answer came, and no event yet
 		t := time.NewTimer(0)
 		defer t.Stop()
 		for {
@@ -96,12 +98,15 @@ func (c *Client) Watch(ctx context.Context, jobID string) iter.Seq2[*pb.JobInfo,
 			if job != nil && offer(job) {
 				return
 			}
+			// Subscribed, with an answer: wait a second for an event before
+			// asking again. A second answer with no event heard yet means a
+			// scheduler from before job events: ask every watchInterval.
 			next := watchInterval
-			if events != nil && (heard || last == nil) {
+			if last != nil && events != nil && (heard || !askedUnheard) {
 				next = eventSilence
 			}
-			if last == nil {
-				next = watchInterval // no answer yet: ask again soon
+			if last != nil && !heard {
+				askedUnheard = true
 			}
 			t.Reset(next)
 		}
