@@ -36,6 +36,15 @@ type Job struct {
 	seq    uint64       // push order: ties
 	hidx   [2]int       // in its tenant queue's level heap; in the pool's promotion heap, or the parked list
 	reason string       // why it is parked
+
+	// Registry bookkeeping, guarded by the Registry's lock: the job is
+	// counted against worker (nil: not counted) since at, and is
+	// worker.placed[pos]; seen is the reconcile epoch its worker's
+	// heartbeat last listed it in.
+	worker *Worker
+	at     int64
+	seen   uint64
+	pos    int32
 }
 
 type jobState uint8
