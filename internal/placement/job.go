@@ -59,6 +59,12 @@ const (
 // NewJob makes the Job of a request, in the pool its topic resolves to. It
 // shares the request's slices and maps: do not modify them after.
 func NewJob(req *pb.JobRequest, pools *Pools) *Job {
+	return NewJobIn(req, pools.Resolve(req.GetTopic()))
+}
+
+// NewJobIn is NewJob for a caller that resolved the request's pool already
+// (Pools.Resolve of its topic): it saves the second resolution.
+func NewJobIn(req *pb.JobRequest, pool *Pool) *Job {
 	tenant := req.GetTenant()
 	if tenant == "" {
 		tenant = DefaultTenantName
@@ -70,7 +76,7 @@ func NewJob(req *pb.JobRequest, pools *Pools) *Job {
 		Priority:     NormalizePriority(req.GetPriority()),
 		Capabilities: req.GetRequiredCapabilities(),
 		Labels:       req.GetRequiredLabels(),
-		Pool:         pools.Resolve(req.GetTopic()),
+		Pool:         pool,
 	}
 }
 
