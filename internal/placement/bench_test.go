@@ -105,3 +105,35 @@ func BenchmarkQueuePushNext(b *testing.B) {
 		*j = placement.Job{ID: j.ID, Topic: j.Topic, Tenant: j.Tenant, Priority: j.Priority, Pool: j.Pool}
 	}
 }
+
+// The placed path's registry work per job as the scheduler does it: Place a
+// new job on a direct worker with 1,000 others in flight, Release the job
+// placed 1,000 before (Release("", id), as a result does), and a heartbeat
+// of the worker every 10,000 jobs. Job ids are distinct, so the maps hold
+// what they hold in a run.
+func BenchmarkPlaceInFlight(b *testing.B) {
+	pools := mustPools(b, placement.Config{})
+	now := time.Unix(1_700_000_000, 0)
+	reg := placement.NewRegistry(placement.RegistryOptions{Pools: pools, Now: func() time.Time { return now }})
+	hb := &pb.Heartbeat{WorkerId: "worker-1", Topics: []string{"job.echo"}, Capacity: 2000, Direct: true, IntervalMs: 3_600_000}
+	reg.Heartbeat(hb, now)
+	const inFlight, ids = 1000, 1 << 16
+	jobs := make([]*placement.Job, ids)
+	for i := range jobs {
+		jobs[i] = placement.NewJob(&pb.JobRequest{JobId: fmt.Sprintf("job-%08d", i), Topic: "job.echo"}, pools)
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if _, err := reg.Place(jobs[i%ids], nil); err != nil {
+			b.Fatal(err)
+		}
+		if i >= inFlight {
+			reg.Release("", jobs[(i-inFlight)%ids].ID)
+		}
+		i++
+		if i%10_000 == 0 {
+			reg.Heartbeat(hb, now)
+		}
+	}
+}

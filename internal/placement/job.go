@@ -36,6 +36,15 @@ type Job struct {
 	seq    uint64       // push order: ties
 	hidx   [2]int       // in its tenant queue's level heap; in the pool's promotion heap, or the parked list
 	reason string       // why it is parked
+
+	// Registry bookkeeping, guarded by the Registry's lock: the job is
+	// counted against worker (nil: not counted) since at, and is
+	// worker.placed[pos]; seen is the reconcile epoch its worker's
+	// heartbeat last listed it in.
+	worker *Worker
+	at     int64
+	seen   uint64
+	pos    int32
 }
 
 type jobState uint8
@@ -50,6 +59,12 @@ const (
 // NewJob makes the Job of a request, in the pool its topic resolves to. It
 // shares the request's slices and maps: do not modify them after.
 func NewJob(req *pb.JobRequest, pools *Pools) *Job {
+	return NewJobIn(req, pools.Resolve(req.GetTopic()))
+}
+
+// NewJobIn is NewJob for a caller that resolved the request's pool already
+// (Pools.Resolve of its topic): it saves the second resolution.
+func NewJobIn(req *pb.JobRequest, pool *Pool) *Job {
 	tenant := req.GetTenant()
 	if tenant == "" {
 		tenant = DefaultTenantName
@@ -61,7 +76,7 @@ func NewJob(req *pb.JobRequest, pools *Pools) *Job {
 		Priority:     NormalizePriority(req.GetPriority()),
 		Capabilities: req.GetRequiredCapabilities(),
 		Labels:       req.GetRequiredLabels(),
-		Pool:         pools.Resolve(req.GetTopic()),
+		Pool:         pool,
 	}
 }
 

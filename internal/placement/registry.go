@@ -75,9 +75,15 @@ type Worker struct {
 	Interval time.Duration
 
 	hb      *pb.Heartbeat
-	until   int64                 // expires: unix nanoseconds
-	subject string                // wire.WorkerJobSubject(ID), when Direct
-	jobs    map[string]assignment // placed here and counted, by job id
+	until   int64  // expires: unix nanoseconds
+	subject string // wire.WorkerJobSubject(ID), when Direct
+	// placed lists the jobs placed here, in placement order. The registry's
+	// one map (Registry.jobs) holds each counted job once; an entry here is
+	// current while its job is counted against this worker and its pos is
+	// the entry's index. A release only marks the job (no map of its own to
+	// delete from); the stale entries go when the list is tidied (tidyPlaced,
+	// at each heartbeat and once it is twice the jobs counted).
+	placed []*Job
 	// released lists the jobs released here (no longer counted), kept until
 	// a heartbeat of the worker does not list them, so that one sent before
 	// the release and received after it does not count them again
@@ -126,11 +132,6 @@ func (w *Worker) Subject(job *Job) string {
 	return job.Topic
 }
 
-type assignment struct {
-	at   int64  // when placed, unix nanoseconds
-	seen uint64 // the reconcile epoch it was last seen held in
-}
-
 type membership struct {
 	set *candSet
 	idx int
@@ -169,7 +170,7 @@ type Registry struct {
 	opts  RegistryOptions
 
 	workers map[string]*Worker
-	jobs    map[string]*Worker // assigned job -> worker
+	jobs    map[string]*Job    // assigned job (its worker, when, where in its list)
 	ext     map[string]*Worker // held job not placed here -> worker (Unplaced)
 	// released remembers the jobs released lately, in two generations of
 	// at least ReconcileGrace each, so that a heartbeat sent before a
@@ -210,7 +211,7 @@ func NewRegistry(opts RegistryOptions) *Registry {
 	r := &Registry{
 		pools: opts.Pools, now: opts.Now, opts: opts,
 		workers:      make(map[string]*Worker),
-		jobs:         make(map[string]*Worker),
+		jobs:         make(map[string]*Job),
 		ext:          make(map[string]*Worker),
 		released:     [2]map[string]struct{}{make(map[string]struct{}), make(map[string]struct{})},
 		heldReleased: make(map[string]struct{}),
@@ -254,7 +255,7 @@ func (r *Registry) Heartbeat(hb *pb.Heartbeat, at time.Time) {
 	w := r.workers[id]
 	fresh := w == nil
 	if fresh {
-		w = &Worker{ID: id, jobs: make(map[string]assignment, 1)}
+		w = &Worker{ID: id}
 		r.workers[id] = w
 	}
 	oldFree, wasLive := w.Free(), !fresh && w.until > now
@@ -318,24 +319,40 @@ func (r *Registry) reconcile(w *Worker, held []*pb.HeldJob, now int64) {
 		clear(w.released[len(kept):])
 		w.released = kept
 	}
-	if len(w.jobs) == 0 {
+	if w.Assigned == 0 {
+		clear(w.placed)
+		w.placed = w.placed[:0]
 		return
 	}
 	r.epoch++
 	for _, h := range held {
-		if a, ok := w.jobs[h.GetJobId()]; ok {
-			a.seen = r.epoch
-			w.jobs[h.GetJobId()] = a
+		if j := r.jobs[h.GetJobId()]; j != nil && j.worker == w {
+			j.seen = r.epoch
 		}
 	}
 	cutoff := now - int64(r.opts.ReconcileGrace)
-	for id, a := range w.jobs {
-		if a.seen != r.epoch && a.at < cutoff {
-			delete(w.jobs, id)
-			delete(r.jobs, id)
+	for i, j := range w.placed {
+		if j.worker == w && j.pos == int32(i) && j.seen != r.epoch && j.at < cutoff {
+			delete(r.jobs, j.ID)
+			j.worker = nil
 			w.Assigned--
 		}
 	}
+	tidyPlaced(w)
+}
+
+// tidyPlaced drops the entries of w.placed that are no longer current: jobs
+// released, moved, reconciled away, or placed here again later in the list.
+func tidyPlaced(w *Worker) {
+	kept := w.placed[:0]
+	for i, j := range w.placed {
+		if j.worker == w && j.pos == int32(i) {
+			j.pos = int32(len(kept))
+			kept = append(kept, j)
+		}
+	}
+	clear(w.placed[len(kept):])
+	w.placed = kept
 }
 
 // unplaced recounts the jobs w holds that were not placed here (Unplaced)
@@ -356,8 +373,8 @@ func (r *Registry) unplaced(w *Worker, hb *pb.Heartbeat, now int64) {
 	r.rotate(now)
 	for _, h := range held {
 		id := h.GetJobId()
-		if _, mine := w.jobs[id]; mine || id == "" {
-			continue // placed here: counted in Assigned
+		if id == "" || r.jobs[id] != nil {
+			continue // placed here (counted in Assigned) or on another worker
 		}
 		if _, mine := r.heldReleased[id]; mine {
 			continue // released here
@@ -368,7 +385,7 @@ func (r *Registry) unplaced(w *Worker, hb *pb.Heartbeat, now int64) {
 		if _, gone := r.released[1][id]; gone {
 			continue
 		}
-		if r.jobs[id] != nil || r.ext[id] != nil {
+		if r.ext[id] != nil {
 			continue // counted against another worker
 		}
 		r.ext[id] = w
@@ -405,11 +422,12 @@ func (r *Registry) Assign(workerID, jobID string) bool {
 	if w == nil {
 		return false
 	}
-	r.assign(w, jobID, r.now().UnixNano())
+	r.assign(w, &Job{ID: jobID}, r.now().UnixNano())
 	return true
 }
 
-func (r *Registry) assign(w *Worker, jobID string, now int64) {
+func (r *Registry) assign(w *Worker, job *Job, now int64) {
+	jobID := job.ID
 	if len(r.ext) == 0 {
 		// the common case: every held job was placed here
 	} else if ew := r.ext[jobID]; ew != nil { // counted from a heartbeat before: now placed here
@@ -422,14 +440,18 @@ func (r *Registry) assign(w *Worker, jobID string, now int64) {
 		r.refresh(ew)
 	}
 	if prev := r.jobs[jobID]; prev != nil {
-		if prev == w {
+		if prev.worker == w {
 			return
 		}
-		r.unassign(prev, jobID, now)
+		r.unassign(prev, now)
 	}
-	w.jobs[jobID] = assignment{at: now}
-	r.jobs[jobID] = w
+	job.worker, job.at, job.seen, job.pos = w, now, 0, int32(len(w.placed))
+	w.placed = append(w.placed, job)
+	r.jobs[jobID] = job
 	w.Assigned++
+	if len(w.placed) > 2*w.Assigned+64 {
+		tidyPlaced(w) // released entries: amortised, no map operation
+	}
 	r.refresh(w)
 }
 
@@ -440,24 +462,24 @@ func (r *Registry) assign(w *Worker, jobID string, now int64) {
 func (r *Registry) Release(workerID, jobID string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	w := r.jobs[jobID]
-	if w == nil {
+	j := r.jobs[jobID]
+	if j == nil {
 		if len(r.ext) == 0 {
 			return
 		}
-		if w = r.ext[jobID]; w != nil && (workerID == "" || w.ID == workerID) {
+		if w := r.ext[jobID]; w != nil && (workerID == "" || w.ID == workerID) {
 			r.dropExt(w, jobID)
 		}
 		return
 	}
-	if workerID != "" && w.ID != workerID {
+	if workerID != "" && j.worker.ID != workerID {
 		return
 	}
 	var now int64
-	if !w.Direct {
+	if !j.worker.Direct {
 		now = r.now().UnixNano() // for remember
 	}
-	r.unassign(w, jobID, now)
+	r.unassign(j, now)
 }
 
 // dropExt stops counting a held job not placed here against w.
@@ -480,9 +502,10 @@ func (r *Registry) dropExt(w *Worker, jobID string) {
 // released list until its heartbeats stop listing it. A worker that is not
 // direct may not be the one the queue group gave the job to: the registry
 // then remembers the release for every worker's heartbeats (remember).
-func (r *Registry) unassign(w *Worker, jobID string, now int64) {
+func (r *Registry) unassign(job *Job, now int64) {
+	w, jobID := job.worker, job.ID
 	before := w.Free()
-	delete(w.jobs, jobID)
+	job.worker = nil // its entry in w.placed is stale from now on
 	w.released = append(w.released, jobID)
 	delete(r.jobs, jobID)
 	w.Assigned--
@@ -499,8 +522,8 @@ func (r *Registry) unassign(w *Worker, jobID string, now int64) {
 func (r *Registry) AssignedTo(jobID string) (string, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if w := r.jobs[jobID]; w != nil {
-		return w.ID, true
+	if j := r.jobs[jobID]; j != nil {
+		return j.worker.ID, true
 	}
 	return "", false
 }
@@ -534,11 +557,14 @@ func (r *Registry) Forget(workerID string) {
 
 func (r *Registry) remove(w *Worker) {
 	r.leave(w)
-	for id := range w.jobs {
-		if r.jobs[id] == w {
-			delete(r.jobs, id)
+	for i, j := range w.placed {
+		if j.worker == w && j.pos == int32(i) {
+			delete(r.jobs, j.ID)
+			j.worker = nil
 		}
 	}
+	clear(w.placed)
+	w.placed = nil
 	for _, id := range w.ext {
 		if r.ext[id] == w {
 			delete(r.ext, id)
@@ -575,7 +601,7 @@ func (r *Registry) Worker(id string) (Worker, bool) {
 		return Worker{}, false
 	}
 	c := *w
-	c.jobs, c.in = nil, nil
+	c.placed, c.in = nil, nil
 	return c, true
 }
 
@@ -638,7 +664,7 @@ func (r *Registry) Place(job *Job, s Strategy) (Decision, error) {
 	d, err := s.Place(job, c)
 	if err == nil && d.WorkerID != "" {
 		if w := r.workers[d.WorkerID]; w != nil {
-			r.assign(w, job.ID, now)
+			r.assign(w, job, now)
 		}
 	}
 	return d, err

@@ -145,7 +145,7 @@ func (e *Engine) admit(req *pb.JobRequest, traceID string, answerWanted bool) (a
 	subject, direct := "", false
 	var placedOn string // the worker placement counted the job against, if any
 	if job.State == lifecycle.Pending && !job.AwaitingSafety && e.placed(pool) {
-		if d, ok := e.placeNow(job); ok {
+		if d, ok := e.placeNow(job, pool); ok {
 			// A worker has room and nothing is ahead of the job: it is
 			// recorded DISPATCHED to that worker (one store write) and
 			// published at once, as the naive path does.
@@ -161,7 +161,7 @@ func (e *Engine) admit(req *pb.JobRequest, traceID string, answerWanted bool) (a
 	}
 	if job.State == lifecycle.Pending && !job.AwaitingSafety && e.placed(pool) {
 		var refused *pb.JobAnswer
-		if queued, refused = e.pushNew(job); refused != nil {
+		if queued, refused = e.pushNew(job, pool); refused != nil {
 			if e.debug() {
 				e.log.Debug("refused job: queue full", "job_id", req.JobId, "pool", job.Pool, "reason", refused.Error, "trace_id", traceID)
 			}

@@ -52,7 +52,13 @@ func (e *Engine) poolOf(req *pb.JobRequest) *placement.Pool {
 
 // newPlacementJob is the placement view of a recorded job.
 func (e *Engine) newPlacementJob(j *pb.JobInfo) *placement.Job {
-	pj := placement.NewJob(j.GetRequest(), e.pools)
+	return e.newPlacementJobIn(j, e.pools.Resolve(j.GetRequest().GetTopic()))
+}
+
+// newPlacementJobIn is newPlacementJob in pool, the job's resolved already
+// (admission has it).
+func (e *Engine) newPlacementJobIn(j *pb.JobInfo, pool *placement.Pool) *placement.Job {
+	pj := placement.NewJobIn(j.GetRequest(), pool)
 	if j.GetCreatedMs() > 0 {
 		pj.Enqueued = time.UnixMilli(j.GetCreatedMs()) // aging counts across retries
 	}
@@ -225,8 +231,8 @@ func (e *Engine) readmitDue(rec jobstore.Record) {
 // nothing can be ahead of it (its pool has nothing pending, its tenant is
 // under its limit) and a worker has room. The job then counts against the
 // worker and its tenant; if it is not recorded, unplace it.
-func (e *Engine) placeNow(job *pb.JobInfo) (placement.Decision, bool) {
-	pj := e.newPlacementJob(job)
+func (e *Engine) placeNow(job *pb.JobInfo, pool *placement.Pool) (placement.Decision, bool) {
+	pj := e.newPlacementJobIn(job, pool)
 	e.placeMu.Lock()
 	defer e.placeMu.Unlock()
 	if !e.queues.StartNow(pj) { // known already, or something ahead of it
@@ -243,11 +249,11 @@ func (e *Engine) placeNow(job *pb.JobInfo) (placement.Decision, bool) {
 // pushNew queues a job being admitted to a placed pool, or refuses it when
 // the pool's or the tenant's queue is at its bound. A job already known
 // (submitted again) is left as it is.
-func (e *Engine) pushNew(job *pb.JobInfo) (pushed bool, refusal *pb.JobAnswer) {
+func (e *Engine) pushNew(job *pb.JobInfo, pool *placement.Pool) (pushed bool, refusal *pb.JobAnswer) {
 	if _, known := e.queues.Job(job.GetJobId()); known {
 		return false, nil
 	}
-	pj := e.newPlacementJob(job)
+	pj := e.newPlacementJobIn(job, pool)
 	if err := e.queues.Push(pj); err != nil {
 		var full *placement.QueueFullError
 		if errors.As(err, &full) {
