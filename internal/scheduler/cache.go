@@ -109,7 +109,7 @@ func (e *Engine) mutate(rec jobstore.Record, change func(j *pb.JobInfo) bool) (_
 }
 
 func (e *Engine) logTransition(prev, next *pb.JobInfo) {
-	e.publishJobEvent(prev, next) // events.go
+	e.events.publish(prev, next)  // events.go
 	e.observeRecorded(prev, next) // observe.go
 	if !e.debug() || prev.GetState() == next.GetState() || next.GetState() == lifecycle.Dispatched {
 		return // a dispatch logs itself, with its subject

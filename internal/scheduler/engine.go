@@ -57,7 +57,8 @@ type Engine struct {
 	kick       chan struct{} // a slot freed: drain (the drainer loop)
 	regVersion uint64        // the registry version drain last woke the queues at
 
-	stats counters // stats.go
+	stats  counters   // stats.go
+	events *jobEvents // events.go
 	// ownInbox is this replica's inbox prefix with its trailing dot ("" when
 	// the bus has none of its own): no request is answered there.
 	ownInbox string
@@ -87,6 +88,7 @@ func New(cfg Config) (*Engine, error) {
 		ackPfx:    "_CORTEX.ack." + cfg.ID + ".",
 		pools:     cfg.Placement,
 	}
+	e.events = &jobEvents{bus: cfg.Bus, id: cfg.ID, log: e.log}
 	_, e.stubSafety = cfg.Safety.(*SafetyStub)
 	if pfx := cfg.Bus.InboxPrefix(); strings.HasPrefix(pfx, wire.InboxRoot+".") {
 		e.ownInbox = pfx + "."

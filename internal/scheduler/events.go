@@ -1,6 +1,8 @@
 package scheduler
 
 import (
+	"context"
+	"log/slog"
 	"sync"
 	"unsafe"
 
@@ -10,8 +12,8 @@ import (
 	"github.com/cortex-os/core/pkg/wire"
 )
 
-// Job events: each change the engine writes to a job is published, best
-// effort, on wire.JobEventSubject(tenant, job_id) =
+// jobEvents publishes job events. Each change the engine writes to a job is
+// published, best effort, on wire.JobEventSubject(tenant, job_id) =
 // sys.job.event.<tenant or "_">.<job_id>, as a JobAnswer{ok, jobs: [job]}
 // packet (no new wire message), so that a client can follow a job without
 // polling (pkg/client's Watch, the HTTP gateway's event stream). The job's
@@ -20,15 +22,27 @@ import (
 // a job whose tenant is not one subject token (a dot, a wildcard, a blank,
 // or "_" itself) publishes no event, since its subject could fall under
 // another tenant's; its followers poll.
-func (e *Engine) publishJobEvent(prev, next *pb.JobInfo) {
+//
+// It owns no job state, only a pool of reusable event packets (eventPool):
+// it is called by the job cache after every write (Engine.logTransition)
+// and publishes on the bus as the replica id. It has nothing to start or
+// stop.
+type jobEvents struct {
+	bus Bus
+	id  string // the sender id of the packets
+	log *slog.Logger
+}
+
+// publish publishes next's event if a follower would see a change from prev.
+func (je *jobEvents) publish(prev, next *pb.JobInfo) {
 	if next == nil || (prev != nil && prev.GetState() == next.GetState() && prev.GetAttempt() == next.GetAttempt() &&
 		prev.GetPendingReason() == next.GetPendingReason() && prev.GetError() == next.GetError()) {
 		return // nothing a follower reports changed
 	}
-	ev := jobEvents.Get().(*jobEvent)
+	ev := eventPool.Get().(*jobEvent)
 	subj, ok := wire.AppendJobEventSubject(ev.subject[:0], next.GetRequest().GetTenant(), next.GetJobId())
 	if !ok {
-		jobEvents.Put(ev)
+		eventPool.Put(ev)
 		return
 	}
 	ev.subject = subj
@@ -43,12 +57,12 @@ func (e *Engine) publishJobEvent(prev, next *pb.JobInfo) {
 	ev.answer = pb.JobAnswer{Ok: true, Jobs: ev.jobs[:]}
 	ev.payload.JobAnswer = &ev.answer
 	ev.packet = pb.BusPacket{Payload: &ev.payload}
-	wire.Stamp(&ev.packet, &ev.created, next.GetTraceId(), e.cfg.ID)
-	if err := e.cfg.Bus.Publish(subject, &ev.packet); err != nil && e.debug() { // Publish keeps nothing of it (Bus)
-		e.log.Debug("job event not published", "job_id", next.GetJobId(), "err", err.Error())
+	wire.Stamp(&ev.packet, &ev.created, next.GetTraceId(), je.id)
+	if err := je.bus.Publish(subject, &ev.packet); err != nil && je.log.Enabled(context.Background(), slog.LevelDebug) { // Publish keeps nothing of it (Bus)
+		je.log.Debug("job event not published", "job_id", next.GetJobId(), "err", err.Error())
 	}
 	*ev = jobEvent{subject: subj[:0]} // no job kept alive by the pool; the subject's bytes reused
-	jobEvents.Put(ev)
+	eventPool.Put(ev)
 }
 
 // jobEvent is an event's packet in one piece, reused: an event is published
@@ -63,4 +77,4 @@ type jobEvent struct {
 	subject []byte
 }
 
-var jobEvents = sync.Pool{New: func() any { return new(jobEvent) }}
+var eventPool = sync.Pool{New: func() any { return new(jobEvent) }}
