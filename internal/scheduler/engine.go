@@ -57,8 +57,9 @@ type Engine struct {
 	kick       chan struct{} // a slot freed: drain (the drainer loop)
 	regVersion uint64        // the registry version drain last woke the queues at
 
-	stats  counters   // stats.go
-	events *jobEvents // events.go
+	stats   counters   // stats.go
+	events  *jobEvents // events.go
+	queries *queries   // queries.go
 	// ownInbox is this replica's inbox prefix with its trailing dot ("" when
 	// the bus has none of its own): no request is answered there.
 	ownInbox string
@@ -89,6 +90,7 @@ func New(cfg Config) (*Engine, error) {
 		pools:     cfg.Placement,
 	}
 	e.events = &jobEvents{bus: cfg.Bus, id: cfg.ID, log: e.log}
+	e.queries = &queries{id: cfg.ID, log: e.log, bus: cfg.Bus, store: cfg.Store, dead: cfg.DeadLetters, stats: &e.stats, jobs: e}
 	_, e.stubSafety = cfg.Safety.(*SafetyStub)
 	if pfx := cfg.Bus.InboxPrefix(); strings.HasPrefix(pfx, wire.InboxRoot+".") {
 		e.ownInbox = pfx + "."
@@ -163,10 +165,10 @@ func (e *Engine) assemble() parts {
 			return bus.ConsumeTree(wire.SubjectResult, group+"-results", e.handleResultOn)
 		}),
 		newSubscription("queries", func() (func() error, error) {
-			return bus.ServeTree(wire.SubjectQuery, group, e.serveQuery)
+			return bus.ServeTree(wire.SubjectQuery, group, e.queries.serveQuery)
 		}),
 		newSubscription("cancels", func() (func() error, error) {
-			return bus.ServeTree(wire.SubjectCancel, group, e.serveCancel)
+			return bus.ServeTree(wire.SubjectCancel, group, e.queries.serveCancel)
 		}),
 		newSubscription("intake", func() (func() error, error) {
 			// sys.job.submit and sys.job.submit.<identity>
@@ -275,6 +277,8 @@ func (e *Engine) debug() bool { return e.log.Enabled(context.Background(), slog.
 // storeCtx is the context of job-store operations. It carries no deadline of
 // its own: the KV store's requests time out by the JetStream client's
 // default, and a timer per operation is a cost on the hot path.
-func (e *Engine) storeCtx() (context.Context, context.CancelFunc) {
+func (e *Engine) storeCtx() (context.Context, context.CancelFunc) { return storeCtx() }
+
+func storeCtx() (context.Context, context.CancelFunc) {
 	return context.Background(), func() {}
 }

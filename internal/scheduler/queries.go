@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 
@@ -16,64 +17,97 @@ import (
 	"github.com/cortex-os/core/pkg/wire"
 )
 
-// ---- cancel and query ----
+// queries answers the requests that come as queries and cancels
+// (sys.job.query[.<identity>], sys.job.cancel[.<identity>]): a job's get,
+// a page of the job list, the dead letters and their re-drive, the live
+// workers, a cancel. It holds no job state of its own: it reads the job
+// store and the dead-letter queue, and reaches the rest of the engine only
+// through queryEngine (who asks, the job cache's compare-and-set, the
+// placement's view of why a job waits and of the workers, admission for a
+// re-drive). Its subscriptions ("queries", "cancels") are parts the engine
+// starts and stops (parts.go); it has no loop of its own.
+type queries struct {
+	id    string // the sender id of answers and cancel notices
+	log   *slog.Logger
+	bus   Bus
+	store JobStore
+	dead  DeadLetters
+	stats *counters
+	jobs  queryEngine
+}
+
+// queryEngine is what queries asks of the other parts of the engine.
+type queryEngine interface {
+	// identify says who sent a request on subject with reply (requester.go).
+	identify(base, subject, reply string) (p tenancy.Principal, drop bool, err error)
+	// mutate writes a change to a job with compare-and-set (cache.go).
+	mutate(rec jobstore.Record, change func(j *pb.JobInfo) bool) (jobstore.Record, bool, error)
+	// pendingReason says why a job waits, as this replica's queues see it.
+	pendingReason(j *pb.JobInfo) string
+	// workersFor lists the live workers the requester may see.
+	workersFor(who tenancy.Principal) []*pb.WorkerInfo
+	// workerSubjectOK says whether a worker's id can name its cancel subject.
+	workerSubjectOK(jobID, workerID string) bool
+	// admit admits a request as a new job (admission.go): a re-drive.
+	admit(req *pb.JobRequest, traceID string, answerWanted bool) (*pb.JobAnswer, bool, error)
+}
 
 // serveCancel and serveQuery answer a cancel or query that came on subject
 // (sys.job.<verb>[.<identity>]) with its NATS reply subject reply, once
 // its requester is known and reply is its own (identify); nil means no
 // answer.
-func (e *Engine) serveCancel(subject, reply string, p *pb.BusPacket, decodeErr error) *pb.BusPacket {
-	return e.serve(wire.SubjectCancel, subject, reply, p, decodeErr, e.handleCancel)
+func (qs *queries) serveCancel(subject, reply string, p *pb.BusPacket, decodeErr error) *pb.BusPacket {
+	return qs.serve(wire.SubjectCancel, subject, reply, p, decodeErr, qs.handleCancel)
 }
 
-func (e *Engine) serveQuery(subject, reply string, p *pb.BusPacket, decodeErr error) *pb.BusPacket {
-	return e.serve(wire.SubjectQuery, subject, reply, p, decodeErr, e.handleQuery)
+func (qs *queries) serveQuery(subject, reply string, p *pb.BusPacket, decodeErr error) *pb.BusPacket {
+	return qs.serve(wire.SubjectQuery, subject, reply, p, decodeErr, qs.handleQuery)
 }
 
-func (e *Engine) serve(base, subject, reply string, p *pb.BusPacket, decodeErr error,
+func (qs *queries) serve(base, subject, reply string, p *pb.BusPacket, decodeErr error,
 	handle func(tenancy.Principal, *pb.BusPacket) *pb.BusPacket) *pb.BusPacket {
-	who, drop, err := e.identify(base, subject, reply)
+	who, drop, err := qs.jobs.identify(base, subject, reply)
 	switch {
 	case drop:
 		return nil
 	case decodeErr != nil: // the sender is waiting: tell it what was wrong
-		return e.answer(nil, refusal(decodeErr.Error(), false))
+		return qs.answer(nil, refusal(decodeErr.Error(), false))
 	case err != nil:
-		return e.answer(p, refusal(err.Error(), false))
+		return qs.answer(p, refusal(err.Error(), false))
 	}
 	return handle(who, p)
 }
 
 // notFound is the answer about a job that does not exist, or that the
 // requester may not see: the two are not told apart.
-func (e *Engine) notFound(p *pb.BusPacket, what, id string) *pb.BusPacket {
-	return e.answer(p, refusal(fmt.Sprintf("%s %s: %v", what, id, jobstore.ErrNotFound), false))
+func (qs *queries) notFound(p *pb.BusPacket, what, id string) *pb.BusPacket {
+	return qs.answer(p, refusal(fmt.Sprintf("%s %s: %v", what, id, jobstore.ErrNotFound), false))
 }
 
-func (e *Engine) handleCancel(who tenancy.Principal, p *pb.BusPacket) *pb.BusPacket {
+func (qs *queries) handleCancel(who tenancy.Principal, p *pb.BusPacket) *pb.BusPacket {
 	c := p.GetJobCancel()
 	if c == nil {
-		return e.answer(p, refusal("sys.job.cancel takes a job_cancel packet", false))
+		return qs.answer(p, refusal("sys.job.cancel takes a job_cancel packet", false))
 	}
 	if err := validateCancel(c); err != nil {
-		e.stats.invalidPackets.Add(1)
-		return e.answer(p, refusal(err.Error(), false))
+		qs.stats.invalidPackets.Add(1)
+		return qs.answer(p, refusal(err.Error(), false))
 	}
-	ctx, cancel := e.storeCtx()
+	ctx, cancel := storeCtx()
 	defer cancel()
-	rec, err := e.cfg.Store.Get(ctx, c.GetJobId())
+	rec, err := qs.store.Get(ctx, c.GetJobId())
 	if err != nil {
-		return e.answer(p, refusal(fmt.Sprintf("job %s: %v", c.GetJobId(), err), storeRetryable(err)))
+		return qs.answer(p, refusal(fmt.Sprintf("job %s: %v", c.GetJobId(), err), storeRetryable(err)))
 	}
 	if !who.Sees(rec.Job.GetRequest().GetTenant()) {
-		return e.notFound(p, "job", c.GetJobId())
+		return qs.notFound(p, "job", c.GetJobId())
 	}
 	reason := c.GetReason()
 	if reason == "" {
 		reason = "cancelled by request"
 	}
 	var was *pb.JobInfo
-	rec, written, err := e.mutate(rec, func(j *pb.JobInfo) bool {
+	rec, written, err := qs.jobs.mutate(rec, func(j *pb.JobInfo) bool {
 		if lifecycle.Terminal(j.State) {
 			return false
 		}
@@ -83,34 +117,34 @@ func (e *Engine) handleCancel(who tenancy.Principal, p *pb.BusPacket) *pb.BusPac
 		return true
 	})
 	if err != nil {
-		return e.answer(p, refusal(err.Error(), true))
+		return qs.answer(p, refusal(err.Error(), true))
 	}
 	if !written {
-		return e.answer(p, &pb.JobAnswer{Error: "job already " + lifecycle.Name(rec.Job.GetState()), Jobs: []*pb.JobInfo{rec.Job}})
+		return qs.answer(p, &pb.JobAnswer{Error: "job already " + lifecycle.Name(rec.Job.GetState()), Jobs: []*pb.JobInfo{rec.Job}})
 	}
-	e.stats.cancelled.Add(1)
-	if w := was.GetWorkerId(); w != "" && e.workerSubjectOK(rec.Job.GetJobId(), w) {
+	qs.stats.cancelled.Add(1)
+	if w := was.GetWorkerId(); w != "" && qs.jobs.workerSubjectOK(rec.Job.GetJobId(), w) {
 		// Tell the worker, so the handler's context is cancelled.
-		msg := wire.NewPacket(rec.Job.TraceId, e.cfg.ID)
+		msg := wire.NewPacket(rec.Job.TraceId, qs.id)
 		msg.Payload = &pb.BusPacket_JobCancel{JobCancel: &pb.JobCancel{JobId: rec.Job.JobId, Reason: reason}}
-		if err := e.cfg.Bus.Publish(wire.WorkerCancelSubject(w), msg); err != nil {
-			e.log.Warn("telling the worker of a cancel failed", "job_id", rec.Job.JobId, "worker_id", w, "err", err)
+		if err := qs.bus.Publish(wire.WorkerCancelSubject(w), msg); err != nil {
+			qs.log.Warn("telling the worker of a cancel failed", "job_id", rec.Job.JobId, "worker_id", w, "err", err)
 		}
 	}
-	e.log.Info("job cancelled", "job_id", rec.Job.JobId, "was", lifecycle.Name(was.GetState()), "reason", reason)
-	return e.answer(p, &pb.JobAnswer{Ok: true, Jobs: []*pb.JobInfo{rec.Job}})
+	qs.log.Info("job cancelled", "job_id", rec.Job.JobId, "was", lifecycle.Name(was.GetState()), "reason", reason)
+	return qs.answer(p, &pb.JobAnswer{Ok: true, Jobs: []*pb.JobInfo{rec.Job}})
 }
 
-func (e *Engine) handleQuery(who tenancy.Principal, p *pb.BusPacket) *pb.BusPacket {
+func (qs *queries) handleQuery(who tenancy.Principal, p *pb.BusPacket) *pb.BusPacket {
 	q := p.GetJobQuery()
 	if q == nil {
-		return e.answer(p, refusal("sys.job.query takes a job_query packet", false))
+		return qs.answer(p, refusal("sys.job.query takes a job_query packet", false))
 	}
 	if err := validateQuery(q); err != nil {
-		e.stats.invalidPackets.Add(1)
-		return e.answer(p, refusal(err.Error(), false))
+		qs.stats.invalidPackets.Add(1)
+		return qs.answer(p, refusal(err.Error(), false))
 	}
-	ctx, cancel := e.storeCtx()
+	ctx, cancel := storeCtx()
 	defer cancel()
 	limit := int(q.GetLimit())
 	if limit <= 0 {
@@ -118,50 +152,50 @@ func (e *Engine) handleQuery(who tenancy.Principal, p *pb.BusPacket) *pb.BusPack
 	}
 	switch {
 	case q.GetWorkers():
-		return e.answer(p, &pb.JobAnswer{Ok: true, Workers: e.workersFor(who)})
+		return qs.answer(p, &pb.JobAnswer{Ok: true, Workers: qs.jobs.workersFor(who)})
 	case q.GetDeadLetter() && q.GetRedrive():
-		return e.answer(p, e.redrive(ctx, who, q.GetJobId()))
+		return qs.answer(p, qs.redrive(ctx, who, q.GetJobId()))
 	case q.GetDeadLetter():
-		jobs, err := e.deadLetters(ctx, who, limit)
+		jobs, err := qs.deadLetters(ctx, who, limit)
 		if err != nil {
-			return e.answer(p, refusal(err.Error(), true))
+			return qs.answer(p, refusal(err.Error(), true))
 		}
-		return e.answer(p, &pb.JobAnswer{Ok: true, Jobs: jobs})
+		return qs.answer(p, &pb.JobAnswer{Ok: true, Jobs: jobs})
 	case q.GetJobId() != "":
-		rec, err := e.cfg.Store.Get(ctx, q.GetJobId())
+		rec, err := qs.store.Get(ctx, q.GetJobId())
 		if errors.Is(err, jobstore.ErrNotFound) {
-			if n := e.intakeBacklog(ctx); n > 0 {
+			if n := qs.intakeBacklog(ctx); n > 0 {
 				// Its submission may be one of those received and not yet
 				// recorded: not a "not found" to give up on.
-				e.stats.notYetRecorded.Add(1)
-				return e.answer(p, refusal(fmt.Sprintf("job %s: %s (%d submissions received are being recorded); ask again",
+				qs.stats.notYetRecorded.Add(1)
+				return qs.answer(p, refusal(fmt.Sprintf("job %s: %s (%d submissions received are being recorded); ask again",
 					q.GetJobId(), NotRecordedYet, n), true))
 			}
 		}
 		if err != nil {
-			return e.answer(p, refusal(fmt.Sprintf("job %s: %v", q.GetJobId(), err), storeRetryable(err)))
+			return qs.answer(p, refusal(fmt.Sprintf("job %s: %v", q.GetJobId(), err), storeRetryable(err)))
 		}
 		if !who.Sees(rec.Job.GetRequest().GetTenant()) {
-			return e.notFound(p, "job", q.GetJobId())
+			return qs.notFound(p, "job", q.GetJobId())
 		}
 		job := rec.Job
-		if r := e.pendingReason(job); r != "" && r != job.GetPendingReason() {
+		if r := qs.jobs.pendingReason(job); r != "" && r != job.GetPendingReason() {
 			job = cloneInfo(job) // why it waits now, as this replica's queues see it
 			job.PendingReason = r
 		}
-		return e.answer(p, &pb.JobAnswer{Ok: true, Jobs: []*pb.JobInfo{job}})
+		return qs.answer(p, &pb.JobAnswer{Ok: true, Jobs: []*pb.JobInfo{job}})
 	default:
-		return e.answer(p, e.listPage(ctx, who, q, limit))
+		return qs.answer(p, qs.listPage(ctx, who, q, limit))
 	}
 }
 
 // deadLetters lists up to limit dead letters the requester may see, oldest
 // first.
-func (e *Engine) deadLetters(ctx context.Context, who tenancy.Principal, limit int) ([]*pb.JobInfo, error) {
+func (qs *queries) deadLetters(ctx context.Context, who tenancy.Principal, limit int) ([]*pb.JobInfo, error) {
 	if !who.Restricted() {
-		return e.cfg.DeadLetters.List(ctx, limit)
+		return qs.dead.List(ctx, limit)
 	}
-	jobs, err := e.cfg.DeadLetters.List(ctx, 0)
+	jobs, err := qs.dead.List(ctx, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -180,10 +214,10 @@ const NotRecordedYet = "not recorded yet"
 // intakeBacklog is how many submissions the bus has received and not yet
 // handed back (0 when it cannot tell): over core NATS those this replica
 // holds, with durable intake those the shared stream holds.
-func (e *Engine) intakeBacklog(ctx context.Context) int {
-	n, err := e.cfg.Bus.Backlog(ctx, wire.SubjectSubmit)
+func (qs *queries) intakeBacklog(ctx context.Context) int {
+	n, err := qs.bus.Backlog(ctx, wire.SubjectSubmit)
 	if err != nil {
-		e.log.Warn("reading the intake backlog failed", "err", err)
+		qs.log.Warn("reading the intake backlog failed", "err", err)
 	}
 	return n
 }
@@ -195,7 +229,7 @@ const maxListAnswerBytes = 512 << 10
 
 // listPage answers a list query with one page of the store, newest first:
 // bounded work per query (jobstore.PageQuery), whatever the store holds.
-func (e *Engine) listPage(ctx context.Context, who tenancy.Principal, q *pb.JobQuery, limit int) *pb.JobAnswer {
+func (qs *queries) listPage(ctx context.Context, who tenancy.Principal, q *pb.JobQuery, limit int) *pb.JobAnswer {
 	tenant := q.GetTenant()
 	if who.Restricted() { // its tenant's jobs only: another tenant's look like none
 		if tenant != "" && !who.Sees(tenant) {
@@ -203,7 +237,7 @@ func (e *Engine) listPage(ctx context.Context, who tenancy.Principal, q *pb.JobQ
 		}
 		tenant = who.Tenant
 	}
-	page, err := e.cfg.Store.ListPage(ctx, jobstore.PageQuery{
+	page, err := qs.store.ListPage(ctx, jobstore.PageQuery{
 		Filter: jobstore.Filter{State: q.GetState(), Topic: q.GetTopic(), Tenant: tenant},
 		Token:  q.GetPageToken(),
 		Size:   limit,
@@ -218,7 +252,7 @@ func (e *Engine) listPage(ctx context.Context, who tenancy.Principal, q *pb.JobQ
 	size := 0
 	for i, r := range page.Records {
 		job := r.Job
-		if why := e.pendingReason(job); why != "" && why != job.GetPendingReason() {
+		if why := qs.jobs.pendingReason(job); why != "" && why != job.GetPendingReason() {
 			job = cloneInfo(job) // why it waits now, as in job get
 			job.PendingReason = why
 		}
@@ -235,21 +269,21 @@ func (e *Engine) listPage(ctx context.Context, who tenancy.Principal, q *pb.JobQ
 // again as a new job, <job_id>-redrive-<n>: the failed job itself stays
 // FAILED, as every terminal job does. A dead letter the requester may not
 // see is, to it, one that does not exist.
-func (e *Engine) redrive(ctx context.Context, who tenancy.Principal, id string) *pb.JobAnswer {
+func (qs *queries) redrive(ctx context.Context, who tenancy.Principal, id string) *pb.JobAnswer {
 	notFound := refusal(fmt.Sprintf("dead letter %s: %v", id, jobstore.ErrNotFound), false)
 	if who.Restricted() {
 		// Look before taking: another tenant's dead letter stays where it is.
-		if rec, err := e.cfg.Store.Get(ctx, id); err == nil && !who.Sees(rec.Job.GetRequest().GetTenant()) {
+		if rec, err := qs.store.Get(ctx, id); err == nil && !who.Sees(rec.Job.GetRequest().GetTenant()) {
 			return notFound
 		}
 	}
-	job, err := e.cfg.DeadLetters.Take(ctx, id)
+	job, err := qs.dead.Take(ctx, id)
 	if err != nil {
 		return refusal(fmt.Sprintf("dead letter %s: %v", id, err), storeRetryable(err))
 	}
 	if !who.Sees(job.GetRequest().GetTenant()) { // the record said otherwise: put it back
-		if err := e.cfg.DeadLetters.Put(ctx, job); err != nil {
-			e.log.Error("returning a dead letter failed", "job_id", id, "err", err)
+		if err := qs.dead.Put(ctx, job); err != nil {
+			qs.log.Error("returning a dead letter failed", "job_id", id, "err", err)
 		}
 		return notFound
 	}
@@ -258,12 +292,12 @@ redrive:
 		req := proto.CloneOf(job.GetRequest())
 		req.JobId = fmt.Sprintf("%s-redrive-%d", id, n)
 		req.Attempt = 0
-		answer, created, err := e.admit(req, job.GetTraceId(), true)
+		answer, created, err := qs.jobs.admit(req, job.GetTraceId(), true)
 		switch {
 		case err != nil:
 			break redrive
 		case created: // a new job, PENDING or DISPATCHED (or DENIED by today's policy)
-			e.log.Info("dead letter re-driven", "job_id", id, "new_job_id", req.JobId, "ok", answer.GetOk())
+			qs.log.Info("dead letter re-driven", "job_id", id, "new_job_id", req.JobId, "ok", answer.GetOk())
 			return answer
 		case answer.GetOk() || strings.HasPrefix(answer.GetError(), conflictPrefix):
 			continue // that id was taken by an earlier re-drive: try the next
@@ -272,8 +306,8 @@ redrive:
 		}
 	}
 	// Put it back: nothing may be lost on the way.
-	if err := e.cfg.DeadLetters.Put(ctx, job); err != nil {
-		e.log.Error("returning a dead letter failed", "job_id", id, "err", err)
+	if err := qs.dead.Put(ctx, job); err != nil {
+		qs.log.Error("returning a dead letter failed", "job_id", id, "err", err)
 	}
 	return refusal("re-driving "+id+" failed; it stays in the dead-letter queue", true)
 }
@@ -284,8 +318,8 @@ func storeRetryable(err error) bool {
 	return !errors.Is(err, jobstore.ErrNotFound) && !errors.Is(err, jobstore.ErrInvalidID)
 }
 
-func (e *Engine) answer(p *pb.BusPacket, a *pb.JobAnswer) *pb.BusPacket {
-	out := wire.NewPacket(p.GetTraceId(), e.cfg.ID)
+func (qs *queries) answer(p *pb.BusPacket, a *pb.JobAnswer) *pb.BusPacket {
+	out := wire.NewPacket(p.GetTraceId(), qs.id)
 	out.Payload = &pb.BusPacket_JobAnswer{JobAnswer: a}
 	return out
 }
