@@ -126,3 +126,21 @@ func firstNonEmpty(s ...string) string {
 	}
 	return ""
 }
+
+// renewLeases extends to until the leases of the jobs worker holds, of the
+// attempts it names (a heartbeat's held jobs).
+func (e *Engine) renewLeases(worker string, held []*pb.HeldJob, until time.Time) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, h := range held {
+		t, ok := e.active[h.GetJobId()]
+		if !ok || t.rec.Job.GetAttempt() != h.GetAttempt() {
+			continue
+		}
+		if w := t.rec.Job.GetWorkerId(); w != "" && w != worker {
+			continue
+		}
+		t.leaseUntil = until
+		e.active[h.GetJobId()] = t
+	}
+}

@@ -355,12 +355,7 @@ const confirmMemory = time.Minute
 
 // confirmedLately reports whether a worker that confirms heartbeated serving
 // topic within confirmMemory.
-func (e *Engine) confirmedLately(topic string) bool {
-	e.confirmMu.Lock()
-	at, ok := e.confirmSeen[topic]
-	e.confirmMu.Unlock()
-	return ok && time.Since(at) < confirmMemory
-}
+func (e *Engine) confirmedLately(topic string) bool { return e.heartbeats.confirmedLately(topic) }
 
 func (e *Engine) confirmingWorkerServes(topic string) bool {
 	for _, hb := range e.cfg.Registry.Snapshot() {

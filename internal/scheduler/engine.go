@@ -27,11 +27,6 @@ type Engine struct {
 	mu     sync.Mutex
 	active map[string]tracked // non-terminal jobs known to this replica; values, not pointers: no allocation per job
 
-	// confirmSeen: topic -> when a worker that confirms last heartbeated
-	// serving it (see confirmedLately).
-	confirmMu   sync.Mutex
-	confirmSeen map[string]time.Time
-
 	// runMu guards the lifecycle. It is not mu: draining waits for handlers
 	// that take mu.
 	runMu   sync.Mutex
@@ -57,9 +52,10 @@ type Engine struct {
 	kick       chan struct{} // a slot freed: drain (the drainer loop)
 	regVersion uint64        // the registry version drain last woke the queues at
 
-	stats   counters   // stats.go
-	events  *jobEvents // events.go
-	queries *queries   // queries.go
+	stats      counters    // stats.go
+	events     *jobEvents  // events.go
+	queries    *queries    // queries.go
+	heartbeats *heartbeats // workers.go
 	// ownInbox is this replica's inbox prefix with its trailing dot ("" when
 	// the bus has none of its own): no request is answered there.
 	ownInbox string
@@ -122,6 +118,11 @@ func New(cfg Config) (*Engine, error) {
 			e.kick = make(chan struct{}, 1)
 		}
 	}
+	e.heartbeats = &heartbeats{log: e.log, stats: &e.stats, registry: cfg.Registry, placing: e.queues != nil,
+		requireIdentity: cfg.RequireWorkerIdentity, leaseInterval: cfg.LeaseInterval, leaseMisses: cfg.LeaseMisses, jobs: e}
+	if e.preg != nil && e.preg != cfg.Registry {
+		e.heartbeats.preg = e.preg
+	}
 	e.parts = e.assemble()
 	return e, nil
 }
@@ -156,13 +157,13 @@ func (e *Engine) assemble() parts {
 	bus, group := e.cfg.Bus, e.cfg.QueueGroup
 	ps.subs = []part{
 		newSubscription("heartbeats", func() (func() error, error) {
-			return bus.SubscribeWithSubject(wire.SubjectHeartbeats, "", e.handleHeartbeatOn)
+			return bus.SubscribeWithSubject(wire.SubjectHeartbeats, "", e.heartbeats.handleHeartbeatOn)
 		}),
 		newSubscription("dispatch replies", func() (func() error, error) {
 			return bus.SubscribeReplies(e.ackPrefix()+">", e.handleReply)
 		}),
 		newSubscription("results", func() (func() error, error) {
-			return bus.ConsumeTree(wire.SubjectResult, group+"-results", e.handleResultOn)
+			return bus.ConsumeTree(wire.SubjectResult, group+"-results", e.heartbeats.handleResultOn)
 		}),
 		newSubscription("queries", func() (func() error, error) {
 			return bus.ServeTree(wire.SubjectQuery, group, e.queries.serveQuery)
@@ -256,7 +257,7 @@ func (e *Engine) Run(ctx context.Context) error {
 func (e *Engine) HandlePacket(p *pb.BusPacket) {
 	switch payload := p.Payload.(type) {
 	case *pb.BusPacket_Heartbeat:
-		e.handleHeartbeat(payload.Heartbeat)
+		e.heartbeats.heartbeat(payload.Heartbeat)
 	case *pb.BusPacket_JobRequest:
 		_ = e.handleSubmit(p, "")
 	case *pb.BusPacket_JobResult:

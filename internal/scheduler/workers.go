@@ -1,11 +1,54 @@
 package scheduler
 
 import (
+	"context"
+	"log/slog"
+	"sync"
 	"time"
 
+	"github.com/cortex-os/core/internal/placement"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/wire"
 )
+
+// heartbeats hears the workers: it checks that a heartbeat or result names the
+// worker its subject names (worker identity), and applies heartbeats: the
+// worker registries learn of the worker, the leases of the jobs it holds are
+// renewed, and the topics served by workers that confirm are remembered.
+//
+// It owns the memory of which topics a confirming worker served lately
+// (confirmSeen, under its own lock), read by dispatch (confirmedLately). It
+// reaches the rest of the engine only through workerEngine: the job cache
+// renews leases, results go to the results part, and placement is woken
+// when a heartbeat may have freed room. Its subscription ("heartbeats") is a
+// part the engine starts and stops (parts.go); it has no loop of its own.
+type heartbeats struct {
+	log             *slog.Logger
+	stats           *counters
+	registry        WorkerRegistry
+	preg            *placement.Registry // placement's registry, when it is not registry; nil without placement
+	placing         bool                // placement queues jobs: a heartbeat wakes it
+	requireIdentity bool
+	leaseInterval   time.Duration
+	leaseMisses     int
+	jobs            workerEngine
+
+	mu          sync.Mutex
+	confirmSeen map[string]time.Time // topic -> when a worker that confirms last heartbeated serving it
+}
+
+// workerEngine is what heartbeats asks of the other parts of the engine.
+type workerEngine interface {
+	// HandlePacket handles a packet that needs no answer (engine.go).
+	HandlePacket(p *pb.BusPacket)
+	// handleResultPacket applies a result from worker from (results.go).
+	handleResultPacket(p *pb.BusPacket, from string) error
+	// renewLeases extends to until the leases of the jobs held by worker
+	// (cache.go).
+	renewLeases(worker string, held []*pb.HeldJob, until time.Time)
+	// drain places queued jobs (placement.go).
+	drain()
+}
 
 // ---- worker identity ----
 
@@ -17,34 +60,34 @@ import (
 // names none.
 
 // handleHeartbeatOn handles a packet that came on a heartbeat subject.
-func (e *Engine) handleHeartbeatOn(subject string, p *pb.BusPacket) {
+func (w *heartbeats) handleHeartbeatOn(subject string, p *pb.BusPacket) {
 	switch payload := p.Payload.(type) {
 	case *pb.BusPacket_Heartbeat:
-		if e.identified("heartbeat", subject, payload.Heartbeat.GetWorkerId(), wire.HeartbeatSubjectWorker) {
-			e.handleHeartbeat(payload.Heartbeat)
+		if w.identified("heartbeat", subject, payload.Heartbeat.GetWorkerId(), wire.HeartbeatSubjectWorker) {
+			w.heartbeat(payload.Heartbeat)
 		}
 	case *pb.BusPacket_JobResult:
-		if e.identified("result", subject, payload.JobResult.GetWorkerId(), wire.HeartbeatSubjectWorker) {
-			_ = e.handleResultPacket(p, payload.JobResult.GetWorkerId()) // the subject's worker, or on a bare subject the claim
+		if w.identified("result", subject, payload.JobResult.GetWorkerId(), wire.HeartbeatSubjectWorker) {
+			_ = w.jobs.handleResultPacket(p, payload.JobResult.GetWorkerId()) // the subject's worker, or on a bare subject the claim
 		}
 	case *pb.BusPacket_JobRequest:
-		if e.cfg.RequireWorkerIdentity {
+		if w.requireIdentity {
 			// A worker's user may publish here; submitting is the clients'.
-			e.stats.identityRejected.Add(1)
-			e.log.Warn("refused a submission on a heartbeat subject", "subject", subject, "sender_id", p.GetSenderId())
+			w.stats.identityRejected.Add(1)
+			w.log.Warn("refused a submission on a heartbeat subject", "subject", subject, "sender_id", p.GetSenderId())
 			return
 		}
-		e.HandlePacket(p)
+		w.jobs.HandlePacket(p)
 	default:
-		e.HandlePacket(p)
+		w.jobs.HandlePacket(p)
 	}
 }
 
 // handleResultOn handles a result that came on subject, if the subject may
 // carry it. A refused result is acknowledged: it is never redelivered.
-func (e *Engine) handleResultOn(subject string, p *pb.BusPacket, _ string) error {
+func (w *heartbeats) handleResultOn(subject string, p *pb.BusPacket, _ string) error {
 	res := p.GetJobResult()
-	if res != nil && !e.identified("result", subject, res.GetWorkerId(), wire.ResultSubjectWorker) {
+	if res != nil && !w.identified("result", subject, res.GetWorkerId(), wire.ResultSubjectWorker) {
 		return nil
 	}
 	// The sender is the worker the subject names, which identified found
@@ -53,26 +96,26 @@ func (e *Engine) handleResultOn(subject string, p *pb.BusPacket, _ string) error
 	if !named {
 		from = res.GetWorkerId()
 	}
-	return e.handleResultPacket(p, from)
+	return w.jobs.handleResultPacket(p, from)
 }
 
 // identified reports whether a packet of worker claimed that came on
 // subject may be applied; named reads the worker the subject names. It
 // counts and logs a refusal.
-func (e *Engine) identified(what, subject, claimed string, named func(string) (string, bool)) bool {
+func (w *heartbeats) identified(what, subject, claimed string, named func(string) (string, bool)) bool {
 	id, ok := named(subject)
 	switch {
 	case ok && id == claimed:
 		return true
-	case !ok && !e.cfg.RequireWorkerIdentity:
+	case !ok && !w.requireIdentity:
 		return true // the design document's bare subjects
 	}
-	e.stats.identityRejected.Add(1)
+	w.stats.identityRejected.Add(1)
 	if ok {
-		e.log.Warn("refused a packet whose subject names another worker", "packet", what,
+		w.log.Warn("refused a packet whose subject names another worker", "packet", what,
 			"subject", clip(subject), "subject_worker", clip(id), "worker_id", clip(claimed))
 	} else {
-		e.log.Warn("refused a packet on a subject that names no worker (require_worker_identity)", "packet", what,
+		w.log.Warn("refused a packet on a subject that names no worker (require_worker_identity)", "packet", what,
 			"subject", clip(subject), "worker_id", clip(claimed))
 	}
 	return false
@@ -80,54 +123,51 @@ func (e *Engine) identified(what, subject, claimed string, named func(string) (s
 
 // ---- heartbeats and leases ----
 
-func (e *Engine) handleHeartbeat(hb *pb.Heartbeat) {
+// heartbeat applies a worker's heartbeat.
+func (w *heartbeats) heartbeat(hb *pb.Heartbeat) {
 	if err := validateHeartbeat(hb); err != nil {
-		e.stats.invalidPackets.Add(1)
-		e.log.Warn("refused a heartbeat", "worker_id", clip(hb.GetWorkerId()), "err", err)
+		w.stats.invalidPackets.Add(1)
+		w.log.Warn("refused a heartbeat", "worker_id", clip(hb.GetWorkerId()), "err", err)
 		return
 	}
-	e.stats.heartbeats.Add(1)
-	if e.debug() {
-		e.log.Debug("heartbeat", "worker_id", hb.GetWorkerId(), "type", hb.GetType(),
+	w.stats.heartbeats.Add(1)
+	if w.log.Enabled(context.Background(), slog.LevelDebug) {
+		w.log.Debug("heartbeat", "worker_id", hb.GetWorkerId(), "type", hb.GetType(),
 			"cpu", hb.GetCpuLoad(), "gpu", hb.GetGpuUtilization(), "active_jobs", hb.GetActiveJobs())
 	}
-	e.cfg.Registry.UpdateHeartbeat(hb)
-	if e.preg != nil && e.preg != e.cfg.Registry {
-		e.preg.UpdateHeartbeat(hb)
+	w.registry.UpdateHeartbeat(hb)
+	if w.preg != nil {
+		w.preg.UpdateHeartbeat(hb)
 	}
-	if e.queues != nil && len(hb.GetTopics()) > 0 {
-		defer e.drain() // room may have freed, or a worker with a missing capability come
+	if w.placing && len(hb.GetTopics()) > 0 {
+		defer w.jobs.drain() // room may have freed, or a worker with a missing capability come
 	}
 	if hb.GetConfirms() && !hb.GetDraining() && len(hb.GetTopics()) > 0 {
 		now := time.Now()
-		e.confirmMu.Lock()
-		if e.confirmSeen == nil {
-			e.confirmSeen = make(map[string]time.Time)
+		w.mu.Lock()
+		if w.confirmSeen == nil {
+			w.confirmSeen = make(map[string]time.Time)
 		}
 		for _, t := range hb.GetTopics() {
-			e.confirmSeen[t] = now
+			w.confirmSeen[t] = now
 		}
-		e.confirmMu.Unlock()
+		w.mu.Unlock()
 	}
 	if len(hb.GetHeld()) == 0 {
 		return
 	}
 	interval := time.Duration(hb.GetIntervalMs()) * time.Millisecond
 	if interval <= 0 {
-		interval = e.cfg.LeaseInterval
+		interval = w.leaseInterval
 	}
-	until := time.Now().Add(time.Duration(e.cfg.LeaseMisses) * interval)
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	for _, h := range hb.GetHeld() {
-		t, ok := e.active[h.GetJobId()]
-		if !ok || t.rec.Job.GetAttempt() != h.GetAttempt() {
-			continue
-		}
-		if w := t.rec.Job.GetWorkerId(); w != "" && w != hb.GetWorkerId() {
-			continue
-		}
-		t.leaseUntil = until
-		e.active[h.GetJobId()] = t
-	}
+	w.jobs.renewLeases(hb.GetWorkerId(), hb.GetHeld(), time.Now().Add(time.Duration(w.leaseMisses)*interval))
+}
+
+// confirmedLately reports whether a worker that confirms heartbeated serving
+// topic within confirmMemory.
+func (w *heartbeats) confirmedLately(topic string) bool {
+	w.mu.Lock()
+	at, ok := w.confirmSeen[topic]
+	w.mu.Unlock()
+	return ok && time.Since(at) < confirmMemory
 }
