@@ -56,6 +56,7 @@ type Engine struct {
 	events     *jobEvents  // events.go
 	queries    *queries    // queries.go
 	heartbeats *heartbeats // workers.go
+	timers     *timers     // timers.go
 	// ownInbox is this replica's inbox prefix with its trailing dot ("" when
 	// the bus has none of its own): no request is answered there.
 	ownInbox string
@@ -123,6 +124,7 @@ func New(cfg Config) (*Engine, error) {
 	if e.preg != nil && e.preg != cfg.Registry {
 		e.heartbeats.preg = e.preg
 	}
+	e.timers = &timers{tick: cfg.Tick, ackTimeout: cfg.AckTimeout, leaseTTL: e.leaseTTL(), jobs: e}
 	e.parts = e.assemble()
 	return e, nil
 }
@@ -150,7 +152,7 @@ func (e *Engine) assemble() parts {
 		// Other replicas write to the store: follow their changes.
 		ps.loops = append(ps.loops, newLoop("store watch", e.watchStore))
 	}
-	ps.loops = append(ps.loops, newLoop("timers", e.timerLoop))
+	ps.loops = append(ps.loops, newLoop("timers", e.timers.run))
 	if e.kick != nil {
 		ps.loops = append(ps.loops, newLoop("drainer", e.drainLoop))
 	}

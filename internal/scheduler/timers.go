@@ -2,7 +2,6 @@ package scheduler
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"github.com/cortex-os/core/internal/jobstore"
@@ -10,25 +9,59 @@ import (
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 )
 
-// ---- timers ----
+// timers acts on jobs when their time comes: retries due, leases lost,
+// attempts and jobs past their deadline, dispatches whose outcome was lost
+// with a scheduler that died. Every Tick it scans the jobs the job cache
+// holds and not busy, decides what is due, and has the engine act, one job
+// at a time, each claimed first so that no dispatch of this replica acts on
+// it meanwhile.
+//
+// It owns no job state: the cache does. It reaches the rest of the engine
+// only through timerEngine. Its loop ("timers") is a part the engine starts
+// and stops (parts.go).
+type timers struct {
+	tick       time.Duration
+	ackTimeout time.Duration // a dispatch no worker confirmed by then is unconfirmed
+	leaseTTL   time.Duration
+	jobs       timerEngine
+}
 
-func (e *Engine) timerLoop(ctx context.Context) {
-	tick := time.NewTicker(e.cfg.Tick)
+// timerEngine is what timers asks of the other parts of the engine.
+type timerEngine interface {
+	// forIdle calls f for each active job not busy (expiry.go).
+	forIdle(f func(rec jobstore.Record, leaseUntil time.Time))
+	// claim and release mark a job busy and not (cache.go).
+	claim(id string) (jobstore.Record, bool)
+	release(id string)
+	// timeout is a job's attempt timeout (admission.go).
+	timeout(req *pb.JobRequest) time.Duration
+	// dispatchDue dispatches a job whose retry is due (expiry.go).
+	dispatchDue(rec jobstore.Record)
+	// unconfirmed acts on a dispatch no worker confirmed (dispatch.go).
+	unconfirmed(rec jobstore.Record)
+	// expire acts on a deadline, a lost lease, a timed-out attempt
+	// (expiry.go).
+	expire(rec jobstore.Record, what string)
+	// placementTick expires workers and places queued jobs (expiry.go).
+	placementTick()
+}
+
+// run checks the timers every tick until ctx ends.
+func (tm *timers) run(ctx context.Context) {
+	tick := time.NewTicker(tm.tick)
 	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
-			e.checkTimers()
+			tm.check()
 		}
 	}
 }
 
-// checkTimers acts on the jobs whose time has come: retries due, leases
-// lost, attempts and jobs past their deadline, dispatches whose outcome was
-// lost with a scheduler that died.
-func (e *Engine) checkTimers() {
+// check acts on the jobs whose time has come.
+func (tm *timers) check() {
 	now := time.Now()
 	nowMs := now.UnixMilli()
 	type due struct {
@@ -36,100 +69,43 @@ func (e *Engine) checkTimers() {
 		what string
 	}
 	var todo []due
-	e.mu.Lock()
-	for _, t := range e.active {
-		if t.busy {
-			continue
-		}
-		j := t.rec.Job
+	tm.jobs.forIdle(func(rec jobstore.Record, leaseUntil time.Time) {
+		j := rec.Job
 		what := ""
 		switch {
 		case j.GetDeadlineMs() > 0 && nowMs >= j.GetDeadlineMs():
 			what = "deadline"
 		case j.GetState() == lifecycle.Pending && nowMs >= j.GetNextAttemptMs():
 			what = "dispatch"
-		case j.GetState() == lifecycle.Running && now.After(t.leaseUntil):
+		case j.GetState() == lifecycle.Running && now.After(leaseUntil):
 			what = "lease"
 		case lifecycle.Active(j.GetState()) && j.GetState() != lifecycle.Pending &&
-			nowMs > j.GetAttemptStartedMs()+(e.timeout(j.GetRequest())+e.leaseTTL()).Milliseconds():
+			nowMs > j.GetAttemptStartedMs()+(tm.jobs.timeout(j.GetRequest())+tm.leaseTTL).Milliseconds():
 			what = "attempt-timeout"
 		case j.GetState() == lifecycle.Dispatched && j.GetPendingReason() == "" &&
-			nowMs > j.GetAttemptStartedMs()+e.cfg.AckTimeout.Milliseconds():
+			nowMs > j.GetAttemptStartedMs()+tm.ackTimeout.Milliseconds():
 			what = "unconfirmed"
 		}
 		if what != "" {
-			todo = append(todo, due{t.rec, what})
+			todo = append(todo, due{rec, what})
 		}
-	}
-	e.mu.Unlock()
+	})
 
 	for _, d := range todo {
 		id := d.rec.Job.GetJobId()
-		rec, ok := e.claim(id)
+		rec, ok := tm.jobs.claim(id)
 		if !ok {
 			continue
 		}
 		switch d.what {
 		case "dispatch":
-			if e.placed(e.poolOf(rec.Job.GetRequest())) {
-				e.readmitDue(rec) // drain, below, places it
-			} else {
-				e.dispatch(rec)
-			}
+			tm.jobs.dispatchDue(rec)
 		case "unconfirmed":
-			e.unconfirmed(rec)
+			tm.jobs.unconfirmed(rec)
 		default:
-			e.expire(rec, d.what)
+			tm.jobs.expire(rec, d.what)
 		}
-		e.release(id)
+		tm.jobs.release(id)
 	}
-	if e.queues != nil {
-		e.preg.Expire()
-		e.drain()
-	}
-}
-
-func (e *Engine) leaseTTL() time.Duration {
-	return time.Duration(e.cfg.LeaseMisses) * e.cfg.LeaseInterval
-}
-
-// expire acts on one timer.
-func (e *Engine) expire(rec jobstore.Record, what string) {
-	attempt := rec.Job.GetAttempt()
-	state := rec.Job.GetState()
-	why := e.pendingReason(rec.Job) // a queued job's, from its pool's queue
-	var outcome string
-	rec, written, err := e.mutate(rec, func(j *pb.JobInfo) bool {
-		if j.Attempt != attempt || j.State != state {
-			return false // it moved meanwhile; the next tick decides again
-		}
-		switch what {
-		case "deadline":
-			j.State = lifecycle.Timeout
-			j.Error = "deadline exceeded"
-			if why == "" {
-				why = j.PendingReason
-			}
-			if why != "" && state == lifecycle.Pending {
-				j.Error += " while pending: " + why
-			}
-		case "lease":
-			e.stats.leasesLost.Add(1)
-			outcome = e.failAttempt(j, fmt.Sprintf("worker %s lost its lease on attempt %d (no heartbeat for %s)", j.WorkerId, j.Attempt, e.leaseTTL()), false)
-			j.NextAttemptMs = 0 // a dead worker's jobs go elsewhere at once
-		case "attempt-timeout":
-			outcome = e.failAttempt(j, fmt.Sprintf("attempt %d timed out after %s", j.Attempt, e.timeout(j.Request)), true)
-		}
-		return true
-	})
-	if err != nil {
-		e.log.Error("timer action failed", "job_id", rec.Job.GetJobId(), "what", what, "err", err)
-		return
-	}
-	if written {
-		if what == "lease" {
-			e.log.Warn("lease lost", "job_id", rec.Job.JobId, "worker_id", rec.Job.WorkerId, "attempt", attempt, "outcome", outcome)
-		}
-		e.finished(rec)
-	}
+	tm.jobs.placementTick()
 }
