@@ -64,7 +64,9 @@ type Stats struct {
 	NotYetRecorded uint64
 }
 
-// counters are the engine's Stats, counted by every part as it goes.
+// counters are the engine's Stats: every part holds a pointer to the one
+// set and counts as it goes, with atomics (no lock); Engine.Stats reads them
+// (snapshot). It calls no other part.
 type counters struct {
 	submitted, accepted, rejected, denied, duplicates, conflicts, dispatched, noResponders,
 	unconfirmed, unroutable, results, stale, late, completed, retries, leasesLost, deadLettered,
@@ -74,8 +76,10 @@ type counters struct {
 }
 
 // Stats returns the engine's counters.
-func (e *Engine) Stats() Stats {
-	s := &e.stats
+func (e *Engine) Stats() Stats { return e.stats.snapshot() }
+
+// snapshot reads the counters, each atomically (not all at one instant).
+func (s *counters) snapshot() Stats {
 	return Stats{
 		Submitted: s.submitted.Load(), Accepted: s.accepted.Load(), Rejected: s.rejected.Load(),
 		Denied: s.denied.Load(), Duplicates: s.duplicates.Load(), Conflicts: s.conflicts.Load(),
