@@ -57,11 +57,7 @@ type Engine struct {
 	queries    *queries    // queries.go
 	heartbeats *heartbeats // workers.go
 	timers     *timers     // timers.go
-	// ownInbox is this replica's inbox prefix with its trailing dot ("" when
-	// the bus has none of its own): no request is answered there.
-	ownInbox string
-	// Refusals are logged at most once a second of each kind.
-	replyWarn, clientWarn warnLimit
+	requesters *requesters // requester.go
 }
 
 // tracked is this replica's view of an active job.
@@ -89,8 +85,9 @@ func New(cfg Config) (*Engine, error) {
 	e.events = &jobEvents{bus: cfg.Bus, id: cfg.ID, log: e.log}
 	e.queries = &queries{id: cfg.ID, log: e.log, bus: cfg.Bus, store: cfg.Store, dead: cfg.DeadLetters, stats: &e.stats, jobs: e}
 	_, e.stubSafety = cfg.Safety.(*SafetyStub)
+	e.requesters = &requesters{clients: cfg.Clients, log: e.log, stats: &e.stats}
 	if pfx := cfg.Bus.InboxPrefix(); strings.HasPrefix(pfx, wire.InboxRoot+".") {
-		e.ownInbox = pfx + "."
+		e.requesters.ownInbox = pfx + "."
 	}
 	if e.pools == nil {
 		if pr, ok := cfg.Registry.(*placement.Registry); ok {

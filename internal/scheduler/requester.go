@@ -3,6 +3,7 @@ package scheduler
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -79,47 +80,71 @@ func checkReply(identity, reply, ownInbox string, known func(string) bool) error
 	return nil
 }
 
+// requesters tells who sent a request (submission, query, cancel) and
+// whether its answer may go where it asks: it resolves the identity its
+// subject names through the client policy (Config.Clients), checks the
+// reply subject against it, and counts and logs each refusal, at most one
+// line a second of each kind. It owns the refusal log limits (replyWarn,
+// clientWarn: atomics, no lock). It calls no other part; admission and
+// queries call it (through the engine's identify).
+type requesters struct {
+	clients  *tenancy.Policy // nil: no identities configured
+	ownInbox string          // this replica's inbox prefix with its trailing dot ("" when the bus has none of its own): no request is answered there
+	log      *slog.Logger
+	stats    *counters
+	// Refusals are logged at most once a second of each kind.
+	replyWarn, clientWarn warnLimit
+}
+
+// identify resolves the requester of a request (requesters.identify).
+func (e *Engine) identify(base, subject, reply string) (p tenancy.Principal, drop bool, err error) {
+	return e.requesters.identify(base, subject, reply)
+}
+
+// refuseTenant counts and logs a tenant's client acting for another tenant.
+func (e *Engine) refuseTenant(subject string, err error) { e.requesters.refuseTenant(subject, err) }
+
 // identify resolves the requester of a request that came on subject (at
 // or below base) asking for answers on reply. drop means the request is
 // refused and not answered: its subject names no valid identity, or its
 // reply subject is not the requester's. Otherwise err, when not nil, is a
 // refusal to answer on reply (no identity where one is required, an
 // identity bound to nothing). Both are counted and logged.
-func (e *Engine) identify(base, subject, reply string) (p tenancy.Principal, drop bool, err error) {
-	if subject == base && reply == "" && e.cfg.Clients == nil {
+func (rq *requesters) identify(base, subject, reply string) (p tenancy.Principal, drop bool, err error) {
+	if subject == base && reply == "" && rq.clients == nil {
 		return tenancy.Principal{}, false, nil // the design document's client: nothing to check
 	}
 	id, err := requestIdentity(base, subject)
 	if err != nil {
-		e.stats.clientsRefused.Add(1)
-		e.warnRefused(&e.clientWarn, "refused a request whose subject names no valid identity", subject, reply, "", err)
+		rq.stats.clientsRefused.Add(1)
+		rq.warnRefused(&rq.clientWarn, "refused a request whose subject names no valid identity", subject, reply, "", err)
 		return p, true, nil
 	}
-	if err := checkReply(id, reply, e.ownInbox, e.cfg.Clients.Known); err != nil {
-		e.stats.repliesRefused.Add(1)
-		e.warnRefused(&e.replyWarn, "refused a request: it names a reply subject the requester may not read", subject, reply, id, err)
+	if err := checkReply(id, reply, rq.ownInbox, rq.clients.Known); err != nil {
+		rq.stats.repliesRefused.Add(1)
+		rq.warnRefused(&rq.replyWarn, "refused a request: it names a reply subject the requester may not read", subject, reply, id, err)
 		return p, true, nil
 	}
-	p, err = e.cfg.Clients.Resolve(id)
+	p, err = rq.clients.Resolve(id)
 	if err != nil {
-		e.stats.clientsRefused.Add(1)
-		e.warnRefused(&e.clientWarn, "refused a request of a client without a binding", subject, reply, id, err)
+		rq.stats.clientsRefused.Add(1)
+		rq.warnRefused(&rq.clientWarn, "refused a request of a client without a binding", subject, reply, id, err)
 		return p, false, err
 	}
 	return p, false, nil
 }
 
 // refuseTenant counts and logs a tenant's client acting for another tenant.
-func (e *Engine) refuseTenant(subject string, err error) {
-	e.stats.clientsRefused.Add(1)
-	e.warnRefused(&e.clientWarn, "refused a request for another tenant", subject, "", "", err)
+func (rq *requesters) refuseTenant(subject string, err error) {
+	rq.stats.clientsRefused.Add(1)
+	rq.warnRefused(&rq.clientWarn, "refused a request for another tenant", subject, "", "", err)
 }
 
 // warnRefused logs a refusal at warn, at most once per warnInterval per
 // kind: a refusal is an attack signal or a misconfiguration, worth a line,
 // and a flood of them must not flood the log. The line says how many were
 // not logged since the last; the counters count every one.
-func (e *Engine) warnRefused(w *warnLimit, msg, subject, reply, identity string, err error) {
+func (rq *requesters) warnRefused(w *warnLimit, msg, subject, reply, identity string, err error) {
 	ok, suppressed := w.allow(time.Now())
 	if !ok {
 		return
@@ -127,7 +152,7 @@ func (e *Engine) warnRefused(w *warnLimit, msg, subject, reply, identity string,
 	if len(reply) > 128 {
 		reply = reply[:128] + "…"
 	}
-	e.log.Warn(msg, "subject", subject, "reply", reply, "identity", identity, "err", err, "not_logged_since_last", suppressed)
+	rq.log.Warn(msg, "subject", subject, "reply", reply, "identity", identity, "err", err, "not_logged_since_last", suppressed)
 }
 
 // warnInterval is the least time between two log lines of one kind of refusal.

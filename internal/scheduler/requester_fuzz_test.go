@@ -49,7 +49,8 @@ func FuzzClientRequest(f *testing.F) {
 			t.Fatal(err)
 		}
 		var logs logging.Buffer
-		e := &Engine{cfg: Config{Clients: pol}, log: slog.New(slog.NewTextHandler(&logs, nil)), ownInbox: "_INBOX.sched."}
+		e := &Engine{}
+		e.requesters = &requesters{clients: pol, log: slog.New(slog.NewTextHandler(&logs, nil)), ownInbox: "_INBOX.sched.", stats: &e.stats}
 		who, drop, err := e.identify(base, subject, reply)
 		st := e.Stats()
 		if drop || err != nil {
