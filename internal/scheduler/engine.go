@@ -3,7 +3,6 @@ package scheduler
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -27,11 +26,7 @@ type Engine struct {
 	mu     sync.Mutex
 	active map[string]tracked // non-terminal jobs known to this replica; values, not pointers: no allocation per job
 
-	// runMu guards the lifecycle. It is not mu: draining waits for handlers
-	// that take mu.
-	runMu   sync.Mutex
-	parts   parts // what Start starts and Stop stops (parts.go)
-	running bool
+	run     runState  // what Start starts and Stop stops, and whether it runs (parts.go)
 	started time.Time // when Start ran: the registry knows the workers only after a heartbeat interval
 
 	// blind: the strategy does not look at the workers, so no registry
@@ -122,7 +117,7 @@ func New(cfg Config) (*Engine, error) {
 		e.heartbeats.preg = e.preg
 	}
 	e.timers = &timers{tick: cfg.Tick, ackTimeout: cfg.AckTimeout, leaseTTL: e.leaseTTL(), jobs: e}
-	e.parts = e.assemble()
+	e.run.parts = e.assemble()
 	return e, nil
 }
 
@@ -188,26 +183,17 @@ func (e *Engine) watchStore(ctx context.Context) {
 // Start starts the engine's parts: the store watch and the timers, then the
 // subscriptions, the intake last.
 func (e *Engine) Start(ctx context.Context) error {
-	e.runMu.Lock()
-	defer e.runMu.Unlock()
-	if e.running {
-		return errors.New("scheduler: already started")
-	}
-	e.started = time.Now()
-	if err := e.parts.start(ctx); err != nil {
-		return fmt.Errorf("scheduler: %w", err)
-	}
-	e.running = true
-	// Started means the server has the subscriptions: a submission sent
-	// from now on is heard (over core NATS, one sent before would be lost).
-	fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	err := e.cfg.Bus.Flush(fctx)
-	cancel()
-	if err != nil {
-		e.log.Warn("flushing the subscriptions failed", "err", err)
-	}
-	e.log.InfoContext(ctx, "started", "id", e.cfg.ID, "queue_group", e.cfg.QueueGroup)
-	return nil
+	return e.run.start(ctx, func() { e.started = time.Now() }, func(ctx context.Context) {
+		// Started means the server has the subscriptions: a submission sent
+		// from now on is heard (over core NATS, one sent before would be lost).
+		fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := e.cfg.Bus.Flush(fctx)
+		cancel()
+		if err != nil {
+			e.log.Warn("flushing the subscriptions failed", "err", err)
+		}
+		e.log.InfoContext(ctx, "started", "id", e.cfg.ID, "queue_group", e.cfg.QueueGroup)
+	})
 }
 
 // ErrStopTimeout is wrapped, with ctx's error, by Stop when ctx ends before
@@ -221,25 +207,7 @@ var ErrStopTimeout = errors.New("scheduler: stop did not finish in time")
 // ErrStopTimeout and ctx.Err(); the draining goes on to its end in the
 // background (no goroutine is left behind), and Start waits for it.
 func (e *Engine) Stop(ctx context.Context) error {
-	e.runMu.Lock()
-	if !e.running {
-		e.runMu.Unlock()
-		return nil
-	}
-	e.running = false
-	done := make(chan error, 1)
-	go func() {
-		defer e.runMu.Unlock() // held until drained: a Start or Stop meanwhile waits
-		err := e.parts.stop()
-		e.log.Info("stopped", "id", e.cfg.ID)
-		done <- err
-	}()
-	select {
-	case err := <-done:
-		return err
-	case <-ctx.Done():
-		return fmt.Errorf("%w: %w", ErrStopTimeout, ctx.Err())
-	}
+	return e.run.stop(ctx, func() { e.log.Info("stopped", "id", e.cfg.ID) })
 }
 
 // Run starts the engine, waits for ctx to end, and stops it.

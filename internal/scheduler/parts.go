@@ -153,3 +153,56 @@ func (ps *parts) stop() error {
 	}
 	return errors.Join(errs...)
 }
+
+// runState starts and stops the engine's parts, one Start or Stop at a
+// time. Its lock is not the job cache's: stopping drains handlers that take
+// that one. It calls no other part; the engine passes what it does on
+// either side.
+type runState struct {
+	mu      sync.Mutex // held from a Stop until its parts have drained
+	parts   parts      // what start starts and stop stops
+	running bool
+}
+
+// start starts the parts unless they run; starting is called first and
+// started after, both with the lock held.
+func (r *runState) start(ctx context.Context, starting func(), started func(ctx context.Context)) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.running {
+		return errors.New("scheduler: already started")
+	}
+	starting()
+	if err := r.parts.start(ctx); err != nil {
+		return fmt.Errorf("scheduler: %w", err)
+	}
+	r.running = true
+	started(ctx)
+	return nil
+}
+
+// stop stops the parts if they run, then calls stopped. If ctx ends first,
+// it returns an error wrapping ErrStopTimeout and ctx.Err(); the draining
+// goes on to its end in the background, holding the lock, so that a start
+// meanwhile waits for it.
+func (r *runState) stop(ctx context.Context, stopped func()) error {
+	r.mu.Lock()
+	if !r.running {
+		r.mu.Unlock()
+		return nil
+	}
+	r.running = false
+	done := make(chan error, 1)
+	go func() {
+		defer r.mu.Unlock() // held until drained: a Start or Stop meanwhile waits
+		err := r.parts.stop()
+		stopped()
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("%w: %w", ErrStopTimeout, ctx.Err())
+	}
+}
