@@ -3,6 +3,7 @@ package scheduler
 import (
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/cortex-os/core/internal/jobstore"
@@ -10,16 +11,54 @@ import (
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 )
 
-// ---- the job cache ----
+// jobCache is this replica's view of the active jobs: each one's latest
+// record, its lease deadline while RUNNING, and whether a dispatch or timer
+// action of this replica holds it (busy). It owns that map and its lock,
+// and mutate, the one path by which the engine changes a job: a
+// compare-and-set on the job store, decided again on a conflict.
+//
+// It calls the rest of the engine through two function fields: placed,
+// under its lock, with each newer view of a job (placement keeps its
+// queues in step: it must not take the cache's lock or placement's), and
+// recorded, after each write (events, the Observer, the log). The engine's
+// methods of the same names (below) delegate to it, so that the hot path
+// (admission, dispatch, placement) calls it as before.
+type jobCache struct {
+	mu     sync.Mutex
+	active map[string]tracked // non-terminal jobs known to this replica; values, not pointers: no allocation per job
+
+	store    JobStore
+	stats    *counters
+	leaseTTL time.Duration                // the lease of a job seen RUNNING anew
+	placed   func(prev, next *pb.JobInfo) // nil: no placement queues
+	recorded func(prev, next *pb.JobInfo)
+}
+
+func newJobCache(store JobStore, stats *counters, leaseTTL time.Duration) *jobCache {
+	return &jobCache{active: make(map[string]tracked), store: store, stats: stats, leaseTTL: leaseTTL}
+}
+
+// The engine's view of the cache (the hot path calls these).
+
+func (e *Engine) observe(rec jobstore.Record) (active bool) { return e.cache.observe(rec) }
+func (e *Engine) cached(id string) (jobstore.Record, bool)  { return e.cache.cached(id) }
+func (e *Engine) claim(id string) (jobstore.Record, bool)   { return e.cache.claim(id) }
+func (e *Engine) release(id string)                         { e.cache.release(id) }
+func (e *Engine) renewLeases(worker string, held []*pb.HeldJob, until time.Time) {
+	e.cache.renewLeases(worker, held, until)
+}
+func (e *Engine) mutate(rec jobstore.Record, change func(j *pb.JobInfo) bool) (jobstore.Record, bool, error) {
+	return e.cache.mutate(rec, change)
+}
 
 // observe records rec as this replica's latest view of its job and reports
 // whether the job is active (false once it is terminal). Views older than
 // the one held are ignored.
-func (e *Engine) observe(rec jobstore.Record) (active bool) {
+func (c *jobCache) observe(rec jobstore.Record) (active bool) {
 	id := rec.Job.GetJobId()
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	t, known := e.active[id]
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t, known := c.active[id]
 	if known && t.rec.Revision >= rec.Revision {
 		return true
 	}
@@ -27,61 +66,73 @@ func (e *Engine) observe(rec jobstore.Record) (active bool) {
 	if known {
 		prev = t.rec.Job
 	}
-	if e.queues != nil {
-		e.placementObserve(prev, rec.Job)
+	if c.placed != nil {
+		c.placed(prev, rec.Job)
 	}
 	if !lifecycle.Active(rec.Job.GetState()) {
 		if known {
-			delete(e.active, id)
+			delete(c.active, id)
 		}
 		return false
 	}
 	t.rec = rec
 	if rec.Job.State == lifecycle.Running &&
 		(prev.GetState() != lifecycle.Running || prev.GetAttempt() != rec.Job.Attempt || t.leaseUntil.IsZero()) {
-		t.leaseUntil = time.Now().Add(time.Duration(e.cfg.LeaseMisses) * e.cfg.LeaseInterval)
+		t.leaseUntil = time.Now().Add(c.leaseTTL)
 	}
-	e.active[id] = t
+	c.active[id] = t
 	return true
 }
 
 // cached returns this replica's latest view of an active job.
-func (e *Engine) cached(id string) (jobstore.Record, bool) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	t, ok := e.active[id]
+func (c *jobCache) cached(id string) (jobstore.Record, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t, ok := c.active[id]
 	return t.rec, ok
 }
 
 // claim marks the job busy for this replica; false if it already is or the
 // job is no longer active.
-func (e *Engine) claim(id string) (jobstore.Record, bool) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	t, ok := e.active[id]
+func (c *jobCache) claim(id string) (jobstore.Record, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t, ok := c.active[id]
 	if !ok || t.busy {
 		return jobstore.Record{}, false
 	}
 	t.busy = true
-	e.active[id] = t
+	c.active[id] = t
 	return t.rec, true
 }
 
-func (e *Engine) release(id string) {
-	e.mu.Lock()
-	if t, ok := e.active[id]; ok {
+func (c *jobCache) release(id string) {
+	c.mu.Lock()
+	if t, ok := c.active[id]; ok {
 		t.busy = false
-		e.active[id] = t
+		c.active[id] = t
 	}
-	e.mu.Unlock()
+	c.mu.Unlock()
+}
+
+// each calls f, under the cache's lock, for each active job; idle only:
+// those no dispatch or timer action holds. f must not block.
+func (c *jobCache) each(idle bool, f func(rec jobstore.Record, leaseUntil time.Time)) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, t := range c.active {
+		if !idle || !t.busy {
+			f(t.rec, t.leaseUntil)
+		}
+	}
 }
 
 // mutate applies change to the job with compare-and-set, re-reading and
 // deciding again when another writer got there first. change edits a copy
 // and reports whether to write it. It returns the record written, or the
 // latest one read with written=false.
-func (e *Engine) mutate(rec jobstore.Record, change func(j *pb.JobInfo) bool) (_ jobstore.Record, written bool, _ error) {
-	ctx, cancel := e.storeCtx()
+func (c *jobCache) mutate(rec jobstore.Record, change func(j *pb.JobInfo) bool) (_ jobstore.Record, written bool, _ error) {
+	ctx, cancel := storeCtx()
 	defer cancel()
 	for range 8 {
 		next := cloneInfo(rec.Job)
@@ -89,25 +140,26 @@ func (e *Engine) mutate(rec jobstore.Record, change func(j *pb.JobInfo) bool) (_
 			return rec, false, nil
 		}
 		next.UpdatedMs = time.Now().UnixMilli()
-		nrec, err := e.cfg.Store.Update(ctx, rec, next)
+		nrec, err := c.store.Update(ctx, rec, next)
 		if err == nil {
-			e.observe(nrec)
-			e.logTransition(rec.Job, nrec.Job)
+			c.observe(nrec)
+			c.recorded(rec.Job, nrec.Job)
 			return nrec, true, nil
 		}
 		if !errors.Is(err, jobstore.ErrRevision) {
-			e.stats.storeErrors.Add(1)
+			c.stats.storeErrors.Add(1)
 			return rec, false, err
 		}
-		if rec, err = e.cfg.Store.Get(ctx, rec.Job.GetJobId()); err != nil {
-			e.stats.storeErrors.Add(1)
+		if rec, err = c.store.Get(ctx, rec.Job.GetJobId()); err != nil {
+			c.stats.storeErrors.Add(1)
 			return rec, false, err
 		}
-		e.observe(rec)
+		c.observe(rec)
 	}
 	return rec, false, fmt.Errorf("job %s: too many concurrent changes", rec.Job.GetJobId())
 }
 
+// logTransition is the cache's recorded: what follows each write.
 func (e *Engine) logTransition(prev, next *pb.JobInfo) {
 	e.events.publish(prev, next)  // events.go
 	e.observeRecorded(prev, next) // observe.go
@@ -129,11 +181,11 @@ func firstNonEmpty(s ...string) string {
 
 // renewLeases extends to until the leases of the jobs worker holds, of the
 // attempts it names (a heartbeat's held jobs).
-func (e *Engine) renewLeases(worker string, held []*pb.HeldJob, until time.Time) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
+func (c *jobCache) renewLeases(worker string, held []*pb.HeldJob, until time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	for _, h := range held {
-		t, ok := e.active[h.GetJobId()]
+		t, ok := c.active[h.GetJobId()]
 		if !ok || t.rec.Job.GetAttempt() != h.GetAttempt() {
 			continue
 		}
@@ -141,6 +193,6 @@ func (e *Engine) renewLeases(worker string, held []*pb.HeldJob, until time.Time)
 			continue
 		}
 		t.leaseUntil = until
-		e.active[h.GetJobId()] = t
+		c.active[h.GetJobId()] = t
 	}
 }

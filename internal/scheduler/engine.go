@@ -23,8 +23,7 @@ type Engine struct {
 	// checker's answer (component=safety).
 	safetyLog *slog.Logger
 
-	mu     sync.Mutex
-	active map[string]tracked // non-terminal jobs known to this replica; values, not pointers: no allocation per job
+	cache *jobCache // this replica's active jobs (cache.go)
 
 	run     runState  // what Start starts and Stop stops, and whether it runs (parts.go)
 	started time.Time // when Start ran: the registry knows the workers only after a heartbeat interval
@@ -53,6 +52,7 @@ type Engine struct {
 	heartbeats *heartbeats // workers.go
 	timers     *timers     // timers.go
 	requesters *requesters // requester.go
+	results    *results    // results.go
 }
 
 // tracked is this replica's view of an active job.
@@ -72,7 +72,6 @@ func New(cfg Config) (*Engine, error) {
 		cfg:       cfg,
 		log:       cfg.Logger.With(logging.ComponentKey, logging.ComponentScheduler),
 		safetyLog: cfg.Logger.With(logging.ComponentKey, logging.ComponentSafety),
-		active:    make(map[string]tracked),
 		blind:     cfg.Strategy.WorkerBlind(),
 		ackPfx:    "_CORTEX.ack." + cfg.ID + ".",
 		pools:     cfg.Placement,
@@ -111,6 +110,13 @@ func New(cfg Config) (*Engine, error) {
 			e.kick = make(chan struct{}, 1)
 		}
 	}
+	e.cache = newJobCache(cfg.Store, &e.stats, e.leaseTTL())
+	e.cache.recorded = e.logTransition
+	if e.queues != nil {
+		e.cache.placed = e.placementObserve
+	}
+	e.results = &results{log: e.log, stats: &e.stats, store: cfg.Store, dead: cfg.DeadLetters, documentWorkers: cfg.DocumentWorkers,
+		retryBackoff: cfg.RetryBackoff, retryBackoffMax: cfg.RetryBackoffMax, leaseTTL: e.leaseTTL(), cache: e.cache, jobs: e}
 	e.heartbeats = &heartbeats{log: e.log, stats: &e.stats, registry: cfg.Registry, placing: e.queues != nil,
 		requireIdentity: cfg.RequireWorkerIdentity, leaseInterval: cfg.LeaseInterval, leaseMisses: cfg.LeaseMisses, jobs: e}
 	if e.preg != nil && e.preg != cfg.Registry {

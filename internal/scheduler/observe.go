@@ -1,6 +1,9 @@
 package scheduler
 
 import (
+	"time"
+
+	"github.com/cortex-os/core/internal/jobstore"
 	"github.com/cortex-os/core/internal/lifecycle"
 	"github.com/cortex-os/core/internal/safety"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
@@ -77,9 +80,8 @@ func (e *Engine) Load() map[string]PoolLoad {
 		return "other"
 	}
 	jobLabel := func(j *pb.JobInfo) string { return label(PoolLabel(j)) }
-	e.mu.Lock()
-	for _, t := range e.active {
-		j := t.rec.Job
+	e.cache.each(false, func(rec jobstore.Record, _ time.Time) {
+		j := rec.Job
 		name := jobLabel(j)
 		l := out[name]
 		switch j.GetState() {
@@ -89,8 +91,7 @@ func (e *Engine) Load() map[string]PoolLoad {
 			l.Running++
 		}
 		out[name] = l
-	}
-	e.mu.Unlock()
+	})
 	for _, w := range e.workers() {
 		hb := w.GetHeartbeat()
 		name := label(hb.GetPool())

@@ -1,8 +1,10 @@
 package scheduler
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"time"
 
@@ -11,46 +13,80 @@ import (
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 )
 
+// results applies what ends an attempt: a worker's result, and the timers'
+// verdicts (a lost lease, an attempt or a job past its time). It moves the
+// job (completed, retried after a backoff, failed and dead-lettered, timed
+// out), fencing results of attempts no longer current and of workers that
+// do not hold the attempt. It holds no job state: the job cache does, which
+// it calls directly (a closure passed to mutate through an interface would
+// be allocated per result); the placement's view of why a job waits and a
+// job's timeout it reaches through resultEngine. Results arrive through the heartbeats part's
+// identity check ("results" subscription) and timers call expire.
+type results struct {
+	log                           *slog.Logger
+	stats                         *counters
+	store                         JobStore
+	dead                          DeadLetters
+	documentWorkers               string // DocumentWorkersTrust or DocumentWorkersRefuse
+	retryBackoff, retryBackoffMax time.Duration
+	leaseTTL                      time.Duration
+	cache                         *jobCache
+	jobs                          resultEngine
+}
+
+// resultEngine is what results asks of the other parts of the engine.
+type resultEngine interface {
+	// pendingReason says why a job waits, as this replica's queues see it.
+	pendingReason(j *pb.JobInfo) string
+	// timeout is a job's attempt timeout (admission.go).
+	timeout(req *pb.JobRequest) time.Duration
+}
+
+// handleResultPacket applies a result from worker from (results.go).
+func (e *Engine) handleResultPacket(p *pb.BusPacket, from string) error {
+	return e.results.handleResultPacket(p, from)
+}
+
 // handleResultPacket applies a result from worker from: the worker its
 // subject names (identified has checked that the result's worker_id is that
 // one), or, on the design document's bare sys.job.result, the worker_id it
 // carries, which nothing vouches for.
-func (e *Engine) handleResultPacket(p *pb.BusPacket, from string) error {
+func (r *results) handleResultPacket(p *pb.BusPacket, from string) error {
 	res := p.GetJobResult()
 	if res == nil {
-		e.stats.unknown.Add(1)
+		r.stats.unknown.Add(1)
 		return nil
 	}
 	if err := validateResult(res); err != nil {
-		e.stats.invalidPackets.Add(1)
-		e.log.Warn("refused a result", "job_id", clip(res.GetJobId()), "worker_id", clip(from), "err", err)
+		r.stats.invalidPackets.Add(1)
+		r.log.Warn("refused a result", "job_id", clip(res.GetJobId()), "worker_id", clip(from), "err", err)
 		return nil // acknowledged: never redelivered
 	}
-	e.stats.results.Add(1)
-	if e.debug() {
-		e.log.Debug("result", "job_id", res.GetJobId(), "status", res.GetStatus().String(),
+	r.stats.results.Add(1)
+	if r.log.Enabled(context.Background(), slog.LevelDebug) {
+		r.log.Debug("result", "job_id", res.GetJobId(), "status", res.GetStatus().String(),
 			"worker_id", res.GetWorkerId(), "attempt", res.GetAttempt(), "execution_ms", res.GetExecutionMs(), "trace_id", p.GetTraceId())
 	}
-	rec, ok := e.cached(res.GetJobId())
+	rec, ok := r.cache.cached(res.GetJobId())
 	if ok {
 		// Compare-and-set catches a cache that is behind when the result
 		// applies; applyResult reads the store again before it calls a
 		// result stale on the cache's word.
-		return e.applyResult(rec, res, from, false)
+		return r.applyResult(rec, res, from, false)
 	}
-	ctx, cancel := e.storeCtx()
+	ctx, cancel := storeCtx()
 	defer cancel()
-	rec, err := e.cfg.Store.Get(ctx, res.GetJobId())
+	rec, err := r.store.Get(ctx, res.GetJobId())
 	if errors.Is(err, jobstore.ErrNotFound) || errors.Is(err, jobstore.ErrInvalidID) {
-		e.stats.late.Add(1)
-		e.log.Warn("result for an unknown job", "job_id", res.GetJobId(), "worker_id", res.GetWorkerId())
+		r.stats.late.Add(1)
+		r.log.Warn("result for an unknown job", "job_id", res.GetJobId(), "worker_id", res.GetWorkerId())
 		return nil
 	}
 	if err != nil {
-		e.stats.storeErrors.Add(1)
+		r.stats.storeErrors.Add(1)
 		return err // redelivered where results are durable
 	}
-	return e.applyResult(rec, res, from, true)
+	return r.applyResult(rec, res, from, true)
 }
 
 // applyResult moves a job by its result from worker from. Exactly one result
@@ -62,14 +98,14 @@ func (e *Engine) handleResultPacket(p *pb.BusPacket, from string) error {
 // dispatch or confirmation (the job still PENDING, at an older attempt, or
 // not yet confirmed, here), so a result that looks stale or foreign against
 // it is judged again against the store before it is refused.
-func (e *Engine) applyResult(rec jobstore.Record, res *pb.JobResult, from string, fresh bool) error {
+func (r *results) applyResult(rec jobstore.Record, res *pb.JobResult, from string, fresh bool) error {
 	var outcome string
-	rec, written, err := e.mutate(rec, func(j *pb.JobInfo) bool {
+	rec, written, err := r.cache.mutate(rec, func(j *pb.JobInfo) bool {
 		switch {
 		case lifecycle.Terminal(j.State):
 			outcome = "late"
 			return false
-		case res.GetAttempt() == 0 && e.cfg.DocumentWorkers != DocumentWorkersTrust:
+		case res.GetAttempt() == 0 && r.documentWorkers != DocumentWorkersTrust:
 			outcome = "untrusted"
 			return false
 		case res.GetAttempt() != 0 && (res.GetAttempt() != j.Attempt || j.State == lifecycle.Pending):
@@ -110,7 +146,7 @@ func (e *Engine) applyResult(rec jobstore.Record, res *pb.JobResult, from string
 			if reason == "" {
 				reason = "attempt failed"
 			}
-			outcome = e.failAttempt(j, fmt.Sprintf("attempt %d: %s", j.Attempt, reason), timedOut)
+			outcome = r.failAttempt(j, fmt.Sprintf("attempt %d: %s", j.Attempt, reason), timedOut)
 		}
 		return true
 	})
@@ -118,47 +154,47 @@ func (e *Engine) applyResult(rec jobstore.Record, res *pb.JobResult, from string
 	case err != nil:
 		return err
 	case (outcome == "stale" || outcome == "foreign") && !fresh:
-		ctx, cancel := e.storeCtx()
+		ctx, cancel := storeCtx()
 		defer cancel()
-		cur, err := e.cfg.Store.Get(ctx, res.GetJobId())
+		cur, err := r.store.Get(ctx, res.GetJobId())
 		if err != nil {
-			e.stats.storeErrors.Add(1)
+			r.stats.storeErrors.Add(1)
 			return err // redelivered where results are durable
 		}
-		e.observe(cur)
-		return e.applyResult(cur, res, from, true)
+		r.cache.observe(cur)
+		return r.applyResult(cur, res, from, true)
 	case outcome == "foreign":
-		e.stats.foreignResults.Add(1)
-		e.log.Warn("refused a result from a worker that does not hold the attempt", "job_id", res.GetJobId(),
+		r.stats.foreignResults.Add(1)
+		r.log.Warn("refused a result from a worker that does not hold the attempt", "job_id", res.GetJobId(),
 			"worker_id", from, "holder", rec.Job.GetWorkerId(), "result_attempt", res.GetAttempt(), "current_attempt", rec.Job.GetAttempt())
 	case outcome == "untrusted":
-		e.stats.untrustedResults.Add(1)
-		e.log.Warn("refused a result that names no attempt (document_workers: refuse)", "job_id", res.GetJobId(), "worker_id", from)
+		r.stats.untrustedResults.Add(1)
+		r.log.Warn("refused a result that names no attempt (document_workers: refuse)", "job_id", res.GetJobId(), "worker_id", from)
 	case outcome == "stale":
-		e.stats.stale.Add(1)
-		e.log.Info("fenced a stale result", "job_id", res.GetJobId(), "worker_id", res.GetWorkerId(),
+		r.stats.stale.Add(1)
+		r.log.Info("fenced a stale result", "job_id", res.GetJobId(), "worker_id", res.GetWorkerId(),
 			"result_attempt", res.GetAttempt(), "current_attempt", rec.Job.GetAttempt(), "state", lifecycle.Name(rec.Job.GetState()))
 	case outcome == "late":
-		e.stats.late.Add(1)
-		if e.debug() {
-			e.log.Debug("ignored result for a finished job", "job_id", res.GetJobId(), "state", lifecycle.Name(rec.Job.GetState()))
+		r.stats.late.Add(1)
+		if r.log.Enabled(context.Background(), slog.LevelDebug) {
+			r.log.Debug("ignored result for a finished job", "job_id", res.GetJobId(), "state", lifecycle.Name(rec.Job.GetState()))
 		}
 	case written:
-		e.finished(rec)
+		r.finished(rec)
 	}
 	return nil
 }
 
 // failAttempt records a failed attempt on j: back to PENDING after a backoff
 // while attempts remain, else FAILED (dead-lettered) or TIMEOUT.
-func (e *Engine) failAttempt(j *pb.JobInfo, reason string, timedOut bool) string {
+func (r *results) failAttempt(j *pb.JobInfo, reason string, timedOut bool) string {
 	j.FailedAttempts++
 	j.Error = reason
 	if j.FailedAttempts < j.MaxAttempts {
 		j.State = lifecycle.Pending
 		j.PendingReason = "retrying after " + reason
-		j.NextAttemptMs = time.Now().Add(e.backoff(j.FailedAttempts)).UnixMilli()
-		e.stats.retries.Add(1)
+		j.NextAttemptMs = time.Now().Add(r.backoff(j.FailedAttempts)).UnixMilli()
+		r.stats.retries.Add(1)
 		return "retry"
 	}
 	if timedOut {
@@ -175,36 +211,77 @@ func (e *Engine) failAttempt(j *pb.JobInfo, reason string, timedOut bool) string
 
 // backoff is the delay before retry n (1-based): exponential from
 // RetryBackoff, capped at RetryBackoffMax, with jitter in [d/2, d].
-func (e *Engine) backoff(n int32) time.Duration {
-	d := e.cfg.RetryBackoff
-	for i := int32(1); i < n && d < e.cfg.RetryBackoffMax; i++ {
+func (r *results) backoff(n int32) time.Duration {
+	d := r.retryBackoff
+	for i := int32(1); i < n && d < r.retryBackoffMax; i++ {
 		d *= 2
 	}
-	d = min(d, e.cfg.RetryBackoffMax)
+	d = min(d, r.retryBackoffMax)
 	return d/2 + rand.N(d/2+1)
 }
 
 // finished does what follows a job's move: count it, dead-letter it.
-func (e *Engine) finished(rec jobstore.Record) {
+func (r *results) finished(rec jobstore.Record) {
 	j := rec.Job
 	switch j.GetState() {
 	case lifecycle.Completed:
-		e.stats.completed.Add(1)
+		r.stats.completed.Add(1)
 	case lifecycle.Failed, lifecycle.Timeout:
 		if !j.GetDeadLetter() { // past the job's deadline: not a matter of attempts
-			e.log.Warn("job timed out", "job_id", j.JobId, "error", j.Error, "trace_id", j.TraceId)
+			r.log.Warn("job timed out", "job_id", j.JobId, "error", j.Error, "trace_id", j.TraceId)
 			return
 		}
-		e.stats.deadLettered.Add(1)
-		ctx, cancel := e.storeCtx()
+		r.stats.deadLettered.Add(1)
+		ctx, cancel := storeCtx()
 		defer cancel()
-		if err := e.cfg.DeadLetters.Put(ctx, j); err != nil {
-			e.log.Error("dead-lettering failed", "job_id", j.JobId, "err", err)
+		if err := r.dead.Put(ctx, j); err != nil {
+			r.log.Error("dead-lettering failed", "job_id", j.JobId, "err", err)
 		}
 		msg := "job failed and was dead-lettered"
 		if j.GetState() == lifecycle.Timeout {
 			msg = "job timed out and was dead-lettered"
 		}
-		e.log.Warn(msg, "job_id", j.JobId, "attempts", j.Attempt, "error", j.Error, "trace_id", j.TraceId)
+		r.log.Warn(msg, "job_id", j.JobId, "attempts", j.Attempt, "error", j.Error, "trace_id", j.TraceId)
+	}
+}
+
+// expire acts on one timer.
+func (r *results) expire(rec jobstore.Record, what string) {
+	attempt := rec.Job.GetAttempt()
+	state := rec.Job.GetState()
+	why := r.jobs.pendingReason(rec.Job) // a queued job's, from its pool's queue
+	var outcome string
+	rec, written, err := r.cache.mutate(rec, func(j *pb.JobInfo) bool {
+		if j.Attempt != attempt || j.State != state {
+			return false // it moved meanwhile; the next tick decides again
+		}
+		switch what {
+		case "deadline":
+			j.State = lifecycle.Timeout
+			j.Error = "deadline exceeded"
+			if why == "" {
+				why = j.PendingReason
+			}
+			if why != "" && state == lifecycle.Pending {
+				j.Error += " while pending: " + why
+			}
+		case "lease":
+			r.stats.leasesLost.Add(1)
+			outcome = r.failAttempt(j, fmt.Sprintf("worker %s lost its lease on attempt %d (no heartbeat for %s)", j.WorkerId, j.Attempt, r.leaseTTL), false)
+			j.NextAttemptMs = 0 // a dead worker's jobs go elsewhere at once
+		case "attempt-timeout":
+			outcome = r.failAttempt(j, fmt.Sprintf("attempt %d timed out after %s", j.Attempt, r.jobs.timeout(j.Request)), true)
+		}
+		return true
+	})
+	if err != nil {
+		r.log.Error("timer action failed", "job_id", rec.Job.GetJobId(), "what", what, "err", err)
+		return
+	}
+	if written {
+		if what == "lease" {
+			r.log.Warn("lease lost", "job_id", rec.Job.JobId, "worker_id", rec.Job.WorkerId, "attempt", attempt, "outcome", outcome)
+		}
+		r.finished(rec)
 	}
 }
