@@ -34,6 +34,13 @@ type jobCache struct {
 	recorded func(prev, next *pb.JobInfo)
 }
 
+// tracked is this replica's view of an active job.
+type tracked struct {
+	rec        jobstore.Record
+	leaseUntil time.Time // RUNNING: the worker must have heartbeated by then
+	busy       bool      // a dispatch or timer action of this replica holds it
+}
+
 func newJobCache(store JobStore, stats *counters, leaseTTL time.Duration) *jobCache {
 	return &jobCache{active: make(map[string]tracked), store: store, stats: stats, leaseTTL: leaseTTL}
 }

@@ -16,6 +16,11 @@ import (
 )
 
 // Engine is the scheduler's control loop. Its replicas share one JobStore.
+// It is an assembly of parts (docs/ARCHITECTURE.md, "Inside the
+// scheduler"): each field below the first group is a part with its own state
+// that reaches the others through a narrow interface the engine implements;
+// admission, dispatch and placement, the hot path, are the engine's own
+// methods. Its public methods delegate.
 type Engine struct {
 	cfg Config
 	log *slog.Logger // component=scheduler
@@ -23,11 +28,19 @@ type Engine struct {
 	// checker's answer (component=safety).
 	safetyLog *slog.Logger
 
-	cache *jobCache // this replica's active jobs (cache.go)
+	// The parts.
+	run        runState    // what Start starts and Stop stops, and whether it runs (parts.go)
+	cache      *jobCache   // this replica's active jobs, and mutate (cache.go)
+	results    *results    // results, lost leases, timeouts: what ends an attempt (results.go)
+	heartbeats *heartbeats // worker identity and heartbeats (workers.go)
+	timers     *timers     // what is due when (timers.go)
+	queries    *queries    // queries and cancels (queries.go)
+	requesters *requesters // who sent a request (requester.go)
+	events     *jobEvents  // job events (events.go)
+	stats      counters    // what every part counts (stats.go)
 
-	run     runState  // what Start starts and Stop stops, and whether it runs (parts.go)
+	// Admission and dispatch (admission.go, dispatch.go).
 	started time.Time // when Start ran: the registry knows the workers only after a heartbeat interval
-
 	// blind: the strategy does not look at the workers, so no registry
 	// snapshot is taken per job.
 	blind bool
@@ -45,21 +58,6 @@ type Engine struct {
 	placeMu    sync.Mutex    // drain's decisions
 	kick       chan struct{} // a slot freed: drain (the drainer loop)
 	regVersion uint64        // the registry version drain last woke the queues at
-
-	stats      counters    // stats.go
-	events     *jobEvents  // events.go
-	queries    *queries    // queries.go
-	heartbeats *heartbeats // workers.go
-	timers     *timers     // timers.go
-	requesters *requesters // requester.go
-	results    *results    // results.go
-}
-
-// tracked is this replica's view of an active job.
-type tracked struct {
-	rec        jobstore.Record
-	leaseUntil time.Time // RUNNING: the worker must have heartbeated by then
-	busy       bool      // a dispatch or timer action of this replica holds it
 }
 
 // New validates cfg, fills in its defaults and returns an engine.
