@@ -163,7 +163,8 @@ func (e *Engine) unplace(jobID, workerID string) {
 }
 
 // placementObserve keeps the queues and the registry in step with a change
-// of a job, seen by observe (under e.mu: it must not take e.mu or placeMu).
+// of a job, seen by the job cache's observe under its lock: it must not take
+// that lock or placeMu.
 func (e *Engine) placementObserve(prev, next *pb.JobInfo) {
 	if e.queues == nil {
 		return

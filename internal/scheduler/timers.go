@@ -28,21 +28,21 @@ type timers struct {
 
 // timerEngine is what timers asks of the other parts of the engine.
 type timerEngine interface {
-	// forIdle calls f for each active job not busy (expiry.go).
+	// forIdle calls f for each active job not busy (timer_actions.go).
 	forIdle(f func(rec jobstore.Record, leaseUntil time.Time))
 	// claim and release mark a job busy and not (cache.go).
 	claim(id string) (jobstore.Record, bool)
 	release(id string)
 	// timeout is a job's attempt timeout (admission.go).
 	timeout(req *pb.JobRequest) time.Duration
-	// dispatchDue dispatches a job whose retry is due (expiry.go).
+	// dispatchDue dispatches a job whose retry is due (timer_actions.go).
 	dispatchDue(rec jobstore.Record)
 	// unconfirmed acts on a dispatch no worker confirmed (dispatch.go).
 	unconfirmed(rec jobstore.Record)
 	// expire acts on a deadline, a lost lease, a timed-out attempt
-	// (expiry.go).
+	// (results.go).
 	expire(rec jobstore.Record, what string)
-	// placementTick expires workers and places queued jobs (expiry.go).
+	// placementTick expires workers and places queued jobs (timer_actions.go).
 	placementTick()
 }
 
