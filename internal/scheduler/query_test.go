@@ -235,7 +235,12 @@ func TestListPagesWithBoundedWork(t *testing.T) {
 		req.Tenant = []string{"acme", "globex"}[i%2]
 		r.submit(req, "t", "")
 	}
-	eventually(t, "30 jobs recorded", func() bool { return len(r.query(&pb.JobQuery{Limit: 100}).GetJobs()) == 30 })
+	// Every job settled back to PENDING (its dispatch met no responders):
+	// a job rewritten while the pages are read moves above the cursor
+	// (docs/guarantees.md), which is not what this test is about.
+	eventually(t, "30 jobs recorded, PENDING again", func() bool {
+		return len(r.query(&pb.JobQuery{Limit: 100, State: lifecycle.Pending}).GetJobs()) == 30
+	})
 	lists := r.store.lists.Load()
 
 	var all []string
