@@ -211,31 +211,60 @@ func (c *devClusterFlags) run(cmd *cobra.Command, a devClusterArgs) error {
 	return errors.Join(all...)
 }
 
-// serveDevNodeControl answers "kill <n>" and "restart <n>" on devNodeSubject.
-func serveDevNodeControl(cl *embeddednats.Cluster, urls string, log *slog.Logger) (func(), error) {
-	nc, err := nats.Connect(urls, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond), nats.Name("cortex-dev-control"))
-	if err != nil {
-		return nil, err
+// serveDevNodeControl answers "kill <n>" and "restart <n>" on devNodeSubject,
+// through one connection to each node in one queue group: when a node
+// stops, the others still serve at once, without waiting for a connection
+// to move (a request right after a kill timed out while it did).
+func serveDevNodeControl(cl *embeddednats.Cluster, _ string, log *slog.Logger) (func(), error) {
+	var conns []*nats.Conn
+	closeAll := func() {
+		for _, c := range conns {
+			c.Close()
+		}
 	}
+	// A node is stopped on a goroutine of its own: stopping a JetStream
+	// node can take a while, and the connection serving these requests may
+	// be the node's own (it reconnects elsewhere meanwhile), so the handler
+	// never waits for it. stopping holds the nodes whose stop is under way.
 	var mu sync.Mutex
-	_, err = nc.Subscribe(devNodeSubject, func(m *nats.Msg) {
-		mu.Lock()
-		defer mu.Unlock()
+	stopping := map[int]chan struct{}{}
+	var stops sync.WaitGroup
+	handle := func(m *nats.Msg) {
 		verb, arg, _ := strings.Cut(string(m.Data), " ")
 		i, _ := strconv.Atoi(arg)
 		n := cl.Node(i)
+		mu.Lock()
+		done := stopping[i]
+		mu.Unlock()
+		if done != nil && verb == "restart" {
+			select { // a restart right after a kill waits for the stop
+			case <-done:
+			case <-time.After(10 * time.Second):
+				_ = m.Respond(fmt.Appendf(nil, "error: node %d is still stopping", i))
+				return
+			}
+			done = nil
+		}
 		reply := ""
 		switch {
 		case n == nil:
 			reply = fmt.Sprintf("error: no node %q: 1 to %d", arg, len(cl.Nodes))
-		case verb == "kill" && !n.Running():
+		case verb == "kill" && (done != nil || !n.Running()):
 			reply = fmt.Sprintf("node %d is already stopped", i)
 		case verb == "kill":
-			// Answer first: the request may have come through this node.
-			_ = m.Respond(fmt.Appendf(nil, "node %d (%s) stopping", i, n.URL()))
+			done := make(chan struct{})
+			mu.Lock()
+			stopping[i] = done
+			mu.Unlock()
 			log.Warn("stopping NATS node", "component", "dev", "node", i, "url", n.URL())
-			n.Stop()
-			return
+			stops.Go(func() {
+				n.Stop()
+				mu.Lock()
+				delete(stopping, i)
+				mu.Unlock()
+				close(done)
+			})
+			reply = fmt.Sprintf("node %d (%s) stopping", i, n.URL())
 		case verb == "restart" && n.Running():
 			reply = fmt.Sprintf("node %d is already running", i)
 		case verb == "restart":
@@ -249,10 +278,18 @@ func serveDevNodeControl(cl *embeddednats.Cluster, urls string, log *slog.Logger
 			reply = "error: want kill N or restart N"
 		}
 		_ = m.Respond([]byte(reply))
-	})
-	if err != nil {
-		nc.Close()
-		return nil, err
 	}
-	return nc.Close, nil
+	for _, node := range cl.Nodes {
+		nc, err := nats.Connect(node.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond),
+			nats.DontRandomize(), nats.Name("cortex-dev-control"))
+		if err == nil {
+			conns = append(conns, nc)
+			_, err = nc.QueueSubscribe(devNodeSubject, "cortex-dev-control", handle)
+		}
+		if err != nil {
+			closeAll()
+			return nil, err
+		}
+	}
+	return func() { closeAll(); stops.Wait() }, nil
 }
