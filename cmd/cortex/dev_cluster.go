@@ -74,7 +74,16 @@ func (c *devClusterFlags) control(out io.Writer, host string, port int) (handled
 		return true, fmt.Errorf("no cortex dev --cluster is answering on %s:%d-%d: %w", host, port, port+6, err)
 	}
 	defer nc.Close()
-	msg, err := nc.Request(devNodeSubject, fmt.Appendf(nil, "%s %d", verb, n), 15*time.Second)
+	// Asked up to three times: right after a node stops, the server this
+	// request reaches may still route it to the stopped node's server
+	// (kill and restart are idempotent: a repeat answers "already ...").
+	var msg *nats.Msg
+	for try := 0; try < 3; try++ {
+		msg, err = nc.Request(devNodeSubject, fmt.Appendf(nil, "%s %d", verb, n), 5*time.Second)
+		if !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, nats.ErrNoResponders) {
+			break
+		}
+	}
 	if err != nil {
 		return true, fmt.Errorf("%s node %d: %w (is cortex dev --cluster running?)", verb, n, err)
 	}

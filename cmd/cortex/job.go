@@ -68,8 +68,8 @@ reason it is pending): the time of the change, the state, the attempt, the
 worker and the reason (or, once COMPLETED, where the result is). It ends when
 the job does, and exits 0 only if the job COMPLETED.
 
-The job is polled every 100ms: a change that lasts less than that (a
-dispatch confirmed at once, say) may not be seen.`,
+It follows the job's events, one per change the scheduler writes, and asks
+for the job when none came for a second (docs/protocol.md).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			s, err := conn.open()
