@@ -33,18 +33,7 @@ func TestKillJobStoreLeaderNode(t *testing.T) {
 	r.waitProgress(50, 30*time.Second)
 	t.Logf("%s: 50 jobs ran", time.Now().Format("15:04:05.000"))
 
-	nc, err := nats.Connect(r.urls)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	lctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	lead := r.c.StreamLeader(lctx, js, "KV_CORTEX_JOBS")
-	cancel()
-	if lead == 0 {
-		t.Fatal("no leader for KV_CORTEX_JOBS")
-	}
+	lead := r.jobStoreLeader()
 	t.Logf("stopping node %d, the job store's stream leader", lead)
 	r.c.Node(lead).Stop()
 	t.Logf("%s: stopped", time.Now().Format("15:04:05.000"))
@@ -152,18 +141,7 @@ func TestPartitionOfOneNode(t *testing.T) {
 	load := r.load(ctx, "partition", 4, 400)
 	r.waitProgress(50, 30*time.Second)
 
-	nc, err := nats.Connect(r.urls)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	lctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	lead := r.c.StreamLeader(lctx, js, "KV_CORTEX_JOBS")
-	cancel()
-	if lead == 0 {
-		t.Fatal("no leader for KV_CORTEX_JOBS")
-	}
+	lead := r.jobStoreLeader()
 	t.Logf("cutting node %d, the job store's stream leader, off for 3s", lead)
 	r.part.Partition(lead)
 	time.Sleep(3 * time.Second) // the fault's length, not an assertion
@@ -172,4 +150,22 @@ func TestPartitionOfOneNode(t *testing.T) {
 	stop()
 	load.Wait()
 	r.verify()
+}
+
+// jobStoreLeader is the node leading the job store's stream (KV_CORTEX_JOBS).
+func (r *rig) jobStoreLeader() int {
+	r.t.Helper()
+	nc, err := nats.Connect(r.urls)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	lead := r.c.StreamLeader(ctx, js, "KV_CORTEX_JOBS")
+	if lead == 0 {
+		r.t.Fatal("no leader for KV_CORTEX_JOBS")
+	}
+	return lead
 }

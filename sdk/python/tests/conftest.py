@@ -100,10 +100,19 @@ def dev(cortex_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     policy that denies sys.destroy and throttles job.py.throttled."""
     d = tmp_path_factory.mktemp("dev")
     (d / "policy.yaml").write_text(POLICY)
+    with run_dev(cortex_bin, d, "--workers", "1", "--work-time", "0", "--policy", str(d / "policy.yaml")) as (proc, url, log):
+        yield Dev(url=url, cortex=cortex_bin, proc=proc, log=log)
+
+
+@contextlib.contextmanager
+def run_dev(cortex_bin: Path, d: Path, *args: str) -> Iterator[tuple[subprocess.Popen[str], str, Path]]:
+    """Runs ``cortex dev`` in d on free ports (data in d/data, log in
+    d/dev.log) with args added; yields the process, its NATS URL and the
+    log once it has started; stops it with SIGINT."""
     log = d / "dev.log"
     proc = subprocess.Popen(
         [str(cortex_bin), "dev", "--port", "-1", "--http-port", "0", "--api-addr", "127.0.0.1:0", "--data-dir", str(d / "data"),
-         "--workers", "1", "--work-time", "0", "--log-level", "info", "--policy", str(d / "policy.yaml")],
+         "--log-level", "info", *args],
         stdout=subprocess.PIPE, stderr=open(log, "w"), text=True, cwd=d,
     )
     assert proc.stdout is not None
@@ -121,14 +130,16 @@ def dev(cortex_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
             break
     if not url or proc.poll() is not None:
         proc.kill()
-        pytest.fail("cortex dev did not start:\n" + "".join(lines) + log.read_text())
+        pytest.fail(f"cortex dev {' '.join(args)} did not start:\n" + "".join(lines) + log.read_text())
     threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep the pipe drained
-    yield Dev(url=url, cortex=cortex_bin, proc=proc, log=log)
-    proc.send_signal(signal.SIGINT)
     try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+        yield proc, url, log
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 @pytest_asyncio.fixture(loop_scope="session")

@@ -7,11 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
-import signal
-import subprocess
-import threading
-import time
 import logging
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -19,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from conftest import async_wait_until, topic
+from conftest import async_wait_until, run_dev, topic
 
 import cortexos
 
@@ -45,33 +40,8 @@ class AuthDev:
 def auth_dev(cortex_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthDev]:
     """cortex dev --auth on a free port, without workers of its own."""
     d = tmp_path_factory.mktemp("devauth")
-    log = d / "dev.log"
-    proc = subprocess.Popen(
-        [str(cortex_bin), "dev", "--auth", "--port", "-1", "--http-port", "0", "--api-addr", "127.0.0.1:0", "--data-dir", str(d / "data"),
-         "--workers", "0", "--code-python=false", "--log-level", "info"],
-        stdout=subprocess.PIPE, stderr=open(log, "w"), text=True, cwd=d,
-    )
-    assert proc.stdout is not None
-    url, lines, deadline = "", [], time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if m := re.search(r"NATS listening on (nats://\S+)", line):
-            url = m.group(1)
-        if "Ctrl-C stops everything" in line:
-            break
-    if not url or proc.poll() is not None:
-        proc.kill()
-        pytest.fail("cortex dev --auth did not start:\n" + "".join(lines) + log.read_text())
-    threading.Thread(target=proc.stdout.read, daemon=True).start()
-    yield AuthDev(url=url, data=d / "data")
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    with run_dev(cortex_bin, d, "--auth", "--workers", "0", "--code-python=false") as (_, url, _):
+        yield AuthDev(url=url, data=d / "data")
 
 
 @pytest_asyncio.fixture(loop_scope="session")
