@@ -133,7 +133,7 @@ func (c *devClusterFlags) run(cmd *cobra.Command, a devClusterArgs) error {
 	if err != nil {
 		return fmt.Errorf("the cluster's JetStream is not ready: %w", err)
 	}
-	stopControl, err := serveDevNodeControl(cl, urls, a.log)
+	stopControl, err := serveDevNodeControl(cl, a.log)
 	if err != nil {
 		return err
 	}
@@ -224,7 +224,7 @@ func (c *devClusterFlags) run(cmd *cobra.Command, a devClusterArgs) error {
 // through one connection to each node in one queue group: when a node
 // stops, the others still serve at once, without waiting for a connection
 // to move (a request right after a kill timed out while it did).
-func serveDevNodeControl(cl *embeddednats.Cluster, _ string, log *slog.Logger) (func(), error) {
+func serveDevNodeControl(cl *embeddednats.Cluster, log *slog.Logger) (func(), error) {
 	var conns []*nats.Conn
 	closeAll := func() {
 		for _, c := range conns {

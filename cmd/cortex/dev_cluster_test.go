@@ -14,7 +14,7 @@ import (
 func TestDevClusterNodeControl(t *testing.T) {
 	t.Parallel()
 	c := natstest.RunCluster(t, 3)
-	stop, err := serveDevNodeControl(c.Cluster, c.URLs(), slog.New(slog.DiscardHandler))
+	stop, err := serveDevNodeControl(c.Cluster, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
