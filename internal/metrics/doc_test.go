@@ -15,6 +15,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/cortex-os/core/internal/gateway"
+	"github.com/cortex-os/core/internal/systest"
 	"github.com/cortex-os/core/pkg/client"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/worker"
@@ -102,7 +103,7 @@ func servedSeries(t *testing.T) map[string]bool {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	eventually(t, "the worker known", func() bool { return value(t, r.reg, "cortex_workers", map[string]string{"pool": "default"}) == 1 })
+	systest.Eventually(t, 10*time.Second, "the worker known", func() bool { return value(t, r.reg, "cortex_workers", map[string]string{"pool": "default"}) == 1 })
 	job, err := r.client.Submit(ctx, &pb.JobRequest{Topic: "job.echo"})
 	if err != nil {
 		t.Fatal(err)

@@ -21,6 +21,7 @@ import (
 	"github.com/cortex-os/core/internal/metrics"
 	"github.com/cortex-os/core/internal/natstest"
 	"github.com/cortex-os/core/internal/system"
+	"github.com/cortex-os/core/internal/systest"
 	"github.com/cortex-os/core/pkg/client"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/worker"
@@ -141,17 +142,6 @@ func value(t *testing.T, g prometheus.Gatherer, name string, labels map[string]s
 	return math.NaN()
 }
 
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within 10s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func TestMetricsAfterKnownJobs(t *testing.T) {
 	r := startRig(t)
 	r.runWorker(t, "echo", func(_ context.Context, j *worker.Job) (worker.Result, error) {
@@ -162,7 +152,7 @@ func TestMetricsAfterKnownJobs(t *testing.T) {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	eventually(t, "both workers known", func() bool { return value(t, r.reg, "cortex_workers", map[string]string{"pool": "default"}) == 2 })
+	systest.Eventually(t, 10*time.Second, "both workers known", func() bool { return value(t, r.reg, "cortex_workers", map[string]string{"pool": "default"}) == 2 })
 
 	// The sequence: three jobs complete, one fails (one attempt: it is
 	// dead-lettered), one is denied, one waits for a worker that never
@@ -190,7 +180,7 @@ func TestMetricsAfterKnownJobs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "a job pending", func() bool {
+	systest.Eventually(t, 10*time.Second, "a job pending", func() bool {
 		return value(t, r.reg, "cortex_jobs_pending", map[string]string{"pool": "default"}) == 1
 	})
 	if _, err := r.client.Cancel(ctx, job.GetJobId(), "test"); err != nil {
@@ -201,7 +191,7 @@ func TestMetricsAfterKnownJobs(t *testing.T) {
 	}
 	// The failing job's result is counted by the worker before the
 	// scheduler hears it; the scheduler writes before it answers Wait.
-	eventually(t, "nothing active", func() bool {
+	systest.Eventually(t, 10*time.Second, "nothing active", func() bool {
 		return value(t, r.reg, "cortex_jobs_pending", map[string]string{"pool": "default"}) == 0 &&
 			value(t, r.reg, "cortex_jobs_running", map[string]string{"pool": "default"}) == 0
 	})

@@ -5,8 +5,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cortex-os/core/internal/infrastructure/bus"
 	"github.com/cortex-os/core/internal/natstest"
 	"github.com/cortex-os/core/internal/safety"
+	"github.com/cortex-os/core/internal/systest"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 )
 
@@ -31,7 +33,7 @@ func TestRunServiceDecided(t *testing.T) {
 	case err := <-done:
 		t.Fatalf("RunService: %v", err)
 	}
-	r := newRemote(t, connect(t, url), 5*time.Second)
+	r := newRemote(t, systest.ConnectWith(t, bus.Config{URL: url, DrainTimeout: 2 * time.Second}), 5*time.Second)
 	if _, err := r.Check(context.Background(), &pb.JobRequest{JobId: "j1", Topic: "job.echo"}); err != nil {
 		t.Fatal(err)
 	}

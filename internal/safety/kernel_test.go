@@ -38,12 +38,6 @@ func check(t testing.TB, k *safety.Kernel, req *pb.JobRequest) safety.Verdict {
 	return v
 }
 
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t testing.TB, timeout time.Duration, cond func() bool, format string, args ...any) {
-	t.Helper()
-	systest.Eventually(t, timeout, fmt.Sprintf(format, args...), cond)
-}
-
 const waitFor = 10 * time.Second
 
 // TestMatchFields: each match field, alone, matches what it should and
@@ -343,7 +337,7 @@ func TestWatch(t *testing.T) {
 	// whole (write and rename), so that no look sees half a file.
 	writeFile := writeAtomic
 	writeFile(t, path, "version: v2\nrules:\n  - id: x\n    decision: deny\n")
-	eventually(t, waitFor, func() bool { return k.Stats().Refused >= 1 }, "the broken edit to be refused")
+	systest.Eventually(t, waitFor, "the broken edit to be refused", func() bool { return k.Stats().Refused >= 1 })
 	if v := check(t, k, &pb.JobRequest{Topic: "a"}); v.Decision != safety.Deny || v.RuleID != "no-a" || v.PolicyVersion != "v1" {
 		t.Fatalf("after a broken edit: %+v; want v1's rule no-a", v)
 	}
@@ -353,7 +347,7 @@ func TestWatch(t *testing.T) {
 	if err := os.Rename(tmp, path); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, waitFor, func() bool { return k.Stats().PolicyVersion == "v3" }, "v3 to be loaded")
+	systest.Eventually(t, waitFor, "v3 to be loaded", func() bool { return k.Stats().PolicyVersion == "v3" })
 	if v := check(t, k, &pb.JobRequest{Topic: "a"}); v.Decision != safety.Allow {
 		t.Fatalf("v3, topic a: %+v; want allow", v)
 	}
@@ -367,13 +361,13 @@ func TestWatch(t *testing.T) {
 	if err := os.Remove(path); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, waitFor, func() bool { return k.Stats().WatchErrors >= 1 }, "the missing file to be noticed")
+	systest.Eventually(t, waitFor, "the missing file to be noticed", func() bool { return k.Stats().WatchErrors >= 1 })
 	if v := check(t, k, &pb.JobRequest{Topic: "b"}); v.Decision != safety.Deny || v.PolicyVersion != "v3" {
 		t.Fatalf("after removal: %+v; want v3 in force", v)
 	}
 	// Back with the same content: nothing to do; with new content: loaded.
 	writeFile(t, path, "version: v4\n")
-	eventually(t, waitFor, func() bool { return k.Stats().PolicyVersion == "v4" }, "v4 to be loaded")
+	systest.Eventually(t, waitFor, "v4 to be loaded", func() bool { return k.Stats().PolicyVersion == "v4" })
 }
 
 // TestInstallKeepsBuckets: a reload that keeps a throttle rule keeps its

@@ -5,6 +5,7 @@ package safety_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/cortex-os/core/internal/safety"
+	"github.com/cortex-os/core/internal/systest"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 )
 
@@ -123,7 +125,7 @@ func TestWatchRefusesWhatIsNotARegularFile(t *testing.T) {
 				}
 			}
 			writeAtomic(t, path, v2Half+v2Rest)
-			eventually(t, waitFor, func() bool { return inForce(k) == wantV2 }, "v2 to be loaded after the %s", tc.kind)
+			systest.Eventually(t, waitFor, fmt.Sprintf("v2 to be loaded after the %s", tc.kind), func() bool { return inForce(k) == wantV2 })
 			if out := logs.String(); !strings.Contains(out, "the policy file is readable again") {
 				t.Errorf("log, want the file readable again:\n%s", out)
 			}
@@ -151,9 +153,9 @@ func TestWatchDoesNotBlockOnAFIFO(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- k.Watch(ctx, "") }()
-	eventually(t, waitFor, func() bool { return k.Stats().Refused > refused }, "the FIFO to be refused")
+	systest.Eventually(t, waitFor, "the FIFO to be refused", func() bool { return k.Stats().Refused > refused })
 	writeAtomic(t, path, v2Half+v2Rest)
-	eventually(t, waitFor, func() bool { return inForce(k) == wantV2 }, "v2 to be loaded after the FIFO")
+	systest.Eventually(t, waitFor, "v2 to be loaded after the FIFO", func() bool { return inForce(k) == wantV2 })
 	cancel()
 	select {
 	case err := <-done:
@@ -266,11 +268,11 @@ func TestWatchSlowInPlaceWrite(t *testing.T) {
 	if _, err := f.WriteString(v2Half); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, waitFor, func() bool { return k.Stats().PolicyChanges > changes }, "the watcher to see the half")
+	systest.Eventually(t, waitFor, "the watcher to see the half", func() bool { return k.Stats().PolicyChanges > changes })
 	if _, err := f.WriteString(v2Rest); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, waitFor, func() bool { return inForce(k) == wantV2 }, "the whole v2 to be loaded")
+	systest.Eventually(t, waitFor, "the whole v2 to be loaded", func() bool { return inForce(k) == wantV2 })
 	seenMu.Lock()
 	defer seenMu.Unlock()
 	if seen[halfV2] || k.Stats().Loads != 2 || strings.Contains(logs.String(), "rules=1 ") {

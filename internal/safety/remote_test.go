@@ -18,11 +18,6 @@ import (
 	"github.com/cortex-os/core/pkg/wire"
 )
 
-func connect(t testing.TB, url string) *bus.NatsBus {
-	t.Helper()
-	return systest.ConnectWith(t, bus.Config{URL: url, Logger: quiet, DrainTimeout: 2 * time.Second})
-}
-
 // flush waits until the server has the subscriptions of b.
 func flush(b *bus.NatsBus) error {
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
@@ -44,7 +39,7 @@ func newRemote(t testing.TB, b *bus.NatsBus, timeout time.Duration) *safety.Remo
 func startService(t testing.TB, url string, k *safety.Kernel) (stop func()) {
 	t.Helper()
 	started := make(chan struct{})
-	svc, err := safety.NewService(safety.ServiceConfig{Bus: connect(t, url), Kernel: k, Started: func() { close(started) }})
+	svc, err := safety.NewService(safety.ServiceConfig{Bus: systest.ConnectWith(t, bus.Config{URL: url, DrainTimeout: 2 * time.Second}), Kernel: k, Started: func() { close(started) }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +83,7 @@ rules:
     throttle: {rate: 1, per: 1h}
 `)
 	startService(t, url, k)
-	r := newRemote(t, connect(t, url), 5*time.Second)
+	r := newRemote(t, systest.ConnectWith(t, bus.Config{URL: url, DrainTimeout: 2 * time.Second}), 5*time.Second)
 	ctx := context.Background()
 
 	v, err := r.Check(ctx, &pb.JobRequest{JobId: "j1", Topic: "sys.destroy"})
@@ -113,7 +108,7 @@ func TestRemoteUnavailable(t *testing.T) {
 	t.Parallel()
 	url := natstest.URL(t)
 	stop := startService(t, url, newKernel(t, "version: v1\n"))
-	r := newRemote(t, connect(t, url), 200*time.Millisecond)
+	r := newRemote(t, systest.ConnectWith(t, bus.Config{URL: url, DrainTimeout: 2 * time.Second}), 200*time.Millisecond)
 	if _, err := r.Check(context.Background(), &pb.JobRequest{Topic: "x"}); err != nil {
 		t.Fatalf("with the service: %v", err)
 	}
@@ -124,7 +119,7 @@ func TestRemoteUnavailable(t *testing.T) {
 	}
 
 	// A service that is subscribed but does not answer: the timeout ends it.
-	silent := connect(t, url)
+	silent := systest.ConnectWith(t, bus.Config{URL: url, DrainTimeout: 2 * time.Second})
 	drain, err := silent.Subscribe(safety.SubjectCheck, safety.QueueGroup, func(*pb.BusPacket) {})
 	if err != nil {
 		t.Fatal(err)
@@ -148,7 +143,7 @@ func TestServiceAnswersBadRequests(t *testing.T) {
 	t.Parallel()
 	url := natstest.URL(t)
 	startService(t, url, newKernel(t, "version: v1\n"))
-	b := connect(t, url)
+	b := systest.ConnectWith(t, bus.Config{URL: url, DrainTimeout: 2 * time.Second})
 	p := wire.NewPacket("t", "test")
 	p.Payload = &pb.BusPacket_JobCancel{JobCancel: &pb.JobCancel{JobId: "x"}}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -169,7 +164,7 @@ func TestServiceAnswersBadRequests(t *testing.T) {
 func TestAuditOnBus(t *testing.T) {
 	t.Parallel()
 	url := natstest.URL(t)
-	listener := connect(t, url)
+	listener := systest.ConnectWith(t, bus.Config{URL: url, DrainTimeout: 2 * time.Second})
 	var (
 		mu  sync.Mutex
 		got []*pb.SafetyVerdict
@@ -187,7 +182,7 @@ func TestAuditOnBus(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	a, err := safety.NewBusAuditor(safety.AuditorConfig{Bus: connect(t, url), Logger: quiet})
+	a, err := safety.NewBusAuditor(safety.AuditorConfig{Bus: systest.ConnectWith(t, bus.Config{URL: url, DrainTimeout: 2 * time.Second}), Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -200,7 +195,7 @@ func TestAuditOnBus(t *testing.T) {
 	check(t, k, &pb.JobRequest{JobId: "a2", Topic: "sys.destroy", Tenant: "acme"})
 	a.Stop() // publishes what is buffered
 
-	eventually(t, waitFor, func() bool { mu.Lock(); defer mu.Unlock(); return len(got) == 2 }, "2 audit records")
+	systest.Eventually(t, waitFor, "2 audit records", func() bool { mu.Lock(); defer mu.Unlock(); return len(got) == 2 })
 	mu.Lock()
 	defer mu.Unlock()
 	byJob := map[string]*pb.SafetyVerdict{}
@@ -248,7 +243,7 @@ func TestRunService(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "policy.yaml")
 	writeAtomic(t, path, "version: s1\nrules:\n  - id: no-a\n    match: {topics: [a]}\n    decision: deny\n    reason: no a\n")
 
-	audit := connect(t, url)
+	audit := systest.ConnectWith(t, bus.Config{URL: url, DrainTimeout: 2 * time.Second})
 	records := make(chan *pb.SafetyVerdict, 16)
 	drain, err := audit.Subscribe(safety.SubjectAudit, "", func(p *pb.BusPacket) { records <- p.GetSafetyVerdict() })
 	if err != nil {
@@ -273,7 +268,7 @@ func TestRunService(t *testing.T) {
 	case err := <-done:
 		t.Fatalf("RunService: %v", err)
 	}
-	r := newRemote(t, connect(t, url), 5*time.Second)
+	r := newRemote(t, systest.ConnectWith(t, bus.Config{URL: url, DrainTimeout: 2 * time.Second}), 5*time.Second)
 	decide := func(topic string) safety.Verdict {
 		t.Helper()
 		v, err := r.Check(context.Background(), &pb.JobRequest{JobId: "job-" + topic, Topic: topic})
@@ -296,7 +291,7 @@ func TestRunService(t *testing.T) {
 
 	writeAtomic(t, path, "version: s2\nrules: [\n") // broken
 	writeAtomic(t, path, "version: s3\nrules:\n  - id: no-b\n    match: {topics: [b]}\n    decision: deny\n    reason: no b\n")
-	eventually(t, waitFor, func() bool { return decide("b").Decision == safety.Deny }, "the service to load s3")
+	systest.Eventually(t, waitFor, "the service to load s3", func() bool { return decide("b").Decision == safety.Deny })
 	if v := decide("a"); v.Decision != safety.Allow || v.PolicyVersion != "s3" {
 		t.Fatalf("s3, topic a: %+v", v)
 	}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cortex-os/core/internal/systest"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/wire"
 	"github.com/cortex-os/core/pkg/worker"
@@ -44,13 +45,13 @@ func (s *sightings) put(id string, v handlerSaw) {
 func (s *sightings) get(t testing.TB, id string) handlerSaw {
 	t.Helper()
 	var v handlerSaw
-	eventually(t, waitFor, func() bool {
+	systest.Eventually(t, waitFor, fmt.Sprintf("the handler of %s to report", id), func() bool {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		var ok bool
 		v, ok = s.saw[id]
 		return ok
-	}, "the handler of %s to report", id)
+	})
 	return v
 }
 

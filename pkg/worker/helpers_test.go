@@ -23,17 +23,7 @@ import (
 // reaches it has failed.
 const waitFor = 10 * time.Second
 
-func eventually(t testing.TB, timeout time.Duration, cond func() bool, format string, args ...any) {
-	t.Helper()
-	systest.Eventually(t, timeout, fmt.Sprintf(format, args...), cond)
-}
-
 var discard = slog.New(slog.DiscardHandler)
-
-func connect(t testing.TB, url string) *bus.NatsBus {
-	t.Helper()
-	return systest.Connect(t, url, "")
-}
 
 func flush(t testing.TB, b *bus.NatsBus) {
 	t.Helper()
@@ -89,7 +79,7 @@ func (c *packets) waitResult(t testing.TB, jobID string) *pb.BusPacket {
 func (c *packets) waitResultAttempt(t testing.TB, jobID string, attempt int32) *pb.BusPacket {
 	t.Helper()
 	var found *pb.BusPacket
-	eventually(t, waitFor, func() bool {
+	systest.Eventually(t, waitFor, fmt.Sprintf("the result of %s (attempt %d)", jobID, attempt), func() bool {
 		for _, p := range c.results(jobID) {
 			if attempt < 0 || p.GetJobResult().GetAttempt() == attempt {
 				found = p
@@ -97,7 +87,7 @@ func (c *packets) waitResultAttempt(t testing.TB, jobID string, attempt int32) *
 			}
 		}
 		return false
-	}, "the result of %s (attempt %d)", jobID, attempt)
+	})
 	return found
 }
 
@@ -116,7 +106,7 @@ func newEnv(t *testing.T, kind string) *env {
 	t.Helper()
 	srv := natstest.RunServer(t)
 	e := &env{
-		srv: srv, observer: connect(t, srv.ClientURL()), workerBus: connect(t, srv.ClientURL()),
+		srv: srv, observer: systest.Connect(t, srv.ClientURL(), ""), workerBus: systest.Connect(t, srv.ClientURL(), ""),
 		results: &packets{}, heartbeats: &packets{}, kind: kind,
 	}
 	if _, err := e.observer.Subscribe(wire.SubjectResult, "", e.results.add); err != nil {
@@ -178,7 +168,7 @@ func (e *env) heartbeatsOf(workerID string) []*pb.Heartbeat {
 func (e *env) waitHeartbeat(t testing.TB, match func(*pb.Heartbeat) bool, format string, args ...any) *pb.BusPacket {
 	t.Helper()
 	var found *pb.BusPacket
-	eventually(t, waitFor, func() bool {
+	systest.Eventually(t, waitFor, fmt.Sprintf(format, args...), func() bool {
 		for _, p := range e.heartbeats.all() {
 			if match(p.GetHeartbeat()) {
 				found = p
@@ -186,7 +176,7 @@ func (e *env) waitHeartbeat(t testing.TB, match func(*pb.Heartbeat) bool, format
 			}
 		}
 		return false
-	}, format, args...)
+	})
 	return found
 }
 
@@ -375,11 +365,11 @@ func (g *gates) handler() worker.Handler {
 func (g *gates) waitStarted(t testing.TB, jobID string, attempt int32) {
 	t.Helper()
 	key := gateKey(jobID, attempt)
-	eventually(t, waitFor, func() bool {
+	systest.Eventually(t, waitFor, fmt.Sprintf("the handler of %s to start", key), func() bool {
 		g.mu.Lock()
 		defer g.mu.Unlock()
 		return g.started[key]
-	}, "the handler of %s to start", key)
+	})
 }
 
 // cause is why the context of an attempt ended (nil: it has not).

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cortex-os/core/internal/systest"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/wire"
 	"github.com/cortex-os/core/pkg/worker"
@@ -81,7 +82,7 @@ func TestDispatchRefusedAtCapacity(t *testing.T) {
 
 	g.release("first", 1)
 	e.results.waitResult(t, "first")
-	eventually(t, waitFor, func() bool { return r.w.Stats().Active == 0 }, "the first job to end")
+	systest.Eventually(t, waitFor, "the first job to end", func() bool { return r.w.Stats().Active == 0 })
 	third := e.job("third", 1)
 	waitAck(t, e.request(third), third, r.w.ID())
 	g.release("third", 1)
@@ -110,11 +111,11 @@ func TestDispatchRefusedWhileDraining(t *testing.T) {
 	long := e.job("long", 1)
 	waitAck(t, e.request(long), long, r.w.ID())
 	e.send(t, "backlog")
-	eventually(t, waitFor, func() bool { return r.w.Stats().Received == 2 }, "backlog to wait for a slot")
+	systest.Eventually(t, waitFor, "backlog to wait for a slot", func() bool { return r.w.Stats().Received == 2 })
 	late := e.request(e.job("late", 1))
 	// The worker's connection has read "late" off the socket: it is in the
 	// subscription's buffer, which a drain delivers.
-	eventually(t, waitFor, func() bool { return e.workerBus.Conn().Stats().InMsgs >= 3 }, "late to reach the worker")
+	systest.Eventually(t, waitFor, "late to reach the worker", func() bool { return e.workerBus.Conn().Stats().InMsgs >= 3 })
 
 	r.cancel()
 	e.waitHeartbeat(t, func(hb *pb.Heartbeat) bool { return hb.GetWorkerId() == r.w.ID() && hb.GetDraining() },
@@ -271,7 +272,7 @@ func TestLeaseHeartbeats(t *testing.T) {
 		return len(hb.GetHeld()) == 1 && hb.GetHeld()[0].GetJobId() == "leased" && hb.GetHeld()[0].GetAttempt() == 3
 	}
 	const several = 5
-	eventually(t, waitFor, func() bool {
+	systest.Eventually(t, waitFor, fmt.Sprintf("%d heartbeats holding the job", several), func() bool {
 		n := 0
 		for _, hb := range e.heartbeatsOf(r.w.ID()) {
 			if holding(hb) {
@@ -279,7 +280,7 @@ func TestLeaseHeartbeats(t *testing.T) {
 			}
 		}
 		return n >= several
-	}, "%d heartbeats holding the job", several)
+	})
 	for _, hb := range e.heartbeatsOf(r.w.ID()) {
 		if !holding(hb) {
 			continue
@@ -293,10 +294,10 @@ func TestLeaseHeartbeats(t *testing.T) {
 	g.release("leased", 3)
 	e.results.waitResult(t, "leased")
 	seen := len(e.heartbeatsOf(r.w.ID()))
-	eventually(t, waitFor, func() bool {
+	systest.Eventually(t, waitFor, "an idle heartbeat", func() bool {
 		hbs := e.heartbeatsOf(r.w.ID())
 		return len(hbs) > seen && len(hbs[len(hbs)-1].GetHeld()) == 0
-	}, "an idle heartbeat")
+	})
 	hbs := e.heartbeatsOf(r.w.ID())
 	if hb := hbs[len(hbs)-1]; hb.GetIntervalMs() != idle.Milliseconds() || hb.GetActiveJobs() != 0 || !hb.GetConfirms() {
 		t.Errorf("idle heartbeat = %v", hb)
@@ -312,7 +313,7 @@ func TestLeaseHeartbeatsDoNotWaitForTheIdleInterval(t *testing.T) {
 	r := e.start(t, worker.Config{LeaseInterval: 20 * time.Millisecond, HeartbeatInterval: time.Hour, Handler: g.handler()})
 	t.Cleanup(g.releaseAll)
 	e.publish(t, e.job("leased", 1))
-	eventually(t, waitFor, func() bool {
+	systest.Eventually(t, waitFor, "3 lease heartbeats", func() bool {
 		n := 0
 		for _, hb := range e.heartbeatsOf(r.w.ID()) {
 			if len(hb.GetHeld()) == 1 && hb.GetIntervalMs() == 20 {
@@ -320,7 +321,7 @@ func TestLeaseHeartbeatsDoNotWaitForTheIdleInterval(t *testing.T) {
 			}
 		}
 		return n >= 3
-	}, "3 lease heartbeats")
+	})
 }
 
 // A LeaseInterval longer than the idle interval is capped to it.
@@ -354,10 +355,10 @@ func TestTwoAttemptsOfOneJobOnOneWorker(t *testing.T) {
 	if res := e.results.waitResultAttempt(t, "dup", 1).GetJobResult(); res.GetStatus() != pb.JobStatus_JOB_STATUS_COMPLETED {
 		t.Errorf("attempt 1: %v", res)
 	}
-	eventually(t, waitFor, func() bool { return r.w.Stats().Active == 1 }, "attempt 1 to end")
+	systest.Eventually(t, waitFor, "attempt 1 to end", func() bool { return r.w.Stats().Active == 1 })
 	// Attempt 2's lease is still renewed.
 	seen := len(e.heartbeatsOf(r.w.ID()))
-	eventually(t, waitFor, func() bool { return len(e.heartbeatsOf(r.w.ID())) > seen+1 }, "more heartbeats")
+	systest.Eventually(t, waitFor, "more heartbeats", func() bool { return len(e.heartbeatsOf(r.w.ID())) > seen+1 })
 	hbs := e.heartbeatsOf(r.w.ID())
 	if held := hbs[len(hbs)-1].GetHeld(); len(held) != 1 || held[0].GetJobId() != "dup" || held[0].GetAttempt() != 2 {
 		t.Errorf("heartbeat after attempt 1 ended holds %v, want dup attempt 2", held)
@@ -449,7 +450,7 @@ func TestInlineRunsJobsOneAfterAnother(t *testing.T) {
 	e.send(t, "second")
 	// Once the worker's connection has read "second", a worker with runners
 	// would take it; an inline one cannot while "first" runs.
-	eventually(t, waitFor, func() bool { return e.workerBus.Conn().Stats().InMsgs > in }, "the worker's connection to read second")
+	systest.Eventually(t, waitFor, "the worker's connection to read second", func() bool { return e.workerBus.Conn().Stats().InMsgs > in })
 	if got := r.w.Stats().Received; got != 1 {
 		t.Errorf("received %d jobs while the first ran inline, want 1", got)
 	}
@@ -535,14 +536,14 @@ func TestHandlerContextMadeOnFirstLook(t *testing.T) {
 	}
 	for _, id := range []string{"late", "blind", "child"} {
 		e.send(t, id)
-		eventually(t, waitFor, func() bool { mu.Lock(); defer mu.Unlock(); return started[id] }, "%s to start", id)
+		systest.Eventually(t, waitFor, fmt.Sprintf("%s to start", id), func() bool { mu.Lock(); defer mu.Unlock(); return started[id] })
 	}
 	// Cancels are handled in order, on one subscription: once "child" has
 	// seen its cancellation, "late" and "blind" were cancelled too.
 	for _, id := range []string{"late", "blind", "child"} {
 		cancel(id)
 	}
-	eventually(t, waitFor, func() bool { mu.Lock(); defer mu.Unlock(); _, ok := looked["child"]; return ok }, "child to see its cancellation")
+	systest.Eventually(t, waitFor, "child to see its cancellation", func() bool { mu.Lock(); defer mu.Unlock(); _, ok := looked["child"]; return ok })
 	close(releases["blind"])
 	if res := e.results.waitResult(t, "blind").GetJobResult(); res.GetStatus() != pb.JobStatus_JOB_STATUS_CANCELLED || res.GetError() != "job cancelled" {
 		t.Errorf("blind: result %v, want CANCELLED, job cancelled", res)

@@ -2,11 +2,13 @@ package worker_test
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/cortex-os/core/internal/natstest"
+	"github.com/cortex-os/core/internal/systest"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/wire"
 	"github.com/cortex-os/core/pkg/worker"
@@ -19,7 +21,7 @@ func TestNamedSubjects(t *testing.T) {
 	t.Parallel()
 	for _, named := range []bool{false, true} {
 		url := natstest.URL(t)
-		observer := connect(t, url)
+		observer := systest.Connect(t, url, "")
 		var (
 			mu       sync.Mutex
 			subjects = map[string]bool{}
@@ -35,7 +37,7 @@ func TestNamedSubjects(t *testing.T) {
 		t.Cleanup(func() { _ = drain() })
 		flush(t, observer)
 
-		w, err := worker.New(connect(t, url).Conn(), worker.Config{
+		w, err := worker.New(systest.Connect(t, url, "").Conn(), worker.Config{
 			Kind: "named", ID: "w-1", NamedSubjects: named, Logger: discard,
 			Handler: worker.HandlerFunc(func(context.Context, *worker.Job) (worker.Result, error) { return worker.Result{Ptr: "ok"}, nil }),
 		})
@@ -61,12 +63,12 @@ func TestNamedSubjects(t *testing.T) {
 		seen := func(s string) func() bool {
 			return func() bool { mu.Lock(); defer mu.Unlock(); return subjects[s] }
 		}
-		eventually(t, waitFor, seen(hbSubject), "a heartbeat on %s", hbSubject)
+		systest.Eventually(t, waitFor, fmt.Sprintf("a heartbeat on %s", hbSubject), seen(hbSubject))
 		// Subscribed once it heartbeats: a job now reaches it.
 		if err := observer.Publish("job.named", wire.JobRequestPacket("t", "test", &pb.JobRequest{JobId: "j", Topic: "job.named"})); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, waitFor, seen(resultSubject), "a result on %s", resultSubject)
+		systest.Eventually(t, waitFor, fmt.Sprintf("a result on %s", resultSubject), seen(resultSubject))
 		mu.Lock()
 		for s := range subjects {
 			if s != hbSubject && s != resultSubject {

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cortex-os/core/internal/systest"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/wire"
 	"github.com/cortex-os/core/pkg/worker"
@@ -81,7 +82,7 @@ func TestDirectSubject(t *testing.T) {
 	waitRefusal(t, e.request(e.job("third", 1)), "at capacity")
 	g.release("first", 1)
 	e.results.waitResult(t, "first")
-	eventually(t, waitFor, func() bool { return r.w.Stats().Active == 0 }, "the first job to end")
+	systest.Eventually(t, waitFor, "the first job to end", func() bool { return r.w.Stats().Active == 0 })
 	fourth := e.job("fourth", 1)
 	waitAck(t, request(fourth), fourth, r.w.ID())
 	g.release("fourth", 1)

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cortex-os/core/internal/systest"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/wire"
 	"github.com/cortex-os/core/pkg/worker"
@@ -40,7 +41,7 @@ func TestJobProducesResult(t *testing.T) {
 	if res.GetExecutionMs() < 0 || p.GetProtocolVersion() != wire.ProtocolVersion {
 		t.Errorf("result packet = %v", p)
 	}
-	eventually(t, waitFor, func() bool { s := r.w.Stats(); return s.Completed == 1 }, "Completed == 1")
+	systest.Eventually(t, waitFor, "Completed == 1", func() bool { s := r.w.Stats(); return s.Completed == 1 })
 	if s := r.w.Stats(); s.Received != 1 || s.Failed != 0 || s.PublishErrors != 0 || s.Active != 0 || s.Refused != 0 {
 		t.Errorf("stats = %+v", s)
 	}
@@ -76,7 +77,7 @@ func TestHandlerErrorFailsTheJob(t *testing.T) {
 	if res.GetError() != "model exploded" || res.GetAttempt() != 2 {
 		t.Errorf("error %q, attempt %d; want the handler's error and attempt 2", res.GetError(), res.GetAttempt())
 	}
-	eventually(t, waitFor, func() bool { return r.w.Stats().Failed == 1 }, "Failed == 1")
+	systest.Eventually(t, waitFor, "Failed == 1", func() bool { return r.w.Stats().Failed == 1 })
 }
 
 func TestHandlerPanicFailsTheJobAndWorkerGoesOn(t *testing.T) {
@@ -97,7 +98,7 @@ func TestHandlerPanicFailsTheJobAndWorkerGoesOn(t *testing.T) {
 	if p := e.results.waitResult(t, "after"); p.GetJobResult().GetStatus() != pb.JobStatus_JOB_STATUS_COMPLETED {
 		t.Errorf("job after the panic: %v", p)
 	}
-	eventually(t, waitFor, func() bool { s := r.w.Stats(); return s.Failed == 1 && s.Completed == 1 && s.Active == 0 }, "stats after panic")
+	systest.Eventually(t, waitFor, "stats after panic", func() bool { s := r.w.Stats(); return s.Failed == 1 && s.Completed == 1 && s.Active == 0 })
 }
 
 func TestNonJobPacketsAreIgnored(t *testing.T) {
@@ -195,10 +196,10 @@ func TestHeartbeatReportsActiveJobs(t *testing.T) {
 		e.results.waitResult(t, fmt.Sprint("j", i))
 	}
 	// A heartbeat sent after the jobs ended shows them gone.
-	eventually(t, waitFor, func() bool {
+	systest.Eventually(t, waitFor, "a heartbeat with active_jobs == 0", func() bool {
 		all := e.heartbeats.all()
 		return len(all) > seen && all[len(all)-1].GetHeartbeat().GetActiveJobs() == 0
-	}, "a heartbeat with active_jobs == 0")
+	})
 }
 
 func TestConcurrencyLimit(t *testing.T) {
@@ -228,9 +229,9 @@ func TestConcurrencyLimit(t *testing.T) {
 	for i := range jobs {
 		e.send(t, fmt.Sprint("c", i))
 	}
-	eventually(t, waitFor, func() bool { return current.Load() == limit }, "%d handlers running", limit)
+	systest.Eventually(t, waitFor, fmt.Sprintf("%d handlers running", limit), func() bool { return current.Load() == limit })
 	// The next job has been taken off the subscription and waits for a slot.
-	eventually(t, waitFor, func() bool { return r.w.Stats().Received == limit+1 }, "job %d waiting", limit+1)
+	systest.Eventually(t, waitFor, fmt.Sprintf("job %d waiting", limit+1), func() bool { return r.w.Stats().Received == limit+1 })
 	flush(t, e.workerBus)
 	if p := peak.Load(); p != limit {
 		t.Fatalf("%d handlers ran at once, limit %d", p, limit)
@@ -272,7 +273,7 @@ func TestShutdownLetsInFlightJobsFinish(t *testing.T) {
 	e.waitHeartbeat(t, func(hb *pb.Heartbeat) bool { return hb.GetWorkerId() == r.w.ID() && hb.GetDraining() },
 		"a heartbeat with draining=true")
 	// The worker has stopped taking jobs once the server lost its subscription.
-	eventually(t, waitFor, func() bool { return e.srv.NumSubscriptions() < subs }, "the job subscription to be drained")
+	systest.Eventually(t, waitFor, "the job subscription to be drained", func() bool { return e.srv.NumSubscriptions() < subs })
 	if r.returned() {
 		t.Fatal("Run returned with a job in flight")
 	}
@@ -342,7 +343,7 @@ func TestShutdownGraceWithBacklog(t *testing.T) {
 	})
 	e.send(t, "b1")
 	e.send(t, "b2")
-	eventually(t, waitFor, func() bool { return startedN.Load() == 1 && r.w.Stats().Received == 2 }, "one job running, one waiting")
+	systest.Eventually(t, waitFor, "one job running, one waiting", func() bool { return startedN.Load() == 1 && r.w.Stats().Received == 2 })
 	r.cancel()
 	if err := r.waitRun(t); err != nil {
 		t.Fatalf("Run = %v", err)

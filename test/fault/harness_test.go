@@ -167,16 +167,10 @@ func waitWorkerKnown(t *testing.T, sched *systest.Proc, id string) {
 
 // ---- the test's own view: client, results, store ----
 
-// connect opens a bus connection for the test (it reconnects by itself).
-func connect(t *testing.T, url string) *bus.NatsBus {
-	t.Helper()
-	return systest.Connect(t, url, "fault-test")
-}
-
 // newClient returns a client on a new connection to url.
 func newClient(t *testing.T, url string) (*client.Client, *bus.NatsBus) {
 	t.Helper()
-	b := connect(t, url)
+	b := systest.Connect(t, url, "fault-test")
 	return systest.Client(t, b, client.Options{SenderID: "fault-test"}), b
 }
 

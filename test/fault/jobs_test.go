@@ -22,7 +22,7 @@ import (
 // attempts, a panic on even ones.
 func startPoisonWorker(t *testing.T, url string) {
 	t.Helper()
-	b := connect(t, url)
+	b := systest.Connect(t, url, "fault-test")
 	var logs logging.Buffer
 	w, err := worker.New(b.Conn(), worker.Config{
 		Kind:              "poison",

@@ -110,7 +110,7 @@ func TestWorkerStoppedPastLeaseIsFenced(t *testing.T) {
 	cfg := writeConfig(t, fastTimers)
 	sched := startScheduler(t, "sched", url, cfg)
 	results := recordResults(t, url)
-	store := watchCompletions(t, connect(t, url))
+	store := watchCompletions(t, systest.Connect(t, url, "fault-test"))
 	a := startWorker(t, "worker-a", url, cfg, "--work-time", "2s")
 	waitWorkerKnown(t, sched, "worker-a")
 	c, _ := newClient(t, url)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/cortex-os/core/internal/infrastructure/config"
 	"github.com/cortex-os/core/internal/lifecycle"
+	"github.com/cortex-os/core/internal/systest"
 	"github.com/cortex-os/core/pkg/blob"
 	"github.com/cortex-os/core/pkg/client"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
@@ -33,7 +34,7 @@ func TestBlobsUnderShippedConfig(t *testing.T) {
 	log := logs.logger()
 	runScheduler(t, url, config.StoreJetStream, config.Safety{}, log)
 
-	wnc := connect(t, url, "echo-1", log).Conn()
+	wnc := connectAs(t, url, "echo-1", log).Conn()
 	w, err := worker.New(wnc, worker.Config{Kind: "echo", ID: "echo-1", NamedSubjects: true, Logger: log,
 		Handler: worker.HandlerFunc(func(ctx context.Context, job *worker.Job) (worker.Result, error) {
 			in, err := job.Input(ctx)
@@ -62,7 +63,7 @@ func TestBlobsUnderShippedConfig(t *testing.T) {
 		t.Fatal("the worker did not start")
 	}
 
-	cnc := connect(t, url, "client", log).Conn()
+	cnc := connectAs(t, url, "client", log).Conn()
 	c, err := client.New(cnc, client.Options{Identity: "client"})
 	if err != nil {
 		t.Fatal(err)
@@ -74,7 +75,7 @@ func TestBlobsUnderShippedConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	var job *pb.JobInfo
-	eventually(t, "the job to complete", func() bool {
+	systest.Eventually(t, waitFor, "the job to complete", func() bool {
 		job, err = c.Get(ctx, req.GetJobId())
 		return err == nil && lifecycle.Terminal(job.GetState())
 	})
@@ -89,7 +90,7 @@ func TestBlobsUnderShippedConfig(t *testing.T) {
 	// What a client may not do to the bucket. Each is refused by the server
 	// (a permission violation, or no answer within the timeout).
 	// (Its own logs: its refusals are the point, not a part of the system's.)
-	refused := connect(t, url, "tenant-a", slog.New(slog.DiscardHandler)).Conn()
+	refused := connectAs(t, url, "tenant-a", slog.New(slog.DiscardHandler)).Conn()
 	refused.SetErrorHandler(func(*nats.Conn, *nats.Subscription, error) {})
 	js, err := jetstream.New(refused)
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/cortex-os/core/internal/echo"
 	"github.com/cortex-os/core/internal/infrastructure/config"
 	"github.com/cortex-os/core/internal/lifecycle"
+	"github.com/cortex-os/core/internal/systest"
 	"github.com/cortex-os/core/pkg/client"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/wire"
@@ -76,7 +77,7 @@ func TestReplySubjectAttackIsRefused(t *testing.T) {
 		}
 	}
 	want := uint64(3 * len(attackReplies))
-	eventually(t, "every attack to be refused", func() bool { return e.Stats().RepliesRefused == want })
+	systest.Eventually(t, waitFor, "every attack to be refused", func() bool { return e.Stats().RepliesRefused == want })
 
 	// The job records survive, the victim untouched.
 	j, err := admin.Get(ctx, "victim")
@@ -100,7 +101,7 @@ func TestReplySubjectAttackIsRefused(t *testing.T) {
 	if m, err := stolen.NextMsg(10 * time.Millisecond); err == nil {
 		t.Errorf("tenant-b's inbox received %s", m.Subject)
 	}
-	eventually(t, "the refusal to be logged", func() bool {
+	systest.Eventually(t, waitFor, "the refusal to be logged", func() bool {
 		return strings.Contains(logs.String(), "reply subject the requester may not read")
 	})
 	// The attacker's raw connection was refused nothing by the server: it
@@ -201,10 +202,10 @@ func TestTenantIsolationUnderShippedConfig(t *testing.T) {
 
 	// tenant-b's job fails and is dead-lettered; tenant-a cannot see or re-drive it.
 	failed := &pb.JobResult{JobId: "b-secret", WorkerId: "echo-2", Attempt: 1, Status: pb.JobStatus_JOB_STATUS_FAILED, Error: "broken"}
-	if err := connect(t, url, "echo-2", log).Publish(wire.ResultSubject("echo-2"), wire.JobResultPacket("t", "echo-2", failed)); err != nil {
+	if err := connectAs(t, url, "echo-2", log).Publish(wire.ResultSubject("echo-2"), wire.JobResultPacket("t", "echo-2", failed)); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the dead letter", func() bool {
+	systest.Eventually(t, waitFor, "the dead letter", func() bool {
 		dead, err := deadLetters(ctx, b, 10)
 		return err == nil && len(dead) == 1
 	})

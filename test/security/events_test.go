@@ -11,6 +11,7 @@ import (
 	"github.com/cortex-os/core/internal/infrastructure/bus"
 	"github.com/cortex-os/core/internal/infrastructure/config"
 	"github.com/cortex-os/core/internal/lifecycle"
+	"github.com/cortex-os/core/internal/systest"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 )
 
@@ -69,10 +70,10 @@ func TestTenantEventsIsolated(t *testing.T) {
 
 	submit(t, ctx, newClient(t, url, "tenant-b", log), &pb.JobRequest{JobId: "b-job", Topic: "job.echo"})
 	submit(t, ctx, newClient(t, url, "tenant-a", log), &pb.JobRequest{JobId: "a-job", Topic: "job.echo"})
-	eventually(t, "both jobs' COMPLETED events at the administrator", func() bool {
+	systest.Eventually(t, waitFor, "both jobs' COMPLETED events at the administrator", func() bool {
 		return state(adminSeen, "a-job") == lifecycle.Completed && state(adminSeen, "b-job") == lifecycle.Completed
 	})
-	eventually(t, "tenant-a's job's COMPLETED event at tenant-a", func() bool { return state(aSeen, "a-job") == lifecycle.Completed })
+	systest.Eventually(t, waitFor, "tenant-a's job's COMPLETED event at tenant-a", func() bool { return state(aSeen, "a-job") == lifecycle.Completed })
 	if s := state(aSeen, "b-job"); s != 0 {
 		t.Errorf("tenant-a saw an event of tenant-b's job (%v)", s)
 	}

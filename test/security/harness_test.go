@@ -127,8 +127,8 @@ func (l *logBuffer) noViolations(t testing.TB) {
 	}
 }
 
-// connect opens a bus as user.
-func connect(t testing.TB, url, user string, log *slog.Logger) *bus.NatsBus {
+// connectAs opens a bus as user, with its credentials.
+func connectAs(t testing.TB, url, user string, log *slog.Logger) *bus.NatsBus {
 	t.Helper()
 	return systest.ConnectWith(t, bus.Config{URL: url, Name: user, Logger: log, Options: natsOptions(t, creds(user)), DrainTimeout: 5 * time.Second})
 }
@@ -139,7 +139,7 @@ func newClient(t testing.TB, url, user string, log *slog.Logger) *client.Client 
 	t.Helper()
 	// A tenant's client follows its tenant's job events only
 	// (shippedClients): it says which tenant it is.
-	return systest.Client(t, connect(t, url, user, log), client.Options{SenderID: "security-test", Identity: user, Tenant: shippedClients.Identities[user].Tenant})
+	return systest.Client(t, connectAs(t, url, user, log), client.Options{SenderID: "security-test", Identity: user, Tenant: shippedClients.Identities[user].Tenant})
 }
 
 // list lists up to limit jobs in state (UNSPECIFIED: any), newest first,
@@ -252,7 +252,7 @@ func runWorkerWith(t testing.TB, url, user string, work echo.WorkTime, direct bo
 // a test reads.
 func engine(t testing.TB, url string, log *slog.Logger) *scheduler.Engine {
 	t.Helper()
-	b := connect(t, url, "scheduler", log)
+	b := connectAs(t, url, "scheduler", log)
 	ctx := context.Background()
 	store, dead, _, err := system.OpenStore(ctx, b, config.StoreJetStream)
 	if err != nil {
@@ -329,10 +329,4 @@ func (rc *rawConn) refused(t testing.TB, what, subject string) {
 			t.Fatalf("no permissions violation for %s on %s", what, subject)
 		}
 	}
-}
-
-// eventually polls cond until it holds, failing after waitFor.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	systest.Eventually(t, waitFor, what, cond)
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/cortex-os/core/internal/leader"
 	"github.com/cortex-os/core/internal/lifecycle"
 	"github.com/cortex-os/core/internal/system"
+	"github.com/cortex-os/core/internal/systest"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 )
 
@@ -53,7 +54,7 @@ func TestElectedSchedulersUnderShippedPermissions(t *testing.T) {
 		t.Fatalf("first job ended %s", lifecycle.Name(j.GetState()))
 	}
 	stopA()
-	js, err := connect(t, url, "scheduler", log).JetStream()
+	js, err := connectAs(t, url, "scheduler", log).JetStream()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +62,7 @@ func TestElectedSchedulersUnderShippedPermissions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "sched-b holds the lease", func() bool {
+	systest.Eventually(t, waitFor, "sched-b holds the lease", func() bool {
 		h, _, err := el.Holder(ctx)
 		return err == nil && h == "sched-b"
 	})

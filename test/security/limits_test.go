@@ -14,6 +14,7 @@ import (
 	"github.com/cortex-os/core/internal/infrastructure/config"
 	"github.com/cortex-os/core/internal/lifecycle"
 	"github.com/cortex-os/core/internal/system"
+	"github.com/cortex-os/core/internal/systest"
 	"github.com/cortex-os/core/pkg/client"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/wire"
@@ -76,7 +77,7 @@ func TestStoredUnpublishableJobIsFailed(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*waitFor)
 	defer cancel()
 
-	store, _, _, err := system.OpenStore(ctx, connect(t, url, "scheduler", log), config.StoreJetStream)
+	store, _, _, err := system.OpenStore(ctx, connectAs(t, url, "scheduler", log), config.StoreJetStream)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +155,7 @@ func TestForgedResultIsRefused(t *testing.T) {
 	e := engine(t, url, log)
 
 	release := make(chan struct{})
-	w2, err := worker.New(connect(t, url, "echo-2", log).Conn(), worker.Config{
+	w2, err := worker.New(connectAs(t, url, "echo-2", log).Conn(), worker.Config{
 		Kind: echo.Kind, ID: "echo-2", NamedSubjects: true, Logger: log,
 		HeartbeatInterval: 100 * time.Millisecond,
 		Handler: worker.HandlerFunc(func(ctx context.Context, job *worker.Job) (worker.Result, error) {
@@ -185,7 +186,7 @@ func TestForgedResultIsRefused(t *testing.T) {
 	submit(t, ctx, c, &pb.JobRequest{JobId: "held-by-2", Topic: "job.echo"})
 	j := watch(t, ctx, c, "held-by-2", runningOn("echo-2"))
 
-	echo1 := connect(t, url, "echo-1", log)
+	echo1 := connectAs(t, url, "echo-1", log)
 	for _, attempt := range []int32{j.GetAttempt(), 0} {
 		res := &pb.JobResult{JobId: "held-by-2", WorkerId: "echo-1", Attempt: attempt,
 			Status: pb.JobStatus_JOB_STATUS_COMPLETED, ResultPtr: "forged://echo-1"}
@@ -195,14 +196,14 @@ func TestForgedResultIsRefused(t *testing.T) {
 	}
 	// With identities enforced, a result that names no attempt is not
 	// trusted either.
-	eventually(t, "both forged results refused", func() bool {
+	systest.Eventually(t, waitFor, "both forged results refused", func() bool {
 		st := e.Stats()
 		return st.ForeignResults == 1 && st.UntrustedResults == 1
 	})
 	if j, err := c.Get(ctx, "held-by-2"); err != nil || j.GetState() != lifecycle.Running || j.GetWorkerId() != "echo-2" {
 		t.Fatalf("after the forged results: %v %v, want RUNNING on echo-2", describeJob(j), err)
 	}
-	eventually(t, "the refusal logged", func() bool { return strings.Contains(logs.String(), "does not hold the attempt") })
+	systest.Eventually(t, waitFor, "the refusal logged", func() bool { return strings.Contains(logs.String(), "does not hold the attempt") })
 
 	close(release)
 	j = watch(t, ctx, c, "held-by-2", terminal)

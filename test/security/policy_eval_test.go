@@ -13,6 +13,7 @@ import (
 	"github.com/cortex-os/core/internal/lifecycle"
 	"github.com/cortex-os/core/internal/safety"
 	"github.com/cortex-os/core/internal/scheduler"
+	"github.com/cortex-os/core/internal/systest"
 	"github.com/cortex-os/core/pkg/client"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 )
@@ -104,14 +105,14 @@ func TestCELDenyRuleFailsClosedUnderShippedConfig(t *testing.T) {
 	if j := watch(t, r.ctx, r.client, "clean", terminal); j.GetState() != lifecycle.Completed {
 		t.Fatalf("the clean job ended %s, want COMPLETED", lifecycle.Name(j.GetState()))
 	}
-	eventually(t, "the witness to see the clean job", func() bool { return seen.saw("clean") })
+	systest.Eventually(t, waitFor, "the witness to see the clean job", func() bool { return seen.saw("clean") })
 	if seen.saw("bulky") || seen.saw("odd-priority") {
 		t.Error("a denied job reached job.echo")
 	}
 	if st := r.kernel.Stats(); st.OnErrorVerdicts < 1 || st.CELErrors < 1 {
 		t.Errorf("kernel: %d CEL errors, %d on_error verdicts; want at least 1 each", st.CELErrors, st.OnErrorVerdicts)
 	}
-	eventually(t, "the failure to be logged", func() bool {
+	systest.Eventually(t, waitFor, "the failure to be logged", func() bool {
 		return strings.Contains(r.logs.String(), "failed to evaluate") && strings.Contains(r.logs.String(), "rule_id=no-credentials")
 	})
 	r.noRefusals(t)

@@ -20,6 +20,7 @@ import (
 	"github.com/cortex-os/core/internal/safety"
 	"github.com/cortex-os/core/internal/scheduler"
 	"github.com/cortex-os/core/internal/system"
+	"github.com/cortex-os/core/internal/systest"
 	"github.com/cortex-os/core/pkg/client"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 )
@@ -75,7 +76,7 @@ func newSafetyRig(t *testing.T, checker func(r *safetyRig) scheduler.SafetyCheck
 	t.Helper()
 	r := &safetyRig{url: startServer(t).ClientURL(), logs: captureLogs(t)}
 	r.log = r.logs.logger()
-	r.sched = connect(t, r.url, "scheduler", r.log)
+	r.sched = connectAs(t, r.url, "scheduler", r.log)
 	ctx := context.Background()
 	store, dead, _, err := system.OpenStore(ctx, r.sched, config.StoreJetStream)
 	if err != nil {
@@ -194,7 +195,7 @@ func (r *safetyRig) noRefusals(t *testing.T) {
 // audited waits for the auditor to have published n records without a failure.
 func (r *safetyRig) audited(t *testing.T, n uint64) {
 	t.Helper()
-	eventually(t, "audit records published", func() bool { return r.auditor.Stats().Published >= n })
+	systest.Eventually(t, waitFor, "audit records published", func() bool { return r.auditor.Stats().Published >= n })
 	if st := r.auditor.Stats(); st.Failed != 0 || st.Dropped != 0 {
 		t.Errorf("audit: %+v", st)
 	}
@@ -211,7 +212,7 @@ func TestDeniedJobUnderShippedConfig(t *testing.T) {
 		auditMu sync.Mutex
 		audit   = map[string]*pb.SafetyVerdict{}
 	)
-	drain, err := connect(t, r.url, "auditor", r.log).Subscribe(safety.SubjectAudit, "", func(p *pb.BusPacket) {
+	drain, err := connectAs(t, r.url, "auditor", r.log).Subscribe(safety.SubjectAudit, "", func(p *pb.BusPacket) {
 		if v := p.GetSafetyVerdict(); v != nil {
 			auditMu.Lock()
 			audit[v.GetJobId()] = v
@@ -250,7 +251,7 @@ func TestDeniedJobUnderShippedConfig(t *testing.T) {
 	if j := watch(t, r.ctx, r.client, "clean", terminal); j.GetState() != lifecycle.Completed || j.GetWorkerId() != "echo-1" {
 		t.Fatalf("clean job ended %s on %q, want COMPLETED on echo-1", lifecycle.Name(j.GetState()), j.GetWorkerId())
 	}
-	eventually(t, "the witness to see the clean job", func() bool { return seen.saw("clean") })
+	systest.Eventually(t, waitFor, "the witness to see the clean job", func() bool { return seen.saw("clean") })
 	if seen.saw("leaky") {
 		t.Error("the denied job reached job.echo")
 	}
@@ -260,7 +261,7 @@ func TestDeniedJobUnderShippedConfig(t *testing.T) {
 	// Three decisions audited by the scheduler, none refused by the server,
 	// and captured by the auditor.
 	r.audited(t, 3)
-	eventually(t, "the auditor to capture the denial", func() bool {
+	systest.Eventually(t, waitFor, "the auditor to capture the denial", func() bool {
 		auditMu.Lock()
 		defer auditMu.Unlock()
 		v := audit["leaky"]
@@ -313,9 +314,9 @@ func TestBrokenPolicyEditUnderShippedConfig(t *testing.T) {
 	if err := os.WriteFile(r.policy, []byte(broken), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the broken edit to be refused", func() bool { return r.kernel.Stats().Refused > refused })
+	systest.Eventually(t, waitFor, "the broken edit to be refused", func() bool { return r.kernel.Stats().Refused > refused })
 	// The kernel counts the refusal, then logs it.
-	eventually(t, "the refused edit to be logged", func() bool { return strings.Contains(r.logs.String(), "policy refused") })
+	systest.Eventually(t, waitFor, "the refused edit to be logged", func() bool { return strings.Contains(r.logs.String(), "policy refused") })
 
 	job, err := submitted(r.client.Submit(r.ctx, &pb.JobRequest{JobId: "still-denied", Topic: "job.echo", EnvVars: map[string]string{"X_SECRET": "1"}}))
 	if !errors.Is(err, client.ErrRefused) || job.GetRuleId() != "no-secrets" || job.GetPolicyVersion() != "v1" {
@@ -331,7 +332,7 @@ func TestBrokenPolicyEditUnderShippedConfig(t *testing.T) {
 	if err := os.WriteFile(r.policy, []byte(fixed), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "v2 in force", func() bool { return r.kernel.Policy().Version == "v2" })
+	systest.Eventually(t, waitFor, "v2 in force", func() bool { return r.kernel.Policy().Version == "v2" })
 	job, err = submitted(r.client.Submit(r.ctx, &pb.JobRequest{JobId: "denied-by-v2", Topic: "job.echo", EnvVars: map[string]string{"X_SECRET": "1"}}))
 	if !errors.Is(err, client.ErrRefused) || job.GetRuleId() != "no-secrets" || job.GetPolicyVersion() != "v2" {
 		t.Errorf("after a good edit: %v, %v; want DENIED by no-secrets of v2", job, err)
@@ -372,7 +373,7 @@ func TestRemoteKernelStoppedUnderShippedConfig(t *testing.T) {
 					t.Fatalf("pending mode: %v, %v; want PENDING: %s", job, err, scheduler.SafetyUnavailableReason)
 				}
 				// Checked again and again while the kernel is away: never dispatched.
-				eventually(t, "rechecks", func() bool { return remote.Stats().Unavailable >= 3 })
+				systest.Eventually(t, waitFor, "rechecks", func() bool { return remote.Stats().Unavailable >= 3 })
 				j, err := r.client.Get(r.ctx, "while-down")
 				if err != nil {
 					t.Fatal(err)

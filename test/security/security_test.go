@@ -211,7 +211,7 @@ func TestUnauthorizedSubmitIsRefused(t *testing.T) {
 		}
 		break
 	}
-	eventually(t, "the client's job to be admitted", func() bool { return e.Stats().Submitted >= 1 })
+	systest.Eventually(t, waitFor, "the client's job to be admitted", func() bool { return e.Stats().Submitted >= 1 })
 	if st := e.Stats(); st.Submitted != 1 {
 		t.Errorf("the scheduler received %d submissions, want only the client's", st.Submitted)
 	}
@@ -270,7 +270,7 @@ func TestWorkerCannotActAsAnother(t *testing.T) {
 	}
 
 	// On its own subjects, claiming echo-2: the scheduler refuses both.
-	b := connect(t, url, "echo-1", logs.logger())
+	b := connectAs(t, url, "echo-1", logs.logger())
 	if err := b.Publish(wire.WorkerHeartbeatSubject("echo", "echo-1"), wire.HeartbeatPacket("hb", "echo-1", &pb.Heartbeat{WorkerId: "echo-2"})); err != nil {
 		t.Fatal(err)
 	}
@@ -278,17 +278,17 @@ func TestWorkerCannotActAsAnother(t *testing.T) {
 	if err := b.Publish(wire.ResultSubject("echo-1"), wire.JobResultPacket("t", "echo-1", res)); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the scheduler to refuse both", func() bool { return e.Stats().IdentityRejected == 2 })
+	systest.Eventually(t, waitFor, "the scheduler to refuse both", func() bool { return e.Stats().IdentityRejected == 2 })
 	if st := e.Stats(); st.Heartbeats != 0 || st.Results != 0 {
 		t.Errorf("stats %+v: a forged packet was applied", st)
 	}
 	// The scheduler counts a refusal, then logs it.
-	eventually(t, "the refusal to be logged", func() bool { return strings.Contains(logs.String(), "subject names another worker") })
+	systest.Eventually(t, waitFor, "the refusal to be logged", func() bool { return strings.Contains(logs.String(), "subject names another worker") })
 	// As itself, it is heard.
 	if err := b.Publish(wire.WorkerHeartbeatSubject("echo", "echo-1"), wire.HeartbeatPacket("hb", "echo-1", &pb.Heartbeat{WorkerId: "echo-1"})); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "its own heartbeat", func() bool { return e.Stats().Heartbeats == 1 })
+	systest.Eventually(t, waitFor, "its own heartbeat", func() bool { return e.Stats().Heartbeats == 1 })
 	logs.noViolations(t)
 }
 
@@ -337,11 +337,11 @@ func TestSystemUnderShippedConfig(t *testing.T) {
 			submit(t, ctx, c, &pb.JobRequest{JobId: "dead", Topic: "job.echo", MaxAttempts: 1})
 			watch(t, ctx, c, "dead", runningOn("echo-2"))
 			failed := &pb.JobResult{JobId: "dead", WorkerId: "echo-2", Attempt: 1, Status: pb.JobStatus_JOB_STATUS_FAILED, Error: "broken"}
-			if err := connect(t, url, "echo-2", log).Publish(wire.ResultSubject("echo-2"), wire.JobResultPacket("t", "echo-2", failed)); err != nil {
+			if err := connectAs(t, url, "echo-2", log).Publish(wire.ResultSubject("echo-2"), wire.JobResultPacket("t", "echo-2", failed)); err != nil {
 				t.Fatal(err)
 			}
 			watch(t, ctx, c, "dead", func(j *pb.JobInfo) bool { return j.GetDeadLetter() })
-			eventually(t, "the dead letter", func() bool {
+			systest.Eventually(t, waitFor, "the dead letter", func() bool {
 				dead, err := deadLetters(ctx, c, 10)
 				return err == nil && len(dead) == 1 && dead[0].GetJobId() == "dead"
 			})
@@ -458,7 +458,7 @@ func submit(t *testing.T, ctx context.Context, c *client.Client, req *pb.JobRequ
 func watch(t *testing.T, ctx context.Context, c *client.Client, id string, until func(*pb.JobInfo) bool) *pb.JobInfo {
 	t.Helper()
 	var last *pb.JobInfo
-	eventually(t, "job "+id, func() bool {
+	systest.Eventually(t, waitFor, "job "+id, func() bool {
 		j, err := c.Get(ctx, id)
 		if err != nil {
 			t.Fatalf("get %s: %v", id, err)

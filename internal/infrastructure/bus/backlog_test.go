@@ -6,6 +6,7 @@ import (
 
 	"github.com/cortex-os/core/internal/infrastructure/bus"
 	"github.com/cortex-os/core/internal/natstest"
+	"github.com/cortex-os/core/internal/systest"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/wire"
 )
@@ -20,7 +21,7 @@ func TestBacklog(t *testing.T) {
 		t.Run(map[bool]string{false: "core", true: "durable"}[durable], func(t *testing.T) {
 			t.Parallel()
 			url := natstest.URL(t)
-			b := connect(t, bus.Config{URL: url})
+			b := systest.ConnectWith(t, bus.Config{URL: url})
 			b.SetDurable(durable)
 			release := make(chan struct{})
 			handled := make(chan struct{}, 8)
@@ -35,14 +36,14 @@ func TestBacklog(t *testing.T) {
 			defer func() { _ = stop() }()
 			flush(t, b)
 			ctx := context.Background()
-			pub := connect(t, bus.Config{URL: url})
+			pub := systest.ConnectWith(t, bus.Config{URL: url})
 			for i := range 3 {
 				if err := pub.Publish(wire.SubjectSubmit, jobPacket("b"+string(rune('0'+i)))); err != nil {
 					t.Fatal(err)
 				}
 			}
 			flush(t, pub)
-			eventually(t, waitFor, func() bool { n, err := b.Backlog(ctx, wire.SubjectSubmit); return err == nil && n >= 3 }, "a backlog of 3")
+			systest.Eventually(t, waitFor, "a backlog of 3", func() bool { n, err := b.Backlog(ctx, wire.SubjectSubmit); return err == nil && n >= 3 })
 			if n, err := b.Backlog(ctx, "sys.nothing"); n != 0 || err != nil {
 				t.Errorf("Backlog of a subject nothing consumes = %d, %v", n, err)
 			}
@@ -50,7 +51,7 @@ func TestBacklog(t *testing.T) {
 			for range 3 {
 				<-handled
 			}
-			eventually(t, waitFor, func() bool { n, err := b.Backlog(ctx, wire.SubjectSubmit); return err == nil && n == 0 }, "no backlog once handled")
+			systest.Eventually(t, waitFor, "no backlog once handled", func() bool { n, err := b.Backlog(ctx, wire.SubjectSubmit); return err == nil && n == 0 })
 		})
 	}
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/cortex-os/core/internal/infrastructure/bus"
 	"github.com/cortex-os/core/internal/natstest"
+	"github.com/cortex-os/core/internal/systest"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/wire"
 )
@@ -53,7 +54,7 @@ func TestFromConnHardensAndLeavesTheConnection(t *testing.T) {
 	}
 	pub("boom")
 	pub("ok")
-	eventually(t, waitFor, func() bool { return got.Load() == 1 && b.Stats().HandlerPanics == 1 }, "the good packet and the contained panic")
+	systest.Eventually(t, waitFor, "the good packet and the contained panic", func() bool { return got.Load() == 1 && b.Stats().HandlerPanics == 1 })
 	if s := b.Stats(); s.Malformed != 1 || s.TooLarge != 1 {
 		t.Errorf("stats %+v, want 1 malformed and 1 too large", s)
 	}

@@ -2,11 +2,13 @@ package bus_test
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 
 	"github.com/cortex-os/core/internal/infrastructure/bus"
 	"github.com/cortex-os/core/internal/natstest"
+	"github.com/cortex-os/core/internal/systest"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/wire"
 )
@@ -47,7 +49,7 @@ func TestConsumeTreeDeliversBothWithTheirSubject(t *testing.T) {
 	t.Parallel()
 	for _, durable := range []bool{false, true} {
 		url := natstest.URL(t)
-		b := connect(t, bus.Config{URL: url})
+		b := systest.ConnectWith(t, bus.Config{URL: url})
 		b.SetDurable(durable)
 		var a arrivals
 		stop, err := b.ConsumeTree(wire.SubjectResult, "results", func(subject string, p *pb.BusPacket, _ string) error {
@@ -59,7 +61,7 @@ func TestConsumeTreeDeliversBothWithTheirSubject(t *testing.T) {
 		}
 		t.Cleanup(func() { _ = stop() })
 		flush(t, b)
-		pub := connect(t, bus.Config{URL: url})
+		pub := systest.ConnectWith(t, bus.Config{URL: url})
 		for id, subject := range map[string]string{"bare": wire.SubjectResult, "named": wire.ResultSubject("w1")} {
 			if err := pub.Publish(subject, resultPacket(id, "w1")); err != nil {
 				t.Fatal(err)
@@ -67,7 +69,7 @@ func TestConsumeTreeDeliversBothWithTheirSubject(t *testing.T) {
 		}
 		flush(t, pub)
 		for id, want := range map[string]string{"bare": wire.SubjectResult, "named": "sys.job.result.w1"} {
-			eventually(t, waitFor, func() bool { _, ok := a.subject(id); return ok }, "%s result (durable %v)", id, durable)
+			systest.Eventually(t, waitFor, fmt.Sprintf("%s result (durable %v)", id, durable), func() bool { _, ok := a.subject(id); return ok })
 			if got, _ := a.subject(id); got != want {
 				t.Errorf("durable %v: %s result came on %q, want %q", durable, id, got, want)
 			}
@@ -80,7 +82,7 @@ func TestConsumeTreeDeliversBothWithTheirSubject(t *testing.T) {
 func TestConsumeTreeWidensTheStreamOfConsume(t *testing.T) {
 	t.Parallel()
 	url := natstest.URL(t)
-	b := connect(t, bus.Config{URL: url})
+	b := systest.ConnectWith(t, bus.Config{URL: url})
 	b.SetDurable(true)
 	stop, err := b.Consume(wire.SubjectResult, "results", func(*pb.BusPacket, string) error { return nil })
 	if err != nil {
@@ -108,7 +110,7 @@ func TestConsumeTreeWidensTheStreamOfConsume(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, id := range []string{"old", "new"} {
-		eventually(t, waitFor, func() bool { _, ok := a.subject(id); return ok }, "the %s result", id)
+		systest.Eventually(t, waitFor, fmt.Sprintf("the %s result", id), func() bool { _, ok := a.subject(id); return ok })
 	}
 	js, err := b.JetStream()
 	if err != nil {
@@ -126,7 +128,7 @@ func TestConsumeTreeWidensTheStreamOfConsume(t *testing.T) {
 func TestSubscribeWithSubject(t *testing.T) {
 	t.Parallel()
 	url := natstest.URL(t)
-	b := connect(t, bus.Config{URL: url})
+	b := systest.ConnectWith(t, bus.Config{URL: url})
 	var a arrivals
 	drain, err := b.SubscribeWithSubject("sys.heartbeat.>", "", a.add)
 	if err != nil {
@@ -137,7 +139,7 @@ func TestSubscribeWithSubject(t *testing.T) {
 	if err := b.Publish(wire.WorkerHeartbeatSubject("echo", "w1"), resultPacket("hb", "w1")); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, waitFor, func() bool { _, ok := a.subject("hb"); return ok }, "the packet")
+	systest.Eventually(t, waitFor, "the packet", func() bool { _, ok := a.subject("hb"); return ok })
 	if got, _ := a.subject("hb"); got != "sys.heartbeat.echo.w1" {
 		t.Errorf("subject %q", got)
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/cortex-os/core/internal/infrastructure/bus"
 	"github.com/cortex-os/core/internal/natstest"
+	"github.com/cortex-os/core/internal/systest"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/wire"
 )
@@ -43,7 +44,7 @@ func (c *counts) get(id string) int {
 func TestIntakeRedeliversOnlyWhatWasNotAcknowledged(t *testing.T) {
 	t.Parallel()
 	srv := natstest.RunRestartable(t)
-	b := connect(t, bus.Config{URL: srv.URL()})
+	b := systest.ConnectWith(t, bus.Config{URL: srv.URL()})
 	b.SetDurable(true)
 	var first counts
 	stop, err := b.ConsumeTree(wire.SubjectResult, "results", func(_ string, p *pb.BusPacket, _ string) error {
@@ -63,7 +64,7 @@ func TestIntakeRedeliversOnlyWhatWasNotAcknowledged(t *testing.T) {
 		}
 	}
 	flush(t, b)
-	eventually(t, waitFor, func() bool { return first.get("a") == 1 && first.get("b") == 1 && first.get("unhandled") >= 1 }, "the three results")
+	systest.Eventually(t, waitFor, "the three results", func() bool { return first.get("a") == 1 && first.get("b") == 1 && first.get("unhandled") >= 1 })
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -93,7 +94,7 @@ func TestIntakeRedeliversOnlyWhatWasNotAcknowledged(t *testing.T) {
 	// only the unacknowledged result.
 	srv.Shutdown()
 	srv.Start(t)
-	b2 := connect(t, bus.Config{URL: srv.URL()})
+	b2 := systest.ConnectWith(t, bus.Config{URL: srv.URL()})
 	b2.SetDurable(true)
 	var second counts
 	stop, err = b2.ConsumeTree(wire.SubjectResult, "results", func(_ string, p *pb.BusPacket, _ string) error {
@@ -104,7 +105,7 @@ func TestIntakeRedeliversOnlyWhatWasNotAcknowledged(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = stop() })
-	eventually(t, waitFor, func() bool { return second.get("unhandled") == 1 }, "the unacknowledged result again")
+	systest.Eventually(t, waitFor, "the unacknowledged result again", func() bool { return second.get("unhandled") == 1 })
 	time.Sleep(500 * time.Millisecond)
 	if second.get("a") != 0 || second.get("b") != 0 {
 		t.Errorf("acknowledged results delivered again: a %d, b %d", second.get("a"), second.get("b"))
@@ -112,7 +113,7 @@ func TestIntakeRedeliversOnlyWhatWasNotAcknowledged(t *testing.T) {
 	if err := b2.Publish(wire.ResultSubject("w1"), resultPacket("c", "w1")); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, waitFor, func() bool { return second.get("c") == 1 }, "a new result")
+	systest.Eventually(t, waitFor, "a new result", func() bool { return second.get("c") == 1 })
 }
 
 // A stream that an earlier version made as a work queue stays one: its
@@ -120,7 +121,7 @@ func TestIntakeRedeliversOnlyWhatWasNotAcknowledged(t *testing.T) {
 func TestIntakeKeepsAWorkQueueStream(t *testing.T) {
 	t.Parallel()
 	url := natstest.URL(t)
-	b := connect(t, bus.Config{URL: url})
+	b := systest.ConnectWith(t, bus.Config{URL: url})
 	js, err := b.JetStream()
 	if err != nil {
 		t.Fatal(err)
@@ -144,7 +145,7 @@ func TestIntakeKeepsAWorkQueueStream(t *testing.T) {
 	if err := b.Publish(wire.SubjectSubmit, wire.JobRequestPacket("t", "c", &pb.JobRequest{JobId: "j", Topic: "job.x"})); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, waitFor, func() bool { return got.get("j") == 1 }, "the submission")
+	systest.Eventually(t, waitFor, "the submission", func() bool { return got.get("j") == 1 })
 	st, err := js.Stream(ctx, name)
 	if err != nil {
 		t.Fatal(err)
@@ -152,8 +153,8 @@ func TestIntakeKeepsAWorkQueueStream(t *testing.T) {
 	if r := st.CachedInfo().Config.Retention; r != jetstream.WorkQueuePolicy {
 		t.Errorf("retention %v, want the work queue kept", r)
 	}
-	eventually(t, waitFor, func() bool {
+	systest.Eventually(t, waitFor, "the work queue to remove the handled submission", func() bool {
 		info, err := st.Info(ctx)
 		return err == nil && info.State.Msgs == 0
-	}, "the work queue to remove the handled submission")
+	})
 }

@@ -24,23 +24,11 @@ import (
 
 const waitFor = 10 * time.Second
 
-// eventually polls cond until it holds or timeout passes.
-func eventually(t testing.TB, timeout time.Duration, cond func() bool, format string, args ...any) {
-	t.Helper()
-	systest.Eventually(t, timeout, fmt.Sprintf(format, args...), cond)
-}
-
 // syncBuffer collects a logger's output while the test reads it.
 type syncBuffer = logging.Buffer
 
 func testLogger(w *syncBuffer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-// connect opens a bus on url that is closed when the test ends.
-func connect(t testing.TB, cfg bus.Config) *bus.NatsBus {
-	t.Helper()
-	return systest.ConnectWith(t, cfg)
 }
 
 func flush(t testing.TB, b *bus.NatsBus) {
@@ -94,8 +82,8 @@ func jobPacket(id string) *pb.BusPacket {
 func TestRoundTripEveryPayloadKind(t *testing.T) {
 	t.Parallel()
 	url := natstest.URL(t)
-	pubBus := connect(t, bus.Config{URL: url})
-	subBus := connect(t, bus.Config{URL: url})
+	pubBus := systest.ConnectWith(t, bus.Config{URL: url})
+	subBus := systest.ConnectWith(t, bus.Config{URL: url})
 
 	packets := []*pb.BusPacket{
 		wire.JobRequestPacket("t-req", "client", &pb.JobRequest{
@@ -120,7 +108,7 @@ func TestRoundTripEveryPayloadKind(t *testing.T) {
 			t.Fatalf("publish %d: %v", i, err)
 		}
 	}
-	eventually(t, waitFor, func() bool { return got.len() == len(packets) }, "%d packets", len(packets))
+	systest.Eventually(t, waitFor, fmt.Sprintf("%d packets", len(packets)), func() bool { return got.len() == len(packets) })
 	for i, p := range got.all() {
 		if !proto.Equal(p, packets[i]) {
 			t.Errorf("packet %d:\n got %v\nwant %v", i, p, packets[i])
@@ -148,11 +136,11 @@ func TestQueueGroupSharesAndEmptyQueueFansOut(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			url := natstest.URL(t)
-			pubBus := connect(t, bus.Config{URL: url})
+			pubBus := systest.ConnectWith(t, bus.Config{URL: url})
 			var subs [2]collector
 			var buses [2]*bus.NatsBus
 			for i := range subs {
-				buses[i] = connect(t, bus.Config{URL: url})
+				buses[i] = systest.ConnectWith(t, bus.Config{URL: url})
 				subscribe(t, buses[i], "work", tc.queue, subs[i].handle)
 			}
 			for i := range n {
@@ -164,7 +152,7 @@ func TestQueueGroupSharesAndEmptyQueueFansOut(t *testing.T) {
 			if tc.wantEach {
 				want = 2 * n
 			}
-			eventually(t, waitFor, func() bool { return subs[0].len()+subs[1].len() >= want }, "%d deliveries", want)
+			systest.Eventually(t, waitFor, fmt.Sprintf("%d deliveries", want), func() bool { return subs[0].len()+subs[1].len() >= want })
 			// Anything extra would have been sent before this round trip ends.
 			flush(t, pubBus)
 			for i := range buses {
@@ -229,9 +217,9 @@ func TestBadInboundPacketsAreCountedAndDeliveryContinues(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			url := natstest.URL(t)
-			pubBus := connect(t, bus.Config{URL: url})
+			pubBus := systest.ConnectWith(t, bus.Config{URL: url})
 			var logs syncBuffer
-			subBus := connect(t, bus.Config{URL: url, MaxPacketBytes: 256, Logger: testLogger(&logs)})
+			subBus := systest.ConnectWith(t, bus.Config{URL: url, MaxPacketBytes: 256, Logger: testLogger(&logs)})
 			var got collector
 			subscribe(t, subBus, "in", "", got.handle)
 
@@ -241,7 +229,7 @@ func TestBadInboundPacketsAreCountedAndDeliveryContinues(t *testing.T) {
 			if err := pubBus.Conn().Publish("in", valid); err != nil {
 				t.Fatal(err)
 			}
-			eventually(t, waitFor, func() bool { return got.len() == 1 }, "the valid packet after the bad one")
+			systest.Eventually(t, waitFor, "the valid packet after the bad one", func() bool { return got.len() == 1 })
 			if id := got.all()[0].GetJobRequest().GetJobId(); id != "ok" {
 				t.Errorf("delivered job %q, want ok", id)
 			}
@@ -262,9 +250,9 @@ func TestBadInboundPacketsAreCountedAndDeliveryContinues(t *testing.T) {
 func TestHandlerPanicIsCountedAndDeliveryContinues(t *testing.T) {
 	t.Parallel()
 	url := natstest.URL(t)
-	pubBus := connect(t, bus.Config{URL: url})
+	pubBus := systest.ConnectWith(t, bus.Config{URL: url})
 	var logs syncBuffer
-	subBus := connect(t, bus.Config{URL: url, Logger: testLogger(&logs)})
+	subBus := systest.ConnectWith(t, bus.Config{URL: url, Logger: testLogger(&logs)})
 	var got collector
 	subscribe(t, subBus, "p", "", func(p *pb.BusPacket) {
 		if p.GetJobRequest().GetJobId() == "boom" {
@@ -277,7 +265,7 @@ func TestHandlerPanicIsCountedAndDeliveryContinues(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	eventually(t, waitFor, func() bool { return got.len() == 2 }, "two packets after panics")
+	systest.Eventually(t, waitFor, "two packets after panics", func() bool { return got.len() == 2 })
 	if s := subBus.Stats(); s.HandlerPanics != 2 || s.Delivered != 4 {
 		t.Errorf("stats = %+v, want 2 panics and 4 deliveries", s)
 	}
@@ -289,7 +277,7 @@ func TestHandlerPanicIsCountedAndDeliveryContinues(t *testing.T) {
 func TestPublishRefusesOversizeAndNil(t *testing.T) {
 	t.Parallel()
 	url := natstest.URL(t)
-	b := connect(t, bus.Config{URL: url, MaxPacketBytes: 128})
+	b := systest.ConnectWith(t, bus.Config{URL: url, MaxPacketBytes: 128})
 
 	big := jobPacket("big")
 	big.GetJobRequest().ContextPtr = strings.Repeat("x", 200)
@@ -310,7 +298,7 @@ func TestPublishRefusesOversizeAndNil(t *testing.T) {
 
 func TestSubscribeNilHandler(t *testing.T) {
 	t.Parallel()
-	b := connect(t, bus.Config{URL: natstest.URL(t)})
+	b := systest.ConnectWith(t, bus.Config{URL: natstest.URL(t)})
 	if _, err := b.Subscribe("x", "", nil); err == nil {
 		t.Fatal("Subscribe with a nil handler succeeded")
 	}
@@ -319,8 +307,8 @@ func TestSubscribeNilHandler(t *testing.T) {
 func TestDrainWaitsForInFlightHandler(t *testing.T) {
 	t.Parallel()
 	srv := natstest.RunServer(t)
-	pubBus := connect(t, bus.Config{URL: srv.ClientURL()})
-	subBus := connect(t, bus.Config{URL: srv.ClientURL()})
+	pubBus := systest.ConnectWith(t, bus.Config{URL: srv.ClientURL()})
+	subBus := systest.ConnectWith(t, bus.Config{URL: srv.ClientURL()})
 
 	started := make(chan struct{})
 	release := make(chan struct{})
@@ -349,7 +337,7 @@ func TestDrainWaitsForInFlightHandler(t *testing.T) {
 	drained := make(chan error, 1)
 	go func() { drained <- drain() }()
 	// The drain has begun once the server lost the subscription.
-	eventually(t, waitFor, func() bool { return srv.NumSubscriptions() < before }, "the server to see the unsubscribe")
+	systest.Eventually(t, waitFor, "the server to see the unsubscribe", func() bool { return srv.NumSubscriptions() < before })
 	select {
 	case err := <-drained:
 		t.Fatalf("drain returned (%v) while the handler was still running", err)
@@ -427,7 +415,7 @@ func TestCloseDeliversPublishedThenWaitsForHandlers(t *testing.T) {
 
 	closed := make(chan struct{})
 	go func() { subBus.Close(); close(closed) }()
-	eventually(t, waitFor, func() bool { return subBus.Conn().IsDraining() || subBus.Conn().IsClosed() }, "subscriber draining")
+	systest.Eventually(t, waitFor, "subscriber draining", func() bool { return subBus.Conn().IsDraining() || subBus.Conn().IsClosed() })
 	select {
 	case <-closed:
 		t.Fatal("Close returned while a handler was blocked")
@@ -451,15 +439,15 @@ func TestReconnectAfterServerRestart(t *testing.T) {
 	url := srv.URL()
 
 	var logs syncBuffer
-	subBus := connect(t, bus.Config{URL: url, Logger: testLogger(&logs)})
+	subBus := systest.ConnectWith(t, bus.Config{URL: url, Logger: testLogger(&logs)})
 	var got collector
 	subscribe(t, subBus, "r", "", got.handle)
 
 	srv.Shutdown()
-	eventually(t, waitFor, func() bool { return !subBus.Conn().IsConnected() }, "the client to notice the shutdown")
+	systest.Eventually(t, waitFor, "the client to notice the shutdown", func() bool { return !subBus.Conn().IsConnected() })
 	srv.Start(t) // same port, same JetStream directory
 
-	eventually(t, waitFor, func() bool { return subBus.Stats().Reconnects >= 1 }, "a reconnect to be counted")
+	systest.Eventually(t, waitFor, "a reconnect to be counted", func() bool { return subBus.Stats().Reconnects >= 1 })
 	if !strings.Contains(logs.String(), "bus reconnected") {
 		t.Errorf("reconnect not logged:\n%s", logs.String())
 	}
@@ -469,9 +457,9 @@ func TestReconnectAfterServerRestart(t *testing.T) {
 
 	// The subscription was restored: a packet published now arrives.
 	flush(t, subBus)
-	pubBus := connect(t, bus.Config{URL: url})
+	pubBus := systest.ConnectWith(t, bus.Config{URL: url})
 	if err := pubBus.Publish("r", jobPacket("after-restart")); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, waitFor, func() bool { return got.len() == 1 }, "delivery after the reconnect")
+	systest.Eventually(t, waitFor, "delivery after the reconnect", func() bool { return got.len() == 1 })
 }

@@ -3,6 +3,7 @@ package bus_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/cortex-os/core/internal/infrastructure/bus"
 	"github.com/cortex-os/core/internal/natstest"
+	"github.com/cortex-os/core/internal/systest"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/wire"
 )
@@ -22,7 +24,7 @@ func TestServeAnswersOnlyOnInboxes(t *testing.T) {
 	t.Parallel()
 	url := natstest.URL(t)
 	var logs syncBuffer
-	srv := connect(t, bus.Config{URL: url, Logger: testLogger(&logs)})
+	srv := systest.ConnectWith(t, bus.Config{URL: url, Logger: testLogger(&logs)})
 	drain, err := srv.Serve("svc", "", func(p *pb.BusPacket) *pb.BusPacket { return p })
 	if err != nil {
 		t.Fatal(err)
@@ -49,11 +51,11 @@ func TestServeAnswersOnlyOnInboxes(t *testing.T) {
 		}
 	}
 	// An honest request, sent after them, is answered after they were handled.
-	c := connect(t, bus.Config{URL: url})
+	c := systest.ConnectWith(t, bus.Config{URL: url})
 	if _, err := c.Request(context.Background(), "svc", jobPacket("honest")); err != nil {
 		t.Fatalf("honest request: %v", err)
 	}
-	eventually(t, waitFor, func() bool { return srv.Stats().RepliesRefused == 3 }, "3 replies refused, have %d", srv.Stats().RepliesRefused)
+	systest.Eventually(t, waitFor, fmt.Sprintf("3 replies refused, have %d", srv.Stats().RepliesRefused), func() bool { return srv.Stats().RepliesRefused == 3 })
 	select {
 	case s := <-hit:
 		t.Errorf("answered on %s", s)
@@ -67,7 +69,7 @@ func TestServeAnswersOnlyOnInboxes(t *testing.T) {
 func TestServeTree(t *testing.T) {
 	t.Parallel()
 	url := natstest.URL(t)
-	srv := connect(t, bus.Config{URL: url})
+	srv := systest.ConnectWith(t, bus.Config{URL: url})
 	type call struct {
 		subject, reply string
 		ok, decodeErr  bool
@@ -92,7 +94,7 @@ func TestServeTree(t *testing.T) {
 	}
 	defer func() { _ = drain() }()
 	flush(t, srv)
-	c := connect(t, bus.Config{URL: url})
+	c := systest.ConnectWith(t, bus.Config{URL: url})
 	ctx := context.Background()
 	for _, subject := range []string{"sys.job.query", "sys.job.query.tenant-a"} {
 		a, err := c.Request(ctx, subject, jobPacket("j"))

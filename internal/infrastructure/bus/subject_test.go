@@ -11,6 +11,7 @@ import (
 
 	"github.com/cortex-os/core/internal/infrastructure/bus"
 	"github.com/cortex-os/core/internal/natstest"
+	"github.com/cortex-os/core/internal/systest"
 	"github.com/cortex-os/core/pkg/wire"
 )
 
@@ -22,7 +23,7 @@ import (
 func TestUnpublishableIsRefusedAndTheConnectionLives(t *testing.T) {
 	t.Parallel()
 	url := natstest.URL(t)
-	b := connect(t, bus.Config{URL: url, MaxPacketBytes: 4096})
+	b := systest.ConnectWith(t, bus.Config{URL: url, MaxPacketBytes: 4096})
 	var got collector
 	subscribe(t, b, "job.echo", "", got.handle)
 
@@ -59,7 +60,7 @@ func TestUnpublishableIsRefusedAndTheConnectionLives(t *testing.T) {
 	if err := b.Publish("job.echo", jobPacket("after")); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, waitFor, func() bool { return got.len() == 1 }, "the packet after the refusals")
+	systest.Eventually(t, waitFor, "the packet after the refusals", func() bool { return got.len() == 1 })
 	if b.CloseError() != nil || b.Conn().IsClosed() {
 		t.Errorf("the connection is closed: %v", b.CloseError())
 	}
@@ -71,7 +72,7 @@ func TestClosedByTheServerIsReported(t *testing.T) {
 	t.Parallel()
 	url := natstest.URL(t)
 	var logs syncBuffer
-	b := connect(t, bus.Config{URL: url, Logger: testLogger(&logs)})
+	b := systest.ConnectWith(t, bus.Config{URL: url, Logger: testLogger(&logs)})
 	// Past the bus's check, straight on the connection: what the bus
 	// refuses to send.
 	if err := b.Conn().Publish("job."+strings.Repeat("a", 5000), nil); err != nil {
@@ -86,9 +87,9 @@ func TestClosedByTheServerIsReported(t *testing.T) {
 	if !errors.Is(err, bus.ErrClosedByServer) || !strings.Contains(strings.ToLower(err.Error()), "maximum control line") {
 		t.Errorf("CloseError = %v, want ErrClosedByServer saying maximum control line exceeded", err)
 	}
-	eventually(t, waitFor, func() bool { return strings.Contains(logs.String(), "closed by the server") }, "the close logged")
+	systest.Eventually(t, waitFor, "the close logged", func() bool { return strings.Contains(logs.String(), "closed by the server") })
 
-	mine := connect(t, bus.Config{URL: url})
+	mine := systest.ConnectWith(t, bus.Config{URL: url})
 	mine.Close()
 	<-mine.Closed()
 	if err := mine.CloseError(); err != nil {
