@@ -1,11 +1,13 @@
 // Package natstest runs a real, in-process NATS server for tests: a random
-// loopback port, JetStream in t.TempDir(), shut down by t.Cleanup.
+// loopback port, JetStream in t.TempDir(), shut down by t.Cleanup; and
+// opens plain connections to it ([Conn]).
 package natstest
 
 import (
 	"testing"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 
 	"github.com/cortex-os/core/internal/embeddednats"
 )
@@ -53,4 +55,17 @@ func RunServerWith(t testing.TB, cfg embeddednats.Config) *server.Server {
 		srv.WaitForShutdown()
 	})
 	return srv
+}
+
+// Conn opens a plain NATS connection to url for the test, closed when the
+// test ends. A test that needs the repository's bus rather than a bare
+// connection uses systest.Connect.
+func Conn(t testing.TB, url string) *nats.Conn {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatalf("natstest: connect to %s: %v", url, err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
 }

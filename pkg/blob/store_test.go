@@ -18,16 +18,6 @@ import (
 	"github.com/cortex-os/core/pkg/blob"
 )
 
-func connect(t *testing.T) *nats.Conn {
-	t.Helper()
-	nc, err := nats.Connect(natstest.URL(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	return nc
-}
-
 func newStore(t *testing.T, nc *nats.Conn, cfg blob.Config) *blob.Store {
 	t.Helper()
 	s, err := blob.New(nc, cfg)
@@ -45,7 +35,7 @@ func ctx(t *testing.T) context.Context {
 
 func TestPutGetRoundTrip(t *testing.T) {
 	t.Parallel()
-	nc := connect(t)
+	nc := natstest.Conn(t, natstest.URL(t))
 	if err := blob.EnsureBucket(ctx(t), nc, blob.BucketConfig{TTL: time.Hour}); err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +85,7 @@ func TestPutGetRoundTrip(t *testing.T) {
 
 func TestErrors(t *testing.T) {
 	t.Parallel()
-	nc := connect(t)
+	nc := natstest.Conn(t, natstest.URL(t))
 	s := newStore(t, nc, blob.Config{})
 	// No bucket, and the store does not create one.
 	if _, err := s.PutBytes(ctx(t), "k", []byte("x")); !errors.Is(err, blob.ErrNotFound) {
@@ -128,7 +118,7 @@ func TestErrors(t *testing.T) {
 
 func TestSizeCap(t *testing.T) {
 	t.Parallel()
-	nc := connect(t)
+	nc := natstest.Conn(t, natstest.URL(t))
 	if err := blob.EnsureBucket(ctx(t), nc, blob.BucketConfig{}); err != nil {
 		t.Fatal(err)
 	}
@@ -166,7 +156,7 @@ func TestSizeCap(t *testing.T) {
 // other bytes: reading it fails with ErrChecksum, never returning the bytes.
 func TestChecksumMismatch(t *testing.T) {
 	t.Parallel()
-	nc := connect(t)
+	nc := natstest.Conn(t, natstest.URL(t))
 	if err := blob.EnsureBucket(ctx(t), nc, blob.BucketConfig{}); err != nil {
 		t.Fatal(err)
 	}
