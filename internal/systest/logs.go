@@ -66,8 +66,10 @@ func ParseAttrs(line string) Attrs {
 // attributes have the values of the key, value pairs kv. An empty value
 // matches an attribute that is empty or absent.
 //
-// Match by the words of the message and by attributes, not by the component
-// prefixes or emoji some messages carry: "dispatched", "job_id", id.
+// Match by the words of the message and by attributes, the component
+// included ("component", "scheduler"): the binaries' messages are plain,
+// and the design document's [SCHEDULER]-style prefixes appear only in
+// cortex dev's human text.
 func (a Attrs) Match(msg string, kv ...string) bool {
 	if len(kv)%2 != 0 {
 		panic(fmt.Sprintf("systest: Match: key %q without a value", kv[len(kv)-1]))

@@ -56,8 +56,8 @@ func TestParseAttrs(t *testing.T) {
 		line string
 		want systest.Attrs
 	}{
-		{`time=2026-01-01T00:00:00Z level=DEBUG msg="[SCHEDULER] 📥 submitted" job_id=a-b topic=job.echo trace_id=c`,
-			systest.Attrs{"time": "2026-01-01T00:00:00Z", "level": "DEBUG", "msg": "[SCHEDULER] 📥 submitted",
+		{`time=2026-01-01T00:00:00Z level=DEBUG msg="job submitted" component=scheduler job_id=a-b topic=job.echo trace_id=c`,
+			systest.Attrs{"time": "2026-01-01T00:00:00Z", "level": "DEBUG", "msg": "job submitted", "component": "scheduler",
 				"job_id": "a-b", "topic": "job.echo", "trace_id": "c"}},
 		{`level=WARN msg="bus dropped packet" err="proto: \"x\" = y" bytes=3`,
 			systest.Attrs{"level": "WARN", "msg": "bus dropped packet", "err": `proto: "x" = y`, "bytes": "3"}},
@@ -78,7 +78,7 @@ func TestParseAttrs(t *testing.T) {
 
 func TestAttrsMatch(t *testing.T) {
 	t.Parallel()
-	a := systest.ParseAttrs(`level=DEBUG msg="[SCHEDULER] 🚀 dispatched" job_id=j1 subject=job.echo worker_id= attempt=1`)
+	a := systest.ParseAttrs(`level=DEBUG msg=dispatched component=scheduler job_id=j1 subject=job.echo worker_id= attempt=1`)
 	cases := []struct {
 		msg  string
 		kv   []string
@@ -87,6 +87,8 @@ func TestAttrsMatch(t *testing.T) {
 		{"dispatched", nil, true},
 		{"", []string{"job_id", "j1"}, true},
 		{"dispatched", []string{"job_id", "j1", "subject", "job.echo", "attempt", "1"}, true},
+		{"dispatched", []string{"component", "scheduler"}, true},
+		{"dispatched", []string{"component", "safety"}, false},
 		{"dispatched", []string{"job_id", "j2"}, false},
 		{"submitted", []string{"job_id", "j1"}, false},
 		{"dispatched", []string{"worker_id", ""}, true},  // empty

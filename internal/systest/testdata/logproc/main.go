@@ -1,5 +1,6 @@
 // Command logproc is the process the systest tests start: it logs as the
-// CortexOS binaries do (slog text on stderr), says "ready" on stdout, and on
+// CortexOS binaries do (slog text on stderr, plain messages, the component
+// in an attribute), says "ready" on stdout, and on
 // SIGINT or SIGTERM logs which it got and exits (0 for SIGINT, 3 for
 // SIGTERM). With -exit N it exits with N at once, logging nothing.
 package main
@@ -19,13 +20,13 @@ func main() {
 	if *exit >= 0 {
 		os.Exit(*exit)
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("component", "logproc")
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
-	log.Info("[LOGPROC] 🚀 started", "pid", os.Getpid(), "greeting", os.Getenv("GREETING"), "nats_url", os.Getenv("NATS_URL"))
+	log.Info("started", "pid", os.Getpid(), "greeting", os.Getenv("GREETING"), "nats_url", os.Getenv("NATS_URL"))
 	fmt.Println("ready")
 	sig := <-sigs
-	log.Info("[LOGPROC] stopped", "signal", sig.String())
+	log.Info("stopped", "signal", sig.String())
 	if sig == syscall.SIGTERM {
 		os.Exit(3)
 	}
