@@ -30,6 +30,7 @@ import (
 	"github.com/cortex-os/core/internal/natstest"
 	"github.com/cortex-os/core/internal/placement"
 	"github.com/cortex-os/core/internal/system"
+	"github.com/cortex-os/core/internal/systest"
 	"github.com/cortex-os/core/pkg/client"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/wire"
@@ -241,19 +242,11 @@ func (r *rig) startSchedulers(n int) {
 	for i := range n {
 		p := r.startScheduler()
 		if i == 0 {
-			deadline := time.Now().Add(30 * time.Second)
-			for {
+			systest.Poll(r.t, 30*time.Second, 50*time.Millisecond, p.name+" to lead", func() (bool, string) {
 				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-				l := r.leader(ctx)
-				cancel()
-				if l == p {
-					break
-				}
-				if time.Now().After(deadline) {
-					r.t.Fatalf("%s did not lead within 30s", p.name)
-				}
-				time.Sleep(50 * time.Millisecond)
-			}
+				defer cancel()
+				return r.leader(ctx) == p, ""
+			})
 		}
 	}
 }
@@ -554,11 +547,8 @@ func (r *rig) verify() {
 func (r *rig) waitProgress(n int64, d time.Duration) {
 	r.t.Helper()
 	start := r.execs.Load()
-	deadline := time.Now().Add(d)
-	for r.execs.Load() < start+n {
-		if time.Now().After(deadline) {
-			r.t.Fatalf("no progress: %d executions in %s, want %d", r.execs.Load()-start, d, n)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	systest.Poll(r.t, d, 20*time.Millisecond, fmt.Sprintf("%d executions", n), func() (bool, string) {
+		done := r.execs.Load() - start
+		return done >= n, fmt.Sprintf("%d executions", done)
+	})
 }
