@@ -173,7 +173,7 @@ func (s *Server) result(w http.ResponseWriter, r *http.Request, c caller) {
 	if _, err := io.Copy(w, rc); err != nil {
 		// The bytes did not match their digest, or the store failed: cut
 		// the connection, so the caller sees a short body, not a result.
-		s.log.Info("[GATEWAY] result cut", "request_id", r.Context().Value(requestIDKey{}), "job_id", id, "err", err)
+		s.log.Info("result cut", "request_id", r.Context().Value(requestIDKey{}), "job_id", id, "err", err)
 		panic(http.ErrAbortHandler)
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 
+	"github.com/cortex-os/core/internal/logging"
 	"github.com/cortex-os/core/internal/safety"
 	"github.com/cortex-os/core/internal/tenancy"
 	"github.com/cortex-os/core/pkg/client"
@@ -124,7 +125,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidConfig, err)
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, kernel: k, mux: http.NewServeMux(), limiters: map[string]*rate.Limiter{}, closing: make(chan struct{}), openapiDoc: mustJSON(OpenAPI())}
+	s := &Server{cfg: cfg, log: cfg.Logger.With(logging.ComponentKey, logging.ComponentGateway), kernel: k, mux: http.NewServeMux(), limiters: map[string]*rate.Limiter{}, closing: make(chan struct{}), openapiDoc: mustJSON(OpenAPI())}
 	if cfg.Metrics != nil {
 		if s.httpm, err = newHTTPMetrics(cfg.Metrics); err != nil {
 			return nil, err
@@ -159,7 +160,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if rec.status >= 400 {
 		level = slog.LevelInfo
 	}
-	s.log.Log(r.Context(), level, "[GATEWAY] request", "request_id", rid, "method", r.Method, "path", r.URL.Path,
+	s.log.Log(r.Context(), level, "request", "request_id", rid, "method", r.Method, "path", r.URL.Path,
 		"status", rec.code(), "bytes", rec.bytes, "duration", time.Since(start), "key", rec.key, "remote", r.RemoteAddr)
 }
 
@@ -350,7 +351,7 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 		w.Header().Set("Retry-After", fmt.Sprint(int64(math.Ceil(e.retryAfter.Seconds()))))
 	}
 	if e.status >= 500 {
-		s.log.Info("[GATEWAY] request failed", "request_id", r.Context().Value(requestIDKey{}), "path", r.URL.Path, "status", e.status, "err", e.Message)
+		s.log.Info("request failed", "request_id", r.Context().Value(requestIDKey{}), "path", r.URL.Path, "status", e.status, "err", e.Message)
 	}
 	writeJSON(w, r, e.status, map[string]*apiError{"error": e})
 }

@@ -25,6 +25,7 @@ const (
 	ComponentScheduler = "scheduler"
 	ComponentSafety    = "safety"
 	ComponentWorker    = "worker"
+	ComponentGateway   = "gateway"
 )
 
 // New returns a text logger at level writing to w.
