@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/cortex-os/core/internal/systest"
 )
@@ -141,7 +143,9 @@ func waitReady(t *testing.T, p *systest.Proc) {
 }
 
 // The quick start: cortex dev, a job with `cortex submit --wait`, one with
-// send_echo_job.go, `cortex job get`; a job nobody serves is answered
+// send_echo_job.go, `cortex job get`; the log lines the README shows for the
+// echo job and for the refused sys.destroy job are the ones dev logs; a job
+// nobody serves is answered
 // DISPATCHED (naive strategy) and is then PENDING with its reason; it is
 // still there when dev starts again, and gone after `cortex dev --reset`.
 func TestREADMEQuickStart(t *testing.T) {
@@ -151,7 +155,10 @@ func TestREADMEQuickStart(t *testing.T) {
 	url, flags := devFlags(t, true)
 	env := []string{"NATS_URL=" + url}
 
-	dev := runReadme(t, dir, "./bin/cortex dev", nil, flags...)
+	// This first run keeps the echo worker's simulated work (100-500 ms), so
+	// that the jobs are confirmed (RUNNING) as in the README's log sample.
+	i := slices.Index(flags, "--work-time")
+	dev := runReadme(t, dir, "./bin/cortex dev", nil, slices.Delete(slices.Clone(flags), i, i+2)...)
 	waitReady(t, dev)
 
 	out := readmeOK(t, dir, "./bin/cortex submit --topic job.echo --wait", env).Stdout()
@@ -163,7 +170,15 @@ func TestREADMEQuickStart(t *testing.T) {
 	if kv := keyValues(readmeOK(t, dir, "./bin/cortex job get ", env, id).Stdout()); kv["state"] != "COMPLETED" || kv["job_id"] != id {
 		t.Errorf("cortex job get %s: state %q job_id %q, want COMPLETED", id, kv["state"], kv["job_id"])
 	}
-	checkCompleted(t, readmeOK(t, dir, "go run ./tools/scripts/send_echo_job.go", env))
+	echo, _ := checkCompleted(t, readmeOK(t, dir, "go run ./tools/scripts/send_echo_job.go", env))
+	checkLogSample(t, dev, "Meanwhile `make dev-up` logs the job's way", echo.JobID, "DEBUG")
+
+	// A refused job: the two info lines the README shows, and no others.
+	destroy := runReadme(t, dir, "go run ./tools/scripts/send_echo_job.go --topic sys.destroy", env)
+	if code := destroy.Wait(t, exitTimeout); code != 1 {
+		t.Fatalf("send_echo_job --topic sys.destroy exited %d, want 1\n%s", code, destroy.Stderr())
+	}
+	checkLogSample(t, dev, "is refused before dispatch", sentLine(t, destroy).JobID, "INFO")
 
 	// Placement (the default): no worker serves the topic, so the job is
 	// recorded PENDING, says why, and is never dispatched.
@@ -305,4 +320,77 @@ func TestREADMEMakeTargets(t *testing.T) {
 	if !strings.Contains(readme(t), summary) {
 		t.Errorf("README.md does not quote make test's last line %q", summary)
 	}
+}
+
+// readmeBlock returns the lines of the README's first fenced block after the
+// text marker.
+func readmeBlock(t *testing.T, marker string) []string {
+	t.Helper()
+	_, after, ok := strings.Cut(readme(t), marker)
+	if !ok {
+		t.Fatalf("README.md no longer has %q: update this test with the README", marker)
+	}
+	_, after, ok = strings.Cut(after, "\n```\n")
+	block, _, closed := strings.Cut(after, "\n```")
+	if !ok || !closed {
+		t.Fatalf("README.md has no code block after %q", marker)
+	}
+	return strings.Split(block, "\n")
+}
+
+// sampleRunValues are the attributes whose values differ from run to run:
+// a log line of the README matches one of the run whatever they are.
+var sampleRunValues = map[string]bool{"time": true, "job_id": true, "trace_id": true, "worker_id": true,
+	"subject": true, "context_ptr": true, "execution_ms": true}
+
+// checkLogSample checks the log lines the README shows after marker against
+// cortex dev's: the lines dev logged about job at level or above are, in
+// some order, those of the README: the same message (with cortex dev's
+// prefix), the same attributes, the same values but for those of the run
+// (ids, times).
+func checkLogSample(t *testing.T, dev *systest.Proc, marker, job, level string) {
+	t.Helper()
+	var want []systest.Attrs
+	for _, l := range readmeBlock(t, marker) {
+		want = append(want, systest.ParseAttrs(l))
+	}
+	levels := []string{"DEBUG", "INFO", "WARN", "ERROR"}
+	lowest := slices.Index(levels, level)
+	same := func(a, b systest.Attrs) bool {
+		if len(a) != len(b)+1 { // the run's line has a time, the README's not
+			return false
+		}
+		for k, v := range b {
+			if w, ok := a[k]; !ok || (!sampleRunValues[k] && w != v) {
+				return false
+			}
+		}
+		return true
+	}
+	systest.Poll(t, logTimeout, 50*time.Millisecond, "cortex dev's log lines of job "+job+" to be the README's after "+strconv.Quote(marker), func() (bool, string) {
+		var got []systest.Attrs
+		for _, a := range systest.FindLogs(dev.Stderr(), "", "job_id", job) {
+			if slices.Index(levels, a["level"]) >= lowest {
+				got = append(got, a)
+			}
+		}
+		left := slices.Clone(got)
+		var missing []string
+		for _, w := range want {
+			i := slices.IndexFunc(left, func(a systest.Attrs) bool { return same(a, w) })
+			if i < 0 {
+				missing = append(missing, w["msg"])
+				continue
+			}
+			left = slices.Delete(left, i, i+1)
+		}
+		if len(missing) == 0 && len(left) == 0 {
+			return true, ""
+		}
+		var extra []string
+		for _, a := range left {
+			extra = append(extra, fmt.Sprint(a))
+		}
+		return false, fmt.Sprintf("README lines not logged (or with other attributes): %q; logged lines the README does not show: %s", missing, strings.Join(extra, "; "))
+	})
 }
