@@ -142,12 +142,13 @@ func waitReady(t *testing.T, p *systest.Proc) {
 	p.WaitForLine(t, startTimeout, `"Ctrl-C stops"`, func(line string) bool { return strings.Contains(line, "Ctrl-C stops") })
 }
 
-// The quick start: cortex dev, a job with `cortex submit --wait`, one with
-// send_echo_job.go, `cortex job get`; the log lines the README shows for the
-// echo job and for the refused sys.destroy job are the ones dev logs; a job
-// nobody serves is answered
-// DISPATCHED (naive strategy) and is then PENDING with its reason; it is
-// still there when dev starts again, and gone after `cortex dev --reset`.
+// The quick start: cortex dev, a job with `cortex submit --wait`, one
+// without --wait (DISPATCHED at once) followed with `cortex job watch`, one
+// with send_echo_job.go, `cortex job get`; the log lines the README shows
+// for the echo job and for the refused sys.destroy job are the ones dev
+// logs; a job nobody serves is recorded PENDING with its reason (placement,
+// the default); it is still there when dev starts again, and gone after
+// `cortex dev --reset`.
 func TestREADMEQuickStart(t *testing.T) {
 	requireBinaries(t)
 	t.Parallel()
@@ -169,6 +170,15 @@ func TestREADMEQuickStart(t *testing.T) {
 	id := systest.ParseAttrs(systest.Lines(out)[0])["job_id"]
 	if kv := keyValues(readmeOK(t, dir, "./bin/cortex job get ", env, id).Stdout()); kv["state"] != "COMPLETED" || kv["job_id"] != id {
 		t.Errorf("cortex job get %s: state %q job_id %q, want COMPLETED", id, kv["state"], kv["job_id"])
+	}
+	// Without --wait, with the echo worker idle: recorded DISPATCHED at
+	// once, as the README prints it; `job watch` follows it to COMPLETED.
+	sub := systest.ParseAttrs(readmeOK(t, dir, "./bin/cortex submit --topic job.echo\n", env).Stdout())
+	if sub["state"] != "DISPATCHED" || sub["job_id"] == "" {
+		t.Errorf("cortex submit --topic job.echo: %v, want state=DISPATCHED", sub)
+	}
+	if cs := changes(readmeOK(t, dir, "./bin/cortex job watch ", env, sub["job_id"]).Stdout()); len(cs) == 0 || cs[len(cs)-1].State != "COMPLETED" {
+		t.Errorf("cortex job watch %s: changes %+v, want COMPLETED last", sub["job_id"], cs)
 	}
 	echo, _ := checkCompleted(t, readmeOK(t, dir, "go run ./tools/scripts/send_echo_job.go", env))
 	checkLogSample(t, dev, "Meanwhile `make dev-up` logs the job's way", echo.JobID, "DEBUG")
