@@ -12,6 +12,7 @@ import (
 	"github.com/cortex-os/core/internal/echo"
 	"github.com/cortex-os/core/internal/infrastructure/bus"
 	"github.com/cortex-os/core/internal/natstest"
+	"github.com/cortex-os/core/internal/systest"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/wire"
 	"github.com/cortex-os/core/pkg/worker"
@@ -117,19 +118,14 @@ func TestEchoWorkerOverNATS(t *testing.T) {
 	}
 	wait := func(jobID string) *pb.JobResult {
 		t.Helper()
-		deadline := time.Now().Add(waitFor)
-		for {
+		var r *pb.JobResult
+		systest.Eventually(t, waitFor, "the result of "+jobID, func() bool {
 			mu.Lock()
-			r := results[jobID]
-			mu.Unlock()
-			if r != nil {
-				return r
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("no result for %s", jobID)
-			}
-			time.Sleep(2 * time.Millisecond)
-		}
+			defer mu.Unlock()
+			r = results[jobID]
+			return r != nil
+		})
+		return r
 	}
 
 	// The design document's sender: a job on job.echo, attempt 0.

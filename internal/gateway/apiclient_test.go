@@ -12,6 +12,7 @@ import (
 
 	"github.com/cortex-os/core/internal/gateway"
 	"github.com/cortex-os/core/internal/gateway/apiclient"
+	"github.com/cortex-os/core/internal/systest"
 	"github.com/cortex-os/core/pkg/worker"
 )
 
@@ -75,20 +76,13 @@ func TestGeneratedClient(t *testing.T) {
 		t.Fatalf("submit: %v %d %s", err, sub.StatusCode(), sub.Body)
 	}
 	waitDone := func(id string) {
-		deadline := time.Now().Add(waitFor)
-		for {
+		systest.Poll(t, waitFor, 20*time.Millisecond, "job "+id+" COMPLETED", func() (bool, string) {
 			j, err := a.GetJobWithResponse(ctx, id)
 			if err != nil || j.JSON200 == nil {
 				t.Fatalf("get %s: %v %+v", id, err, j)
 			}
-			if j.JSON200.State == "COMPLETED" {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("job %s is %s", id, j.JSON200.State)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+			return j.JSON200.State == "COMPLETED", string(j.JSON200.State)
+		})
 	}
 	waitDone(id)
 	res, err := a.GetJobResultWithResponse(ctx, id)

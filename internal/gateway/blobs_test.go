@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/cortex-os/core/internal/gateway"
+	"github.com/cortex-os/core/internal/systest"
 	"github.com/cortex-os/core/pkg/blob"
 	"github.com/cortex-os/core/pkg/client"
 	"github.com/cortex-os/core/pkg/worker"
@@ -67,17 +69,10 @@ func (rg *rig) rawPost(t *testing.T, q, key string, body []byte) resp {
 // waitState polls a job until it is in state.
 func (rg *rig) waitState(t *testing.T, id, key, state string) {
 	t.Helper()
-	deadline := time.Now().Add(waitFor)
-	for {
+	systest.Poll(t, waitFor, 20*time.Millisecond, "job "+id+" "+state, func() (bool, string) {
 		r := rg.do(t, "GET", "/v1/jobs/"+id, key, "")
-		if r.status == 200 && r.json(t)["state"] == state {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("job %s: %d %s, want state %s", id, r.status, r.body, state)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return r.status == 200 && r.json(t)["state"] == state, fmt.Sprintf("%d %s", r.status, r.body)
+	})
 }
 
 // GET /v1/jobs/{id}/result: each status docs/api.md lists, against a real

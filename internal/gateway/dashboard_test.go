@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/cortex-os/core/internal/gateway"
 	"github.com/cortex-os/core/internal/gateway/ui"
+	"github.com/cortex-os/core/internal/systest"
 )
 
 // open starts a GET of a stream and leaves its body open until the test
@@ -163,19 +165,12 @@ func TestOverview(t *testing.T) {
 	t.Cleanup(func() { close(rg.g.gate("held-b")) })
 
 	var ov gateway.Overview
-	deadline := time.Now().Add(waitFor)
-	for {
+	systest.Poll(t, waitFor, 20*time.Millisecond, "the overview to show 3 completed and 1 running", func() (bool, string) {
 		if err := json.Unmarshal(rg.want(t, 200, "GET", "/v1/overview?window_minutes=5", "key-admin", "").body, &ov); err != nil {
 			t.Fatal(err)
 		}
-		if ov.ByState["COMPLETED"] == 3 && ov.ByState["RUNNING"]+ov.ByState["DISPATCHED"] == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("overview never showed 3 completed and 1 running: %+v", ov)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return ov.ByState["COMPLETED"] == 3 && ov.ByState["RUNNING"]+ov.ByState["DISPATCHED"] == 1, fmt.Sprintf("%+v", ov)
+	})
 	if ov.WindowMinutes != 5 || len(ov.Throughput) != 5 || len(ov.QueueWait) != 5 {
 		t.Fatalf("window: %+v", ov)
 	}

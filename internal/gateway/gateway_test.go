@@ -20,6 +20,7 @@ import (
 
 	"github.com/cortex-os/core/internal/gateway"
 	"github.com/cortex-os/core/internal/natstest"
+	"github.com/cortex-os/core/internal/systest"
 	"github.com/cortex-os/core/pkg/client"
 	"github.com/cortex-os/core/pkg/worker"
 	"github.com/cortex-os/core/pkg/workertest"
@@ -436,16 +437,12 @@ func TestWorkersDLQPolicy(t *testing.T) {
 	var ws struct {
 		Workers []map[string]any `json:"workers"`
 	}
-	deadline := time.Now().Add(waitFor)
-	for len(ws.Workers) == 0 && time.Now().Before(deadline) {
+	systest.Poll(t, waitFor, 20*time.Millisecond, "a worker listed", func() (bool, string) {
 		if err := json.Unmarshal(rg.want(t, 200, "GET", "/v1/workers", "key-a", "").body, &ws); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if len(ws.Workers) == 0 {
-		t.Fatal("no worker listed")
-	}
+		return len(ws.Workers) > 0, ""
+	})
 	rg.want(t, 200, "GET", "/readyz", "", "")
 	p := rg.want(t, 200, "GET", "/v1/policy", "key-a-viewer", "").json(t)
 	if rules, _ := p["rules"].([]any); len(rules) == 0 || p["version"] == "" {
@@ -461,12 +458,12 @@ func TestWorkersDLQPolicy(t *testing.T) {
 	var dead struct {
 		Jobs []map[string]any `json:"jobs"`
 	}
-	for len(dead.Jobs) == 0 && time.Now().Before(deadline) {
+	systest.Poll(t, waitFor, 20*time.Millisecond, "a dead letter", func() (bool, string) {
 		if err := json.Unmarshal(rg.want(t, 200, "GET", "/v1/dlq", "key-a", "").body, &dead); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return len(dead.Jobs) > 0, ""
+	})
 	if len(dead.Jobs) != 1 || dead.Jobs[0]["job_id"] != "doomed" {
 		t.Fatalf("dead letters: %v", dead)
 	}

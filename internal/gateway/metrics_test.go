@@ -15,6 +15,7 @@ import (
 
 	"github.com/cortex-os/core/internal/gateway"
 	"github.com/cortex-os/core/internal/metrics"
+	"github.com/cortex-os/core/internal/systest"
 	"github.com/cortex-os/core/internal/tracing"
 )
 
@@ -137,24 +138,17 @@ func TestSubmitJoinsTheCallersTrace(t *testing.T) {
 		t.Errorf("the job's trace_id is not the caller's trace id %s: %s", tracing.JobTraceID(want), body)
 	}
 	parent, _ := trace.SpanIDFromHex(spanHex)
-	deadline := time.Now().Add(waitFor)
-	for {
-		var submit *tracetest.SpanStub
+	var submit *tracetest.SpanStub
+	systest.Poll(t, waitFor, 10*time.Millisecond, "a submit span in trace "+want.String(), func() (bool, string) {
 		for _, s := range exp.GetSpans() {
 			if s.Name == tracing.SpanSubmit && s.SpanContext.TraceID() == want {
 				submit = &s
 			}
 		}
-		if submit != nil {
-			if submit.Parent.SpanID() != parent || !submit.Parent.IsRemote() {
-				t.Errorf("the submit span's parent is %s (remote %v), want the caller's %s", submit.Parent.SpanID(), submit.Parent.IsRemote(), parent)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no submit span in trace %s", want)
-		}
-		time.Sleep(10 * time.Millisecond)
+		return submit != nil, ""
+	})
+	if submit.Parent.SpanID() != parent || !submit.Parent.IsRemote() {
+		t.Errorf("the submit span's parent is %s (remote %v), want the caller's %s", submit.Parent.SpanID(), submit.Parent.IsRemote(), parent)
 	}
 
 	// Without a traceparent the request id stays the trace id.

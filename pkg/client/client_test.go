@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/cortex-os/core/internal/natstest"
+	"github.com/cortex-os/core/internal/systest"
 	"github.com/cortex-os/core/pkg/client"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/worker"
@@ -180,18 +181,14 @@ func TestCancelRunningJob(t *testing.T) {
 	if job.GetState() != pb.JobState_JOB_STATE_CANCELLED || job.GetError() != "changed my mind" {
 		t.Fatalf("Cancel: %v", job)
 	}
-	deadline := time.Now().Add(waitFor)
-	for {
-		if err, ok := g.endedWith("victim"); ok {
-			if !errors.Is(err, context.Canceled) {
-				t.Fatalf("the handler's context ended with %v, want context.Canceled", err)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the handler's context was not cancelled")
-		}
-		time.Sleep(5 * time.Millisecond)
+	var ended error
+	systest.Eventually(t, waitFor, "the handler's context to end", func() bool {
+		var ok bool
+		ended, ok = g.endedWith("victim")
+		return ok
+	})
+	if !errors.Is(ended, context.Canceled) {
+		t.Fatalf("the handler's context ended with %v, want context.Canceled", ended)
 	}
 	_, err = c.Cancel(ctx, "victim", "")
 	var refused *client.RefusedError
