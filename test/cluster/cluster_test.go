@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cortex-os/core/internal/placement"
+	"github.com/cortex-os/core/internal/systest"
 )
 
 func skipShort(t *testing.T) {
@@ -61,13 +62,9 @@ func TestKillActivePlacer(t *testing.T) {
 	ctx, stop := context.WithCancel(context.Background())
 	load := r.load(ctx, "kill-placer", 6, 200, "capped", "free", "free", "free")
 	// Cut while the capped tenant has jobs running (at most limit).
-	deadline := time.Now().Add(30 * time.Second)
-	for r.execs.Load() < 30 || counter(&r.running, "capped").Load() < limit {
-		if time.Now().After(deadline) {
-			t.Fatal("the capped tenant never ran limit jobs at once")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	systest.Poll(t, 30*time.Second, time.Millisecond, "30 executions and the capped tenant running limit jobs at once", func() (bool, string) {
+		return r.execs.Load() >= 30 && counter(&r.running, "capped").Load() >= limit, ""
+	})
 
 	wctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	var old *struct{ name string }

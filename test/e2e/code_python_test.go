@@ -80,17 +80,10 @@ func TestCodePythonThroughTheCLI(t *testing.T) {
 		`cortex_jobs_finished_total{state="COMPLETED"} 1`,
 		`cortex_gateway_requests_total{code="200",route="GET /metrics"}`, // an earlier scrape's
 	} {
-		deadline := time.Now().Add(20 * time.Second)
-		for {
+		systest.Poll(t, 20*time.Second, 100*time.Millisecond, "dev's /metrics to have "+want, func() (bool, string) {
 			metrics := httpGet(t, api["CORTEX_API_URL"]+"/metrics", api["CORTEX_API_KEY"])
-			if strings.Contains(metrics, want) {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("dev's /metrics has no %s:\n%s", want, metrics)
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
+			return strings.Contains(metrics, want), "\n" + metrics
+		})
 	}
 	dev.Interrupt(t)
 	if code := dev.Wait(t, exitTimeout); code != 0 {
