@@ -11,6 +11,7 @@ import (
 
 	"github.com/cortex-os/core/internal/infrastructure/bus"
 	"github.com/cortex-os/core/internal/infrastructure/config"
+	"github.com/cortex-os/core/internal/systest"
 )
 
 // clearEnv unsets the variables Load reads, so that the machine's environment
@@ -203,21 +204,7 @@ func TestLoadDefaultReadsDefaultPathWhenPresent(t *testing.T) {
 // The repository's own development config parses.
 func TestRepositoryLocalConfig(t *testing.T) {
 	clearEnv(t)
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("no go.mod above the test's directory")
-		}
-		dir = parent
-	}
-	cfg, err := config.Load(filepath.Join(dir, config.DefaultPath))
+	cfg, err := config.Load(filepath.Join(systest.RepoRoot(t), config.DefaultPath))
 	if err != nil {
 		t.Fatalf("%s: %v", config.DefaultPath, err)
 	}
