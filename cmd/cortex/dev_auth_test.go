@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"github.com/cortex-os/core/internal/logging"
+	"github.com/cortex-os/core/internal/systest"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -52,14 +53,11 @@ func TestDevAuth(t *testing.T) {
 	})
 
 	send := regexp.MustCompile(`submit --nats-url (\S+) --nats-user (\S+) --nats-password (\S+) --topic job.echo --wait`)
-	deadline := time.Now().Add(15 * time.Second)
 	var m []string
-	for m = send.FindStringSubmatch(out.String()); m == nil; m = send.FindStringSubmatch(out.String()) {
-		if time.Now().After(deadline) {
-			t.Fatalf("cortex dev --auth printed no credentials:\n%s", out.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	systest.Poll(t, 15*time.Second, 10*time.Millisecond, "cortex dev --auth to print credentials", func() (bool, string) {
+		m = send.FindStringSubmatch(out.String())
+		return m != nil, "\n" + out.String()
+	})
 	url, user, password := m[1], m[2], m[3]
 	if user != "client" || len(password) < 20 {
 		t.Errorf("credentials %s/%s", user, password)
@@ -77,6 +75,7 @@ func TestDevAuth(t *testing.T) {
 
 	// dev prints the credentials before its scheduler has made the intake
 	// stream: a submission sent before that finds nobody, so try again.
+	deadline := time.Now().Add(15 * time.Second)
 	for {
 		got, err := cortexCmd(context.Background(), "submit", "--nats-url", url, "--nats-user", user, "--nats-password", password,
 			"--topic", "job.echo", "--wait", "--wait-timeout", "15s", "--request-timeout", "1s")

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/cortex-os/core/internal/gateway"
 	"github.com/cortex-os/core/internal/natstest"
+	"github.com/cortex-os/core/internal/systest"
 )
 
 // serveCortex runs cortex with args in the background until the test ends,
@@ -44,16 +46,12 @@ func serveCortex(t *testing.T, args ...string) (output func() string) {
 // waitMatch waits until out() matches re and returns the submatches.
 func waitMatch(t *testing.T, out func() string, re *regexp.Regexp) []string {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if m := re.FindStringSubmatch(out()); m != nil {
-			return m
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no %s in:\n%s", re, out())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	var m []string
+	systest.Poll(t, 30*time.Second, 10*time.Millisecond, re.String(), func() (bool, string) {
+		m = re.FindStringSubmatch(out())
+		return m != nil, "\n" + out()
+	})
+	return m
 }
 
 // call makes an HTTP request and returns the status and body.
@@ -171,17 +169,10 @@ func TestDevGatewayAuth(t *testing.T) {
 	if code != 201 {
 		t.Fatalf("submit with the admin key: %d %s", code, body)
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	systest.Poll(t, 20*time.Second, 50*time.Millisecond, "job http-1 COMPLETED", func() (bool, string) {
 		_, body = call(t, "GET", base+"/v1/jobs/http-1", keys["admin"], "")
-		if strings.Contains(body, `"state":"COMPLETED"`) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("job http-1: %s, want COMPLETED", body)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return strings.Contains(body, `"state":"COMPLETED"`), body
+	})
 	// Tenants.
 	if code, body := call(t, "POST", base+"/v1/jobs", keys["tenant-a"], `{"topic":"job.echo","job_id":"a-1"}`); code != 201 || !strings.Contains(body, `"tenant":"a"`) {
 		t.Errorf("tenant-a submitting: %d %s", code, body)
@@ -226,9 +217,10 @@ func TestDevGatewayAuth(t *testing.T) {
 // waitBody polls url until its body (200) contains every string of want.
 func waitBody(t *testing.T, url, key string, want ...string) string {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		code, body := call(t, "GET", url, key, "")
+	var body string
+	systest.Poll(t, 30*time.Second, 50*time.Millisecond, "GET "+url+" to have "+fmt.Sprintf("%q", want), func() (bool, string) {
+		var code int
+		code, body = call(t, "GET", url, key, "")
 		missing := ""
 		for _, w := range want {
 			if !strings.Contains(body, w) {
@@ -236,14 +228,9 @@ func waitBody(t *testing.T, url, key string, want ...string) string {
 				break
 			}
 		}
-		if code == 200 && missing == "" {
-			return body
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("GET %s: %d, no %q in:\n%s", url, code, missing, body)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return code == 200 && missing == "", fmt.Sprintf("%d, no %q in:\n%s", code, missing, body)
+	})
+	return body
 }
 
 // cortex dev serves one registry on its gateway's /metrics: after a job

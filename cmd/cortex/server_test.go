@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cortex-os/core/internal/systest"
 	"github.com/nats-io/nats.go"
 )
 
@@ -66,13 +67,9 @@ func TestServerAuth(t *testing.T) {
 			t.Errorf("cortex server --auth: %v", err)
 		}
 	})
-	deadline := time.Now().Add(15 * time.Second)
-	for !strings.Contains(out.String(), "Ctrl-C stops it.") {
-		if time.Now().After(deadline) {
-			t.Fatalf("cortex server --auth did not start:\n%s", out.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	systest.Poll(t, 15*time.Second, 10*time.Millisecond, "cortex server --auth to start", func() (bool, string) {
+		return strings.Contains(out.String(), "Ctrl-C stops it."), "\n" + out.String()
+	})
 	env := map[string]string{}
 	b, err := os.ReadFile(filepath.Join(dataDir, "dev-credentials-worker-1.env"))
 	if err != nil {
