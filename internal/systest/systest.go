@@ -14,7 +14,8 @@
 //
 // A NATS server for a test is internal/natstest's: natstest.URL for one that
 // runs until the test ends, natstest.RunRestartable for one a test stops and
-// restarts on the same port and JetStream directory.
+// restarts on the same port and JetStream directory; natstest.Conn for a
+// plain NATS connection where a test needs no bus.
 //
 // Every function that takes a testing.TB reports through it and, like
 // t.Fatal, must be called from the test's goroutine.
