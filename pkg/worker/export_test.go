@@ -1,5 +1,7 @@
 package worker
 
+import "time"
+
 // Transport is what a worker needs of the bus, for the tests' stand-ins.
 type Transport = transport
 
@@ -10,4 +12,12 @@ func NewOnTransport(t Transport, cfg Config) (*Worker, error) {
 		return nil, err
 	}
 	return newWorker(t, cfg), nil
+}
+
+// SetAnswerTimeout sets how long a result published for a scheduler's
+// answer waits for it, until the test ends.
+func SetAnswerTimeout(t interface{ Cleanup(func()) }, d time.Duration) {
+	old := answerTimeout
+	answerTimeout = d
+	t.Cleanup(func() { answerTimeout = old })
 }

@@ -329,6 +329,10 @@ type Worker struct {
 	cpu                                        cpuMeter
 
 	resultSubject, heartbeatSubject string // see Config.NamedSubjects
+
+	// answers publishes results for a scheduler's answer (answers.go);
+	// nil: plainly. Set by Run before it subscribes.
+	answers *answers
 }
 
 // heldJob is a job the worker runs: its attempt, and its handler's context.
@@ -549,13 +553,26 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.heldMu.Lock()
 	w.handedBack = false
 	w.heldMu.Unlock()
+	w.answers = w.startAnswers()
+	answersDone := make(chan struct{})
+	stopAnswers := func() {
+		if w.answers != nil {
+			close(answersDone)
+			w.answers.stop(answerWait)
+		}
+	}
+	if w.answers != nil {
+		go w.answers.loop(answersDone)
+	}
 	drainCancels, err := w.bus.Subscribe(wire.WorkerCancelSubject(w.cfg.ID), "", w.handleCancel)
 	if err != nil {
+		stopAnswers()
 		return fmt.Errorf("worker: %w", err)
 	}
 	drain, err := w.bus.SubscribeWithReply(w.cfg.Topic, w.cfg.QueueGroup, w.handlePacket)
 	if err != nil {
 		_ = drainCancels()
+		stopAnswers()
 		return fmt.Errorf("worker: %w", err)
 	}
 	if w.cfg.Direct {
@@ -565,6 +582,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		if err != nil {
 			_ = drainTopic()
 			_ = drainCancels()
+			stopAnswers()
 			return fmt.Errorf("worker: %w", err)
 		}
 		drain = func() error { return errors.Join(drainDirect(), drainTopic()) }
@@ -613,6 +631,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.jobs.Wait()       // every jobs.Add happened in the callback, before drain returned
 	close(w.quit)       // the runners are idle: end them
 	w.runners.Wait()
+	stopAnswers() // every result is published: wait a moment for their answers
 	grace.Stop()
 	stopHB()
 	<-hbDone
@@ -952,7 +971,7 @@ func (w *Worker) run(j queuedJob) {
 	w.metrics.observe(res.Status, time.Since(start))
 	traced := w.sendingResult(span, traceID, res)
 	defer traced()
-	if err := w.bus.Publish(w.resultSubject, wire.JobResultPacket(traceID, w.cfg.ID, res)); err != nil {
+	if err := w.publishResult(wire.JobResultPacket(traceID, w.cfg.ID, res)); err != nil {
 		w.publishErrors.Add(1)
 		w.log.Error("publishing result failed", "job_id", req.GetJobId(), "err", err)
 		return
@@ -962,6 +981,19 @@ func (w *Worker) run(j queuedJob) {
 			"execution_ms", res.ExecutionMs, "trace_id", traceID, "span_id", spanID(span))
 	}
 }
+
+// publishResult publishes a result on the worker's result subject, for a
+// scheduler's answer when it can (answers.go).
+func (w *Worker) publishResult(packet *pb.BusPacket) error {
+	if w.answers != nil {
+		return w.answers.publish(w.resultSubject, packet)
+	}
+	return w.bus.Publish(w.resultSubject, packet)
+}
+
+// answerWait is how long a stopping worker waits for the answers to its
+// last results before it publishes them for the result stream.
+const answerWait = time.Second
 
 // DefaultResultInlineLimit is Config.ResultInlineLimit's default.
 const DefaultResultInlineLimit = 2 << 10

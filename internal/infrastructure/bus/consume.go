@@ -101,6 +101,10 @@ func (b *NatsBus) consumeCore(subject, queue string, handler func(subject string
 				b.log.Warn("bus: handler failed; core NATS cannot redeliver", "subject", m.Subject, "err", err)
 			}
 		})
+		if m.Header.Get(jetstream.ExpectedStreamHeader) == AnsweredStream {
+			// Nothing here is stored: the sender need not wait for it.
+			b.answerResult(m.Header.Get(wire.HeaderReplyTo), AnswerNotStored)
+		}
 	})
 	if err != nil {
 		return nil, fmt.Errorf("bus: subscribe %s: %w", subject, err)
@@ -188,22 +192,52 @@ func (b *NatsBus) consumeStream(subjects []string, durable string, handler func(
 	// The handler's work is mostly round trips to the store: a pool of
 	// handlers keeps many in flight. Order across jobs does not matter; a
 	// job's own packets are ordered by its state, not by arrival.
-	msgs := make(chan jetstream.Msg)
+	msgs := make(chan intakeMsg)
 	var pool sync.WaitGroup
 	for range consumeParallel {
 		pool.Go(func() {
 			for m := range msgs {
-				b.handleStreamMsg(m, handler)
+				if m.stream != nil {
+					b.handleStreamMsg(m.stream, handler)
+				} else {
+					b.handleAnswered(m.core, handler)
+				}
 			}
 		})
 	}
-	cc, err := cons.Consume(func(m jetstream.Msg) { msgs <- m },
+	// Results a scheduler is asked to answer (PublishAnswered) are not
+	// stored by the stream: they come over core NATS, to one replica of
+	// the group, which answers once it has handled them.
+	var answered []*nats.Subscription
+	stopAnswered := func() {
+		for _, sub := range answered {
+			_ = b.drain(sub)
+		}
+	}
+	if subject == wire.SubjectResult {
+		for _, s := range subjects {
+			sub, err := b.nc.QueueSubscribe(s, durable, func(m *nats.Msg) {
+				if m.Header.Get(jetstream.ExpectedStreamHeader) == AnsweredStream {
+					msgs <- intakeMsg{core: m}
+				}
+			})
+			if err != nil {
+				stopAnswered()
+				close(msgs)
+				pool.Wait()
+				return nil, fmt.Errorf("bus: subscribe %s: %w", s, err)
+			}
+			answered = append(answered, sub)
+		}
+	}
+	cc, err := cons.Consume(func(m jetstream.Msg) { msgs <- intakeMsg{stream: m} },
 		jetstream.PullMaxMessages(128), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			if !errors.Is(err, jetstream.ErrNoHeartbeat) {
 				b.log.Warn("bus: consume error", "subject", subject, "err", err)
 			}
 		}))
 	if err != nil {
+		stopAnswered()
 		close(msgs)
 		pool.Wait()
 		return nil, fmt.Errorf("bus: consume %s: %w", subject, err)
@@ -211,6 +245,7 @@ func (b *NatsBus) consumeStream(subjects []string, durable string, handler func(
 	remove := b.intake.addStream(subject, cons)
 	return func() error {
 		defer remove()
+		stopAnswered() // unanswered, a result is published again for the stream
 		cc.Drain()
 		var err error
 		select {
@@ -265,4 +300,115 @@ func (b *NatsBus) HasJetStream(ctx context.Context) bool {
 	}
 	_, err = js.AccountInfo(ctx)
 	return err == nil
+}
+
+// intakeMsg is a message for consumeStream's handlers: one the stream
+// delivered, or an answered result over core NATS.
+type intakeMsg struct {
+	stream jetstream.Msg
+	core   *nats.Msg
+}
+
+// AnsweredStream is the stream a result published with PublishAnswered
+// says it expects (the Nats-Expected-Stream header). No stream has this
+// name, so the stream that captures the results (CORTEX_JOB_RESULT)
+// refuses to store the message; its core NATS subscribers get it as
+// always: the clients that read results, and one scheduler replica, which
+// answers the sender once it has handled it (with the JetStream store:
+// once the job's record is written). A result nobody answers must be
+// published again without the header (Publish), and the stream keeps it.
+const AnsweredStream = "CORTEX_ANSWERED_RESULT"
+
+// The answers to a result published with PublishAnswered (its body).
+const (
+	// AnswerDone: handled (the job recorded, or the result refused for
+	// good, as a stale or malformed one is): nothing more to do.
+	AnswerDone = "done"
+	// AnswerRetry: not handled (the store failed): publish it for the
+	// stream.
+	AnswerRetry = "retry"
+	// AnswerNotStored: handled by a scheduler whose intake is core NATS
+	// (the memory store): there is nothing durable to wait for, so the
+	// sender may as well publish its results plainly.
+	AnswerNotStored = "not-stored"
+)
+
+// PublishAnswered publishes packet, a result, on subject (sys.job.result
+// or below) for a scheduler to answer on replyTo (AnswerDone, AnswerRetry
+// or AnswerNotStored), instead of having the result stream store it
+// (see AnsweredStream). The sender keeps the result until answered, and
+// publishes it with Publish when no answer comes: with no scheduler
+// running, a scheduler of an earlier version, or a lost connection.
+func (b *NatsBus) PublishAnswered(subject string, packet *pb.BusPacket, replyTo string) error {
+	if err := b.checkSubjectLength(subject, len(replyTo)); err != nil {
+		return err
+	}
+	buf := encodeBuffers.Get().(*[]byte)
+	defer func() {
+		if cap(*buf) <= maxPooledBuffer {
+			encodeBuffers.Put(buf)
+		}
+	}()
+	data, err := b.encodeAppend((*buf)[:0], packet)
+	if err != nil {
+		return publishError(subject, err)
+	}
+	*buf = data
+	msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{
+		jetstream.ExpectedStreamHeader: []string{AnsweredStream},
+		wire.HeaderReplyTo:             []string{replyTo},
+	}}
+	if tp := b.outgoingHeader(packet); tp != "" {
+		msg.Header[HeaderTraceparent] = []string{tp}
+	}
+	if err := b.nc.PublishMsg(msg); err != nil {
+		return publishError(subject, err)
+	}
+	b.published.Add(1)
+	return nil
+}
+
+// SubscribeAnswers delivers the answers to PublishAnswered that arrive on
+// subject (a wildcard over the reply subjects given), with the subject
+// each came on.
+func (b *NatsBus) SubscribeAnswers(subject string, handler func(subject, answer string)) (drain func() error, err error) {
+	if handler == nil {
+		return nil, errors.New("bus: nil handler")
+	}
+	sub, err := b.nc.Subscribe(subject, func(m *nats.Msg) { handler(m.Subject, string(m.Data)) })
+	if err != nil {
+		return nil, fmt.Errorf("bus: subscribe %s: %w", subject, err)
+	}
+	return func() error { return b.drain(sub) }, nil
+}
+
+// handleAnswered handles a result published with PublishAnswered, then
+// answers its sender: AnswerDone once the handler has returned nil (or the
+// packet is garbage, which is never handled), AnswerRetry otherwise.
+func (b *NatsBus) handleAnswered(m *nats.Msg, handler func(subject string, p *pb.BusPacket, replyTo string) error) {
+	replyTo := m.Header.Get(wire.HeaderReplyTo)
+	packet, pooled, err := b.decodeIntake(m.Subject, m.Data)
+	if err != nil {
+		b.answerResult(replyTo, AnswerDone) // garbage stays garbage: never again
+		return
+	}
+	defer releaseIntakePacket(pooled)
+	var herr error
+	b.noteIncoming(m.Header, packet)
+	b.call(m.Subject, packet, func(p *pb.BusPacket) { herr = handler(m.Subject, p, "") })
+	if herr != nil {
+		b.log.Warn("bus: handler failed; the sender publishes it for the stream", "subject", m.Subject, "err", herr)
+		b.answerResult(replyTo, AnswerRetry)
+		return
+	}
+	b.answerResult(replyTo, AnswerDone)
+}
+
+// answerResult sends an answer to a PublishAnswered. A reply subject that could
+// not be one (empty, a wildcard, too long) gets none.
+func (b *NatsBus) answerResult(replyTo, answer string) {
+	if replyTo == "" || strings.ContainsAny(replyTo, "*> \t") || b.checkSubjectLength(replyTo, 0) != nil {
+		return
+	}
+	_ = b.nc.Publish(replyTo, []byte(answer))
 }

@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -83,6 +84,7 @@ type Store struct {
 	streamName string // KV_<bucket>
 	skipOwn    bool
 	own        ownWrites
+	noGaps     atomic.Bool // the server cannot read the bucket in batches: watch every write
 }
 
 var _ jobstore.Store = (*Store)(nil)
@@ -179,8 +181,9 @@ func (s *Store) Create(ctx context.Context, job *pb.JobInfo) (jobstore.Record, e
 		return jobstore.Record{}, err
 	}
 	id := job.GetJobId()
+	var token uint64
 	if s.skipOwn {
-		s.own.note(id, data)
+		token = s.own.note(id, data)
 	}
 	rev, handled, err := s.put(ctx, id, data, 0)
 	if handled && isRevisionMismatch(err) {
@@ -190,7 +193,7 @@ func (s *Store) Create(ctx context.Context, job *pb.JobInfo) (jobstore.Record, e
 		existing, gerr := s.Get(ctx, id)
 		if gerr == nil {
 			if s.skipOwn {
-				s.own.failed(id, data)
+				s.own.failed(id, data, token)
 			}
 			return existing, jobstore.ErrExists
 		}
@@ -200,7 +203,7 @@ func (s *Store) Create(ctx context.Context, job *pb.JobInfo) (jobstore.Record, e
 		rev, err = s.kv.Create(ctx, id, data)
 	}
 	if err != nil && s.skipOwn {
-		s.own.failed(id, data)
+		s.own.failed(id, data, token)
 	}
 	if errors.Is(err, jetstream.ErrKeyExists) {
 		existing, gerr := s.Get(ctx, id)
@@ -211,6 +214,9 @@ func (s *Store) Create(ctx context.Context, job *pb.JobInfo) (jobstore.Record, e
 	}
 	if err != nil {
 		return jobstore.Record{}, fmt.Errorf("kvstore: create %q: %w", id, err)
+	}
+	if s.skipOwn {
+		s.own.stored(id, data, rev, token)
 	}
 	// The job is the store's from now on (jobstore.Store): no copy.
 	return jobstore.Record{Job: job, Revision: rev}, nil
@@ -254,15 +260,16 @@ func (s *Store) Update(ctx context.Context, prev jobstore.Record, next *pb.JobIn
 		return jobstore.Record{}, err
 	}
 	id := next.GetJobId()
+	var token uint64
 	if s.skipOwn {
-		s.own.note(id, data)
+		token = s.own.note(id, data)
 	}
 	rev, handled, err := s.put(ctx, id, data, prev.Revision)
 	if !handled {
 		rev, err = s.kv.Update(ctx, id, data, prev.Revision)
 	}
 	if err != nil && s.skipOwn {
-		s.own.failed(id, data)
+		s.own.failed(id, data, token)
 	}
 	if isRevisionMismatch(err) {
 		if _, gerr := s.kv.Get(ctx, id); errors.Is(gerr, jetstream.ErrKeyNotFound) {
@@ -272,6 +279,9 @@ func (s *Store) Update(ctx context.Context, prev jobstore.Record, next *pb.JobIn
 	}
 	if err != nil {
 		return jobstore.Record{}, fmt.Errorf("kvstore: update %q: %w", id, err)
+	}
+	if s.skipOwn {
+		s.own.stored(id, data, rev, token)
 	}
 	return jobstore.Record{Job: next, Revision: rev}, nil // the store's now: no copy
 }
@@ -373,6 +383,10 @@ func (s *Store) InProcess() bool { return false }
 func (s *Store) Watch(ctx context.Context, fn func(jobstore.Record)) error {
 	if ctx.Err() != nil {
 		return nil
+	}
+	if s.skipOwn && !s.noGaps.Load() && s.own.followGaps() {
+		defer s.own.stopGaps()
+		return s.watchGaps(ctx, fn)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

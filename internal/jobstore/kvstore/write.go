@@ -110,12 +110,20 @@ type ownWrites struct {
 	mu  sync.Mutex
 	on  int // running watches that skip
 	set map[string][]byte
+
+	// While a watch follows the bucket by its gaps (watchGaps), the
+	// revisions of this Store's stored writes, for it to take.
+	gaps     bool
+	seqs     []uint64
+	sent     uint64              // writes noted so far: a write's token is its number
+	inflight map[uint64]struct{} // the tokens of writes not answered yet
 }
 
 const ownWritesMax = 1 << 16
 
-// note records that data is being written under key, if a watch skips.
-func (o *ownWrites) note(key string, data []byte) {
+// note records that data is being written under key, if a watch skips,
+// and returns the write's token for stored or failed (0: none).
+func (o *ownWrites) note(key string, data []byte) (token uint64) {
 	o.mu.Lock()
 	if o.on > 0 {
 		if len(o.set) >= ownWritesMax {
@@ -123,15 +131,87 @@ func (o *ownWrites) note(key string, data []byte) {
 		}
 		o.set[key] = data
 	}
+	if o.gaps {
+		o.sent++
+		token = o.sent
+		o.inflight[token] = struct{}{}
+	}
 	o.mu.Unlock()
+	return token
 }
 
 // failed forgets a write of data under key that was not stored.
-func (o *ownWrites) failed(key string, data []byte) {
+func (o *ownWrites) failed(key string, data []byte, token uint64) {
 	o.mu.Lock()
 	if v, ok := o.set[key]; ok && len(v) == len(data) && (len(v) == 0 || &v[0] == &data[0]) {
 		delete(o.set, key)
 	}
+	if token != 0 {
+		delete(o.inflight, token)
+	}
+	o.mu.Unlock()
+}
+
+// answered reports the number of the last write noted, and whether every
+// write up to number cut has been answered.
+func (o *ownWrites) answered(cut uint64) (sent uint64, done bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	done = true
+	for t := range o.inflight {
+		if t <= cut {
+			done = false
+			break
+		}
+	}
+	return o.sent, done
+}
+
+// stored records that data under key was stored at revision seq: a watch
+// that follows the gaps (watchGaps) need not read it, and forgets it.
+func (o *ownWrites) stored(key string, data []byte, seq, token uint64) {
+	o.mu.Lock()
+	if token != 0 {
+		delete(o.inflight, token)
+	}
+	if o.gaps {
+		o.seqs = append(o.seqs, seq)
+		if v, ok := o.set[key]; ok && len(v) == len(data) && (len(v) == 0 || &v[0] == &data[0]) {
+			delete(o.set, key)
+		}
+	}
+	o.mu.Unlock()
+}
+
+// takeSeqs hands over the revisions stored records since the last call,
+// appended to buf.
+func (o *ownWrites) takeSeqs(buf []uint64) []uint64 {
+	o.mu.Lock()
+	buf = append(buf, o.seqs...)
+	o.seqs = o.seqs[:0]
+	o.mu.Unlock()
+	return buf
+}
+
+// followGaps makes the calling watch the one that follows the gaps; false
+// if another already does.
+func (o *ownWrites) followGaps() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.gaps {
+		return false
+	}
+	o.gaps = true
+	o.seqs = o.seqs[:0]
+	o.inflight = make(map[uint64]struct{})
+	return true
+}
+
+func (o *ownWrites) stopGaps() {
+	o.mu.Lock()
+	o.gaps = false
+	o.seqs = nil
+	o.inflight = nil
 	o.mu.Unlock()
 }
 

@@ -3,8 +3,13 @@ package kvstore
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"google.golang.org/protobuf/proto"
 
 	"github.com/cortex-os/core/internal/jobstore"
 	"github.com/cortex-os/core/internal/lifecycle"
@@ -161,5 +166,103 @@ func TestPutWithoutDeadlineTimesOut(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("a write nobody answered still waits after 10s")
+	}
+}
+
+// With SkipOwnWrites the watch reads only the sequences its own writes did
+// not get (watchGaps): under concurrent writes of both stores it delivers
+// the latest record of every job the other store wrote, and nothing of its
+// own.
+func TestWatchFollowsOthersWritesAmongOwn(t *testing.T) {
+	t.Parallel()
+	srv := natstest.RunServer(t)
+	_, js := connect(t, srv)
+	bucket := uniqueName("GAPS")
+	own := newStore(t, js, Config{Bucket: bucket, SkipOwnWrites: true})
+	_, js2 := connect(t, srv)
+	other := newStore(t, js2, Config{Bucket: bucket})
+	// One job of the other's before the watch: the first pass has it.
+	mk := func(id string) *pb.JobInfo {
+		return &pb.JobInfo{JobId: id, State: lifecycle.Pending, Request: &pb.JobRequest{JobId: id, Topic: "t"}}
+	}
+	if _, err := other.Create(t.Context(), mk("theirs-before")); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	var mu sync.Mutex
+	seen := make(map[string]jobstore.Record)
+	done := make(chan error, 1)
+	go func() {
+		done <- own.Watch(ctx, func(r jobstore.Record) {
+			mu.Lock()
+			seen[r.Job.GetJobId()] = r
+			mu.Unlock()
+		})
+	}()
+	time.Sleep(100 * time.Millisecond)
+	write := func(s *Store, prefix string, n int) error {
+		for i := range n {
+			id := fmt.Sprintf("%s-%d", prefix, i)
+			rec, err := s.Create(ctx, mk(id))
+			if err != nil {
+				return err
+			}
+			next := proto.Clone(rec.Job).(*pb.JobInfo)
+			next.State = lifecycle.Dispatched
+			next.Attempt = 1
+			if _, err := s.Update(ctx, rec, next); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 9)
+	for g := range 8 {
+		wg.Go(func() { errs <- write(own, fmt.Sprintf("mine-%d", g), 100) })
+	}
+	wg.Go(func() { errs <- write(other, "theirs", 200) })
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		mu.Lock()
+		n, missing := 0, ""
+		for i := range 200 {
+			id := fmt.Sprintf("theirs-%d", i)
+			if r, ok := seen[id]; ok && r.Job.GetState() == lifecycle.Dispatched {
+				n++
+			} else if missing == "" {
+				missing = id
+			}
+		}
+		_, before := seen["theirs-before"]
+		var mine []string
+		for id := range seen {
+			if strings.HasPrefix(id, "mine-") {
+				mine = append(mine, id)
+			}
+		}
+		mu.Unlock()
+		if len(mine) > 0 {
+			t.Fatalf("the watch handed back %d of the store's own writes, e.g. %s", len(mine), mine[0])
+		}
+		if n == 200 && before {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of 200 of the other store's jobs seen in their last state (missing e.g. %s); the one before the watch: %v", n, missing, before)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }

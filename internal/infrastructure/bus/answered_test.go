@@ -1,0 +1,145 @@
+package bus_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+
+	"github.com/cortex-os/core/internal/infrastructure/bus"
+	"github.com/cortex-os/core/internal/natstest"
+	pb "github.com/cortex-os/core/pkg/pb/v1"
+	"github.com/cortex-os/core/pkg/wire"
+)
+
+// answers collects the answers to PublishAnswered by reply subject.
+type answers struct {
+	mu sync.Mutex
+	m  map[string]string
+}
+
+func (a *answers) set(subject, answer string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.m == nil {
+		a.m = make(map[string]string)
+	}
+	a.m[subject] = answer
+}
+
+func (a *answers) get(subject string) string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.m[subject]
+}
+
+// A result published for an answer is not stored by the result stream; one
+// replica handles it over core NATS and answers done once its handler has
+// returned nil, retry when it failed. Clients reading sys.job.result still
+// get it. A plain result still goes through the stream.
+func TestAnsweredResultsSkipTheStream(t *testing.T) {
+	t.Parallel()
+	srv := natstest.RunRestartable(t)
+	b := connect(t, bus.Config{URL: srv.URL()})
+	b.SetDurable(true)
+	var handled counts
+	stop, err := b.ConsumeTree(wire.SubjectResult, "results", func(_ string, p *pb.BusPacket, _ string) error {
+		id := p.GetJobResult().GetJobId()
+		handled.add(id)
+		if id == "failing" {
+			return errors.New("store down")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = stop() }()
+
+	worker := connect(t, bus.Config{URL: srv.URL()})
+	var got answers
+	inbox := worker.NewInbox()
+	drain, err := worker.SubscribeAnswers(inbox+".*", got.set)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = drain() }()
+	var client counts
+	drainClient, err := worker.Subscribe(wire.SubjectResults, "", func(p *pb.BusPacket) { client.add(p.GetJobResult().GetJobId()) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = drainClient() }()
+	flush(t, worker)
+
+	for _, id := range []string{"a", "failing"} {
+		if err := worker.PublishAnswered(wire.ResultSubject("w1"), resultPacket(id, "w1"), inbox+"."+id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := worker.Publish(wire.ResultSubject("w1"), resultPacket("plain", "w1")); err != nil {
+		t.Fatal(err)
+	}
+	flush(t, worker)
+	eventually(t, waitFor, func() bool {
+		return got.get(inbox+".a") == bus.AnswerDone && got.get(inbox+".failing") == bus.AnswerRetry && handled.get("plain") == 1
+	}, "the answers and the plain result")
+	if handled.get("a") != 1 || handled.get("failing") != 1 {
+		t.Fatalf("handled a %d, failing %d times; want once each (nothing redelivers an answered result)", handled.get("a"), handled.get("failing"))
+	}
+	eventually(t, waitFor, func() bool { return client.get("a") == 1 && client.get("failing") == 1 && client.get("plain") == 1 }, "the client's copies")
+
+	js, err := b.JetStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	st, err := js.Stream(ctx, bus.StreamName(wire.SubjectResult))
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != 1 {
+		t.Fatalf("the result stream holds %d messages; want 1 (the plain result)", info.State.Msgs)
+	}
+}
+
+// Over core NATS (the memory store) a result published for an answer is
+// handled as any other, and answered not-stored: its sender has nothing to
+// wait for.
+func TestAnsweredResultOverCoreNATS(t *testing.T) {
+	t.Parallel()
+	srv := natstest.RunRestartable(t)
+	b := connect(t, bus.Config{URL: srv.URL()})
+	var handled counts
+	stop, err := b.ConsumeTree(wire.SubjectResult, "results", func(_ string, p *pb.BusPacket, _ string) error {
+		handled.add(p.GetJobResult().GetJobId())
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = stop() }()
+	flush(t, b)
+	worker := connect(t, bus.Config{URL: srv.URL()})
+	var got answers
+	inbox := worker.NewInbox()
+	drain, err := worker.SubscribeAnswers(inbox+".*", got.set)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = drain() }()
+	flush(t, worker)
+	if err := worker.PublishAnswered(wire.SubjectResult, resultPacket("a", "w1"), inbox+".1"); err != nil {
+		t.Fatal(err)
+	}
+	flush(t, worker)
+	eventually(t, waitFor, func() bool { return got.get(inbox+".1") == bus.AnswerNotStored }, "the answer")
+	if handled.get("a") != 1 {
+		t.Fatalf("handled %d times; want 1", handled.get("a"))
+	}
+}

@@ -1,0 +1,67 @@
+package worker_test
+
+import (
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/cortex-os/core/internal/infrastructure/bus"
+	"github.com/cortex-os/core/pkg/wire"
+	"github.com/cortex-os/core/pkg/worker"
+)
+
+// A result is published for a scheduler's answer; answered, it is not
+// published again.
+func TestAnsweredResultIsPublishedOnce(t *testing.T) {
+	worker.SetAnswerTimeout(t, 300*time.Millisecond)
+	e := newEnv(t, "echo")
+	sub, err := e.observer.Conn().Subscribe(wire.SubjectResult, func(m *nats.Msg) {
+		if m.Header.Get(jetstream.ExpectedStreamHeader) == bus.AnsweredStream {
+			_ = e.observer.Conn().Publish(m.Header.Get(wire.HeaderReplyTo), []byte(bus.AnswerDone))
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	flush(t, e.observer)
+	e.start(t, worker.Config{Handler: worker.HandlerFunc(echoHandler)})
+	e.send(t, "j1")
+	e.results.waitResult(t, "j1")
+	time.Sleep(time.Second)
+	if n := len(e.results.results("j1")); n != 1 {
+		t.Fatalf("the result was published %d times; want 1", n)
+	}
+}
+
+// A result nobody answers (no scheduler runs) is published again, plainly,
+// for the result stream to keep.
+func TestUnansweredResultIsPublishedAgain(t *testing.T) {
+	worker.SetAnswerTimeout(t, 300*time.Millisecond)
+	e := newEnv(t, "echo")
+	var plain, marked atomic.Int32
+	sub, err := e.observer.Conn().Subscribe(wire.SubjectResult, func(m *nats.Msg) {
+		if m.Header.Get(jetstream.ExpectedStreamHeader) == bus.AnsweredStream {
+			marked.Add(1)
+		} else {
+			plain.Add(1)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	flush(t, e.observer)
+	e.start(t, worker.Config{Handler: worker.HandlerFunc(echoHandler)})
+	e.send(t, "j1")
+	eventually(t, waitFor, func() bool { return marked.Load() == 1 && plain.Load() == 1 }, "the result, then again plainly")
+	// Unanswered once, the worker publishes plainly for a while.
+	e.send(t, "j2")
+	eventually(t, waitFor, func() bool { return plain.Load() == 2 }, "the second result, plainly")
+	if marked.Load() != 1 {
+		t.Fatalf("%d results published for an answer; want 1", marked.Load())
+	}
+}
