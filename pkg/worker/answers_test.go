@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/cortex-os/core/internal/infrastructure/bus"
+	"github.com/cortex-os/core/internal/systest"
 	"github.com/cortex-os/core/pkg/wire"
 	"github.com/cortex-os/core/pkg/worker"
 )
@@ -57,10 +58,10 @@ func TestUnansweredResultIsPublishedAgain(t *testing.T) {
 	flush(t, e.observer)
 	e.start(t, worker.Config{Handler: worker.HandlerFunc(echoHandler)})
 	e.send(t, "j1")
-	eventually(t, waitFor, func() bool { return marked.Load() == 1 && plain.Load() == 1 }, "the result, then again plainly")
+	systest.Eventually(t, waitFor, "the result, then again plainly", func() bool { return marked.Load() == 1 && plain.Load() == 1 })
 	// Unanswered once, the worker publishes plainly for a while.
 	e.send(t, "j2")
-	eventually(t, waitFor, func() bool { return plain.Load() == 2 }, "the second result, plainly")
+	systest.Eventually(t, waitFor, "the second result, plainly", func() bool { return plain.Load() == 2 })
 	if marked.Load() != 1 {
 		t.Fatalf("%d results published for an answer; want 1", marked.Load())
 	}

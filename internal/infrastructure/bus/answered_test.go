@@ -8,6 +8,7 @@ import (
 
 	"github.com/cortex-os/core/internal/infrastructure/bus"
 	"github.com/cortex-os/core/internal/natstest"
+	"github.com/cortex-os/core/internal/systest"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/wire"
 )
@@ -40,7 +41,7 @@ func (a *answers) get(subject string) string {
 func TestAnsweredResultsSkipTheStream(t *testing.T) {
 	t.Parallel()
 	srv := natstest.RunRestartable(t)
-	b := connect(t, bus.Config{URL: srv.URL()})
+	b := systest.ConnectWith(t, bus.Config{URL: srv.URL()})
 	b.SetDurable(true)
 	var handled counts
 	stop, err := b.ConsumeTree(wire.SubjectResult, "results", func(_ string, p *pb.BusPacket, _ string) error {
@@ -56,7 +57,7 @@ func TestAnsweredResultsSkipTheStream(t *testing.T) {
 	}
 	defer func() { _ = stop() }()
 
-	worker := connect(t, bus.Config{URL: srv.URL()})
+	worker := systest.ConnectWith(t, bus.Config{URL: srv.URL()})
 	var got answers
 	inbox := worker.NewInbox()
 	drain, err := worker.SubscribeAnswers(inbox+".*", got.set)
@@ -81,13 +82,13 @@ func TestAnsweredResultsSkipTheStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	flush(t, worker)
-	eventually(t, waitFor, func() bool {
+	systest.Eventually(t, waitFor, "the answers and the plain result", func() bool {
 		return got.get(inbox+".a") == bus.AnswerDone && got.get(inbox+".failing") == bus.AnswerRetry && handled.get("plain") == 1
-	}, "the answers and the plain result")
+	})
 	if handled.get("a") != 1 || handled.get("failing") != 1 {
 		t.Fatalf("handled a %d, failing %d times; want once each (nothing redelivers an answered result)", handled.get("a"), handled.get("failing"))
 	}
-	eventually(t, waitFor, func() bool { return client.get("a") == 1 && client.get("failing") == 1 && client.get("plain") == 1 }, "the client's copies")
+	systest.Eventually(t, waitFor, "the client's copies", func() bool { return client.get("a") == 1 && client.get("failing") == 1 && client.get("plain") == 1 })
 
 	js, err := b.JetStream()
 	if err != nil {
@@ -114,7 +115,7 @@ func TestAnsweredResultsSkipTheStream(t *testing.T) {
 func TestAnsweredResultOverCoreNATS(t *testing.T) {
 	t.Parallel()
 	srv := natstest.RunRestartable(t)
-	b := connect(t, bus.Config{URL: srv.URL()})
+	b := systest.ConnectWith(t, bus.Config{URL: srv.URL()})
 	var handled counts
 	stop, err := b.ConsumeTree(wire.SubjectResult, "results", func(_ string, p *pb.BusPacket, _ string) error {
 		handled.add(p.GetJobResult().GetJobId())
@@ -125,7 +126,7 @@ func TestAnsweredResultOverCoreNATS(t *testing.T) {
 	}
 	defer func() { _ = stop() }()
 	flush(t, b)
-	worker := connect(t, bus.Config{URL: srv.URL()})
+	worker := systest.ConnectWith(t, bus.Config{URL: srv.URL()})
 	var got answers
 	inbox := worker.NewInbox()
 	drain, err := worker.SubscribeAnswers(inbox+".*", got.set)
@@ -138,7 +139,7 @@ func TestAnsweredResultOverCoreNATS(t *testing.T) {
 		t.Fatal(err)
 	}
 	flush(t, worker)
-	eventually(t, waitFor, func() bool { return got.get(inbox+".1") == bus.AnswerNotStored }, "the answer")
+	systest.Eventually(t, waitFor, "the answer", func() bool { return got.get(inbox+".1") == bus.AnswerNotStored })
 	if handled.get("a") != 1 {
 		t.Fatalf("handled %d times; want 1", handled.get("a"))
 	}
