@@ -46,8 +46,8 @@ type Engine struct {
 	blind bool
 	// ackPfx is the reply-subject prefix of this replica's dispatches.
 	ackPfx string
-	// stubSafety: the checker is the design document's stub, which reads no
-	// trace id.
+	// stubSafety: the checker says it reads no trace id (TraceBlind), as
+	// the design document's stub.
 	stubSafety bool
 
 	// Placement (placement.go). queues is nil when no pool places jobs by
@@ -76,20 +76,21 @@ func New(cfg Config) (*Engine, error) {
 	}
 	e.events = &jobEvents{bus: cfg.Bus, id: cfg.ID, log: e.log}
 	e.queries = &queries{id: cfg.ID, log: e.log, bus: cfg.Bus, store: cfg.Store, dead: cfg.DeadLetters, stats: &e.stats, jobs: e}
-	_, e.stubSafety = cfg.Safety.(*SafetyStub)
+	if tb, ok := cfg.Safety.(TraceBlind); ok {
+		e.stubSafety = tb.TraceBlind()
+	}
 	e.requesters = &requesters{clients: cfg.Clients, log: e.log, stats: &e.stats}
 	if pfx := cfg.Bus.InboxPrefix(); strings.HasPrefix(pfx, wire.InboxRoot+".") {
 		e.requesters.ownInbox = pfx + "."
 	}
-	if e.pools == nil {
-		if pr, ok := cfg.Registry.(*placement.Registry); ok {
-			e.pools = pr.Pools()
-		}
+	if pr, ok := cfg.Registry.(PlacingRegistry); ok {
+		e.preg = pr.PlacementRegistry() // nil: it only lists workers
+	}
+	if e.pools == nil && e.preg != nil {
+		e.pools = e.preg.Pools()
 	}
 	if e.pools != nil {
-		if pr, ok := cfg.Registry.(*placement.Registry); ok {
-			e.preg = pr
-		} else {
+		if e.preg == nil {
 			e.preg = placement.NewRegistry(placement.RegistryOptions{Pools: e.pools})
 		}
 		e.queues = placement.NewQueues(placement.QueueOptions{Pools: e.pools})
@@ -117,7 +118,7 @@ func New(cfg Config) (*Engine, error) {
 		retryBackoff: cfg.RetryBackoff, retryBackoffMax: cfg.RetryBackoffMax, leaseTTL: e.leaseTTL(), cache: e.cache, jobs: e}
 	e.heartbeats = &heartbeats{log: e.log, stats: &e.stats, registry: cfg.Registry, placing: e.queues != nil,
 		requireIdentity: cfg.RequireWorkerIdentity, leaseInterval: cfg.LeaseInterval, leaseMisses: cfg.LeaseMisses, jobs: e}
-	if e.preg != nil && e.preg != cfg.Registry {
+	if e.preg != nil && WorkerRegistry(e.preg) != cfg.Registry { // its own: heartbeats feed both
 		e.heartbeats.preg = e.preg
 	}
 	e.timers = &timers{tick: cfg.Tick, ackTimeout: cfg.AckTimeout, leaseTTL: e.leaseTTL(), jobs: e}
