@@ -13,6 +13,7 @@ import (
 	"github.com/cortex-os/core/internal/jobstore"
 	"github.com/cortex-os/core/internal/placement"
 	"github.com/cortex-os/core/internal/tenancy"
+	pb "github.com/cortex-os/core/pkg/pb/v1"
 )
 
 // DefaultQueueGroup is the queue group (and durable consumer name) the
@@ -264,4 +265,38 @@ func UniqueID(prefix string) string {
 		host = host[:64] // ids are bounded (MaxWorkerIDLength)
 	}
 	return fmt.Sprintf("%s-%s-%s", prefix, host, uuid.NewString()[:8])
+}
+
+// leaseTTL is how long a RUNNING job's lease lasts without a heartbeat of
+// its worker naming it.
+func (c Config) leaseTTL() time.Duration {
+	return time.Duration(c.LeaseMisses) * c.LeaseInterval
+}
+
+// jobTimes is what the config says of a job's times where its request says
+// nothing; the parts that need them hold a copy.
+type jobTimes struct {
+	timeoutDefault time.Duration // Config.Timeout
+	ttlDefault     time.Duration // Config.TTL; negative: none
+}
+
+func (c Config) jobTimes() jobTimes { return jobTimes{timeoutDefault: c.Timeout, ttlDefault: c.TTL} }
+
+// ttl is how long from its submission req may take to finish; 0: no limit.
+func (t jobTimes) ttl(req *pb.JobRequest) time.Duration {
+	if req.GetTtlMs() > 0 {
+		return time.Duration(req.GetTtlMs()) * time.Millisecond
+	}
+	if t.ttlDefault > 0 {
+		return t.ttlDefault
+	}
+	return 0
+}
+
+// timeout is req's attempt timeout.
+func (t jobTimes) timeout(req *pb.JobRequest) time.Duration {
+	if req.GetTimeoutMs() > 0 {
+		return time.Duration(req.GetTimeoutMs()) * time.Millisecond
+	}
+	return t.timeoutDefault
 }
