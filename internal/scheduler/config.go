@@ -139,14 +139,23 @@ const (
 	DefaultRetryBackoffMax = 30 * time.Second
 	DefaultNoWorkerRetry   = 250 * time.Millisecond
 	DefaultTick            = 50 * time.Millisecond
+
+	// DefaultSafetyUnavailable keeps a job the checker could not decide on
+	// PENDING, checked again before dispatch.
+	DefaultSafetyUnavailable = SafetyUnavailablePending
+	// DefaultDocumentWorkers trusts results that name no attempt, as the
+	// design document's workers need; with RequireWorkerIdentity the
+	// default is DocumentWorkersRefuse.
+	DefaultDocumentWorkers = DocumentWorkersTrust
 )
 
 // ErrInvalidConfig is what Validate's errors wrap.
 var ErrInvalidConfig = errors.New("scheduler: invalid config")
 
 // WithDefaults returns a copy of c whose zero values are replaced by their
-// defaults (the Default* constants, a new in-memory store and dead-letter
-// store, a unique ID, slog.Default()). Values that are set, bad ones
+// defaults (DefaultQueueGroup and the other Default* constants, a new
+// in-memory store and dead-letter store, a unique ID, slog.Default()); c
+// itself is not changed. Values that are set, bad ones
 // included, are kept: Validate judges them.
 func (c Config) WithDefaults() Config {
 	if c.Store == nil {
@@ -175,13 +184,13 @@ func (c Config) WithDefaults() Config {
 	orDefault(&c.NoWorkerRetry, DefaultNoWorkerRetry)
 	orDefault(&c.Tick, DefaultTick)
 	if c.DocumentWorkers == "" {
-		c.DocumentWorkers = DocumentWorkersTrust
+		c.DocumentWorkers = DefaultDocumentWorkers
 		if c.RequireWorkerIdentity {
 			c.DocumentWorkers = DocumentWorkersRefuse
 		}
 	}
 	if c.SafetyUnavailable == "" {
-		c.SafetyUnavailable = SafetyUnavailablePending
+		c.SafetyUnavailable = DefaultSafetyUnavailable
 	}
 	return c
 }
