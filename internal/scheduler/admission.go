@@ -220,7 +220,7 @@ func (a *admission) admit(req *pb.JobRequest, traceID string, answerWanted bool)
 	defer cancel()
 	rec, err := a.store.Create(ctx, job)
 	if err != nil && queued {
-		a.placer.queues.Remove(job.JobId) // not recorded: not queued either
+		a.placer.dequeue(job.JobId) // not recorded: not queued either
 	}
 	if err != nil && direct && a.placer.placed(pool) {
 		a.placer.unplace(job.JobId, placedOn) // not recorded: not placed either

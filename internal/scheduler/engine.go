@@ -141,8 +141,8 @@ func (e *Engine) assemble() parts {
 	return ps
 }
 
-// Start starts the engine's parts: the store watch and the timers, then the
-// subscriptions, the intake last.
+// Start starts the engine's parts: the loops (the store watch, the timers,
+// the drainer), then the subscriptions, the intake last.
 func (e *Engine) Start(ctx context.Context) error {
 	return e.run.start(ctx, func() { e.dispatcher.started = time.Now() }, func(ctx context.Context) {
 		// Started means the server has the subscriptions: a submission sent

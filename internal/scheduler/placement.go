@@ -230,6 +230,10 @@ func (pl *placer) dispatchPlaced(j *placement.Job, d placement.Decision) {
 	}
 }
 
+// dequeue takes a job out of its queue (and out of its tenant's running
+// count).
+func (pl *placer) dequeue(jobID string) { pl.queues.Remove(jobID) }
+
 // unplace gives back the slot a job held on a worker and its tenant's.
 func (pl *placer) unplace(jobID, workerID string) {
 	pl.preg.Release(workerID, jobID)
