@@ -71,12 +71,13 @@ type Config struct {
 	// Default 50ms.
 	Tick time.Duration
 	// Placement names the pools, tenants and strategies of placement (see
-	// package placement). Default: no pools and the naive strategy for every
-	// topic, the design document's behaviour. Pools whose strategy looks at
-	// the workers (least-loaded) queue their jobs and place them on workers
-	// with room; for that the Registry should be a *placement.Registry over
-	// the same Pools (otherwise the engine keeps one of its own, fed the same
-	// heartbeats).
+	// package placement). Default: the pools of the Registry when it places
+	// (PlacingRegistry: a placement.Registry; MemoryRegistry does not), else
+	// no pools and the naive strategy for every topic, the design document's
+	// behaviour. Pools whose strategy looks at the workers (least-loaded)
+	// queue their jobs and place them on workers with room, counted in the
+	// Registry when it places (it should be over the same Pools), else in a
+	// registry the engine keeps of its own, fed the same heartbeats.
 	Placement *placement.Pools
 	// SafetyUnavailable is what happens to a job the safety checker could
 	// not decide on (a remote kernel that does not answer): SafetyUnavailablePending
