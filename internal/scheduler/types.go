@@ -138,9 +138,11 @@ type WorkerBlind interface {
 // the workers report: PlacementRegistry returns the placement.Registry the
 // engine places on and counts placements in (and whose pools it uses when
 // Config.Placement names none), or nil when the registry only lists
-// workers. placement.Registry has it (nil when ListOnly, as MemoryRegistry
-// is). With placement configured and no such registry, the engine keeps one
-// of its own, fed the same heartbeats.
+// workers. The engine feeds heartbeats only to the WorkerRegistry: its
+// UpdateHeartbeat must reach the registry returned. placement.Registry has
+// it (nil when ListOnly, as MemoryRegistry is). With placement configured
+// and no such registry, the engine keeps one of its own, fed the same
+// heartbeats.
 type PlacingRegistry interface {
 	PlacementRegistry() *placement.Registry
 }
