@@ -45,6 +45,12 @@ type RegistryOptions struct {
 	// MaxTopics bounds the per-topic candidate slices kept (they are rebuilt
 	// on demand). Default 4096.
 	MaxTopics int
+	// ListOnly makes the registry the design document's WorkerRegistry and
+	// nothing more: it lists the live workers (Snapshot, Workers) and is
+	// offered to no engine for placement (PlacementRegistry returns nil),
+	// and Snapshot forgets the workers whose heartbeats stopped, as Expire
+	// does, since no placement tick expires them.
+	ListOnly bool
 }
 
 // Worker is the registry's view of a live worker, from its last heartbeat
@@ -226,6 +232,17 @@ func NewRegistry(opts RegistryOptions) *Registry {
 
 // Pools returns the registry's pools.
 func (r *Registry) Pools() *Pools { return r.pools }
+
+// PlacementRegistry returns the registry an engine places jobs on: r
+// itself, or nil when r is ListOnly. It is the engine's way of telling a
+// registry that places from one that only lists workers, without knowing
+// its type.
+func (r *Registry) PlacementRegistry() *Registry {
+	if r.opts.ListOnly {
+		return nil
+	}
+	return r
+}
 
 // Version changes whenever a job that could not be placed might now be: a
 // worker joined, left or changed what it serves, or capacity freed. The
@@ -622,8 +639,12 @@ func (r *Registry) Workers() []*pb.WorkerInfo {
 }
 
 // Snapshot returns the last heartbeat of every live worker by id (the
-// engine's WorkerRegistry). The heartbeats are shared: do not modify them.
+// engine's WorkerRegistry); a ListOnly registry first forgets the workers
+// whose heartbeats stopped. The heartbeats are shared: do not modify them.
 func (r *Registry) Snapshot() map[string]*pb.Heartbeat {
+	if r.opts.ListOnly {
+		r.Expire()
+	}
 	now := r.now().UnixNano()
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -6,6 +6,9 @@ import (
 	"sort"
 	"sync"
 	"time"
+
+	pb "github.com/cortex-os/core/pkg/pb/v1"
+	"github.com/cortex-os/core/pkg/wire"
 )
 
 // Names of the built-in strategies.
@@ -103,8 +106,21 @@ func (Naive) Place(job *Job, _ Candidates) (Decision, error) {
 	return Decision{Subject: job.Topic}, nil
 }
 
-// WorkerBlind implements WorkerBlind.
+// WorkerBlind implements WorkerBlind, and the engine's SchedulingStrategy.
 func (Naive) WorkerBlind() bool { return true }
+
+// PickSubject is Naive as the design document's SchedulingStrategy (the
+// engine's seam, scheduler.NaiveStrategy): the subject is the topic, which
+// must be a literal subject under job. (wire.ValidateTopic: no wildcards,
+// no empty tokens), so that a job is never published onto a system subject
+// such as sys.job.submit, which would loop. It does not look at workers.
+func (Naive) PickSubject(req *pb.JobRequest, _ map[string]*pb.Heartbeat) (string, error) {
+	topic := req.GetTopic()
+	if err := wire.ValidateTopic(topic); err != nil {
+		return "", err
+	}
+	return topic, nil
+}
 
 // LoadBand: loads within the same band of percentage points count as equal,
 // so that measurement noise does not decide between idle workers and the

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -17,55 +18,87 @@ import (
 	"github.com/cortex-os/core/pkg/wire"
 )
 
+// admission is the engine's intake part: it takes submissions ("intake"
+// subscription, and HandlePacket), checks who sent them (requesters) and
+// what they ask, asks the safety checker, records each job in the job store
+// (PENDING, DISPATCHED at once, or DENIED) and starts its dispatch: at once
+// through the dispatcher, or through the placer's queues in a pool that
+// places by what workers report. Queries' re-drive admits through it too.
+// It holds no state of its own beyond its settings.
+type admission struct {
+	id        string
+	log       *slog.Logger
+	safetyLog *slog.Logger
+	stats     *counters
+	bus       Bus
+	store     JobStore
+	safety    SafetyChecker
+	// traceBlind: the checker reads no trace id (TraceBlind), as the design
+	// document's stub: none is added to its context.
+	traceBlind        bool
+	observer          Observer
+	safetyUnavailable string // Config.SafetyUnavailable
+	maxAttempts       int32  // of jobs that set none
+	noWorkerRetry     time.Duration
+	times             jobTimes
+
+	requesters *requesters
+	cache      *jobCache
+	placer     *placer
+	dispatcher *dispatcher
+}
+
+func (a *admission) debug() bool { return a.log.Enabled(context.Background(), slog.LevelDebug) }
+
 // ---- submissions ----
 
 // handleSubmit handles a submission on the bare sys.job.submit, which names
 // no client.
-func (e *Engine) handleSubmit(p *pb.BusPacket, replyTo string) error {
-	return e.handleSubmitOn(wire.SubjectSubmit, p, replyTo)
+func (a *admission) handleSubmit(p *pb.BusPacket, replyTo string) error {
+	return a.handleSubmitOn(wire.SubjectSubmit, p, replyTo)
 }
 
 // handleSubmitOn handles a submission that came on subject
 // (sys.job.submit[.<identity>]) asking for its answer on replyTo. A refused
 // submission is acknowledged: it is never redelivered.
-func (e *Engine) handleSubmitOn(subject string, p *pb.BusPacket, replyTo string) error {
-	who, drop, err := e.identify(wire.SubjectSubmit, subject, replyTo)
+func (a *admission) handleSubmitOn(subject string, p *pb.BusPacket, replyTo string) error {
+	who, drop, err := a.requesters.identify(wire.SubjectSubmit, subject, replyTo)
 	if drop {
 		return nil
 	}
 	req := p.GetJobRequest()
 	if req == nil {
-		e.stats.unknown.Add(1)
-		e.reply(replyTo, p.GetTraceId(), refusal("sys.job.submit takes a job_request packet", false))
+		a.stats.unknown.Add(1)
+		a.reply(replyTo, p.GetTraceId(), refusal("sys.job.submit takes a job_request packet", false))
 		return nil
 	}
 	if err != nil {
-		e.reply(replyTo, p.GetTraceId(), refusal(err.Error(), false))
+		a.reply(replyTo, p.GetTraceId(), refusal(err.Error(), false))
 		return nil
 	}
 	if tenant, err := who.SubmitTenant(req.GetTenant()); err != nil {
-		e.refuseTenant(subject, err)
-		e.reply(replyTo, p.GetTraceId(), refusal(err.Error(), false))
+		a.requesters.refuseTenant(subject, err)
+		a.reply(replyTo, p.GetTraceId(), refusal(err.Error(), false))
 		return nil
 	} else if tenant != req.GetTenant() {
 		req.Tenant = tenant // the client's own: stamped
 	}
-	e.stats.submitted.Add(1)
+	a.stats.submitted.Add(1)
 	if err := apply(packetRules, p); err != nil {
-		e.stats.rejected.Add(1)
-		e.log.Warn("refused job", "job_id", clip(req.GetJobId()), "err", err)
-		e.reply(replyTo, "", refusal(err.Error(), false))
+		a.stats.rejected.Add(1)
+		a.log.Warn("refused job", "job_id", clip(req.GetJobId()), "err", err)
+		a.reply(replyTo, "", refusal(err.Error(), false))
 		return nil
 	}
 	traceID := p.GetTraceId()
 	if traceID == "" {
 		traceID = uuid.NewString()
 	}
-	answer, _, err := e.admit(req, traceID, replyTo != "")
+	answer, _, err := a.admit(req, traceID, replyTo != "")
 	if err != nil {
 		return err // redelivered where the intake is durable
 	}
-	e.reply(replyTo, traceID, answer)
+	a.reply(replyTo, traceID, answer)
 	return nil
 }
 
@@ -74,14 +107,14 @@ func (e *Engine) handleSubmitOn(subject string, p *pb.BusPacket, replyTo string)
 // existing job. An error means the store failed: nothing was decided.
 // Without answerWanted (nobody waits for the answer) an accepted job's
 // answer is nil: it is not built for nothing on the hot path.
-func (e *Engine) admit(req *pb.JobRequest, traceID string, answerWanted bool) (answer *pb.JobAnswer, created bool, err error) {
+func (a *admission) admit(req *pb.JobRequest, traceID string, answerWanted bool) (answer *pb.JobAnswer, created bool, err error) {
 	if err := ValidateRequest(req); err != nil {
-		e.stats.rejected.Add(1)
-		e.log.Warn("refused job", "job_id", clip(req.GetJobId()), "topic", clip(req.GetTopic()), "err", err, "trace_id", traceID)
+		a.stats.rejected.Add(1)
+		a.log.Warn("refused job", "job_id", clip(req.GetJobId()), "topic", clip(req.GetTopic()), "err", err, "trace_id", traceID)
 		return refusal(err.Error(), false), false, nil
 	}
-	if e.debug() {
-		e.log.Debug("submitted", "job_id", req.JobId, "topic", req.Topic, "trace_id", traceID)
+	if a.debug() {
+		a.log.Debug("submitted", "job_id", req.JobId, "topic", req.Topic, "trace_id", traceID)
 	}
 
 	var reason string
@@ -96,36 +129,36 @@ func (e *Engine) admit(req *pb.JobRequest, traceID string, answerWanted bool) (a
 		UpdatedMs:   now.UnixMilli(),
 	}
 	if job.MaxAttempts <= 0 {
-		job.MaxAttempts = int32(e.cfg.MaxAttempts)
+		job.MaxAttempts = a.maxAttempts
 	}
-	if ttl := e.ttl(req); ttl > 0 {
+	if ttl := a.times.ttl(req); ttl > 0 {
 		job.DeadlineMs = now.Add(ttl).UnixMilli()
 	}
 	ctx := context.Background()
-	if !e.stubSafety {
+	if !a.traceBlind {
 		ctx = safety.WithTraceID(ctx, traceID) // for the kernel's log lines and remote checks
 	}
-	verdict, serr := e.cfg.Safety.Check(ctx, req)
+	verdict, serr := a.safety.Check(ctx, req)
 	if serr == nil {
-		e.observeSafety(req, traceID, verdict)
+		observeSafety(a.observer, req, traceID, verdict)
 	}
 	switch {
 	case serr != nil:
-		e.stats.safetyUnavailable.Add(1)
-		e.safetyLog.Warn("safety kernel unavailable", "job_id", req.JobId, "err", serr, "fail_closed", e.cfg.SafetyUnavailable)
-		if e.cfg.SafetyUnavailable == SafetyUnavailableDeny {
+		a.stats.safetyUnavailable.Add(1)
+		a.safetyLog.Warn("safety kernel unavailable", "job_id", req.JobId, "err", serr, "fail_closed", a.safetyUnavailable)
+		if a.safetyUnavailable == SafetyUnavailableDeny {
 			job.State = lifecycle.Denied
 			job.Error = SafetyUnavailableReason + ": " + serr.Error()
 			reason = SafetyUnavailableReason
 		} else {
 			job.AwaitingSafety = true
 			job.PendingReason = SafetyUnavailableReason + "; checked again before dispatch"
-			job.NextAttemptMs = now.Add(e.cfg.NoWorkerRetry).UnixMilli()
+			job.NextAttemptMs = now.Add(a.noWorkerRetry).UnixMilli()
 		}
 	case verdict.Decision == SafetyThrottle:
-		e.stats.throttled.Add(1)
-		if e.debug() {
-			e.safetyLog.Debug("throttled", "job_id", req.JobId, "rule_id", verdict.RuleID, "retry_after", verdict.RetryAfter, "trace_id", traceID)
+		a.stats.throttled.Add(1)
+		if a.debug() {
+			a.safetyLog.Debug("throttled", "job_id", req.JobId, "rule_id", verdict.RuleID, "retry_after", verdict.RetryAfter, "trace_id", traceID)
 		}
 		return &pb.JobAnswer{Error: "throttled by the safety policy: " + verdict.Reason, Retryable: true,
 			RetryAfterMs: max(1, verdict.RetryAfter.Milliseconds()), RuleId: verdict.RuleID}, false, nil
@@ -137,15 +170,15 @@ func (e *Engine) admit(req *pb.JobRequest, traceID string, answerWanted bool) (a
 		job.PendingReason = "waiting to be dispatched"
 	}
 	job.RuleId, job.PolicyVersion = verdict.RuleID, verdict.PolicyVersion
-	pool := e.poolOf(req)
+	pool := a.placer.poolOf(req)
 	if pool != nil {
 		job.Pool = pool.Name
 	}
 	queued := false
 	subject, direct := "", false
 	var placedOn string // the worker placement counted the job against, if any
-	if job.State == lifecycle.Pending && !job.AwaitingSafety && e.placed(pool) {
-		if d, ok := e.placeNow(job, pool); ok {
+	if job.State == lifecycle.Pending && !job.AwaitingSafety && a.placer.placed(pool) {
+		if d, ok := a.placer.placeNow(job, pool); ok {
 			// A worker has room and nothing is ahead of the job: it is
 			// recorded DISPATCHED to that worker (one store write) and
 			// published at once, as the naive path does.
@@ -159,11 +192,11 @@ func (e *Engine) admit(req *pb.JobRequest, traceID string, answerWanted bool) (a
 			}
 		}
 	}
-	if job.State == lifecycle.Pending && !job.AwaitingSafety && e.placed(pool) {
+	if job.State == lifecycle.Pending && !job.AwaitingSafety && a.placer.placed(pool) {
 		var refused *pb.JobAnswer
-		if queued, refused = e.pushNew(job, pool); refused != nil {
-			if e.debug() {
-				e.log.Debug("refused job: queue full", "job_id", req.JobId, "pool", job.Pool, "reason", refused.Error, "trace_id", traceID)
+		if queued, refused = a.placer.pushNew(job, pool); refused != nil {
+			if a.debug() {
+				a.log.Debug("refused job: queue full", "job_id", req.JobId, "pool", job.Pool, "reason", refused.Error, "trace_id", traceID)
 			}
 			return refused, false, nil
 		}
@@ -174,8 +207,8 @@ func (e *Engine) admit(req *pb.JobRequest, traceID string, answerWanted bool) (a
 	// (waiting to be dispatched) never holds for it. A crash before the
 	// publish below is a dispatch whose outcome is lost: AckTimeout covers it,
 	// as it covers a crash after any dispatch's write.
-	if job.State == lifecycle.Pending && !job.AwaitingSafety && !queued && !e.placed(pool) {
-		if subject, direct = e.pickSubject(job.Request); direct {
+	if job.State == lifecycle.Pending && !job.AwaitingSafety && !queued && !a.placer.placed(pool) {
+		if subject, direct = a.dispatcher.pickSubject(job.Request); direct {
 			job.State = lifecycle.Dispatched
 			job.Attempt = 1
 			job.PendingReason = ""
@@ -183,47 +216,47 @@ func (e *Engine) admit(req *pb.JobRequest, traceID string, answerWanted bool) (a
 		}
 	}
 
-	ctx, cancel := e.storeCtx()
+	ctx, cancel := storeCtx()
 	defer cancel()
-	rec, err := e.cfg.Store.Create(ctx, job)
+	rec, err := a.store.Create(ctx, job)
 	if err != nil && queued {
-		e.queues.Remove(job.JobId) // not recorded: not queued either
+		a.placer.dequeue(job.JobId) // not recorded: not queued either
 	}
-	if err != nil && direct && e.placed(pool) {
-		e.unplace(job.JobId, placedOn) // not recorded: not placed either
+	if err != nil && direct && a.placer.placed(pool) {
+		a.placer.unplace(job.JobId, placedOn) // not recorded: not placed either
 	}
 	switch {
 	case errors.Is(err, jobstore.ErrExists):
 		if proto.Equal(rec.Job.GetRequest(), req) { // the same job, submitted again
-			e.stats.duplicates.Add(1)
+			a.stats.duplicates.Add(1)
 			if rec.Job.GetState() == lifecycle.Denied { // refused then: refused now
 				return &pb.JobAnswer{Error: rec.Job.GetError(), Jobs: []*pb.JobInfo{rec.Job}}, false, nil
 			}
 			return &pb.JobAnswer{Ok: true, Jobs: []*pb.JobInfo{rec.Job}}, false, nil
 		}
-		e.stats.conflicts.Add(1)
-		e.log.Warn("refused job: job_id exists with different content", "job_id", req.JobId, "trace_id", traceID)
+		a.stats.conflicts.Add(1)
+		a.log.Warn("refused job: job_id exists with different content", "job_id", req.JobId, "trace_id", traceID)
 		return refusal(fmt.Sprintf("%s: job_id %s already exists with different content", conflictPrefix, req.JobId), false), false, nil
 	case err != nil:
-		e.stats.storeErrors.Add(1)
-		e.log.Error("recording job failed", "job_id", req.JobId, "err", err)
+		a.stats.storeErrors.Add(1)
+		a.log.Error("recording job failed", "job_id", req.JobId, "err", err)
 		return nil, false, err
 	}
-	e.observeRecorded(nil, rec.Job)
+	observeRecorded(a.observer, nil, rec.Job)
 
 	if job.State == lifecycle.Denied {
-		e.stats.denied.Add(1)
-		e.safetyLog.Info("job blocked", "job_id", req.JobId, "topic", req.Topic, "reason", reason, "rule_id", job.RuleId, "trace_id", traceID)
+		a.stats.denied.Add(1)
+		a.safetyLog.Info("job blocked", "job_id", req.JobId, "topic", req.Topic, "reason", reason, "rule_id", job.RuleId, "trace_id", traceID)
 		return &pb.JobAnswer{Error: job.Error, RuleId: job.RuleId, Jobs: []*pb.JobInfo{rec.Job}}, true, nil
 	}
-	e.stats.accepted.Add(1)
-	if e.observe(rec) {
+	a.stats.accepted.Add(1)
+	if a.cache.observe(rec) {
 		if direct {
-			e.publishDispatch(rec, subject, now) // the clock read at admission, microseconds ago
+			a.dispatcher.publishDispatch(rec, subject, now) // the clock read at admission, microseconds ago
 		} else if queued {
-			e.drain()
+			a.placer.drain()
 		} else {
-			e.tryDispatch(rec.Job.JobId)
+			a.dispatcher.tryDispatch(rec.Job.JobId)
 		}
 	}
 	if !answerWanted {
@@ -235,34 +268,17 @@ func (e *Engine) admit(req *pb.JobRequest, traceID string, answerWanted bool) (a
 // conflictPrefix starts the error of a submission whose job_id is taken.
 const conflictPrefix = "conflict"
 
-func (e *Engine) ttl(req *pb.JobRequest) time.Duration {
-	if req.GetTtlMs() > 0 {
-		return time.Duration(req.GetTtlMs()) * time.Millisecond
-	}
-	if e.cfg.TTL > 0 {
-		return e.cfg.TTL
-	}
-	return 0
-}
-
-func (e *Engine) timeout(req *pb.JobRequest) time.Duration {
-	if req.GetTimeoutMs() > 0 {
-		return time.Duration(req.GetTimeoutMs()) * time.Millisecond
-	}
-	return e.cfg.Timeout
-}
-
 func refusal(msg string, retryable bool) *pb.JobAnswer {
 	return &pb.JobAnswer{Error: msg, Retryable: retryable}
 }
 
-func (e *Engine) reply(to, traceID string, answer *pb.JobAnswer) {
+func (a *admission) reply(to, traceID string, answer *pb.JobAnswer) {
 	if to == "" {
 		return
 	}
-	p := wire.NewPacket(traceID, e.cfg.ID)
+	p := wire.NewPacket(traceID, a.id)
 	p.Payload = &pb.BusPacket_JobAnswer{JobAnswer: answer}
-	if err := e.cfg.Bus.Publish(to, p); err != nil {
-		e.log.Warn("answering failed", "to", to, "err", err)
+	if err := a.bus.Publish(to, p); err != nil {
+		a.log.Warn("answering failed", "to", to, "err", err)
 	}
 }

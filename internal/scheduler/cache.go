@@ -1,8 +1,10 @@
 package scheduler
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -18,17 +20,19 @@ import (
 // compare-and-set on the job store, decided again on a conflict.
 //
 // It calls the rest of the engine through two function fields: placed,
-// under its lock, with each newer view of a job (placement keeps its
-// queues in step: it must not take the cache's lock or placement's), and
-// recorded, after each write (events, the Observer, the log). The engine's
-// methods of the same names (below) delegate to it, so that the hot path
-// (admission, dispatch, placement) calls it as before.
+// under its lock, with each newer view of a job (the placer's observe keeps
+// its queues in step: it must not take the cache's lock or the placer's),
+// and recorded, after each write (a recorder: events, the Observer, the
+// log). The other parts call it directly. Its loop ("store watch", watch)
+// follows the changes other replicas make to the store; the engine starts
+// it only when the store is shared.
 type jobCache struct {
 	mu     sync.Mutex
 	active map[string]tracked // non-terminal jobs known to this replica; values, not pointers: no allocation per job
 
 	store    JobStore
 	stats    *counters
+	log      *slog.Logger
 	leaseTTL time.Duration                // the lease of a job seen RUNNING anew
 	placed   func(prev, next *pb.JobInfo) // nil: no placement queues
 	recorded func(prev, next *pb.JobInfo)
@@ -41,21 +45,8 @@ type tracked struct {
 	busy       bool      // a dispatch or timer action of this replica holds it
 }
 
-func newJobCache(store JobStore, stats *counters, leaseTTL time.Duration) *jobCache {
-	return &jobCache{active: make(map[string]tracked), store: store, stats: stats, leaseTTL: leaseTTL}
-}
-
-// The engine's view of the cache (the hot path calls these).
-
-func (e *Engine) observe(rec jobstore.Record) (active bool) { return e.cache.observe(rec) }
-func (e *Engine) cached(id string) (jobstore.Record, bool)  { return e.cache.cached(id) }
-func (e *Engine) claim(id string) (jobstore.Record, bool)   { return e.cache.claim(id) }
-func (e *Engine) release(id string)                         { e.cache.release(id) }
-func (e *Engine) renewLeases(worker string, held []*pb.HeldJob, until time.Time) {
-	e.cache.renewLeases(worker, held, until)
-}
-func (e *Engine) mutate(rec jobstore.Record, change func(j *pb.JobInfo) bool) (jobstore.Record, bool, error) {
-	return e.cache.mutate(rec, change)
+func newJobCache(store JobStore, stats *counters, log *slog.Logger, leaseTTL time.Duration) *jobCache {
+	return &jobCache{active: make(map[string]tracked), store: store, stats: stats, log: log, leaseTTL: leaseTTL}
 }
 
 // observe records rec as this replica's latest view of its job and reports
@@ -166,14 +157,29 @@ func (c *jobCache) mutate(rec jobstore.Record, change func(j *pb.JobInfo) bool) 
 	return rec, false, fmt.Errorf("job %s: too many concurrent changes", rec.Job.GetJobId())
 }
 
-// logTransition is the cache's recorded: what follows each write.
-func (e *Engine) logTransition(prev, next *pb.JobInfo) {
-	e.events.publish(prev, next)  // events.go
-	e.observeRecorded(prev, next) // observe.go
-	if !e.debug() || prev.GetState() == next.GetState() || next.GetState() == lifecycle.Dispatched {
+// watch follows the changes other replicas make to the job store until ctx
+// ends: the "store watch" loop.
+func (c *jobCache) watch(ctx context.Context) {
+	if err := c.store.Watch(ctx, func(r jobstore.Record) { c.observe(r) }); err != nil && ctx.Err() == nil {
+		c.log.Error("job store watch ended", "err", err)
+	}
+}
+
+// recorder is what follows each write of a job (the cache's recorded): its
+// job event, the Observer, a debug line.
+type recorder struct {
+	events   *jobEvents
+	observer Observer
+	log      *slog.Logger
+}
+
+func (r *recorder) recorded(prev, next *pb.JobInfo) {
+	r.events.publish(prev, next)            // events.go
+	observeRecorded(r.observer, prev, next) // observe.go
+	if !r.log.Enabled(context.Background(), slog.LevelDebug) || prev.GetState() == next.GetState() || next.GetState() == lifecycle.Dispatched {
 		return // a dispatch logs itself, with its subject
 	}
-	e.log.Debug("job changed state", "job_id", next.JobId, "state", lifecycle.Name(next.State), "from", lifecycle.Name(prev.GetState()),
+	r.log.Debug("job changed state", "job_id", next.JobId, "state", lifecycle.Name(next.State), "from", lifecycle.Name(prev.GetState()),
 		"attempt", next.Attempt, "worker_id", next.WorkerId, "reason", firstNonEmpty(next.PendingReason, next.Error), "trace_id", next.TraceId)
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/cortex-os/core/internal/jobstore"
 	"github.com/cortex-os/core/internal/placement"
 	"github.com/cortex-os/core/internal/tenancy"
+	pb "github.com/cortex-os/core/pkg/pb/v1"
 )
 
 // DefaultQueueGroup is the queue group (and durable consumer name) the
@@ -70,12 +71,13 @@ type Config struct {
 	// Default 50ms.
 	Tick time.Duration
 	// Placement names the pools, tenants and strategies of placement (see
-	// package placement). Default: no pools and the naive strategy for every
-	// topic, the design document's behaviour. Pools whose strategy looks at
-	// the workers (least-loaded) queue their jobs and place them on workers
-	// with room; for that the Registry should be a *placement.Registry over
-	// the same Pools (otherwise the engine keeps one of its own, fed the same
-	// heartbeats).
+	// package placement). Default: the pools of the Registry when it places
+	// (PlacingRegistry: a placement.Registry; MemoryRegistry does not), else
+	// no pools and the naive strategy for every topic, the design document's
+	// behaviour. Pools whose strategy looks at the workers (least-loaded)
+	// queue their jobs and place them on workers with room, counted in the
+	// Registry when it places (it should be over the same Pools), else in a
+	// registry the engine keeps of its own, fed the same heartbeats.
 	Placement *placement.Pools
 	// SafetyUnavailable is what happens to a job the safety checker could
 	// not decide on (a remote kernel that does not answer): SafetyUnavailablePending
@@ -138,14 +140,23 @@ const (
 	DefaultRetryBackoffMax = 30 * time.Second
 	DefaultNoWorkerRetry   = 250 * time.Millisecond
 	DefaultTick            = 50 * time.Millisecond
+
+	// DefaultSafetyUnavailable keeps a job the checker could not decide on
+	// PENDING, checked again before dispatch.
+	DefaultSafetyUnavailable = SafetyUnavailablePending
+	// DefaultDocumentWorkers trusts results that name no attempt, as the
+	// design document's workers need; with RequireWorkerIdentity the
+	// default is DocumentWorkersRefuse.
+	DefaultDocumentWorkers = DocumentWorkersTrust
 )
 
 // ErrInvalidConfig is what Validate's errors wrap.
 var ErrInvalidConfig = errors.New("scheduler: invalid config")
 
 // WithDefaults returns a copy of c whose zero values are replaced by their
-// defaults (the Default* constants, a new in-memory store and dead-letter
-// store, a unique ID, slog.Default()). Values that are set, bad ones
+// defaults (DefaultQueueGroup and the other Default* constants, a new
+// in-memory store and dead-letter store, a unique ID, slog.Default()); c
+// itself is not changed. Values that are set, bad ones
 // included, are kept: Validate judges them.
 func (c Config) WithDefaults() Config {
 	if c.Store == nil {
@@ -174,13 +185,13 @@ func (c Config) WithDefaults() Config {
 	orDefault(&c.NoWorkerRetry, DefaultNoWorkerRetry)
 	orDefault(&c.Tick, DefaultTick)
 	if c.DocumentWorkers == "" {
-		c.DocumentWorkers = DocumentWorkersTrust
+		c.DocumentWorkers = DefaultDocumentWorkers
 		if c.RequireWorkerIdentity {
 			c.DocumentWorkers = DocumentWorkersRefuse
 		}
 	}
 	if c.SafetyUnavailable == "" {
-		c.SafetyUnavailable = SafetyUnavailablePending
+		c.SafetyUnavailable = DefaultSafetyUnavailable
 	}
 	return c
 }
@@ -264,4 +275,38 @@ func UniqueID(prefix string) string {
 		host = host[:64] // ids are bounded (MaxWorkerIDLength)
 	}
 	return fmt.Sprintf("%s-%s-%s", prefix, host, uuid.NewString()[:8])
+}
+
+// leaseTTL is how long a RUNNING job's lease lasts without a heartbeat of
+// its worker naming it.
+func (c Config) leaseTTL() time.Duration {
+	return time.Duration(c.LeaseMisses) * c.LeaseInterval
+}
+
+// jobTimes is what the config says of a job's times where its request says
+// nothing; the parts that need them hold a copy.
+type jobTimes struct {
+	timeoutDefault time.Duration // Config.Timeout
+	ttlDefault     time.Duration // Config.TTL; negative: none
+}
+
+func (c Config) jobTimes() jobTimes { return jobTimes{timeoutDefault: c.Timeout, ttlDefault: c.TTL} }
+
+// ttl is how long from its submission req may take to finish; 0: no limit.
+func (t jobTimes) ttl(req *pb.JobRequest) time.Duration {
+	if req.GetTtlMs() > 0 {
+		return time.Duration(req.GetTtlMs()) * time.Millisecond
+	}
+	if t.ttlDefault > 0 {
+		return t.ttlDefault
+	}
+	return 0
+}
+
+// timeout is req's attempt timeout.
+func (t jobTimes) timeout(req *pb.JobRequest) time.Duration {
+	if req.GetTimeoutMs() > 0 {
+		return time.Duration(req.GetTimeoutMs()) * time.Millisecond
+	}
+	return t.timeoutDefault
 }

@@ -48,7 +48,7 @@ func TestConfigWithDefaultsIsACopy(t *testing.T) {
 	if d.Store == nil || d.DeadLetters == nil || d.Logger == nil || d.ID == "" || d.QueueGroup != scheduler.DefaultQueueGroup {
 		t.Errorf("defaults missing: %+v", d)
 	}
-	if d.DocumentWorkers != scheduler.DocumentWorkersTrust || d.SafetyUnavailable != scheduler.SafetyUnavailablePending {
+	if d.DocumentWorkers != scheduler.DefaultDocumentWorkers || d.SafetyUnavailable != scheduler.DefaultSafetyUnavailable {
 		t.Errorf("modes = %q, %q", d.DocumentWorkers, d.SafetyUnavailable)
 	}
 	if err := d.Validate(); err != nil {
@@ -66,17 +66,24 @@ func TestConfigValidateRefusesBadValues(t *testing.T) {
 		change func(*scheduler.Config)
 		want   string
 	}{
-		"no bus":                  {func(c *scheduler.Config) { c.Bus = nil }, "Config.Bus is required"},
-		"no safety":               {func(c *scheduler.Config) { c.Safety = nil }, "Config.Safety is required"},
-		"negative ack timeout":    {func(c *scheduler.Config) { c.AckTimeout = -time.Second }, "AckTimeout"},
-		"negative tick":           {func(c *scheduler.Config) { c.Tick = -1 }, "Tick"},
-		"negative lease misses":   {func(c *scheduler.Config) { c.LeaseMisses = -1 }, "LeaseMisses"},
-		"negative max attempts":   {func(c *scheduler.Config) { c.MaxAttempts = -2 }, "MaxAttempts"},
-		"negative backoff":        {func(c *scheduler.Config) { c.RetryBackoff = -time.Millisecond }, "RetryBackoff"},
-		"unknown document mode":   {func(c *scheduler.Config) { c.DocumentWorkers = "maybe" }, "DocumentWorkers"},
-		"unknown safety mode":     {func(c *scheduler.Config) { c.SafetyUnavailable = "allow" }, "SafetyUnavailable"},
-		"id with a wildcard":      {func(c *scheduler.Config) { c.ID = "a*b" }, "Config.ID"},
-		"negative lease interval": {func(c *scheduler.Config) { c.LeaseInterval = -time.Second }, "LeaseInterval"},
+		"no bus":                   {func(c *scheduler.Config) { c.Bus = nil }, "Config.Bus is required"},
+		"no safety":                {func(c *scheduler.Config) { c.Safety = nil }, "Config.Safety is required"},
+		"no registry":              {func(c *scheduler.Config) { c.Registry = nil }, "Config.Registry is required"},
+		"no strategy":              {func(c *scheduler.Config) { c.Strategy = nil }, "Config.Strategy is required"},
+		"negative timeout":         {func(c *scheduler.Config) { c.Timeout = -time.Minute }, "Timeout"},
+		"negative backoff max":     {func(c *scheduler.Config) { c.RetryBackoffMax = -time.Second }, "RetryBackoffMax"},
+		"negative no-worker retry": {func(c *scheduler.Config) { c.NoWorkerRetry = -time.Millisecond }, "NoWorkerRetry"},
+		"id with a blank":          {func(c *scheduler.Config) { c.ID = "a b" }, "Config.ID"},
+		"id too long":              {func(c *scheduler.Config) { c.ID = strings.Repeat("x", 4096) }, "Config.ID"},
+		"negative ack timeout":     {func(c *scheduler.Config) { c.AckTimeout = -time.Second }, "AckTimeout"},
+		"negative tick":            {func(c *scheduler.Config) { c.Tick = -1 }, "Tick"},
+		"negative lease misses":    {func(c *scheduler.Config) { c.LeaseMisses = -1 }, "LeaseMisses"},
+		"negative max attempts":    {func(c *scheduler.Config) { c.MaxAttempts = -2 }, "MaxAttempts"},
+		"negative backoff":         {func(c *scheduler.Config) { c.RetryBackoff = -time.Millisecond }, "RetryBackoff"},
+		"unknown document mode":    {func(c *scheduler.Config) { c.DocumentWorkers = "maybe" }, "DocumentWorkers"},
+		"unknown safety mode":      {func(c *scheduler.Config) { c.SafetyUnavailable = "allow" }, "SafetyUnavailable"},
+		"id with a wildcard":       {func(c *scheduler.Config) { c.ID = "a*b" }, "Config.ID"},
+		"negative lease interval":  {func(c *scheduler.Config) { c.LeaseInterval = -time.Second }, "LeaseInterval"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"sync"
@@ -31,12 +32,63 @@ import (
 //   - nothing within AckTimeout: see unconfirmed.
 // A refused or unheard attempt number is given back: nobody holds it.
 
-// ackPrefix is the reply-subject prefix of this replica's dispatches.
-func (e *Engine) ackPrefix() string { return e.ackPfx }
+// dispatcher is the engine's hand-off part: it moves PENDING jobs to
+// DISPATCHED and publishes them (on the subject the SchedulingStrategy picks,
+// or the one the placer chose), hears what comes back on the reply subjects
+// ("dispatch replies" subscription), acts on dispatches nobody confirmed,
+// and asks the safety checker again about jobs admitted while it could not
+// decide. It holds no job state (the job cache does, and claims and
+// compare-and-set are the cache's); what it owns is the reply-subject
+// prefix of this replica's dispatches and when the engine started. It
+// reaches the placer (jobs of placed pools go through its queues), the
+// heartbeats part (which topics confirming workers served lately) and the
+// job cache directly.
+type dispatcher struct {
+	id        string
+	log       *slog.Logger
+	safetyLog *slog.Logger
+	stats     *counters
+	bus       Bus
+	store     JobStore
+	safety    SafetyChecker
+	observer  Observer
+	strategy  SchedulingStrategy
+	registry  WorkerRegistry
+	// blind: the strategy does not look at the workers, so no registry
+	// snapshot is taken per job.
+	blind bool
+	// ackPfx is the reply-subject prefix of this replica's dispatches:
+	// _CORTEX.ack.<id>.
+	ackPfx        string
+	times         jobTimes
+	ackTimeout    time.Duration
+	noWorkerRetry time.Duration
+	tick          time.Duration
+	// started is when the engine last started: the registry knows the
+	// workers only after a heartbeat interval. Set by Engine.Start before
+	// any part runs.
+	started time.Time
+
+	cache      *jobCache
+	placer     *placer
+	heartbeats *heartbeats
+}
+
+func (d *dispatcher) debug() bool { return d.log.Enabled(context.Background(), slog.LevelDebug) }
+
+// dispatchDue dispatches a job whose retry is due (the timers call it), or,
+// in a pool that places jobs, queues it again for the placer.
+func (d *dispatcher) dispatchDue(rec jobstore.Record) {
+	if d.placer.placed(d.placer.poolOf(rec.Job.GetRequest())) {
+		d.placer.readmitDue(rec) // drain, in the placer's tick, places it
+	} else {
+		d.dispatch(rec)
+	}
+}
 
 // appendReplySubject appends <ackPrefix><attempt>.<jobID> to b.
-func (e *Engine) appendReplySubject(b []byte, attempt int32, jobID string) []byte {
-	b = append(b, e.ackPfx...)
+func (d *dispatcher) appendReplySubject(b []byte, attempt int32, jobID string) []byte {
+	b = append(b, d.ackPfx...)
 	b = strconv.AppendInt(b, int64(attempt), 10)
 	b = append(b, '.')
 	return append(b, jobID...)
@@ -44,52 +96,52 @@ func (e *Engine) appendReplySubject(b []byte, attempt int32, jobID string) []byt
 
 // tryDispatch dispatches a PENDING job now unless this replica is already
 // working on it.
-func (e *Engine) tryDispatch(id string) {
-	rec, ok := e.claim(id)
+func (d *dispatcher) tryDispatch(id string) {
+	rec, ok := d.cache.claim(id)
 	if !ok {
 		return
 	}
-	defer e.release(id)
-	e.dispatch(rec)
+	defer d.cache.release(id)
+	d.dispatch(rec)
 }
 
 // dispatch moves a due PENDING job to DISPATCHED and publishes it on the
 // subject the SchedulingStrategy picks (the jobs of pools that place by
-// what workers report go through drain instead).
-func (e *Engine) dispatch(rec jobstore.Record) {
+// what workers report go through the placer's drain instead).
+func (d *dispatcher) dispatch(rec jobstore.Record) {
 	job := rec.Job
 	if job.GetState() != lifecycle.Pending || time.Now().UnixMilli() < job.GetNextAttemptMs() {
 		return
 	}
-	subject, err := e.subjectFor(job.Request)
+	subject, err := d.subjectFor(job.Request)
 	if err != nil {
 		if verr := ValidateRequest(job.Request); verr != nil {
 			// Stored before today's bounds (by an earlier version): no
 			// subject will ever do. Only on this path, not per dispatch.
-			e.undeliverable(rec, lifecycle.Pending, job.Attempt, "the stored request is out of bounds: "+verr.Error())
+			d.undeliverable(rec, lifecycle.Pending, job.Attempt, "the stored request is out of bounds: "+verr.Error())
 			return
 		}
-		e.stats.unroutable.Add(1)
-		e.requeue(rec, lifecycle.Pending, job.Attempt, job.Attempt, "no subject for the job: "+err.Error(), e.cfg.NoWorkerRetry)
+		d.stats.unroutable.Add(1)
+		d.requeue(rec, lifecycle.Pending, job.Attempt, job.Attempt, "no subject for the job: "+err.Error(), d.noWorkerRetry)
 		return
 	}
-	e.dispatchTo(rec, subject, "")
+	d.dispatchTo(rec, subject, "")
 }
 
 // subjectFor asks the SchedulingStrategy where req goes.
-func (e *Engine) subjectFor(req *pb.JobRequest) (string, error) {
+func (d *dispatcher) subjectFor(req *pb.JobRequest) (string, error) {
 	var workers map[string]*pb.Heartbeat
-	if !e.blind {
-		workers = e.cfg.Registry.Snapshot() // a copy per job: only for strategies that look
+	if !d.blind {
+		workers = d.registry.Snapshot() // a copy per job: only for strategies that look
 	}
-	return e.cfg.Strategy.PickSubject(req, workers)
+	return d.strategy.PickSubject(req, workers)
 }
 
 // pickSubject is subjectFor for admission, which dispatches at once only
 // when the strategy has an answer; else the job is recorded PENDING and
 // dispatch asks again (and counts and explains the failure).
-func (e *Engine) pickSubject(req *pb.JobRequest) (string, bool) {
-	subject, err := e.subjectFor(req)
+func (d *dispatcher) pickSubject(req *pb.JobRequest) (string, bool) {
+	subject, err := d.subjectFor(req)
 	return subject, err == nil
 }
 
@@ -102,7 +154,7 @@ func (e *Engine) pickSubject(req *pb.JobRequest) (string, bool) {
 // On a topic the queue group picks a worker, whichever placement counted it
 // against: the one that takes it names itself by its confirmation, or by its
 // result. Only that worker's result is then accepted (applyResult).
-func (e *Engine) dispatchTo(rec jobstore.Record, subject, workerID string) bool {
+func (d *dispatcher) dispatchTo(rec jobstore.Record, subject, workerID string) bool {
 	job := rec.Job
 	if workerID != "" && subject != wire.WorkerJobSubject(workerID) {
 		workerID = ""
@@ -112,12 +164,12 @@ func (e *Engine) dispatchTo(rec jobstore.Record, subject, workerID string) bool 
 	}
 	if job.GetAwaitingSafety() {
 		var ok bool
-		if rec, ok = e.recheckSafety(rec); !ok {
+		if rec, ok = d.recheckSafety(rec); !ok {
 			return false
 		}
 		job = rec.Job
 	}
-	rec, written, err := e.mutate(rec, func(j *pb.JobInfo) bool {
+	rec, written, err := d.cache.mutate(rec, func(j *pb.JobInfo) bool {
 		if j.State != lifecycle.Pending || time.Now().UnixMilli() < j.NextAttemptMs {
 			return false
 		}
@@ -129,12 +181,12 @@ func (e *Engine) dispatchTo(rec jobstore.Record, subject, workerID string) bool 
 		return true
 	})
 	if err != nil {
-		e.log.Error("recording dispatch failed", "job_id", job.JobId, "err", err)
+		d.log.Error("recording dispatch failed", "job_id", job.JobId, "err", err)
 	}
 	if !written {
 		return false
 	}
-	e.publishDispatch(rec, subject, time.Now())
+	d.publishDispatch(rec, subject, time.Now())
 	return true
 }
 
@@ -154,58 +206,58 @@ var dispatchPackets = sync.Pool{New: func() any { return new(dispatchPacket) }}
 
 // publishDispatch publishes the DISPATCHED job rec on subject, stamped now;
 // a failed publish puts it back to PENDING.
-func (e *Engine) publishDispatch(rec jobstore.Record, subject string, now time.Time) {
+func (d *dispatcher) publishDispatch(rec jobstore.Record, subject string, now time.Time) {
 	job := rec.Job
 	attempt := job.Attempt
 	workerID := job.WorkerId
-	d := dispatchPackets.Get().(*dispatchPacket)
-	copyRequest(&d.req, job.Request)
-	d.req.Attempt = attempt
-	d.req.TimeoutMs = e.timeout(&d.req).Milliseconds()
-	d.payload.JobRequest = &d.req
-	d.packet.Payload = &d.payload
-	wire.StampAt(&d.packet, &d.created, job.TraceId, e.cfg.ID, now)
-	d.reply = e.appendReplySubject(d.reply[:0], attempt, job.JobId)
-	err := e.cfg.Bus.PublishRequest(subject, unsafe.String(unsafe.SliceData(d.reply), len(d.reply)), &d.packet)
-	reply := d.reply[:0]
-	*d = dispatchPacket{reply: reply} // drop the references to the job before pooling
-	dispatchPackets.Put(d)
+	pk := dispatchPackets.Get().(*dispatchPacket)
+	copyRequest(&pk.req, job.Request)
+	pk.req.Attempt = attempt
+	pk.req.TimeoutMs = d.times.timeout(&pk.req).Milliseconds()
+	pk.payload.JobRequest = &pk.req
+	pk.packet.Payload = &pk.payload
+	wire.StampAt(&pk.packet, &pk.created, job.TraceId, d.id, now)
+	pk.reply = d.appendReplySubject(pk.reply[:0], attempt, job.JobId)
+	err := d.bus.PublishRequest(subject, unsafe.String(unsafe.SliceData(pk.reply), len(pk.reply)), &pk.packet)
+	reply := pk.reply[:0]
+	*pk = dispatchPacket{reply: reply} // drop the references to the job before pooling
+	dispatchPackets.Put(pk)
 	if err != nil {
-		e.stats.dispatchErrors.Add(1)
+		d.stats.dispatchErrors.Add(1)
 		if errors.Is(err, wire.ErrUnpublishable) {
 			// Trying again would fail the same way, for ever.
-			e.undeliverable(rec, lifecycle.Dispatched, attempt, "cannot be dispatched: "+err.Error())
+			d.undeliverable(rec, lifecycle.Dispatched, attempt, "cannot be dispatched: "+err.Error())
 			return
 		}
-		e.log.Error("dispatch failed", "job_id", job.JobId, "subject", clip(subject), "err", err)
-		e.requeue(rec, lifecycle.Dispatched, attempt, attempt-1, "dispatch failed: "+err.Error(), e.cfg.NoWorkerRetry)
+		d.log.Error("dispatch failed", "job_id", job.JobId, "subject", clip(subject), "err", err)
+		d.requeue(rec, lifecycle.Dispatched, attempt, attempt-1, "dispatch failed: "+err.Error(), d.noWorkerRetry)
 		return // the requeue freed what placement held
 	}
-	e.stats.dispatched.Add(1)
-	if e.debug() {
-		e.log.Debug("dispatched", "job_id", job.JobId, "subject", subject, "worker_id", workerID, "attempt", attempt, "trace_id", job.TraceId)
+	d.stats.dispatched.Add(1)
+	if d.debug() {
+		d.log.Debug("dispatched", "job_id", job.JobId, "subject", subject, "worker_id", workerID, "attempt", attempt, "trace_id", job.TraceId)
 	}
 }
 
 // handleReply takes what came back on a dispatch's reply subject.
-func (e *Engine) handleReply(subject string, p *pb.BusPacket, noResponders bool) {
-	n, jobID, ok := strings.Cut(strings.TrimPrefix(subject, e.ackPrefix()), ".")
+func (d *dispatcher) handleReply(subject string, p *pb.BusPacket, noResponders bool) {
+	n, jobID, ok := strings.Cut(strings.TrimPrefix(subject, d.ackPfx), ".")
 	a, err := strconv.ParseInt(n, 10, 32)
 	if !ok || err != nil {
-		e.stats.unknown.Add(1)
+		d.stats.unknown.Add(1)
 		return
 	}
 	attempt := int32(a)
-	rec, ok := e.cached(jobID)
+	rec, ok := d.cache.cached(jobID)
 	if !ok {
 		// Finished meanwhile (its result came first), or not ours; or
 		// cancelled while the dispatch was on its way, and then the worker
 		// that took it must be told.
 		if ack := p.GetJobAck(); ack != nil && validateAck(ack) == nil {
-			ctx, cancel := e.storeCtx()
+			ctx, cancel := storeCtx()
 			defer cancel()
-			if cur, err := e.cfg.Store.Get(ctx, jobID); err == nil {
-				e.cancelledBeforeAck(cur.Job, attempt, ack.GetWorkerId())
+			if cur, err := d.store.Get(ctx, jobID); err == nil {
+				d.cancelledBeforeAck(cur.Job, attempt, ack.GetWorkerId())
 			}
 		}
 		return
@@ -213,17 +265,17 @@ func (e *Engine) handleReply(subject string, p *pb.BusPacket, noResponders bool)
 	topic := rec.Job.GetRequest().GetTopic()
 	switch {
 	case noResponders:
-		e.stats.noResponders.Add(1)
-		e.requeue(rec, lifecycle.Dispatched, attempt, attempt-1, "no live worker subscribed to "+topic, e.noWorkerDelay(rec.Job))
+		d.stats.noResponders.Add(1)
+		d.requeue(rec, lifecycle.Dispatched, attempt, attempt-1, "no live worker subscribed to "+topic, d.noWorkerDelay(rec.Job))
 	case p.GetJobAck() != nil:
 		ack := p.GetJobAck()
 		if err := validateAck(ack); err != nil {
 			// The job waits for its result or AckTimeout, as unheard.
-			e.stats.invalidPackets.Add(1)
-			e.log.Warn("refused a confirmation", "job_id", jobID, "attempt", attempt, "err", err)
+			d.stats.invalidPackets.Add(1)
+			d.log.Warn("refused a confirmation", "job_id", jobID, "attempt", attempt, "err", err)
 			return
 		}
-		cur, written, err := e.mutate(rec, func(j *pb.JobInfo) bool {
+		cur, written, err := d.cache.mutate(rec, func(j *pb.JobInfo) bool {
 			if j.State != lifecycle.Dispatched || j.Attempt != attempt {
 				return false // a result got there first, or the job was cancelled
 			}
@@ -233,37 +285,37 @@ func (e *Engine) handleReply(subject string, p *pb.BusPacket, noResponders bool)
 			return true
 		})
 		if err != nil {
-			e.log.Error("recording confirmation failed", "job_id", jobID, "err", err)
+			d.log.Error("recording confirmation failed", "job_id", jobID, "err", err)
 		} else if !written {
-			e.cancelledBeforeAck(cur.Job, attempt, ack.GetWorkerId())
+			d.cancelledBeforeAck(cur.Job, attempt, ack.GetWorkerId())
 		}
 	case p.GetJobAnswer() != nil && !p.GetJobAnswer().GetOk():
-		e.requeue(rec, lifecycle.Dispatched, attempt, attempt-1, "worker refused the job: "+cut(p.GetJobAnswer().GetError()), e.cfg.NoWorkerRetry)
+		d.requeue(rec, lifecycle.Dispatched, attempt, attempt-1, "worker refused the job: "+cut(p.GetJobAnswer().GetError()), d.noWorkerRetry)
 	default:
-		e.stats.unknown.Add(1)
+		d.stats.unknown.Add(1)
 	}
 }
 
 // cancelledBeforeAck tells a worker that confirmed attempt n of a job
 // cancelled while the dispatch was on its way to cancel it: the cancel had no
 // worker to tell, and the handler would run to its end for nothing.
-func (e *Engine) cancelledBeforeAck(job *pb.JobInfo, attempt int32, workerID string) {
-	if job.GetState() != lifecycle.Cancelled || job.GetAttempt() != attempt || workerID == "" || !e.workerSubjectOK(job.GetJobId(), workerID) {
+func (d *dispatcher) cancelledBeforeAck(job *pb.JobInfo, attempt int32, workerID string) {
+	if job.GetState() != lifecycle.Cancelled || job.GetAttempt() != attempt || workerID == "" || !workerSubjectOK(d.log, job.GetJobId(), workerID) {
 		return
 	}
-	msg := wire.NewPacket(job.GetTraceId(), e.cfg.ID)
+	msg := wire.NewPacket(job.GetTraceId(), d.id)
 	msg.Payload = &pb.BusPacket_JobCancel{JobCancel: &pb.JobCancel{JobId: job.GetJobId(), Reason: job.GetError()}}
-	if err := e.cfg.Bus.Publish(wire.WorkerCancelSubject(workerID), msg); err != nil {
-		e.log.Warn("telling the worker of a cancel failed", "job_id", job.GetJobId(), "worker_id", workerID, "err", err)
+	if err := d.bus.Publish(wire.WorkerCancelSubject(workerID), msg); err != nil {
+		d.log.Warn("telling the worker of a cancel failed", "job_id", job.GetJobId(), "worker_id", workerID, "err", err)
 	}
 }
 
 // noWorkerDelay is how long a job no worker took waits before it is offered
 // again: NoWorkerRetry at first, then a quarter of the time it has waited so
 // far, at most 5s, so that a topic nobody serves costs little.
-func (e *Engine) noWorkerDelay(j *pb.JobInfo) time.Duration {
+func (d *dispatcher) noWorkerDelay(j *pb.JobInfo) time.Duration {
 	waited := time.Since(time.UnixMilli(j.GetCreatedMs()))
-	return max(e.cfg.NoWorkerRetry, min(5*time.Second, waited/4))
+	return max(d.noWorkerRetry, min(5*time.Second, waited/4))
 }
 
 // undeliverable fails a job in state from at attempt that can never be
@@ -271,8 +323,8 @@ func (e *Engine) noWorkerDelay(j *pb.JobInfo) time.Duration {
 // stored request out of bounds. Retried, it would fail the same way for
 // ever; it is FAILED with the reason, not dead-lettered (run again as it
 // is, it would fail again).
-func (e *Engine) undeliverable(rec jobstore.Record, from pb.JobState, attempt int32, reason string) {
-	rec, written, err := e.mutate(rec, func(j *pb.JobInfo) bool {
+func (d *dispatcher) undeliverable(rec jobstore.Record, from pb.JobState, attempt int32, reason string) {
+	rec, written, err := d.cache.mutate(rec, func(j *pb.JobInfo) bool {
 		if j.State != from || j.Attempt != attempt {
 			return false
 		}
@@ -282,20 +334,20 @@ func (e *Engine) undeliverable(rec jobstore.Record, from pb.JobState, attempt in
 		return true
 	})
 	if err != nil {
-		e.log.Error("recording an undeliverable job failed", "job_id", rec.Job.GetJobId(), "err", err)
+		d.log.Error("recording an undeliverable job failed", "job_id", rec.Job.GetJobId(), "err", err)
 		return
 	}
 	if written {
-		e.stats.undeliverable.Add(1)
-		e.log.Error("job failed: it cannot be dispatched", "job_id", rec.Job.GetJobId(),
+		d.stats.undeliverable.Add(1)
+		d.log.Error("job failed: it cannot be dispatched", "job_id", rec.Job.GetJobId(),
 			"topic", clip(rec.Job.GetRequest().GetTopic()), "reason", reason, "trace_id", rec.Job.GetTraceId())
 	}
 }
 
 // requeue sends a job in state from at attempt expect back to PENDING with
 // attempt, a reason, and a delay before it is offered again.
-func (e *Engine) requeue(rec jobstore.Record, from pb.JobState, expect, attempt int32, reason string, delay time.Duration) {
-	_, _, err := e.mutate(rec, func(j *pb.JobInfo) bool {
+func (d *dispatcher) requeue(rec jobstore.Record, from pb.JobState, expect, attempt int32, reason string, delay time.Duration) {
+	_, _, err := d.cache.mutate(rec, func(j *pb.JobInfo) bool {
 		if j.State != from || j.Attempt != expect {
 			return false
 		}
@@ -306,7 +358,7 @@ func (e *Engine) requeue(rec jobstore.Record, from pb.JobState, expect, attempt 
 		return true
 	})
 	if err != nil {
-		e.log.Error("requeue failed", "job_id", rec.Job.GetJobId(), "err", err)
+		d.log.Error("requeue failed", "job_id", rec.Job.GetJobId(), "err", err)
 	}
 }
 
@@ -324,20 +376,20 @@ func (e *Engine) requeue(rec jobstore.Record, from pb.JobState, expect, attempt 
 // as during a NATS outage); and a job dispatched before this replica started
 // (by a replica that stopped or died before hearing back) is decided only
 // once the replica has listened to heartbeats for an interval.
-func (e *Engine) unconfirmed(rec jobstore.Record) {
+func (d *dispatcher) unconfirmed(rec jobstore.Record) {
 	attempt := rec.Job.GetAttempt()
 	topic := rec.Job.GetRequest().GetTopic()
-	confirming := e.confirmingWorkerServes(topic) || e.confirmedLately(topic)
-	if !confirming && rec.Job.GetAttemptStartedMs() < e.started.UnixMilli() && time.Since(e.started) < DefaultHeartbeatInterval {
+	confirming := d.confirmingWorkerServes(topic) || d.heartbeats.confirmedLately(topic)
+	if !confirming && rec.Job.GetAttemptStartedMs() < d.started.UnixMilli() && time.Since(d.started) < DefaultHeartbeatInterval {
 		return // a later tick decides
 	}
-	e.stats.unconfirmed.Add(1)
+	d.stats.unconfirmed.Add(1)
 	if confirming {
-		reason := fmt.Sprintf("no worker confirmed attempt %d within %s", attempt, e.cfg.AckTimeout)
-		e.requeue(rec, lifecycle.Dispatched, attempt, attempt, reason, 0)
+		reason := fmt.Sprintf("no worker confirmed attempt %d within %s", attempt, d.ackTimeout)
+		d.requeue(rec, lifecycle.Dispatched, attempt, attempt, reason, 0)
 		return
 	}
-	_, _, err := e.mutate(rec, func(j *pb.JobInfo) bool {
+	_, _, err := d.cache.mutate(rec, func(j *pb.JobInfo) bool {
 		if j.State != lifecycle.Dispatched || j.Attempt != attempt {
 			return false
 		}
@@ -345,7 +397,7 @@ func (e *Engine) unconfirmed(rec jobstore.Record) {
 		return true
 	})
 	if err != nil {
-		e.log.Error("recording dispatch failed", "job_id", rec.Job.GetJobId(), "err", err)
+		d.log.Error("recording dispatch failed", "job_id", rec.Job.GetJobId(), "err", err)
 	}
 }
 
@@ -353,12 +405,8 @@ func (e *Engine) unconfirmed(rec jobstore.Record) {
 // after the last heartbeat of one.
 const confirmMemory = time.Minute
 
-// confirmedLately reports whether a worker that confirms heartbeated serving
-// topic within confirmMemory.
-func (e *Engine) confirmedLately(topic string) bool { return e.heartbeats.confirmedLately(topic) }
-
-func (e *Engine) confirmingWorkerServes(topic string) bool {
-	for _, hb := range e.cfg.Registry.Snapshot() {
+func (d *dispatcher) confirmingWorkerServes(topic string) bool {
+	for _, hb := range d.registry.Snapshot() {
 		if !hb.GetConfirms() || hb.GetDraining() {
 			continue
 		}
@@ -374,22 +422,22 @@ func (e *Engine) confirmingWorkerServes(topic string) bool {
 // recheckSafety asks the safety checker again about a job admitted while it
 // could not decide. It returns the job's record and true when it may be
 // dispatched now.
-func (e *Engine) recheckSafety(rec jobstore.Record) (jobstore.Record, bool) {
-	v, err := e.cfg.Safety.Check(safety.WithTraceID(context.Background(), rec.Job.GetTraceId()), rec.Job.GetRequest())
+func (d *dispatcher) recheckSafety(rec jobstore.Record) (jobstore.Record, bool) {
+	v, err := d.safety.Check(safety.WithTraceID(context.Background(), rec.Job.GetTraceId()), rec.Job.GetRequest())
 	if err == nil {
-		e.observeSafety(rec.Job.GetRequest(), rec.Job.GetTraceId(), v)
+		observeSafety(d.observer, rec.Job.GetRequest(), rec.Job.GetTraceId(), v)
 	}
-	rec, written, werr := e.mutate(rec, func(j *pb.JobInfo) bool {
+	rec, written, werr := d.cache.mutate(rec, func(j *pb.JobInfo) bool {
 		if j.State != lifecycle.Pending || !j.AwaitingSafety {
 			return false
 		}
 		switch {
 		case err != nil:
 			j.PendingReason = SafetyUnavailableReason + "; checked again before dispatch"
-			j.NextAttemptMs = time.Now().Add(e.cfg.NoWorkerRetry).UnixMilli()
+			j.NextAttemptMs = time.Now().Add(d.noWorkerRetry).UnixMilli()
 		case v.Decision == SafetyThrottle:
 			j.PendingReason = "throttled by the safety policy: " + v.Reason
-			j.NextAttemptMs = time.Now().Add(max(v.RetryAfter, e.cfg.Tick)).UnixMilli()
+			j.NextAttemptMs = time.Now().Add(max(v.RetryAfter, d.tick)).UnixMilli()
 		case v.Decision != SafetyAllow:
 			j.State = lifecycle.Denied
 			j.Error = "denied by the safety policy: " + v.Reason
@@ -403,12 +451,12 @@ func (e *Engine) recheckSafety(rec jobstore.Record) (jobstore.Record, bool) {
 		return true
 	})
 	if werr != nil {
-		e.log.Error("recording the safety decision failed", "job_id", rec.Job.GetJobId(), "err", werr)
+		d.log.Error("recording the safety decision failed", "job_id", rec.Job.GetJobId(), "err", werr)
 		return rec, false
 	}
 	if written && rec.Job.GetState() == lifecycle.Denied {
-		e.stats.denied.Add(1)
-		e.safetyLog.Info("job blocked", "job_id", rec.Job.GetJobId(), "topic", rec.Job.GetRequest().GetTopic(),
+		d.stats.denied.Add(1)
+		d.safetyLog.Info("job blocked", "job_id", rec.Job.GetJobId(), "topic", rec.Job.GetRequest().GetTopic(),
 			"reason", v.Reason, "rule_id", v.RuleID, "trace_id", rec.Job.GetTraceId())
 	}
 	return rec, written && rec.Job.GetState() == lifecycle.Pending && !rec.Job.GetAwaitingSafety()

@@ -5,32 +5,28 @@ import (
 	"errors"
 	"log/slog"
 	"strings"
-	"sync"
 	"time"
 
-	"github.com/cortex-os/core/internal/jobstore"
 	"github.com/cortex-os/core/internal/logging"
-	"github.com/cortex-os/core/internal/placement"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/wire"
 )
 
 // Engine is the scheduler's control loop. Its replicas share one JobStore.
 // It is an assembly of parts (docs/ARCHITECTURE.md, "Inside the
-// scheduler"): each field below the first group is a part with its own state
-// that reaches the others through a narrow interface the engine implements;
-// admission, dispatch and placement, the hot path, are the engine's own
-// methods. Its public methods delegate.
+// scheduler"), each with its own state, reaching the others directly:
+// New builds and wires them, assemble lists what Start starts and Stop
+// stops, and the public methods delegate.
 type Engine struct {
 	cfg Config
 	log *slog.Logger // component=scheduler
-	// safetyLog carries the safety decisions the scheduler makes on the
-	// checker's answer (component=safety).
-	safetyLog *slog.Logger
 
 	// The parts.
 	run        runState    // what Start starts and Stop stops, and whether it runs (parts.go)
-	cache      *jobCache   // this replica's active jobs, and mutate (cache.go)
+	admission  *admission  // submissions: checked, judged, recorded (admission.go)
+	dispatcher *dispatcher // the hand-off to a worker and its replies (dispatch.go)
+	placer     *placer     // pools, queues, placement registry, the drainer loop (placement.go)
+	cache      *jobCache   // this replica's active jobs, mutate, the store watch (cache.go)
 	results    *results    // results, lost leases, timeouts: what ends an attempt (results.go)
 	heartbeats *heartbeats // worker identity and heartbeats (workers.go)
 	timers     *timers     // what is due when (timers.go)
@@ -38,26 +34,6 @@ type Engine struct {
 	requesters *requesters // who sent a request (requester.go)
 	events     *jobEvents  // job events (events.go)
 	stats      counters    // what every part counts (stats.go)
-
-	// Admission and dispatch (admission.go, dispatch.go).
-	started time.Time // when Start ran: the registry knows the workers only after a heartbeat interval
-	// blind: the strategy does not look at the workers, so no registry
-	// snapshot is taken per job.
-	blind bool
-	// ackPfx is the reply-subject prefix of this replica's dispatches.
-	ackPfx string
-	// stubSafety: the checker is the design document's stub, which reads no
-	// trace id.
-	stubSafety bool
-
-	// Placement (placement.go). queues is nil when no pool places jobs by
-	// what workers report: then nothing of it runs per job.
-	pools      *placement.Pools
-	preg       *placement.Registry
-	queues     *placement.Queues
-	placeMu    sync.Mutex    // drain's decisions
-	kick       chan struct{} // a slot freed: drain (the drainer loop)
-	regVersion uint64        // the registry version drain last woke the queues at
 }
 
 // New validates cfg, fills in its defaults and returns an engine.
@@ -66,61 +42,49 @@ func New(cfg Config) (*Engine, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	e := &Engine{
-		cfg:       cfg,
-		log:       cfg.Logger.With(logging.ComponentKey, logging.ComponentScheduler),
-		safetyLog: cfg.Logger.With(logging.ComponentKey, logging.ComponentSafety),
-		blind:     cfg.Strategy.WorkerBlind(),
-		ackPfx:    "_CORTEX.ack." + cfg.ID + ".",
-		pools:     cfg.Placement,
-	}
-	e.events = &jobEvents{bus: cfg.Bus, id: cfg.ID, log: e.log}
-	e.queries = &queries{id: cfg.ID, log: e.log, bus: cfg.Bus, store: cfg.Store, dead: cfg.DeadLetters, stats: &e.stats, jobs: e}
-	_, e.stubSafety = cfg.Safety.(*SafetyStub)
-	e.requesters = &requesters{clients: cfg.Clients, log: e.log, stats: &e.stats}
+	log := cfg.Logger.With(logging.ComponentKey, logging.ComponentScheduler)
+	safetyLog := cfg.Logger.With(logging.ComponentKey, logging.ComponentSafety)
+	e := &Engine{cfg: cfg, log: log}
+	stats, times := &e.stats, cfg.jobTimes()
+
+	e.events = &jobEvents{bus: cfg.Bus, id: cfg.ID, log: log}
+	e.requesters = &requesters{clients: cfg.Clients, log: log, stats: stats}
 	if pfx := cfg.Bus.InboxPrefix(); strings.HasPrefix(pfx, wire.InboxRoot+".") {
 		e.requesters.ownInbox = pfx + "."
 	}
-	if e.pools == nil {
-		if pr, ok := cfg.Registry.(*placement.Registry); ok {
-			e.pools = pr.Pools()
-		}
+	e.cache = newJobCache(cfg.Store, stats, log, cfg.leaseTTL())
+	e.cache.recorded = (&recorder{events: e.events, observer: cfg.Observer, log: log}).recorded
+	placer, ownRegistry := newPlacer(cfg, stats, log)
+	e.placer = placer
+	if placer.queues != nil {
+		e.cache.placed = placer.observe
 	}
-	if e.pools != nil {
-		if pr, ok := cfg.Registry.(*placement.Registry); ok {
-			e.preg = pr
-		} else {
-			e.preg = placement.NewRegistry(placement.RegistryOptions{Pools: e.pools})
-		}
-		e.queues = placement.NewQueues(placement.QueueOptions{Pools: e.pools})
-		placing := false
-		for _, p := range e.pools.List() {
-			placing = placing || e.placed(p)
-		}
-		if def, ok := placement.LookupStrategy(e.pools.Config().DefaultStrategy); ok {
-			if b, blind := def.(placement.WorkerBlind); !blind || !b.WorkerBlind() {
-				placing = true // implicit pools place
-			}
-		}
-		if !placing {
-			e.queues = nil
-		} else {
-			e.kick = make(chan struct{}, 1)
-		}
+	e.dispatcher = &dispatcher{id: cfg.ID, log: log, safetyLog: safetyLog, stats: stats, bus: cfg.Bus, store: cfg.Store,
+		safety: cfg.Safety, observer: cfg.Observer, strategy: cfg.Strategy, registry: cfg.Registry, blind: cfg.Strategy.WorkerBlind(),
+		ackPfx: "_CORTEX.ack." + cfg.ID + ".", times: times, ackTimeout: cfg.AckTimeout, noWorkerRetry: cfg.NoWorkerRetry, tick: cfg.Tick,
+		cache: e.cache, placer: placer}
+	placer.cache, placer.dispatcher = e.cache, e.dispatcher
+	e.admission = &admission{id: cfg.ID, log: log, safetyLog: safetyLog, stats: stats, bus: cfg.Bus, store: cfg.Store,
+		safety: cfg.Safety, observer: cfg.Observer, safetyUnavailable: cfg.SafetyUnavailable, maxAttempts: int32(cfg.MaxAttempts),
+		noWorkerRetry: cfg.NoWorkerRetry, times: times,
+		requesters: e.requesters, cache: e.cache, placer: placer, dispatcher: e.dispatcher}
+	if tb, ok := cfg.Safety.(TraceBlind); ok {
+		e.admission.traceBlind = tb.TraceBlind()
 	}
-	e.cache = newJobCache(cfg.Store, &e.stats, e.leaseTTL())
-	e.cache.recorded = e.logTransition
-	if e.queues != nil {
-		e.cache.placed = e.placementObserve
+	e.results = &results{log: log, stats: stats, store: cfg.Store, dead: cfg.DeadLetters, documentWorkers: cfg.DocumentWorkers,
+		retryBackoff: cfg.RetryBackoff, retryBackoffMax: cfg.RetryBackoffMax, leaseTTL: cfg.leaseTTL(), times: times,
+		cache: e.cache, placer: placer}
+	e.heartbeats = &heartbeats{log: log, stats: stats, registry: cfg.Registry, placing: placer.queues != nil,
+		requireIdentity: cfg.RequireWorkerIdentity, leaseInterval: cfg.LeaseInterval, leaseMisses: cfg.LeaseMisses,
+		cache: e.cache, results: e.results, placer: placer, other: e}
+	if ownRegistry {
+		e.heartbeats.preg = placer.preg // the engine's own: heartbeats feed both
 	}
-	e.results = &results{log: e.log, stats: &e.stats, store: cfg.Store, dead: cfg.DeadLetters, documentWorkers: cfg.DocumentWorkers,
-		retryBackoff: cfg.RetryBackoff, retryBackoffMax: cfg.RetryBackoffMax, leaseTTL: e.leaseTTL(), cache: e.cache, jobs: e}
-	e.heartbeats = &heartbeats{log: e.log, stats: &e.stats, registry: cfg.Registry, placing: e.queues != nil,
-		requireIdentity: cfg.RequireWorkerIdentity, leaseInterval: cfg.LeaseInterval, leaseMisses: cfg.LeaseMisses, jobs: e}
-	if e.preg != nil && e.preg != cfg.Registry {
-		e.heartbeats.preg = e.preg
-	}
-	e.timers = &timers{tick: cfg.Tick, ackTimeout: cfg.AckTimeout, leaseTTL: e.leaseTTL(), jobs: e}
+	e.dispatcher.heartbeats = e.heartbeats
+	e.timers = &timers{tick: cfg.Tick, ackTimeout: cfg.AckTimeout, leaseTTL: cfg.leaseTTL(), times: times,
+		cache: e.cache, dispatcher: e.dispatcher, results: e.results, placer: placer}
+	e.queries = &queries{id: cfg.ID, log: log, bus: cfg.Bus, store: cfg.Store, dead: cfg.DeadLetters, stats: stats,
+		requesters: e.requesters, cache: e.cache, placer: placer, admission: e.admission}
 	e.run.parts = e.assemble()
 	return e, nil
 }
@@ -146,11 +110,11 @@ func (e *Engine) assemble() parts {
 	var ps parts
 	if !e.cfg.Store.InProcess() {
 		// Other replicas write to the store: follow their changes.
-		ps.loops = append(ps.loops, newLoop("store watch", e.watchStore))
+		ps.loops = append(ps.loops, newLoop("store watch", e.cache.watch))
 	}
 	ps.loops = append(ps.loops, newLoop("timers", e.timers.run))
-	if e.kick != nil {
-		ps.loops = append(ps.loops, newLoop("drainer", e.drainLoop))
+	if e.placer.drainer != nil {
+		ps.loops = append(ps.loops, e.placer.drainer)
 	}
 	bus, group := e.cfg.Bus, e.cfg.QueueGroup
 	ps.subs = []part{
@@ -158,7 +122,7 @@ func (e *Engine) assemble() parts {
 			return bus.SubscribeWithSubject(wire.SubjectHeartbeats, "", e.heartbeats.handleHeartbeatOn)
 		}),
 		newSubscription("dispatch replies", func() (func() error, error) {
-			return bus.SubscribeReplies(e.ackPrefix()+">", e.handleReply)
+			return bus.SubscribeReplies(e.dispatcher.ackPfx+">", e.dispatcher.handleReply)
 		}),
 		newSubscription("results", func() (func() error, error) {
 			return bus.ConsumeTree(wire.SubjectResult, group+"-results", e.heartbeats.handleResultOn)
@@ -171,23 +135,16 @@ func (e *Engine) assemble() parts {
 		}),
 		newSubscription("intake", func() (func() error, error) {
 			// sys.job.submit and sys.job.submit.<identity>
-			return bus.ConsumeTree(wire.SubjectSubmit, group, e.handleSubmitOn)
+			return bus.ConsumeTree(wire.SubjectSubmit, group, e.admission.handleSubmitOn)
 		}),
 	}
 	return ps
 }
 
-// watchStore follows the changes other replicas make to the job store.
-func (e *Engine) watchStore(ctx context.Context) {
-	if err := e.cfg.Store.Watch(ctx, func(r jobstore.Record) { e.observe(r) }); err != nil && ctx.Err() == nil {
-		e.log.Error("job store watch ended", "err", err)
-	}
-}
-
-// Start starts the engine's parts: the store watch and the timers, then the
-// subscriptions, the intake last.
+// Start starts the engine's parts: the loops (the store watch, the timers,
+// the drainer), then the subscriptions, the intake last.
 func (e *Engine) Start(ctx context.Context) error {
-	return e.run.start(ctx, func() { e.started = time.Now() }, func(ctx context.Context) {
+	return e.run.start(ctx, func() { e.dispatcher.started = time.Now() }, func(ctx context.Context) {
 		// Started means the server has the subscriptions: a submission sent
 		// from now on is heard (over core NATS, one sent before would be lost).
 		fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -224,15 +181,16 @@ func (e *Engine) Run(ctx context.Context) error {
 }
 
 // HandlePacket handles a packet that needs no answer: heartbeats, results,
-// alerts. (Submissions arrive through handleSubmit, which can answer.)
+// alerts, and submissions, which get no answer here (the intake,
+// admission's handleSubmitOn, answers them).
 func (e *Engine) HandlePacket(p *pb.BusPacket) {
 	switch payload := p.Payload.(type) {
 	case *pb.BusPacket_Heartbeat:
 		e.heartbeats.heartbeat(payload.Heartbeat)
 	case *pb.BusPacket_JobRequest:
-		_ = e.handleSubmit(p, "")
+		_ = e.admission.handleSubmit(p, "")
 	case *pb.BusPacket_JobResult:
-		_ = e.handleResultPacket(p, payload.JobResult.GetWorkerId()) // no subject: the claim
+		_ = e.results.handleResultPacket(p, payload.JobResult.GetWorkerId()) // no subject: the claim
 	case *pb.BusPacket_Alert:
 		e.stats.alerts.Add(1)
 		a := payload.Alert
@@ -244,13 +202,9 @@ func (e *Engine) HandlePacket(p *pb.BusPacket) {
 	}
 }
 
-func (e *Engine) debug() bool { return e.log.Enabled(context.Background(), slog.LevelDebug) }
-
 // storeCtx is the context of job-store operations. It carries no deadline of
 // its own: the KV store's requests time out by the JetStream client's
 // default, and a timer per operation is a cost on the hot path.
-func (e *Engine) storeCtx() (context.Context, context.CancelFunc) { return storeCtx() }
-
 func storeCtx() (context.Context, context.CancelFunc) {
 	return context.Background(), func() {}
 }

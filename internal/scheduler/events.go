@@ -24,7 +24,7 @@ import (
 // another tenant's; its followers poll.
 //
 // It owns no job state, only a pool of reusable event packets (eventPool):
-// it is called by the job cache after every write (Engine.logTransition)
+// it is called by the job cache after every write (recorder.recorded)
 // and publishes on the bus as the replica id. It has nothing to start or
 // stop.
 type jobEvents struct {

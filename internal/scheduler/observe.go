@@ -23,14 +23,16 @@ type Observer interface {
 	SafetyDecided(job *pb.JobRequest, traceID string, v safety.Verdict)
 }
 
-func (e *Engine) observeRecorded(prev, next *pb.JobInfo) {
-	if o := e.cfg.Observer; o != nil {
+// observeRecorded tells o, if any, of a write.
+func observeRecorded(o Observer, prev, next *pb.JobInfo) {
+	if o != nil {
 		o.JobRecorded(prev, next)
 	}
 }
 
-func (e *Engine) observeSafety(req *pb.JobRequest, traceID string, v safety.Verdict) {
-	if o := e.cfg.Observer; o != nil {
+// observeSafety tells o, if any, of a safety decision.
+func observeSafety(o Observer, req *pb.JobRequest, traceID string, v safety.Verdict) {
+	if o != nil {
 		o.SafetyDecided(req, traceID, v)
 	}
 }
@@ -63,8 +65,8 @@ func PoolLabel(j *pb.JobInfo) string {
 // "other", so the names stay bounded.
 func (e *Engine) Load() map[string]PoolLoad {
 	out := map[string]PoolLoad{}
-	if e.pools != nil {
-		for _, p := range e.pools.List() {
+	if e.placer.pools != nil {
+		for _, p := range e.placer.pools.List() {
 			out[p.Name] = PoolLoad{}
 		}
 	}
@@ -72,8 +74,8 @@ func (e *Engine) Load() map[string]PoolLoad {
 		switch {
 		case name == "" || name == DefaultPoolLabel:
 			return DefaultPoolLabel
-		case e.pools != nil:
-			if _, ok := e.pools.Pool(name); ok {
+		case e.placer.pools != nil:
+			if _, ok := e.placer.pools.Pool(name); ok {
 				return name
 			}
 		}
@@ -92,7 +94,7 @@ func (e *Engine) Load() map[string]PoolLoad {
 		}
 		out[name] = l
 	})
-	for _, w := range e.workers() {
+	for _, w := range e.placer.workers() {
 		hb := w.GetHeartbeat()
 		name := label(hb.GetPool())
 		l := out[name]

@@ -8,9 +8,10 @@ import (
 )
 
 // part is a piece of the engine that starts and stops on its own: a bus
-// subscription whose handler is one of the engine's services (intake,
-// dispatch replies, results, heartbeats, queries, cancels), or a loop (the
-// timers, the job-store watch). Engine.Start starts its parts in order;
+// subscription whose handler is one of the engine's parts (admission's
+// intake, the dispatcher's replies, results, heartbeats, queries, cancels),
+// or a loop (the timers', the job cache's store watch, the placer's
+// drainer). Engine.Start starts its parts in order;
 // Engine.Stop stops the loops first, then the subscriptions in reverse.
 type part interface {
 	// Name says what the part does, for errors.

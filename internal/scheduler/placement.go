@@ -3,6 +3,8 @@ package scheduler
 import (
 	"context"
 	"errors"
+	"log/slog"
+	"sync"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -28,14 +30,86 @@ import (
 // The placement state is this replica's: its queues hold the pending jobs it
 // admitted or saw in the job store, its registry counts the jobs it placed.
 // Replicas race for the same pending jobs; the store's compare-and-set lets
-// one dispatch win. Every change of
-// a job passes through observe, which keeps the two in step with the job
+// one dispatch win. Every change of a job passes through the job cache's
+// observe, which calls the placer's to keep the two in step with the job
 // store: a job that leaves its attempt (a result, a refusal, a lost lease, a
 // cancel) frees its worker's slot and its tenant's.
 
+// placer is the engine's placement part. It owns the pools, the placement
+// registry it counts placements in, the queues, the lock its decisions are
+// made under, and the drainer loop (drainer: a part the engine starts and
+// stops, nil when nothing is queued). Admission asks it to place or queue a
+// new job; the heartbeats part and the timers wake it; the job cache tells
+// it every change of a job (observe). It dispatches what it placed through
+// the dispatcher, and claims jobs in the job cache first.
+type placer struct {
+	log           *slog.Logger
+	stats         *counters
+	registry      WorkerRegistry // Config.Registry: lists the workers when nothing places
+	adopt         bool           // Config.AdoptPlacements
+	noWorkerRetry time.Duration  // the retry-after of a full queue's refusal
+
+	// pools is nil when nothing is configured and the registry does not
+	// place; queues is nil when no pool places jobs by what workers report:
+	// then nothing of it runs per job.
+	pools  *placement.Pools
+	preg   *placement.Registry
+	queues *placement.Queues
+
+	cache      *jobCache
+	dispatcher *dispatcher
+
+	mu         sync.Mutex    // drain's decisions
+	kick       chan struct{} // a slot freed: drain (the drainer loop)
+	regVersion uint64        // the registry version drain last woke the queues at
+	drainer    *loopPart     // runs run; nil without queues
+}
+
+// newPlacer sets up placement from cfg: the pools of Config.Placement, or
+// of the registry when it places (PlacingRegistry) and Config.Placement
+// names none; the registry it places on, its own when Config.Registry only
+// lists workers; and queues only when some pool places by what workers
+// report. ownRegistry reports that the engine keeps a registry of its own,
+// which the heartbeats part must feed too.
+func newPlacer(cfg Config, stats *counters, log *slog.Logger) (pl *placer, ownRegistry bool) {
+	pl = &placer{log: log, stats: stats, registry: cfg.Registry, adopt: cfg.AdoptPlacements,
+		noWorkerRetry: cfg.NoWorkerRetry, pools: cfg.Placement}
+	if pr, ok := cfg.Registry.(PlacingRegistry); ok {
+		pl.preg = pr.PlacementRegistry() // nil: it only lists workers
+	}
+	if pl.pools == nil && pl.preg != nil {
+		pl.pools = pl.preg.Pools()
+	}
+	if pl.pools == nil {
+		pl.preg = nil
+		return pl, false
+	}
+	if pl.preg == nil {
+		pl.preg = placement.NewRegistry(placement.RegistryOptions{Pools: pl.pools})
+		ownRegistry = true
+	}
+	pl.queues = placement.NewQueues(placement.QueueOptions{Pools: pl.pools})
+	placing := false
+	for _, p := range pl.pools.List() {
+		placing = placing || pl.placed(p)
+	}
+	if def, ok := placement.LookupStrategy(pl.pools.Config().DefaultStrategy); ok {
+		if b, blind := def.(placement.WorkerBlind); !blind || !b.WorkerBlind() {
+			placing = true // implicit pools place
+		}
+	}
+	if !placing {
+		pl.queues = nil
+		return pl, ownRegistry
+	}
+	pl.kick = make(chan struct{}, 1)
+	pl.drainer = newLoop("drainer", pl.run)
+	return pl, ownRegistry
+}
+
 // placed reports whether jobs of pool wait in a queue for a worker with room.
-func (e *Engine) placed(pool *placement.Pool) bool {
-	if e.queues == nil || pool == nil {
+func (pl *placer) placed(pool *placement.Pool) bool {
+	if pl.queues == nil || pool == nil {
 		return false
 	}
 	b, ok := pool.Placer().(placement.WorkerBlind)
@@ -43,21 +117,21 @@ func (e *Engine) placed(pool *placement.Pool) bool {
 }
 
 // poolOf resolves a request's pool; nil when nothing is configured.
-func (e *Engine) poolOf(req *pb.JobRequest) *placement.Pool {
-	if e.pools == nil {
+func (pl *placer) poolOf(req *pb.JobRequest) *placement.Pool {
+	if pl.pools == nil {
 		return nil
 	}
-	return e.pools.Resolve(req.GetTopic())
+	return pl.pools.Resolve(req.GetTopic())
 }
 
-// newPlacementJob is the placement view of a recorded job.
-func (e *Engine) newPlacementJob(j *pb.JobInfo) *placement.Job {
-	return e.newPlacementJobIn(j, e.pools.Resolve(j.GetRequest().GetTopic()))
+// newJob is the placement view of a recorded job.
+func (pl *placer) newJob(j *pb.JobInfo) *placement.Job {
+	return pl.newJobIn(j, pl.pools.Resolve(j.GetRequest().GetTopic()))
 }
 
-// newPlacementJobIn is newPlacementJob in pool, the job's resolved already
+// newJobIn is newJob in pool, the job's resolved already
 // (admission has it).
-func (e *Engine) newPlacementJobIn(j *pb.JobInfo, pool *placement.Pool) *placement.Job {
+func (pl *placer) newJobIn(j *pb.JobInfo, pool *placement.Pool) *placement.Job {
 	pj := placement.NewJobIn(j.GetRequest(), pool)
 	if j.GetCreatedMs() > 0 {
 		pj.Enqueued = time.UnixMilli(j.GetCreatedMs()) // aging counts across retries
@@ -66,10 +140,10 @@ func (e *Engine) newPlacementJobIn(j *pb.JobInfo, pool *placement.Pool) *placeme
 }
 
 // drain places what the queues hold on the workers with room, then
-// dispatches it. Decisions are made under placeMu, one pool after another;
+// dispatches it. Decisions are made under pl.mu, one pool after another;
 // the dispatches (a store write and a publish each) happen after, outside it.
-func (e *Engine) drain() {
-	if e.queues == nil {
+func (pl *placer) drain() {
+	if pl.queues == nil {
 		return
 	}
 	type pick struct {
@@ -77,48 +151,48 @@ func (e *Engine) drain() {
 		d   placement.Decision
 	}
 	var picks []pick
-	e.placeMu.Lock()
-	if v := e.preg.Version(); v != e.regVersion {
+	pl.mu.Lock()
+	if v := pl.preg.Version(); v != pl.regVersion {
 		// Workers came, went or freed room: parked jobs and blocked pools
 		// are worth another look.
-		e.regVersion = v
-		e.queues.WakeAll()
+		pl.regVersion = v
+		pl.queues.WakeAll()
 	}
-	for _, q := range e.queues.Backlogged() {
+	for _, q := range pl.queues.Backlogged() {
 		for {
 			j := q.Next()
 			if j == nil {
 				break
 			}
-			d, err := e.preg.Place(j, nil)
+			d, err := pl.preg.Place(j, nil)
 			if err != nil {
 				if placement.PoolWide(err) {
 					q.Block(err.Error()) // no room anywhere in the pool: until a worker frees some
 					break
 				}
-				e.queues.Park(j, err.Error()) // this job cannot run now; the others may
+				pl.queues.Park(j, err.Error()) // this job cannot run now; the others may
 				continue
 			}
-			e.queues.Start(j)
+			pl.queues.Start(j)
 			picks = append(picks, pick{j, d})
 		}
 	}
-	e.placeMu.Unlock()
+	pl.mu.Unlock()
 	for _, p := range picks {
-		e.dispatchPlaced(p.job, p.d)
+		pl.dispatchPlaced(p.job, p.d)
 	}
 }
 
-// drainLoop drains whenever a slot was freed (kickDrain), so that a job
+// run, the drainer loop, drains whenever a slot was freed (kickDrain), so that a job
 // waiting for it goes at once, not at the next tick or heartbeat. Kicks
 // that come while a drain runs are taken together by the next.
-func (e *Engine) drainLoop(ctx context.Context) {
+func (pl *placer) run(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-e.kick:
-			e.drain()
+		case <-pl.kick:
+			pl.drain()
 		}
 	}
 }
@@ -126,88 +200,92 @@ func (e *Engine) drainLoop(ctx context.Context) {
 // kickDrain asks the drainer loop to drain; it never blocks. With nothing
 // pending there is nothing to drain: a job queued later is drained by its
 // admission (or readmission's tick), which sees the slot freed before.
-func (e *Engine) kickDrain() {
-	if e.queues.Len() == 0 {
+func (pl *placer) kickDrain() {
+	if pl.queues.Len() == 0 {
 		return
 	}
 	select {
-	case e.kick <- struct{}{}:
+	case pl.kick <- struct{}{}:
 	default:
 	}
 }
 
 // dispatchPlaced dispatches a job placement chose a worker for.
-func (e *Engine) dispatchPlaced(j *placement.Job, d placement.Decision) {
-	rec, ok := e.claim(j.ID)
+func (pl *placer) dispatchPlaced(j *placement.Job, d placement.Decision) {
+	rec, ok := pl.cache.claim(j.ID)
 	if !ok {
 		// Finished meanwhile, or a timer of this replica holds it: give
 		// the slot back; observe or the next tick queues it again if it is
 		// still pending.
-		e.unplace(j.ID, d.WorkerID)
+		pl.unplace(j.ID, d.WorkerID)
 		return
 	}
-	written := e.dispatchTo(rec, d.Subject, d.WorkerID)
-	e.release(j.ID)
+	written := pl.dispatcher.dispatchTo(rec, d.Subject, d.WorkerID)
+	pl.cache.release(j.ID)
 	if !written {
-		e.unplace(j.ID, d.WorkerID)
-		if cur, ok := e.cached(j.ID); ok && cur.Job.GetState() == lifecycle.Pending {
-			e.queues.Readmit(e.newPlacementJob(cur.Job))
+		pl.unplace(j.ID, d.WorkerID)
+		if cur, ok := pl.cache.cached(j.ID); ok && cur.Job.GetState() == lifecycle.Pending {
+			pl.queues.Readmit(pl.newJob(cur.Job))
 		}
 	}
 }
 
+// dequeue takes a job out of its queue (and out of its tenant's running
+// count).
+func (pl *placer) dequeue(jobID string) { pl.queues.Remove(jobID) }
+
 // unplace gives back the slot a job held on a worker and its tenant's.
-func (e *Engine) unplace(jobID, workerID string) {
-	e.preg.Release(workerID, jobID)
-	e.queues.Remove(jobID)
+func (pl *placer) unplace(jobID, workerID string) {
+	pl.preg.Release(workerID, jobID)
+	pl.queues.Remove(jobID)
 }
 
-// placementObserve keeps the queues and the registry in step with a change
+// observe keeps the queues and the registry in step with a change
 // of a job, seen by the job cache's observe under its lock: it must not take
-// that lock or placeMu.
-func (e *Engine) placementObserve(prev, next *pb.JobInfo) {
-	if e.queues == nil {
+// that lock or pl.mu.
+func (pl *placer) observe(prev, next *pb.JobInfo) {
+	if pl.queues == nil {
 		return
 	}
 	id := next.GetJobId()
 	switch st := next.GetState(); {
 	case lifecycle.Terminal(st):
-		e.preg.Release("", id)
-		e.queues.Remove(id)
-		e.kickDrain() // its worker's slot and its tenant's are free
+		pl.preg.Release("", id)
+		pl.queues.Remove(id)
+		pl.kickDrain() // its worker's slot and its tenant's are free
 	case st == lifecycle.Pending:
 		if prev.GetState() == lifecycle.Dispatched || prev.GetState() == lifecycle.Running {
 			// The attempt ended without a result: its worker's slot is free.
-			e.preg.Release("", id)
-			e.kickDrain()
+			pl.preg.Release("", id)
+			pl.kickDrain()
 		}
-		if !e.placed(e.poolOf(next.GetRequest())) || next.GetAwaitingSafety() {
+		if !pl.placed(pl.poolOf(next.GetRequest())) || next.GetAwaitingSafety() {
 			return
 		}
 		if time.Now().UnixMilli() < next.GetNextAttemptMs() {
 			// Backing off: out of the queue (and no longer running for its
 			// tenant) until the timer finds it due.
-			e.queues.Remove(id)
+			pl.queues.Remove(id)
 			return
 		}
-		if _, known := e.queues.Job(id); known || prev == nil {
+		if _, known := pl.queues.Job(id); known || prev == nil {
 			// Started here and handed back, or new: queue it (again).
 			// (A new job admitted here is pushed by admit, with its
 			// bound checked; Readmit of a queued job changes nothing.)
 			if !known && ValidateRequest(next.GetRequest()) != nil {
 				return // stored out of bounds: the timer fails it (readmitDue)
 			}
-			e.queues.Readmit(e.newPlacementJob(next))
+			pl.queues.Readmit(pl.newJob(next))
 		}
 	default: // DISPATCHED or RUNNING
 		if prev.GetState() == lifecycle.Dispatched && prev.GetAttempt() == next.GetAttempt() {
 			return // confirmed: whoever placed the attempt still does
 		}
-		if _, mine := e.preg.AssignedTo(id); !mine {
+		if _, mine := pl.preg.AssignedTo(id); !mine {
 			// Another replica placed it.
-			e.queues.Remove(id)
-			if e.cfg.AdoptPlacements && e.placed(e.poolOf(next.GetRequest())) {
-				e.adoptPlacement(next) // placement_adopt.go
+			pl.queues.Remove(id)
+			if pl.adopt && pl.placed(pl.poolOf(next.GetRequest())) {
+				pl.adoptPlacement(next) // placement_adopt.go
 			}
 		}
 	}
@@ -215,33 +293,33 @@ func (e *Engine) placementObserve(prev, next *pb.JobInfo) {
 
 // readmitDue queues a PENDING job of a placed pool that became due (its
 // backoff ended, or it was found pending after a restart).
-func (e *Engine) readmitDue(rec jobstore.Record) {
-	if _, known := e.queues.Job(rec.Job.GetJobId()); known {
+func (pl *placer) readmitDue(rec jobstore.Record) {
+	if _, known := pl.queues.Job(rec.Job.GetJobId()); known {
 		return
 	}
 	if verr := ValidateRequest(rec.Job.GetRequest()); verr != nil {
 		// Stored before today's bounds (by an earlier version): no worker
 		// will ever take it. The naive path's dispatch does the same.
-		e.undeliverable(rec, lifecycle.Pending, rec.Job.GetAttempt(), "the stored request is out of bounds: "+verr.Error())
+		pl.dispatcher.undeliverable(rec, lifecycle.Pending, rec.Job.GetAttempt(), "the stored request is out of bounds: "+verr.Error())
 		return
 	}
-	e.queues.Readmit(e.newPlacementJob(rec.Job))
+	pl.queues.Readmit(pl.newJob(rec.Job))
 }
 
 // placeNow places a job being admitted at once, without queueing it, when
 // nothing can be ahead of it (its pool has nothing pending, its tenant is
 // under its limit) and a worker has room. The job then counts against the
 // worker and its tenant; if it is not recorded, unplace it.
-func (e *Engine) placeNow(job *pb.JobInfo, pool *placement.Pool) (placement.Decision, bool) {
-	pj := e.newPlacementJobIn(job, pool)
-	e.placeMu.Lock()
-	defer e.placeMu.Unlock()
-	if !e.queues.StartNow(pj) { // known already, or something ahead of it
+func (pl *placer) placeNow(job *pb.JobInfo, pool *placement.Pool) (placement.Decision, bool) {
+	pj := pl.newJobIn(job, pool)
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	if !pl.queues.StartNow(pj) { // known already, or something ahead of it
 		return placement.Decision{}, false
 	}
-	d, err := e.preg.Place(pj, nil)
+	d, err := pl.preg.Place(pj, nil)
 	if err != nil {
-		e.queues.Remove(pj.ID)
+		pl.queues.Remove(pj.ID)
 		return placement.Decision{}, false
 	}
 	return d, true
@@ -250,16 +328,16 @@ func (e *Engine) placeNow(job *pb.JobInfo, pool *placement.Pool) (placement.Deci
 // pushNew queues a job being admitted to a placed pool, or refuses it when
 // the pool's or the tenant's queue is at its bound. A job already known
 // (submitted again) is left as it is.
-func (e *Engine) pushNew(job *pb.JobInfo, pool *placement.Pool) (pushed bool, refusal *pb.JobAnswer) {
-	if _, known := e.queues.Job(job.GetJobId()); known {
+func (pl *placer) pushNew(job *pb.JobInfo, pool *placement.Pool) (pushed bool, refusal *pb.JobAnswer) {
+	if _, known := pl.queues.Job(job.GetJobId()); known {
 		return false, nil
 	}
-	pj := e.newPlacementJobIn(job, pool)
-	if err := e.queues.Push(pj); err != nil {
+	pj := pl.newJobIn(job, pool)
+	if err := pl.queues.Push(pj); err != nil {
 		var full *placement.QueueFullError
 		if errors.As(err, &full) {
-			e.stats.backpressure.Add(1)
-			return false, &pb.JobAnswer{Error: err.Error(), Retryable: true, RetryAfterMs: e.cfg.NoWorkerRetry.Milliseconds()}
+			pl.stats.backpressure.Add(1)
+			return false, &pb.JobAnswer{Error: err.Error(), Retryable: true, RetryAfterMs: pl.noWorkerRetry.Milliseconds()}
 		}
 		return false, &pb.JobAnswer{Error: err.Error(), Retryable: true}
 	}
@@ -267,26 +345,26 @@ func (e *Engine) pushNew(job *pb.JobInfo, pool *placement.Pool) (pushed bool, re
 }
 
 // pendingReason is why a PENDING job waits, as the queues see it now.
-func (e *Engine) pendingReason(j *pb.JobInfo) string {
-	if e.queues == nil || j.GetState() != lifecycle.Pending {
+func (pl *placer) pendingReason(j *pb.JobInfo) string {
+	if pl.queues == nil || j.GetState() != lifecycle.Pending {
 		return ""
 	}
-	return e.queues.Reason(j.GetJobId())
+	return pl.queues.Reason(j.GetJobId())
 }
 
 // workers lists the live workers for cortex workers.
-func (e *Engine) workers() []*pb.WorkerInfo {
-	if e.preg != nil {
-		return e.preg.Workers()
+func (pl *placer) workers() []*pb.WorkerInfo {
+	if pl.preg != nil {
+		return pl.preg.Workers()
 	}
-	return e.cfg.Registry.Workers()
+	return pl.registry.Workers()
 }
 
 // workersFor is workers() as the requester may see it: a tenant's client
 // sees every worker, but of the jobs each holds only its own tenant's (a
 // job id is its tenant's to know).
-func (e *Engine) workersFor(who tenancy.Principal) []*pb.WorkerInfo {
-	ws := e.workers()
+func (pl *placer) workersFor(who tenancy.Principal) []*pb.WorkerInfo {
+	ws := pl.workers()
 	if !who.Restricted() {
 		return ws
 	}
@@ -295,7 +373,7 @@ func (e *Engine) workersFor(who tenancy.Principal) []*pb.WorkerInfo {
 		hb := w.GetHeartbeat()
 		held := make([]*pb.HeldJob, 0, len(hb.GetHeld()))
 		for _, h := range hb.GetHeld() {
-			if rec, ok := e.cached(h.GetJobId()); ok && who.Sees(rec.Job.GetRequest().GetTenant()) {
+			if rec, ok := pl.cache.cached(h.GetJobId()); ok && who.Sees(rec.Job.GetRequest().GetTenant()) {
 				held = append(held, h)
 			}
 		}
@@ -306,4 +384,13 @@ func (e *Engine) workersFor(who tenancy.Principal) []*pb.WorkerInfo {
 		out[i] = c
 	}
 	return out
+}
+
+// tick forgets the workers that stopped heartbeating and places what now
+// fits; nothing without placement queues. The timers call it every Tick.
+func (pl *placer) tick() {
+	if pl.queues != nil {
+		pl.preg.Expire()
+		pl.drain()
+	}
 }

@@ -9,11 +9,11 @@ import pb "github.com/cortex-os/core/pkg/pb/v1"
 // Config.AdoptPlacements: a newly elected scheduler thus starts with the
 // counts its predecessor had, and a tenant's max_concurrent holds across
 // the handover.
-func (e *Engine) adoptPlacement(job *pb.JobInfo) {
-	pj := e.newPlacementJob(job)
-	e.queues.Readmit(pj)
-	e.queues.Start(pj)
+func (pl *placer) adoptPlacement(job *pb.JobInfo) {
+	pj := pl.newJob(job)
+	pl.queues.Readmit(pj)
+	pl.queues.Start(pj)
 	if w := job.GetWorkerId(); w != "" {
-		e.preg.Assign(w, job.GetJobId())
+		pl.preg.Assign(w, job.GetJobId())
 	}
 }

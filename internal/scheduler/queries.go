@@ -21,10 +21,9 @@ import (
 // (sys.job.query[.<identity>], sys.job.cancel[.<identity>]): a job's get,
 // a page of the job list, the dead letters and their re-drive, the live
 // workers, a cancel. It holds no job state of its own: it reads the job
-// store and the dead-letter queue, and reaches the rest of the engine only
-// through queryEngine (who asks, the job cache's compare-and-set, the
-// placement's view of why a job waits and of the workers, admission for a
-// re-drive). Its subscriptions ("queries", "cancels") are parts the engine
+// store and the dead-letter queue, and reaches the other parts directly:
+// requesters (who asks), the job cache (compare-and-set), the placer (why
+// a job waits, the workers) and admission (a re-drive). Its subscriptions ("queries", "cancels") are parts the engine
 // starts and stops (parts.go); it has no loop of its own.
 type queries struct {
 	id    string // the sender id of answers and cancel notices
@@ -33,23 +32,11 @@ type queries struct {
 	store JobStore
 	dead  DeadLetters
 	stats *counters
-	jobs  queryEngine
-}
 
-// queryEngine is what queries asks of the other parts of the engine.
-type queryEngine interface {
-	// identify says who sent a request on subject with reply (requester.go).
-	identify(base, subject, reply string) (p tenancy.Principal, drop bool, err error)
-	// mutate writes a change to a job with compare-and-set (cache.go).
-	mutate(rec jobstore.Record, change func(j *pb.JobInfo) bool) (jobstore.Record, bool, error)
-	// pendingReason says why a job waits, as this replica's queues see it.
-	pendingReason(j *pb.JobInfo) string
-	// workersFor lists the live workers the requester may see.
-	workersFor(who tenancy.Principal) []*pb.WorkerInfo
-	// workerSubjectOK says whether a worker's id can name its cancel subject.
-	workerSubjectOK(jobID, workerID string) bool
-	// admit admits a request as a new job (admission.go): a re-drive.
-	admit(req *pb.JobRequest, traceID string, answerWanted bool) (*pb.JobAnswer, bool, error)
+	requesters *requesters
+	cache      *jobCache
+	placer     *placer
+	admission  *admission
 }
 
 // serveCancel and serveQuery answer a cancel or query that came on subject
@@ -66,7 +53,7 @@ func (qs *queries) serveQuery(subject, reply string, p *pb.BusPacket, decodeErr 
 
 func (qs *queries) serve(base, subject, reply string, p *pb.BusPacket, decodeErr error,
 	handle func(tenancy.Principal, *pb.BusPacket) *pb.BusPacket) *pb.BusPacket {
-	who, drop, err := qs.jobs.identify(base, subject, reply)
+	who, drop, err := qs.requesters.identify(base, subject, reply)
 	switch {
 	case drop:
 		return nil
@@ -107,7 +94,7 @@ func (qs *queries) handleCancel(who tenancy.Principal, p *pb.BusPacket) *pb.BusP
 		reason = "cancelled by request"
 	}
 	var was *pb.JobInfo
-	rec, written, err := qs.jobs.mutate(rec, func(j *pb.JobInfo) bool {
+	rec, written, err := qs.cache.mutate(rec, func(j *pb.JobInfo) bool {
 		if lifecycle.Terminal(j.State) {
 			return false
 		}
@@ -123,7 +110,7 @@ func (qs *queries) handleCancel(who tenancy.Principal, p *pb.BusPacket) *pb.BusP
 		return qs.answer(p, &pb.JobAnswer{Error: "job already " + lifecycle.Name(rec.Job.GetState()), Jobs: []*pb.JobInfo{rec.Job}})
 	}
 	qs.stats.cancelled.Add(1)
-	if w := was.GetWorkerId(); w != "" && qs.jobs.workerSubjectOK(rec.Job.GetJobId(), w) {
+	if w := was.GetWorkerId(); w != "" && workerSubjectOK(qs.log, rec.Job.GetJobId(), w) {
 		// Tell the worker, so the handler's context is cancelled.
 		msg := wire.NewPacket(rec.Job.TraceId, qs.id)
 		msg.Payload = &pb.BusPacket_JobCancel{JobCancel: &pb.JobCancel{JobId: rec.Job.JobId, Reason: reason}}
@@ -152,7 +139,7 @@ func (qs *queries) handleQuery(who tenancy.Principal, p *pb.BusPacket) *pb.BusPa
 	}
 	switch {
 	case q.GetWorkers():
-		return qs.answer(p, &pb.JobAnswer{Ok: true, Workers: qs.jobs.workersFor(who)})
+		return qs.answer(p, &pb.JobAnswer{Ok: true, Workers: qs.placer.workersFor(who)})
 	case q.GetDeadLetter() && q.GetRedrive():
 		return qs.answer(p, qs.redrive(ctx, who, q.GetJobId()))
 	case q.GetDeadLetter():
@@ -179,7 +166,7 @@ func (qs *queries) handleQuery(who tenancy.Principal, p *pb.BusPacket) *pb.BusPa
 			return qs.notFound(p, "job", q.GetJobId())
 		}
 		job := rec.Job
-		if r := qs.jobs.pendingReason(job); r != "" && r != job.GetPendingReason() {
+		if r := qs.placer.pendingReason(job); r != "" && r != job.GetPendingReason() {
 			job = cloneInfo(job) // why it waits now, as this replica's queues see it
 			job.PendingReason = r
 		}
@@ -252,7 +239,7 @@ func (qs *queries) listPage(ctx context.Context, who tenancy.Principal, q *pb.Jo
 	size := 0
 	for i, r := range page.Records {
 		job := r.Job
-		if why := qs.jobs.pendingReason(job); why != "" && why != job.GetPendingReason() {
+		if why := qs.placer.pendingReason(job); why != "" && why != job.GetPendingReason() {
 			job = cloneInfo(job) // why it waits now, as in job get
 			job.PendingReason = why
 		}
@@ -292,7 +279,7 @@ redrive:
 		req := proto.CloneOf(job.GetRequest())
 		req.JobId = fmt.Sprintf("%s-redrive-%d", id, n)
 		req.Attempt = 0
-		answer, created, err := qs.jobs.admit(req, job.GetTraceId(), true)
+		answer, created, err := qs.admission.admit(req, job.GetTraceId(), true)
 		switch {
 		case err != nil:
 			break redrive

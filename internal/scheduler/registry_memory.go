@@ -2,7 +2,6 @@ package scheduler
 
 import (
 	"github.com/cortex-os/core/internal/placement"
-	pb "github.com/cortex-os/core/pkg/pb/v1"
 )
 
 // DefaultHeartbeatInterval is assumed for heartbeats that do not say when the
@@ -10,29 +9,19 @@ import (
 const DefaultHeartbeatInterval = placement.DefaultInterval
 
 // MemoryRegistry is the design document's WorkerRegistry: the last heartbeat
-// of each worker, in memory. It is a placement.Registry without pools (one
-// registry implementation, not two): a worker that misses its heartbeats
-// (three intervals without one) is no longer live, and Snapshot forgets it.
-type MemoryRegistry struct {
-	*placement.Registry
-}
+// of each worker, in memory. It is a placement.Registry (one registry
+// implementation, not two) made ListOnly by NewMemoryRegistry: a worker that
+// misses its heartbeats (three intervals without one) is no longer live, and
+// Snapshot forgets it; the engine places no jobs on it (PlacementRegistry is
+// nil), so the design document's naive dispatch stays what it was.
+type MemoryRegistry = placement.Registry
 
 // NewMemoryRegistry returns an empty registry that expires a worker after
 // three missed heartbeats.
 func NewMemoryRegistry() *MemoryRegistry {
-	return &MemoryRegistry{placement.NewRegistry(placement.RegistryOptions{
-		DefaultInterval: DefaultHeartbeatInterval, Misses: placement.DefaultMisses,
-	})}
+	return placement.NewRegistry(placement.RegistryOptions{
+		DefaultInterval: DefaultHeartbeatInterval, Misses: placement.DefaultMisses, ListOnly: true,
+	})
 }
 
-// Snapshot returns the live workers, forgetting those whose heartbeats
-// stopped; the heartbeats in it are shared and must not be modified.
-func (r *MemoryRegistry) Snapshot() map[string]*pb.Heartbeat {
-	r.Registry.Expire()
-	return r.Registry.Snapshot()
-}
-
-var (
-	_ WorkerRegistry = (*MemoryRegistry)(nil)
-	_ WorkerRegistry = (*placement.Registry)(nil)
-)
+var _ WorkerRegistry = (*MemoryRegistry)(nil)

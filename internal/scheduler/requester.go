@@ -86,7 +86,7 @@ func checkReply(identity, reply, ownInbox string, known func(string) bool) error
 // reply subject against it, and counts and logs each refusal, at most one
 // line a second of each kind. It owns the refusal log limits (replyWarn,
 // clientWarn: atomics, no lock). It calls no other part; admission and
-// queries call it (through the engine's identify).
+// queries call it directly.
 type requesters struct {
 	clients  *tenancy.Policy // nil: no identities configured
 	ownInbox string          // this replica's inbox prefix with its trailing dot ("" when the bus has none of its own): no request is answered there
@@ -95,14 +95,6 @@ type requesters struct {
 	// Refusals are logged at most once a second of each kind.
 	replyWarn, clientWarn warnLimit
 }
-
-// identify resolves the requester of a request (requesters.identify).
-func (e *Engine) identify(base, subject, reply string) (p tenancy.Principal, drop bool, err error) {
-	return e.requesters.identify(base, subject, reply)
-}
-
-// refuseTenant counts and logs a tenant's client acting for another tenant.
-func (e *Engine) refuseTenant(subject string, err error) { e.requesters.refuseTenant(subject, err) }
 
 // identify resolves the requester of a request that came on subject (at
 // or below base) asking for answers on reply. drop means the request is
@@ -176,11 +168,11 @@ func (w *warnLimit) allow(now time.Time) (ok bool, suppressed uint64) {
 // workerSubjectOK reports whether a worker id, as a job record holds it
 // (from the worker's own confirmation), can name a worker in a subject:
 // one literal token. The scheduler publishes a cancellation on
-// sys.worker.<id>.cancel only then.
-func (e *Engine) workerSubjectOK(jobID, workerID string) bool {
+// sys.worker.<id>.cancel only then, and logs on log why not otherwise.
+func workerSubjectOK(log *slog.Logger, jobID, workerID string) bool {
 	if workerID != "" && !strings.ContainsAny(workerID, ".*> \t\r\n") && len(workerID) <= wire.MaxInboxLength {
 		return true
 	}
-	e.log.Warn("not telling a worker of a cancel: its id cannot name a subject", "job_id", jobID, "worker_id", workerID)
+	log.Warn("not telling a worker of a cancel: its id cannot name a subject", "job_id", jobID, "worker_id", workerID)
 	return false
 }

@@ -51,7 +51,7 @@ func FuzzClientRequest(f *testing.F) {
 		var logs logging.Buffer
 		e := &Engine{}
 		e.requesters = &requesters{clients: pol, log: slog.New(slog.NewTextHandler(&logs, nil)), ownInbox: "_INBOX.sched.", stats: &e.stats}
-		who, drop, err := e.identify(base, subject, reply)
+		who, drop, err := e.requesters.identify(base, subject, reply)
 		st := e.Stats()
 		if drop || err != nil {
 			if st.RepliesRefused+st.ClientsRefused != 1 {

@@ -19,9 +19,9 @@ import (
 // out), fencing results of attempts no longer current and of workers that
 // do not hold the attempt. It holds no job state: the job cache does, which
 // it calls directly (a closure passed to mutate through an interface would
-// be allocated per result); the placement's view of why a job waits and a
-// job's timeout it reaches through resultEngine. Results arrive through the heartbeats part's
-// identity check ("results" subscription) and timers call expire.
+// be allocated per result), as it asks the placer why a queued job waits.
+// Results arrive through the heartbeats part's identity check ("results"
+// subscription) and HandlePacket; the timers call expire.
 type results struct {
 	log                           *slog.Logger
 	stats                         *counters
@@ -30,21 +30,9 @@ type results struct {
 	documentWorkers               string // DocumentWorkersTrust or DocumentWorkersRefuse
 	retryBackoff, retryBackoffMax time.Duration
 	leaseTTL                      time.Duration
+	times                         jobTimes
 	cache                         *jobCache
-	jobs                          resultEngine
-}
-
-// resultEngine is what results asks of the other parts of the engine.
-type resultEngine interface {
-	// pendingReason says why a job waits, as this replica's queues see it.
-	pendingReason(j *pb.JobInfo) string
-	// timeout is a job's attempt timeout (admission.go).
-	timeout(req *pb.JobRequest) time.Duration
-}
-
-// handleResultPacket applies a result from worker from (results.go).
-func (e *Engine) handleResultPacket(p *pb.BusPacket, from string) error {
-	return e.results.handleResultPacket(p, from)
+	placer                        *placer // why a queued job waits
 }
 
 // handleResultPacket applies a result from worker from: the worker its
@@ -249,7 +237,7 @@ func (r *results) finished(rec jobstore.Record) {
 func (r *results) expire(rec jobstore.Record, what string) {
 	attempt := rec.Job.GetAttempt()
 	state := rec.Job.GetState()
-	why := r.jobs.pendingReason(rec.Job) // a queued job's, from its pool's queue
+	why := r.placer.pendingReason(rec.Job) // a queued job's, from its pool's queue
 	var outcome string
 	rec, written, err := r.cache.mutate(rec, func(j *pb.JobInfo) bool {
 		if j.Attempt != attempt || j.State != state {
@@ -270,7 +258,7 @@ func (r *results) expire(rec jobstore.Record, what string) {
 			outcome = r.failAttempt(j, fmt.Sprintf("worker %s lost its lease on attempt %d (no heartbeat for %s)", j.WorkerId, j.Attempt, r.leaseTTL), false)
 			j.NextAttemptMs = 0 // a dead worker's jobs go elsewhere at once
 		case "attempt-timeout":
-			outcome = r.failAttempt(j, fmt.Sprintf("attempt %d timed out after %s", j.Attempt, r.jobs.timeout(j.Request)), true)
+			outcome = r.failAttempt(j, fmt.Sprintf("attempt %d timed out after %s", j.Attempt, r.times.timeout(j.Request)), true)
 		}
 		return true
 	})

@@ -25,3 +25,6 @@ func (s *SafetyStub) Check(_ context.Context, req *pb.JobRequest) (safety.Verdic
 	}
 	return safety.Verdict{}, nil
 }
+
+// TraceBlind implements TraceBlind: the stub reads no trace id.
+func (s *SafetyStub) TraceBlind() bool { return true }

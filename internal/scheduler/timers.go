@@ -6,44 +6,30 @@ import (
 
 	"github.com/cortex-os/core/internal/jobstore"
 	"github.com/cortex-os/core/internal/lifecycle"
-	pb "github.com/cortex-os/core/pkg/pb/v1"
 )
 
 // timers acts on jobs when their time comes: retries due, leases lost,
 // attempts and jobs past their deadline, dispatches whose outcome was lost
 // with a scheduler that died. Every Tick it scans the jobs the job cache
-// holds and not busy, decides what is due, and has the engine act, one job
-// at a time, each claimed first so that no dispatch of this replica acts on
+// holds and not busy, decides what is due, and has the part it concerns
+// act, one job at a time, each claimed first so that no dispatch of this replica acts on
 // it meanwhile.
 //
-// It owns no job state: the cache does. It reaches the rest of the engine
-// only through timerEngine. Its loop ("timers") is a part the engine starts
-// and stops (parts.go).
+// It owns no job state: the cache does. It reaches the other parts
+// directly: the job cache (which jobs, claimed), the dispatcher (retries
+// due, dispatches nobody confirmed), results (deadlines, lost leases,
+// timed-out attempts) and the placer (its tick). Its loop ("timers") is a
+// part the engine starts and stops (parts.go).
 type timers struct {
 	tick       time.Duration
 	ackTimeout time.Duration // a dispatch no worker confirmed by then is unconfirmed
 	leaseTTL   time.Duration
-	jobs       timerEngine
-}
+	times      jobTimes
 
-// timerEngine is what timers asks of the other parts of the engine.
-type timerEngine interface {
-	// forIdle calls f for each active job not busy (timer_actions.go).
-	forIdle(f func(rec jobstore.Record, leaseUntil time.Time))
-	// claim and release mark a job busy and not (cache.go).
-	claim(id string) (jobstore.Record, bool)
-	release(id string)
-	// timeout is a job's attempt timeout (admission.go).
-	timeout(req *pb.JobRequest) time.Duration
-	// dispatchDue dispatches a job whose retry is due (timer_actions.go).
-	dispatchDue(rec jobstore.Record)
-	// unconfirmed acts on a dispatch no worker confirmed (dispatch.go).
-	unconfirmed(rec jobstore.Record)
-	// expire acts on a deadline, a lost lease, a timed-out attempt
-	// (results.go).
-	expire(rec jobstore.Record, what string)
-	// placementTick expires workers and places queued jobs (timer_actions.go).
-	placementTick()
+	cache      *jobCache
+	dispatcher *dispatcher
+	results    *results
+	placer     *placer
 }
 
 // run checks the timers every tick until ctx ends.
@@ -69,7 +55,7 @@ func (tm *timers) check() {
 		what string
 	}
 	var todo []due
-	tm.jobs.forIdle(func(rec jobstore.Record, leaseUntil time.Time) {
+	tm.cache.each(true, func(rec jobstore.Record, leaseUntil time.Time) {
 		j := rec.Job
 		what := ""
 		switch {
@@ -80,7 +66,7 @@ func (tm *timers) check() {
 		case j.GetState() == lifecycle.Running && now.After(leaseUntil):
 			what = "lease"
 		case lifecycle.Active(j.GetState()) && j.GetState() != lifecycle.Pending &&
-			nowMs > j.GetAttemptStartedMs()+(tm.jobs.timeout(j.GetRequest())+tm.leaseTTL).Milliseconds():
+			nowMs > j.GetAttemptStartedMs()+(tm.times.timeout(j.GetRequest())+tm.leaseTTL).Milliseconds():
 			what = "attempt-timeout"
 		case j.GetState() == lifecycle.Dispatched && j.GetPendingReason() == "" &&
 			nowMs > j.GetAttemptStartedMs()+tm.ackTimeout.Milliseconds():
@@ -93,19 +79,19 @@ func (tm *timers) check() {
 
 	for _, d := range todo {
 		id := d.rec.Job.GetJobId()
-		rec, ok := tm.jobs.claim(id)
+		rec, ok := tm.cache.claim(id)
 		if !ok {
 			continue
 		}
 		switch d.what {
 		case "dispatch":
-			tm.jobs.dispatchDue(rec)
+			tm.dispatcher.dispatchDue(rec)
 		case "unconfirmed":
-			tm.jobs.unconfirmed(rec)
+			tm.dispatcher.unconfirmed(rec)
 		default:
-			tm.jobs.expire(rec, d.what)
+			tm.results.expire(rec, d.what)
 		}
-		tm.jobs.release(id)
+		tm.cache.release(id)
 	}
-	tm.jobs.placementTick()
+	tm.placer.tick()
 }

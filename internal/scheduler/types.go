@@ -11,6 +11,7 @@ import (
 	"context"
 
 	"github.com/cortex-os/core/internal/jobstore"
+	"github.com/cortex-os/core/internal/placement"
 	"github.com/cortex-os/core/internal/safety"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 )
@@ -87,9 +88,17 @@ type SafetyChecker interface {
 	Check(ctx context.Context, req *pb.JobRequest) (safety.Verdict, error)
 }
 
+// TraceBlind is the part of a SafetyChecker that says whether its decision
+// reads no trace id from its context (safety.WithTraceID), as SafetyStub's:
+// the engine then does not add one to a context for every job. A checker
+// without it is given the trace id.
+type TraceBlind interface {
+	TraceBlind() bool
+}
+
 // WorkerRegistry keeps the last heartbeat of every live worker: the design
 // document's seam, implemented by placement.Registry (MemoryRegistry is one
-// without pools).
+// that only lists workers).
 type WorkerRegistry interface {
 	UpdateHeartbeat(hb *pb.Heartbeat)
 	// Snapshot returns the live workers by id. The heartbeats are shared:
@@ -123,4 +132,17 @@ type DeadLetters = jobstore.DeadLetters
 // choice looks at the workers.
 type WorkerBlind interface {
 	WorkerBlind() bool
+}
+
+// PlacingRegistry is the part of a WorkerRegistry that places jobs by what
+// the workers report: PlacementRegistry returns the placement.Registry the
+// engine places on and counts placements in (and whose pools it uses when
+// Config.Placement names none), or nil when the registry only lists
+// workers. The engine feeds heartbeats only to the WorkerRegistry: its
+// UpdateHeartbeat must reach the registry returned. placement.Registry has
+// it (nil when ListOnly, as MemoryRegistry is). With placement configured
+// and no such registry, the engine keeps one of its own, fed the same
+// heartbeats.
+type PlacingRegistry interface {
+	PlacementRegistry() *placement.Registry
 }

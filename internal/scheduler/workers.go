@@ -17,10 +17,11 @@ import (
 // renewed, and the topics served by workers that confirm are remembered.
 //
 // It owns the memory of which topics a confirming worker served lately
-// (confirmSeen, under its own lock), read by dispatch (confirmedLately). It
-// reaches the rest of the engine only through workerEngine: the job cache
-// renews leases, results go to the results part, and placement is woken
-// when a heartbeat may have freed room. Its subscription ("heartbeats") is a
+// (confirmSeen, under its own lock), read by the dispatcher
+// (confirmedLately). It reaches the other parts directly: the job cache
+// renews leases, results go to the results part, and the placer is woken
+// when a heartbeat may have freed room; packets of other kinds go to the
+// engine's HandlePacket (other). Its subscription ("heartbeats") is a
 // part the engine starts and stops (parts.go); it has no loop of its own.
 type heartbeats struct {
 	log             *slog.Logger
@@ -31,23 +32,18 @@ type heartbeats struct {
 	requireIdentity bool
 	leaseInterval   time.Duration
 	leaseMisses     int
-	jobs            workerEngine
+	cache           *jobCache
+	results         *results
+	placer          *placer
+	other           packetHandler // the engine: packets that are neither heartbeats nor results
 
 	mu          sync.Mutex
 	confirmSeen map[string]time.Time // topic -> when a worker that confirms last heartbeated serving it
 }
 
-// workerEngine is what heartbeats asks of the other parts of the engine.
-type workerEngine interface {
-	// HandlePacket handles a packet that needs no answer (engine.go).
+// packetHandler handles a packet that needs no answer (Engine.HandlePacket).
+type packetHandler interface {
 	HandlePacket(p *pb.BusPacket)
-	// handleResultPacket applies a result from worker from (results.go).
-	handleResultPacket(p *pb.BusPacket, from string) error
-	// renewLeases extends to until the leases of the jobs held by worker
-	// (cache.go).
-	renewLeases(worker string, held []*pb.HeldJob, until time.Time)
-	// drain places queued jobs (placement.go).
-	drain()
 }
 
 // ---- worker identity ----
@@ -68,7 +64,7 @@ func (w *heartbeats) handleHeartbeatOn(subject string, p *pb.BusPacket) {
 		}
 	case *pb.BusPacket_JobResult:
 		if w.identified("result", subject, payload.JobResult.GetWorkerId(), wire.HeartbeatSubjectWorker) {
-			_ = w.jobs.handleResultPacket(p, payload.JobResult.GetWorkerId()) // the subject's worker, or on a bare subject the claim
+			_ = w.results.handleResultPacket(p, payload.JobResult.GetWorkerId()) // the subject's worker, or on a bare subject the claim
 		}
 	case *pb.BusPacket_JobRequest:
 		if w.requireIdentity {
@@ -77,9 +73,9 @@ func (w *heartbeats) handleHeartbeatOn(subject string, p *pb.BusPacket) {
 			w.log.Warn("refused a submission on a heartbeat subject", "subject", subject, "sender_id", p.GetSenderId())
 			return
 		}
-		w.jobs.HandlePacket(p)
+		w.other.HandlePacket(p)
 	default:
-		w.jobs.HandlePacket(p)
+		w.other.HandlePacket(p)
 	}
 }
 
@@ -96,7 +92,7 @@ func (w *heartbeats) handleResultOn(subject string, p *pb.BusPacket, _ string) e
 	if !named {
 		from = res.GetWorkerId()
 	}
-	return w.jobs.handleResultPacket(p, from)
+	return w.results.handleResultPacket(p, from)
 }
 
 // identified reports whether a packet of worker claimed that came on
@@ -140,7 +136,7 @@ func (w *heartbeats) heartbeat(hb *pb.Heartbeat) {
 		w.preg.UpdateHeartbeat(hb)
 	}
 	if w.placing && len(hb.GetTopics()) > 0 {
-		defer w.jobs.drain() // room may have freed, or a worker with a missing capability come
+		defer w.placer.drain() // room may have freed, or a worker with a missing capability come
 	}
 	if hb.GetConfirms() && !hb.GetDraining() && len(hb.GetTopics()) > 0 {
 		now := time.Now()
@@ -160,7 +156,7 @@ func (w *heartbeats) heartbeat(hb *pb.Heartbeat) {
 	if interval <= 0 {
 		interval = w.leaseInterval
 	}
-	w.jobs.renewLeases(hb.GetWorkerId(), hb.GetHeld(), time.Now().Add(time.Duration(w.leaseMisses)*interval))
+	w.cache.renewLeases(hb.GetWorkerId(), hb.GetHeld(), time.Now().Add(time.Duration(w.leaseMisses)*interval))
 }
 
 // confirmedLately reports whether a worker that confirms heartbeated serving

@@ -1,0 +1,95 @@
+package scheduler_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+
+	"github.com/cortex-os/core/internal/placement"
+	"github.com/cortex-os/core/internal/safety"
+	"github.com/cortex-os/core/internal/scheduler"
+	pb "github.com/cortex-os/core/pkg/pb/v1"
+)
+
+// traceSeeingSafety records the trace id each check's context carried.
+type traceSeeingSafety struct {
+	mu   sync.Mutex
+	seen []string
+}
+
+func (s *traceSeeingSafety) Check(ctx context.Context, req *pb.JobRequest) (safety.Verdict, error) {
+	s.mu.Lock()
+	s.seen = append(s.seen, safety.TraceID(ctx))
+	s.mu.Unlock()
+	return safety.Verdict{}, nil
+}
+
+// traceBlindSafety declares that it reads no trace id.
+type traceBlindSafety struct{ traceSeeingSafety }
+
+func (*traceBlindSafety) TraceBlind() bool { return true }
+
+// The engine learns what a safety checker needs from what it declares
+// (TraceBlind), not from its type: a checker that declares nothing is given
+// the trace id, one that declares it reads none is not.
+func TestSafetyCheckerDeclaresTraceBlind(t *testing.T) {
+	t.Parallel()
+	plain, blind := &traceSeeingSafety{}, &traceBlindSafety{}
+	for _, c := range []struct {
+		checker scheduler.SafetyChecker
+		seen    *traceSeeingSafety
+		want    string
+	}{{plain, plain, "trace-1"}, {blind, &blind.traceSeeingSafety, ""}} {
+		r := newRig(t, withConfig(func(cfg *scheduler.Config) { cfg.Safety = c.checker }))
+		r.submit(request("j-1", "job.echo"), "trace-1", "")
+		c.seen.mu.Lock()
+		got := append([]string(nil), c.seen.seen...)
+		c.seen.mu.Unlock()
+		if len(got) != 1 || got[0] != c.want {
+			t.Errorf("%T saw trace ids %q, want [%q]", c.checker, got, c.want)
+		}
+	}
+}
+
+// listingRegistry is a WorkerRegistry that declares nothing more.
+type listingRegistry struct{ scheduler.WorkerRegistry }
+
+// placingRegistry is a registry of another type than placement.Registry
+// that declares it places (PlacingRegistry).
+type placingRegistry struct {
+	scheduler.WorkerRegistry
+	preg *placement.Registry
+}
+
+func (p placingRegistry) PlacementRegistry() *placement.Registry { return p.preg }
+
+// The engine takes its pools from a registry that declares it places, of
+// whatever type, and from no other.
+func TestRegistryDeclaresPlacement(t *testing.T) {
+	t.Parallel()
+	pools, err := placement.NewPools(placement.Config{Pools: []placement.Pool{{Name: "gpu", Topics: []string{"job.gpu.*"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	preg := placement.NewRegistry(placement.RegistryOptions{Pools: pools})
+	for _, c := range []struct {
+		name     string
+		registry scheduler.WorkerRegistry
+		pools    bool
+	}{
+		{"placement.Registry", preg, true},
+		{"declared by another type", placingRegistry{preg, preg}, true},
+		{"a registry that declares nothing", listingRegistry{preg}, false},
+		{"MemoryRegistry", scheduler.NewMemoryRegistry(), false},
+	} {
+		cfg := requiredConfig()
+		cfg.Registry = c.registry
+		e, err := scheduler.New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, got := e.Load()["gpu"]; got != c.pools {
+			t.Errorf("%s: the engine has the registry's pools: %v, want %v", c.name, got, c.pools)
+		}
+	}
+}
