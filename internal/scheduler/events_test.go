@@ -56,7 +56,7 @@ func TestJobEventLeavesOutThePayloadOnly(t *testing.T) {
 // eventBus keeps what is published, encoded and decoded again as the bus
 // would: the packet and the subject's bytes are reused once Publish returns.
 type eventBus struct {
-	Bus // only Publish is called
+	Bus       // only Publish is called
 	published []eventPublished
 }
 
