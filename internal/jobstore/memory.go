@@ -47,8 +47,8 @@ import (
 // the older finished job is forgotten early, never confused with the newer
 // (two active jobs keep both: the second goes to a map by id).
 //
-// Listing. Every write appends (revision, hash of the id) to a revision
-// index, oldest first; an entry whose job has been written again or
+// Listing. Every write appends (revision, hash of the id, and for a finish
+// its place in the ring) to a revision index, oldest first; an entry whose job has been written again or
 // forgotten is stale, skipped, and dropped when stale entries are more than
 // half of the index. ListPage walks it down from the token's revision, so a
 // page examines at most PageQuery.Scan entries, whatever the store holds.
@@ -92,10 +92,15 @@ type doneEntry struct {
 // DefaultMemoryRetain is how many finished jobs NewMemory keeps.
 const DefaultMemoryRetain = 100_000
 
-// revEntry is a write in the revision index: the revision and the hash of
-// the job's id. It holds no pointers (see Layout).
+// revEntry is a write in the revision index: the revision, the hash of the
+// job's id and, for a write that finished the job, its place in the ring
+// plus one (0: the job was active). It holds no pointers (see Layout). With
+// the place, an entry is resolved by reading the ring where the write went
+// (entries of consecutive finishes are next to each other there), not by a
+// random read of the id index.
 type revEntry struct {
 	rev, hash uint64
+	ringPos   int
 }
 
 type memEntry struct {
@@ -238,18 +243,21 @@ func (m *Memory) deleteActiveLocked(id string, h uint64) {
 
 // finishLocked keeps e, a finished job, in the ring, forgetting the oldest
 // finished job once more than m.retain have finished. m.mu is held.
-func (m *Memory) finishLocked(e memEntry, h uint64) {
+// It returns e's place in the ring.
+func (m *Memory) finishLocked(e memEntry, h uint64) int {
 	d := doneEntry{memEntry: e, hash: h}
 	if m.retain == 0 || len(m.ring) < m.retain {
 		m.index.put(d.hash, len(m.ring))
 		m.ring = append(m.ring, d)
-		return
+		return len(m.ring) - 1
 	}
-	m.index.deleteIfAt(m.ring[m.next].hash, m.next) // unless a newer job took its hash
-	m.ring[m.next] = d
+	pos := m.next
+	m.index.deleteIfAt(m.ring[pos].hash, pos) // unless a newer job took its hash
+	m.ring[pos] = d
 	m.staleRevs++ // the forgotten job's index entry
-	m.index.put(d.hash, m.next)
-	m.next = (m.next + 1) % m.retain
+	m.index.put(d.hash, pos)
+	m.next = (pos + 1) % m.retain
+	return pos
 }
 
 // writeLocked stores job under a new revision, as active or finished
@@ -260,18 +268,19 @@ func (m *Memory) writeLocked(job *pb.JobInfo, wasActive bool) memEntry {
 	e := memEntry{job: job, rev: m.rev}
 	id := job.GetJobId()
 	h := m.hashID(id)
+	re := revEntry{rev: e.rev, hash: h}
 	if lifecycle.Terminal(job.GetState()) {
 		if wasActive {
 			m.deleteActiveLocked(id, h)
 		}
-		m.finishLocked(e, h)
+		re.ringPos = m.finishLocked(e, h) + 1
 	} else {
 		m.putActiveLocked(id, h, e)
 	}
 	if wasActive {
 		m.staleRevs++ // the job's previous write
 	}
-	m.revs = append(m.revs, revEntry{rev: e.rev, hash: h})
+	m.revs = append(m.revs, re)
 	if m.staleRevs > minCompact && 2*m.staleRevs > len(m.revs) {
 		m.compactRevsLocked()
 	}
@@ -287,6 +296,14 @@ const minCompact = 1024
 // resolveLocked returns the job an index entry stands for, if the entry is
 // its latest write. m.mu is held.
 func (m *Memory) resolveLocked(re revEntry) (memEntry, bool) {
+	if re.ringPos > 0 { // a finish: its job is where it went, unless forgotten since
+		if d := &m.ring[re.ringPos-1]; d.rev == re.rev {
+			return d.memEntry, true
+		}
+		return memEntry{}, false
+	}
+	// An active job's write: a job that finished since has its finish's
+	// revision in the ring, never this one.
 	if e, ok := m.active[re.hash]; ok && e.rev == re.rev {
 		return e, true
 	}
@@ -294,9 +311,6 @@ func (m *Memory) resolveLocked(re revEntry) (memEntry, bool) {
 		if e.rev == re.rev {
 			return e, true
 		}
-	}
-	if i, ok := m.index.get(re.hash); ok && m.ring[i].rev == re.rev {
-		return m.ring[i].memEntry, true
 	}
 	return memEntry{}, false
 }

@@ -47,11 +47,14 @@ func (je *jobEvents) publish(prev, next *pb.JobInfo) {
 	}
 	ev.subject = subj
 	subject := unsafe.String(unsafe.SliceData(subj), len(subj)) // Publish keeps none of its arguments (Bus)
-	job := &ev.job
-	copyInfo(job, next)
-	if r := job.Request; r != nil && len(r.Payload) > 0 {
-		job.Request = cloneRequest(r)
-		job.Request.Payload = nil
+	// A written job is never edited (Store), and encoding only reads it.
+	job := next
+	if r := next.GetRequest(); r != nil && len(r.Payload) > 0 {
+		job = &ev.job
+		copyInfo(job, next)
+		copyRequest(&ev.req, r)
+		ev.req.Payload = nil
+		job.Request = &ev.req
 	}
 	ev.jobs[0] = job
 	ev.answer = pb.JobAnswer{Ok: true, Jobs: ev.jobs[:]}
@@ -67,13 +70,15 @@ func (je *jobEvents) publish(prev, next *pb.JobInfo) {
 
 // jobEvent is an event's packet in one piece, reused: an event is published
 // for most changes of every job, and Publish keeps nothing once it returns.
+// A job without an inline payload is encoded as written, not copied.
 type jobEvent struct {
 	packet  pb.BusPacket
 	created timestamppb.Timestamp
 	payload pb.BusPacket_JobAnswer
 	answer  pb.JobAnswer
 	jobs    [1]*pb.JobInfo
-	job     pb.JobInfo
+	job     pb.JobInfo    // next without its payload, when it has one
+	req     pb.JobRequest // job's request, without the payload
 	subject []byte
 }
 
