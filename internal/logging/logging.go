@@ -26,6 +26,8 @@ const (
 	ComponentSafety    = "safety"
 	ComponentWorker    = "worker"
 	ComponentGateway   = "gateway"
+	ComponentBus       = "bus"
+	ComponentJobStore  = "jobstore"
 )
 
 // New returns a text logger at level writing to w.

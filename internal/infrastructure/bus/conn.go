@@ -1,6 +1,10 @@
 package bus
 
-import "github.com/nats-io/nats.go"
+import (
+	"github.com/nats-io/nats.go"
+
+	"github.com/cortex-os/core/internal/logging"
+)
 
 // FromConn returns a NatsBus on a connection the caller made and keeps, as
 // the public SDK (pkg/client, pkg/worker) takes one: packets are capped,
@@ -13,5 +17,5 @@ func FromConn(nc *nats.Conn, cfg Config) *NatsBus {
 	if nc != nil {
 		cfg.URL = nc.ConnectedUrlRedacted()
 	}
-	return &NatsBus{nc: nc, cfg: cfg, log: cfg.Logger, closed: make(chan struct{}), borrowed: true}
+	return &NatsBus{nc: nc, cfg: cfg, log: cfg.Logger.With(logging.ComponentKey, logging.ComponentBus), closed: make(chan struct{}), borrowed: true}
 }

@@ -98,7 +98,7 @@ func (b *NatsBus) consumeCore(subject, queue string, handler func(subject string
 		}
 		b.call(m.Subject, packet, func(p *pb.BusPacket) {
 			if err := handler(m.Subject, p, replyTo); err != nil {
-				b.log.Warn("bus: handler failed; core NATS cannot redeliver", "subject", m.Subject, "err", err)
+				b.log.Warn("handler failed; core NATS cannot redeliver", "subject", m.Subject, "err", err)
 			}
 		})
 		if m.Header.Get(jetstream.ExpectedStreamHeader) == AnsweredStream {
@@ -158,7 +158,7 @@ func (b *NatsBus) EnsureStream(ctx context.Context, subject string, more ...stri
 	if old, err := js.Stream(ctx, cfg.Name); err == nil {
 		if oc := old.CachedInfo().Config; oc.Retention == jetstream.WorkQueuePolicy {
 			cfg.Retention, cfg.MaxAge, cfg.MaxBytes, cfg.Discard = oc.Retention, oc.MaxAge, oc.MaxBytes, oc.Discard
-			b.log.Info("bus: intake stream is a work queue, made by an earlier version; it stays one (docs/guarantees.md says how to move it)", "stream", cfg.Name)
+			b.log.Info("intake stream is a work queue, made by an earlier version; it stays one (docs/guarantees.md says how to move it)", "stream", cfg.Name)
 		}
 	} else if !errors.Is(err, jetstream.ErrStreamNotFound) {
 		return nil, fmt.Errorf("bus: stream for %s: %w", subject, err)
@@ -233,7 +233,7 @@ func (b *NatsBus) consumeStream(subjects []string, durable string, handler func(
 	cc, err := cons.Consume(func(m jetstream.Msg) { msgs <- intakeMsg{stream: m} },
 		jetstream.PullMaxMessages(128), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			if !errors.Is(err, jetstream.ErrNoHeartbeat) {
-				b.log.Warn("bus: consume error", "subject", subject, "err", err)
+				b.log.Warn("consume error", "subject", subject, "err", err)
 			}
 		}))
 	if err != nil {
@@ -276,7 +276,7 @@ func (b *NatsBus) handleStreamMsg(m jetstream.Msg, handler func(subject string, 
 	b.noteIncoming(m.Headers(), packet)
 	b.call(m.Subject(), packet, func(p *pb.BusPacket) { herr = handler(m.Subject(), p, m.Headers().Get(wire.HeaderReplyTo)) })
 	if herr != nil {
-		b.log.Warn("bus: handler failed; redelivering", "subject", m.Subject(), "err", herr)
+		b.log.Warn("handler failed; redelivering", "subject", m.Subject(), "err", herr)
 		_ = m.NakWithDelay(time.Second)
 		return
 	}
@@ -397,7 +397,7 @@ func (b *NatsBus) handleAnswered(m *nats.Msg, handler func(subject string, p *pb
 	b.noteIncoming(m.Header, packet)
 	b.call(m.Subject, packet, func(p *pb.BusPacket) { herr = handler(m.Subject, p, "") })
 	if herr != nil {
-		b.log.Warn("bus: handler failed; the sender publishes it for the stream", "subject", m.Subject, "err", herr)
+		b.log.Warn("handler failed; the sender publishes it for the stream", "subject", m.Subject, "err", herr)
 		b.answerResult(replyTo, AnswerRetry)
 		return
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/cortex-os/core/internal/logging"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/wire"
 )
@@ -142,7 +143,7 @@ func NewNatsBus(url string) (*NatsBus, error) {
 // connect again rather than go on deaf.
 func Connect(cfg Config) (*NatsBus, error) {
 	cfg.setDefaults()
-	b := &NatsBus{cfg: cfg, log: cfg.Logger, closed: make(chan struct{})}
+	b := &NatsBus{cfg: cfg, log: cfg.Logger.With(logging.ComponentKey, logging.ComponentBus), closed: make(chan struct{})}
 	opts := []nats.Option{
 		nats.Name(cfg.Name),
 		nats.MaxReconnects(-1),

@@ -158,14 +158,14 @@ func (b *NatsBus) answer(m *nats.Msg, answer *pb.BusPacket) {
 		return
 	}
 	if err := b.Publish(m.Reply, answer); err != nil {
-		b.log.Warn("bus: answering a request failed", "subject", m.Subject, "err", err)
+		b.log.Warn("answering a request failed", "subject", m.Subject, "err", err)
 	}
 }
 
 // refuseReply counts and logs a request whose reply subject is not an inbox.
 func (b *NatsBus) refuseReply(subject, reply string) {
 	b.repliesRefused.Add(1)
-	b.log.Warn("bus: refused to answer on a subject that is not an inbox", "subject", subject, "reply", truncate(reply, 128))
+	b.log.Warn("refused to answer on a subject that is not an inbox", "subject", subject, "reply", truncate(reply, 128))
 }
 
 func truncate(s string, n int) string {

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/cortex-os/core/internal/jobstore"
+	"github.com/cortex-os/core/internal/logging"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 )
 
@@ -86,7 +87,7 @@ func NewDeadLetters(ctx context.Context, js jetstream.JetStream, cfg DLConfig) (
 	if err != nil {
 		return nil, fmt.Errorf("kvstore: dead-letter stream %s: %w", cfg.Stream, err)
 	}
-	return &DeadLetters{js: js, stream: st, name: cfg.Stream, prefix: cfg.SubjectPrefix, log: cfg.Logger}, nil
+	return &DeadLetters{js: js, stream: st, name: cfg.Stream, prefix: cfg.SubjectPrefix, log: cfg.Logger.With(logging.ComponentKey, logging.ComponentJobStore)}, nil
 }
 
 func (d *DeadLetters) subject(id string) string { return d.prefix + "." + id }
@@ -143,7 +144,7 @@ func (d *DeadLetters) List(ctx context.Context, limit int) ([]*pb.JobInfo, error
 		seq = m.Sequence + 1
 		job, err := d.decode(m)
 		if err != nil {
-			d.log.Error("kvstore: list dead letters: skipping undecodable message", "err", err)
+			d.log.Error("list dead letters: skipping undecodable message", "err", err)
 			continue
 		}
 		out = append(out, job)

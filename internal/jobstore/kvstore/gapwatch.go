@@ -107,10 +107,10 @@ func (s *Store) watchGaps(ctx context.Context, fn func(jobstore.Record)) error {
 				// An older server: follow every write instead.
 				s.own.stopGaps()
 				s.noGaps.Store(true)
-				s.log.Warn("kvstore: watch: the NATS server cannot read the bucket in batches; following every write", "err", err)
+				s.log.Warn("watch: the NATS server cannot read the bucket in batches; following every write", "err", err)
 				return s.Watch(ctx, fn)
 			}
-			s.log.Debug("kvstore: watch: reading the bucket failed; trying again", "err", err)
+			s.log.Debug("watch: reading the bucket failed; trying again", "err", err)
 		}
 	}
 }
@@ -120,7 +120,7 @@ func (s *Store) watchGaps(ctx context.Context, fn func(jobstore.Record)) error {
 func (s *Store) deliver(ctx context.Context, fn func(jobstore.Record), key string, data []byte, rev uint64) {
 	job, err := s.decode(key, data)
 	if err != nil {
-		s.log.Error("kvstore: watch: skipping undecodable record", "err", err)
+		s.log.Error("watch: skipping undecodable record", "err", err)
 		return
 	}
 	if ctx.Err() == nil {

@@ -27,6 +27,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/cortex-os/core/internal/jobstore"
+	"github.com/cortex-os/core/internal/logging"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 )
 
@@ -121,7 +122,7 @@ func New(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, error
 		return nil, fmt.Errorf("kvstore: bucket %s: stream %s: %w", cfg.Bucket, streamName, err)
 	}
 	st := &Store{
-		kv: kv, js: js, stream: stream, bucket: cfg.Bucket, history: cfg.History, log: cfg.Logger,
+		kv: kv, js: js, stream: stream, bucket: cfg.Bucket, history: cfg.History, log: cfg.Logger.With(logging.ComponentKey, logging.ComponentJobStore),
 		subjectPrefix: "$KV." + cfg.Bucket + ".",
 		directSubject: apiPrefix(js.Options()) + "DIRECT.GET." + streamName,
 		nc:            js.Conn(),
@@ -338,7 +339,7 @@ func (s *Store) List(ctx context.Context, f jobstore.Filter) ([]jobstore.Record,
 			}
 			job, err := s.decode(e.Key(), e.Value())
 			if err != nil {
-				s.log.Error("kvstore: list: skipping undecodable record", "err", err)
+				s.log.Error("list: skipping undecodable record", "err", err)
 				continue
 			}
 			if !f.Match(job) {
@@ -421,7 +422,7 @@ func (s *Store) Watch(ctx context.Context, fn func(jobstore.Record)) error {
 			}
 			job, err := s.decode(e.Key(), e.Value())
 			if err != nil {
-				s.log.Error("kvstore: watch: skipping undecodable record", "err", err)
+				s.log.Error("watch: skipping undecodable record", "err", err)
 				continue
 			}
 			if ctx.Err() != nil {

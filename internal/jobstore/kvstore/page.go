@@ -213,7 +213,7 @@ func (s *Store) currentOf(ctx context.Context, m rawMsg) (rec jobstore.Record, o
 	}
 	job, err := s.decode(e.Key(), e.Value())
 	if err != nil {
-		s.log.Error("kvstore: list: skipping undecodable record", "err", err)
+		s.log.Error("list: skipping undecodable record", "err", err)
 		return jobstore.Record{}, false, nil
 	}
 	return jobstore.Record{Job: job, Revision: e.Revision()}, true, nil
@@ -254,7 +254,7 @@ func (s *Store) recordOf(ctx context.Context, m rawMsg) (rec jobstore.Record, ok
 	}
 	job, err := s.decode(m.key, m.data)
 	if err != nil {
-		s.log.Error("kvstore: list: skipping undecodable record", "err", err)
+		s.log.Error("list: skipping undecodable record", "err", err)
 		return jobstore.Record{}, false, nil
 	}
 	if s.history > 1 {
