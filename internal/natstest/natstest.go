@@ -57,12 +57,19 @@ func RunServerWith(t testing.TB, cfg embeddednats.Config) *server.Server {
 	return srv
 }
 
-// Conn opens a plain NATS connection to url for the test, closed when the
+// Conn opens a plain NATS connection to url for the test (asynchronous
+// errors go to the test log), closed when the
 // test ends. A test that needs the repository's bus rather than a bare
 // connection uses systest.Connect.
 func Conn(t testing.TB, url string) *nats.Conn {
 	t.Helper()
-	nc, err := nats.Connect(url)
+	nc, err := nats.Connect(url, nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+		subj := ""
+		if sub != nil {
+			subj = sub.Subject
+		}
+		t.Logf("natstest: asynchronous error (subscription %q): %v", subj, err)
+	}))
 	if err != nil {
 		t.Fatalf("natstest: connect to %s: %v", url, err)
 	}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/cortex-os/core/internal/lifecycle"
 	"github.com/cortex-os/core/internal/scheduler"
+	"github.com/cortex-os/core/internal/systest"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/wire"
 )
@@ -84,7 +85,7 @@ func TestCancelDuringTheHandOffTellsTheWorkerThatConfirms(t *testing.T) {
 	}
 	close(gate)
 	r.bus.replies.Wait()
-	eventually(t, "the worker to be told", func() bool { return len(r.bus.publishedOn(wire.WorkerCancelSubject("w-7"))) == 1 })
+	systest.Eventually(t, waitLimit, "the worker to be told", func() bool { return len(r.bus.publishedOn(wire.WorkerCancelSubject("w-7"))) == 1 })
 	if c := r.bus.publishedOn(wire.WorkerCancelSubject("w-7"))[0].GetJobCancel(); c.GetJobId() != "in-flight" {
 		t.Errorf("told %v", c)
 	}

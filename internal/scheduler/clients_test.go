@@ -6,6 +6,7 @@ import (
 
 	"github.com/cortex-os/core/internal/lifecycle"
 	"github.com/cortex-os/core/internal/scheduler"
+	"github.com/cortex-os/core/internal/systest"
 	"github.com/cortex-os/core/internal/tenancy"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/wire"
@@ -331,7 +332,7 @@ func TestCancelNotSentToAWorkerIDThatIsNoToken(t *testing.T) {
 	r := newRig(t)
 	r.bus.fallback("", ackBy("w.*"))
 	r.submit(request("j", "job.echo"), "t", "")
-	eventually(t, "the confirmation refused", func() bool { return r.e.Stats().InvalidPackets > 0 })
+	systest.Eventually(t, waitLimit, "the confirmation refused", func() bool { return r.e.Stats().InvalidPackets > 0 })
 	if j := r.job("j"); j.GetWorkerId() == "w.*" {
 		t.Fatalf("the job names worker %q", j.GetWorkerId())
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/cortex-os/core/internal/lifecycle"
 	"github.com/cortex-os/core/internal/scheduler"
+	"github.com/cortex-os/core/internal/systest"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/wire"
 )
@@ -154,7 +155,7 @@ func TestStartSubscriptions(t *testing.T) {
 		if d := fb.dispatches(); len(d) != 1 || d[0].subject != "job.echo" {
 			t.Errorf("a packet through the intake gave dispatches %+v", d)
 		}
-		eventually(t, "the confirmation to be recorded", func() bool { return e.Stats().Dispatched == 1 })
+		systest.Eventually(t, waitLimit, "the confirmation to be recorded", func() bool { return e.Stats().Dispatched == 1 })
 
 		if err := e.Start(context.Background()); err == nil {
 			t.Error("a second Start succeeded")
@@ -222,7 +223,7 @@ func TestRunStopsOnCancel(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- e.Run(ctx) }()
-	eventually(t, "Run to subscribe", func() bool {
+	systest.Eventually(t, waitLimit, "Run to subscribe", func() bool {
 		for _, s := range fb.subscriptions() {
 			if s.subject == wire.SubjectSubmit {
 				return true

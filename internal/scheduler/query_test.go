@@ -13,6 +13,7 @@ import (
 
 	"github.com/cortex-os/core/internal/lifecycle"
 	"github.com/cortex-os/core/internal/scheduler"
+	"github.com/cortex-os/core/internal/systest"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/wire"
 )
@@ -201,7 +202,7 @@ func TestListWithALimitGivesTheLatestJobs(t *testing.T) {
 			return j.GetAttempt() == 0 && j.GetPendingReason() != "waiting to be dispatched"
 		})
 		// The next job's updated_ms must differ (milliseconds): the order under test.
-		eventually(t, "the clock to move on", func() bool { return time.Now().UnixMilli() > j.GetUpdatedMs() })
+		systest.Eventually(t, waitLimit, "the clock to move on", func() bool { return time.Now().UnixMilli() > j.GetUpdatedMs() })
 	}
 	a := r.query(&pb.JobQuery{Limit: 2})
 	var got []string
@@ -238,7 +239,7 @@ func TestListPagesWithBoundedWork(t *testing.T) {
 	// Every job settled back to PENDING (its dispatch met no responders):
 	// a job rewritten while the pages are read moves above the cursor
 	// (docs/guarantees.md), which is not what this test is about.
-	eventually(t, "30 jobs recorded, PENDING again", func() bool {
+	systest.Eventually(t, waitLimit, "30 jobs recorded, PENDING again", func() bool {
 		return len(r.query(&pb.JobQuery{Limit: 100, State: lifecycle.Pending}).GetJobs()) == 30
 	})
 	lists := r.store.lists.Load()

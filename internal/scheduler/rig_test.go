@@ -24,11 +24,6 @@ import (
 // happened (or, for a lower bound, not before it may).
 const waitLimit = 10 * time.Second
 
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	systest.Eventually(t, waitLimit, what, cond)
-}
-
 // historyStore is a jobstore.Memory that remembers every record written, in
 // the order the writes happened, so a test sees every transition however
 // fast the engine moves. It can be told to fail.
@@ -292,7 +287,7 @@ func (r *rig) waitState(id string, state pb.JobState, attempt int32) *pb.JobInfo
 
 func (r *rig) waitStats(what string, cond func(scheduler.Stats) bool) scheduler.Stats {
 	r.t.Helper()
-	eventually(r.t, what, func() bool { return cond(r.e.Stats()) })
+	systest.Eventually(r.t, waitLimit, what, func() bool { return cond(r.e.Stats()) })
 	return r.e.Stats()
 }
 
@@ -300,7 +295,7 @@ func (r *rig) waitStats(what string, cond func(scheduler.Stats) bool) scheduler.
 // the dispatches.
 func (r *rig) waitDispatches(jobID string, n int) []published {
 	r.t.Helper()
-	eventually(r.t, fmt.Sprintf("%d dispatches of %s", n, jobID), func() bool { return len(r.bus.dispatchesOf(jobID)) >= n })
+	systest.Eventually(r.t, waitLimit, fmt.Sprintf("%d dispatches of %s", n, jobID), func() bool { return len(r.bus.dispatchesOf(jobID)) >= n })
 	return r.bus.dispatchesOf(jobID)
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/cortex-os/core/internal/lifecycle"
 	"github.com/cortex-os/core/internal/scheduler"
+	"github.com/cortex-os/core/internal/systest"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 )
 
@@ -73,7 +74,7 @@ func TestNoDispatchAfterTheRepliesAreDrained(t *testing.T) {
 		for i := range 50 {
 			r.submit(request(fmt.Sprintf("busy-%d", i), "job.none"), "t", "")
 		}
-		eventually(t, "the timers to offer jobs again", func() bool { return r.e.Stats().NoResponders > 100 })
+		systest.Eventually(t, waitLimit, "the timers to offer jobs again", func() bool { return r.e.Stats().NoResponders > 100 })
 		r.stop()
 		n := len(r.bus.dispatches())
 		time.Sleep(20 * time.Millisecond) // would any timer still be running, it would have fired

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cortex-os/core/internal/scheduler"
+	"github.com/cortex-os/core/internal/systest"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 )
 
@@ -120,7 +121,7 @@ func TestMemoryRegistryExpiry(t *testing.T) {
 	r.UpdateHeartbeat(&pb.Heartbeat{WorkerId: "fast", IntervalMs: 10})
 	r.UpdateHeartbeat(&pb.Heartbeat{WorkerId: "doc"}) // no interval: 5s
 	start := time.Now()
-	eventually(t, "the silent fast worker to expire", func() bool { _, ok := r.Snapshot()["fast"]; return !ok })
+	systest.Eventually(t, waitLimit, "the silent fast worker to expire", func() bool { _, ok := r.Snapshot()["fast"]; return !ok })
 	if gone := time.Since(start); gone < 3*10*time.Millisecond-time.Millisecond {
 		t.Errorf("expired after %s, before 3 missed 10ms heartbeats", gone)
 	}

@@ -24,20 +24,10 @@ import (
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 )
 
-// connect opens a client to srv, closed when the test ends.
+// connect opens a client to srv (natstest.Conn) and its JetStream context.
 func connect(t *testing.T, srv *server.Server) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
-	nc, err := nats.Connect(srv.ClientURL(), nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
-		subj := ""
-		if sub != nil {
-			subj = sub.Subject
-		}
-		t.Logf("nats async error (sub %q): %v", subj, err)
-	}))
-	if err != nil {
-		t.Fatalf("connect: %v", err)
-	}
-	t.Cleanup(nc.Close)
+	nc := natstest.Conn(t, srv.ClientURL())
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatalf("jetstream: %v", err)
