@@ -24,8 +24,8 @@ import (
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 )
 
-// connect opens a client to srv (natstest.Conn) and its JetStream context.
-func connect(t *testing.T, srv *server.Server) (*nats.Conn, jetstream.JetStream) {
+// openJetStream opens a client to srv (natstest.Conn) and its JetStream context.
+func openJetStream(t *testing.T, srv *server.Server) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
 	nc := natstest.Conn(t, srv.ClientURL())
 	js, err := jetstream.New(nc)
@@ -64,11 +64,11 @@ func TestConformance(t *testing.T) {
 	t.Parallel()
 	srv := natstest.RunServer(t)
 	storetest.Run(t, func(t *testing.T) jobstore.Store {
-		_, js := connect(t, srv)
+		_, js := openJetStream(t, srv)
 		return newStore(t, js, Config{Bucket: uniqueName("JOBS")})
 	})
 	storetest.RunWire(t, func(t *testing.T) jobstore.Store {
-		_, js := connect(t, srv)
+		_, js := openJetStream(t, srv)
 		return newStore(t, js, Config{Bucket: uniqueName("JOBS")})
 	})
 }
@@ -78,7 +78,7 @@ func TestConformance(t *testing.T) {
 func TestConformanceMemoryStorage(t *testing.T) {
 	t.Parallel()
 	srv := natstest.RunServer(t)
-	_, js := connect(t, srv)
+	_, js := openJetStream(t, srv)
 	storetest.Run(t, func(t *testing.T) jobstore.Store {
 		return newStore(t, js, Config{Bucket: uniqueName("MJOBS"), Storage: jetstream.MemoryStorage, History: 5})
 	})
@@ -88,7 +88,7 @@ func TestDeadLettersConformance(t *testing.T) {
 	t.Parallel()
 	srv := natstest.RunServer(t)
 	storetest.RunDeadLetters(t, func(t *testing.T) jobstore.DeadLetters {
-		_, js := connect(t, srv)
+		_, js := openJetStream(t, srv)
 		name := uniqueName("DLQ")
 		d, err := NewDeadLetters(t.Context(), js, DLConfig{Stream: name, SubjectPrefix: "test.dlq." + name, Logger: quietLogger()})
 		if err != nil {
@@ -101,7 +101,7 @@ func TestDeadLettersConformance(t *testing.T) {
 func TestDefaults(t *testing.T) {
 	t.Parallel()
 	srv := natstest.RunServer(t)
-	_, js := connect(t, srv)
+	_, js := openJetStream(t, srv)
 	ctx := t.Context()
 	s := newStore(t, js, Config{})
 	st, err := s.kv.Status(ctx)
@@ -138,7 +138,7 @@ func TestDefaults(t *testing.T) {
 func TestValuesAreProtobuf(t *testing.T) {
 	t.Parallel()
 	srv := natstest.RunServer(t)
-	_, js := connect(t, srv)
+	_, js := openJetStream(t, srv)
 	ctx := t.Context()
 	s := newStore(t, js, Config{})
 	job := storetest.NewJob("wire", lifecycle.Pending)
@@ -178,7 +178,7 @@ func TestSurvivesServerRestart(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	srv := natstest.RunServerWithDir(t, dir)
-	nc, js := connect(t, srv)
+	nc, js := openJetStream(t, srv)
 	ctx := t.Context()
 
 	s := newStore(t, js, Config{})
@@ -214,7 +214,7 @@ func TestSurvivesServerRestart(t *testing.T) {
 	srv.WaitForShutdown()
 
 	srv2 := natstest.RunServerWithDir(t, dir)
-	_, js2 := connect(t, srv2)
+	_, js2 := openJetStream(t, srv2)
 	s2 := newStore(t, js2, Config{})
 	for _, want := range []jobstore.Record{a, b} {
 		got, err := s2.Get(ctx, want.Job.GetJobId())
@@ -258,7 +258,7 @@ func TestSurvivesServerRestart(t *testing.T) {
 func TestUndecodableRecords(t *testing.T) {
 	t.Parallel()
 	srv := natstest.RunServer(t)
-	_, js := connect(t, srv)
+	_, js := openJetStream(t, srv)
 	ctx := t.Context()
 	var logs syncBuffer
 	s := newStore(t, js, Config{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
@@ -341,7 +341,7 @@ func TestUndecodableRecords(t *testing.T) {
 func TestWatchSkipsDeletes(t *testing.T) {
 	t.Parallel()
 	srv := natstest.RunServer(t)
-	_, js := connect(t, srv)
+	_, js := openJetStream(t, srv)
 	ctx := t.Context()
 	s := newStore(t, js, Config{})
 	a, err := s.Create(ctx, storetest.NewJob("a", lifecycle.Pending))
@@ -424,7 +424,7 @@ func TestWatchSkipsDeletes(t *testing.T) {
 func TestUpdateDeletedJob(t *testing.T) {
 	t.Parallel()
 	srv := natstest.RunServer(t)
-	_, js := connect(t, srv)
+	_, js := openJetStream(t, srv)
 	ctx := t.Context()
 	s := newStore(t, js, Config{})
 	rec, err := s.Create(ctx, storetest.NewJob("doomed", lifecycle.Pending))
@@ -443,7 +443,7 @@ func TestUpdateDeletedJob(t *testing.T) {
 func TestWatchConnectionClosed(t *testing.T) {
 	t.Parallel()
 	srv := natstest.RunServer(t)
-	nc, js := connect(t, srv)
+	nc, js := openJetStream(t, srv)
 	s := newStore(t, js, Config{})
 	if _, err := s.Create(t.Context(), storetest.NewJob("a", lifecycle.Pending)); err != nil {
 		t.Fatal(err)
@@ -475,7 +475,7 @@ func TestWatchConnectionClosed(t *testing.T) {
 func TestUndecodableDeadLetters(t *testing.T) {
 	t.Parallel()
 	srv := natstest.RunServer(t)
-	_, js := connect(t, srv)
+	_, js := openJetStream(t, srv)
 	ctx := t.Context()
 	var logs syncBuffer
 	d, err := NewDeadLetters(ctx, js, DLConfig{Logger: slog.New(slog.NewTextHandler(&logs, nil))})

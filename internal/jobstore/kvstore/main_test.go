@@ -55,7 +55,7 @@ func leftoverNATS(d time.Duration) string {
 func TestStopsWatchersCleanly(t *testing.T) {
 	t.Parallel()
 	srv := natstest.RunServer(t)
-	_, js := connect(t, srv)
+	_, js := openJetStream(t, srv)
 	ctx := t.Context()
 	s := newStore(t, js, Config{})
 	const jobs = 600

@@ -22,7 +22,7 @@ import (
 // the package's hook.
 func TestListPageFirstPageCatchesUp(t *testing.T) {
 	srv := natstest.RunServer(t)
-	_, js := connect(t, srv)
+	_, js := openJetStream(t, srv)
 	for _, history := range []uint8{1, 5} {
 		for _, size := range []int{1, 2, 4, 11, 100} {
 			t.Run(fmt.Sprintf("history %d size %d", history, size), func(t *testing.T) {

@@ -47,7 +47,7 @@ func TestParsePubAck(t *testing.T) {
 func TestPutCompareAndSet(t *testing.T) {
 	t.Parallel()
 	srv := natstest.RunServer(t)
-	_, js := connect(t, srv)
+	_, js := openJetStream(t, srv)
 	s := newStore(t, js, Config{Bucket: uniqueName("PUT")})
 	if s.putPrefix == "" {
 		t.Fatal("lean writer off on a plain server")
@@ -85,10 +85,10 @@ func TestPutCompareAndSet(t *testing.T) {
 func TestWatchSkipsOwnWrites(t *testing.T) {
 	t.Parallel()
 	srv := natstest.RunServer(t)
-	_, js := connect(t, srv)
+	_, js := openJetStream(t, srv)
 	bucket := uniqueName("SKIP")
 	own := newStore(t, js, Config{Bucket: bucket, SkipOwnWrites: true})
-	_, js2 := connect(t, srv)
+	_, js2 := openJetStream(t, srv)
 	other := newStore(t, js2, Config{Bucket: bucket})
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
@@ -130,7 +130,7 @@ func TestWatchSkipsOwnWrites(t *testing.T) {
 // for it.
 func TestPutWithoutDeadlineTimesOut(t *testing.T) {
 	srv := natstest.RunServer(t)
-	nc, js := connect(t, srv)
+	nc, js := openJetStream(t, srv)
 	s := newStore(t, js, Config{Bucket: uniqueName("LOST")})
 	if s.putPrefix == "" {
 		t.Fatal("lean writer off on a plain server")
@@ -176,10 +176,10 @@ func TestPutWithoutDeadlineTimesOut(t *testing.T) {
 func TestWatchFollowsOthersWritesAmongOwn(t *testing.T) {
 	t.Parallel()
 	srv := natstest.RunServer(t)
-	_, js := connect(t, srv)
+	_, js := openJetStream(t, srv)
 	bucket := uniqueName("GAPS")
 	own := newStore(t, js, Config{Bucket: bucket, SkipOwnWrites: true})
-	_, js2 := connect(t, srv)
+	_, js2 := openJetStream(t, srv)
 	other := newStore(t, js2, Config{Bucket: bucket})
 	// One job of the other's before the watch: the first pass has it.
 	mk := func(id string) *pb.JobInfo {
