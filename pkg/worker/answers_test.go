@@ -21,7 +21,7 @@ func TestAnsweredResultIsPublishedOnce(t *testing.T) {
 	e := newEnv(t, "echo")
 	sub, err := e.observer.Conn().Subscribe(wire.SubjectResult, func(m *nats.Msg) {
 		if m.Header.Get(jetstream.ExpectedStreamHeader) == bus.AnsweredStream {
-			_ = e.observer.Conn().Publish(m.Header.Get(wire.HeaderReplyTo), []byte(bus.AnswerDone))
+			_ = e.observer.Conn().Publish(m.Header.Get(wire.HeaderReplyTo), bus.AnswerPacket(bus.AnswerDone))
 		}
 	})
 	if err != nil {

@@ -3,8 +3,13 @@ package bus_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
+
+	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/cortex-os/core/internal/infrastructure/bus"
 	"github.com/cortex-os/core/internal/natstest"
@@ -142,5 +147,95 @@ func TestAnsweredResultOverCoreNATS(t *testing.T) {
 	systest.Eventually(t, waitFor, "the answer", func() bool { return got.get(inbox+".1") == bus.AnswerNotStored })
 	if handled.get("a") != 1 {
 		t.Fatalf("handled %d times; want 1", handled.get("a"))
+	}
+}
+
+// An answer is a BusPacket carrying a JobAnswer, as everything on the bus is
+// Protobuf; bytes that are not one are ignored (the result is then published
+// again when its answer does not come), never taken for an answer.
+func TestAnswersAreJobAnswerPackets(t *testing.T) {
+	t.Parallel()
+	for name, want := range map[string]*pb.JobAnswer{
+		bus.AnswerDone:      {Ok: true},
+		bus.AnswerRetry:     {Retryable: true},
+		bus.AnswerNotStored: {},
+	} {
+		var p pb.BusPacket
+		if err := proto.Unmarshal(bus.AnswerPacket(name), &p); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		a := p.GetJobAnswer()
+		if a == nil || a.GetOk() != want.GetOk() || a.GetRetryable() != want.GetRetryable() {
+			t.Fatalf("%s: answer %v; want ok=%v retryable=%v", name, a, want.GetOk(), want.GetRetryable())
+		}
+	}
+
+	srv := natstest.RunRestartable(t)
+	b := systest.ConnectWith(t, bus.Config{URL: srv.URL()})
+	var got answers
+	inbox := b.NewInbox()
+	drain, err := b.SubscribeAnswers(inbox+".*", got.set)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = drain() }()
+	flush(t, b)
+	nc := natstest.Conn(t, srv.URL())
+	for i, data := range [][]byte{[]byte("done"), {0xff, 0x01}, mustMarshal(t, &pb.BusPacket{Payload: &pb.BusPacket_JobAck{JobAck: &pb.JobAck{JobId: "x"}}})} {
+		if err := nc.Publish(fmt.Sprintf("%s.bad%d", inbox, i), data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := nc.Publish(inbox+".good", bus.AnswerPacket(bus.AnswerRetry)); err != nil {
+		t.Fatal(err)
+	}
+	// Published last on one connection, the good answer arrives last.
+	systest.Eventually(t, waitFor, "the good answer", func() bool { return got.get(inbox+".good") == bus.AnswerRetry })
+	for i := range 3 {
+		if a := got.get(fmt.Sprintf("%s.bad%d", inbox, i)); a != "" {
+			t.Fatalf("bad answer %d taken as %q", i, a)
+		}
+	}
+}
+
+// A result asking for its answer on a subject that is not an inbox gets none:
+// a worker cannot make a scheduler publish on a system subject. The result is
+// still handled.
+func TestAnswerGoesOnlyToAnInbox(t *testing.T) {
+	t.Parallel()
+	srv := natstest.RunRestartable(t)
+	b := systest.ConnectWith(t, bus.Config{URL: srv.URL()})
+	var handled counts
+	stop, err := b.ConsumeTree(wire.SubjectResult, "results", func(_ string, p *pb.BusPacket, _ string) error {
+		handled.add(p.GetJobResult().GetJobId())
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = stop() }()
+	flush(t, b)
+	nc := natstest.Conn(t, srv.URL())
+	var onSubmit atomic.Int32
+	sub, err := nc.Subscribe(wire.SubjectSubmit, func(*nats.Msg) { onSubmit.Add(1) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	worker := systest.ConnectWith(t, bus.Config{URL: srv.URL()})
+	if err := worker.PublishAnswered(wire.SubjectResult, resultPacket("a", "w1"), wire.SubjectSubmit); err != nil {
+		t.Fatal(err)
+	}
+	flush(t, worker)
+	systest.Eventually(t, waitFor, "the result handled", func() bool { return handled.get("a") == 1 })
+	flush(t, b) // the answer, had one been sent, is at the server now
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if n := onSubmit.Load(); n != 0 {
+		t.Fatalf("%d answers published on %s; want none", n, wire.SubjectSubmit)
 	}
 }

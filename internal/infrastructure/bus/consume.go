@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
 
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/wire"
@@ -319,7 +320,10 @@ type intakeMsg struct {
 // published again without the header (Publish), and the stream keeps it.
 const AnsweredStream = "CORTEX_ANSWERED_RESULT"
 
-// The answers to a result published with PublishAnswered (its body).
+// The answers to a result published with PublishAnswered. On the bus each
+// is a BusPacket carrying a JobAnswer (answerPackets): ok for AnswerDone,
+// retryable for AnswerRetry, neither for AnswerNotStored. SubscribeAnswers
+// hands its handler these names.
 const (
 	// AnswerDone: handled (the job recorded, or the result refused for
 	// good, as a stale or malformed one is): nothing more to do.
@@ -375,12 +379,51 @@ func (b *NatsBus) SubscribeAnswers(subject string, handler func(subject, answer 
 	if handler == nil {
 		return nil, errors.New("bus: nil handler")
 	}
-	sub, err := b.nc.Subscribe(subject, func(m *nats.Msg) { handler(m.Subject, string(m.Data)) })
+	sub, err := b.nc.Subscribe(subject, func(m *nats.Msg) {
+		p, err := b.decode(m.Subject, m.Data)
+		if err != nil {
+			return // counted and logged by decode; unanswered, the result is published again
+		}
+		a := p.GetJobAnswer()
+		if a == nil {
+			b.log.Warn("answer to a result is not a job answer: ignored", "subject", m.Subject)
+			return
+		}
+		switch {
+		case a.GetOk():
+			handler(m.Subject, AnswerDone)
+		case a.GetRetryable():
+			handler(m.Subject, AnswerRetry)
+		default:
+			handler(m.Subject, AnswerNotStored)
+		}
+	})
 	if err != nil {
 		return nil, fmt.Errorf("bus: subscribe %s: %w", subject, err)
 	}
 	return func() error { return b.drain(sub) }, nil
 }
+
+// AnswerPacket is the encoded BusPacket of an answer to PublishAnswered
+// (AnswerDone, AnswerRetry or AnswerNotStored), nil for another name.
+func AnswerPacket(answer string) []byte { return answerPackets[answer] }
+
+// answerPackets are the encoded answers to PublishAnswered, by name.
+var answerPackets = func() map[string][]byte {
+	m := make(map[string][]byte, 3)
+	for name, a := range map[string]*pb.JobAnswer{
+		AnswerDone:      {Ok: true},
+		AnswerRetry:     {Retryable: true, Error: "the job store write failed: publish the result for the stream"},
+		AnswerNotStored: {Error: "this scheduler's intake is core NATS: publish results plainly"},
+	} {
+		data, err := proto.Marshal(&pb.BusPacket{Payload: &pb.BusPacket_JobAnswer{JobAnswer: a}})
+		if err != nil {
+			panic(err)
+		}
+		m[name] = data
+	}
+	return m
+}()
 
 // handleAnswered handles a result published with PublishAnswered, then
 // answers its sender: AnswerDone once the handler has returned nil (or the
@@ -404,11 +447,14 @@ func (b *NatsBus) handleAnswered(m *nats.Msg, handler func(subject string, p *pb
 	b.answerResult(replyTo, AnswerDone)
 }
 
-// answerResult sends an answer to a PublishAnswered. A reply subject that could
-// not be one (empty, a wildcard, too long) gets none.
+// answerResult sends an answer to a PublishAnswered. Answers go only to an
+// inbox (_INBOX.…): a reply subject that is not one (empty, a system or job
+// subject, a wildcard, too long) gets none, so a result cannot make the
+// scheduler publish anywhere else; its sender then publishes it plainly.
 func (b *NatsBus) answerResult(replyTo, answer string) {
-	if replyTo == "" || strings.ContainsAny(replyTo, "*> \t") || b.checkSubjectLength(replyTo, 0) != nil {
+	if !strings.HasPrefix(replyTo, wire.InboxRoot+".") || strings.ContainsAny(replyTo, "*> \t") || b.checkSubjectLength(replyTo, 0) != nil {
+		b.log.Debug("answer to a result not sent: the reply subject is not an inbox", "reply", truncate(replyTo, 128))
 		return
 	}
-	_ = b.nc.Publish(replyTo, []byte(answer))
+	_ = b.nc.Publish(replyTo, answerPackets[answer])
 }
