@@ -48,6 +48,25 @@ func requireOutside(t *testing.T) {
 	}
 }
 
+// ownReplaces is this repository's own replace directives (one per line),
+// for the outside module: the offline build finds in the module cache only
+// the versions this repository builds with (go.mod pins the vtprotobuf
+// runtime with a replace, which applies to this module alone). Online, the
+// outside module would build without them, fetching the required versions.
+func ownReplaces(root string) string {
+	data, err := os.ReadFile(filepath.Join(root, "go.mod"))
+	if err != nil {
+		return ""
+	}
+	var b strings.Builder
+	for _, line := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(line, "replace ") {
+			b.WriteString(line + "\n")
+		}
+	}
+	return b.String()
+}
+
 func buildOutside(root, dir string) error {
 	for _, prog := range []string{"worker", "client"} {
 		src, err := os.ReadFile(filepath.Join(root, "test", "e2e", "testdata", "outside", prog, "main.go"))
@@ -68,7 +87,7 @@ go 1.26.0
 require github.com/cortex-os/core v0.0.0-00010101000000-000000000000
 
 replace github.com/cortex-os/core => %q
-`, root)
+%s`, root, ownReplaces(root))
 	if err := os.WriteFile(filepath.Join(dir, "go.mod"), []byte(gomod), 0o644); err != nil {
 		return err
 	}
