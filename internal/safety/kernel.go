@@ -252,6 +252,12 @@ func evalErrorKind(err error) string {
 const throttleLogEvery = time.Second
 
 // report sends the decision to the audit hook and the log.
+// LogsDecisions reports that the kernel logs each decision it makes (a
+// denial at info, an admission at debug, throttles at most once per rule
+// per interval at info): the scheduler then keeps its own line about a
+// denied job at debug.
+func (k *Kernel) LogsDecisions() bool { return true }
+
 func (k *Kernel) report(ctx context.Context, a *active, rule int, req *pb.JobRequest, v Verdict, now time.Time) {
 	if k.cfg.Audit != nil {
 		k.cfg.Audit(Record(req, v, k.cfg.InstanceID, now))

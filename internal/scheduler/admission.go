@@ -35,7 +35,10 @@ type admission struct {
 	safety    SafetyChecker
 	// traceBlind: the checker reads no trace id (TraceBlind), as the design
 	// document's stub: none is added to its context.
-	traceBlind        bool
+	traceBlind bool
+	// blockedLevel is the level of the refusal line of a denied job: info,
+	// debug when the checker logs its decisions itself (DecisionLogger).
+	blockedLevel      slog.Level
 	observer          Observer
 	safetyUnavailable string // Config.SafetyUnavailable
 	maxAttempts       int32  // of jobs that set none
@@ -246,7 +249,7 @@ func (a *admission) admit(req *pb.JobRequest, traceID string, answerWanted bool)
 
 	if job.State == lifecycle.Denied {
 		a.stats.denied.Add(1)
-		a.safetyLog.Info("job blocked", "job_id", req.JobId, "topic", req.Topic, "reason", reason, "rule_id", job.RuleId, "trace_id", traceID)
+		a.safetyLog.Log(context.Background(), a.blockedLevel, "job blocked", "job_id", req.JobId, "topic", req.Topic, "reason", reason, "rule_id", job.RuleId, "trace_id", traceID)
 		return &pb.JobAnswer{Error: job.Error, RuleId: job.RuleId, Jobs: []*pb.JobInfo{rec.Job}}, true, nil
 	}
 	a.stats.accepted.Add(1)

@@ -2,12 +2,15 @@ package scheduler_test
 
 import (
 	"context"
+	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 
 	"github.com/cortex-os/core/internal/placement"
 	"github.com/cortex-os/core/internal/safety"
 	"github.com/cortex-os/core/internal/scheduler"
+	"github.com/cortex-os/core/internal/systest"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 )
 
@@ -93,3 +96,32 @@ func TestRegistryDeclaresPlacement(t *testing.T) {
 		}
 	}
 }
+
+// decisionLoggingStub is the stub declaring that it logs its decisions, as
+// safety.Kernel does.
+type decisionLoggingStub struct{ *scheduler.SafetyStub }
+
+func (decisionLoggingStub) LogsDecisions() bool { return true }
+
+// A denial is one info line: when the checker logs its decisions itself
+// (DecisionLogger), the engine's own refusal line is at debug; with one that
+// does not (the stub, a remote kernel), the engine's line is the info line.
+func TestDeniedJobIsOneInfoLine(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		checker scheduler.SafetyChecker
+		want    string
+	}{
+		{scheduler.NewSafetyStub(), `level=INFO msg="job blocked"`},
+		{decisionLoggingStub{scheduler.NewSafetyStub()}, `level=DEBUG msg="job blocked"`},
+	} {
+		r := newRig(t, withLevel(slog.LevelDebug), withConfig(func(cfg *scheduler.Config) { cfg.Safety = c.checker }))
+		r.submit(request("destroy-1", scheduler.ForbiddenTopic), "trace-d", "")
+		systest.Eventually(t, waitLimit, "the refusal logged", func() bool { return strings.Contains(r.logs.String(), `msg="job blocked"`) })
+		if logs := r.logs.String(); !strings.Contains(logs, c.want) {
+			t.Errorf("%T: log lacks %s:\n%s", c.checker, c.want, logs)
+		}
+	}
+}
+
+var _ scheduler.DecisionLogger = (*safety.Kernel)(nil)

@@ -47,13 +47,15 @@ type dispatcher struct {
 	id        string
 	log       *slog.Logger
 	safetyLog *slog.Logger
-	stats     *counters
-	bus       Bus
-	store     JobStore
-	safety    SafetyChecker
-	observer  Observer
-	strategy  SchedulingStrategy
-	registry  WorkerRegistry
+	// blockedLevel: as admission's, for a job denied on the second check.
+	blockedLevel slog.Level
+	stats        *counters
+	bus          Bus
+	store        JobStore
+	safety       SafetyChecker
+	observer     Observer
+	strategy     SchedulingStrategy
+	registry     WorkerRegistry
 	// blind: the strategy does not look at the workers, so no registry
 	// snapshot is taken per job.
 	blind bool
@@ -456,7 +458,7 @@ func (d *dispatcher) recheckSafety(rec jobstore.Record) (jobstore.Record, bool) 
 	}
 	if written && rec.Job.GetState() == lifecycle.Denied {
 		d.stats.denied.Add(1)
-		d.safetyLog.Info("job blocked", "job_id", rec.Job.GetJobId(), "topic", rec.Job.GetRequest().GetTopic(),
+		d.safetyLog.Log(context.Background(), d.blockedLevel, "job blocked", "job_id", rec.Job.GetJobId(), "topic", rec.Job.GetRequest().GetTopic(),
 			"reason", v.Reason, "rule_id", v.RuleID, "trace_id", rec.Job.GetTraceId())
 	}
 	return rec, written && rec.Job.GetState() == lifecycle.Pending && !rec.Job.GetAwaitingSafety()

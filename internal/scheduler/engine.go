@@ -68,6 +68,9 @@ func New(cfg Config) (*Engine, error) {
 		safety: cfg.Safety, observer: cfg.Observer, safetyUnavailable: cfg.SafetyUnavailable, maxAttempts: int32(cfg.MaxAttempts),
 		noWorkerRetry: cfg.NoWorkerRetry, times: times,
 		requesters: e.requesters, cache: e.cache, placer: placer, dispatcher: e.dispatcher}
+	if dl, ok := cfg.Safety.(DecisionLogger); ok && dl.LogsDecisions() {
+		e.admission.blockedLevel, e.dispatcher.blockedLevel = slog.LevelDebug, slog.LevelDebug
+	}
 	if tb, ok := cfg.Safety.(TraceBlind); ok {
 		e.admission.traceBlind = tb.TraceBlind()
 	}

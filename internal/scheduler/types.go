@@ -96,6 +96,16 @@ type TraceBlind interface {
 	TraceBlind() bool
 }
 
+// DecisionLogger is the part of a SafetyChecker that says whether it logs
+// every decision it makes itself, in this process, as safety.Kernel does (a
+// denial at info). The engine then logs its own refusal of a denied job at
+// debug, so a denial is one info line, not two. A checker without it (the
+// design document's stub, a remote kernel whose lines are in another
+// process) gets the engine's refusal line at info.
+type DecisionLogger interface {
+	LogsDecisions() bool
+}
+
 // WorkerRegistry keeps the last heartbeat of every live worker: the design
 // document's seam, implemented by placement.Registry (MemoryRegistry is one
 // that only lists workers).

@@ -548,7 +548,7 @@ rules:
 	if kv["state"] != "DENIED" || kv["rule_id"] != "no-secrets" || kv["policy_version"] != "e2e-1" {
 		t.Errorf("job get of a denied job: %v", kv)
 	}
-	sched.WaitForLog(t, logTimeout, "job blocked", "component", "safety", "job_id", "leaky", "rule_id", "no-secrets")
+	sched.WaitForLog(t, logTimeout, "denied", "component", "safety", "job_id", "leaky", "rule_id", "no-secrets")
 
 	cortexOK(t, env, "submit", "--topic", "job.echo", "--job-id", "plain", "--wait")
 	cortexOK(t, env, "submit", "--topic", "job.echo", "--job-id", "needs-gpu", "--require", "gpu")

@@ -175,7 +175,11 @@ func TestSenderWithoutResult(t *testing.T) {
 	if err := destroy.Stderr(); !strings.Contains(err, "job_id="+s.JobID+" DENIED") || !strings.Contains(err, "forbidden topic") {
 		t.Errorf("sys.destroy: stderr %q does not say job_id=%s DENIED ... forbidden topic", err, s.JobID)
 	}
-	sched.WaitForLog(t, logTimeout, "job blocked", "component", "safety", "job_id", s.JobID, "topic", "sys.destroy", "reason", "forbidden topic", "trace_id", s.TraceID)
+	sched.WaitForLog(t, logTimeout, "denied", "component", "safety", "job_id", s.JobID, "topic", "sys.destroy", "reason", "forbidden topic", "trace_id", s.TraceID)
+	// One info line per denial: the kernel's. The scheduler's own refusal line is at debug.
+	if a, ok := sched.FindLog("job blocked", "job_id", s.JobID); ok && a["level"] != "DEBUG" {
+		t.Errorf("the denial is logged twice at info: the scheduler's line %v", a)
+	}
 	if _, ok := sched.FindLog("dispatched", "job_id", s.JobID); ok {
 		t.Errorf("the sys.destroy job was dispatched")
 	}
