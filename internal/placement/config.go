@@ -35,7 +35,7 @@ const (
 // Config is the placement section of the scheduler's configuration:
 //
 //	default_strategy: least-loaded
-//	aging_step: 30s
+//	aging_step: 30s       # or no_aging: true (strict priority)
 //	max_pending_total: 100000
 //	pools:
 //	  - name: gpu
@@ -69,6 +69,10 @@ type Config struct {
 	// AgingStep: a queued job's priority rises one level per AgingStep it
 	// has waited, so BATCH work is never starved. Default 30s.
 	AgingStep time.Duration `yaml:"aging_step"`
+	// NoAging turns aging off: a queued job keeps its priority however long
+	// it waits, so lower-priority work waits as long as higher-priority work
+	// keeps coming (strict priority). It excludes aging_step. Default false.
+	NoAging bool `yaml:"no_aging"`
 	// DefaultMaxPending bounds each pool that sets no max_pending. Default 10000.
 	DefaultMaxPending int `yaml:"default_max_pending"`
 	// MaxPendingTotal bounds the pending jobs of every pool together, so that
@@ -150,6 +154,9 @@ func (c *Config) Validate() error {
 	}
 	if c.AgingStep < 0 {
 		add("aging_step %s: must not be negative", c.AgingStep)
+	}
+	if c.NoAging && c.AgingStep != 0 {
+		add("aging_step %s with no_aging: set one or the other", c.AgingStep)
 	}
 	if c.DefaultMaxPending < 0 {
 		add("default_max_pending %d: must not be negative", c.DefaultMaxPending)
@@ -260,7 +267,7 @@ func NewPools(cfg Config) (*Pools, error) {
 	if cfg.DefaultStrategy == "" {
 		cfg.DefaultStrategy = DefaultStrategy
 	}
-	if cfg.AgingStep == 0 {
+	if cfg.AgingStep == 0 && !cfg.NoAging {
 		cfg.AgingStep = DefaultAgingStep
 	}
 	if cfg.DefaultMaxPending == 0 {
@@ -386,5 +393,5 @@ func (ps *Pools) Tenant(name string) Tenant {
 	return t
 }
 
-// AgingStep is the config's aging step.
+// AgingStep is the config's aging step: 0 with no_aging (aging off).
 func (ps *Pools) AgingStep() time.Duration { return ps.cfg.AgingStep }

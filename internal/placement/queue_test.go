@@ -100,6 +100,38 @@ func TestAgingLetsBatchThrough(t *testing.T) {
 	}
 }
 
+// With no_aging, priority is strict: a BATCH job waits as long as CRITICAL
+// work keeps coming, however long that is.
+func TestNoAgingKeepsPriorityStrict(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, placement.Config{NoAging: true})
+	if step := r.pools.AgingStep(); step != 0 {
+		t.Fatalf("aging step %s with no_aging, want 0", step)
+	}
+	r.beat(hb("w", 1, func(h *pb.Heartbeat) { h.IntervalMs = 3_600_000 }))
+	push(t, r, r.job("batch", "job.echo", prio(batch)))
+	for sec := 0; sec < 300; sec++ { // ten times the default aging step
+		push(t, r, r.job(fmt.Sprint("c", sec), "job.echo", prio(critical)))
+		started := r.dispatch(t, "job.echo")
+		if len(started) != 1 || started[0].ID == "batch" {
+			t.Fatalf("second %d: started %v; want the CRITICAL job", sec, ids(started))
+		}
+		r.clock.Advance(time.Second)
+		r.finish(started[0])
+	}
+	if started := r.dispatch(t, "job.echo"); len(started) != 1 || started[0].ID != "batch" {
+		t.Fatalf("with the CRITICAL work done, started %v; want batch", ids(started))
+	}
+}
+
+// no_aging and aging_step exclude each other.
+func TestNoAgingWithAgingStepIsAnError(t *testing.T) {
+	t.Parallel()
+	if _, err := placement.NewPools(placement.Config{NoAging: true, AgingStep: time.Second}); err == nil || !strings.Contains(err.Error(), "no_aging") {
+		t.Fatalf("NewPools: %v, want an error naming no_aging", err)
+	}
+}
+
 // Without waiting, priority holds: aging does not reorder fresh jobs.
 func TestAgingOneLevelPerStep(t *testing.T) {
 	t.Parallel()
