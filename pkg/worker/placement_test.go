@@ -3,6 +3,7 @@ package worker_test
 import (
 	"context"
 	"maps"
+	"math"
 	"slices"
 	"strings"
 	"testing"
@@ -29,6 +30,27 @@ func TestHeartbeatReportsPlacementFields(t *testing.T) {
 	if hb.GetCapacity() != 3 || !slices.Equal(hb.GetCapabilities(), []string{"echo", "gpu"}) || hb.GetPool() != "gpu" || !hb.GetDirect() ||
 		!maps.Equal(hb.GetLabels(), map[string]string{"gpu": "h100", "region": "eu"}) {
 		t.Errorf("heartbeat = %v", hb)
+	}
+}
+
+// A worker reports the GPU utilization its GPUUtilization reads, within
+// 0–100: a reading that is not a number is reported as 0, so the
+// scheduler does not refuse the heartbeat.
+func TestHeartbeatReportsGPUUtilization(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		read float32
+		want float32
+	}{{42.5, 42.5}, {float32(math.NaN()), 0}, {float32(math.Inf(1)), 100}, {-3, 0}} {
+		e := newEnv(t, "echo")
+		r := e.start(t, worker.Config{
+			Handler: worker.HandlerFunc(echoHandler), HeartbeatInterval: time.Hour,
+			GPUUtilization: func() float32 { return c.read },
+		})
+		hb := e.waitHeartbeat(t, func(hb *pb.Heartbeat) bool { return hb.GetWorkerId() == r.w.ID() }, "heartbeat").GetHeartbeat()
+		if got := hb.GetGpuUtilization(); got != c.want {
+			t.Errorf("reading %v: heartbeat reports %v, want %v", c.read, got, c.want)
+		}
 	}
 }
 

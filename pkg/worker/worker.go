@@ -93,6 +93,13 @@ type Config struct {
 	ID string
 	// Region and Type describe the worker in heartbeats. Defaults "local", "cpu".
 	Region, Type string
+	// GPUUtilization, if set, is called for every heartbeat and reported as
+	// its gpu_utilization (0–100, as `cortex workers` shows it): the worker
+	// cannot measure a GPU itself (read it from NVML or nvidia-smi). A value
+	// that is not a number, or out of range, is reported clamped (NaN as 0),
+	// since a scheduler refuses a heartbeat with a non-finite load. Nil
+	// reports 0. It must return quickly: it runs on the heartbeat goroutine.
+	GPUUtilization func() float32
 	// Capabilities are reported in heartbeats: a job or pool that requires
 	// a capability is placed only on workers that report it. Default [Kind].
 	Capabilities []string
@@ -1069,22 +1076,38 @@ func (w *Worker) beat() (time.Time, bool) {
 	return w.sendHeartbeat(), busy
 }
 
+// gpuUtilization is Config.GPUUtilization's reading, within 0–100.
+func (w *Worker) gpuUtilization() float32 {
+	if w.cfg.GPUUtilization == nil {
+		return 0
+	}
+	u := w.cfg.GPUUtilization()
+	switch {
+	case u != u || u < 0: // NaN, or below range
+		return 0
+	case u > 100:
+		return 100
+	}
+	return u
+}
+
 func (w *Worker) sendHeartbeat() time.Time {
 	hb := &pb.Heartbeat{
-		WorkerId:     w.cfg.ID,
-		Region:       w.cfg.Region,
-		Type:         w.cfg.Type,
-		CpuLoad:      w.cpu.load(),
-		ActiveJobs:   int32(w.active.Load()),
-		Capabilities: w.cfg.Capabilities,
-		IntervalMs:   w.cfg.HeartbeatInterval.Milliseconds(),
-		Draining:     w.draining.Load(),
-		Topics:       []string{w.cfg.Topic},
-		Confirms:     true,
-		Capacity:     int32(w.cfg.Capacity),
-		Labels:       w.cfg.Labels,
-		Pool:         w.cfg.Pool,
-		Direct:       w.cfg.Direct,
+		WorkerId:       w.cfg.ID,
+		Region:         w.cfg.Region,
+		Type:           w.cfg.Type,
+		CpuLoad:        w.cpu.load(),
+		GpuUtilization: w.gpuUtilization(),
+		ActiveJobs:     int32(w.active.Load()),
+		Capabilities:   w.cfg.Capabilities,
+		IntervalMs:     w.cfg.HeartbeatInterval.Milliseconds(),
+		Draining:       w.draining.Load(),
+		Topics:         []string{w.cfg.Topic},
+		Confirms:       true,
+		Capacity:       int32(w.cfg.Capacity),
+		Labels:         w.cfg.Labels,
+		Pool:           w.cfg.Pool,
+		Direct:         w.cfg.Direct,
 	}
 	w.heldMu.Lock()
 	if w.held.n > 0 {
