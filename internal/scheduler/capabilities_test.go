@@ -2,6 +2,8 @@ package scheduler_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -125,3 +127,28 @@ func TestDeniedJobIsOneInfoLine(t *testing.T) {
 }
 
 var _ scheduler.DecisionLogger = (*safety.Kernel)(nil)
+
+// downSafety cannot decide: a remote kernel that does not answer.
+type downSafety struct{}
+
+func (downSafety) Check(context.Context, *pb.JobRequest) (safety.Verdict, error) {
+	return safety.Verdict{}, errors.New("no answer")
+}
+
+// A job admitted while the safety checker cannot decide is asked about again
+// with a growing delay (as a job no worker takes), not every NoWorkerRetry:
+// a kernel down for long costs few store writes.
+func TestSafetyRecheckBacksOff(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, withConfig(func(cfg *scheduler.Config) { cfg.Safety = downSafety{} }))
+	r.submit(request("j-1", "job.echo"), "trace-1", "")
+	want := 8 * r.cfg.NoWorkerRetry
+	systest.Eventually(t, waitLimit, fmt.Sprintf("a recheck delay of %s", want), func() bool {
+		for _, j := range r.store.history("j-1") {
+			if j.GetAwaitingSafety() && j.GetNextAttemptMs()-j.GetUpdatedMs() >= want.Milliseconds() {
+				return true
+			}
+		}
+		return false
+	})
+}

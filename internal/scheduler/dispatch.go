@@ -312,8 +312,9 @@ func (d *dispatcher) cancelledBeforeAck(job *pb.JobInfo, attempt int32, workerID
 	}
 }
 
-// noWorkerDelay is how long a job no worker took waits before it is offered
-// again: NoWorkerRetry at first, then a quarter of the time it has waited so
+// noWorkerDelay is how long a job no worker took (or one the safety checker
+// could not decide on) waits before it is offered (asked about) again:
+// NoWorkerRetry at first, then a quarter of the time it has waited so
 // far, at most 5s, so that a topic nobody serves costs little.
 func (d *dispatcher) noWorkerDelay(j *pb.JobInfo) time.Duration {
 	waited := time.Since(time.UnixMilli(j.GetCreatedMs()))
@@ -436,7 +437,10 @@ func (d *dispatcher) recheckSafety(rec jobstore.Record) (jobstore.Record, bool) 
 		switch {
 		case err != nil:
 			j.PendingReason = SafetyUnavailableReason + "; checked again before dispatch"
-			j.NextAttemptMs = time.Now().Add(d.noWorkerRetry).UnixMilli()
+			// Backing off as a job no worker takes does: a kernel down for
+			// long costs each waiting job a store write per 5 s, not one
+			// per NoWorkerRetry.
+			j.NextAttemptMs = time.Now().Add(d.noWorkerDelay(j)).UnixMilli()
 		case v.Decision == SafetyThrottle:
 			j.PendingReason = "throttled by the safety policy: " + v.Reason
 			j.NextAttemptMs = time.Now().Add(max(v.RetryAfter, d.tick)).UnixMilli()
