@@ -347,29 +347,10 @@ func (b *NatsBus) PublishAnswered(subject string, packet *pb.BusPacket, replyTo 
 	if err := b.checkSubjectLength(subject, len(replyTo)); err != nil {
 		return err
 	}
-	buf := encodeBuffers.Get().(*[]byte)
-	defer func() {
-		if cap(*buf) <= maxPooledBuffer {
-			encodeBuffers.Put(buf)
-		}
-	}()
-	data, err := b.encodeAppend((*buf)[:0], packet)
-	if err != nil {
-		return publishError(subject, err)
-	}
-	*buf = data
-	msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{
+	return b.publishWithHeader(subject, packet, nats.Header{
 		jetstream.ExpectedStreamHeader: []string{AnsweredStream},
 		wire.HeaderReplyTo:             []string{replyTo},
-	}}
-	if tp := b.outgoingHeader(packet); tp != "" {
-		msg.Header[HeaderTraceparent] = []string{tp}
-	}
-	if err := b.nc.PublishMsg(msg); err != nil {
-		return publishError(subject, err)
-	}
-	b.published.Add(1)
-	return nil
+	})
 }
 
 // SubscribeAnswers delivers the answers to PublishAnswered that arrive on
@@ -452,7 +433,7 @@ func (b *NatsBus) handleAnswered(m *nats.Msg, handler func(subject string, p *pb
 // subject, a wildcard, too long) gets none, so a result cannot make the
 // scheduler publish anywhere else; its sender then publishes it plainly.
 func (b *NatsBus) answerResult(replyTo, answer string) {
-	if !strings.HasPrefix(replyTo, wire.InboxRoot+".") || strings.ContainsAny(replyTo, "*> \t") || b.checkSubjectLength(replyTo, 0) != nil {
+	if !wire.IsInbox(replyTo) || b.checkSubjectLength(replyTo, 0) != nil {
 		b.log.Debug("answer to a result not sent: the reply subject is not an inbox", "reply", truncate(replyTo, 128))
 		return
 	}

@@ -267,6 +267,31 @@ func (b *NatsBus) publish(subject, reply string, packet *pb.BusPacket) error {
 	return nil
 }
 
+// publishWithHeader publishes packet on subject with header h, to which
+// it adds the packet's traceparent when traced, encoded into a pooled
+// buffer as publish does. h is the caller's to give away.
+func (b *NatsBus) publishWithHeader(subject string, packet *pb.BusPacket, h nats.Header) error {
+	buf := encodeBuffers.Get().(*[]byte)
+	defer func() {
+		if cap(*buf) <= maxPooledBuffer {
+			encodeBuffers.Put(buf)
+		}
+	}()
+	data, err := b.encodeAppend((*buf)[:0], packet)
+	if err != nil {
+		return publishError(subject, err)
+	}
+	*buf = data
+	if tp := b.outgoingHeader(packet); tp != "" {
+		h[HeaderTraceparent] = []string{tp}
+	}
+	if err := b.nc.PublishMsg(&nats.Msg{Subject: subject, Data: data, Header: h}); err != nil {
+		return publishError(subject, err)
+	}
+	b.published.Add(1)
+	return nil
+}
+
 // checkSubjects refuses a publish whose subject and reply subject would not
 // fit in the server's protocol line: sent, it would make the server close
 // the connection for good.

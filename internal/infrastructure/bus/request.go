@@ -47,20 +47,7 @@ func (b *NatsBus) PublishReplyTo(subject string, packet *pb.BusPacket, replyTo s
 	if err := b.checkSubjects(subject, ""); err != nil {
 		return err
 	}
-	data, err := b.Encode(packet)
-	if err != nil {
-		return publishError(subject, err)
-	}
-	msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
-	msg.Header.Set(wire.HeaderReplyTo, replyTo)
-	if tp := b.outgoingHeader(packet); tp != "" {
-		msg.Header.Set(HeaderTraceparent, tp)
-	}
-	if err := b.nc.PublishMsg(msg); err != nil {
-		return publishError(subject, err)
-	}
-	b.published.Add(1)
-	return nil
+	return b.publishWithHeader(subject, packet, nats.Header{wire.HeaderReplyTo: []string{replyTo}})
 }
 
 // NewInbox returns a unique subject to receive answers on.
