@@ -121,16 +121,7 @@ func TestAnsweredResultOverCoreNATS(t *testing.T) {
 	t.Parallel()
 	srv := natstest.RunRestartable(t)
 	b := systest.ConnectWith(t, bus.Config{URL: srv.URL()})
-	var handled counts
-	stop, err := b.ConsumeTree(wire.SubjectResult, "results", func(_ string, p *pb.BusPacket, _ string) error {
-		handled.add(p.GetJobResult().GetJobId())
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = stop() }()
-	flush(t, b)
+	handled := consumeResults(t, b)
 	worker := systest.ConnectWith(t, bus.Config{URL: srv.URL()})
 	var got answers
 	inbox := worker.NewInbox()
@@ -205,16 +196,7 @@ func TestAnswerGoesOnlyToAnInbox(t *testing.T) {
 	t.Parallel()
 	srv := natstest.RunRestartable(t)
 	b := systest.ConnectWith(t, bus.Config{URL: srv.URL()})
-	var handled counts
-	stop, err := b.ConsumeTree(wire.SubjectResult, "results", func(_ string, p *pb.BusPacket, _ string) error {
-		handled.add(p.GetJobResult().GetJobId())
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = stop() }()
-	flush(t, b)
+	handled := consumeResults(t, b)
 	nc := natstest.Conn(t, srv.URL())
 	var onSubmit atomic.Int32
 	sub, err := nc.Subscribe(wire.SubjectSubmit, func(*nats.Msg) { onSubmit.Add(1) })
@@ -238,4 +220,21 @@ func TestAnswerGoesOnlyToAnInbox(t *testing.T) {
 	if n := onSubmit.Load(); n != 0 {
 		t.Fatalf("%d answers published on %s; want none", n, wire.SubjectSubmit)
 	}
+}
+
+// consumeResults counts, by job id, the results b's ConsumeTree handles
+// until the test ends.
+func consumeResults(t *testing.T, b *bus.NatsBus) *counts {
+	t.Helper()
+	var handled counts
+	stop, err := b.ConsumeTree(wire.SubjectResult, "results", func(_ string, p *pb.BusPacket, _ string) error {
+		handled.add(p.GetJobResult().GetJobId())
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = stop() })
+	flush(t, b)
+	return &handled
 }
