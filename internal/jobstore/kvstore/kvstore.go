@@ -24,7 +24,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/cortex-os/core/internal/jobstore"
 	"github.com/cortex-os/core/internal/logging"
@@ -154,7 +153,11 @@ func (s *Store) Bucket() string { return s.bucket }
 // decode, or that names another job, is an error naming the key.
 func (s *Store) decode(key string, data []byte) (*pb.JobInfo, error) {
 	job := new(pb.JobInfo)
-	if err := proto.Unmarshal(data, job); err != nil {
+	err := job.UnmarshalVT(data)
+	if err == nil {
+		err = job.CheckDecoded()
+	}
+	if err != nil {
 		return nil, fmt.Errorf("kvstore: bucket %s key %q: undecodable job record: %w", s.bucket, key, err)
 	}
 	if job.GetJobId() != key {
@@ -163,8 +166,16 @@ func (s *Store) decode(key string, data []byte) (*pb.JobInfo, error) {
 	return job, nil
 }
 
+// encode and decode use the generated vtprotobuf code, without reflection
+// (a record is encoded on every write), and CheckDecoded for what
+// protobuf-go checks and vtprotobuf does not: a string field that is not
+// UTF-8 is refused, as proto.Marshal refuses it.
 func encode(job *pb.JobInfo) ([]byte, error) {
-	data, err := proto.Marshal(job)
+	err := job.CheckDecoded()
+	var data []byte
+	if err == nil {
+		data, err = job.MarshalVT()
+	}
 	if err != nil {
 		return nil, fmt.Errorf("kvstore: encode job %q: %w", job.GetJobId(), err)
 	}
