@@ -50,6 +50,7 @@ type answers struct {
 	pending    map[uint64]*pendingResult
 	plainUntil time.Time
 	stopped    bool
+	resolved   uint64 // pending results an answer removed (for the tests)
 }
 
 type pendingResult struct {
@@ -106,6 +107,9 @@ func (a *answers) answered(subject, answer string) {
 	a.mu.Lock()
 	p := a.pending[id]
 	delete(a.pending, id)
+	if p != nil {
+		a.resolved++
+	}
 	if answer == bus.AnswerNotStored {
 		a.plainUntil = time.Now().Add(plainFor)
 	}

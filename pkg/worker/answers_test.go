@@ -29,10 +29,18 @@ func TestAnsweredResultIsPublishedOnce(t *testing.T) {
 	}
 	defer func() { _ = sub.Unsubscribe() }()
 	flush(t, e.observer)
-	e.start(t, worker.Config{Handler: worker.HandlerFunc(echoHandler)})
+	r := e.start(t, worker.Config{Handler: worker.HandlerFunc(echoHandler)})
 	e.send(t, "j1")
 	e.results.waitResult(t, "j1")
-	time.Sleep(time.Second)
+	// Answered, the result has left the worker's list: nothing can publish
+	// it again. A second job's result, on the same connection, then comes
+	// after anything the worker published for the first.
+	systest.Eventually(t, waitFor, "the answer to take the result off the list", func() bool {
+		pending, resolved := worker.Answers(r.w)
+		return pending == 0 && resolved == 1
+	})
+	e.send(t, "j2")
+	e.results.waitResult(t, "j2")
 	if n := len(e.results.results("j1")); n != 1 {
 		t.Fatalf("the result was published %d times; want 1", n)
 	}

@@ -21,3 +21,15 @@ func SetAnswerTimeout(t interface{ Cleanup(func()) }, d time.Duration) {
 	answerTimeout = d
 	t.Cleanup(func() { answerTimeout = old })
 }
+
+// Answers reports, once the worker is Ready, how many results wait for a
+// scheduler's answer and how many an answer has taken off that list.
+func Answers(w *Worker) (pending int, resolved uint64) {
+	<-w.Ready() // Run has set w.answers
+	if w.answers == nil {
+		return 0, 0
+	}
+	w.answers.mu.Lock()
+	defer w.answers.mu.Unlock()
+	return len(w.answers.pending), w.answers.resolved
+}

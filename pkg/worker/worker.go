@@ -562,14 +562,16 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.heldMu.Unlock()
 	w.answers = w.startAnswers()
 	answersDone := make(chan struct{})
+	var answersLoop sync.WaitGroup // Run returns only once the loop has
 	stopAnswers := func() {
 		if w.answers != nil {
 			close(answersDone)
+			answersLoop.Wait()
 			w.answers.stop(answerWait)
 		}
 	}
 	if w.answers != nil {
-		go w.answers.loop(answersDone)
+		answersLoop.Go(func() { w.answers.loop(answersDone) })
 	}
 	drainCancels, err := w.bus.Subscribe(wire.WorkerCancelSubject(w.cfg.ID), "", w.handleCancel)
 	if err != nil {
