@@ -76,6 +76,7 @@ func (f *follows) handleFollow(p *pb.BusPacket) {
 			return
 		}
 	}
+	f.stats.follows.Add(1)
 	f.follow(q.GetJobId(), time.Now())
 }
 
