@@ -150,3 +150,36 @@ func TestEventsAnnounceWhileFollowing(t *testing.T) {
 		}
 	}
 }
+
+// A watch that hears no event still sees every change and the end: it
+// asks after a silence, then polls. So does a client from before follow
+// announcements next to a scheduler that publishes the events of followed
+// jobs only, and a watch whose announcement was lost. Here the events go
+// where the watcher does not listen (its tenant is not the job's). Not
+// parallel: it sets Watch's timings.
+func TestWatchWithoutEventsSeesTheEnd(t *testing.T) {
+	defer client.SetWatchTimings(10*time.Millisecond, 50*time.Millisecond)()
+	g := newGatedHandler()
+	env := startSDK(t, g)
+	ctx := testCtx(t)
+	deaf, err := client.New(env.Conn(), client.Options{Tenant: "nobody"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.Client().Submit(ctx, &pb.JobRequest{JobId: "unheard", Topic: "job.sdk"}); err != nil {
+		t.Fatal(err)
+	}
+	var states []string
+	for j, err := range deaf.Watch(ctx, "unheard") {
+		if err != nil {
+			t.Fatal(err)
+		}
+		states = append(states, client.StateName(j.GetState()))
+		if j.GetState() == pb.JobState_JOB_STATE_RUNNING {
+			close(g.gate("unheard"))
+		}
+	}
+	if !slices.Contains(states, "RUNNING") || states[len(states)-1] != "COMPLETED" {
+		t.Fatalf("Watch yielded %v, want RUNNING then COMPLETED last", states)
+	}
+}
