@@ -174,6 +174,7 @@ class _Follow:
         self._closed = True
         self._announcer.cancel()
         await _unsubscribe(self.sub)
+        await asyncio.wait([self._announcer])  # ended: no announcement after close
 
 
 def _refusal(a: job_pb2.JobAnswer) -> Refused:
