@@ -32,6 +32,7 @@ const (
 	schedulerAcks  = "_CORTEX.ack.>"
 	jobStoreBucket = "$KV.CORTEX_JOBS.>"
 	jobEvents      = "sys.job.event."
+	jobFollow      = "sys.job.follow"
 )
 
 // InboxSubjects is what user may subscribe to for its answers: _INBOX.<user>.>.
@@ -83,13 +84,16 @@ func ClientPermissions(user string) *server.Permissions {
 // TenantClientPermissions are ClientPermissions for a client bound to
 // tenant: it reads the events of its tenant's jobs only,
 // sys.job.event.<tenant>.> ("" : the jobs of no tenant, sys.job.event._.>).
+// Either announces on sys.job.follow the jobs it follows, whose events the
+// schedulers publish meanwhile: any job id, or every job (publishing is
+// all it causes; reading stays bound to its subjects).
 func TenantClientPermissions(user, tenant string) *server.Permissions {
 	if tenant == "" {
 		tenant = "_"
 	}
 	return &server.Permissions{
 		Publish: &server.SubjectPermission{Allow: append([]string{
-			subjectSubmit + "." + user, subjectQuery + "." + user, subjectCancel + "." + user,
+			subjectSubmit + "." + user, subjectQuery + "." + user, subjectCancel + "." + user, jobFollow,
 		}, BlobPermissions()...)},
 		Subscribe: &server.SubjectPermission{Allow: []string{InboxSubjects(user), jobEvents + tenant + ".>"}},
 	}
@@ -137,7 +141,8 @@ func schedulerJetStream() []string {
 }
 
 // SchedulerPermissions: take submissions, queries and cancels (on the bare
-// subjects and those that name a client), results and heartbeats; dispatch
+// subjects and those that name a client), results, heartbeats and follow
+// announcements; dispatch
 // on job.> and hear the workers' confirmations on _CORTEX.ack.>; cancel on
 // sys.worker.<id>.cancel; answer clients' inboxes; ask the safety service;
 // keep jobs in JetStream: the job bucket, the intake and dead-letter
@@ -152,7 +157,7 @@ func SchedulerPermissions(user string) *server.Permissions {
 		}, schedulerJetStream()...)},
 		Subscribe: &server.SubjectPermission{Allow: []string{
 			subjectSubmit, subjectSubmit + ".>", subjectQuery, subjectQuery + ".>", subjectCancel, subjectCancel + ".>",
-			subjectResult, subjectResult + ".>", "sys.heartbeat.>", schedulerAcks, InboxSubjects(user),
+			subjectResult, subjectResult + ".>", "sys.heartbeat.>", jobFollow, schedulerAcks, InboxSubjects(user),
 		}},
 	}
 }

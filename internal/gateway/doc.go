@@ -2,7 +2,8 @@
 // that turns REST calls into requests to the schedulers over NATS, through
 // pkg/client. It holds no job state: every answer is a scheduler's, and
 // GET /v1/jobs/{id}/events streams the job's changes as the scheduler
-// publishes them (sys.job.event.<tenant>.<job_id>) as Server-Sent Events.
+// publishes them (sys.job.event.<tenant>.<job_id>, while the gateway follows
+// the job: pkg/client announces it on sys.job.follow) as Server-Sent Events.
 //
 // Callers authenticate with API keys (Authorization: Bearer <key>), each
 // stored as its SHA-256, bound to a tenant and a role (viewer, submitter,

@@ -14,6 +14,7 @@ import (
 	"github.com/cortex-os/core/internal/placement"
 	"github.com/cortex-os/core/internal/tenancy"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
+	"github.com/cortex-os/core/pkg/wire"
 )
 
 // DefaultQueueGroup is the queue group (and durable consumer name) the
@@ -111,6 +112,16 @@ type Config struct {
 	// predecessor's jobs (docs/ARCHITECTURE.md). Off, each replica counts
 	// its own placements only.
 	AdoptPlacements bool
+	// FollowTTL is how long a follower's announcement on
+	// wire.SubjectJobFollow lasts: a job's events are published only while
+	// someone follows it. Followers announce again every
+	// wire.FollowInterval, so it should not be shorter than that. Default
+	// DefaultFollowTTL.
+	FollowTTL time.Duration
+	// MaxFollows bounds the jobs followed one by one; an announcement
+	// beyond them follows every job for FollowTTL instead (Stats.FollowOverflows).
+	// Default DefaultMaxFollows.
+	MaxFollows int
 }
 
 // What becomes of results that name no attempt (Config.DocumentWorkers).
@@ -140,6 +151,8 @@ const (
 	DefaultRetryBackoffMax = 30 * time.Second
 	DefaultNoWorkerRetry   = 250 * time.Millisecond
 	DefaultTick            = 50 * time.Millisecond
+	DefaultFollowTTL       = wire.FollowTTL
+	DefaultMaxFollows      = 10000
 
 	// DefaultSafetyUnavailable keeps a job the checker could not decide on
 	// PENDING, checked again before dispatch.
@@ -184,6 +197,8 @@ func (c Config) WithDefaults() Config {
 	orDefault(&c.RetryBackoffMax, DefaultRetryBackoffMax)
 	orDefault(&c.NoWorkerRetry, DefaultNoWorkerRetry)
 	orDefault(&c.Tick, DefaultTick)
+	orDefault(&c.FollowTTL, DefaultFollowTTL)
+	orDefault(&c.MaxFollows, DefaultMaxFollows)
 	if c.DocumentWorkers == "" {
 		c.DocumentWorkers = DefaultDocumentWorkers
 		if c.RequireWorkerIdentity {
@@ -235,7 +250,7 @@ func (c Config) Validate() error {
 	}{
 		{"AckTimeout", c.AckTimeout}, {"LeaseInterval", c.LeaseInterval}, {"Timeout", c.Timeout},
 		{"RetryBackoff", c.RetryBackoff}, {"RetryBackoffMax", c.RetryBackoffMax},
-		{"NoWorkerRetry", c.NoWorkerRetry}, {"Tick", c.Tick},
+		{"NoWorkerRetry", c.NoWorkerRetry}, {"Tick", c.Tick}, {"FollowTTL", c.FollowTTL},
 	} {
 		if d.v <= 0 {
 			return fmt.Errorf("%w: Config.%s %v: want a positive duration", ErrInvalidConfig, d.name, d.v)
@@ -246,6 +261,9 @@ func (c Config) Validate() error {
 	}
 	if c.LeaseMisses <= 0 {
 		return fmt.Errorf("%w: Config.LeaseMisses %d: want at least 1", ErrInvalidConfig, c.LeaseMisses)
+	}
+	if c.MaxFollows <= 0 {
+		return fmt.Errorf("%w: Config.MaxFollows %d: want at least 1", ErrInvalidConfig, c.MaxFollows)
 	}
 	if c.MaxAttempts <= 0 {
 		return fmt.Errorf("%w: Config.MaxAttempts %d: want at least 1", ErrInvalidConfig, c.MaxAttempts)

@@ -37,13 +37,14 @@ func TestConfigWithDefaultsIsACopy(t *testing.T) {
 		"RetryBackoffMax": {d.RetryBackoffMax, scheduler.DefaultRetryBackoffMax},
 		"NoWorkerRetry":   {d.NoWorkerRetry, scheduler.DefaultNoWorkerRetry},
 		"Tick":            {d.Tick, scheduler.DefaultTick},
+		"FollowTTL":       {d.FollowTTL, scheduler.DefaultFollowTTL},
 	} {
 		if got[0] != got[1] {
 			t.Errorf("%s = %v, want %v", name, got[0], got[1])
 		}
 	}
-	if d.LeaseMisses != scheduler.DefaultLeaseMisses || d.MaxAttempts != scheduler.DefaultMaxAttempts {
-		t.Errorf("LeaseMisses, MaxAttempts = %d, %d", d.LeaseMisses, d.MaxAttempts)
+	if d.LeaseMisses != scheduler.DefaultLeaseMisses || d.MaxAttempts != scheduler.DefaultMaxAttempts || d.MaxFollows != scheduler.DefaultMaxFollows {
+		t.Errorf("LeaseMisses, MaxAttempts, MaxFollows = %d, %d, %d", d.LeaseMisses, d.MaxAttempts, d.MaxFollows)
 	}
 	if d.Store == nil || d.DeadLetters == nil || d.Logger == nil || d.ID == "" || d.QueueGroup != scheduler.DefaultQueueGroup {
 		t.Errorf("defaults missing: %+v", d)
@@ -84,6 +85,8 @@ func TestConfigValidateRefusesBadValues(t *testing.T) {
 		"unknown safety mode":      {func(c *scheduler.Config) { c.SafetyUnavailable = "allow" }, "SafetyUnavailable"},
 		"id with a wildcard":       {func(c *scheduler.Config) { c.ID = "a*b" }, "Config.ID"},
 		"negative lease interval":  {func(c *scheduler.Config) { c.LeaseInterval = -time.Second }, "LeaseInterval"},
+		"negative follow ttl":      {func(c *scheduler.Config) { c.FollowTTL = -time.Second }, "FollowTTL"},
+		"negative max follows":     {func(c *scheduler.Config) { c.MaxFollows = -1 }, "MaxFollows"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()

@@ -33,6 +33,7 @@ type Engine struct {
 	queries    *queries    // queries and cancels (queries.go)
 	requesters *requesters // who sent a request (requester.go)
 	events     *jobEvents  // job events (events.go)
+	follows    *follows    // who follows which jobs' events (follows.go)
 	stats      counters    // what every part counts (stats.go)
 }
 
@@ -47,7 +48,8 @@ func New(cfg Config) (*Engine, error) {
 	e := &Engine{cfg: cfg, log: log}
 	stats, times := &e.stats, cfg.jobTimes()
 
-	e.events = &jobEvents{bus: cfg.Bus, id: cfg.ID, log: log}
+	e.follows = newFollows(cfg.FollowTTL, cfg.MaxFollows, log, stats)
+	e.events = &jobEvents{bus: cfg.Bus, id: cfg.ID, log: log, follows: e.follows}
 	e.requesters = &requesters{clients: cfg.Clients, log: log, stats: stats}
 	if pfx := cfg.Bus.InboxPrefix(); strings.HasPrefix(pfx, wire.InboxRoot+".") {
 		e.requesters.ownInbox = pfx + "."
@@ -85,7 +87,7 @@ func New(cfg Config) (*Engine, error) {
 	}
 	e.dispatcher.heartbeats = e.heartbeats
 	e.timers = &timers{tick: cfg.Tick, ackTimeout: cfg.AckTimeout, leaseTTL: cfg.leaseTTL(), times: times,
-		cache: e.cache, dispatcher: e.dispatcher, results: e.results, placer: placer}
+		cache: e.cache, dispatcher: e.dispatcher, results: e.results, placer: placer, follows: e.follows}
 	e.queries = &queries{id: cfg.ID, log: log, bus: cfg.Bus, store: cfg.Store, dead: cfg.DeadLetters, stats: stats,
 		requesters: e.requesters, cache: e.cache, placer: placer, admission: e.admission}
 	e.run.parts = e.assemble()
@@ -107,7 +109,8 @@ func (e *Engine) ID() string { return e.cfg.ID }
 
 // assemble names the engine's parts, in start order. Every replica sees
 // every heartbeat (no queue group: the design document put heartbeats in the
-// queue group, so each of two replicas saw only part of them); submissions,
+// queue group, so each of two replicas saw only part of them) and every
+// follow announcement (any replica may write the followed job); submissions,
 // results, queries and cancels are shared by the replicas.
 func (e *Engine) assemble() parts {
 	var ps parts
@@ -123,6 +126,9 @@ func (e *Engine) assemble() parts {
 	ps.subs = []part{
 		newSubscription("heartbeats", func() (func() error, error) {
 			return bus.SubscribeWithSubject(wire.SubjectHeartbeats, "", e.heartbeats.handleHeartbeatOn)
+		}),
+		newSubscription("follows", func() (func() error, error) {
+			return bus.Subscribe(wire.SubjectJobFollow, "", e.follows.handleFollow)
 		}),
 		newSubscription("dispatch replies", func() (func() error, error) {
 			return bus.SubscribeReplies(e.dispatcher.ackPfx+">", e.dispatcher.handleReply)

@@ -130,6 +130,7 @@ func TestStartSubscriptions(t *testing.T) {
 		}
 		want := map[key]string{
 			{kindSubscribe, wire.SubjectHeartbeats}: "", // every replica sees every heartbeat
+			{kindSubscribe, wire.SubjectJobFollow}:  "", // and every follow announcement
 			{kindConsume, wire.SubjectSubmit}:       tc.want,
 			{kindServe, wire.SubjectQuery}:          tc.want,
 			{kindServe, wire.SubjectCancel}:         tc.want,

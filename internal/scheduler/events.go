@@ -25,19 +25,27 @@ import (
 //
 // It owns no job state, only a pool of reusable event packets (eventPool):
 // it is called by the job cache after every write (recorder.recorded)
-// and publishes on the bus as the replica id. It has nothing to start or
-// stop.
+// and publishes on the bus as the replica id. It publishes only the
+// events of jobs someone follows (follows: a follower announces itself on
+// wire.SubjectJobFollow), so that a job nobody watches costs no event. It
+// has nothing to start or stop; the follows' subscription is a part of the
+// engine.
 type jobEvents struct {
-	bus Bus
-	id  string // the sender id of the packets
-	log *slog.Logger
+	bus     Bus
+	id      string // the sender id of the packets
+	log     *slog.Logger
+	follows *follows // whose events to publish (follows.go)
 }
 
-// publish publishes next's event if a follower would see a change from prev.
+// publish publishes next's event if it is followed and a follower would
+// see a change from prev.
 func (je *jobEvents) publish(prev, next *pb.JobInfo) {
 	if next == nil || (prev != nil && prev.GetState() == next.GetState() && prev.GetAttempt() == next.GetAttempt() &&
 		prev.GetPendingReason() == next.GetPendingReason() && prev.GetError() == next.GetError()) {
 		return // nothing a follower reports changed
+	}
+	if !je.follows.followed(next.GetJobId()) {
+		return // nobody listens
 	}
 	ev := eventPool.Get().(*jobEvent)
 	subj, ok := wire.AppendJobEventSubject(ev.subject[:0], next.GetRequest().GetTenant(), next.GetJobId())

@@ -62,6 +62,12 @@ type Stats struct {
 	// "not recorded yet" (retryable), as submissions were still being
 	// recorded.
 	NotYetRecorded uint64
+	// Follows counts the follow announcements heard (wire.SubjectJobFollow),
+	// malformed ones excepted (InvalidPackets).
+	Follows uint64
+	// FollowOverflows counts follow announcements of a job beyond
+	// Config.MaxFollows: each followed every job for Config.FollowTTL.
+	FollowOverflows uint64
 }
 
 // counters are the engine's Stats: every part holds a pointer to the one
@@ -72,7 +78,7 @@ type counters struct {
 	unconfirmed, unroutable, results, stale, late, completed, retries, leasesLost, deadLettered,
 	cancelled, heartbeats, alerts, unknown, storeErrors, dispatchErrors, throttled, safetyUnavailable, backpressure,
 	identityRejected, repliesRefused, clientsRefused, foreignResults, untrustedResults, invalidPackets, undeliverable atomic.Uint64
-	notYetRecorded atomic.Uint64
+	notYetRecorded, follows, followOverflows atomic.Uint64
 }
 
 // Stats returns the engine's counters.
@@ -94,6 +100,6 @@ func (s *counters) snapshot() Stats {
 		ForeignResults:   s.foreignResults.Load(),
 		UntrustedResults: s.untrustedResults.Load(), InvalidPackets: s.invalidPackets.Load(),
 		Undeliverable:  s.undeliverable.Load(),
-		NotYetRecorded: s.notYetRecorded.Load(),
+		NotYetRecorded: s.notYetRecorded.Load(), Follows: s.follows.Load(), FollowOverflows: s.followOverflows.Load(),
 	}
 }

@@ -18,7 +18,7 @@ import (
 // It owns no job state: the cache does. It reaches the other parts
 // directly: the job cache (which jobs, claimed), the dispatcher (retries
 // due, dispatches nobody confirmed), results (deadlines, lost leases,
-// timed-out attempts) and the placer (its tick). Its loop ("timers") is a
+// timed-out attempts), the placer (its tick) and the follows (pruned). Its loop ("timers") is a
 // part the engine starts and stops (parts.go).
 type timers struct {
 	tick       time.Duration
@@ -30,6 +30,7 @@ type timers struct {
 	dispatcher *dispatcher
 	results    *results
 	placer     *placer
+	follows    *follows // pruned every tick
 }
 
 // run checks the timers every tick until ctx ends.
@@ -94,4 +95,5 @@ func (tm *timers) check() {
 		tm.cache.release(id)
 	}
 	tm.placer.tick()
+	tm.follows.prune(now)
 }

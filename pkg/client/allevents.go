@@ -19,7 +19,9 @@ const allEventsBuffer = 4096
 // wrote it, without its inline payload. When Dropped reports true the
 // reader fell behind and should list the jobs again rather than trust what
 // it built from the events. The subscription is in place at the server
-// when AllEvents returns.
+// when AllEvents returns, and it has announced that it follows every job
+// (wire.SubjectJobFollow with no job id): schedulers publish every job's
+// events while it runs, so a reader should Stop it once done.
 func (c *Client) AllEvents(ctx context.Context) (*Events, error) {
 	subject := wire.SubjectJobEvents
 	if c.tenant != "" {
@@ -44,9 +46,5 @@ func (c *Client) AllEvents(ctx context.Context) (*Events, error) {
 	if err != nil {
 		return nil, fmt.Errorf("client: %w", err)
 	}
-	if err := c.bus.Flush(ctx); err != nil {
-		_ = stop()
-		return nil, fmt.Errorf("client: %w", err)
-	}
-	return &Events{C: ch, dropped: dropped.get, stop: stop}, nil
+	return c.follow(ctx, "", stop, ch, &dropped)
 }

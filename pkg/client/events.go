@@ -3,7 +3,9 @@ package client
 import (
 	"context"
 	"fmt"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/wire"
@@ -13,10 +15,18 @@ import (
 // that is behind; more are dropped (the reader asks for the job instead).
 const eventBuffer = 256
 
+// followInterval is how often a follower announces itself again
+// (wire.FollowInterval); a test shortens it.
+var followInterval = wire.FollowInterval
+
 // Events is a live subscription to the events of one job: the job as the
 // scheduler wrote it, each time its state, attempt, pending reason or error
-// changes (wire.JobEventSubject). Schedulers from before job events publish
-// none: a reader that hears nothing should ask (Get).
+// changes (wire.JobEventSubject). A scheduler publishes a job's events only
+// while someone follows it: the subscription announces itself on
+// wire.SubjectJobFollow when it starts and every wire.FollowInterval until
+// Stop. Schedulers from before job events publish none, and an
+// announcement or an event may be lost: a reader that hears nothing should
+// ask (Get).
 type Events struct {
 	// C delivers the events, in the order they arrived. It is never closed.
 	C       <-chan *pb.JobInfo
@@ -31,9 +41,12 @@ func (e *Events) Stop() { _ = e.stop() }
 // reader should ask for the job rather than trust the last event it read.
 func (e *Events) Dropped() bool { return e.dropped() }
 
-// Events subscribes to the events of job jobID. The subscription is in
-// place at the server when Events returns, so a reader that asks for the
-// job afterwards misses no change after the one it reads. With
+// Events subscribes to the events of job jobID, then announces that it
+// follows it. The subscription is in place at the server, and the
+// announcement sent, when Events returns, so a reader that asks for the
+// job afterwards misses no change after the one it reads, once a
+// scheduler has heard the announcement (a change written meanwhile may
+// publish no event: ask again when nothing comes). With
 // Options.Tenant the client subscribes to its tenant's events only
 // (sys.job.event.<tenant>.<job_id>), which is all the server lets a
 // tenant's client read; without, to the job's events whatever its tenant.
@@ -63,11 +76,50 @@ func (c *Client) Events(ctx context.Context, jobID string) (*Events, error) {
 	if err != nil {
 		return nil, fmt.Errorf("client: %w", err)
 	}
+	return c.follow(ctx, jobID, stop, ch, &dropped)
+}
+
+// follow flushes the subscription that stop ends, announces that the
+// client follows jobID ("": every job), and returns the Events whose Stop
+// ends the announcements, then the subscription. The subscription is in
+// place before the announcement leaves: an event the announcement causes
+// is heard.
+func (c *Client) follow(ctx context.Context, jobID string, stop func() error, ch <-chan *pb.JobInfo, dropped *atomicBool) (*Events, error) {
 	if err := c.bus.Flush(ctx); err != nil {
 		_ = stop()
 		return nil, fmt.Errorf("client: %w", err)
 	}
-	return &Events{C: ch, dropped: dropped.get, stop: stop}, nil
+	announce := func() error { return c.bus.Publish(wire.SubjectJobFollow, wire.FollowPacket(c.senderID, jobID)) }
+	if err := announce(); err != nil {
+		_ = stop()
+		return nil, fmt.Errorf("client: %w", err)
+	}
+	done, ended := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(ended)
+		t := time.NewTicker(followInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				// Lost or refused, the next one may pass; meanwhile the
+				// reader asks (Get) when it hears nothing.
+				_ = announce()
+			}
+		}
+	}()
+	var once sync.Once
+	var err error
+	return &Events{C: ch, dropped: dropped.get, stop: func() error {
+		once.Do(func() {
+			close(done)
+			<-ended
+			err = stop()
+		})
+		return err
+	}}, nil
 }
 
 type atomicBool struct{ v atomic.Bool }

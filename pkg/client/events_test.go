@@ -5,8 +5,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/cortex-os/core/internal/natstest"
 	"github.com/cortex-os/core/pkg/client"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
+	"github.com/cortex-os/core/pkg/wire"
 )
 
 // Watch follows a job by its events: with polling all but off, it still
@@ -77,5 +82,104 @@ func TestEventsDeliversChanges(t *testing.T) {
 		case <-ctx.Done():
 			t.Fatal("no COMPLETED event for quick-a")
 		}
+	}
+}
+
+// Events announces that it follows the job when it starts, before it
+// returns, and again every follow interval until Stop; none after. Not
+// parallel: it sets the follow interval.
+func TestEventsAnnounceWhileFollowing(t *testing.T) {
+	defer client.SetFollowInterval(20 * time.Millisecond)()
+	env := startSDK(t, newGatedHandler())
+	ctx := testCtx(t)
+	announced := make(chan string, 1024)
+	rec := natstest.Conn(t, env.URL())
+	if _, err := rec.Subscribe(wire.SubjectJobFollow, func(m *nats.Msg) {
+		var p pb.BusPacket
+		if err := proto.Unmarshal(m.Data, &p); err != nil || p.GetJobQuery() == nil {
+			t.Errorf("announcement %q: %v", m.Data, err)
+			return
+		}
+		announced <- p.GetJobQuery().GetJobId()
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := rec.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	c := env.Client()
+	evs, err := c.Events(ctx, "announced")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for n < 3 {
+		select {
+		case id := <-announced:
+			if id != "announced" {
+				t.Fatalf("announced %q, want the job's id", id)
+			}
+			n++
+		case <-ctx.Done():
+			t.Fatalf("%d announcements, want 3 at least", n)
+		}
+	}
+	evs.Stop()
+	// Stop waits for the announcer: a marker sent after it on the same
+	// connection arrives after every announcement it made.
+	marker, err := proto.Marshal(wire.FollowPacket("test", "marker"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Conn().Publish(wire.SubjectJobFollow, marker); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		select {
+		case id := <-announced:
+			if id == "marker" {
+				select {
+				case id := <-announced:
+					t.Fatalf("announced %q after Stop", id)
+				default:
+				}
+				return
+			}
+		case <-ctx.Done():
+			t.Fatal("no marker")
+		}
+	}
+}
+
+// A watch that hears no event still sees every change and the end: it
+// asks after a silence, then polls. So does a client from before follow
+// announcements next to a scheduler that publishes the events of followed
+// jobs only, and a watch whose announcement was lost. Here the events go
+// where the watcher does not listen (its tenant is not the job's). Not
+// parallel: it sets Watch's timings.
+func TestWatchWithoutEventsSeesTheEnd(t *testing.T) {
+	defer client.SetWatchTimings(10*time.Millisecond, 50*time.Millisecond)()
+	g := newGatedHandler()
+	env := startSDK(t, g)
+	ctx := testCtx(t)
+	deaf, err := client.New(env.Conn(), client.Options{Tenant: "nobody"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.Client().Submit(ctx, &pb.JobRequest{JobId: "unheard", Topic: "job.sdk"}); err != nil {
+		t.Fatal(err)
+	}
+	var states []string
+	for j, err := range deaf.Watch(ctx, "unheard") {
+		if err != nil {
+			t.Fatal(err)
+		}
+		states = append(states, client.StateName(j.GetState()))
+		if j.GetState() == pb.JobState_JOB_STATE_RUNNING {
+			close(g.gate("unheard"))
+		}
+	}
+	if !slices.Contains(states, "RUNNING") || states[len(states)-1] != "COMPLETED" {
+		t.Fatalf("Watch yielded %v, want RUNNING then COMPLETED last", states)
 	}
 }

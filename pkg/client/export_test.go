@@ -9,3 +9,11 @@ func SetWatchTimings(poll, silence time.Duration) (restore func()) {
 	watchInterval, eventSilence = poll, silence
 	return func() { watchInterval, eventSilence = p, s }
 }
+
+// SetFollowInterval sets how often a follower announces itself again, for
+// a test that must not run in parallel; restore puts it back.
+func SetFollowInterval(d time.Duration) (restore func()) {
+	old := followInterval
+	followInterval = d
+	return func() { followInterval = old }
+}

@@ -2,7 +2,10 @@ package wire
 
 import (
 	"strings"
+	"time"
 	"unicode"
+
+	pb "github.com/cortex-os/core/pkg/pb/v1"
 )
 
 // Job events. A scheduler publishes each change it writes to a job on
@@ -80,4 +83,29 @@ func subjectToken(s string) bool {
 		}
 	}
 	return !strings.ContainsRune(s, unicode.ReplacementChar)
+}
+
+// Following jobs. A scheduler publishes a job's events only while someone
+// follows it: a follower announces itself on SubjectJobFollow with a
+// BusPacket carrying a JobQuery (FollowPacket) whose job_id names the job,
+// or is empty to follow every job, and announces again every
+// FollowInterval while it follows. Each announcement lasts FollowTTL. Every
+// scheduler replica hears every announcement (no queue group): any of them
+// may write the job.
+const (
+	// SubjectJobFollow is where followers announce themselves.
+	SubjectJobFollow = "sys.job.follow"
+	// FollowTTL is how long an announcement lasts.
+	FollowTTL = 30 * time.Second
+	// FollowInterval is how often a follower announces itself again:
+	// a third of FollowTTL, so that one lost announcement ends no follow.
+	FollowInterval = FollowTTL / 3
+)
+
+// FollowPacket is the announcement that senderID follows job jobID, or
+// every job when jobID is "".
+func FollowPacket(senderID, jobID string) *pb.BusPacket {
+	p := NewPacket("", senderID)
+	p.Payload = &pb.BusPacket_JobQuery{JobQuery: &pb.JobQuery{JobId: jobID}}
+	return p
 }

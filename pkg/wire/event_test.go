@@ -31,3 +31,18 @@ func TestJobEventSubject(t *testing.T) {
 		t.Errorf("JobEventsOf = %q", got)
 	}
 }
+
+// A follow announcement is a JobQuery naming the job, or none for every
+// job, signed by its sender.
+func TestFollowPacket(t *testing.T) {
+	t.Parallel()
+	for _, id := range []string{"j1", ""} {
+		p := FollowPacket("c1", id)
+		if q := p.GetJobQuery(); q == nil || q.GetJobId() != id || p.GetSenderId() != "c1" || p.GetProtocolVersion() != ProtocolVersion {
+			t.Fatalf("FollowPacket(c1, %q) = %v", id, p)
+		}
+	}
+	if FollowInterval*3 != FollowTTL {
+		t.Fatalf("FollowInterval %v, FollowTTL %v: a follower announces three times a TTL", FollowInterval, FollowTTL)
+	}
+}

@@ -433,6 +433,30 @@ func watchEvents(t testing.TB, urls string) *events {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Schedulers publish events only while someone follows: follow every
+	// job, again every second (not every wire.FollowInterval: schedulers
+	// started or restarted meanwhile hold no follows until they hear one),
+	// until the test ends.
+	follow := func() {
+		if data, err := wire.FollowPacket("cluster-test", "").MarshalVT(); err == nil {
+			_ = nc.Publish(wire.SubjectJobFollow, data) // a lost one is sent again
+		}
+	}
+	follow()
+	done := make(chan struct{})
+	t.Cleanup(func() { close(done) })
+	go func() {
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+				follow()
+			}
+		}
+	}()
 	return ev
 }
 

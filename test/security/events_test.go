@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/cortex-os/core/internal/echo"
 	"github.com/cortex-os/core/internal/infrastructure/bus"
@@ -13,11 +14,12 @@ import (
 	"github.com/cortex-os/core/internal/lifecycle"
 	"github.com/cortex-os/core/internal/systest"
 	pb "github.com/cortex-os/core/pkg/pb/v1"
+	"github.com/cortex-os/core/pkg/wire"
 )
 
 // Under the shipped configuration a tenant's client reads the events of its
 // own tenant's jobs and may not subscribe to another tenant's; the
-// administrator reads them all.
+// administrator reads them all. Both may announce that they follow a job.
 func TestTenantEventsIsolated(t *testing.T) {
 	t.Parallel()
 	url := startServer(t).ClientURL()
@@ -66,7 +68,26 @@ func TestTenantEventsIsolated(t *testing.T) {
 	}
 	aConn.refused(t, "subscription", "sys.job.event.>")
 	aSeen := listen(aConn, "sys.job.event.a.>")
-	adminSeen := listen(raw(t, url, "client"), "sys.job.event.>")
+	adminConn := raw(t, url, "client")
+	adminSeen := listen(adminConn, "sys.job.event.>")
+	// Events are published while someone follows the job: each client may
+	// announce it follows a job. The administrator follows b-job only, so
+	// that it hears a-job's events through tenant-a's announcement alone.
+	for _, f := range []struct {
+		rc    *rawConn
+		jobID string
+	}{{aConn, "a-job"}, {adminConn, "b-job"}} {
+		data, err := proto.Marshal(wire.FollowPacket("test", f.jobID))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := f.rc.Publish(wire.SubjectJobFollow, data); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.rc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
 
 	submit(t, ctx, newClient(t, url, "tenant-b", log), &pb.JobRequest{JobId: "b-job", Topic: "job.echo"})
 	submit(t, ctx, newClient(t, url, "tenant-a", log), &pb.JobRequest{JobId: "a-job", Topic: "job.echo"})

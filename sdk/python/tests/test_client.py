@@ -197,6 +197,84 @@ async def test_submit_wait_follows_job_events(client: cortexos.Client, workers: 
     assert 1 <= q.count <= 2, f"{q.count} queries for one wait: it polls"
 
 
+class EventRecorder:
+    """Records, with a raw subscription that announces nothing, the job
+    events and the follow announcements on the bus, whoever sends them."""
+
+    def __init__(self, nc: object) -> None:
+        self.nc, self.subs = nc, []  # type: ignore[var-annotated]
+        self.events: list[tuple[str, str]] = []  # (job_id, state)
+        self.follows: list[str] = []  # the job ids announced
+
+    async def __aenter__(self) -> EventRecorder:
+        async def on_event(msg: object) -> None:
+            p = wire.decode(msg.data)  # type: ignore[attr-defined]
+            for j in p.job_answer.jobs:
+                self.events.append((j.job_id, cortexos.Job(j).state))
+
+        async def on_follow(msg: object) -> None:
+            p = wire.decode(msg.data)  # type: ignore[attr-defined]
+            if p.WhichOneof("payload") == "job_query":
+                self.follows.append(p.job_query.job_id)
+
+        self.subs.append(await self.nc.subscribe(wire.JOB_EVENT_PREFIX + ">", cb=on_event))  # type: ignore[attr-defined]
+        self.subs.append(await self.nc.subscribe(wire.SUBJECT_JOB_FOLLOW, cb=on_follow))  # type: ignore[attr-defined]
+        await self.nc.flush()  # type: ignore[attr-defined]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for s in self.subs:
+            await s.unsubscribe()
+
+    def states(self, job_id: str) -> list[str]:
+        return [state for j, state in self.events if j == job_id]
+
+
+async def test_events_only_while_followed(client: cortexos.Client, workers: Workers) -> None:
+    """The scheduler publishes the events of a job someone follows only: a
+    job nobody watches publishes none, while submit(wait=True), which
+    announces before it submits, hears its job's. The followed job, run
+    after the other ended, is the barrier: no sleep."""
+    t = topic("follow-only")
+    await slow_worker(workers, t, 0.05)
+    async with EventRecorder(client.nc) as rec:
+        quiet = await client.submit(t, ttl=60)
+        await async_wait_until(lambda: _completed(client, quiet.job_id), what="the unfollowed job to complete")
+        followed = await client.submit(t, ttl=60, wait=True, timeout=30)
+        assert followed.state == "COMPLETED"
+        await async_wait_until(lambda: "COMPLETED" in rec.states(followed.job_id), what="the followed job's COMPLETED event")
+        assert rec.states(quiet.job_id) == [], rec.states(quiet.job_id)
+        assert followed.job_id in rec.follows
+        assert "RUNNING" in rec.states(followed.job_id), rec.states(followed.job_id)
+
+
+async def _completed(client: cortexos.Client, job_id: str) -> bool:
+    return (await client.get(job_id)).state == "COMPLETED"
+
+
+async def test_watch_announces_again_while_it_follows(dev: Dev, workers: Workers) -> None:
+    """A watch announces that it follows the job when it starts and every
+    follow_interval until it ends, then no more."""
+    t = topic("follow-again")
+    await slow_worker(workers, t, 0.6)
+    c = await cortexos.Client.connect(dev.url)
+    c.follow_interval = 0.1
+    try:
+        async with EventRecorder(c.nc) as rec:
+            j = await c.submit(t, ttl=60)
+            states = [cur.state async for cur in c.watch(j.job_id)]
+            assert states[-1] == "COMPLETED", states
+            # The watch's end waits for its announcer: a marker sent after
+            # it on the same connection arrives after every announcement.
+            await c.nc.publish(wire.SUBJECT_JOB_FOLLOW, wire.encode(wire.follow_packet("test", "marker")))
+            await async_wait_until(lambda: "marker" in rec.follows, what="the marker")
+            n = rec.follows[: rec.follows.index("marker")].count(j.job_id)
+            assert n >= 3, f"{n} announcements over a 600 ms watch every 100 ms"
+            assert rec.follows.count(j.job_id) == n, "announced after the watch ended"
+    finally:
+        await c.close()
+
+
 async def test_watch_asks_when_no_event_comes(dev: Dev, client: cortexos.Client, workers: Workers) -> None:
     """A watch that hears no event (as from a scheduler from before job
     events: here a tenant whose subject the job's events never reach) asks

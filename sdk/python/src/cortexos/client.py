@@ -156,6 +156,27 @@ async def _unsubscribe(sub: Any) -> None:
         log.debug("unsubscribe: %s", e)
 
 
+class _Follow:
+    """A subscription to one job's events and the task announcing, every
+    ``Client.follow_interval``, that the client follows it (a scheduler
+    publishes a job's events only while someone does). ``close`` ends
+    both; it may be called more than once."""
+
+    def __init__(self, sub: Any, events: asyncio.Queue[Job], announcer: asyncio.Task[None]) -> None:
+        self.sub = sub
+        self.events = events
+        self._announcer = announcer
+        self._closed = False
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._announcer.cancel()
+        await _unsubscribe(self.sub)
+        await asyncio.wait([self._announcer])  # ended: no announcement after close
+
+
 def _refusal(a: job_pb2.JobAnswer) -> Refused:
     job = Job(a.jobs[0]) if len(a.jobs) > 0 else None
     kw: dict[str, Any] = dict(
@@ -184,6 +205,9 @@ class Client:
 
     #: Seconds a watch waits for a job event before it asks for the job.
     event_silence = 1.0
+    #: Seconds between a watch's announcements that it follows the job
+    #: (wire.FOLLOW_INTERVAL; each lasts wire.FOLLOW_TTL at the scheduler).
+    follow_interval = wire.FOLLOW_INTERVAL
 
     def __init__(
         self,
@@ -313,10 +337,18 @@ class Client:
                 if context_ptr:
                     raise ValueError("input too large to go inline, and context_ptr is set: give one")
                 req.context_ptr = await self.blobs.put(new_key(f"inputs/{req.job_id}"), data)
-        job = await self._submit(req, trace_id)
+        # With wait, follow the job before submitting it, so that its
+        # events are published from its first change on.
+        follow = await self._follow(req.job_id) if wait else None
+        try:
+            job = await self._submit(req, trace_id)
+        except BaseException:
+            if follow is not None:
+                await follow.close()
+            raise
         if not wait:
             return job
-        return await self.wait(job.job_id, timeout=timeout)
+        return await self._wait(job.job_id, timeout, 0.1, follow)
 
     async def _submit(self, req: job_pb2.JobRequest, trace_id: str | None) -> Job:
         p = self._packet(trace_id)
@@ -424,11 +456,15 @@ class Client:
             return None
         return wire.job_events_of(job_id)
 
-    async def _subscribe_events(self, job_id: str) -> tuple[Any, asyncio.Queue[Job]] | None:
-        """Subscribe to the events of ``job_id``; the subscription is in
-        place at the server on return, so a ``get`` afterwards misses no
-        change after the one it reads. None when it cannot be had (no
-        event subject, or the subscription failed): the watcher asks."""
+    async def _follow(self, job_id: str) -> _Follow | None:
+        """Subscribe to the events of ``job_id``, then announce that the
+        client follows it (wire.SUBJECT_JOB_FOLLOW), again every
+        ``follow_interval`` until the follow is closed. The subscription is
+        in place at the server on return, and the announcement sent, so a
+        ``get`` afterwards misses no change after the one it reads once a
+        scheduler has heard it (the watcher asks again when it hears
+        nothing). None when it cannot be had (no event subject, or the
+        subscription failed): the watcher asks."""
         subject = self._event_subject(job_id)
         if subject is None:
             return None
@@ -461,27 +497,52 @@ class Client:
             log.debug("no job events for %s: %s", job_id, e)
             await _unsubscribe(sub)
             return None
-        return sub, events
+        announcement = wire.encode(wire.follow_packet(self.sender_id, job_id), self.max_packet_bytes)
 
-    async def watch(self, job_id: str, *, interval: float = 0.1) -> AsyncIterator[Job]:
+        async def announce() -> None:
+            try:
+                await self.nc.publish(wire.SUBJECT_JOB_FOLLOW, announcement)
+            except Exception as e:  # lost or refused: the next may pass, and the watcher asks meanwhile
+                log.debug("follow announcement for %s not sent: %s", job_id, e)
+
+        async def announce_again() -> None:
+            while True:
+                await asyncio.sleep(self.follow_interval)
+                await announce()
+
+        await announce()  # after the subscription: an event it causes is heard
+        return _Follow(sub, events, asyncio.create_task(announce_again()))
+
+    def watch(self, job_id: str, *, interval: float = 0.1) -> AsyncIterator[Job]:
         """Yield the job each time its state, attempt or pending reason
         changes, starting with the job as it is now, until it is terminal
         (the last one yielded). NotFound if there is no such job.
 
         The changes come from the scheduler's job events: ``watch``
         subscribes to the job's event subject (sys.job.event.<tenant>.<id>)
-        before it asks for the job once, so no change between is missed.
+        and announces that it follows the job (sys.job.follow, again every
+        ``follow_interval``: a scheduler publishes the events of followed
+        jobs only) before it asks for the job once, so no change between is
+        missed.
         When no event came for ``event_silence`` (1 s) it asks again (an
         event may be lost; a scheduler from before job events publishes
         none), then every ``interval`` until an event comes. A query that
         nobody answers is asked again, so a watch rides out a scheduler's
         restart. Leaving the loop early ends the subscription when the
         generator is closed (``contextlib.aclosing`` closes it at once)."""
+        return self._watch(job_id, interval, None)
+
+    async def _watch(self, job_id: str, interval: float, follow: _Follow | None) -> AsyncIterator[Job]:
+        """watch, with the job already followed when ``follow`` is given
+        (it is closed at the end either way)."""
         if not job_id:
+            if follow is not None:
+                await follow.close()
             raise ValueError("empty job id")
         loop = asyncio.get_running_loop()
-        got = await self._subscribe_events(job_id)
-        sub, events = got if got is not None else (None, None)
+        if follow is None:
+            follow = await self._follow(job_id)
+        events = follow.events if follow is not None else None
         last: Job | None = None
         heard = False  # an event came: the scheduler publishes them
         ask_at = loop.time()  # when to ask for the job next
@@ -530,25 +591,32 @@ class Client:
                 if job.terminal:
                     return
         finally:
-            if sub is not None:
-                await _unsubscribe(sub)
+            if follow is not None:
+                await follow.close()
 
     async def wait(self, job_id: str, *, timeout: float | None = None, interval: float = 0.1) -> Job:
         """Follow a job to its terminal state (:meth:`watch`) and return it;
         TimeoutError after ``timeout`` seconds (None: no bound)."""
+        return await self._wait(job_id, timeout, interval, None)
+
+    async def _wait(self, job_id: str, timeout: float | None, interval: float, follow: _Follow | None) -> Job:
+        """wait, with the job already followed when ``follow`` is given."""
         deadline = None if timeout is None else time.monotonic() + timeout
 
-        async def follow() -> Job:
+        async def to_the_end() -> Job:
             last = None
-            async for job in self.watch(job_id, interval=interval):
+            async for job in self._watch(job_id, interval, follow):
                 last = job
             assert last is not None
             return last
 
         try:
-            return await asyncio.wait_for(follow(), None if deadline is None else max(0.0, deadline - time.monotonic()))
+            return await asyncio.wait_for(to_the_end(), None if deadline is None else max(0.0, deadline - time.monotonic()))
         except asyncio.TimeoutError:
             raise TimeoutError(f"job {job_id} not finished within {timeout:g}s") from None
+        finally:
+            if follow is not None:
+                await follow.close()  # when the watch never started
 
     async def result(self, job_id: str, *, timeout: float | None = None) -> bytes:
         """Wait for the job and return its result: the bytes behind its

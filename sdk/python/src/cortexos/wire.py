@@ -31,6 +31,10 @@ __all__ = [
     "NO_TENANT_TOKEN",
     "job_event_subject",
     "job_events_of",
+    "SUBJECT_JOB_FOLLOW",
+    "FOLLOW_TTL",
+    "FOLLOW_INTERVAL",
+    "follow_packet",
     "new_packet",
     "encode",
     "decode",
@@ -128,6 +132,30 @@ def job_events_of(job_id: str) -> str:
     """The subject matching the events of job ``job_id`` whatever its tenant
     (sys.job.event.*.<job_id>), for a client that may read them all."""
     return f"{JOB_EVENT_PREFIX}*.{job_id}"
+
+
+#: Where a follower announces itself. A scheduler publishes a job's events
+#: only while someone follows it: the follower announces a BusPacket
+#: carrying a JobQuery whose job_id names the job (empty: every job), and
+#: again every FOLLOW_INTERVAL seconds while it follows; each announcement
+#: lasts FOLLOW_TTL seconds (Go: wire.SubjectJobFollow).
+SUBJECT_JOB_FOLLOW = "sys.job.follow"
+
+#: Seconds an announcement on SUBJECT_JOB_FOLLOW lasts.
+FOLLOW_TTL = 30.0
+
+#: Seconds between a follower's announcements: a third of FOLLOW_TTL, so
+#: that one lost announcement ends no follow.
+FOLLOW_INTERVAL = FOLLOW_TTL / 3
+
+
+def follow_packet(sender_id: str, job_id: str = "") -> packet_pb2.BusPacket:
+    """The announcement that ``sender_id`` follows job ``job_id``, or every
+    job when it is empty."""
+    p = new_packet("", sender_id)
+    p.job_query.job_id = job_id
+    p.job_query.SetInParent()
+    return p
 
 
 def new_packet(trace_id: str, sender_id: str, now: float | None = None) -> packet_pb2.BusPacket:
