@@ -9,3 +9,12 @@ func SetWatchTimings(poll, silence time.Duration) (restore func()) {
 	watchInterval, eventSilence = poll, silence
 	return func() { watchInterval, eventSilence = p, s }
 }
+
+// SetSubmitPatience sets how long Submit waits for an answer before it
+// publishes a submission again plainly, for a test that must not run in
+// parallel; restore puts it back.
+func SetSubmitPatience(d time.Duration) (restore func()) {
+	p := submitPatience
+	submitPatience = d
+	return func() { submitPatience = p }
+}
