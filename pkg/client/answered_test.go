@@ -101,23 +101,13 @@ func intakeStream(t *testing.T, url string) (msgs uint64, unhandled int) {
 	return info.State.Msgs, unhandled
 }
 
-func newTestClient(t *testing.T, url string, timeout time.Duration) *client.Client {
-	t.Helper()
-	c, err := client.Connect(url, client.Options{RequestTimeout: timeout, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	return c
-}
-
 // With a durable scheduler running, a submission is answered without the
 // intake stream storing it: the job's record is its only write.
 func TestSubmitSkipsTheIntakeStream(t *testing.T) {
 	t.Parallel()
 	url := natstest.URL(t)
 	e := startDurable(t, url, 0)
-	c, ctx := newTestClient(t, url, waitFor), testCtx(t)
+	c, ctx := systest.Client(t, systest.Connect(t, url, "client"), client.Options{RequestTimeout: waitFor}), testCtx(t)
 	job, err := c.Submit(ctx, &pb.JobRequest{Topic: "job.x"})
 	if err != nil {
 		t.Fatal(err)
@@ -144,7 +134,7 @@ func TestSubmitUnansweredIsKeptByTheStream(t *testing.T) {
 	if _, err := systest.ConnectWith(t, bus.Config{URL: url}).EnsureStream(ctx, wire.SubjectSubmit, wire.SubjectSubmit+".>"); err != nil {
 		t.Fatal(err)
 	}
-	c := newTestClient(t, url, waitFor)
+	c := systest.Client(t, systest.Connect(t, url, "client"), client.Options{RequestTimeout: waitFor})
 	type submitted struct {
 		job *pb.JobInfo
 		err error
@@ -182,7 +172,7 @@ func TestSubmitGivingUpLeavesItToTheStream(t *testing.T) {
 	if _, err := systest.ConnectWith(t, bus.Config{URL: url}).EnsureStream(ctx, wire.SubjectSubmit, wire.SubjectSubmit+".>"); err != nil {
 		t.Fatal(err)
 	}
-	c := newTestClient(t, url, 300*time.Millisecond)
+	c := systest.Client(t, systest.Connect(t, url, "client"), client.Options{RequestTimeout: 300 * time.Millisecond})
 	if _, err := c.Submit(ctx, &pb.JobRequest{Topic: "job.x"}); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Submit with no scheduler: %v; want context.DeadlineExceeded", err)
 	}
@@ -197,7 +187,7 @@ func TestSubmitRetriesWhenTheStoreFails(t *testing.T) {
 	defer client.SetSubmitPatience(time.Hour)()
 	url := natstest.URL(t)
 	e := startDurable(t, url, 1)
-	c, ctx := newTestClient(t, url, waitFor), testCtx(t)
+	c, ctx := systest.Client(t, systest.Connect(t, url, "client"), client.Options{RequestTimeout: waitFor}), testCtx(t)
 	job, err := c.Submit(ctx, &pb.JobRequest{Topic: "job.x"})
 	if err != nil {
 		t.Fatal(err)

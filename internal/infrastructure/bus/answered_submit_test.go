@@ -64,27 +64,6 @@ func (a *jobAnswers) total() int {
 	return n
 }
 
-// replies records the reply subject each submission was handed with.
-type replies struct {
-	mu sync.Mutex
-	m  map[string]string
-}
-
-func (r *replies) set(id, reply string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.m == nil {
-		r.m = map[string]string{}
-	}
-	r.m[id] = reply
-}
-
-func (r *replies) get(id string) string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.m[id]
-}
-
 // publishMarked publishes raw bytes as PublishAnsweredSubmit would a packet.
 func publishMarked(t *testing.T, nc *nats.Conn, subject string, data []byte, replyTo string) {
 	t.Helper()
@@ -105,7 +84,7 @@ func TestAnsweredSubmissionsSkipTheStream(t *testing.T) {
 	b := systest.ConnectWith(t, bus.Config{URL: url})
 	b.SetDurable(true)
 	var handled counts
-	var got replies
+	var got answers // the reply subject each submission was handed with
 	stop, err := b.ConsumeTree(wire.SubjectSubmit, "submit", func(_ string, p *pb.BusPacket, replyTo string) error {
 		id := p.GetJobRequest().GetJobId()
 		handled.add(id)
@@ -243,7 +222,7 @@ func TestAnsweredSubmissionOverCoreNATS(t *testing.T) {
 	url := natstest.URL(t)
 	b := systest.ConnectWith(t, bus.Config{URL: url})
 	var handled counts
-	var got replies
+	var got answers // the reply subject each submission was handed with
 	stop, err := b.ConsumeTree(wire.SubjectSubmit, "submit", func(_ string, p *pb.BusPacket, replyTo string) error {
 		handled.add(p.GetJobRequest().GetJobId())
 		got.set(p.GetJobRequest().GetJobId(), replyTo)
