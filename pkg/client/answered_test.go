@@ -202,3 +202,26 @@ func TestSubmitRetriesWhenTheStoreFails(t *testing.T) {
 		t.Errorf("the intake stream holds %d submissions; want 1 (the plain one)", msgs)
 	}
 }
+
+// A submission published plainly for want of an answer, whose first copy
+// is then answered "the store failed", is not given up for that late
+// answer: the plain copy's answer ends Submit, the job recorded once.
+// (Not parallel: it shortens Submit's patience, so that the plain copy
+// is most often out before the first copy's answer.)
+func TestSubmitLateRetryAnswerAfterRepublishing(t *testing.T) {
+	defer client.SetSubmitPatience(time.Microsecond)()
+	url := natstest.URL(t)
+	e := startDurable(t, url, 1)
+	c, ctx := systest.Client(t, systest.Connect(t, url, "client"), client.Options{RequestTimeout: waitFor}), testCtx(t)
+	job, err := c.Submit(ctx, &pb.JobRequest{Topic: "job.x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	systest.Eventually(t, waitFor, "the plain copy handled", func() bool { _, n := intakeStream(t, url); return n == 0 })
+	if s := e.Stats(); s.StoreErrors != 1 || s.Accepted != 1 {
+		t.Errorf("store errors %d, accepted %d; want 1, 1", s.StoreErrors, s.Accepted)
+	}
+	if got, err := c.Get(ctx, job.GetJobId()); err != nil || got.GetJobId() != job.GetJobId() {
+		t.Fatalf("Get after Submit: %v, %v", got, err)
+	}
+}

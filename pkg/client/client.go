@@ -304,7 +304,7 @@ func (c *Client) Submit(ctx context.Context, req *pb.JobRequest, opts ...SubmitO
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	inbox := c.bus.NewInbox()
-	answers := make(chan *pb.JobAnswer, 1)
+	answers := make(chan *pb.JobAnswer, 4) // each copy's, and a redelivered copy's
 	drain, err := c.bus.Subscribe(inbox, "", func(p *pb.BusPacket) {
 		if a := p.GetJobAnswer(); a != nil {
 			select {
@@ -344,11 +344,16 @@ func (c *Client) Submit(ctx context.Context, req *pb.JobRequest, opts ...SubmitO
 	for {
 		select {
 		case a := <-answers:
-			if !republished && a.GetRetryable() && a.GetRetryAfterMs() == 0 {
-				if err := republish(); err != nil {
-					return nil, err
+			if a.GetRetryable() && a.GetRetryAfterMs() == 0 {
+				if !republished {
+					if err := republish(); err != nil {
+						return nil, err
+					}
+					continue
 				}
-				continue
+				if a.GetError() == bus.SubmitRetryError {
+					continue // the first copy's, late: the stream has the plain one
+				}
 			}
 			return answerJob(a)
 		case <-patience.C:
