@@ -29,6 +29,28 @@ const (
 	StoreJetStream = "jetstream"
 )
 
+// How the load generator submits (SubmitMode).
+const (
+	// SubmitPlain: published on sys.job.submit, nobody answers (as the
+	// design document's sender does).
+	SubmitPlain = "plain"
+	// SubmitAnswered: as client.Submit does, published for an answer
+	// (bus.PublishAnsweredSubmit, which the intake stream does not store)
+	// and published again plainly when the answer is retryable.
+	SubmitAnswered = "answered"
+)
+
+// SubmitMode is how the system's submissions are made: SubmitAnswered with
+// StoreJetStream, where it saves the intake stream's write, as it does
+// for a pkg/client user; SubmitPlain with StoreMemory, whose intake stores
+// nothing (and the floor always submits plainly).
+func SubmitMode(o Options) string {
+	if o.Store == StoreJetStream {
+		return SubmitAnswered
+	}
+	return SubmitPlain
+}
+
 // PayloadField names where the --payload bytes travel: a string of that many
 // bytes in JobRequest.context_ptr.
 const PayloadField = "context_ptr"

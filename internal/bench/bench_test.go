@@ -52,6 +52,9 @@ func TestRunTinyBench(t *testing.T) {
 			t.Errorf("JSON output lacks %q", k)
 		}
 	}
+	if obj["submit"] != bench.SubmitPlain {
+		t.Errorf("submit = %v; want %s", obj["submit"], bench.SubmitPlain)
+	}
 	if obj["jobs"] != float64(200) || obj["window"] != float64(10) || obj["store"] != "memory" {
 		t.Errorf("jobs, window, store = %v, %v, %v; want 200, 10, memory", obj["jobs"], obj["window"], obj["store"])
 	}
@@ -144,6 +147,14 @@ func TestJetStreamStore(t *testing.T) {
 	}
 	if rep.System.Failed != 0 {
 		t.Errorf("failed jobs: system %d", rep.System.Failed)
+	}
+	// Submitted as client.Submit does: the scheduler took the load
+	// generator's inbox (or no job would have completed).
+	if m := rep.JSON()["submit"]; m != bench.SubmitAnswered {
+		t.Errorf("submit = %v; want %s", m, bench.SubmitAnswered)
+	}
+	if rep.System.Resubmitted != 0 || rep.System.Refused != 0 {
+		t.Errorf("resubmitted %d, refused %d; want 0, 0", rep.System.Resubmitted, rep.System.Refused)
 	}
 }
 

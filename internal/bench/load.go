@@ -36,6 +36,8 @@ type tracker struct {
 	sent       []atomic.Int64 // intended send time (rate) or actual send time (window)
 	dispatched []atomic.Int64 // when the worker got the job; 0: not seen
 	done       []atomic.Bool  // result received
+	// resubmitted: published again plainly (answered submissions only)
+	resubmitted []atomic.Bool
 }
 
 func newTracker(prefix string, n int) *tracker {
@@ -45,6 +47,8 @@ func newTracker(prefix string, n int) *tracker {
 		sent:       make([]atomic.Int64, n),
 		dispatched: make([]atomic.Int64, n),
 		done:       make([]atomic.Bool, n),
+
+		resubmitted: make([]atomic.Bool, n),
 	}
 }
 
@@ -159,8 +163,53 @@ type driver struct {
 	progress io.Writer
 	label    string
 
+	// answers, when not "", is the inbox the driver's submissions ask
+	// their answers under (answers.<n> for job n), as client.Submit's do:
+	// they are published for an answer (bus.PublishAnsweredSubmit), and
+	// a job answered retryable is published again plainly by resubmit.
+	// "": plain submissions, nobody answers.
+	answers  string
+	resubMu  sync.Mutex
+	resubEnc *encoder // resubmit's own, under resubMu: enc is the driver's
+
 	cur                 atomic.Pointer[round]
 	foreign, dups, lost atomic.Uint64
+	resubmits, refused  atomic.Uint64
+}
+
+// onAnswer is the handler of the answers to the driver's submissions
+// (bus.SubscribeAnswers under answers.*). A job accepted needs nothing
+// more; one answered retryable (the store failed) is published again
+// plainly, once, as client.Submit does; a refusal is counted (its job
+// never completes, and the round stalls).
+func (d *driver) onAnswer(subject, answer string) {
+	n, err := strconv.Atoi(subject[min(len(d.answers)+1, len(subject)):])
+	if err != nil || n < 0 || n >= len(d.tr.sent) {
+		d.foreign.Add(1)
+		return
+	}
+	switch answer {
+	case bus.AnswerRetry:
+		if !d.tr.resubmitted[n].Swap(true) {
+			d.resubmit(n, subject)
+		}
+	case bus.AnswerNotStored: // a submission's refusal
+		d.refused.Add(1)
+	}
+}
+
+// resubmit publishes job n plainly, for the intake stream to keep, still
+// asking for its answer on reply (client.Submit's PublishReplyTo).
+func (d *driver) resubmit(n int, reply string) {
+	d.resubMu.Lock()
+	defer d.resubMu.Unlock()
+	data, err := d.resubEnc.encode(n)
+	if err != nil {
+		return
+	}
+	if d.nc.PublishMsg(&nats.Msg{Subject: d.subject, Data: data, Header: nats.Header{wire.HeaderReplyTo: []string{reply}}}) == nil {
+		d.resubmits.Add(1)
+	}
 }
 
 // onResult is the client's handler for result packets.
@@ -257,7 +306,12 @@ func (d *driver) drive(ctx context.Context, r *round) error {
 		if err != nil {
 			return fmt.Errorf("encode: %w", err)
 		}
-		if err := d.nc.Publish(d.subject, data); err != nil {
+		if d.answers != "" {
+			err = d.nc.PublishMsg(&nats.Msg{Subject: d.subject, Data: data, Header: bus.AnsweredSubmitHeader(d.answers + "." + strconv.Itoa(n))})
+		} else {
+			err = d.nc.Publish(d.subject, data)
+		}
+		if err != nil {
 			return fmt.Errorf("publish: %w", err)
 		}
 	}

@@ -403,6 +403,15 @@ func (e *env) setup(ctx context.Context, pa path) (_ *phase, err error) {
 		return nil, err
 	}
 	ph.client.stop = append(ph.client.stop, drain)
+	if pa.name == systemPath.name && SubmitMode(o) == SubmitAnswered {
+		ph.d.answers = cb.NewInbox()
+		ph.d.resubEnc = newEncoder(tr, "cortex-bench-client", e.topic, e.payload)
+		drain, err := cb.SubscribeAnswers(ph.d.answers+".*", ph.d.onAnswer)
+		if err != nil {
+			return nil, err
+		}
+		ph.client.stop = append(ph.client.stop, drain)
+	}
 	if err := flush(ctx, cb); err != nil {
 		return nil, err
 	}
@@ -484,6 +493,8 @@ func (ph *phase) result() *PhaseResult {
 		Failed:       ph.failed,
 		Undispatched: ph.undispatched,
 		Duplicates:   ph.d.dups.Load(),
+		Resubmitted:  ph.d.resubmits.Load(),
+		Refused:      ph.d.refused.Load(),
 		Foreign:      ph.d.foreign.Load(),
 		BusErrors:    ph.parts.busErrors() + ph.client.busErrors(),
 	}

@@ -65,6 +65,10 @@ type PhaseResult struct {
 	// results of other clients' jobs, and bus errors (should all be 0).
 	Failed, Undispatched int64
 	Duplicates, Foreign  uint64
+	// Resubmitted: answered submissions answered retryable and published
+	// again plainly; Refused: answered submissions refused (SubmitMode
+	// SubmitAnswered only; both should be 0).
+	Resubmitted, Refused uint64
 	BusErrors            uint64
 }
 
@@ -120,6 +124,7 @@ func (r *Report) JSON() map[string]any {
 		"rounds":          r.Opts.Rounds,
 		"worker_mode":     workerMode(r.Opts),
 		"store":           r.Opts.Store,
+		"submit":          SubmitMode(r.Opts),
 		"worker_capacity": workerCapacity(r.Opts),
 		"worker_direct":   true,
 		"placement":       r.Opts.Strategy,
@@ -149,6 +154,8 @@ func (r *Report) JSON() map[string]any {
 		"failed":           s.Failed,
 		"floor_failed":     f.Failed,
 		"duplicates":       s.Duplicates,
+		"resubmitted":      s.Resubmitted,
+		"refused":          s.Refused,
 		"floor_duplicates": f.Duplicates,
 		"bus_errors":       s.BusErrors,
 		"floor_bus_errors": f.BusErrors,
@@ -207,8 +214,8 @@ func (r *Report) WriteTable(w io.Writer) error {
 	if o.Rate > 0 {
 		load = fmt.Sprintf("rate %g jobs/s (open loop, latency from the intended send time), window cap %d", o.Rate, o.Window)
 	}
-	fmt.Fprintf(w, "cortex bench: %d jobs (+%d warm-up) in %d alternating round(s), %s, %d echo worker(s) (%s), payload %d B in %s, store %s, NATS %s\n",
-		o.Jobs, o.Warmup, o.Rounds, load, o.Workers, workerMode(o), o.Payload, PayloadField, o.Store, r.Nats)
+	fmt.Fprintf(w, "cortex bench: %d jobs (+%d warm-up) in %d alternating round(s), %s, %d echo worker(s) (%s), payload %d B in %s, store %s, submit: %s, NATS %s\n",
+		o.Jobs, o.Warmup, o.Rounds, load, o.Workers, workerMode(o), o.Payload, PayloadField, o.Store, SubmitMode(o), r.Nats)
 	fmt.Fprintf(w, "system: placement %s, policy: %s, workers: capacity %d, direct\n", o.Strategy, policyDesc(o), workerCapacity(o))
 	commit := r.Commit
 	if commit == "" {
@@ -261,6 +268,12 @@ func (r *Report) WriteTable(w io.Writer) error {
 	}{{"floor", f}, {"system", s}} {
 		if p.r.Failed > 0 {
 			warn = append(warn, fmt.Sprintf("%s: %d failed jobs", p.name, p.r.Failed))
+		}
+		if p.r.Refused > 0 {
+			warn = append(warn, fmt.Sprintf("%s: %d submissions refused", p.name, p.r.Refused))
+		}
+		if p.r.Resubmitted > 0 {
+			warn = append(warn, fmt.Sprintf("%s: %d submissions answered retryable (the store failed) and published again", p.name, p.r.Resubmitted))
 		}
 		if p.r.Duplicates > 0 {
 			warn = append(warn, fmt.Sprintf("%s: %d duplicate results", p.name, p.r.Duplicates))

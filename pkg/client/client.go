@@ -275,6 +275,12 @@ func WithTraceID(traceID string) SubmitOption {
 // ErrDenied (the safety policy; the job is recorded DENIED and is
 // RefusedError.Job), ErrThrottled (retry after RefusedError.RetryAfter) or
 // ErrConflict (the job_id is taken by different content).
+//
+// The submission is first published for an answer (docs/protocol.md): a
+// durable intake does not store it, the scheduler's answer says it is
+// kept. With no answer within 3 s (or before ctx ends), or an answer
+// saying the store failed, it is published once more plainly, for the
+// intake stream to keep, and Submit waits for the answer until ctx ends.
 func (c *Client) Submit(ctx context.Context, req *pb.JobRequest, opts ...SubmitOption) (_ *pb.JobInfo, err error) {
 	if req == nil {
 		return nil, invalid("nil request")
@@ -298,7 +304,7 @@ func (c *Client) Submit(ctx context.Context, req *pb.JobRequest, opts ...SubmitO
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	inbox := c.bus.NewInbox()
-	answers := make(chan *pb.JobAnswer, 1)
+	answers := make(chan *pb.JobAnswer, 4) // each copy's, and a redelivered copy's
 	drain, err := c.bus.Subscribe(inbox, "", func(p *pb.BusPacket) {
 		if a := p.GetJobAnswer(); a != nil {
 			select {
@@ -315,16 +321,72 @@ func (c *Client) Submit(ctx context.Context, req *pb.JobRequest, opts ...SubmitO
 	if err := c.bus.Flush(ctx); err != nil {
 		return nil, fmt.Errorf("client: %w", err)
 	}
-	if err := c.bus.PublishReplyTo(c.submitSubject, wire.JobRequestPacket(o.traceID, c.senderID, req), inbox); err != nil {
+	// Published for an answer, the submission is not stored by the intake
+	// stream: a scheduler records it and answers with the job. Unanswered
+	// (no scheduler, one of an earlier version, a lost connection) or
+	// answered "publish it for the stream" (the store failed), it is
+	// published again plainly, once, and the stream keeps it; the scheduler
+	// records a job once whichever copies reach it (by job_id).
+	packet := wire.JobRequestPacket(o.traceID, c.senderID, req)
+	if err := c.bus.PublishAnsweredSubmit(c.submitSubject, packet, inbox); err != nil {
 		return nil, fmt.Errorf("client: %w", err)
 	}
-	select {
-	case a := <-answers:
-		return answerJob(a)
-	case <-ctx.Done():
-		return nil, fmt.Errorf("no answer from a scheduler for job %s (%w); if the intake is durable, it is recorded when a scheduler runs", req.JobId, context.Cause(ctx))
+	patience := time.NewTimer(submitPatience)
+	defer patience.Stop()
+	republished := false
+	republish := func() error {
+		republished = true
+		if err := c.bus.PublishReplyTo(c.submitSubject, packet, inbox); err != nil {
+			return fmt.Errorf("client: %w", err)
+		}
+		return nil
+	}
+	for {
+		select {
+		case a := <-answers:
+			if a.GetRetryable() && a.GetRetryAfterMs() == 0 {
+				if !republished {
+					if err := republish(); err != nil {
+						return nil, err
+					}
+					continue
+				}
+				if a.GetError() == bus.SubmitRetryError {
+					continue // the first copy's, late: the stream has the plain one
+				}
+			}
+			return answerJob(a)
+		case <-patience.C:
+			if !republished {
+				if err := republish(); err != nil {
+					return nil, err
+				}
+			}
+		case <-ctx.Done():
+			if !republished {
+				// Kept by the stream, it is recorded when a scheduler runs.
+				if err := republish(); err != nil {
+					return nil, fmt.Errorf("no answer from a scheduler for job %s (%w), and publishing it for the stream failed: %w", req.JobId, context.Cause(ctx), err)
+				}
+				fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), submitFlush)
+				_ = c.bus.Flush(fctx)
+				cancel()
+			}
+			return nil, fmt.Errorf("no answer from a scheduler for job %s (%w); if the intake is durable, it is recorded when a scheduler runs", req.JobId, context.Cause(ctx))
+		}
 	}
 }
+
+// submitPatience is how long Submit waits for the answer to a submission
+// published for one before it publishes it again plainly, for the intake
+// stream to keep. A scheduler answers in milliseconds; one that does not
+// answer within this is not running, or of a version that takes
+// submissions only from the stream.
+var submitPatience = 3 * time.Second
+
+// submitFlush bounds the flush of a submission published plainly as
+// Submit gives up, so that it reaches the server before Submit returns.
+const submitFlush = time.Second
 
 func newTraceID() string { return uuid.NewString() }
 

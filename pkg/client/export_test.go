@@ -17,3 +17,12 @@ func SetFollowInterval(d time.Duration) (restore func()) {
 	followInterval = d
 	return func() { followInterval = old }
 }
+
+// SetSubmitPatience sets how long Submit waits for an answer before it
+// publishes a submission again plainly, for a test that must not run in
+// parallel; restore puts it back.
+func SetSubmitPatience(d time.Duration) (restore func()) {
+	p := submitPatience
+	submitPatience = d
+	return func() { submitPatience = p }
+}

@@ -66,9 +66,11 @@ func (l *backlog) addStream(subject string, c jetstream.Consumer) (remove func()
 // ConsumeTree was given) have been received and not yet handled: over
 // core NATS, those this connection's subscriptions hold (queued or in their
 // handler); when durable, those the stream holds that the replicas' shared
-// consumer has not had acknowledged (one JetStream API request). A packet
-// published but not yet received is not counted. 0 when nothing consumes
-// subject here.
+// consumer has not had acknowledged (one JetStream API request), and the
+// submissions published for an answer (PublishAnsweredSubmit) this
+// connection's core subscriptions hold. A packet published but not yet
+// received is not counted, nor one another replica holds over core NATS.
+// 0 when nothing consumes subject here.
 func (b *NatsBus) Backlog(ctx context.Context, subject string) (int, error) {
 	b.intake.mu.Lock()
 	core := append([]*coreIntake(nil), b.intake.core[subject]...)

@@ -198,9 +198,13 @@ func (b *NatsBus) consumeStream(subjects []string, durable string, handler func(
 	for range consumeParallel {
 		pool.Go(func() {
 			for m := range msgs {
-				if m.stream != nil {
+				switch {
+				case m.stream != nil:
 					b.handleStreamMsg(m.stream, handler)
-				} else {
+				case m.submit != nil:
+					b.handleAnsweredSubmit(m.core, handler)
+					m.submit.done.Add(1)
+				default:
 					b.handleAnswered(m.core, handler)
 				}
 			}
@@ -209,26 +213,56 @@ func (b *NatsBus) consumeStream(subjects []string, durable string, handler func(
 	// Results a scheduler is asked to answer (PublishAnswered) are not
 	// stored by the stream: they come over core NATS, to one replica of
 	// the group, which answers once it has handled them.
-	var answered []*nats.Subscription
+	// So do submissions a client waits for (PublishAnsweredSubmit): the
+	// scheduler's own answer (the job as recorded) tells the client it is
+	// kept; these subscriptions count in Backlog, as the stream does.
+	var (
+		answered []*nats.Subscription
+		removes  []func()
+	)
 	stopAnswered := func() {
 		for _, sub := range answered {
 			_ = b.drain(sub)
 		}
+		for _, remove := range removes {
+			remove()
+		}
 	}
-	if subject == wire.SubjectResult {
-		for _, s := range subjects {
-			sub, err := b.nc.QueueSubscribe(s, durable, func(m *nats.Msg) {
+	for _, s := range subjects {
+		var (
+			cb nats.MsgHandler
+			in *coreIntake // counted by Backlog
+		)
+		switch subject {
+		case wire.SubjectResult:
+			cb = func(m *nats.Msg) {
 				if m.Header.Get(jetstream.ExpectedStreamHeader) == AnsweredStream {
 					msgs <- intakeMsg{core: m}
 				}
-			})
-			if err != nil {
-				stopAnswered()
-				close(msgs)
-				pool.Wait()
-				return nil, fmt.Errorf("bus: subscribe %s: %w", s, err)
 			}
-			answered = append(answered, sub)
+		case wire.SubjectSubmit:
+			in = &coreIntake{}
+			cb = func(m *nats.Msg) {
+				if m.Header.Get(jetstream.ExpectedStreamHeader) != AnsweredSubmitStream {
+					in.done.Add(1) // a plain submission: the stream delivers it
+					return
+				}
+				msgs <- intakeMsg{core: m, submit: in} // done once handled
+			}
+		default:
+			continue
+		}
+		sub, err := b.nc.QueueSubscribe(s, durable, cb)
+		if err != nil {
+			stopAnswered()
+			close(msgs)
+			pool.Wait()
+			return nil, fmt.Errorf("bus: subscribe %s: %w", s, err)
+		}
+		answered = append(answered, sub)
+		if in != nil {
+			in.sub = sub
+			removes = append(removes, b.intake.addCore(subject, in))
 		}
 	}
 	cc, err := cons.Consume(func(m jetstream.Msg) { msgs <- intakeMsg{stream: m} },
@@ -246,7 +280,7 @@ func (b *NatsBus) consumeStream(subjects []string, durable string, handler func(
 	remove := b.intake.addStream(subject, cons)
 	return func() error {
 		defer remove()
-		stopAnswered() // unanswered, a result is published again for the stream
+		stopAnswered() // unanswered, a result or a submission is published again for the stream
 		cc.Drain()
 		var err error
 		select {
@@ -304,10 +338,11 @@ func (b *NatsBus) HasJetStream(ctx context.Context) bool {
 }
 
 // intakeMsg is a message for consumeStream's handlers: one the stream
-// delivered, or an answered result over core NATS.
+// delivered, or an answered result or submission over core NATS.
 type intakeMsg struct {
 	stream jetstream.Msg
 	core   *nats.Msg
+	submit *coreIntake // a submission: the subscription it came on, told when it is handled
 }
 
 // AnsweredStream is the stream a result published with PublishAnswered
@@ -319,6 +354,54 @@ type intakeMsg struct {
 // once the job's record is written). A result nobody answers must be
 // published again without the header (Publish), and the stream keeps it.
 const AnsweredStream = "CORTEX_ANSWERED_RESULT"
+
+// AnsweredSubmitStream is AnsweredStream for submissions: the stream a
+// submission published with PublishAnsweredSubmit says it expects. The
+// intake stream (CORTEX_JOB_SUBMIT) refuses to store it; one scheduler
+// replica takes it over core NATS and answers it as any submission, with
+// the job once its record is written (a JobAnswer). Only when it could
+// not decide (the store failed) does the bus answer for it, retryable
+// (SubmitRetryError). A submission nobody answers must be published again
+// without the header (PublishReplyTo), and the stream keeps it.
+const AnsweredSubmitStream = "CORTEX_ANSWERED_SUBMIT"
+
+// SubmitRetryError is the error of the retryable answer to a submission
+// published with PublishAnsweredSubmit whose handler failed: nothing was
+// decided, and the sender publishes it again for the stream.
+const SubmitRetryError = "the job store write failed: publish the submission for the stream"
+
+// PublishAnsweredSubmit publishes packet, a submission, on subject
+// (sys.job.submit or below) for a scheduler to answer on replyTo, instead
+// of having the intake stream store it (see AnsweredSubmitStream). The
+// sender publishes it again with PublishReplyTo when no answer comes, or
+// the answer is SubmitRetryError's.
+func (b *NatsBus) PublishAnsweredSubmit(subject string, packet *pb.BusPacket, replyTo string) error {
+	if err := b.checkSubjectLength(subject, len(replyTo)); err != nil {
+		return err
+	}
+	return b.publishWithHeader(subject, packet, AnsweredSubmitHeader(replyTo))
+}
+
+// AnsweredSubmitHeader is the header of a submission published with
+// PublishAnsweredSubmit: for a sender that encodes its packets itself.
+func AnsweredSubmitHeader(replyTo string) nats.Header {
+	return nats.Header{
+		jetstream.ExpectedStreamHeader: []string{AnsweredSubmitStream},
+		wire.HeaderReplyTo:             []string{replyTo},
+	}
+}
+
+// submitRetryPacket is the encoded answer to a PublishAnsweredSubmit whose
+// handler failed.
+var submitRetryPacket = mustMarshalAnswer(&pb.JobAnswer{Retryable: true, Error: SubmitRetryError})
+
+func mustMarshalAnswer(a *pb.JobAnswer) []byte {
+	data, err := proto.Marshal(&pb.BusPacket{Payload: &pb.BusPacket_JobAnswer{JobAnswer: a}})
+	if err != nil {
+		panic(err)
+	}
+	return data
+}
 
 // The answers to a result published with PublishAnswered. On the bus each
 // is a BusPacket carrying a JobAnswer (answerPackets): ok for AnswerDone,
@@ -397,11 +480,7 @@ var answerPackets = func() map[string][]byte {
 		AnswerRetry:     {Retryable: true, Error: "the job store write failed: publish the result for the stream"},
 		AnswerNotStored: {Error: "this scheduler's intake is core NATS: publish results plainly"},
 	} {
-		data, err := proto.Marshal(&pb.BusPacket{Payload: &pb.BusPacket_JobAnswer{JobAnswer: a}})
-		if err != nil {
-			panic(err)
-		}
-		m[name] = data
+		m[name] = mustMarshalAnswer(a)
 	}
 	return m
 }()
@@ -428,14 +507,43 @@ func (b *NatsBus) handleAnswered(m *nats.Msg, handler func(subject string, p *pb
 	b.answerResult(replyTo, AnswerDone)
 }
 
-// answerResult sends an answer to a PublishAnswered. Answers go only to an
-// inbox (_INBOX.…): a reply subject that is not one (empty, a system or job
-// subject, a wildcard, too long) gets none, so a result cannot make the
-// scheduler publish anywhere else; its sender then publishes it plainly.
-func (b *NatsBus) answerResult(replyTo, answer string) {
-	if !wire.IsInbox(replyTo) || b.checkSubjectLength(replyTo, 0) != nil {
-		b.log.Debug("answer to a result not sent: the reply subject is not an inbox", "reply", truncate(replyTo, 128))
+// handleAnsweredSubmit handles a submission published with
+// PublishAnsweredSubmit. The handler answers it (admission answers every
+// submission it decides on); the bus answers only what the handler could
+// not decide: retryable (SubmitRetryError) when it failed, and a refusal
+// naming the error when the packet is garbage (counted and logged by
+// decodeIntake), which published again would stay garbage.
+func (b *NatsBus) handleAnsweredSubmit(m *nats.Msg, handler func(subject string, p *pb.BusPacket, replyTo string) error) {
+	replyTo := m.Header.Get(wire.HeaderReplyTo)
+	packet, pooled, err := b.decodeIntake(m.Subject, m.Data)
+	if err != nil {
+		b.answerInbox(replyTo, mustMarshalAnswer(&pb.JobAnswer{Error: "the submission is not a valid packet: " + err.Error()}))
 		return
 	}
-	_ = b.nc.Publish(replyTo, answerPackets[answer])
+	defer releaseIntakePacket(pooled)
+	var herr error
+	b.noteIncoming(m.Header, packet)
+	b.call(m.Subject, packet, func(p *pb.BusPacket) { herr = handler(m.Subject, p, replyTo) })
+	if herr != nil {
+		b.log.Warn("handler failed; the sender publishes it for the stream", "subject", m.Subject, "err", herr)
+		b.answerInbox(replyTo, submitRetryPacket)
+	}
+}
+
+// answerResult sends an answer to a PublishAnswered (answerInbox).
+func (b *NatsBus) answerResult(replyTo, answer string) {
+	b.answerInbox(replyTo, answerPackets[answer])
+}
+
+// answerInbox sends an encoded answer to a PublishAnswered or a
+// PublishAnsweredSubmit. Answers go only to an inbox (_INBOX.…): a reply
+// subject that is not one (empty, a system or job subject, a wildcard, too
+// long) gets none, so a packet cannot make the scheduler publish anywhere
+// else; its sender then publishes it plainly.
+func (b *NatsBus) answerInbox(replyTo string, data []byte) {
+	if !wire.IsInbox(replyTo) || b.checkSubjectLength(replyTo, 0) != nil {
+		b.log.Debug("answer not sent: the reply subject is not an inbox", "reply", truncate(replyTo, 128))
+		return
+	}
+	_ = b.nc.Publish(replyTo, data)
 }
