@@ -151,8 +151,30 @@ func TestEventsAnnounceWhileFollowing(t *testing.T) {
 	}
 }
 
+// A watch asks again after a second of silence, every second, however long
+// the silence lasts: a job RUNNING for an hour with no event is asked about
+// once a second, not every 100ms (as a watch that had heard no event since
+// its first answer did). It polls every 100ms only while it cannot hear
+// events or has no answer yet.
+func TestWatchAsksOnceASecondWhileSilent(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		answered, subscribed bool
+		want                 time.Duration
+	}{
+		{true, true, time.Second},
+		{false, true, 100 * time.Millisecond},
+		{true, false, 100 * time.Millisecond},
+		{false, false, 100 * time.Millisecond},
+	} {
+		if got := client.NextAsk(c.answered, c.subscribed); got != c.want {
+			t.Errorf("NextAsk(answered %v, subscribed %v) = %s, want %s", c.answered, c.subscribed, got, c.want)
+		}
+	}
+}
+
 // A watch that hears no event still sees every change and the end: it
-// asks after a silence, then polls. So does a client from before follow
+// asks after each silence. So does a client from before follow
 // announcements next to a scheduler that publishes the events of followed
 // jobs only, and a watch whose announcement was lost. Here the events go
 // where the watcher does not listen (its tenant is not the job's). Not

@@ -26,3 +26,6 @@ func SetSubmitPatience(d time.Duration) (restore func()) {
 	submitPatience = d
 	return func() { submitPatience = p }
 }
+
+// NextAsk is nextAsk: how long Watch waits before it asks again.
+var NextAsk = nextAsk

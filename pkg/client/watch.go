@@ -37,9 +37,7 @@ var eventSilence = time.Second
 //
 // How the changes are learnt is not part of the contract: today Watch
 // subscribes to the job's events (Events) before it asks for the job, and
-// asks again when no event came for a second; if none has come by then, it
-// asks every 100ms until one does (a scheduler from before job events
-// publishes none).
+// asks again each time no event came for a second (nextAsk).
 func (c *Client) Watch(ctx context.Context, jobID string) iter.Seq2[*pb.JobInfo, error] {
 	return func(yield func(*pb.JobInfo, error) bool) {
 		if jobID == "" {
@@ -66,8 +64,6 @@ func (c *Client) Watch(ctx context.Context, jobID string) iter.Seq2[*pb.JobInfo,
 			}
 			return IsTerminal(job.GetState())
 		}
-		heard := false        // an event came: the scheduler publishes them
-		askedUnheard := false // an answer came, and no event yet
 		t := time.NewTimer(0)
 		defer t.Stop()
 		for {
@@ -76,7 +72,6 @@ func (c *Client) Watch(ctx context.Context, jobID string) iter.Seq2[*pb.JobInfo,
 				yield(last, fmt.Errorf("client: job %s not finished: %w", jobID, context.Cause(ctx)))
 				return
 			case job := <-events:
-				heard = true
 				if last == nil {
 					continue // the first answer is a Get's: it says whether the job exists
 				}
@@ -98,19 +93,26 @@ func (c *Client) Watch(ctx context.Context, jobID string) iter.Seq2[*pb.JobInfo,
 			if job != nil && offer(job) {
 				return
 			}
-			// Subscribed, with an answer: wait a second for an event before
-			// asking again. A second answer with no event heard yet means a
-			// scheduler from before job events: ask every watchInterval.
-			next := watchInterval
-			if last != nil && events != nil && (heard || !askedUnheard) {
-				next = eventSilence
-			}
-			if last != nil && !heard {
-				askedUnheard = true
-			}
-			t.Reset(next)
+			t.Reset(nextAsk(last != nil, events != nil))
 		}
 	}
+}
+
+// nextAsk is how long Watch waits before it asks for the job again, once
+// it has asked. Subscribed to the job's events and with an answer, a
+// second (eventSilence): events bring the changes, and the question only
+// covers an event or an announcement that was lost, a scheduler that
+// restarted and has not heard the next announcement yet, or one from
+// before job events (a watch against one sees each change within a
+// second). A job can stay RUNNING for hours without an event; asking it
+// every 100ms all that while, as Watch did, made each watcher ten queries
+// a second. Otherwise (no subscription: a job with no event subject; or
+// no answer yet) it polls every watchInterval.
+func nextAsk(answered, subscribed bool) time.Duration {
+	if answered && subscribed {
+		return eventSilence
+	}
+	return watchInterval
 }
 
 // Wait follows a job until it ends and returns it, whichever way it ended:

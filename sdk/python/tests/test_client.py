@@ -278,7 +278,7 @@ async def test_watch_announces_again_while_it_follows(dev: Dev, workers: Workers
 async def test_watch_asks_when_no_event_comes(dev: Dev, client: cortexos.Client, workers: Workers) -> None:
     """A watch that hears no event (as from a scheduler from before job
     events: here a tenant whose subject the job's events never reach) asks
-    after event_silence, then every interval, and still ends at the
+    after each event_silence, not every interval, and still ends at the
     terminal state."""
     t = topic("watch-silent")
     await slow_worker(workers, t, 0.5)

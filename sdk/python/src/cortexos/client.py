@@ -524,9 +524,10 @@ class Client:
         ``follow_interval``: a scheduler publishes the events of followed
         jobs only) before it asks for the job once, so no change between is
         missed.
-        When no event came for ``event_silence`` (1 s) it asks again (an
-        event may be lost; a scheduler from before job events publishes
-        none), then every ``interval`` until an event comes. A query that
+        Each time no event came for ``event_silence`` (1 s) it asks again
+        (an event may be lost; a scheduler from before job events publishes
+        none); ``interval`` is how often it asks while it has no answer yet,
+        or cannot hear the job's events. A query that
         nobody answers is asked again, so a watch rides out a scheduler's
         restart. Leaving the loop early ends the subscription when the
         generator is closed (``contextlib.aclosing`` closes it at once)."""
@@ -544,7 +545,6 @@ class Client:
             follow = await self._follow(job_id)
         events = follow.events if follow is not None else None
         last: Job | None = None
-        heard = False  # an event came: the scheduler publishes them
         ask_at = loop.time()  # when to ask for the job next
         try:
             while True:
@@ -563,10 +563,8 @@ class Client:
                 elif wait > 0:
                     await asyncio.sleep(wait)
                 if job is not None:
-                    heard = True
                     ask_at = loop.time() + self.event_silence
                 else:
-                    first = last is None
                     try:
                         job = await self.get(job_id)
                     except TimeoutError:
@@ -577,10 +575,11 @@ class Client:
                         job = None
                     if (last is None and job is None) or events is None:
                         ask_at = loop.time() + interval
-                    elif heard or first:
+                    else:
+                        # Events bring the changes; a job may stay RUNNING
+                        # for hours without one, and is asked about once per
+                        # event_silence, not every interval, all that while.
                         ask_at = loop.time() + self.event_silence
-                    else:  # silent since the first answer: poll
-                        ask_at = loop.time() + interval
                     if job is None:
                         continue
                 if last is not None and _older(job, last):
