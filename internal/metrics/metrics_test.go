@@ -218,6 +218,7 @@ func TestMetricsAfterKnownJobs(t *testing.T) {
 		{"cortex_dispatch_retries_total", nil, 0},
 		{"cortex_leases_lost_total", nil, 0},
 		{"cortex_results_fenced_total", nil, 0},
+		{"cortex_job_follow_overflows_total", nil, 0},
 		{"cortex_bus_packets_rejected_total", map[string]string{"reason": "malformed"}, 0},
 		{"cortex_dlq_jobs", nil, 1},
 		{"cortex_worker_jobs_total", map[string]string{"topic": "job.echo", "status": "completed"}, 3},
@@ -230,6 +231,10 @@ func TestMetricsAfterKnownJobs(t *testing.T) {
 		if got := value(t, r.reg, w.name, w.labels); got != w.value {
 			t.Errorf("%s%v = %v, want %v", w.name, w.labels, got, w.value)
 		}
+	}
+	// Wait follows the job it waits for: the scheduler heard it say so.
+	if got := value(t, r.reg, "cortex_job_follows_total", nil); !(got >= 1) {
+		t.Errorf("cortex_job_follows_total = %v, want at least 1 (Wait announces that it follows)", got)
 	}
 	// Every job that was dispatched waited in the queue: the four that a
 	// worker served (placement, the default, never dispatches the

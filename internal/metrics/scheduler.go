@@ -148,12 +148,14 @@ var (
 	descRetries   = prometheus.NewDesc("cortex_dispatch_retries_total", "Attempts sent back to PENDING to be dispatched again.", nil, nil)
 	descLeases    = prometheus.NewDesc("cortex_leases_lost_total", "Running jobs whose worker stopped heartbeating them.", nil, nil)
 	descFenced    = prometheus.NewDesc("cortex_results_fenced_total", "Results of an attempt that was no longer current, refused.", nil, nil)
+	descFollows   = prometheus.NewDesc("cortex_job_follows_total", "Follow announcements heard (sys.job.follow): clients following a job's events, or every job's.", nil, nil)
+	descOverflows = prometheus.NewDesc("cortex_job_follow_overflows_total", "Follow announcements of a job beyond the scheduler's MaxFollows: each made it publish every job's events for FollowTTL.", nil, nil)
 	descRejected  = prometheus.NewDesc("cortex_bus_packets_rejected_total", "Packets refused, by reason.", []string{"reason"}, nil)
 	descDLQ       = prometheus.NewDesc("cortex_dlq_jobs", "Jobs in the dead-letter queue.", nil, nil)
 )
 
 func (c *schedulerCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descSubmitted, descPending, descRunning, descWorkers, descSlots, descRetries, descLeases, descFenced, descRejected, descDLQ} {
+	for _, d := range []*prometheus.Desc{descSubmitted, descPending, descRunning, descWorkers, descSlots, descRetries, descLeases, descFenced, descFollows, descOverflows, descRejected, descDLQ} {
 		ch <- d
 	}
 }
@@ -177,6 +179,8 @@ func (c *schedulerCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(descRetries, st.Retries)
 	counter(descLeases, st.LeasesLost)
 	counter(descFenced, st.StaleResults)
+	counter(descFollows, st.Follows)
+	counter(descOverflows, st.FollowOverflows)
 	var bs bus.Stats
 	if src.bus != nil {
 		bs = src.bus()
