@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import uuid
+from typing import Any
 
 import pytest
 from conftest import Dev, Workers, async_wait_until, topic
@@ -308,3 +310,62 @@ async def test_watch_of_unknown_job_and_event_subjects(client: cortexos.Client) 
     assert wire.job_events_of("j1") == "sys.job.event.*.j1"
     with pytest.raises(ValueError):
         cortexos.Client(client.nc, tenant="a.b")
+
+
+async def test_submit_is_answered_not_stored(client: cortexos.Client) -> None:
+    """A submission is published for an answer: the durable intake stream
+    (cortex dev runs the JetStream store) does not store it, and the
+    scheduler's answer says the job is kept."""
+    js = client.nc.jetstream()
+    before = (await js.stream_info("CORTEX_JOB_SUBMIT")).state.messages
+    jobs = [await client.submit(topic("answered"), ttl=60) for _ in range(3)]
+    assert all(j.state in ("PENDING", "DISPATCHED") for j in jobs), [j.state for j in jobs]
+    after = (await js.stream_info("CORTEX_JOB_SUBMIT")).state.messages
+    assert after == before, f"the intake stream stored {after - before} of 3 answered submissions"
+
+
+async def test_submit_republishes_plainly(dev: Dev) -> None:
+    """Unanswered in submit_patience, or answered "the store failed", a
+    submission is published once more without the marker header, for the
+    stream to keep; a late "store failed" answer to the first copy after
+    that is not the answer. Here a stand-in scheduler on a subject of the
+    test's own answers."""
+    from cortexos.pb.v1 import job_pb2
+
+    c = await cortexos.Client.connect(dev.url, request_timeout=10)
+    c.submit_patience = 0.2
+    own = f"test.submit.{uuid.uuid4().hex}"
+    c._subject = lambda base: own if base == wire.SUBJECT_SUBMIT else wire.client_subject(base, c.identity)  # type: ignore[method-assign]
+    seen: list[str] = []
+    answer_marked = "retry"
+
+    async def scheduler(msg: Any) -> None:
+        headers = msg.headers or {}
+        marked = headers.get(wire.HEADER_EXPECTED_STREAM) == wire.ANSWERED_SUBMIT_STREAM
+        seen.append("marked" if marked else "plain")
+        p = wire.decode(msg.data)
+        reply = wire.new_packet("t", "stand-in")
+        if marked and answer_marked == "none":
+            return
+        if marked:
+            reply.job_answer.CopyFrom(job_pb2.JobAnswer(retryable=True, error=wire.SUBMIT_RETRY_ERROR))
+        else:
+            job = job_pb2.JobInfo(job_id=p.job_request.job_id, state=job_pb2.JOB_STATE_PENDING)
+            job.request.CopyFrom(p.job_request)
+            reply.job_answer.CopyFrom(job_pb2.JobAnswer(ok=True, jobs=[job]))
+        await c.nc.publish(headers[wire.HEADER_REPLY_TO], wire.encode(reply))
+
+    sub = await c.nc.subscribe(own, cb=scheduler)
+    try:
+        await c.nc.flush()
+        j = await c.submit("job.echo")
+        assert seen == ["marked", "plain"], seen
+        assert j.state == "PENDING"
+        seen.clear()
+        answer_marked = "none"  # nobody answers the marked copy: after submit_patience, plainly
+        j = await c.submit("job.echo")
+        assert seen == ["marked", "plain"], seen
+        assert j.state == "PENDING"
+    finally:
+        await sub.unsubscribe()
+        await c.close()

@@ -234,6 +234,9 @@ class Client:
         self.tenant = tenant
         self.sender_id = sender_id
         self.request_timeout = request_timeout
+        #: How long submit waits for the answer to a submission published
+        #: for one before it publishes it again plainly (wire.SUBMIT_PATIENCE).
+        self.submit_patience = wire.SUBMIT_PATIENCE
         self.max_packet_bytes = max_packet_bytes
         #: Inputs up to this size travel in JobRequest.payload; larger ones
         #: are put in the object store and passed as an obj:// context_ptr.
@@ -310,6 +313,12 @@ class Client:
         the job's deadline, in seconds; ``require`` and ``labels`` are what a
         worker must have to run it.
 
+        The submission is published for an answer (a durable intake does not
+        store it; the answer says the job is kept) and once more plainly,
+        for the intake stream to keep, when no answer comes within
+        ``submit_patience`` (3 s) or before ``request_timeout``, or the
+        answer says the store failed (docs/protocol.md).
+
         Raises Denied, Throttled, Conflict or Refused when the scheduler
         says no, NoScheduler when none listens, TimeoutError when none
         answers within request_timeout."""
@@ -355,7 +364,7 @@ class Client:
         p.job_request.CopyFrom(req)
         data = wire.encode(p, self.max_packet_bytes)
         inbox = self.nc.new_inbox()
-        answer: asyncio.Future[job_pb2.JobAnswer] = asyncio.get_running_loop().create_future()
+        answers: asyncio.Queue[job_pb2.JobAnswer] = asyncio.Queue()
 
         async def on_answer(msg: Msg) -> None:
             try:
@@ -363,20 +372,47 @@ class Client:
             except wire.PacketError as e:
                 log.warning("dropped an answer on %s: %s", msg.subject, e)
                 return
-            if a.WhichOneof("payload") == "job_answer" and not answer.done():
-                answer.set_result(a.job_answer)
+            if a.WhichOneof("payload") == "job_answer":
+                answers.put_nowait(a.job_answer)
 
+        subject = self._subject(wire.SUBJECT_SUBMIT)
+        plain = {wire.HEADER_REPLY_TO: inbox}
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.request_timeout
+        republished = False
         sub = await self.nc.subscribe(inbox, cb=on_answer)
         try:
             await self.nc.flush(timeout=int(max(1, self.request_timeout)))  # the server has the subscription before we submit
-            await self.nc.publish(self._subject(wire.SUBJECT_SUBMIT), data, headers={wire.HEADER_REPLY_TO: inbox})
-            try:
-                a = await asyncio.wait_for(answer, self.request_timeout)
-            except asyncio.TimeoutError:
-                raise TimeoutError(
-                    f"no answer from a scheduler for job {req.job_id} within {self.request_timeout:g}s; "
-                    "if the intake is durable it is recorded when a scheduler runs"
-                ) from None
+            # Published for an answer, the submission is not stored by a
+            # durable intake: the scheduler's answer says it is kept.
+            # Unanswered in submit_patience, or answered "the store failed",
+            # it is published once more plainly, for the stream to keep; the
+            # scheduler records a job once, by job_id, whatever copies come.
+            await self.nc.publish(subject, data, headers={**plain, wire.HEADER_EXPECTED_STREAM: wire.ANSWERED_SUBMIT_STREAM})
+            while True:
+                left = deadline - loop.time()
+                wait = left if republished else min(left, self.submit_patience)
+                try:
+                    a = await asyncio.wait_for(answers.get(), max(wait, 0))
+                except asyncio.TimeoutError:
+                    if not republished:
+                        republished = True
+                        await self.nc.publish(subject, data, headers=plain)
+                        if loop.time() < deadline:
+                            continue
+                        await self.nc.flush(timeout=1)  # kept by the stream, recorded when a scheduler runs
+                    raise TimeoutError(
+                        f"no answer from a scheduler for job {req.job_id} within {self.request_timeout:g}s; "
+                        "if the intake is durable it is recorded when a scheduler runs"
+                    ) from None
+                if a.retryable and a.retry_after_ms == 0:
+                    if not republished:
+                        republished = True
+                        await self.nc.publish(subject, data, headers=plain)
+                        continue
+                    if a.error == wire.SUBMIT_RETRY_ERROR:
+                        continue  # the first copy's, late: the stream has the plain one
+                break
         finally:
             await sub.unsubscribe()
         if not a.ok:

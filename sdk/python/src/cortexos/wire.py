@@ -22,6 +22,10 @@ __all__ = [
     "SUBJECT_RESULT",
     "JOB_SUBJECT_PREFIX",
     "HEADER_REPLY_TO",
+    "HEADER_EXPECTED_STREAM",
+    "ANSWERED_SUBMIT_STREAM",
+    "SUBMIT_RETRY_ERROR",
+    "SUBMIT_PATIENCE",
     "heartbeat_subject",
     "result_subject",
     "worker_cancel_subject",
@@ -62,6 +66,18 @@ JOB_SUBJECT_PREFIX = "job."
 #: NATS reply subject cannot serve, since a stream capturing sys.job.submit
 #: answers it with the stream's publish acknowledgement.
 HEADER_REPLY_TO = "Cortex-Reply-To"
+
+#: On a submission published for an answer: ``Nats-Expected-Stream`` set to
+#: ANSWERED_SUBMIT_STREAM, a stream that does not exist, so that the intake
+#: stream (CORTEX_JOB_SUBMIT) does not store it and one scheduler replica
+#: takes it over core NATS and answers it (Go: bus.AnsweredSubmitStream).
+#: Unanswered within SUBMIT_PATIENCE seconds, or answered retryable with
+#: SUBMIT_RETRY_ERROR, it is published again without the header, for the
+#: stream to keep (docs/protocol.md, "Submitting a job").
+HEADER_EXPECTED_STREAM = "Nats-Expected-Stream"
+ANSWERED_SUBMIT_STREAM = "CORTEX_ANSWERED_SUBMIT"
+SUBMIT_RETRY_ERROR = "the job store write failed: publish the submission for the stream"
+SUBMIT_PATIENCE = 3.0
 
 
 def heartbeat_subject(kind: str, worker_id: str) -> str:
