@@ -138,10 +138,18 @@ func TestFollowsBounded(t *testing.T) {
 		t.Fatalf("a 4th job over max 3: %d jobs, z followed %v, overflows %d: want 3, true, 1",
 			len(fl.jobs), fl.followed("z"), stats.followOverflows.Load())
 	}
+	// While full, an announcement does not scan the jobs again before half
+	// a ttl has passed since the last scan.
+	scanned := fl.nextPrune
+	fl.follow("f", now.Add(time.Minute))
+	if fl.nextPrune != scanned || stats.followOverflows.Load() != 2 {
+		t.Fatalf("a 5th job a minute later: pruned again (next prune %d, was %d), overflows %d: want no scan, 2",
+			fl.nextPrune, scanned, stats.followOverflows.Load())
+	}
 	later := now.Add(2 * time.Hour)
 	fl.follow("e", later) // the expired are pruned to make room
-	if len(fl.jobs) != 1 || stats.followOverflows.Load() != 1 {
-		t.Fatalf("after the ttl: %d jobs, overflows %d: want 1, 1", len(fl.jobs), stats.followOverflows.Load())
+	if len(fl.jobs) != 1 || stats.followOverflows.Load() != 2 {
+		t.Fatalf("after the ttl: %d jobs, overflows %d: want 1, 2", len(fl.jobs), stats.followOverflows.Load())
 	}
 }
 

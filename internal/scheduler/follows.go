@@ -20,7 +20,7 @@ import (
 // It holds at most max jobs: an announcement beyond them follows every job
 // until its ttl ends (counted in Stats.FollowOverflows), so that clients
 // naming many jobs cost events, not memory. Expired jobs are pruned by the
-// timers' loop (prune) and when the map is full.
+// timers' loop (prune) and when the map is full, each at most twice a ttl.
 //
 // followed, asked for every write of every job, is cheap when nobody
 // follows: two atomic loads, and the clock only when some follow is live.
@@ -88,7 +88,10 @@ func (f *follows) follow(jobID string, now time.Time) {
 		return
 	}
 	f.mu.Lock()
-	if _, ok := f.jobs[jobID]; !ok && len(f.jobs) >= f.max {
+	if _, ok := f.jobs[jobID]; !ok && len(f.jobs) >= f.max && now.UnixNano() >= f.nextPrune {
+		// Full: make room from what expired, at most twice a ttl (a scan of
+		// max jobs on every announcement would cost the most exactly when
+		// followers are the most).
 		f.pruneLocked(now.UnixNano())
 	}
 	_, ok := f.jobs[jobID]
