@@ -3,7 +3,6 @@ package kvstore
 import (
 	"context"
 	"errors"
-	"fmt"
 	"strings"
 	"time"
 
@@ -50,39 +49,25 @@ func (s *Store) watchGaps(ctx context.Context, fn func(jobstore.Record)) error {
 	defer cancel()
 
 	// The first pass: the latest record of every job.
-	w, err := s.kv.WatchAll(ctx, jetstream.IgnoreDeletes())
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil
-		}
-		return fmt.Errorf("kvstore: watch: %w", err)
+	w, err := s.watchAll(ctx)
+	if w == nil {
+		return err
 	}
 	var top uint64
-	for initial := true; initial; {
-		select {
-		case <-ctx.Done():
-			stopWatcher(w)
-			return nil
-		case e, ok := <-w.Updates():
-			if !ok {
-				stopWatcher(w)
-				if ctx.Err() != nil {
-					return nil
-				}
-				return errors.New("kvstore: watch: watcher closed (connection closed?)")
-			}
-			if e == nil {
-				initial = false
-				continue
-			}
-			top = max(top, e.Revision())
-			if e.Operation() != jetstream.KeyValuePut || s.own.take(e.Key(), e.Value()) {
-				continue
-			}
+	err = readUpdates(ctx, w, func(e jetstream.KeyValueEntry) bool {
+		if e == nil {
+			return false // the first pass is done
+		}
+		top = max(top, e.Revision())
+		if e.Operation() == jetstream.KeyValuePut && !s.own.take(e.Key(), e.Value()) {
 			s.deliver(ctx, fn, e.Key(), e.Value(), e.Revision())
 		}
-	}
+		return true
+	})
 	stopWatcher(w)
+	if err != nil || ctx.Err() != nil {
+		return err
+	}
 
 	g := gapFollower{s: s, fn: fn, next: top + 1, mine: make(map[uint64]struct{})}
 	t := time.NewTicker(gapTick)

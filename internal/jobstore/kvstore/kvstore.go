@@ -402,18 +402,52 @@ func (s *Store) Watch(ctx context.Context, fn func(jobstore.Record)) error {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	w, err := s.kv.WatchAll(ctx, jetstream.IgnoreDeletes())
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil
-		}
-		return fmt.Errorf("kvstore: watch: %w", err)
+	w, err := s.watchAll(ctx)
+	if w == nil {
+		return err
 	}
 	defer stopWatcher(w)
 	if s.skipOwn {
 		s.own.start()
 		defer s.own.stop()
 	}
+	return readUpdates(ctx, w, func(e jetstream.KeyValueEntry) bool {
+		if e == nil || e.Operation() != jetstream.KeyValuePut {
+			return true // end-of-initial-values marker, or a delete/purge
+		}
+		if s.skipOwn && s.own.take(e.Key(), e.Value()) {
+			return true // this Store wrote it: its writer has it
+		}
+		job, err := s.decode(e.Key(), e.Value())
+		if err != nil {
+			s.log.Error("watch: skipping undecodable record", "err", err)
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		fn(jobstore.Record{Job: job, Revision: e.Revision()})
+		return true
+	})
+}
+
+// watchAll starts a watch of every key, deletes left out: nil and no error
+// when ctx ended first.
+func (s *Store) watchAll(ctx context.Context) (jetstream.KeyWatcher, error) {
+	w, err := s.kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("kvstore: watch: %w", err)
+	}
+	return w, nil
+}
+
+// readUpdates hands each of w's updates to next (nil: the end of the
+// initial values) until next returns false or ctx ends (nil), or the
+// watcher's channel closes (an error, unless ctx ended).
+func readUpdates(ctx context.Context, w jetstream.KeyWatcher, next func(jetstream.KeyValueEntry) bool) error {
 	for {
 		select {
 		case <-ctx.Done():
@@ -425,21 +459,9 @@ func (s *Store) Watch(ctx context.Context, fn func(jobstore.Record)) error {
 				}
 				return errors.New("kvstore: watch: watcher closed (connection closed?)")
 			}
-			if e == nil || e.Operation() != jetstream.KeyValuePut {
-				continue // end-of-initial-values marker, or a delete/purge
-			}
-			if s.skipOwn && s.own.take(e.Key(), e.Value()) {
-				continue // this Store wrote it: its writer has it
-			}
-			job, err := s.decode(e.Key(), e.Value())
-			if err != nil {
-				s.log.Error("watch: skipping undecodable record", "err", err)
-				continue
-			}
-			if ctx.Err() != nil {
+			if !next(e) {
 				return nil
 			}
-			fn(jobstore.Record{Job: job, Revision: e.Revision()})
 		}
 	}
 }
