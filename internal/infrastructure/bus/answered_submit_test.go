@@ -144,22 +144,8 @@ func TestAnsweredSubmissionsSkipTheStream(t *testing.T) {
 		t.Errorf("failing handled %d times; want once (its sender publishes it again)", n)
 	}
 
-	js, err := b.JetStream()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
-	defer cancel()
-	st, err := js.Stream(ctx, bus.StreamName(wire.SubjectSubmit))
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if info.State.Msgs != 1 {
-		t.Fatalf("the intake stream holds %d messages; want 1 (the plain submission)", info.State.Msgs)
+	if n := streamMsgs(t, b, wire.SubjectSubmit); n != 1 {
+		t.Fatalf("the intake stream holds %d messages; want 1 (the plain submission)", n)
 	}
 }
 

@@ -95,13 +95,21 @@ func TestAnsweredResultsSkipTheStream(t *testing.T) {
 	}
 	systest.Eventually(t, waitFor, "the client's copies", func() bool { return client.get("a") == 1 && client.get("failing") == 1 && client.get("plain") == 1 })
 
+	if n := streamMsgs(t, b, wire.SubjectResult); n != 1 {
+		t.Fatalf("the result stream holds %d messages; want 1 (the plain result)", n)
+	}
+}
+
+// streamMsgs is how many messages the stream that captures subject holds.
+func streamMsgs(t *testing.T, b *bus.NatsBus, subject string) uint64 {
+	t.Helper()
 	js, err := b.JetStream()
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
-	st, err := js.Stream(ctx, bus.StreamName(wire.SubjectResult))
+	st, err := js.Stream(ctx, bus.StreamName(subject))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,9 +117,7 @@ func TestAnsweredResultsSkipTheStream(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if info.State.Msgs != 1 {
-		t.Fatalf("the result stream holds %d messages; want 1 (the plain result)", info.State.Msgs)
-	}
+	return info.State.Msgs
 }
 
 // Over core NATS (the memory store) a result published for an answer is
