@@ -107,3 +107,16 @@ async def test_client_refusals_are_typed() -> None:
     assert isinstance(_refusal(ans(error="job x: jobstore: job not found")), cortexos.NotFound)
     plain = _refusal(ans(error="invalid job_id"))
     assert type(plain) is cortexos.Refused and isinstance(plain, cortexos.CortexError)
+
+
+def test_worker_log_lines_name_the_kind(caplog: pytest.LogCaptureFixture) -> None:
+    """A worker's log lines start with [WORKER <kind>], as the design
+    document's workers print theirs, whatever the message's own % args."""
+    import logging
+
+    from cortexos.worker import _KindLog
+
+    wlog = _KindLog(logging.getLogger("cortexos.worker"), {"kind": "py%s"})
+    with caplog.at_level(logging.INFO, logger="cortexos.worker"):
+        wlog.info("running worker_id=%s", "w1")
+    assert caplog.messages == ["[WORKER py%s] running worker_id=w1"], caplog.messages

@@ -61,6 +61,15 @@ __all__ = ["Worker", "JobContext", "Cancelled", "WorkerStats", "HandlerResult"]
 
 log = logging.getLogger("cortexos.worker")
 
+
+class _KindLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """A worker's log: each line starts with ``[WORKER <kind>]``, as the
+    design document's workers print theirs (Go: internal/logging)."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        kind = str(self.extra["kind"]).replace("%", "%%") if self.extra else "?"
+        return f"[WORKER {kind}] {msg}", kwargs
+
 #: What a handler may return: the result's bytes (a str is UTF-8), a
 #: Pointer to pass through, or None for no result.
 HandlerResult = Union[bytes, bytearray, memoryview, str, Pointer, None]
@@ -332,6 +341,7 @@ class Worker:
         self.nats_url = nats_url
         self.credentials = creds
         self.kind = kind
+        self._log = _KindLog(log, {"kind": kind})
         self.worker_id = worker_id
         self.capacity = capacity
         self.capabilities = caps
@@ -441,9 +451,9 @@ class Worker:
     def _on_signal(self, sig: signal.Signals) -> None:
         assert self._stop is not None
         if self._stop.is_set():
-            log.warning("[WORKER %s] %s again: handing back every held job now", self.kind, sig.name)
+            self._log.warning("%s again: handing back every held job now", sig.name)
         else:
-            log.info("[WORKER %s] %s: draining (again to stop at once)", self.kind, sig.name)
+            self._log.info("%s: draining (again to stop at once)", sig.name)
         self.stop()
 
     async def _serve(self) -> None:
@@ -457,14 +467,14 @@ class Worker:
             job_subs.append(await nc.subscribe(wire.worker_job_subject(self.worker_id), cb=self._dispatch_cb(None)))
         await nc.flush()
         self.ready = True
-        log.info(
-            "[WORKER %s] running worker_id=%s topics=%s capacity=%d capabilities=%s labels=%s direct=%s",
-            self.kind, self.worker_id, self.topics, self.capacity, self.capabilities, self.labels, self.direct,
+        self._log.info(
+            "running worker_id=%s topics=%s capacity=%d capabilities=%s labels=%s direct=%s",
+            self.worker_id, self.topics, self.capacity, self.capabilities, self.labels, self.direct,
         )
         hb = asyncio.create_task(self._heartbeat_loop())
         try:
             await self._stop.wait()
-            log.info("[WORKER %s] shutting down worker_id=%s in_flight=%d", self.kind, self.worker_id, len(self._held))
+            self._log.info("shutting down worker_id=%s in_flight=%d", self.worker_id, len(self._held))
             self._draining, self.ready = True, False
             await self._send_heartbeat()  # tell the schedulers at once: no more jobs here
             loop = asyncio.get_running_loop()
@@ -506,14 +516,14 @@ class Worker:
                 pass
             if not nc.is_closed:
                 await self._send_heartbeat()  # the last, with the final load
-            log.info("[WORKER %s] stopped worker_id=%s", self.kind, self.worker_id)
+            self._log.info("stopped worker_id=%s", self.worker_id)
 
     async def _drain(self, subs: list[Subscription]) -> None:
         for sub in subs:
             try:
                 await sub.drain()  # type: ignore[no-untyped-call]
             except Exception as e:
-                log.warning("[WORKER %s] draining a subscription: %s", self.kind, e)
+                self._log.warning("draining a subscription: %s", e)
 
     def _hand_back(self, why: str) -> None:
         if self._handed_back:
@@ -522,7 +532,7 @@ class Worker:
         if self._handback_evt is not None:
             self._handback_evt.set()
         if self._held:
-            log.warning("[WORKER %s] %s, handing back %d unfinished jobs", self.kind, why, len(self._held))
+            self._log.warning("%s, handing back %d unfinished jobs", why, len(self._held))
         for h in list(self._held.values()):
             h.end(_SHUTDOWN)
 
@@ -534,7 +544,7 @@ class Worker:
             return
         _, pending = await asyncio.wait(set(self._tasks), timeout=self.stop_timeout)
         for h in list(self._held.values()):
-            log.warning("[WORKER %s] handler of job %s ignores cancellation: handing it back without it", self.kind, h.job_id)
+            self._log.warning("handler of job %s ignores cancellation: handing it back without it", h.job_id)
             await self._publish_result(h, job_pb2.JobResult(
                 job_id=h.job_id, status=job_pb2.JOB_STATUS_CANCELLED, worker_id=self.worker_id,
                 attempt=h.attempt, error=_SHUTDOWN,
@@ -551,7 +561,7 @@ class Worker:
                 p = wire.decode(msg.data, self.max_packet_bytes)
             except wire.PacketError as e:
                 self._count(e)
-                log.warning("[WORKER %s] dropped packet on %s (%d bytes): %s", self.kind, msg.subject, len(msg.data), e)
+                self._log.warning("dropped packet on %s (%d bytes): %s", msg.subject, len(msg.data), e)
                 return
             await self._on_job(p, msg.reply, topic)
 
@@ -582,11 +592,11 @@ class Worker:
         try:
             await self._nc.publish(reply, wire.encode(out, self.max_packet_bytes))  # type: ignore[union-attr]
         except Exception as e:
-            log.warning("[WORKER %s] refusing a job failed: %s", self.kind, e)
+            self._log.warning("refusing a job failed: %s", e)
 
     async def _on_job(self, p: packet_pb2.BusPacket, reply: str, topic: str | None) -> None:
         if p.WhichOneof("payload") != "job_request":
-            log.warning("[WORKER %s] ignored packet that is not a job request from %s", self.kind, p.sender_id)
+            self._log.warning("ignored packet that is not a job request from %s", p.sender_id)
             return
         req = p.job_request
         self.stats.received += 1
@@ -596,7 +606,7 @@ class Worker:
             if may_refuse:
                 await self._refuse(reply, p.trace_id, f"worker {self.worker_id} has no handler for {req.topic}")
                 return
-            log.warning("[WORKER %s] no handler for %s: job %s dropped", self.kind, req.topic, req.job_id)
+            self._log.warning("no handler for %s: job %s dropped", req.topic, req.job_id)
             return
         missing = self._lacks(req)
         if missing and may_refuse:
@@ -663,7 +673,7 @@ class Worker:
             return True
         except Exception as e:
             self.stats.publish_errors += 1
-            log.warning("[WORKER %s] %s failed: %s", self.kind, what, e)
+            self._log.warning("%s failed: %s", what, e)
             return False
 
     async def _run(self, h: _Held, req: job_pb2.JobRequest, trace_id: str, entry: tuple[Handler, bool, str]) -> None:
@@ -673,7 +683,7 @@ class Worker:
         res = job_pb2.JobResult(job_id=req.job_id, status=job_pb2.JOB_STATUS_COMPLETED, worker_id=self.worker_id, attempt=req.attempt)
         debug = log.isEnabledFor(logging.DEBUG)
         if debug:
-            log.debug("[WORKER %s] job job_id=%s topic=%s attempt=%d trace_id=%s", self.kind, req.job_id, req.topic, req.attempt, trace_id)
+            self._log.debug("job job_id=%s topic=%s attempt=%d trace_id=%s", req.job_id, req.topic, req.attempt, trace_id)
         try:
             try:
                 if h.cause is not None:
@@ -704,7 +714,7 @@ class Worker:
                 res.status = job_pb2.JOB_STATUS_FAILED
                 res.error = _describe(e)
                 self.stats.failed += 1
-            log.warning("[WORKER %s] job did not complete job_id=%s status=%s err=%s", self.kind, req.job_id,
+            self._log.warning("job did not complete job_id=%s status=%s err=%s", req.job_id,
                         job_pb2.JobStatus.Name(res.status), res.error)
         else:
             self.stats.completed += 1
@@ -713,7 +723,7 @@ class Worker:
             return  # handed back without waiting for this handler (stop_timeout)
         await self._publish_result(h, res)
         if debug:
-            log.debug("[WORKER %s] result job_id=%s status=%s execution_ms=%d", self.kind, req.job_id,
+            self._log.debug("result job_id=%s status=%s execution_ms=%d", req.job_id,
                       job_pb2.JobStatus.Name(res.status), res.execution_ms)
         self._release(h)
 
@@ -726,13 +736,13 @@ class Worker:
             out.job_result.error = res.error[:4096] + " [truncated]"
             out.job_result.result_ptr = ""
             out.job_result.status = job_pb2.JOB_STATUS_FAILED
-            log.warning("[WORKER %s] result of %s too large: %s", self.kind, h.job_id, e)
+            self._log.warning("result of %s too large: %s", h.job_id, e)
             data = wire.encode(out, 0)
         try:
             await self._nc.publish(wire.result_subject(self.worker_id), data)  # type: ignore[union-attr]
         except Exception as e:
             self.stats.publish_errors += 1
-            log.error("[WORKER %s] publishing result of %s failed: %s", self.kind, h.job_id, e)
+            self._log.error("publishing result of %s failed: %s", h.job_id, e)
 
     def _release(self, h: _Held) -> None:
         if self._held.pop((h.job_id, h.attempt), None) is None:
@@ -773,14 +783,14 @@ class Worker:
             p = wire.decode(msg.data, self.max_packet_bytes)
         except wire.PacketError as e:
             self._count(e)
-            log.warning("[WORKER %s] dropped packet on %s: %s", self.kind, msg.subject, e)
+            self._log.warning("dropped packet on %s: %s", msg.subject, e)
             return
         if p.WhichOneof("payload") != "job_cancel":
             return
         c = p.job_cancel
         for h in list(self._held.values()):
             if h.job_id == c.job_id:
-                log.info("[WORKER %s] cancelling job job_id=%s attempt=%d reason=%s", self.kind, h.job_id, h.attempt, c.reason)
+                self._log.info("cancelling job job_id=%s attempt=%d reason=%s", h.job_id, h.attempt, c.reason)
                 h.end(_CANCELLED)
 
     # ---- heartbeats ----
