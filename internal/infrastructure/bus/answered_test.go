@@ -33,6 +33,20 @@ func (a *answers) set(subject, answer string) {
 	a.m[subject] = answer
 }
 
+// subscribeAnswers subscribes b to the answers on <inbox>.*, for the test's
+// length, and returns the inbox and what arrives on it.
+func subscribeAnswers(t *testing.T, b *bus.NatsBus) (string, *answers) {
+	t.Helper()
+	got := &answers{}
+	inbox := b.NewInbox()
+	drain, err := b.SubscribeAnswers(inbox+".*", got.set)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = drain() })
+	return inbox, got
+}
+
 func (a *answers) get(subject string) string {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -63,13 +77,7 @@ func TestAnsweredResultsSkipTheStream(t *testing.T) {
 	defer func() { _ = stop() }()
 
 	worker := systest.ConnectWith(t, bus.Config{URL: srv.URL()})
-	var got answers
-	inbox := worker.NewInbox()
-	drain, err := worker.SubscribeAnswers(inbox+".*", got.set)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = drain() }()
+	inbox, got := subscribeAnswers(t, worker)
 	var client counts
 	drainClient, err := worker.Subscribe(wire.SubjectResults, "", func(p *pb.BusPacket) { client.add(p.GetJobResult().GetJobId()) })
 	if err != nil {
@@ -129,13 +137,7 @@ func TestAnsweredResultOverCoreNATS(t *testing.T) {
 	b := systest.ConnectWith(t, bus.Config{URL: srv.URL()})
 	handled := consumeResults(t, b)
 	worker := systest.ConnectWith(t, bus.Config{URL: srv.URL()})
-	var got answers
-	inbox := worker.NewInbox()
-	drain, err := worker.SubscribeAnswers(inbox+".*", got.set)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = drain() }()
+	inbox, got := subscribeAnswers(t, worker)
 	flush(t, worker)
 	if err := worker.PublishAnswered(wire.SubjectResult, resultPacket("a", "w1"), inbox+".1"); err != nil {
 		t.Fatal(err)
@@ -169,13 +171,7 @@ func TestAnswersAreJobAnswerPackets(t *testing.T) {
 
 	srv := natstest.RunRestartable(t)
 	b := systest.ConnectWith(t, bus.Config{URL: srv.URL()})
-	var got answers
-	inbox := b.NewInbox()
-	drain, err := b.SubscribeAnswers(inbox+".*", got.set)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = drain() }()
+	inbox, got := subscribeAnswers(t, b)
 	flush(t, b)
 	nc := natstest.Conn(t, srv.URL())
 	for i, data := range [][]byte{[]byte("done"), {0xff, 0x01}, mustMarshal(t, &pb.BusPacket{Payload: &pb.BusPacket_JobAck{JobAck: &pb.JobAck{JobId: "x"}}})} {
