@@ -236,12 +236,25 @@ func (b *NatsBus) Publish(subject string, packet *pb.BusPacket) error {
 }
 
 // publish publishes packet on subject with reply as its reply subject
-// ("": none). The packet is marshalled into a pooled buffer: the NATS
-// client copies the bytes into its own before it returns.
+// ("": none).
 func (b *NatsBus) publish(subject, reply string, packet *pb.BusPacket) error {
 	if err := b.checkSubjects(subject, reply); err != nil {
 		return err
 	}
+	return b.send(subject, reply, packet, nil)
+}
+
+// publishWithHeader publishes packet on subject with header h (the
+// caller's to give away).
+func (b *NatsBus) publishWithHeader(subject string, packet *pb.BusPacket, h nats.Header) error {
+	return b.send(subject, "", packet, h)
+}
+
+// send publishes packet on subject, with reply ("": none) and header h
+// (nil: none), to which it adds the packet's traceparent when traced. The
+// packet is marshalled into a pooled buffer: the NATS client copies the
+// bytes into its own before it returns.
+func (b *NatsBus) send(subject, reply string, packet *pb.BusPacket, h nats.Header) error {
 	buf := encodeBuffers.Get().(*[]byte)
 	defer func() {
 		if cap(*buf) <= maxPooledBuffer {
@@ -254,38 +267,20 @@ func (b *NatsBus) publish(subject, reply string, packet *pb.BusPacket) error {
 	}
 	*buf = data
 	if tp := b.outgoingHeader(packet); tp != "" {
-		err = b.nc.PublishMsg(&nats.Msg{Subject: subject, Reply: reply, Data: data, Header: nats.Header{HeaderTraceparent: []string{tp}}})
-	} else if reply == "" {
+		if h == nil {
+			h = nats.Header{}
+		}
+		h[HeaderTraceparent] = []string{tp}
+	}
+	switch {
+	case h != nil:
+		err = b.nc.PublishMsg(&nats.Msg{Subject: subject, Reply: reply, Data: data, Header: h})
+	case reply == "":
 		err = b.nc.Publish(subject, data)
-	} else {
+	default:
 		err = b.nc.PublishRequest(subject, reply, data)
 	}
 	if err != nil {
-		return publishError(subject, err)
-	}
-	b.published.Add(1)
-	return nil
-}
-
-// publishWithHeader publishes packet on subject with header h, to which
-// it adds the packet's traceparent when traced, encoded into a pooled
-// buffer as publish does. h is the caller's to give away.
-func (b *NatsBus) publishWithHeader(subject string, packet *pb.BusPacket, h nats.Header) error {
-	buf := encodeBuffers.Get().(*[]byte)
-	defer func() {
-		if cap(*buf) <= maxPooledBuffer {
-			encodeBuffers.Put(buf)
-		}
-	}()
-	data, err := b.encodeAppend((*buf)[:0], packet)
-	if err != nil {
-		return publishError(subject, err)
-	}
-	*buf = data
-	if tp := b.outgoingHeader(packet); tp != "" {
-		h[HeaderTraceparent] = []string{tp}
-	}
-	if err := b.nc.PublishMsg(&nats.Msg{Subject: subject, Data: data, Header: h}); err != nil {
 		return publishError(subject, err)
 	}
 	b.published.Add(1)
