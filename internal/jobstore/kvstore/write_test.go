@@ -92,32 +92,40 @@ func TestWatchSkipsOwnWrites(t *testing.T) {
 	other := newStore(t, js2, Config{Bucket: bucket})
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	got := make(chan jobstore.Record, 16)
-	done := make(chan error, 1)
-	go func() { done <- own.Watch(ctx, func(r jobstore.Record) { got <- r }) }()
-	time.Sleep(100 * time.Millisecond) // the watch runs
 	mk := func(id string) *pb.JobInfo {
 		return &pb.JobInfo{JobId: id, State: lifecycle.Pending, Request: &pb.JobRequest{JobId: id, Topic: "t"}}
 	}
+	got := make(chan jobstore.Record, 16)
+	// next is the next record the watch hands back, which must be want's.
+	next := func(want string) {
+		t.Helper()
+		select {
+		case r := <-got:
+			if r.Job.GetJobId() != want {
+				t.Fatalf("watch handed back %s; want %s", r.Job.GetJobId(), want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no record %s from the other store", want)
+		}
+	}
+	if _, err := other.Create(ctx, mk("before")); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- own.Watch(ctx, func(r jobstore.Record) { got <- r }) }()
+	next("before") // the watch runs
 	if _, err := own.Create(ctx, mk("mine")); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := other.Create(ctx, mk("theirs")); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case r := <-got:
-		if r.Job.GetJobId() != "theirs" {
-			t.Fatalf("watch handed back %s; want only theirs", r.Job.GetJobId())
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("no record from the other store")
+	next("theirs") // not mine, written before it
+	// A record written after both comes next: nothing else came between.
+	if _, err := other.Create(ctx, mk("barrier")); err != nil {
+		t.Fatal(err)
 	}
-	select {
-	case r := <-got:
-		t.Fatalf("unexpected record %s", r.Job.GetJobId())
-	case <-time.After(200 * time.Millisecond):
-	}
+	next("barrier")
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
@@ -200,7 +208,18 @@ func TestWatchFollowsOthersWritesAmongOwn(t *testing.T) {
 			mu.Unlock()
 		})
 	}()
-	time.Sleep(100 * time.Millisecond)
+	// The watch runs once its first pass has the job written before it.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		mu.Lock()
+		_, ok := seen["theirs-before"]
+		mu.Unlock()
+		if ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the watch's first pass did not hand back the job written before it")
+		}
+	}
 	write := func(s *Store, prefix string, n int) error {
 		for i := range n {
 			id := fmt.Sprintf("%s-%d", prefix, i)
