@@ -194,8 +194,9 @@ func startSystem(ctx context.Context, e *env, tr *tracker) (_ *parts, err error)
 	}
 	p.stop = append(p.stop, func() error { stopSafety(); return nil })
 	var (
-		store scheduler.JobStore
-		dead  scheduler.DeadLetters
+		store      scheduler.JobStore
+		dead       scheduler.DeadLetters
+		closeStore func() error
 	)
 	if e.opts.Store == StoreJetStream {
 		// Buckets of this run's own, so a bench against a live server
@@ -206,9 +207,11 @@ func startSystem(ctx context.Context, e *env, tr *tracker) (_ *parts, err error)
 		}
 		replicas := bus.DefaultReplicas(sb.Conn(), e.opts.Replicas)
 		sb.SetReplicas(replicas)
-		if store, err = kvstore.New(ctx, js, kvstore.Config{Bucket: "CORTEX_BENCH_JOBS_" + e.runID, SkipOwnWrites: true, Replicas: replicas}); err != nil {
+		kv, err := kvstore.New(ctx, js, kvstore.Config{Bucket: "CORTEX_BENCH_JOBS_" + e.runID, SkipOwnWrites: true, Replicas: replicas})
+		if err != nil {
 			return nil, err
 		}
+		store, closeStore = kv, kv.Close
 		if dead, err = kvstore.NewDeadLetters(ctx, js, kvstore.DLConfig{
 			Stream: "CORTEX_BENCH_DLQ_" + e.runID, SubjectPrefix: "bench." + e.runID + ".dlq", Replicas: replicas,
 		}); err != nil {
@@ -260,6 +263,9 @@ func startSystem(ctx context.Context, e *env, tr *tracker) (_ *parts, err error)
 		},
 		func() error { return engine.Stop(context.WithoutCancel(ctx)) },
 	)
+	if closeStore != nil {
+		p.stop = append(p.stop, closeStore) // once the engine no longer writes
+	}
 	if err := flush(ctx, sb); err != nil {
 		return nil, err
 	}

@@ -81,6 +81,7 @@ type Store struct {
 
 	nc         *nats.Conn
 	putPrefix  string // where put writes a key ("": through the library)
+	acks       acks   // put's acknowledgements
 	streamName string // KV_<bucket>
 	skipOwn    bool
 	own        ownWrites
@@ -127,6 +128,7 @@ func New(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, error
 		nc:            js.Conn(),
 		streamName:    streamName,
 		skipOwn:       cfg.SkipOwnWrites,
+		acks:          acks{nc: js.Conn()},
 	}
 	if o := js.Options(); o.Domain == "" && (o.APIPrefix == "" || o.APIPrefix == jetstream.DefaultAPIPrefix) {
 		st.putPrefix = st.subjectPrefix // else the library works out the subject
@@ -145,6 +147,12 @@ func apiPrefix(o jetstream.JetStreamOptions) string {
 		return "$JS.API."
 	}
 }
+
+// Close ends the subscription on which the Store hears back from its
+// writes (made at its first write), failing writes still waiting. Without
+// Close it ends with the connection. Writes after Close fail; reads and
+// watches go on.
+func (s *Store) Close() error { return s.acks.close() }
 
 // Bucket returns the name of the store's bucket.
 func (s *Store) Bucket() string { return s.bucket }

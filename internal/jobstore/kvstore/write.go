@@ -4,12 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"strconv"
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -19,44 +17,32 @@ var writeTimeout = 5 * time.Second
 
 // put writes data under key if the key's last revision is rev (0: the key
 // has never been written), as kv.Create and kv.Update do: one request to the
-// bucket's stream with the expected-last-subject-sequence header. It skips
-// what the library adds around that request (options, a context per call,
-// a reflective JSON decode of every acknowledgement): a success is read by
-// parsePubAck. handled is false when the write should go the library's way
-// instead: no responders yet (the library waits and retries) or an answer
-// this code does not read; nothing was stored then.
+// bucket's stream with the expected-last-subject-sequence header, answered
+// on the Store's own acknowledgement subscription (acks). It skips what the
+// library adds around that request (options, a context per call, a channel
+// and a reply subject per request, a reflective JSON decode of every
+// acknowledgement): a success is read by parsePubAck. handled is false
+// when the write should go the library's way instead: no responders yet
+// (the library waits and retries) or an answer this code does not read;
+// nothing was stored then.
 func (s *Store) put(ctx context.Context, key string, data []byte, rev uint64) (seq uint64, handled bool, err error) {
 	if s.putPrefix == "" {
 		return 0, false, nil
 	}
-	m := &nats.Msg{
-		Subject: s.putPrefix + key,
-		Header:  nats.Header{jetstream.ExpectedLastSubjSeqHeader: []string{strconv.FormatUint(rev, 10)}},
-		Data:    data,
-	}
-	var resp *nats.Msg
-	if _, ok := ctx.Deadline(); ok || ctx.Done() != nil {
-		resp, err = s.nc.RequestMsgWithContext(ctx, m)
-	} else {
-		// No deadline (the scheduler's store context carries none): the
-		// library's default, as its own writes apply. Without it a write
-		// whose answer is lost (NATS killed after receiving it) waits
-		// forever, and so does everything that waits for it.
-		resp, err = s.nc.RequestMsg(m, writeTimeout)
-	}
-	if errors.Is(err, nats.ErrNoResponders) {
+	ans, err := s.acks.request(ctx, s.putPrefix, key, data, rev)
+	if err == nil && ans.noResponders {
 		return 0, false, nil
 	}
 	if err != nil {
 		return 0, true, err
 	}
-	if seq, ok := parsePubAck(resp.Data, s.streamName); ok {
+	if seq, ok := parsePubAck(ans.data, s.streamName); ok {
 		return seq, true, nil
 	}
 	var r struct {
 		Error *jetstream.APIError `json:"error"`
 	}
-	if json.Unmarshal(resp.Data, &r) == nil && r.Error != nil {
+	if json.Unmarshal(ans.data, &r) == nil && r.Error != nil {
 		return 0, true, r.Error // errors.As finds the code: isRevisionMismatch
 	}
 	return 0, false, nil
