@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 	"unsafe"
@@ -83,13 +84,13 @@ func (a *acks) start() error {
 // the write waiting for it. One nobody waits for (the write gave up) is
 // dropped.
 func (a *acks) answer(m *nats.Msg) {
-	n, err := strconv.ParseUint(m.Subject[min(len(a.prefix), len(m.Subject)):], 10, 64)
-	if err != nil {
-		return
-	}
 	a.mu.Lock()
-	w := a.waiting[n]
-	delete(a.waiting, n)
+	n, err := strconv.ParseUint(strings.TrimPrefix(m.Subject, a.prefix), 10, 64)
+	var w *pendingWrite
+	if err == nil {
+		w = a.waiting[n]
+		delete(a.waiting, n)
+	}
 	a.mu.Unlock()
 	if w == nil {
 		return
