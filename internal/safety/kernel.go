@@ -157,6 +157,19 @@ func (k *Kernel) Check(ctx context.Context, req *pb.JobRequest) (Verdict, error)
 	if a.p.hasThrottle || k.cfg.Audit != nil {
 		now = time.Now()
 	}
+	return k.check(ctx, a, req, TraceID(ctx), now), nil
+}
+
+// CheckTraced is Check with the job's trace id and the time of the decision
+// given as arguments, as the scheduler has them when it admits a job: no
+// context is built to carry the trace id and the clock is not read again,
+// for every job. The verdict, the audit record and the log line are those
+// Check makes with ctx carrying traceID (WithTraceID) at now.
+func (k *Kernel) CheckTraced(ctx context.Context, req *pb.JobRequest, traceID string, now time.Time) (Verdict, error) {
+	return k.check(ctx, k.active.Load(), req, traceID, now), nil
+}
+
+func (k *Kernel) check(ctx context.Context, a *active, req *pb.JobRequest, traceID string, now time.Time) Verdict {
 	v, rule := k.decide(a, req, now)
 	k.checks.Add(1)
 	switch v.Decision {
@@ -167,8 +180,8 @@ func (k *Kernel) Check(ctx context.Context, req *pb.JobRequest) (Verdict, error)
 	case Throttle:
 		k.throttled.Add(1)
 	}
-	k.report(ctx, a, rule, req, v, now)
-	return v, nil
+	k.report(ctx, a, rule, req, v, traceID, now)
+	return v
 }
 
 // decide runs the rules of a over req: the first that matches and decides
@@ -258,7 +271,7 @@ const throttleLogEvery = time.Second
 // denied job at debug.
 func (k *Kernel) LogsDecisions() bool { return true }
 
-func (k *Kernel) report(ctx context.Context, a *active, rule int, req *pb.JobRequest, v Verdict, now time.Time) {
+func (k *Kernel) report(ctx context.Context, a *active, rule int, req *pb.JobRequest, v Verdict, traceID string, now time.Time) {
 	if k.cfg.Audit != nil {
 		k.cfg.Audit(Record(req, v, k.cfg.InstanceID, now))
 	}
@@ -297,8 +310,8 @@ func (k *Kernel) report(ctx context.Context, a *active, rule int, req *pb.JobReq
 			attrs = append(attrs, slog.Uint64("throttled_since_last_line", suppressed))
 		}
 	}
-	if id := TraceID(ctx); id != "" {
-		attrs = append(attrs, slog.String("trace_id", id))
+	if traceID != "" {
+		attrs = append(attrs, slog.String("trace_id", traceID))
 	}
 	msg := "admitted"
 	switch v.Decision {
