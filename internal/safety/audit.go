@@ -151,8 +151,9 @@ func (a *BusAuditor) publishBatch(batch []*pb.SafetyVerdict) {
 	if len(batch) == 0 {
 		return
 	}
+	now := time.Now() // one clock read per batch: its records are published together
 	for _, rec := range batch {
-		a.publish(rec)
+		a.publish(rec, now)
 	}
 	clear(batch)
 	a.qmu.Lock()
@@ -213,12 +214,12 @@ func (a *BusAuditor) Stop() {
 	<-done
 }
 
-// publish publishes one record. Only Run's goroutine calls it, so the
-// packet, its time stamp and its payload wrapper are reused: a record is
-// published for every decision.
-func (a *BusAuditor) publish(rec *pb.SafetyVerdict) {
+// publish publishes one record, its packet stamped with now. Only Run's
+// goroutine calls it, so the packet, its time stamp and its payload wrapper
+// are reused: a record is published for every decision.
+func (a *BusAuditor) publish(rec *pb.SafetyVerdict, now time.Time) {
 	o := &a.out
-	wire.StampAt(&o.packet, &o.created, "", a.cfg.SenderID, time.Now())
+	wire.StampAt(&o.packet, &o.created, "", a.cfg.SenderID, now)
 	o.payload.SafetyVerdict = rec
 	o.packet.Payload = &o.payload
 	err := a.cfg.Bus.Publish(a.cfg.Subject, &o.packet)

@@ -941,12 +941,13 @@ func (w *Worker) run(j queuedJob) {
 	if err == nil {
 		out.Ptr, err = w.storeResult(j.ctx, req, out)
 	}
+	took := time.Since(start) // the result's execution_ms and the metric's: one clock read per job
 	res := &pb.JobResult{
 		JobId:       req.GetJobId(),
 		Status:      pb.JobStatus_JOB_STATUS_COMPLETED,
 		ResultPtr:   out.Ptr,
 		WorkerId:    w.cfg.ID,
-		ExecutionMs: time.Since(start).Milliseconds(),
+		ExecutionMs: took.Milliseconds(),
 		Attempt:     req.GetAttempt(),
 	}
 	if err != nil {
@@ -977,7 +978,7 @@ func (w *Worker) run(j queuedJob) {
 	} else {
 		w.completed.Add(1)
 	}
-	w.metrics.observe(res.Status, time.Since(start))
+	w.metrics.observe(res.Status, took)
 	traced := w.sendingResult(span, traceID, res)
 	defer traced()
 	if err := w.publishResult(wire.JobResultPacket(traceID, w.cfg.ID, res)); err != nil {
