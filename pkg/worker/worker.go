@@ -42,6 +42,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/cortex-os/core/internal/infrastructure/bus"
 	"github.com/cortex-os/core/pkg/blob"
@@ -941,15 +942,20 @@ func (w *Worker) run(j queuedJob) {
 	if err == nil {
 		out.Ptr, err = w.storeResult(j.ctx, req, out)
 	}
-	took := time.Since(start) // the result's execution_ms and the metric's: one clock read per job
-	res := &pb.JobResult{
+	// One clock read per job for the result's execution_ms, the metric and
+	// the packet's time stamp; one allocation for the result and its packet
+	// (as wire.JobResultPacket builds it).
+	end := time.Now()
+	took := end.Sub(start)
+	rp := &resultPacket{res: pb.JobResult{
 		JobId:       req.GetJobId(),
 		Status:      pb.JobStatus_JOB_STATUS_COMPLETED,
 		ResultPtr:   out.Ptr,
 		WorkerId:    w.cfg.ID,
 		ExecutionMs: took.Milliseconds(),
 		Attempt:     req.GetAttempt(),
-	}
+	}}
+	res := &rp.res
 	if err != nil {
 		res.Error = err.Error()
 		if d := j.held.deadline; !d.IsZero() && !time.Now().Before(d) {
@@ -981,7 +987,10 @@ func (w *Worker) run(j queuedJob) {
 	w.metrics.observe(res.Status, took)
 	traced := w.sendingResult(span, traceID, res)
 	defer traced()
-	if err := w.publishResult(wire.JobResultPacket(traceID, w.cfg.ID, res)); err != nil {
+	rp.payload.JobResult = res
+	wire.StampAt(&rp.packet, &rp.created, traceID, w.cfg.ID, end)
+	rp.packet.Payload = &rp.payload
+	if err := w.publishResult(&rp.packet); err != nil {
 		w.publishErrors.Add(1)
 		w.log.Error("publishing result failed", "job_id", req.GetJobId(), "err", err)
 		return
@@ -990,6 +999,14 @@ func (w *Worker) run(j queuedJob) {
 		w.log.Debug("result", "job_id", req.GetJobId(), "status", res.Status.String(),
 			"execution_ms", res.ExecutionMs, "trace_id", traceID, "span_id", spanID(span))
 	}
+}
+
+// resultPacket is a job's result and its packet in one piece.
+type resultPacket struct {
+	res     pb.JobResult
+	packet  pb.BusPacket
+	created timestamppb.Timestamp
+	payload pb.BusPacket_JobResult
 }
 
 // publishResult publishes a result on the worker's result subject, for a
