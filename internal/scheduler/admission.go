@@ -262,7 +262,7 @@ func (a *admission) admit(req *pb.JobRequest, traceID string, answerWanted bool)
 		return &pb.JobAnswer{Error: job.Error, RuleId: job.RuleId, Jobs: []*pb.JobInfo{rec.Job}}, true, nil
 	}
 	a.stats.accepted.Add(1)
-	if a.cache.observe(rec) {
+	if a.cache.admitted(rec) {
 		if direct {
 			a.dispatcher.publishDispatch(rec, subject, now) // the clock read at admission, microseconds ago
 		} else if queued {

@@ -242,9 +242,11 @@ func (pl *placer) unplace(jobID, workerID string) {
 
 // observe keeps the queues and the registry in step with a change
 // of a job, seen by the job cache's observe under its lock: it must not take
-// that lock or pl.mu.
-func (pl *placer) observe(prev, next *pb.JobInfo) {
-	if pl.queues == nil {
+// that lock or pl.mu. admitted: next is the record this replica's admission
+// just created, and admission has already placed it (placeNow), queued it
+// (pushNew) or sent it on its topic (naive): nothing is left to do for it.
+func (pl *placer) observe(prev, next *pb.JobInfo, admitted bool) {
+	if pl.queues == nil || (admitted && lifecycle.Active(next.GetState())) {
 		return
 	}
 	id := next.GetJobId()
