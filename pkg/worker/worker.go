@@ -990,7 +990,7 @@ func (w *Worker) run(j queuedJob) {
 	rp.payload.JobResult = res
 	wire.StampAt(&rp.packet, &rp.created, traceID, w.cfg.ID, end)
 	rp.packet.Payload = &rp.payload
-	if err := w.publishResult(&rp.packet); err != nil {
+	if err := w.publishResult(&rp.packet, end); err != nil {
 		w.publishErrors.Add(1)
 		w.log.Error("publishing result failed", "job_id", req.GetJobId(), "err", err)
 		return
@@ -1010,10 +1010,11 @@ type resultPacket struct {
 }
 
 // publishResult publishes a result on the worker's result subject, for a
-// scheduler's answer when it can (answers.go).
-func (w *Worker) publishResult(packet *pb.BusPacket) error {
+// scheduler's answer when it can (answers.go); now is the time it was
+// stamped with.
+func (w *Worker) publishResult(packet *pb.BusPacket, now time.Time) error {
 	if w.answers != nil {
-		return w.answers.publish(w.resultSubject, packet)
+		return w.answers.publish(w.resultSubject, packet, now)
 	}
 	return w.bus.Publish(w.resultSubject, packet)
 }
