@@ -173,7 +173,9 @@ type Registry struct {
 	mu    sync.Mutex
 	pools *Pools
 	now   func() time.Time
-	opts  RegistryOptions
+	// wallClock: now is time.Now (RegistryOptions.Now unset)
+	wallClock bool
+	opts      RegistryOptions
 
 	workers map[string]*Worker
 	jobs    map[string]*Job    // assigned job (its worker, when, where in its list)
@@ -199,7 +201,8 @@ func NewRegistry(opts RegistryOptions) *Registry {
 	if opts.Pools == nil {
 		opts.Pools, _ = NewPools(Config{})
 	}
-	if opts.Now == nil {
+	wallClock := opts.Now == nil
+	if wallClock {
 		opts.Now = time.Now
 	}
 	if opts.DefaultInterval <= 0 {
@@ -215,7 +218,7 @@ func NewRegistry(opts RegistryOptions) *Registry {
 		opts.MaxTopics = DefaultMaxTopics
 	}
 	r := &Registry{
-		pools: opts.Pools, now: opts.Now, opts: opts,
+		pools: opts.Pools, now: opts.Now, wallClock: wallClock, opts: opts,
 		workers:      make(map[string]*Worker),
 		jobs:         make(map[string]*Job),
 		ext:          make(map[string]*Worker),
@@ -662,6 +665,23 @@ func (r *Registry) Snapshot() map[string]*pb.Heartbeat {
 // worker's new job at once, in the same step, so that concurrent decisions
 // spread. A strategy that is WorkerBlind runs without the registry.
 func (r *Registry) Place(job *Job, s Strategy) (Decision, error) {
+	return r.place(job, s, time.Time{})
+}
+
+// PlaceAt is Place at now, a reading of the registry's clock the caller
+// has just taken (one clock read per job instead of two, where the caller
+// reads it anyway). Only a registry on the wall clock (WallClock) may be
+// given a time.Now reading; PlaceAt of the zero time is Place.
+func (r *Registry) PlaceAt(job *Job, s Strategy, now time.Time) (Decision, error) {
+	return r.place(job, s, now)
+}
+
+// WallClock reports that the registry's clock is time.Now
+// (RegistryOptions.Now unset), so that PlaceAt may be given a time.Now
+// reading.
+func (r *Registry) WallClock() bool { return r.wallClock }
+
+func (r *Registry) place(job *Job, s Strategy, at time.Time) (Decision, error) {
 	if s == nil {
 		pool := job.Pool
 		if pool == nil {
@@ -672,7 +692,10 @@ func (r *Registry) Place(job *Job, s Strategy) (Decision, error) {
 	if b, ok := s.(WorkerBlind); ok && b.WorkerBlind() {
 		return s.Place(job, Candidates{job: job})
 	}
-	now := r.now().UnixNano()
+	if at.IsZero() {
+		at = r.now()
+	}
+	now := at.UnixNano()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	set := r.topicSet(job.Topic)

@@ -190,7 +190,7 @@ func (a *admission) admit(req *pb.JobRequest, traceID string, answerWanted bool)
 	subject, direct := "", false
 	var placedOn string // the worker placement counted the job against, if any
 	if job.State == lifecycle.Pending && !job.AwaitingSafety && a.placer.placed(pool) {
-		if d, ok := a.placer.placeNow(job, pool); ok {
+		if d, ok := a.placer.placeNow(job, pool, now); ok {
 			// A worker has room and nothing is ahead of the job: it is
 			// recorded DISPATCHED to that worker (one store write) and
 			// published at once, as the naive path does.
