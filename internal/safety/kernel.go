@@ -36,6 +36,11 @@ type Config struct {
 	// from Check: it must not block (BusAuditor.Record does not). The record
 	// is the callee's.
 	Audit func(*pb.SafetyVerdict)
+	// Auditor, if set, is told every decision, synchronously, from Check,
+	// as Audit is, without a record built for it: BusAuditor.Decided keeps
+	// the fields by value, where a record per decision was an allocation
+	// per job. It must not block. Audit and Auditor may both be set.
+	Auditor DecisionAuditor
 	// InstanceID names this kernel in audit records (decided_by): the
 	// scheduler's id, or the safety service's. Default safety-<host>-<pid>.
 	InstanceID string
@@ -154,7 +159,7 @@ func (k *Kernel) InstanceID() string { return k.cfg.InstanceID }
 func (k *Kernel) Check(ctx context.Context, req *pb.JobRequest) (Verdict, error) {
 	a := k.active.Load()
 	var now time.Time // what needs the time: throttles, audit records
-	if a.p.hasThrottle || k.cfg.Audit != nil {
+	if a.p.hasThrottle || k.cfg.Audit != nil || k.cfg.Auditor != nil {
 		now = time.Now()
 	}
 	return k.check(ctx, a, req, TraceID(ctx), now), nil
@@ -272,6 +277,9 @@ const throttleLogEvery = time.Second
 func (k *Kernel) LogsDecisions() bool { return true }
 
 func (k *Kernel) report(ctx context.Context, a *active, rule int, req *pb.JobRequest, v Verdict, traceID string, now time.Time) {
+	if k.cfg.Auditor != nil {
+		k.cfg.Auditor.Decided(req, v, k.cfg.InstanceID, now)
+	}
 	if k.cfg.Audit != nil {
 		k.cfg.Audit(Record(req, v, k.cfg.InstanceID, now))
 	}
@@ -585,6 +593,13 @@ func (k *Kernel) Stats() Stats {
 		}
 	}
 	return s
+}
+
+// DecisionAuditor is told every decision a Kernel makes (Config.Auditor):
+// the request decided about, the verdict, the kernel's instance id and the
+// time. BusAuditor is one.
+type DecisionAuditor interface {
+	Decided(req *pb.JobRequest, v Verdict, decidedBy string, at time.Time)
 }
 
 // ---- trace ids ----
