@@ -356,6 +356,12 @@ type heldJob struct {
 
 	job Job // what the handler is given
 
+	// result is the job's result and its packet, filled in by run: in the
+	// held job's allocation, not one of its own. (A packet kept for a
+	// scheduler's answer keeps the held job alive with it, out of the
+	// list: a few hundred bytes, for at most answerTimeout.)
+	result resultPacket
+
 	mu           sync.Mutex
 	base         context.Context         // Run's context, without its cancellation
 	ctx          context.Context         // the handler's context, made on first use (see jobContext)
@@ -943,11 +949,12 @@ func (w *Worker) run(j queuedJob) {
 		out.Ptr, err = w.storeResult(j.ctx, req, out)
 	}
 	// One clock read per job for the result's execution_ms, the metric and
-	// the packet's time stamp; one allocation for the result and its packet
-	// (as wire.JobResultPacket builds it).
+	// the packet's time stamp; the result and its packet live in the held
+	// job (heldJob.result): no allocation of their own.
 	end := time.Now()
 	took := end.Sub(start)
-	rp := &resultPacket{res: pb.JobResult{
+	rp := &j.held.result
+	*rp = resultPacket{res: pb.JobResult{
 		JobId:       req.GetJobId(),
 		Status:      pb.JobStatus_JOB_STATUS_COMPLETED,
 		ResultPtr:   out.Ptr,
