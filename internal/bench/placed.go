@@ -43,7 +43,7 @@ func systemSafety(o Options, b *bus.NatsBus, id string, log *slog.Logger) (sched
 	if err != nil {
 		return nil, nil, err
 	}
-	kernel, err := safety.New(safety.Config{PolicyFile: o.Policy, Logger: log, Audit: auditor.Record, InstanceID: id})
+	kernel, err := safety.New(safety.Config{PolicyFile: o.Policy, Logger: log, Auditor: auditor, InstanceID: id})
 	if err != nil {
 		return nil, nil, fmt.Errorf("bench: safety: %w", err)
 	}

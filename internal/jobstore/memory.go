@@ -140,10 +140,11 @@ func (m *Memory) Create(ctx context.Context, job *pb.JobInfo) (Record, error) {
 	stored := job
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if e, ok := m.lookupLocked(stored.GetJobId()); ok {
+	h := m.hashID(stored.GetJobId())
+	if e, ok := m.lookupHashLocked(stored.GetJobId(), h); ok {
 		return e.record(), ErrExists
 	}
-	return m.writeLocked(stored, false).record(), nil
+	return m.writeLocked(stored, false, h).record(), nil
 }
 
 // Get implements Store. An id no store could hold is ErrInvalidID.
@@ -177,7 +178,8 @@ func (m *Memory) Update(ctx context.Context, prev Record, next *pb.JobInfo) (Rec
 	id := prev.Job.GetJobId()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	e, ok := m.lookupLocked(id)
+	h := m.hashID(id) // of next's id too (CheckUpdate)
+	e, ok := m.lookupHashLocked(id, h)
 	if !ok {
 		return Record{}, ErrNotFound
 	}
@@ -190,12 +192,17 @@ func (m *Memory) Update(ctx context.Context, prev Record, next *pb.JobInfo) (Rec
 	if err := lifecycle.Check(id, e.job.GetState(), stored.GetState()); err != nil {
 		return Record{}, err
 	}
-	return m.writeLocked(stored, true).record(), nil
+	return m.writeLocked(stored, true, h).record(), nil
 }
 
 // lookupLocked finds a job, active or finished. m.mu is held.
 func (m *Memory) lookupLocked(id string) (memEntry, bool) {
-	h := m.hashID(id)
+	return m.lookupHashLocked(id, m.hashID(id))
+}
+
+// lookupHashLocked is lookupLocked with the hash of id (hashID) given: a
+// write that looks its job up first hashes the id once. m.mu is held.
+func (m *Memory) lookupHashLocked(id string, h uint64) (memEntry, bool) {
 	if e, ok := m.activeLocked(id, h); ok {
 		return e, true
 	}
@@ -262,12 +269,11 @@ func (m *Memory) finishLocked(e memEntry, h uint64) int {
 
 // writeLocked stores job under a new revision, as active or finished
 // (wasActive: it is in the active map now), indexes the write and queues it
-// for every watcher. m.mu is held.
-func (m *Memory) writeLocked(job *pb.JobInfo, wasActive bool) memEntry {
+// for every watcher. h is hashID of its id. m.mu is held.
+func (m *Memory) writeLocked(job *pb.JobInfo, wasActive bool, h uint64) memEntry {
 	m.rev++
 	e := memEntry{job: job, rev: m.rev}
 	id := job.GetJobId()
-	h := m.hashID(id)
 	re := revEntry{rev: e.rev, hash: h}
 	if lifecycle.Terminal(job.GetState()) {
 		if wasActive {

@@ -1,6 +1,7 @@
 package placement
 
 import (
+	"hash/maphash"
 	"maps"
 	"slices"
 	"sort"
@@ -94,8 +95,12 @@ type Worker struct {
 	// a heartbeat of the worker does not list them, so that one sent before
 	// the release and received after it does not count them again
 	// (Unplaced). A list, not map entries: a release appends, and the next
-	// heartbeat filters it once.
-	released []string
+	// heartbeat filters it once. It holds the hashes of the ids
+	// (Registry.hashID), not the ids: between two heartbeats it grows by
+	// every job the worker finished (hundreds of thousands at full speed),
+	// and a list of strings kept every id alive and had the garbage
+	// collector scan each of them, at every cycle.
+	released []uint64
 	ext      []string // the held jobs counted in Unplaced
 	listed   bool     // its heartbeats list what it holds (held), or it holds nothing
 	feat     featureSet
@@ -173,7 +178,9 @@ type Registry struct {
 	mu    sync.Mutex
 	pools *Pools
 	now   func() time.Time
-	opts  RegistryOptions
+	// wallClock: now is time.Now (RegistryOptions.Now unset)
+	wallClock bool
+	opts      RegistryOptions
 
 	workers map[string]*Worker
 	jobs    map[string]*Job    // assigned job (its worker, when, where in its list)
@@ -185,6 +192,9 @@ type Registry struct {
 	releasedGen int64 // when released[0] was started, unix nanoseconds
 	topicSets   map[string]*candSet
 	poolSets    []*candSet // per configured pool
+	// heldHashes is, during a heartbeat, the jobs its worker lists as
+	// held, by the hash of their ids (reconcile; empty in between).
+	heldHashes map[uint64]string
 	// heldReleased is, during a heartbeat, the jobs its worker lists as
 	// held that were released here (reconcile fills it, unplaced reads it).
 	heldReleased map[string]struct{}
@@ -199,7 +209,8 @@ func NewRegistry(opts RegistryOptions) *Registry {
 	if opts.Pools == nil {
 		opts.Pools, _ = NewPools(Config{})
 	}
-	if opts.Now == nil {
+	wallClock := opts.Now == nil
+	if wallClock {
 		opts.Now = time.Now
 	}
 	if opts.DefaultInterval <= 0 {
@@ -215,12 +226,13 @@ func NewRegistry(opts RegistryOptions) *Registry {
 		opts.MaxTopics = DefaultMaxTopics
 	}
 	r := &Registry{
-		pools: opts.Pools, now: opts.Now, opts: opts,
+		pools: opts.Pools, now: opts.Now, wallClock: wallClock, opts: opts,
 		workers:      make(map[string]*Worker),
 		jobs:         make(map[string]*Job),
 		ext:          make(map[string]*Worker),
 		released:     [2]map[string]struct{}{make(map[string]struct{}), make(map[string]struct{})},
 		heldReleased: make(map[string]struct{}),
+		heldHashes:   make(map[uint64]string),
 		topicSets:    make(map[string]*candSet),
 		feats:        features{caps: map[string]int{}, labels: map[string]map[string]int{}},
 	}
@@ -319,21 +331,18 @@ func (r *Registry) reconcile(w *Worker, held []*pb.HeldJob, now int64) {
 	if len(w.released) > 0 {
 		kept := w.released[:0]
 		if len(held) > 0 {
-			hs := r.heldReleased // the held ids first, then only the released ones
+			hh := r.heldHashes
 			for _, h := range held {
-				hs[h.GetJobId()] = struct{}{}
+				hh[hashID(h.GetJobId())] = h.GetJobId()
 			}
-			for _, id := range w.released {
-				if _, ok := hs[id]; ok {
-					kept = append(kept, id)
+			for _, x := range w.released {
+				if id, ok := hh[x]; ok {
+					kept = append(kept, x)
+					r.heldReleased[id] = struct{}{}
 				}
 			}
-			clear(hs)
-			for _, id := range kept {
-				hs[id] = struct{}{}
-			}
+			clear(hh)
 		}
-		clear(w.released[len(kept):])
 		w.released = kept
 	}
 	if w.Assigned == 0 {
@@ -523,7 +532,7 @@ func (r *Registry) unassign(job *Job, now int64) {
 	w, jobID := job.worker, job.ID
 	before := w.Free()
 	job.worker = nil // its entry in w.placed is stale from now on
-	w.released = append(w.released, jobID)
+	w.released = append(w.released, hashID(jobID))
 	delete(r.jobs, jobID)
 	w.Assigned--
 	if !w.Direct {
@@ -534,6 +543,15 @@ func (r *Registry) unassign(job *Job, now int64) {
 		r.version++
 	}
 }
+
+// idSeed seeds hashID, once per process.
+var idSeed = maphash.MakeSeed()
+
+// hashID is the hash a worker's released list keeps of a job id. Two ids
+// with the same hash (2^-64 a pair) could only leave a job the worker
+// holds, not placed here, uncounted (taken for one released here) until
+// the worker's next heartbeat.
+func hashID(id string) uint64 { return maphash.String(idSeed, id) }
 
 // AssignedTo returns the worker a job is counted against.
 func (r *Registry) AssignedTo(jobID string) (string, bool) {
@@ -662,6 +680,23 @@ func (r *Registry) Snapshot() map[string]*pb.Heartbeat {
 // worker's new job at once, in the same step, so that concurrent decisions
 // spread. A strategy that is WorkerBlind runs without the registry.
 func (r *Registry) Place(job *Job, s Strategy) (Decision, error) {
+	return r.place(job, s, time.Time{})
+}
+
+// PlaceAt is Place at now, a reading of the registry's clock the caller
+// has just taken (one clock read per job instead of two, where the caller
+// reads it anyway). Only a registry on the wall clock (WallClock) may be
+// given a time.Now reading; PlaceAt of the zero time is Place.
+func (r *Registry) PlaceAt(job *Job, s Strategy, now time.Time) (Decision, error) {
+	return r.place(job, s, now)
+}
+
+// WallClock reports that the registry's clock is time.Now
+// (RegistryOptions.Now unset), so that PlaceAt may be given a time.Now
+// reading.
+func (r *Registry) WallClock() bool { return r.wallClock }
+
+func (r *Registry) place(job *Job, s Strategy, at time.Time) (Decision, error) {
 	if s == nil {
 		pool := job.Pool
 		if pool == nil {
@@ -672,7 +707,10 @@ func (r *Registry) Place(job *Job, s Strategy) (Decision, error) {
 	if b, ok := s.(WorkerBlind); ok && b.WorkerBlind() {
 		return s.Place(job, Candidates{job: job})
 	}
-	now := r.now().UnixNano()
+	if at.IsZero() {
+		at = r.now()
+	}
+	now := at.UnixNano()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	set := r.topicSet(job.Topic)

@@ -609,3 +609,32 @@ func TestReleasedSlotIsFreeAtOnceDirect(t *testing.T) {
 		t.Fatalf("released again: assigned %d free %d", w.Assigned, w.Free())
 	}
 }
+
+// PlaceAt places at the time it is given, not at its clock's: a worker is
+// live until then or not, whatever the clock says. Place and PlaceAt of the
+// zero time read the clock. WallClock says whose clock a registry reads.
+func TestPlaceAt(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, placement.Config{})
+	if r.reg.WallClock() {
+		t.Error("a registry with RegistryOptions.Now says it reads the wall clock")
+	}
+	if !placement.NewRegistry(placement.RegistryOptions{}).WallClock() {
+		t.Error("a registry without RegistryOptions.Now says it does not read the wall clock")
+	}
+	r.beat(hb("a", 4, func(h *pb.Heartbeat) { h.IntervalMs = 1000 })) // live for 3 s
+	start := r.clock.Now()
+	if d, err := r.reg.PlaceAt(r.job("j1", "job.echo"), nil, start.Add(2*time.Second)); err != nil || d.WorkerID != "a" {
+		t.Fatalf("PlaceAt within the worker's life = %+v, %v; want a", d, err)
+	}
+	if _, err := r.reg.PlaceAt(r.job("j2", "job.echo"), nil, start.Add(3*time.Second)); err == nil || err.Error() != "no live worker serves job.echo" {
+		t.Errorf("PlaceAt past the worker's life placed, or said %v", err)
+	}
+	if d, err := r.reg.PlaceAt(r.job("j3", "job.echo"), nil, time.Time{}); err != nil || d.WorkerID != "a" {
+		t.Errorf("PlaceAt of the zero time (the clock's: the worker is live) = %+v, %v; want a", d, err)
+	}
+	r.clock.Advance(3 * time.Second)
+	if _, err := r.reg.Place(r.job("j4", "job.echo"), nil); err == nil {
+		t.Error("Place placed on a worker its clock says is gone")
+	}
+}

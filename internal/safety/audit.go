@@ -59,7 +59,8 @@ type AuditStats struct {
 }
 
 // BusAuditor publishes audit records on the bus, from its own goroutine, so
-// that Record never waits: it is the Config.Audit hook of a Kernel.
+// that Record never waits: it is the Config.Audit hook of a Kernel, or,
+// with no record allocated per decision, its Config.Auditor (Decided).
 //
 // Records are taken in batches: Record appends to a list under a lock and
 // wakes the publisher only when the list was empty; the publisher takes the
@@ -71,8 +72,8 @@ type BusAuditor struct {
 	wake chan struct{} // one token: records are waiting
 
 	qmu   sync.Mutex
-	queue []*pb.SafetyVerdict // waiting, oldest first; at most cfg.Buffer
-	spare []*pb.SafetyVerdict // the list the publisher emptied last, reused
+	queue []auditEntry // waiting, oldest first; at most cfg.Buffer
+	spare []auditEntry // the list the publisher emptied last, reused
 
 	published, dropped, failed atomic.Uint64
 	lastWarnNs                 atomic.Int64
@@ -81,6 +82,7 @@ type BusAuditor struct {
 		packet  pb.BusPacket
 		created timestamppb.Timestamp
 		payload pb.BusPacket_SafetyVerdict
+		verdict pb.SafetyVerdict // a Decided entry's record
 	}
 
 	mu      sync.Mutex
@@ -112,9 +114,56 @@ func NewBusAuditor(cfg AuditorConfig) (*BusAuditor, error) {
 	return &BusAuditor{cfg: cfg, log: cfg.Logger.With(logging.ComponentKey, logging.ComponentSafety), wake: make(chan struct{}, 1)}, nil
 }
 
+// auditEntry is a record waiting to be published: rec, given to Record, or
+// when rec is nil the fields of a decision given to Decided, kept by value
+// so that no record is allocated for it.
+type auditEntry struct {
+	rec                           *pb.SafetyVerdict
+	decision                      Decision
+	reason, ruleID, policyVersion string
+	retryAfter                    time.Duration
+	jobID, tenant, topic          string
+	decidedBy                     string
+	decidedMs                     int64
+}
+
 // Record queues rec for publishing, or drops it (counted) if the buffer is
 // full. It never blocks.
-func (a *BusAuditor) Record(rec *pb.SafetyVerdict) {
+func (a *BusAuditor) Record(rec *pb.SafetyVerdict) { a.enqueue(auditEntry{rec: rec}) }
+
+// Decided queues the record of a decision, the one Record(Record(req, v,
+// decidedBy, at)) would publish, without building it: its fields wait by
+// value and are published through one reused record, so that a decision
+// costs no allocation. It never blocks. It is the Config.Auditor of a
+// Kernel.
+func (a *BusAuditor) Decided(req *pb.JobRequest, v Verdict, decidedBy string, at time.Time) {
+	a.enqueue(auditEntry{decision: v.Decision, reason: v.Reason, ruleID: v.RuleID, policyVersion: v.PolicyVersion,
+		retryAfter: v.RetryAfter, jobID: req.GetJobId(), tenant: req.GetTenant(), topic: req.GetTopic(),
+		decidedBy: decidedBy, decidedMs: at.UnixMilli()})
+}
+
+// record is the record e stands for: its own, or out filled in from its
+// fields.
+func (e *auditEntry) record(out *pb.SafetyVerdict) *pb.SafetyVerdict {
+	if e.rec != nil {
+		return e.rec
+	}
+	*out = pb.SafetyVerdict{
+		Decision:      e.decision.Proto(),
+		Reason:        e.reason,
+		RuleId:        e.ruleID,
+		PolicyVersion: e.policyVersion,
+		RetryAfterMs:  Verdict{Decision: e.decision, RetryAfter: e.retryAfter}.RetryAfterMs(),
+		JobId:         e.jobID,
+		Tenant:        e.tenant,
+		Topic:         e.topic,
+		DecidedMs:     e.decidedMs,
+		DecidedBy:     e.decidedBy,
+	}
+	return out
+}
+
+func (a *BusAuditor) enqueue(e auditEntry) {
 	a.qmu.Lock()
 	if len(a.queue) >= a.cfg.Buffer {
 		a.qmu.Unlock()
@@ -123,9 +172,9 @@ func (a *BusAuditor) Record(rec *pb.SafetyVerdict) {
 		return
 	}
 	if a.queue == nil {
-		a.queue = make([]*pb.SafetyVerdict, 0, min(a.cfg.Buffer, 64))
+		a.queue = make([]auditEntry, 0, min(a.cfg.Buffer, 64))
 	}
-	a.queue = append(a.queue, rec)
+	a.queue = append(a.queue, e)
 	first := len(a.queue) == 1
 	a.qmu.Unlock()
 	if first {
@@ -138,7 +187,7 @@ func (a *BusAuditor) Record(rec *pb.SafetyVerdict) {
 
 // take returns the waiting records and leaves an empty list (the previous
 // batch's, emptied) in their place.
-func (a *BusAuditor) take() []*pb.SafetyVerdict {
+func (a *BusAuditor) take() []auditEntry {
 	a.qmu.Lock()
 	batch := a.queue
 	a.queue, a.spare = a.spare[:0], nil
@@ -147,13 +196,15 @@ func (a *BusAuditor) take() []*pb.SafetyVerdict {
 }
 
 // publishBatch publishes batch, then hands the emptied list back for reuse.
-func (a *BusAuditor) publishBatch(batch []*pb.SafetyVerdict) {
+func (a *BusAuditor) publishBatch(batch []auditEntry) {
 	if len(batch) == 0 {
 		return
 	}
-	for _, rec := range batch {
-		a.publish(rec)
+	now := time.Now() // one clock read per batch: its records are published together
+	for i := range batch {
+		a.publish(batch[i].record(&a.out.verdict), now)
 	}
+	a.out.verdict = pb.SafetyVerdict{} // keeps no request's strings alive
 	clear(batch)
 	a.qmu.Lock()
 	if a.spare == nil && cap(batch) <= max(64, a.cfg.Buffer) {
@@ -213,12 +264,12 @@ func (a *BusAuditor) Stop() {
 	<-done
 }
 
-// publish publishes one record. Only Run's goroutine calls it, so the
-// packet, its time stamp and its payload wrapper are reused: a record is
-// published for every decision.
-func (a *BusAuditor) publish(rec *pb.SafetyVerdict) {
+// publish publishes one record, its packet stamped with now. Only Run's
+// goroutine calls it, so the packet, its time stamp and its payload wrapper
+// are reused: a record is published for every decision.
+func (a *BusAuditor) publish(rec *pb.SafetyVerdict, now time.Time) {
 	o := &a.out
-	wire.StampAt(&o.packet, &o.created, "", a.cfg.SenderID, time.Now())
+	wire.StampAt(&o.packet, &o.created, "", a.cfg.SenderID, now)
 	o.payload.SafetyVerdict = rec
 	o.packet.Payload = &o.payload
 	err := a.cfg.Bus.Publish(a.cfg.Subject, &o.packet)

@@ -91,6 +91,22 @@ func BenchmarkCheckWithAudit(b *testing.B) {
 	benchCheck(b, k, benchJob(), safety.Allow)
 }
 
+// BenchmarkCheckWithAuditor: the allow path with a BusAuditor as the
+// kernel's Config.Auditor (no record built per decision).
+func BenchmarkCheckWithAuditor(b *testing.B) {
+	a, err := safety.NewBusAuditor(safety.AuditorConfig{Bus: discardPublisher{}, Buffer: 1 << 16, Logger: quiet})
+	if err != nil {
+		b.Fatal(err)
+	}
+	a.Start()
+	defer a.Stop()
+	k, err := safety.New(safety.Config{Policy: mustPolicy(b, benchPolicy), Logger: quiet, Auditor: a})
+	if err != nil {
+		b.Fatal(err)
+	}
+	benchCheck(b, k, benchJob(), safety.Allow)
+}
+
 // BenchmarkCheckParallel: the allow path from every core.
 func BenchmarkCheckParallel(b *testing.B) {
 	k := newKernel(b, benchPolicy)

@@ -36,6 +36,11 @@ type Config struct {
 	// from Check: it must not block (BusAuditor.Record does not). The record
 	// is the callee's.
 	Audit func(*pb.SafetyVerdict)
+	// Auditor, if set, is told every decision, synchronously, from Check,
+	// as Audit is, without a record built for it: BusAuditor.Decided keeps
+	// the fields by value, where a record per decision was an allocation
+	// per job. It must not block. Audit and Auditor may both be set.
+	Auditor DecisionAuditor
 	// InstanceID names this kernel in audit records (decided_by): the
 	// scheduler's id, or the safety service's. Default safety-<host>-<pid>.
 	InstanceID string
@@ -154,9 +159,22 @@ func (k *Kernel) InstanceID() string { return k.cfg.InstanceID }
 func (k *Kernel) Check(ctx context.Context, req *pb.JobRequest) (Verdict, error) {
 	a := k.active.Load()
 	var now time.Time // what needs the time: throttles, audit records
-	if a.p.hasThrottle || k.cfg.Audit != nil {
+	if a.p.hasThrottle || k.cfg.Audit != nil || k.cfg.Auditor != nil {
 		now = time.Now()
 	}
+	return k.check(ctx, a, req, TraceID(ctx), now), nil
+}
+
+// CheckTraced is Check with the job's trace id and the time of the decision
+// given as arguments, as the scheduler has them when it admits a job: no
+// context is built to carry the trace id and the clock is not read again,
+// for every job. The verdict, the audit record and the log line are those
+// Check makes with ctx carrying traceID (WithTraceID) at now.
+func (k *Kernel) CheckTraced(ctx context.Context, req *pb.JobRequest, traceID string, now time.Time) (Verdict, error) {
+	return k.check(ctx, k.active.Load(), req, traceID, now), nil
+}
+
+func (k *Kernel) check(ctx context.Context, a *active, req *pb.JobRequest, traceID string, now time.Time) Verdict {
 	v, rule := k.decide(a, req, now)
 	k.checks.Add(1)
 	switch v.Decision {
@@ -167,8 +185,8 @@ func (k *Kernel) Check(ctx context.Context, req *pb.JobRequest) (Verdict, error)
 	case Throttle:
 		k.throttled.Add(1)
 	}
-	k.report(ctx, a, rule, req, v, now)
-	return v, nil
+	k.report(ctx, a, rule, req, v, traceID, now)
+	return v
 }
 
 // decide runs the rules of a over req: the first that matches and decides
@@ -258,7 +276,10 @@ const throttleLogEvery = time.Second
 // denied job at debug.
 func (k *Kernel) LogsDecisions() bool { return true }
 
-func (k *Kernel) report(ctx context.Context, a *active, rule int, req *pb.JobRequest, v Verdict, now time.Time) {
+func (k *Kernel) report(ctx context.Context, a *active, rule int, req *pb.JobRequest, v Verdict, traceID string, now time.Time) {
+	if k.cfg.Auditor != nil {
+		k.cfg.Auditor.Decided(req, v, k.cfg.InstanceID, now)
+	}
 	if k.cfg.Audit != nil {
 		k.cfg.Audit(Record(req, v, k.cfg.InstanceID, now))
 	}
@@ -297,8 +318,8 @@ func (k *Kernel) report(ctx context.Context, a *active, rule int, req *pb.JobReq
 			attrs = append(attrs, slog.Uint64("throttled_since_last_line", suppressed))
 		}
 	}
-	if id := TraceID(ctx); id != "" {
-		attrs = append(attrs, slog.String("trace_id", id))
+	if traceID != "" {
+		attrs = append(attrs, slog.String("trace_id", traceID))
 	}
 	msg := "admitted"
 	switch v.Decision {
@@ -572,6 +593,13 @@ func (k *Kernel) Stats() Stats {
 		}
 	}
 	return s
+}
+
+// DecisionAuditor is told every decision a Kernel makes (Config.Auditor):
+// the request decided about, the verdict, the kernel's instance id and the
+// time. BusAuditor is one.
+type DecisionAuditor interface {
+	Decided(req *pb.JobRequest, v Verdict, decidedBy string, at time.Time)
 }
 
 // ---- trace ids ----

@@ -474,6 +474,68 @@ rules:
 	}
 }
 
+// CheckTraced decides, audits and logs as Check does with the trace id in
+// the context, at the time it is given: the audit record is stamped with
+// that time, the log line carries that trace id.
+func TestCheckTraced(t *testing.T) {
+	t.Parallel()
+	var (
+		mu      sync.Mutex
+		records []*pb.SafetyVerdict
+		logs    syncBuffer
+	)
+	k, err := safety.New(safety.Config{
+		Policy: mustPolicy(t, `
+version: v9
+rules:
+  - id: no-x
+    match: {topics: [x]}
+    decision: deny
+    reason: no x
+`),
+		Logger:     slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo})),
+		InstanceID: "kernel-1",
+		Audit: func(r *pb.SafetyVerdict) {
+			mu.Lock()
+			records = append(records, r)
+			mu.Unlock()
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.UnixMilli(1_700_000_000_123)
+	for _, c := range []struct {
+		req  *pb.JobRequest
+		want safety.Decision
+	}{{&pb.JobRequest{JobId: "j1", Tenant: "t", Topic: "ok"}, safety.Allow}, {&pb.JobRequest{JobId: "j2", Tenant: "t", Topic: "x"}, safety.Deny}} {
+		traced, err := k.CheckTraced(context.Background(), c.req, "trace-9", at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checked, _ := k.Check(safety.WithTraceID(context.Background(), "trace-9"), c.req)
+		if traced != checked || traced.Decision != c.want {
+			t.Errorf("%s: CheckTraced = %+v, Check = %+v; want %v from both", c.req.JobId, traced, checked, c.want)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(records) != 4 {
+		t.Fatalf("%d audit records; want 4", len(records))
+	}
+	for _, i := range []int{0, 2} {
+		if r := records[i]; r.GetDecidedMs() != at.UnixMilli() || r.GetDecidedBy() != "kernel-1" {
+			t.Errorf("record %d = %v; want decided_ms %d by kernel-1", i, r, at.UnixMilli())
+		}
+	}
+	if r := records[2]; r.GetJobId() != "j2" || r.GetDecision() != pb.PolicyDecision_POLICY_DECISION_DENY || r.GetRuleId() != "no-x" {
+		t.Errorf("record of j2 = %v", r)
+	}
+	if out, want := logs.String(), `msg=denied component=safety job_id=j2 tenant=t topic=x decision=deny rule_id=no-x reason="no x" policy_version=v9 trace_id=trace-9`; strings.Count(out, want) != 2 {
+		t.Errorf("log has %d lines %q, want 2 (CheckTraced's and Check's):\n%s", strings.Count(out, want), want, out)
+	}
+}
+
 // TestCheckZeroAllocs: a check through field rules allocates nothing.
 func TestCheckZeroAllocs(t *testing.T) {
 	if raceEnabled {

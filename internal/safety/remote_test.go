@@ -366,3 +366,72 @@ func FuzzRemoteAnswer(f *testing.F) {
 		}
 	})
 }
+
+// capturePublisher keeps a copy of every packet published (the auditor
+// reuses its packet).
+type capturePublisher struct {
+	mu  sync.Mutex
+	got []*pb.BusPacket
+}
+
+func (c *capturePublisher) Publish(subject string, p *pb.BusPacket) error {
+	c.mu.Lock()
+	c.got = append(c.got, proto.CloneOf(p))
+	c.mu.Unlock()
+	return nil
+}
+
+// TestAuditorDecided: Decided publishes, in order with what Record queues,
+// the record Record(Record(req, v, by, at)) would have published; and a
+// kernel with the auditor as its Config.Auditor publishes every decision.
+func TestAuditorDecided(t *testing.T) {
+	t.Parallel()
+	pub := &capturePublisher{}
+	a, err := safety.NewBusAuditor(safety.AuditorConfig{Bus: pub, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.UnixMilli(1_700_000_000_456)
+	req := &pb.JobRequest{JobId: "d1", Topic: "job.echo", Tenant: "acme"}
+	verdicts := []safety.Verdict{
+		{Decision: safety.Allow, PolicyVersion: "v1"},
+		{Decision: safety.Deny, Reason: "no", RuleID: "r1", PolicyVersion: "v1"},
+		{Decision: safety.Throttle, Reason: "slow", RuleID: "r2", PolicyVersion: "v1", RetryAfter: 1500 * time.Microsecond},
+	}
+	var want []*pb.SafetyVerdict
+	for i, v := range verdicts {
+		rec := safety.Record(req, v, "sched-1", at)
+		want = append(want, rec)
+		if i == 1 {
+			a.Record(proto.CloneOf(rec)) // the two kinds of entry, in one queue
+		} else {
+			a.Decided(req, v, "sched-1", at)
+		}
+	}
+	k, err := safety.New(safety.Config{Policy: safety.DefaultPolicy(), Logger: quiet, Auditor: a, InstanceID: "sched-2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := time.Now().UnixMilli()
+	check(t, k, &pb.JobRequest{JobId: "k1", Topic: "sys.destroy", Tenant: "acme"})
+	a.Start()
+	a.Stop() // publishes what is buffered
+
+	pub.mu.Lock()
+	defer pub.mu.Unlock()
+	if len(pub.got) != 4 {
+		t.Fatalf("%d packets published, want 4", len(pub.got))
+	}
+	for i, w := range want {
+		if got := pub.got[i].GetSafetyVerdict(); !proto.Equal(got, w) {
+			t.Errorf("record %d = %v, want %v", i, got, w)
+		}
+	}
+	if r := pub.got[3].GetSafetyVerdict(); r.GetJobId() != "k1" || r.GetDecision() != pb.PolicyDecision_POLICY_DECISION_DENY ||
+		r.GetRuleId() != "forbidden-topic" || r.GetDecidedBy() != "sched-2" || r.GetDecidedMs() < before || r.GetTenant() != "acme" {
+		t.Errorf("the kernel's record = %v", r)
+	}
+	if s := a.Stats(); s.Published != 4 || s.Dropped != 0 {
+		t.Errorf("auditor stats %+v", s)
+	}
+}

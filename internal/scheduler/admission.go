@@ -36,6 +36,9 @@ type admission struct {
 	// traceBlind: the checker reads no trace id (TraceBlind), as the design
 	// document's stub: none is added to its context.
 	traceBlind bool
+	// traced is the checker when it takes the trace id and the time as
+	// arguments (TracedChecker); nil otherwise.
+	traced TracedChecker
 	// blockedLevel is the level of the refusal line of a denied job: info,
 	// debug when the checker logs its decisions itself (DecisionLogger).
 	blockedLevel      slog.Level
@@ -137,11 +140,17 @@ func (a *admission) admit(req *pb.JobRequest, traceID string, answerWanted bool)
 	if ttl := a.times.ttl(req); ttl > 0 {
 		job.DeadlineMs = now.Add(ttl).UnixMilli()
 	}
-	ctx := context.Background()
-	if !a.traceBlind {
-		ctx = safety.WithTraceID(ctx, traceID) // for the kernel's log lines and remote checks
+	var verdict safety.Verdict
+	var serr error
+	if a.traced != nil {
+		verdict, serr = a.traced.CheckTraced(context.Background(), req, traceID, now)
+	} else {
+		ctx := context.Background()
+		if !a.traceBlind {
+			ctx = safety.WithTraceID(ctx, traceID) // for the kernel's log lines and remote checks
+		}
+		verdict, serr = a.safety.Check(ctx, req)
 	}
-	verdict, serr := a.safety.Check(ctx, req)
 	if serr == nil {
 		observeSafety(a.observer, req, traceID, verdict)
 	}
@@ -181,7 +190,7 @@ func (a *admission) admit(req *pb.JobRequest, traceID string, answerWanted bool)
 	subject, direct := "", false
 	var placedOn string // the worker placement counted the job against, if any
 	if job.State == lifecycle.Pending && !job.AwaitingSafety && a.placer.placed(pool) {
-		if d, ok := a.placer.placeNow(job, pool); ok {
+		if d, ok := a.placer.placeNow(job, pool, now); ok {
 			// A worker has room and nothing is ahead of the job: it is
 			// recorded DISPATCHED to that worker (one store write) and
 			// published at once, as the naive path does.
@@ -253,7 +262,7 @@ func (a *admission) admit(req *pb.JobRequest, traceID string, answerWanted bool)
 		return &pb.JobAnswer{Error: job.Error, RuleId: job.RuleId, Jobs: []*pb.JobInfo{rec.Job}}, true, nil
 	}
 	a.stats.accepted.Add(1)
-	if a.cache.observe(rec) {
+	if a.cache.admitted(rec) {
 		if direct {
 			a.dispatcher.publishDispatch(rec, subject, now) // the clock read at admission, microseconds ago
 		} else if queued {

@@ -34,7 +34,7 @@ type jobCache struct {
 	stats    *counters
 	log      *slog.Logger
 	leaseTTL time.Duration                // the lease of a job seen RUNNING anew
-	placed   func(prev, next *pb.JobInfo) // nil: no placement queues
+	placed   func(prev, next *pb.JobInfo, admitted bool) // nil: no placement queues; admitted: see admitted
 	recorded func(prev, next *pb.JobInfo)
 }
 
@@ -52,7 +52,15 @@ func newJobCache(store JobStore, stats *counters, log *slog.Logger, leaseTTL tim
 // observe records rec as this replica's latest view of its job and reports
 // whether the job is active (false once it is terminal). Views older than
 // the one held are ignored.
-func (c *jobCache) observe(rec jobstore.Record) (active bool) {
+func (c *jobCache) observe(rec jobstore.Record) (active bool) { return c.observeAs(rec, false) }
+
+// admitted is observe of the record this replica's admission just created:
+// what placement would otherwise look up to learn who placed the job
+// (admission did: placed it, queued it, or sent it on its topic), it is
+// told.
+func (c *jobCache) admitted(rec jobstore.Record) (active bool) { return c.observeAs(rec, true) }
+
+func (c *jobCache) observeAs(rec jobstore.Record, admitted bool) (active bool) {
 	id := rec.Job.GetJobId()
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -65,7 +73,7 @@ func (c *jobCache) observe(rec jobstore.Record) (active bool) {
 		prev = t.rec.Job
 	}
 	if c.placed != nil {
-		c.placed(prev, rec.Job)
+		c.placed(prev, rec.Job, admitted && !known)
 	}
 	if !lifecycle.Active(rec.Job.GetState()) {
 		if known {

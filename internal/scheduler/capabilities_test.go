@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/cortex-os/core/internal/placement"
 	"github.com/cortex-os/core/internal/safety"
@@ -53,6 +54,40 @@ func TestSafetyCheckerDeclaresTraceBlind(t *testing.T) {
 		if len(got) != 1 || got[0] != c.want {
 			t.Errorf("%T saw trace ids %q, want [%q]", c.checker, got, c.want)
 		}
+	}
+}
+
+// tracedSafety takes the trace id and the time as arguments
+// (TracedChecker); its Check must not be called then.
+type tracedSafety struct {
+	traceSeeingSafety
+	traced []string
+	at     []time.Time
+}
+
+func (s *tracedSafety) CheckTraced(_ context.Context, _ *pb.JobRequest, traceID string, now time.Time) (safety.Verdict, error) {
+	s.mu.Lock()
+	s.traced, s.at = append(s.traced, traceID), append(s.at, now)
+	s.mu.Unlock()
+	return safety.Verdict{}, nil
+}
+
+// A checker that declares CheckTraced is asked through it, with the
+// submission's trace id and the admission's time (the job's created_ms),
+// and never through Check.
+func TestSafetyCheckerDeclaresTraced(t *testing.T) {
+	t.Parallel()
+	s := &tracedSafety{}
+	r := newRig(t, withConfig(func(cfg *scheduler.Config) { cfg.Safety = s }))
+	r.submit(request("j-1", "job.echo"), "trace-1", "")
+	s.mu.Lock()
+	traced, at, seen := append([]string(nil), s.traced...), append([]time.Time(nil), s.at...), len(s.seen)
+	s.mu.Unlock()
+	if len(traced) != 1 || traced[0] != "trace-1" || seen != 0 {
+		t.Fatalf("CheckTraced saw trace ids %q and Check was called %d times; want [trace-1] and none", traced, seen)
+	}
+	if job := r.job("j-1"); at[0].UnixMilli() != job.GetCreatedMs() {
+		t.Errorf("checked at %d ms, job created at %d ms; want the admission's one clock read", at[0].UnixMilli(), job.GetCreatedMs())
 	}
 }
 

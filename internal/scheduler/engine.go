@@ -76,6 +76,9 @@ func New(cfg Config) (*Engine, error) {
 	if tb, ok := cfg.Safety.(TraceBlind); ok {
 		e.admission.traceBlind = tb.TraceBlind()
 	}
+	if tc, ok := cfg.Safety.(TracedChecker); ok {
+		e.admission.traced = tc
+	}
 	e.results = &results{log: log, stats: stats, store: cfg.Store, dead: cfg.DeadLetters, documentWorkers: cfg.DocumentWorkers,
 		retryBackoff: cfg.RetryBackoff, retryBackoffMax: cfg.RetryBackoffMax, leaseTTL: cfg.leaseTTL(), times: times,
 		cache: e.cache, placer: placer}

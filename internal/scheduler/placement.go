@@ -242,9 +242,11 @@ func (pl *placer) unplace(jobID, workerID string) {
 
 // observe keeps the queues and the registry in step with a change
 // of a job, seen by the job cache's observe under its lock: it must not take
-// that lock or pl.mu.
-func (pl *placer) observe(prev, next *pb.JobInfo) {
-	if pl.queues == nil {
+// that lock or pl.mu. admitted: next is the record this replica's admission
+// just created, and admission has already placed it (placeNow), queued it
+// (pushNew) or sent it on its topic (naive): nothing is left to do for it.
+func (pl *placer) observe(prev, next *pb.JobInfo, admitted bool) {
+	if pl.queues == nil || (admitted && lifecycle.Active(next.GetState())) {
 		return
 	}
 	id := next.GetJobId()
@@ -309,15 +311,20 @@ func (pl *placer) readmitDue(rec jobstore.Record) {
 // placeNow places a job being admitted at once, without queueing it, when
 // nothing can be ahead of it (its pool has nothing pending, its tenant is
 // under its limit) and a worker has room. The job then counts against the
-// worker and its tenant; if it is not recorded, unplace it.
-func (pl *placer) placeNow(job *pb.JobInfo, pool *placement.Pool) (placement.Decision, bool) {
+// worker and its tenant; if it is not recorded, unplace it. now is the
+// admission's clock reading: the registry takes it when it is on the wall
+// clock too.
+func (pl *placer) placeNow(job *pb.JobInfo, pool *placement.Pool, now time.Time) (placement.Decision, bool) {
 	pj := pl.newJobIn(job, pool)
 	pl.mu.Lock()
 	defer pl.mu.Unlock()
 	if !pl.queues.StartNow(pj) { // known already, or something ahead of it
 		return placement.Decision{}, false
 	}
-	d, err := pl.preg.Place(pj, nil)
+	if !pl.preg.WallClock() {
+		now = time.Time{} // the registry reads its own clock
+	}
+	d, err := pl.preg.PlaceAt(pj, nil, now)
 	if err != nil {
 		pl.queues.Remove(pj.ID)
 		return placement.Decision{}, false

@@ -9,6 +9,7 @@ package scheduler
 
 import (
 	"context"
+	"time"
 
 	"github.com/cortex-os/core/internal/jobstore"
 	"github.com/cortex-os/core/internal/placement"
@@ -94,6 +95,15 @@ type SafetyChecker interface {
 // without it is given the trace id.
 type TraceBlind interface {
 	TraceBlind() bool
+}
+
+// TracedChecker is the part of a SafetyChecker that takes a job's trace id
+// and the time of the decision as arguments (safety.Kernel's CheckTraced):
+// the engine then admits a job without building a context to carry its
+// trace id and without a second clock read, both once per job. It must
+// decide as Check does with the trace id in its context (safety.WithTraceID).
+type TracedChecker interface {
+	CheckTraced(ctx context.Context, req *pb.JobRequest, traceID string, now time.Time) (safety.Verdict, error)
 }
 
 // DecisionLogger is the part of a SafetyChecker that says whether it logs

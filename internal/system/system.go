@@ -265,7 +265,7 @@ func openSafety(ctx context.Context, b *bus.NatsBus, id string, opts SchedulerOp
 	if err != nil {
 		return nil, nil, err
 	}
-	kernel, err := safety.New(safety.Config{PolicyFile: opts.Safety.Policy, Logger: opts.Logger, Audit: auditor.Record, InstanceID: id})
+	kernel, err := safety.New(safety.Config{PolicyFile: opts.Safety.Policy, Logger: opts.Logger, Auditor: auditor, InstanceID: id})
 	if err != nil {
 		return nil, nil, err
 	}

@@ -77,9 +77,9 @@ func (w *Worker) startAnswers() *answers {
 }
 
 // publish publishes a result: for an answer while schedulers answer,
-// plainly otherwise.
-func (a *answers) publish(subject string, packet *pb.BusPacket) error {
-	now := time.Now()
+// plainly otherwise. now is the time the result was stamped with (the
+// clock is read once per result, by run).
+func (a *answers) publish(subject string, packet *pb.BusPacket, now time.Time) error {
 	a.mu.Lock()
 	if a.stopped || now.Before(a.plainUntil) {
 		a.mu.Unlock()

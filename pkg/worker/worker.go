@@ -42,6 +42,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/cortex-os/core/internal/infrastructure/bus"
 	"github.com/cortex-os/core/pkg/blob"
@@ -354,6 +355,12 @@ type heldJob struct {
 	prev, next *heldJob // in Worker.held; guarded by Worker.heldMu
 
 	job Job // what the handler is given
+
+	// result is the job's result and its packet, filled in by run: in the
+	// held job's allocation, not one of its own. (A packet kept for a
+	// scheduler's answer keeps the held job alive with it, out of the
+	// list: a few hundred bytes, for at most answerTimeout.)
+	result resultPacket
 
 	mu           sync.Mutex
 	base         context.Context         // Run's context, without its cancellation
@@ -941,14 +948,21 @@ func (w *Worker) run(j queuedJob) {
 	if err == nil {
 		out.Ptr, err = w.storeResult(j.ctx, req, out)
 	}
-	res := &pb.JobResult{
+	// One clock read per job for the result's execution_ms, the metric and
+	// the packet's time stamp; the result and its packet live in the held
+	// job (heldJob.result): no allocation of their own.
+	end := time.Now()
+	took := end.Sub(start)
+	rp := &j.held.result
+	*rp = resultPacket{res: pb.JobResult{
 		JobId:       req.GetJobId(),
 		Status:      pb.JobStatus_JOB_STATUS_COMPLETED,
 		ResultPtr:   out.Ptr,
 		WorkerId:    w.cfg.ID,
-		ExecutionMs: time.Since(start).Milliseconds(),
+		ExecutionMs: took.Milliseconds(),
 		Attempt:     req.GetAttempt(),
-	}
+	}}
+	res := &rp.res
 	if err != nil {
 		res.Error = err.Error()
 		if d := j.held.deadline; !d.IsZero() && !time.Now().Before(d) {
@@ -977,10 +991,13 @@ func (w *Worker) run(j queuedJob) {
 	} else {
 		w.completed.Add(1)
 	}
-	w.metrics.observe(res.Status, time.Since(start))
+	w.metrics.observe(res.Status, took)
 	traced := w.sendingResult(span, traceID, res)
 	defer traced()
-	if err := w.publishResult(wire.JobResultPacket(traceID, w.cfg.ID, res)); err != nil {
+	rp.payload.JobResult = res
+	wire.StampAt(&rp.packet, &rp.created, traceID, w.cfg.ID, end)
+	rp.packet.Payload = &rp.payload
+	if err := w.publishResult(&rp.packet, end); err != nil {
 		w.publishErrors.Add(1)
 		w.log.Error("publishing result failed", "job_id", req.GetJobId(), "err", err)
 		return
@@ -991,11 +1008,20 @@ func (w *Worker) run(j queuedJob) {
 	}
 }
 
+// resultPacket is a job's result and its packet in one piece.
+type resultPacket struct {
+	res     pb.JobResult
+	packet  pb.BusPacket
+	created timestamppb.Timestamp
+	payload pb.BusPacket_JobResult
+}
+
 // publishResult publishes a result on the worker's result subject, for a
-// scheduler's answer when it can (answers.go).
-func (w *Worker) publishResult(packet *pb.BusPacket) error {
+// scheduler's answer when it can (answers.go); now is the time it was
+// stamped with.
+func (w *Worker) publishResult(packet *pb.BusPacket, now time.Time) error {
 	if w.answers != nil {
-		return w.answers.publish(w.resultSubject, packet)
+		return w.answers.publish(w.resultSubject, packet, now)
 	}
 	return w.bus.Publish(w.resultSubject, packet)
 }
