@@ -33,7 +33,7 @@ type jobCache struct {
 	store    JobStore
 	stats    *counters
 	log      *slog.Logger
-	leaseTTL time.Duration                // the lease of a job seen RUNNING anew
+	leaseTTL time.Duration                               // the lease of a job seen RUNNING anew
 	placed   func(prev, next *pb.JobInfo, admitted bool) // nil: no placement queues; admitted: see admitted
 	recorded func(prev, next *pb.JobInfo)
 }
