@@ -444,29 +444,26 @@ func (b *NatsBus) PublishAnswered(subject string, packet *pb.BusPacket, replyTo 
 
 // SubscribeAnswers delivers the answers to PublishAnswered that arrive on
 // subject (a wildcard over the reply subjects given), with the subject
-// each came on.
+// each came on. Of an answer only ok and retryable are read, and the
+// packet's wire format checked: a job record in it (the answer to a
+// PublishAnsweredSubmit) is skipped, not decoded.
 func (b *NatsBus) SubscribeAnswers(subject string, handler func(subject, answer string)) (drain func() error, err error) {
 	if handler == nil {
 		return nil, errors.New("bus: nil handler")
 	}
 	sub, err := b.nc.Subscribe(subject, func(m *nats.Msg) {
-		p, err := b.decode(m.Subject, m.Data)
+		// Only the verdict is read: the job record an answered
+		// submission's answer carries is not decoded (answerVerdict).
+		answer, notAnswer, err := answerVerdict(m.Data, b.cfg.MaxPacketBytes)
 		if err != nil {
-			return // counted and logged by decode; unanswered, the result is published again
+			_ = b.rejected(m.Subject, m.Data, err) // counted and logged; unanswered, the packet is published again
+			return
 		}
-		a := p.GetJobAnswer()
-		if a == nil {
+		if notAnswer {
 			b.log.Warn("answer to a result is not a job answer: ignored", "subject", m.Subject)
 			return
 		}
-		switch {
-		case a.GetOk():
-			handler(m.Subject, AnswerDone)
-		case a.GetRetryable():
-			handler(m.Subject, AnswerRetry)
-		default:
-			handler(m.Subject, AnswerNotStored)
-		}
+		handler(m.Subject, answer)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("bus: subscribe %s: %w", subject, err)
