@@ -385,7 +385,34 @@ func (b *NatsBus) PublishAnsweredSubmit(subject string, packet *pb.BusPacket, re
 	if err := b.checkSubjectLength(subject, len(replyTo)); err != nil {
 		return err
 	}
-	return b.publishWithHeader(subject, packet, AnsweredSubmitHeader(replyTo))
+	return b.publishAnswered(subject, packet, AnsweredSubmitStream, replyTo)
+}
+
+// answeredHeader is the header of a PublishAnswered or
+// PublishAnsweredSubmit, pooled with its values: one is built for every
+// result or submission published for an answer, and the NATS client has
+// encoded it into its own buffer by the time the publish returns.
+type answeredHeader struct {
+	h      nats.Header
+	stream [1]string
+	reply  [1]string
+}
+
+var answeredHeaders = sync.Pool{New: func() any { return &answeredHeader{h: make(nats.Header, 3)} }}
+
+// publishAnswered publishes packet on subject with the headers of a
+// packet published for an answer: stream, which no stream has as its name
+// (the stream of subject refuses to store it), and replyTo.
+func (b *NatsBus) publishAnswered(subject string, packet *pb.BusPacket, stream, replyTo string) error {
+	ah := answeredHeaders.Get().(*answeredHeader)
+	ah.stream[0], ah.reply[0] = stream, replyTo
+	ah.h[jetstream.ExpectedStreamHeader] = ah.stream[:]
+	ah.h[wire.HeaderReplyTo] = ah.reply[:]
+	err := b.send(subject, "", packet, ah.h)
+	clear(ah.h) // and a traceparent send added
+	ah.stream[0], ah.reply[0] = "", ""
+	answeredHeaders.Put(ah)
+	return err
 }
 
 // AnsweredSubmitHeader is the header of a submission published with
@@ -436,10 +463,7 @@ func (b *NatsBus) PublishAnswered(subject string, packet *pb.BusPacket, replyTo 
 	if err := b.checkSubjectLength(subject, len(replyTo)); err != nil {
 		return err
 	}
-	return b.publishWithHeader(subject, packet, nats.Header{
-		jetstream.ExpectedStreamHeader: []string{AnsweredStream},
-		wire.HeaderReplyTo:             []string{replyTo},
-	})
+	return b.publishAnswered(subject, packet, AnsweredStream, replyTo)
 }
 
 // SubscribeAnswers delivers the answers to PublishAnswered that arrive on
