@@ -135,6 +135,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz='^FuzzDecode$$' -fuzztime=$(FUZZTIME) ./internal/infrastructure/bus
 	$(GO) test -run '^$$' -fuzz='^FuzzDecodeMatchesProtobuf$$' -fuzztime=$(FUZZTIME) ./internal/infrastructure/bus
 	$(GO) test -run '^$$' -fuzz='^FuzzDecodeTransientMatchesDecode$$' -fuzztime=$(FUZZTIME) ./internal/infrastructure/bus
+	$(GO) test -run '^$$' -fuzz='^FuzzAnswerVerdictMatchesDecode$$' -fuzztime=$(FUZZTIME) ./internal/infrastructure/bus
 	$(GO) test -run '^$$' -fuzz='^FuzzParsePolicy$$' -fuzztime=$(FUZZTIME) ./internal/safety
 	$(GO) test -run '^$$' -fuzz='^FuzzRemoteAnswer$$' -fuzztime=$(FUZZTIME) ./internal/safety
 	$(GO) test -run '^$$' -fuzz='^FuzzParseConfig$$' -fuzztime=$(FUZZTIME) ./internal/placement

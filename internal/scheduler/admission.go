@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/uuid"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/cortex-os/core/internal/jobstore"
 	"github.com/cortex-os/core/internal/lifecycle"
@@ -274,7 +275,20 @@ func (a *admission) admit(req *pb.JobRequest, traceID string, answerWanted bool)
 	if !answerWanted {
 		return nil, true, nil
 	}
-	return &pb.JobAnswer{Ok: true, Jobs: []*pb.JobInfo{rec.Job}}, true, nil
+	return acceptedAnswer(rec.Job), true, nil
+}
+
+// acceptedAnswer is the answer to an accepted submission, ok with job, in
+// one allocation (the answer and its one-job list): this runs for every job
+// submitted for an answer.
+func acceptedAnswer(job *pb.JobInfo) *pb.JobAnswer {
+	a := &struct {
+		answer pb.JobAnswer
+		jobs   [1]*pb.JobInfo
+	}{}
+	a.jobs[0] = job
+	a.answer.Ok, a.answer.Jobs = true, a.jobs[:]
+	return &a.answer
 }
 
 // conflictPrefix starts the error of a submission whose job_id is taken.
@@ -288,9 +302,17 @@ func (a *admission) reply(to, traceID string, answer *pb.JobAnswer) {
 	if to == "" {
 		return
 	}
-	p := wire.NewPacket(traceID, a.id)
-	p.Payload = &pb.BusPacket_JobAnswer{JobAnswer: answer}
-	if err := a.bus.Publish(to, p); err != nil {
+	// One allocation for the packet, its time stamp and its payload
+	// wrapper, as wire.JobRequestPacket: this runs for every answer.
+	pa := &struct {
+		packet  pb.BusPacket
+		created timestamppb.Timestamp
+		payload pb.BusPacket_JobAnswer
+	}{}
+	pa.payload.JobAnswer = answer
+	wire.Stamp(&pa.packet, &pa.created, traceID, a.id)
+	pa.packet.Payload = &pa.payload
+	if err := a.bus.Publish(to, &pa.packet); err != nil {
 		a.log.Warn("answering failed", "to", to, "err", err)
 	}
 }

@@ -240,3 +240,61 @@ func consumeResults(t *testing.T, b *bus.NatsBus) *counts {
 	flush(t, b)
 	return &handled
 }
+
+// Each packet published for an answer carries its own headers: the reply
+// inbox given, the stream name of its kind, and a traceparent only when it
+// has one (the header a publish is built in is reused).
+func TestAnsweredHeadersAreEachPublishsOwn(t *testing.T) {
+	t.Parallel()
+	srv := natstest.RunRestartable(t)
+	b := systest.ConnectWith(t, bus.Config{URL: srv.URL()})
+	b.EnableTraceHeaders()
+	nc, err := nats.Connect(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	sub, err := nc.SubscribeSync("answered.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	traced := resultPacket("traced", "w1")
+	b.SetTraceparent(traced.GetTraceId(), "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+	plain := resultPacket("plain", "w1")
+	plain.TraceId = "another"
+	if err := b.PublishAnswered("answered.result", traced, "_INBOX.x.1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.PublishAnswered("answered.result", plain, "_INBOX.x.2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.PublishAnsweredSubmit("answered.submit", jobPacket("j"), "_INBOX.x.3"); err != nil {
+		t.Fatal(err)
+	}
+	flush(t, b)
+	for _, want := range []struct{ reply, stream, tp string }{
+		{"_INBOX.x.1", bus.AnsweredStream, "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
+		{"_INBOX.x.2", bus.AnsweredStream, ""},
+		{"_INBOX.x.3", bus.AnsweredSubmitStream, ""},
+	} {
+		m, err := sub.NextMsg(waitFor)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := m.Header.Get(wire.HeaderReplyTo); got != want.reply {
+			t.Errorf("%s: reply header %q, want %q", m.Subject, got, want.reply)
+		}
+		if got := m.Header.Get("Nats-Expected-Stream"); got != want.stream {
+			t.Errorf("%s: stream header %q, want %q", m.Subject, got, want.stream)
+		}
+		if got := m.Header.Get(bus.HeaderTraceparent); got != want.tp {
+			t.Errorf("%s (%s): traceparent %q, want %q", m.Subject, want.reply, got, want.tp)
+		}
+		if len(m.Header) != 2+min(len(want.tp), 1) {
+			t.Errorf("%s: headers %v", m.Subject, m.Header)
+		}
+	}
+}

@@ -385,7 +385,34 @@ func (b *NatsBus) PublishAnsweredSubmit(subject string, packet *pb.BusPacket, re
 	if err := b.checkSubjectLength(subject, len(replyTo)); err != nil {
 		return err
 	}
-	return b.publishWithHeader(subject, packet, AnsweredSubmitHeader(replyTo))
+	return b.publishAnswered(subject, packet, AnsweredSubmitStream, replyTo)
+}
+
+// answeredHeader is the header of a PublishAnswered or
+// PublishAnsweredSubmit, pooled with its values: one is built for every
+// result or submission published for an answer, and the NATS client has
+// encoded it into its own buffer by the time the publish returns.
+type answeredHeader struct {
+	h      nats.Header
+	stream [1]string
+	reply  [1]string
+}
+
+var answeredHeaders = sync.Pool{New: func() any { return &answeredHeader{h: make(nats.Header, 3)} }}
+
+// publishAnswered publishes packet on subject with the headers of a
+// packet published for an answer: stream, which no stream has as its name
+// (the stream of subject refuses to store it), and replyTo.
+func (b *NatsBus) publishAnswered(subject string, packet *pb.BusPacket, stream, replyTo string) error {
+	ah := answeredHeaders.Get().(*answeredHeader)
+	ah.stream[0], ah.reply[0] = stream, replyTo
+	ah.h[jetstream.ExpectedStreamHeader] = ah.stream[:]
+	ah.h[wire.HeaderReplyTo] = ah.reply[:]
+	err := b.send(subject, "", packet, ah.h)
+	clear(ah.h) // and a traceparent send added
+	ah.stream[0], ah.reply[0] = "", ""
+	answeredHeaders.Put(ah)
+	return err
 }
 
 // AnsweredSubmitHeader is the header of a submission published with
@@ -436,37 +463,31 @@ func (b *NatsBus) PublishAnswered(subject string, packet *pb.BusPacket, replyTo 
 	if err := b.checkSubjectLength(subject, len(replyTo)); err != nil {
 		return err
 	}
-	return b.publishWithHeader(subject, packet, nats.Header{
-		jetstream.ExpectedStreamHeader: []string{AnsweredStream},
-		wire.HeaderReplyTo:             []string{replyTo},
-	})
+	return b.publishAnswered(subject, packet, AnsweredStream, replyTo)
 }
 
 // SubscribeAnswers delivers the answers to PublishAnswered that arrive on
 // subject (a wildcard over the reply subjects given), with the subject
-// each came on.
+// each came on. Of an answer only ok and retryable are read, and the
+// packet's wire format checked: a job record in it (the answer to a
+// PublishAnsweredSubmit) is skipped, not decoded.
 func (b *NatsBus) SubscribeAnswers(subject string, handler func(subject, answer string)) (drain func() error, err error) {
 	if handler == nil {
 		return nil, errors.New("bus: nil handler")
 	}
 	sub, err := b.nc.Subscribe(subject, func(m *nats.Msg) {
-		p, err := b.decode(m.Subject, m.Data)
+		// Only the verdict is read: the job record an answered
+		// submission's answer carries is not decoded (answerVerdict).
+		answer, notAnswer, err := answerVerdict(m.Data, b.cfg.MaxPacketBytes)
 		if err != nil {
-			return // counted and logged by decode; unanswered, the result is published again
+			_ = b.rejected(m.Subject, m.Data, err) // counted and logged; unanswered, the packet is published again
+			return
 		}
-		a := p.GetJobAnswer()
-		if a == nil {
+		if notAnswer {
 			b.log.Warn("answer to a result is not a job answer: ignored", "subject", m.Subject)
 			return
 		}
-		switch {
-		case a.GetOk():
-			handler(m.Subject, AnswerDone)
-		case a.GetRetryable():
-			handler(m.Subject, AnswerRetry)
-		default:
-			handler(m.Subject, AnswerNotStored)
-		}
+		handler(m.Subject, answer)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("bus: subscribe %s: %w", subject, err)

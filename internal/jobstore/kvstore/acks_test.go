@@ -3,6 +3,8 @@ package kvstore
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -112,6 +114,60 @@ func TestGivenUpWriteLeavesNoAnswerBehind(t *testing.T) {
 		}
 		if rec.Revision != uint64(i+1) {
 			t.Fatalf("write %d: revision %d, want %d (another write's answer?)", i+1, rec.Revision, i+1)
+		}
+	}
+}
+
+// Writes in flight together each get their own acknowledgement, whichever
+// of them receives it from the subscription and in whatever order they
+// come: here answered in the reverse order of the writes.
+func TestWritesInFlightGetTheirOwnAnswers(t *testing.T) {
+	srv := natstest.RunServer(t)
+	nc, js := openJetStream(t, srv)
+	s := newStore(t, js, Config{Bucket: uniqueName("ROUTED")})
+	sub := swallowWrites(t, nc, s)
+
+	const n = 8
+	type result struct {
+		id  string
+		rev uint64
+		err error
+	}
+	results := make(chan result, n)
+	for i := range n {
+		id := fmt.Sprintf("job-%d", i)
+		go func() {
+			rec, err := s.Create(t.Context(), testJob(id))
+			var rev uint64
+			if err == nil {
+				rev = rec.Revision
+			}
+			results <- result{id, rev, err}
+		}()
+	}
+	reqs := make([]*nats.Msg, 0, n)
+	for range n {
+		req, err := sub.NextMsg(storetest.Timeout)
+		if err != nil {
+			t.Fatal(err)
+		}
+		reqs = append(reqs, req)
+	}
+	want := make(map[string]uint64, n)
+	for i := len(reqs) - 1; i >= 0; i-- {
+		seq := uint64(1000 + i)
+		want[strings.TrimPrefix(reqs[i].Subject, "swallow.")] = seq
+		if err := reqs[i].Respond([]byte(fmt.Sprintf(`{"stream":%q,"seq":%d}`, s.streamName, seq))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range n {
+		r := <-results
+		if r.err != nil {
+			t.Fatalf("%s: %v", r.id, r.err)
+		}
+		if seq, ok := want[r.id]; !ok || r.rev != seq {
+			t.Fatalf("%s: revision %d, want the answer to its own write (%v)", r.id, r.rev, want)
 		}
 	}
 }
