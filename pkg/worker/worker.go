@@ -80,6 +80,22 @@ type transport interface {
 	SubscribeWithReply(subject, queue string, handler func(p *pb.BusPacket, reply string)) (drain func() error, err error)
 }
 
+// requestTransport is a transport that can hand dispatches to a handler
+// that keeps only their JobRequest (bus.NatsBus.SubscribeRequests: the
+// packet around it is pooled); handlePacket is such a handler.
+type requestTransport interface {
+	SubscribeRequests(subject, queue string, handler func(p *pb.BusPacket, reply string)) (drain func() error, err error)
+}
+
+// subscribeJobs subscribes handlePacket to subject: through
+// SubscribeRequests where the transport has it, else SubscribeWithReply.
+func (w *Worker) subscribeJobs(subject, queue string) (drain func() error, err error) {
+	if rt, ok := w.bus.(requestTransport); ok {
+		return rt.SubscribeRequests(subject, queue, w.handlePacket)
+	}
+	return w.bus.SubscribeWithReply(subject, queue, w.handlePacket)
+}
+
 // Config configures a Worker. Kind and Handler are required.
 type Config struct {
 	Handler Handler
@@ -585,7 +601,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		stopAnswers()
 		return fmt.Errorf("worker: %w", err)
 	}
-	drain, err := w.bus.SubscribeWithReply(w.cfg.Topic, w.cfg.QueueGroup, w.handlePacket)
+	drain, err := w.subscribeJobs(w.cfg.Topic, w.cfg.QueueGroup)
 	if err != nil {
 		_ = drainCancels()
 		stopAnswers()
@@ -594,7 +610,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	if w.cfg.Direct {
 		// Its own subject: the same handling as the topic's, no queue group.
 		drainTopic := drain
-		drainDirect, err := w.bus.SubscribeWithReply(wire.WorkerJobSubject(w.cfg.ID), "", w.handlePacket)
+		drainDirect, err := w.subscribeJobs(wire.WorkerJobSubject(w.cfg.ID), "")
 		if err != nil {
 			_ = drainTopic()
 			_ = drainCancels()
@@ -665,6 +681,8 @@ func (w *Worker) Run(ctx context.Context) error {
 // reply subject), as it is while the worker drains, so the scheduler offers
 // it elsewhere; it is confirmed later (see AckDelay). A job published straight
 // on the subject (attempt 0, as in the design document) waits for a slot.
+// It keeps nothing of p past its return but p's JobRequest and strings
+// (subscribeJobs: the packet may be pooled).
 func (w *Worker) handlePacket(p *pb.BusPacket, reply string) {
 	req := p.GetJobRequest()
 	if req == nil {

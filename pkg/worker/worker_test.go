@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -424,6 +425,61 @@ func TestIDMustBeOneSubjectToken(t *testing.T) {
 		}
 		if id := w.ID(); strings.ContainsAny(id, ". *>") || !strings.HasPrefix(id, "worker-") {
 			t.Errorf("default ID for kind %q = %q, want one subject token", kind, id)
+		}
+	}
+}
+
+// A running job's request and trace id stay whole while the worker takes
+// later dispatches: the packets they came in are pooled by the bus and
+// reused once the worker has taken them (bus.SubscribeRequests).
+func TestJobsOutliveTheirDispatchPackets(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, "echo")
+	const limit, jobs = 2, 8
+	gate := newReleaser()
+	t.Cleanup(gate.release)
+	type seen struct{ id, ctxPtr, env, tenant, trace string }
+	var (
+		mu  sync.Mutex
+		got []seen
+	)
+	r := e.start(t, worker.Config{
+		Concurrency: limit,
+		Handler: worker.HandlerFunc(func(ctx context.Context, job *worker.Job) (worker.Result, error) {
+			<-gate.ch // until later dispatches have been decoded
+			mu.Lock()
+			got = append(got, seen{job.ID(), job.ContextPtr(), job.Env()["k"], job.Tenant(), job.TraceID()})
+			mu.Unlock()
+			return echoHandler(ctx, job)
+		}),
+	})
+	for i := range jobs {
+		req := e.job(fmt.Sprint("o", i), 0)
+		req.ContextPtr = fmt.Sprint("memory://ctx/", i)
+		req.EnvVars = map[string]string{"k": fmt.Sprint("v", i)}
+		req.Tenant = fmt.Sprint("tenant-", i)
+		e.publish(t, req)
+	}
+	// limit jobs run, one more waits for a slot: limit+1 dispatches were
+	// taken, and the first limit handed back to the pool.
+	systest.Eventually(t, waitFor, "a job waiting for a slot", func() bool { return r.w.Stats().Received == limit+1 })
+	gate.release()
+	for i := range jobs {
+		e.results.waitResult(t, fmt.Sprint("o", i))
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != jobs {
+		t.Fatalf("%d jobs ran, want %d", len(got), jobs)
+	}
+	for _, s := range got {
+		var i int
+		if _, err := fmt.Sscanf(s.id, "o%d", &i); err != nil {
+			t.Fatalf("job id %q", s.id)
+		}
+		want := seen{s.id, fmt.Sprint("memory://ctx/", i), fmt.Sprint("v", i), fmt.Sprint("tenant-", i), "trace-" + s.id}
+		if s != want {
+			t.Errorf("job ran with %+v, want %+v", s, want)
 		}
 	}
 }

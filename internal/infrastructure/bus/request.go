@@ -226,6 +226,37 @@ func (b *NatsBus) SubscribeWithReply(subject, queue string, handler func(p *pb.B
 	return func() error { return b.drain(sub) }, nil
 }
 
+// SubscribeRequests is SubscribeWithReply for a handler that keeps nothing
+// of a packet past its return but the packet's JobRequest and strings (a
+// worker taking dispatches): a packet carrying a job_request is decoded into
+// a pooled value (decodeTransient), which goes back to the pool once the
+// handler returns. Other packets are decoded, and refused, as
+// SubscribeWithReply's are. Three allocations per dispatch fewer.
+func (b *NatsBus) SubscribeRequests(subject, queue string, handler func(p *pb.BusPacket, reply string)) (drain func() error, err error) {
+	if handler == nil {
+		return nil, errors.New("bus: nil handler")
+	}
+	cb := func(m *nats.Msg) {
+		packet, pooled, err := decodeTransient(m.Data, b.cfg.MaxPacketBytes, fieldJobRequest)
+		if b.rejected(m.Subject, m.Data, err) != nil {
+			return
+		}
+		defer releaseIntakePacket(pooled)
+		b.noteIncoming(m.Header, packet)
+		b.call(m.Subject, packet, func(p *pb.BusPacket) { handler(p, m.Reply) })
+	}
+	var sub *nats.Subscription
+	if queue == "" {
+		sub, err = b.nc.Subscribe(subject, cb)
+	} else {
+		sub, err = b.nc.QueueSubscribe(subject, queue, cb)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("bus: subscribe %s: %w", subject, err)
+	}
+	return func() error { return b.drain(sub) }, nil
+}
+
 // The status header nats-server sets on its "no responders" answer.
 const (
 	statusHeader       = "Status"
