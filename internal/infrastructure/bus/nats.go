@@ -375,18 +375,9 @@ func (b *NatsBus) Subscribe(subject, queue string, handler func(*pb.BusPacket)) 
 		return nil, errors.New("bus: nil handler")
 	}
 	cb := func(m *nats.Msg) { b.deliver(m, handler) }
-	var sub *nats.Subscription
-	if queue == "" {
-		sub, err = b.nc.Subscribe(subject, cb)
-	} else {
-		sub, err = b.nc.QueueSubscribe(subject, queue, cb)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("bus: subscribe %s: %w", subject, err)
-	}
 	// The client's default pending limits (512k messages / 64 MiB) are kept;
 	// overflow is reported through the error handler as a slow consumer.
-	return func() error { return b.drain(sub) }, nil
+	return b.subscribe(subject, queue, cb)
 }
 
 // drain drains sub and waits until its handler has finished.

@@ -139,6 +139,16 @@ func (b *NatsBus) queueSubscribe(subject, queue string, cb nats.MsgHandler) (*na
 	return sub, nil
 }
 
+// subscribe is queueSubscribe returning what a Subscribe* method returns:
+// the subscription's drain.
+func (b *NatsBus) subscribe(subject, queue string, cb nats.MsgHandler) (drain func() error, err error) {
+	sub, err := b.queueSubscribe(subject, queue, cb)
+	if err != nil {
+		return nil, err
+	}
+	return func() error { return b.drain(sub) }, nil
+}
+
 // answer sends answer to m's reply subject, if both exist.
 func (b *NatsBus) answer(m *nats.Msg, answer *pb.BusPacket) {
 	if answer == nil || m.Reply == "" {
@@ -214,16 +224,7 @@ func (b *NatsBus) SubscribeWithReply(subject, queue string, handler func(p *pb.B
 		b.noteIncoming(m.Header, packet)
 		b.call(m.Subject, packet, func(p *pb.BusPacket) { handler(p, m.Reply) })
 	}
-	var sub *nats.Subscription
-	if queue == "" {
-		sub, err = b.nc.Subscribe(subject, cb)
-	} else {
-		sub, err = b.nc.QueueSubscribe(subject, queue, cb)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("bus: subscribe %s: %w", subject, err)
-	}
-	return func() error { return b.drain(sub) }, nil
+	return b.subscribe(subject, queue, cb)
 }
 
 // SubscribeRequests is SubscribeWithReply for a handler that keeps nothing
@@ -245,16 +246,7 @@ func (b *NatsBus) SubscribeRequests(subject, queue string, handler func(p *pb.Bu
 		b.noteIncoming(m.Header, packet)
 		b.call(m.Subject, packet, func(p *pb.BusPacket) { handler(p, m.Reply) })
 	}
-	var sub *nats.Subscription
-	if queue == "" {
-		sub, err = b.nc.Subscribe(subject, cb)
-	} else {
-		sub, err = b.nc.QueueSubscribe(subject, queue, cb)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("bus: subscribe %s: %w", subject, err)
-	}
-	return func() error { return b.drain(sub) }, nil
+	return b.subscribe(subject, queue, cb)
 }
 
 // The status header nats-server sets on its "no responders" answer.
@@ -278,14 +270,5 @@ func (b *NatsBus) SubscribeWithSubject(subject, queue string, handler func(subje
 		b.noteIncoming(m.Header, packet)
 		b.call(m.Subject, packet, func(p *pb.BusPacket) { handler(m.Subject, p) })
 	}
-	var sub *nats.Subscription
-	if queue == "" {
-		sub, err = b.nc.Subscribe(subject, cb)
-	} else {
-		sub, err = b.nc.QueueSubscribe(subject, queue, cb)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("bus: subscribe %s: %w", subject, err)
-	}
-	return func() error { return b.drain(sub) }, nil
+	return b.subscribe(subject, queue, cb)
 }
