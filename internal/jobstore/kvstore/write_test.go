@@ -143,16 +143,7 @@ func TestPutWithoutDeadlineTimesOut(t *testing.T) {
 	if s.putPrefix == "" {
 		t.Fatal("lean writer off on a plain server")
 	}
-	// A responder that takes every write and answers none.
-	sub, err := nc.SubscribeSync("swallow.>")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sub.Unsubscribe() })
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	s.putPrefix = "swallow."
+	swallowWrites(t, nc, s) // a responder that takes every write and answers none
 	old := writeTimeout
 	writeTimeout = 300 * time.Millisecond
 	t.Cleanup(func() { writeTimeout = old })
