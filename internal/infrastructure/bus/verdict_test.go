@@ -125,3 +125,43 @@ func marshalVT(t testing.TB, p *pb.BusPacket) []byte {
 	}
 	return data
 }
+
+// answerVerdict's walk knows BusPacket's field numbers by heart: the
+// payloads are 10 to 18, job_answer 17 with ok 1 and retryable 3, the
+// envelope's fields 1 to 4. A field appended to the contract must be taught
+// to it (verdict.go); this fails until it is.
+func TestAnswerVerdictKnowsTheContract(t *testing.T) {
+	t.Parallel()
+	md := (&pb.BusPacket{}).ProtoReflect().Descriptor()
+	payload := md.Oneofs().ByName("payload")
+	if payload == nil {
+		t.Fatal("BusPacket has no oneof payload")
+	}
+	for i := 0; i < md.Fields().Len(); i++ {
+		f := md.Fields().Get(i)
+		n := f.Number()
+		if f.ContainingOneof() == payload {
+			if n < 10 || n > 18 {
+				t.Errorf("payload field %s is number %d: answerVerdict's walk takes 10 to 18 as the payloads", f.Name(), n)
+			}
+			continue
+		}
+		if n < 1 || n > 4 {
+			t.Errorf("envelope field %s is number %d: answerVerdict's walk knows 1 to 4", f.Name(), n)
+		}
+	}
+	if got := md.Fields().Len(); got != 13 {
+		t.Errorf("BusPacket has %d fields: answerVerdict's walk knows 13 (4 in the envelope, 9 payloads)", got)
+	}
+	a := md.Fields().ByName("job_answer")
+	if a == nil || a.Number() != 17 {
+		t.Fatalf("job_answer: %v; answerVerdict reads it as field 17", a)
+	}
+	ans := a.Message().Fields()
+	if f := ans.ByName("ok"); f == nil || f.Number() != 1 {
+		t.Errorf("JobAnswer.ok: %v; answerVerdict reads it as field 1", f)
+	}
+	if f := ans.ByName("retryable"); f == nil || f.Number() != 3 {
+		t.Errorf("JobAnswer.retryable: %v; answerVerdict reads it as field 3", f)
+	}
+}
