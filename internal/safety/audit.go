@@ -118,13 +118,11 @@ func NewBusAuditor(cfg AuditorConfig) (*BusAuditor, error) {
 // when rec is nil the fields of a decision given to Decided, kept by value
 // so that no record is allocated for it.
 type auditEntry struct {
-	rec                           *pb.SafetyVerdict
-	decision                      Decision
-	reason, ruleID, policyVersion string
-	retryAfter                    time.Duration
-	jobID, tenant, topic          string
-	decidedBy                     string
-	decidedMs                     int64
+	rec                  *pb.SafetyVerdict
+	verdict              Verdict
+	jobID, tenant, topic string
+	decidedBy            string
+	decidedMs            int64
 }
 
 // Record queues rec for publishing, or drops it (counted) if the buffer is
@@ -137,8 +135,7 @@ func (a *BusAuditor) Record(rec *pb.SafetyVerdict) { a.enqueue(auditEntry{rec: r
 // costs no allocation. It never blocks. It is the Config.Auditor of a
 // Kernel.
 func (a *BusAuditor) Decided(req *pb.JobRequest, v Verdict, decidedBy string, at time.Time) {
-	a.enqueue(auditEntry{decision: v.Decision, reason: v.Reason, ruleID: v.RuleID, policyVersion: v.PolicyVersion,
-		retryAfter: v.RetryAfter, jobID: req.GetJobId(), tenant: req.GetTenant(), topic: req.GetTopic(),
+	a.enqueue(auditEntry{verdict: v, jobID: req.GetJobId(), tenant: req.GetTenant(), topic: req.GetTopic(),
 		decidedBy: decidedBy, decidedMs: at.UnixMilli()})
 }
 
@@ -148,18 +145,7 @@ func (e *auditEntry) record(out *pb.SafetyVerdict) *pb.SafetyVerdict {
 	if e.rec != nil {
 		return e.rec
 	}
-	*out = pb.SafetyVerdict{
-		Decision:      e.decision.Proto(),
-		Reason:        e.reason,
-		RuleId:        e.ruleID,
-		PolicyVersion: e.policyVersion,
-		RetryAfterMs:  Verdict{Decision: e.decision, RetryAfter: e.retryAfter}.RetryAfterMs(),
-		JobId:         e.jobID,
-		Tenant:        e.tenant,
-		Topic:         e.topic,
-		DecidedMs:     e.decidedMs,
-		DecidedBy:     e.decidedBy,
-	}
+	fillRecord(out, e.jobID, e.tenant, e.topic, e.verdict, e.decidedBy, e.decidedMs)
 	return out
 }
 

@@ -65,16 +65,25 @@ type Verdict struct {
 // at at: the SafetyVerdict published on SubjectAudit and answered on
 // SubjectCheck.
 func Record(req *pb.JobRequest, v Verdict, decidedBy string, at time.Time) *pb.SafetyVerdict {
-	return &pb.SafetyVerdict{
+	out := new(pb.SafetyVerdict)
+	fillRecord(out, req.GetJobId(), req.GetTenant(), req.GetTopic(), v, decidedBy, at.UnixMilli())
+	return out
+}
+
+// fillRecord sets out to the audit record of v, a decision about the job
+// jobID (of tenant, on topic) made by decidedBy at decidedMs: Record's, and
+// the bus auditor's for a decision it kept by value (Decided).
+func fillRecord(out *pb.SafetyVerdict, jobID, tenant, topic string, v Verdict, decidedBy string, decidedMs int64) {
+	*out = pb.SafetyVerdict{
 		Decision:      v.Decision.Proto(),
 		Reason:        v.Reason,
 		RuleId:        v.RuleID,
 		PolicyVersion: v.PolicyVersion,
 		RetryAfterMs:  v.RetryAfterMs(),
-		JobId:         req.GetJobId(),
-		Tenant:        req.GetTenant(),
-		Topic:         req.GetTopic(),
-		DecidedMs:     at.UnixMilli(),
+		JobId:         jobID,
+		Tenant:        tenant,
+		Topic:         topic,
+		DecidedMs:     decidedMs,
 		DecidedBy:     decidedBy,
 	}
 }
