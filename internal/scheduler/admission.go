@@ -10,7 +10,6 @@ import (
 
 	"github.com/google/uuid"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/cortex-os/core/internal/jobstore"
 	"github.com/cortex-os/core/internal/lifecycle"
@@ -302,17 +301,7 @@ func (a *admission) reply(to, traceID string, answer *pb.JobAnswer) {
 	if to == "" {
 		return
 	}
-	// One allocation for the packet, its time stamp and its payload
-	// wrapper, as wire.JobRequestPacket: this runs for every answer.
-	pa := &struct {
-		packet  pb.BusPacket
-		created timestamppb.Timestamp
-		payload pb.BusPacket_JobAnswer
-	}{}
-	pa.payload.JobAnswer = answer
-	wire.Stamp(&pa.packet, &pa.created, traceID, a.id)
-	pa.packet.Payload = &pa.payload
-	if err := a.bus.Publish(to, &pa.packet); err != nil {
+	if err := a.bus.Publish(to, wire.JobAnswerPacket(traceID, a.id, answer)); err != nil {
 		a.log.Warn("answering failed", "to", to, "err", err)
 	}
 }

@@ -123,6 +123,21 @@ func JobResultPacket(traceID, senderID string, res *pb.JobResult) *pb.BusPacket 
 	return &a.packet
 }
 
+// JobAnswerPacket wraps answer.
+func JobAnswerPacket(traceID, senderID string, answer *pb.JobAnswer) *pb.BusPacket {
+	// One allocation, as in JobRequestPacket: a scheduler answers every
+	// submission made for an answer.
+	a := &struct {
+		packet  pb.BusPacket
+		created timestamppb.Timestamp
+		payload pb.BusPacket_JobAnswer
+	}{}
+	a.payload.JobAnswer = answer
+	Stamp(&a.packet, &a.created, traceID, senderID)
+	a.packet.Payload = &a.payload
+	return &a.packet
+}
+
 // Stamp fills in the envelope of p as NewPacket does (trace and sender ids,
 // the time now, the protocol version), with created as its time stamp: for
 // callers that build packets in memory they reuse.

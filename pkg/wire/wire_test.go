@@ -34,6 +34,7 @@ func TestPackets(t *testing.T) {
 	req := &pb.JobRequest{JobId: "j", Topic: "job.echo"}
 	res := &pb.JobResult{JobId: "j", Status: pb.JobStatus_JOB_STATUS_COMPLETED}
 	hb := &pb.Heartbeat{WorkerId: "w"}
+	ans := &pb.JobAnswer{Ok: true}
 	before := time.Now().Add(-time.Second)
 	for name, tc := range map[string]struct {
 		p       *pb.BusPacket
@@ -42,6 +43,7 @@ func TestPackets(t *testing.T) {
 		"request":   {wire.JobRequestPacket("trace", "sender", req), req},
 		"result":    {wire.JobResultPacket("trace", "sender", res), res},
 		"heartbeat": {wire.HeartbeatPacket("trace", "sender", hb), hb},
+		"answer":    {wire.JobAnswerPacket("trace", "sender", ans), ans},
 	} {
 		p := tc.p
 		if p.GetTraceId() != "trace" || p.GetSenderId() != "sender" || p.GetProtocolVersion() != wire.ProtocolVersion {
@@ -58,6 +60,8 @@ func TestPackets(t *testing.T) {
 			got = p.GetJobResult()
 		case p.GetHeartbeat() != nil:
 			got = p.GetHeartbeat()
+		case p.GetJobAnswer() != nil:
+			got = p.GetJobAnswer()
 		}
 		if got != tc.payload {
 			t.Errorf("%s payload = %v, want %v", name, got, tc.payload)
