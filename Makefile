@@ -142,7 +142,6 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz='^FuzzValidateTopic$$' -fuzztime=$(FUZZTIME) ./internal/scheduler
 	$(GO) test -run '^$$' -fuzz='^FuzzClientRequest$$' -fuzztime=$(FUZZTIME) ./internal/scheduler
 	$(GO) test -run '^$$' -fuzz='^FuzzValidateRequest$$' -fuzztime=$(FUZZTIME) ./internal/scheduler
-	$(GO) test -run '^$$' -fuzz='^FuzzPlainRequestAgreesWithTheRules$$' -fuzztime=$(FUZZTIME) ./internal/scheduler
 	$(GO) test -run '^$$' -fuzz='^FuzzDecodePageToken$$' -fuzztime=$(FUZZTIME) ./internal/jobstore
 	$(GO) test -run '^$$' -fuzz='^FuzzSource$$' -fuzztime=$(FUZZTIME) ./internal/sandbox/pyworker
 	$(GO) test -run '^$$' -fuzz='^FuzzParsePointer$$' -fuzztime=$(FUZZTIME) ./pkg/blob
