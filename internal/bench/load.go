@@ -182,7 +182,7 @@ type driver struct {
 // more; one answered retryable (the store failed) is published again
 // plainly, once, as client.Submit does; a refusal is counted (its job
 // never completes, and the round stalls).
-func (d *driver) onAnswer(subject, answer string) {
+func (d *driver) onAnswer(subject, answer string, _ []uint64) { // a submission's answer is never batched
 	n, err := strconv.Atoi(subject[min(len(d.answers)+1, len(subject)):])
 	if err != nil || n < 0 || n >= len(d.tr.sent) {
 		d.foreign.Add(1)

@@ -44,12 +44,12 @@ func TestDriverAnswers(t *testing.T) {
 	d := &driver{tr: tr, nc: pub, subject: "bench.test.submit", answers: "_INBOX.bench",
 		resubEnc: newEncoder(tr, "cortex-bench-client", "job.bench.x", "")}
 
-	d.onAnswer("_INBOX.bench.3", bus.AnswerRetry)
-	d.onAnswer("_INBOX.bench.3", bus.AnswerRetry) // once only
-	d.onAnswer("_INBOX.bench.4", bus.AnswerDone)
-	d.onAnswer("_INBOX.bench.5", bus.AnswerNotStored)
-	d.onAnswer("_INBOX.bench.x", bus.AnswerRetry)
-	d.onAnswer("_INBOX.bench.99", bus.AnswerRetry)
+	d.onAnswer("_INBOX.bench.3", bus.AnswerRetry, nil)
+	d.onAnswer("_INBOX.bench.3", bus.AnswerRetry, nil) // once only
+	d.onAnswer("_INBOX.bench.4", bus.AnswerDone, nil)
+	d.onAnswer("_INBOX.bench.5", bus.AnswerNotStored, nil)
+	d.onAnswer("_INBOX.bench.x", bus.AnswerRetry, nil)
+	d.onAnswer("_INBOX.bench.99", bus.AnswerRetry, nil)
 	if err := pub.Flush(); err != nil {
 		t.Fatal(err)
 	}

@@ -176,6 +176,14 @@ const (
 // server itself answers it with the stream's publish acknowledgement.
 const HeaderReplyTo = "Cortex-Reply-To"
 
+// HeaderAnswerBatch, on a result published for a scheduler's answer (with
+// HeaderReplyTo), names a second subject the sender reads answers on: there
+// the scheduler may answer this result together with others, in one
+// JobAnswer whose answered field lists, for each result, the number that
+// ends its HeaderReplyTo subject. A scheduler that does not batch answers on
+// HeaderReplyTo as before.
+const HeaderAnswerBatch = "Cortex-Answer-Batch"
+
 // WorkerCancelSubject is where a worker hears cancellations of jobs it holds.
 func WorkerCancelSubject(workerID string) string { return "sys.worker." + workerID + ".cancel" }
 

@@ -14,8 +14,8 @@ import (
 // it; the tests' stand-ins may not, and then every result is published
 // plainly).
 type answerer interface {
-	PublishAnswered(subject string, packet *pb.BusPacket, replyTo string) error
-	SubscribeAnswers(subject string, handler func(subject, answer string)) (drain func() error, err error)
+	PublishAnswered(subject string, packet *pb.BusPacket, replyTo, batchTo string) error
+	SubscribeAnswers(subject string, handler func(subject, answer string, batch []uint64)) (drain func() error, err error)
 	NewInbox() string
 }
 
@@ -39,6 +39,11 @@ var (
 // A scheduler on the memory store answers AnswerNotStored, and one that
 // did not answer in time may not answer at all: the worker then publishes
 // plainly for plainFor before it asks again.
+//
+// A result n asks for its answer on <prefix>n, and lets the scheduler
+// answer it in a batch on <prefix>batch (wire.HeaderAnswerBatch): one
+// answer for the results it recorded within a few milliseconds, instead of
+// one message each.
 type answers struct {
 	w      *Worker
 	pub    answerer
@@ -89,7 +94,7 @@ func (a *answers) publish(subject string, packet *pb.BusPacket, now time.Time) e
 	id := a.next
 	a.pending[id] = &pendingResult{subject: subject, packet: packet, sent: now}
 	a.mu.Unlock()
-	if err := a.pub.PublishAnswered(subject, packet, a.prefix+strconv.FormatUint(id, 10)); err == nil {
+	if err := a.pub.PublishAnswered(subject, packet, a.prefix+strconv.FormatUint(id, 10), a.prefix+batchToken); err == nil {
 		return nil
 	}
 	a.mu.Lock()
@@ -98,23 +103,45 @@ func (a *answers) publish(subject string, packet *pb.BusPacket, now time.Time) e
 	return a.w.bus.Publish(subject, packet)
 }
 
-// answered takes a scheduler's answer.
-func (a *answers) answered(subject, answer string) {
-	id, err := strconv.ParseUint(strings.TrimPrefix(subject, a.prefix), 10, 64)
-	if err != nil {
+// batchToken ends the subject of the worker's batched answers.
+const batchToken = "batch"
+
+// answered takes a scheduler's answer: to the result whose number ends
+// subject, or, batched, to each result numbered in batch.
+func (a *answers) answered(subject, answer string, batch []uint64) {
+	if batch == nil {
+		id, err := strconv.ParseUint(strings.TrimPrefix(subject, a.prefix), 10, 64)
+		if err != nil {
+			return
+		}
+		a.answer(answer, id)
 		return
 	}
+	if subject == a.prefix+batchToken {
+		a.answer(answer, batch...)
+	}
+}
+
+// answer applies answer to the results numbered ids.
+func (a *answers) answer(answer string, ids ...uint64) {
+	var again []*pendingResult
 	a.mu.Lock()
-	p := a.pending[id]
-	delete(a.pending, id)
-	if p != nil {
+	for _, id := range ids {
+		p := a.pending[id]
+		if p == nil {
+			continue
+		}
+		delete(a.pending, id)
 		a.resolved++
+		if answer == bus.AnswerRetry {
+			again = append(again, p)
+		}
 	}
 	if answer == bus.AnswerNotStored {
 		a.plainUntil = time.Now().Add(plainFor)
 	}
 	a.mu.Unlock()
-	if p != nil && answer == bus.AnswerRetry {
+	for _, p := range again {
 		a.republish(p)
 	}
 }

@@ -1,15 +1,19 @@
 package worker_test
 
 import (
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/cortex-os/core/internal/infrastructure/bus"
 	"github.com/cortex-os/core/internal/systest"
+	pb "github.com/cortex-os/core/pkg/pb/v1"
 	"github.com/cortex-os/core/pkg/wire"
 	"github.com/cortex-os/core/pkg/worker"
 )
@@ -36,6 +40,49 @@ func TestAnsweredResultIsPublishedOnce(t *testing.T) {
 	// it again. A second job's result, on the same connection, then comes
 	// after anything the worker published for the first.
 	systest.Eventually(t, waitFor, "the answer to take the result off the list", func() bool {
+		pending, resolved := worker.Answers(r.w)
+		return pending == 0 && resolved == 1
+	})
+	e.send(t, "j2")
+	e.results.waitResult(t, "j2")
+	if n := len(e.results.results("j1")); n != 1 {
+		t.Fatalf("the result was published %d times; want 1", n)
+	}
+}
+
+// A result asks to be answered in a batch too (wire.HeaderAnswerBatch); a
+// batched answer that lists it takes it off the list as its own answer
+// would.
+func TestBatchedAnswerTakesTheResult(t *testing.T) {
+	worker.SetAnswerTimeout(t, 300*time.Millisecond)
+	e := newEnv(t, "echo")
+	sub, err := e.observer.Conn().Subscribe(wire.SubjectResult, func(m *nats.Msg) {
+		if m.Header.Get(jetstream.ExpectedStreamHeader) != bus.AnsweredStream {
+			return
+		}
+		reply, batchTo := m.Header.Get(wire.HeaderReplyTo), m.Header.Get(wire.HeaderAnswerBatch)
+		n, err := strconv.ParseUint(reply[strings.LastIndexByte(reply, '.')+1:], 10, 64)
+		if err != nil || batchTo == "" {
+			t.Errorf("reply subject %q, batch subject %q: want <prefix>.<n> and a batch subject", reply, batchTo)
+			return
+		}
+		data, err := proto.Marshal(&pb.BusPacket{Payload: &pb.BusPacket_JobAnswer{JobAnswer: &pb.JobAnswer{Ok: true, Answered: []uint64{n + 1000, n}}}})
+		if err == nil {
+			err = e.observer.Conn().Publish(batchTo, data)
+		}
+		if err != nil {
+			t.Error(err)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	flush(t, e.observer)
+	r := e.start(t, worker.Config{Handler: worker.HandlerFunc(echoHandler)})
+	e.send(t, "j1")
+	e.results.waitResult(t, "j1")
+	systest.Eventually(t, waitFor, "the batched answer to take the result off the list", func() bool {
 		pending, resolved := worker.Answers(r.w)
 		return pending == 0 && resolved == 1
 	})

@@ -88,7 +88,7 @@ func TestAnsweredSubmissionsSkipTheStream(t *testing.T) {
 	stop, err := b.ConsumeTree(wire.SubjectSubmit, "submit", func(_ string, p *pb.BusPacket, replyTo string) error {
 		id := p.GetJobRequest().GetJobId()
 		handled.add(id)
-		got.set(id, replyTo)
+		got.set(id, replyTo, nil)
 		if id == "failing" {
 			return errors.New("store down")
 		}
@@ -211,7 +211,7 @@ func TestAnsweredSubmissionOverCoreNATS(t *testing.T) {
 	var got answers // the reply subject each submission was handed with
 	stop, err := b.ConsumeTree(wire.SubjectSubmit, "submit", func(_ string, p *pb.BusPacket, replyTo string) error {
 		handled.add(p.GetJobRequest().GetJobId())
-		got.set(p.GetJobRequest().GetJobId(), replyTo)
+		got.set(p.GetJobRequest().GetJobId(), replyTo, nil)
 		return nil
 	})
 	if err != nil {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -18,19 +20,38 @@ import (
 	"github.com/cortex-os/core/pkg/wire"
 )
 
-// answers collects the answers to PublishAnswered by reply subject.
+// answers collects the answers to PublishAnswered by reply subject, a
+// batched one (on <inbox>.batch) under each of the reply subjects it
+// answers, and counts both kinds.
 type answers struct {
-	mu sync.Mutex
-	m  map[string]string
+	mu              sync.Mutex
+	m               map[string]string
+	single, batches int
 }
 
-func (a *answers) set(subject, answer string) {
+func (a *answers) set(subject, answer string, batch []uint64) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.m == nil {
 		a.m = make(map[string]string)
 	}
-	a.m[subject] = answer
+	if batch == nil {
+		a.single++
+		a.m[subject] = answer
+		return
+	}
+	a.batches++
+	prefix := strings.TrimSuffix(subject, "batch")
+	for _, n := range batch {
+		a.m[prefix+strconv.FormatUint(n, 10)] = answer
+	}
+}
+
+// kinds is how many answers came alone and how many in batches.
+func (a *answers) kinds() (single, batches int) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.single, a.batches
 }
 
 // subscribeAnswers subscribes b to the answers on <inbox>.*, for the test's
@@ -87,7 +108,7 @@ func TestAnsweredResultsSkipTheStream(t *testing.T) {
 	flush(t, worker)
 
 	for _, id := range []string{"a", "failing"} {
-		if err := worker.PublishAnswered(wire.ResultSubject("w1"), resultPacket(id, "w1"), inbox+"."+id); err != nil {
+		if err := worker.PublishAnswered(wire.ResultSubject("w1"), resultPacket(id, "w1"), inbox+"."+id, ""); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -139,7 +160,7 @@ func TestAnsweredResultOverCoreNATS(t *testing.T) {
 	worker := systest.ConnectWith(t, bus.Config{URL: srv.URL()})
 	inbox, got := subscribeAnswers(t, worker)
 	flush(t, worker)
-	if err := worker.PublishAnswered(wire.SubjectResult, resultPacket("a", "w1"), inbox+".1"); err != nil {
+	if err := worker.PublishAnswered(wire.SubjectResult, resultPacket("a", "w1"), inbox+".1", ""); err != nil {
 		t.Fatal(err)
 	}
 	flush(t, worker)
@@ -210,7 +231,7 @@ func TestAnswerGoesOnlyToAnInbox(t *testing.T) {
 		t.Fatal(err)
 	}
 	worker := systest.ConnectWith(t, bus.Config{URL: srv.URL()})
-	if err := worker.PublishAnswered(wire.SubjectResult, resultPacket("a", "w1"), wire.SubjectSubmit); err != nil {
+	if err := worker.PublishAnswered(wire.SubjectResult, resultPacket("a", "w1"), wire.SubjectSubmit, ""); err != nil {
 		t.Fatal(err)
 	}
 	flush(t, worker)
@@ -265,10 +286,10 @@ func TestAnsweredHeadersAreEachPublishsOwn(t *testing.T) {
 	b.SetTraceparent(traced.GetTraceId(), "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
 	plain := resultPacket("plain", "w1")
 	plain.TraceId = "another"
-	if err := b.PublishAnswered("answered.result", traced, "_INBOX.x.1"); err != nil {
+	if err := b.PublishAnswered("answered.result", traced, "_INBOX.x.1", ""); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.PublishAnswered("answered.result", plain, "_INBOX.x.2"); err != nil {
+	if err := b.PublishAnswered("answered.result", plain, "_INBOX.x.2", ""); err != nil {
 		t.Fatal(err)
 	}
 	if err := b.PublishAnsweredSubmit("answered.submit", jobPacket("j"), "_INBOX.x.3"); err != nil {

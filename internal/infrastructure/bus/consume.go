@@ -194,6 +194,7 @@ func (b *NatsBus) consumeStream(subjects []string, durable string, handler func(
 	// handlers keeps many in flight. Order across jobs does not matter; a
 	// job's own packets are ordered by its state, not by arrival.
 	msgs := make(chan intakeMsg)
+	batcher := newAnswerBatcher(b) // closed once the handlers are done
 	var pool sync.WaitGroup
 	for range consumeParallel {
 		pool.Go(func() {
@@ -205,7 +206,7 @@ func (b *NatsBus) consumeStream(subjects []string, durable string, handler func(
 					b.handleAnsweredSubmit(m.core, handler)
 					m.submit.done.Add(1)
 				default:
-					b.handleAnswered(m.core, handler)
+					b.handleAnswered(m.core, handler, batcher)
 				}
 			}
 		})
@@ -257,6 +258,7 @@ func (b *NatsBus) consumeStream(subjects []string, durable string, handler func(
 			stopAnswered()
 			close(msgs)
 			pool.Wait()
+			batcher.close()
 			return nil, fmt.Errorf("bus: subscribe %s: %w", s, err)
 		}
 		answered = append(answered, sub)
@@ -275,6 +277,7 @@ func (b *NatsBus) consumeStream(subjects []string, durable string, handler func(
 		stopAnswered()
 		close(msgs)
 		pool.Wait()
+		batcher.close()
 		return nil, fmt.Errorf("bus: consume %s: %w", subject, err)
 	}
 	remove := b.intake.addStream(subject, cons)
@@ -291,6 +294,7 @@ func (b *NatsBus) consumeStream(subjects []string, durable string, handler func(
 		}
 		close(msgs)
 		pool.Wait()
+		batcher.close() // the answers still waiting go now
 		return err
 	}, nil
 }
@@ -385,7 +389,7 @@ func (b *NatsBus) PublishAnsweredSubmit(subject string, packet *pb.BusPacket, re
 	if err := b.checkSubjectLength(subject, len(replyTo)); err != nil {
 		return err
 	}
-	return b.publishAnswered(subject, packet, AnsweredSubmitStream, replyTo)
+	return b.publishAnswered(subject, packet, AnsweredSubmitStream, replyTo, "")
 }
 
 // answeredHeader is the header of a PublishAnswered or
@@ -396,21 +400,26 @@ type answeredHeader struct {
 	h      nats.Header
 	stream [1]string
 	reply  [1]string
+	batch  [1]string
 }
 
 var answeredHeaders = sync.Pool{New: func() any { return &answeredHeader{h: make(nats.Header, 3)} }}
 
 // publishAnswered publishes packet on subject with the headers of a
 // packet published for an answer: stream, which no stream has as its name
-// (the stream of subject refuses to store it), and replyTo.
-func (b *NatsBus) publishAnswered(subject string, packet *pb.BusPacket, stream, replyTo string) error {
+// (the stream of subject refuses to store it), replyTo and, if not empty,
+// batchTo (wire.HeaderAnswerBatch).
+func (b *NatsBus) publishAnswered(subject string, packet *pb.BusPacket, stream, replyTo, batchTo string) error {
 	ah := answeredHeaders.Get().(*answeredHeader)
-	ah.stream[0], ah.reply[0] = stream, replyTo
+	ah.stream[0], ah.reply[0], ah.batch[0] = stream, replyTo, batchTo
 	ah.h[jetstream.ExpectedStreamHeader] = ah.stream[:]
 	ah.h[wire.HeaderReplyTo] = ah.reply[:]
+	if batchTo != "" {
+		ah.h[wire.HeaderAnswerBatch] = ah.batch[:]
+	}
 	err := b.send(subject, "", packet, ah.h)
 	clear(ah.h) // and a traceparent send added
-	ah.stream[0], ah.reply[0] = "", ""
+	ah.stream[0], ah.reply[0], ah.batch[0] = "", "", ""
 	answeredHeaders.Put(ah)
 	return err
 }
@@ -459,26 +468,35 @@ const (
 // (see AnsweredStream). The sender keeps the result until answered, and
 // publishes it with Publish when no answer comes: with no scheduler
 // running, a scheduler of an earlier version, or a lost connection.
-func (b *NatsBus) PublishAnswered(subject string, packet *pb.BusPacket, replyTo string) error {
-	if err := b.checkSubjectLength(subject, len(replyTo)); err != nil {
+//
+// batchTo, when not empty, is a subject the sender also reads answers on
+// (wire.HeaderAnswerBatch): a scheduler may answer AnswerDone there, within
+// milliseconds and together with the sender's other results, in one
+// answer that lists the number ending replyTo (which must then end in
+// one: <prefix>.<n>). SubscribeAnswers hands such an answer over with
+// that list.
+func (b *NatsBus) PublishAnswered(subject string, packet *pb.BusPacket, replyTo, batchTo string) error {
+	if err := b.checkSubjectLength(subject, len(replyTo)+len(batchTo)); err != nil {
 		return err
 	}
-	return b.publishAnswered(subject, packet, AnsweredStream, replyTo)
+	return b.publishAnswered(subject, packet, AnsweredStream, replyTo, batchTo)
 }
 
 // SubscribeAnswers delivers the answers to PublishAnswered that arrive on
 // subject (a wildcard over the reply subjects given), with the subject
 // each came on. Of an answer only ok and retryable are read, and the
 // packet's wire format checked: a job record in it (the answer to a
-// PublishAnsweredSubmit) is skipped, not decoded.
-func (b *NatsBus) SubscribeAnswers(subject string, handler func(subject, answer string)) (drain func() error, err error) {
+// PublishAnsweredSubmit) is skipped, not decoded. A batched answer (on the
+// batch subject PublishAnswered was given) comes with batch, the numbers
+// of the results it answers; batch is nil for an answer to one result.
+func (b *NatsBus) SubscribeAnswers(subject string, handler func(subject, answer string, batch []uint64)) (drain func() error, err error) {
 	if handler == nil {
 		return nil, errors.New("bus: nil handler")
 	}
 	sub, err := b.nc.Subscribe(subject, func(m *nats.Msg) {
 		// Only the verdict is read: the job record an answered
 		// submission's answer carries is not decoded (answerVerdict).
-		answer, notAnswer, err := answerVerdict(m.Data, b.cfg.MaxPacketBytes)
+		answer, batched, notAnswer, err := answerVerdict(m.Data, b.cfg.MaxPacketBytes)
 		if err != nil {
 			_ = b.rejected(m.Subject, m.Data, err) // counted and logged; unanswered, the packet is published again
 			return
@@ -487,7 +505,18 @@ func (b *NatsBus) SubscribeAnswers(subject string, handler func(subject, answer 
 			b.log.Warn("answer to a result is not a job answer: ignored", "subject", m.Subject)
 			return
 		}
-		handler(m.Subject, answer)
+		if !batched {
+			handler(m.Subject, answer, nil)
+			return
+		}
+		p, err := decodePacket(m.Data, b.cfg.MaxPacketBytes, false)
+		if err != nil {
+			_ = b.rejected(m.Subject, m.Data, err)
+			return
+		}
+		if list := p.GetJobAnswer().GetAnswered(); len(list) > 0 {
+			handler(m.Subject, answer, list)
+		}
 	})
 	if err != nil {
 		return nil, fmt.Errorf("bus: subscribe %s: %w", subject, err)
@@ -514,8 +543,9 @@ var answerPackets = func() map[string][]byte {
 
 // handleAnswered handles a result published with PublishAnswered, then
 // answers its sender: AnswerDone once the handler has returned nil (or the
-// packet is garbage, which is never handled), AnswerRetry otherwise.
-func (b *NatsBus) handleAnswered(m *nats.Msg, handler func(subject string, p *pb.BusPacket, replyTo string) error) {
+// packet is garbage, which is never handled), in a batch if the sender
+// asked for one (wire.HeaderAnswerBatch), AnswerRetry otherwise, at once.
+func (b *NatsBus) handleAnswered(m *nats.Msg, handler func(subject string, p *pb.BusPacket, replyTo string) error, batcher *answerBatcher) {
 	replyTo := m.Header.Get(wire.HeaderReplyTo)
 	packet, pooled, err := b.decodeIntake(m.Subject, m.Data)
 	if err != nil {
@@ -529,6 +559,10 @@ func (b *NatsBus) handleAnswered(m *nats.Msg, handler func(subject string, p *pb
 	if herr != nil {
 		b.log.Warn("handler failed; the sender publishes it for the stream", "subject", m.Subject, "err", herr)
 		b.answerResult(replyTo, AnswerRetry)
+		return
+	}
+	if batchTo := m.Header.Get(wire.HeaderAnswerBatch); batchTo != "" {
+		batcher.done(replyTo, batchTo)
 		return
 	}
 	b.answerResult(replyTo, AnswerDone)

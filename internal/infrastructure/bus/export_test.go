@@ -1,6 +1,10 @@
 package bus
 
-import pb "github.com/cortex-os/core/pkg/pb/v1"
+import (
+	"time"
+
+	pb "github.com/cortex-os/core/pkg/pb/v1"
+)
 
 // Releaser gives a pooled packet back.
 type Releaser interface{ Release() }
@@ -20,3 +24,21 @@ func DecodeTransient(data []byte, maxBytes int, subject string) (*pb.BusPacket, 
 	}
 	return p, pooled, err
 }
+
+// AnswerBatcher batches answers to results as the scheduler's handling of
+// answered results does, for the external tests.
+type AnswerBatcher struct{ ab *answerBatcher }
+
+// NewAnswerBatcher makes an AnswerBatcher on b that sends a batch delay
+// after its first answer.
+func NewAnswerBatcher(b *NatsBus, delay time.Duration) AnswerBatcher {
+	ab := newAnswerBatcher(b)
+	ab.delay = delay
+	return AnswerBatcher{ab}
+}
+
+func (a AnswerBatcher) Done(replyTo, batchTo string) { a.ab.done(replyTo, batchTo) }
+func (a AnswerBatcher) Close()                       { a.ab.close() }
+
+// AnswerBatchMax is how many answers one batch lists at most.
+const AnswerBatchMax = answerBatchMax

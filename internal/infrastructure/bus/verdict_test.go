@@ -81,11 +81,37 @@ func TestAnswerVerdict(t *testing.T) {
 		{"too large", mustMarshal(t, answerPacket(&pb.JobAnswer{Error: string(make([]byte, bus.DefaultMaxPacketBytes))})), "", false, bus.ErrTooLarge},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			answer, notAnswer, err := bus.AnswerVerdict(tc.data, bus.DefaultMaxPacketBytes)
+			answer, _, notAnswer, err := bus.AnswerVerdict(tc.data, bus.DefaultMaxPacketBytes)
 			if answer != tc.answer || notAnswer != tc.notAnswer || !errors.Is(err, tc.err) || (tc.err == nil) != (err == nil) {
 				t.Fatalf("AnswerVerdict = %q, %v, %v; want %q, %v, %v", answer, notAnswer, err, tc.answer, tc.notAnswer, tc.err)
 			}
 		})
+	}
+}
+
+// A batched answer is told apart from one to a single result, whether its
+// list is packed or not; a payload sent after it replaces it.
+func TestAnswerVerdictBatched(t *testing.T) {
+	t.Parallel()
+	batch := mustMarshal(t, answerPacket(&pb.JobAnswer{Ok: true, Answered: []uint64{4, 2}}))
+	fields := protowire.AppendVarint(protowire.AppendTag(nil, 1, protowire.VarintType), 1)
+	fields = protowire.AppendVarint(protowire.AppendTag(fields, 9, protowire.VarintType), 5)
+	unpacked := protowire.AppendBytes(protowire.AppendTag(nil, 17, protowire.BytesType), fields)
+	result := mustMarshal(t, wire.JobResultPacket("t", "w", &pb.JobResult{JobId: "j"}))
+	for _, tc := range []struct {
+		name    string
+		data    []byte
+		batched bool
+	}{
+		{"packed", batch, true},
+		{"one number at a time", unpacked, true},
+		{"one result", bus.AnswerPacket(bus.AnswerDone), false},
+		{"replaced by a result", append(append([]byte{}, batch...), result...), false},
+	} {
+		answer, batched, notAnswer, err := bus.AnswerVerdict(tc.data, bus.DefaultMaxPacketBytes)
+		if err != nil || batched != tc.batched || (!notAnswer && answer != bus.AnswerDone) {
+			t.Errorf("%s: AnswerVerdict = %q, batched %v, %v, %v; want batched %v", tc.name, answer, batched, notAnswer, err, tc.batched)
+		}
 	}
 }
 
@@ -98,10 +124,16 @@ func FuzzAnswerVerdictMatchesDecode(f *testing.F) {
 	f.Add(bus.AnswerPacket(bus.AnswerNotStored))
 	f.Add(mustMarshal(f, answerPacket(&pb.JobAnswer{Ok: true, Workers: []*pb.WorkerInfo{{LastSeenMs: 1}}, RetryAfterMs: 3})))
 	f.Add(mustMarshal(f, wire.JobResultPacket("t", "w", &pb.JobResult{JobId: "j"})))
+	f.Add(mustMarshal(f, answerPacket(&pb.JobAnswer{Ok: true, Answered: []uint64{1, 300, 1 << 40}})))
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, data []byte) {
-		answer, notAnswer, err := bus.AnswerVerdict(data, bus.DefaultMaxPacketBytes)
+		answer, batched, notAnswer, err := bus.AnswerVerdict(data, bus.DefaultMaxPacketBytes)
 		wantAnswer, wantNot, wantErr := verdictOf(t, data)
+		if wantErr == nil && !batched {
+			if p, _ := bus.Decode(data, bus.DefaultMaxPacketBytes); len(p.GetJobAnswer().GetAnswered()) > 0 {
+				t.Fatalf("an answer listing results %v, read as not batched", p.GetJobAnswer().GetAnswered())
+			}
+		}
 		if err != nil && (answer != "" || notAnswer) {
 			t.Fatalf("a verdict with an error: %q, %v, %v", answer, notAnswer, err)
 		}
@@ -163,5 +195,8 @@ func TestAnswerVerdictKnowsTheContract(t *testing.T) {
 	}
 	if f := ans.ByName("retryable"); f == nil || f.Number() != 3 {
 		t.Errorf("JobAnswer.retryable: %v; answerVerdict reads it as field 3", f)
+	}
+	if f := ans.ByName("answered"); f == nil || f.Number() != 9 || !f.IsList() {
+		t.Errorf("JobAnswer.answered: %v; answerVerdict reads it as the list in field 9", f)
 	}
 }

@@ -892,6 +892,10 @@ type JobAnswer struct {
 	RuleId        string                 `protobuf:"bytes,6,opt,name=rule_id,json=ruleId,proto3" json:"rule_id,omitempty"`                        // the policy rule behind a denial or throttle
 	Workers       []*WorkerInfo          `protobuf:"bytes,7,rep,name=workers,proto3" json:"workers,omitempty"`                                    // answers JobQuery.workers
 	NextPageToken string                 `protobuf:"bytes,8,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"` // a list with more pages: JobQuery.page_token of the next
+	// A batched answer to results published for an answer with the header
+	// Cortex-Answer-Batch: the numbers that end the Cortex-Reply-To subjects
+	// of the results it answers, each answered as ok and retryable say.
+	Answered      []uint64 `protobuf:"varint,9,rep,packed,name=answered,proto3" json:"answered,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -980,6 +984,13 @@ func (x *JobAnswer) GetNextPageToken() string {
 		return x.NextPageToken
 	}
 	return ""
+}
+
+func (x *JobAnswer) GetAnswered() []uint64 {
+	if x != nil {
+		return x.Answered
+	}
+	return nil
 }
 
 var File_api_proto_v1_job_proto protoreflect.FileDescriptor
@@ -1071,7 +1082,7 @@ const file_api_proto_v1_job_proto_rawDesc = "" +
 	"\arule_id\x18\x14 \x01(\tR\x06ruleId\x12%\n" +
 	"\x0epolicy_version\x18\x15 \x01(\tR\rpolicyVersion\x12\x12\n" +
 	"\x04pool\x18\x16 \x01(\tR\x04pool\x12'\n" +
-	"\x0fawaiting_safety\x18\x17 \x01(\bR\x0eawaitingSafetyJ\x04\b\x10\x10\x11\"\x8f\x02\n" +
+	"\x0fawaiting_safety\x18\x17 \x01(\bR\x0eawaitingSafetyJ\x04\b\x10\x10\x11\"\xab\x02\n" +
 	"\tJobAnswer\x12\x0e\n" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x12\x14\n" +
 	"\x05error\x18\x02 \x01(\tR\x05error\x12\x1c\n" +
@@ -1080,7 +1091,8 @@ const file_api_proto_v1_job_proto_rawDesc = "" +
 	"\x0eretry_after_ms\x18\x05 \x01(\x03R\fretryAfterMs\x12\x17\n" +
 	"\arule_id\x18\x06 \x01(\tR\x06ruleId\x12/\n" +
 	"\aworkers\x18\a \x03(\v2\x15.cortex.v1.WorkerInfoR\aworkers\x12&\n" +
-	"\x0fnext_page_token\x18\b \x01(\tR\rnextPageToken*|\n" +
+	"\x0fnext_page_token\x18\b \x01(\tR\rnextPageToken\x12\x1a\n" +
+	"\banswered\x18\t \x03(\x04R\banswered*|\n" +
 	"\vJobPriority\x12\x1c\n" +
 	"\x18JOB_PRIORITY_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12JOB_PRIORITY_BATCH\x10\x01\x12\x1c\n" +

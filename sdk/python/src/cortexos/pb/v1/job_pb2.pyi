@@ -206,7 +206,7 @@ class JobInfo(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., attempt: _Optional[int] = ..., max_attempts: _Optional[int] = ..., worker_id: _Optional[str] = ..., result_ptr: _Optional[str] = ..., error: _Optional[str] = ..., pending_reason: _Optional[str] = ..., trace_id: _Optional[str] = ..., request: _Optional[_Union[JobRequest, _Mapping]] = ..., created_ms: _Optional[int] = ..., updated_ms: _Optional[int] = ..., next_attempt_ms: _Optional[int] = ..., deadline_ms: _Optional[int] = ..., execution_ms: _Optional[int] = ..., dead_letter: _Optional[bool] = ..., attempt_started_ms: _Optional[int] = ..., failed_attempts: _Optional[int] = ..., rule_id: _Optional[str] = ..., policy_version: _Optional[str] = ..., pool: _Optional[str] = ..., awaiting_safety: _Optional[bool] = ...) -> None: ...
 
 class JobAnswer(_message.Message):
-    __slots__ = ("ok", "error", "retryable", "jobs", "retry_after_ms", "rule_id", "workers", "next_page_token")
+    __slots__ = ("ok", "error", "retryable", "jobs", "retry_after_ms", "rule_id", "workers", "next_page_token", "answered")
     OK_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     RETRYABLE_FIELD_NUMBER: _ClassVar[int]
@@ -215,6 +215,7 @@ class JobAnswer(_message.Message):
     RULE_ID_FIELD_NUMBER: _ClassVar[int]
     WORKERS_FIELD_NUMBER: _ClassVar[int]
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    ANSWERED_FIELD_NUMBER: _ClassVar[int]
     ok: bool
     error: str
     retryable: bool
@@ -223,4 +224,5 @@ class JobAnswer(_message.Message):
     rule_id: str
     workers: _containers.RepeatedCompositeFieldContainer[_heartbeat_pb2.WorkerInfo]
     next_page_token: str
-    def __init__(self, ok: _Optional[bool] = ..., error: _Optional[str] = ..., retryable: _Optional[bool] = ..., jobs: _Optional[_Iterable[_Union[JobInfo, _Mapping]]] = ..., retry_after_ms: _Optional[int] = ..., rule_id: _Optional[str] = ..., workers: _Optional[_Iterable[_Union[_heartbeat_pb2.WorkerInfo, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+    answered: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, ok: _Optional[bool] = ..., error: _Optional[str] = ..., retryable: _Optional[bool] = ..., jobs: _Optional[_Iterable[_Union[JobInfo, _Mapping]]] = ..., retry_after_ms: _Optional[int] = ..., rule_id: _Optional[str] = ..., workers: _Optional[_Iterable[_Union[_heartbeat_pb2.WorkerInfo, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., answered: _Optional[_Iterable[int]] = ...) -> None: ...
