@@ -13,16 +13,24 @@ import (
 	"github.com/cortex-os/core/pkg/wire"
 )
 
+// batcherSetup starts a server with a scheduler's bus and a worker's, whose
+// answers on <inbox>.* the test reads.
+func batcherSetup(t *testing.T) (scheduler *bus.NatsBus, inbox string, got *answers) {
+	t.Helper()
+	srv := natstest.RunRestartable(t)
+	scheduler = systest.ConnectWith(t, bus.Config{URL: srv.URL()})
+	worker := systest.ConnectWith(t, bus.Config{URL: srv.URL()})
+	inbox, got = subscribeAnswers(t, worker)
+	flush(t, worker)
+	return scheduler, inbox, got
+}
+
 // Results published with a batch subject are answered together: done
 // answers wait for the batch (here until Close), and go as one answer that
 // lists every result's number.
 func TestAnswerBatcherAnswersTogether(t *testing.T) {
 	t.Parallel()
-	srv := natstest.RunRestartable(t)
-	scheduler := systest.ConnectWith(t, bus.Config{URL: srv.URL()})
-	worker := systest.ConnectWith(t, bus.Config{URL: srv.URL()})
-	inbox, got := subscribeAnswers(t, worker)
-	flush(t, worker)
+	scheduler, inbox, got := batcherSetup(t)
 
 	ab := bus.NewAnswerBatcher(scheduler, time.Hour)
 	for n := 1; n <= 10; n++ {
@@ -55,11 +63,7 @@ func TestAnswerBatcherAnswersTogether(t *testing.T) {
 // is sent when its delay is up, without Close.
 func TestAnswerBatcherSendsFullBatchesAndLateOnes(t *testing.T) {
 	t.Parallel()
-	srv := natstest.RunRestartable(t)
-	scheduler := systest.ConnectWith(t, bus.Config{URL: srv.URL()})
-	worker := systest.ConnectWith(t, bus.Config{URL: srv.URL()})
-	inbox, got := subscribeAnswers(t, worker)
-	flush(t, worker)
+	scheduler, inbox, got := batcherSetup(t)
 
 	full := bus.NewAnswerBatcher(scheduler, time.Hour)
 	defer full.Close()
@@ -84,11 +88,7 @@ func TestAnswerBatcherSendsFullBatchesAndLateOnes(t *testing.T) {
 // end in a number, or a batch subject that is not an inbox.
 func TestAnswerBatcherAnswersTheRestAlone(t *testing.T) {
 	t.Parallel()
-	srv := natstest.RunRestartable(t)
-	scheduler := systest.ConnectWith(t, bus.Config{URL: srv.URL()})
-	worker := systest.ConnectWith(t, bus.Config{URL: srv.URL()})
-	inbox, got := subscribeAnswers(t, worker)
-	flush(t, worker)
+	scheduler, inbox, got := batcherSetup(t)
 
 	ab := bus.NewAnswerBatcher(scheduler, time.Hour)
 	defer ab.Close()
