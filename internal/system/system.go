@@ -99,6 +99,12 @@ func RunScheduler(ctx context.Context, opts SchedulerOptions) error {
 	if err != nil {
 		return err
 	}
+	if c, ok := store.(interface{ Close() error }); ok {
+		// Once the engines have stopped (no write waits) and before the
+		// connection drains: the key-value store's acknowledgement
+		// subscription ends with the store, not with the connection.
+		defer func() { _ = c.Close() }()
+	}
 	replicas := bus.DefaultReplicas(b.Conn(), opts.Settings.Replicas)
 	if mode == config.StoreJetStream {
 		blobs := opts.Blobs
