@@ -48,6 +48,7 @@ type answers struct {
 	w      *Worker
 	pub    answerer
 	prefix string // <inbox>. ; an answer comes on <prefix><n>
+	batch  string // <prefix>batch: batched answers come here
 	drain  func() error
 
 	mu         sync.Mutex
@@ -71,7 +72,8 @@ func (w *Worker) startAnswers() *answers {
 	if !ok {
 		return nil
 	}
-	a := &answers{w: w, pub: pub, prefix: pub.NewInbox() + ".", pending: make(map[uint64]*pendingResult)}
+	prefix := pub.NewInbox() + "."
+	a := &answers{w: w, pub: pub, prefix: prefix, batch: prefix + batchToken, pending: make(map[uint64]*pendingResult)}
 	drain, err := pub.SubscribeAnswers(a.prefix+"*", a.answered)
 	if err != nil {
 		w.log.Warn("answered results off: results go to the result stream", "err", err)
@@ -94,7 +96,7 @@ func (a *answers) publish(subject string, packet *pb.BusPacket, now time.Time) e
 	id := a.next
 	a.pending[id] = &pendingResult{subject: subject, packet: packet, sent: now}
 	a.mu.Unlock()
-	if err := a.pub.PublishAnswered(subject, packet, a.prefix+strconv.FormatUint(id, 10), a.prefix+batchToken); err == nil {
+	if err := a.pub.PublishAnswered(subject, packet, a.prefix+strconv.FormatUint(id, 10), a.batch); err == nil {
 		return nil
 	}
 	a.mu.Lock()
@@ -117,7 +119,7 @@ func (a *answers) answered(subject, answer string, batch []uint64) {
 		a.answer(answer, id)
 		return
 	}
-	if subject == a.prefix+batchToken {
+	if subject == a.batch {
 		a.answer(answer, batch...)
 	}
 }
