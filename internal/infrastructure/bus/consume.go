@@ -229,6 +229,13 @@ func (b *NatsBus) consumeStream(subjects []string, durable string, handler func(
 			remove()
 		}
 	}
+	// abandon undoes a consume that fails to start.
+	abandon := func() {
+		stopAnswered()
+		close(msgs)
+		pool.Wait()
+		batcher.close()
+	}
 	for _, s := range subjects {
 		var (
 			cb nats.MsgHandler
@@ -255,10 +262,7 @@ func (b *NatsBus) consumeStream(subjects []string, durable string, handler func(
 		}
 		sub, err := b.nc.QueueSubscribe(s, durable, cb)
 		if err != nil {
-			stopAnswered()
-			close(msgs)
-			pool.Wait()
-			batcher.close()
+			abandon()
 			return nil, fmt.Errorf("bus: subscribe %s: %w", s, err)
 		}
 		answered = append(answered, sub)
@@ -267,6 +271,13 @@ func (b *NatsBus) consumeStream(subjects []string, durable string, handler func(
 			removes = append(removes, b.intake.addCore(subject, in))
 		}
 	}
+	// The server has the subscriptions before consume returns: a packet
+	// published for an answer right after is not lost to the stream's
+	// refusal.
+	if err := b.nc.FlushWithContext(ctx); err != nil {
+		abandon()
+		return nil, fmt.Errorf("bus: subscribe %s: %w", subject, err)
+	}
 	cc, err := cons.Consume(func(m jetstream.Msg) { msgs <- intakeMsg{stream: m} },
 		jetstream.PullMaxMessages(128), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			if !errors.Is(err, jetstream.ErrNoHeartbeat) {
@@ -274,10 +285,7 @@ func (b *NatsBus) consumeStream(subjects []string, durable string, handler func(
 			}
 		}))
 	if err != nil {
-		stopAnswered()
-		close(msgs)
-		pool.Wait()
-		batcher.close()
+		abandon()
 		return nil, fmt.Errorf("bus: consume %s: %w", subject, err)
 	}
 	remove := b.intake.addStream(subject, cons)
