@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -90,8 +91,17 @@ type Store struct {
 
 var _ jobstore.Store = (*Store)(nil)
 
-// New binds to the bucket, creating it or updating its configuration to cfg
-// (CreateOrUpdateKeyValue), so a restarted process reuses its records.
+// New binds to the bucket, creating it or updating its configuration to cfg,
+// so a restarted process reuses its records.
+//
+// An existing bucket's stream is updated in what cfg sets (History,
+// TTL, Replicas) and the description; the rest of its configuration is
+// kept as it is (bindBucket): an operator's own limits, and settings the
+// server cannot take back once on, such as per-message TTLs, which a later
+// version may turn on to expire finished jobs. (The library's
+// CreateOrUpdateKeyValue would reset the rest to its defaults, and fail
+// on a stream whose per-message TTLs are on: a process of this version
+// could not bind the bucket again after a later version had run.)
 func New(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, error) {
 	if cfg.Bucket == "" {
 		cfg.Bucket = DefaultBucket
@@ -105,7 +115,7 @@ func New(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, error
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := bindBucket(ctx, js, jetstream.KeyValueConfig{
 		Bucket:      cfg.Bucket,
 		Description: "CortexOS job records (pb.JobInfo), one key per job id",
 		History:     cfg.History,
@@ -134,6 +144,41 @@ func New(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, error
 		st.putPrefix = st.subjectPrefix // else the library works out the subject
 	}
 	return st, nil
+}
+
+// bindBucket binds to the bucket kc names: an existing one with its stream
+// updated in the description, history, TTL and replicas of kc and nothing
+// else, a new one created with kc.
+func bindBucket(ctx context.Context, js jetstream.JetStream, kc jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	st, err := js.Stream(ctx, "KV_"+kc.Bucket)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		kv, err := js.CreateKeyValue(ctx, kc)
+		if !errors.Is(err, jetstream.ErrBucketExists) {
+			return kv, err
+		}
+		st, err = js.Stream(ctx, "KV_"+kc.Bucket) // another process made it meanwhile
+	}
+	if err != nil {
+		return nil, err
+	}
+	sc := st.CachedInfo().Config
+	if sc.Storage != kc.Storage {
+		return nil, fmt.Errorf("the bucket's stream is on %s storage, not %s, and the server cannot change that", sc.Storage, kc.Storage)
+	}
+	want := sc
+	want.Description = kc.Description
+	want.MaxMsgsPerSubject = int64(kc.History)
+	want.MaxAge = kc.TTL
+	want.Replicas = kc.Replicas
+	if want.MaxAge > 0 && want.MaxAge < want.Duplicates {
+		want.Duplicates = want.MaxAge // as the library sets it: never longer than MaxAge
+	}
+	if !reflect.DeepEqual(want, sc) {
+		if _, err := js.UpdateStream(ctx, want); err != nil {
+			return nil, err
+		}
+	}
+	return js.KeyValue(ctx, kc.Bucket)
 }
 
 // apiPrefix is the prefix of JetStream API subjects js uses.

@@ -510,3 +510,47 @@ func TestUndecodableDeadLetters(t *testing.T) {
 		t.Fatalf("Take of an undecodable dead letter removed it: %v", err)
 	}
 }
+
+// Binding an existing bucket changes what Config sets and keeps the rest:
+// an operator's limit, and per-message TTLs a later version may have
+// turned on (the server cannot turn them off, so a store that tried to
+// could not bind the bucket again). A bucket on other storage than asked
+// is an error, not silently the other.
+func TestNewKeepsWhatItDoesNotSet(t *testing.T) {
+	t.Parallel()
+	srv := natstest.RunServer(t)
+	_, js := openJetStream(t, srv)
+	ctx := t.Context()
+	bucket := uniqueName("KEEP")
+	s := newStore(t, js, Config{Bucket: bucket})
+	job := &pb.JobInfo{JobId: "kept", State: pb.JobState_JOB_STATE_PENDING, Request: &pb.JobRequest{JobId: "kept", Topic: "job.echo"}}
+	if _, err := s.Create(ctx, job); err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.stream.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	later := info.Config
+	later.AllowMsgTTL = true
+	later.MaxBytes = 1 << 30
+	if _, err := js.UpdateStream(ctx, later); err != nil {
+		t.Fatal(err)
+	}
+
+	again := newStore(t, js, Config{Bucket: bucket, History: 2})
+	info, err = again.stream.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := info.Config; !c.AllowMsgTTL || c.MaxBytes != 1<<30 || c.MaxMsgsPerSubject != 2 {
+		t.Fatalf("after binding again: per-message TTLs %v, max bytes %d, history %d; want true, %d, 2", c.AllowMsgTTL, c.MaxBytes, c.MaxMsgsPerSubject, 1<<30)
+	}
+	if rec, err := again.Get(ctx, "kept"); err != nil || rec.Job.GetJobId() != "kept" {
+		t.Fatalf("Get after binding again: %v, %v", rec.Job, err)
+	}
+
+	if _, err := New(ctx, js, Config{Bucket: bucket, Storage: jetstream.MemoryStorage, Logger: quietLogger()}); err == nil || !strings.Contains(err.Error(), "storage") {
+		t.Fatalf("New on memory storage for a bucket on file storage: %v; want an error naming the storage", err)
+	}
+}
