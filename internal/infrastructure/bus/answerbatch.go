@@ -54,10 +54,16 @@ func newAnswerBatcher(b *NatsBus) *answerBatcher {
 	return ab
 }
 
-// answerNumber reads the number that ends a reply subject (<prefix>.<n>).
-func answerNumber(replyTo string) (uint64, bool) {
+// answerNumber reads the number that ends a reply subject (<prefix>.<n>),
+// and tells whether batchTo is a sibling of it (<prefix>.<token>): a batch
+// goes nowhere its results' own answers could not.
+func answerNumber(replyTo, batchTo string) (uint64, bool) {
 	i := strings.LastIndexByte(replyTo, '.')
 	if i < 0 || i == len(replyTo)-1 {
+		return 0, false
+	}
+	token, sibling := strings.CutPrefix(batchTo, replyTo[:i+1])
+	if !sibling || token == "" || strings.IndexByte(token, '.') >= 0 {
 		return 0, false
 	}
 	n, err := strconv.ParseUint(replyTo[i+1:], 10, 64)
@@ -65,10 +71,10 @@ func answerNumber(replyTo string) (uint64, bool) {
 }
 
 // done answers the result whose answers go to replyTo and, in batches,
-// to batchTo: in a batch when batchTo is an inbox and replyTo ends in a
-// number, alone on replyTo otherwise.
+// to batchTo: in a batch when batchTo is an inbox next to replyTo and
+// replyTo ends in a number, alone on replyTo otherwise.
 func (ab *answerBatcher) done(replyTo, batchTo string) {
-	n, ok := answerNumber(replyTo)
+	n, ok := answerNumber(replyTo, batchTo)
 	if !ok || !wire.IsInbox(batchTo) || ab.b.checkSubjectLength(batchTo, 0) != nil {
 		ab.b.answerResult(replyTo, AnswerDone)
 		return

@@ -85,7 +85,9 @@ func TestAnswerBatcherSendsFullBatchesAndLateOnes(t *testing.T) {
 }
 
 // What cannot be batched is answered alone: a reply subject that does not
-// end in a number, or a batch subject that is not an inbox.
+// end in a number, a batch subject that is not an inbox, or one that is not
+// next to the reply subject (another inbox than the result's own answers
+// go to).
 func TestAnswerBatcherAnswersTheRestAlone(t *testing.T) {
 	t.Parallel()
 	scheduler, inbox, got := batcherSetup(t)
@@ -94,12 +96,15 @@ func TestAnswerBatcherAnswersTheRestAlone(t *testing.T) {
 	defer ab.Close()
 	ab.Done(inbox+".x", inbox+".batch")
 	ab.Done(inbox+".2", wire.SubjectSubmit)
+	ab.Done(inbox+".3", "_INBOX.other.batch")
+	ab.Done(inbox+".4", inbox+".batch.more")
 	flush(t, scheduler)
-	systest.Eventually(t, waitFor, "both answers", func() bool {
-		return got.get(inbox+".x") == bus.AnswerDone && got.get(inbox+".2") == bus.AnswerDone
+	systest.Eventually(t, waitFor, "the four answers", func() bool {
+		return got.get(inbox+".x") == bus.AnswerDone && got.get(inbox+".2") == bus.AnswerDone &&
+			got.get(inbox+".3") == bus.AnswerDone && got.get(inbox+".4") == bus.AnswerDone
 	})
-	if single, batches := got.kinds(); single != 2 || batches != 0 {
-		t.Fatalf("%d answers alone and %d batches; want 2 and 0", single, batches)
+	if single, batches := got.kinds(); single != 4 || batches != 0 {
+		t.Fatalf("%d answers alone and %d batches; want 4 and 0", single, batches)
 	}
 }
 
