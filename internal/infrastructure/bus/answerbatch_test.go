@@ -1,7 +1,6 @@
 package bus_test
 
 import (
-	"errors"
 	"strconv"
 	"testing"
 	"time"
@@ -114,18 +113,7 @@ func TestAnswerBatcherAnswersTheRestAlone(t *testing.T) {
 func TestAnsweredResultsAnsweredInBatches(t *testing.T) {
 	t.Parallel()
 	srv := natstest.RunRestartable(t)
-	b := systest.ConnectWith(t, bus.Config{URL: srv.URL()})
-	b.SetDurable(true)
-	stop, err := b.ConsumeTree(wire.SubjectResult, "results", func(_ string, p *pb.BusPacket, _ string) error {
-		if p.GetJobResult().GetJobId() == "failing" {
-			return errors.New("store down")
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = stop() }()
+	b, _ := durableResults(t, srv.URL())
 
 	worker := systest.ConnectWith(t, bus.Config{URL: srv.URL()})
 	inbox, got := subscribeAnswers(t, worker)

@@ -81,21 +81,7 @@ func (a *answers) get(subject string) string {
 func TestAnsweredResultsSkipTheStream(t *testing.T) {
 	t.Parallel()
 	srv := natstest.RunRestartable(t)
-	b := systest.ConnectWith(t, bus.Config{URL: srv.URL()})
-	b.SetDurable(true)
-	var handled counts
-	stop, err := b.ConsumeTree(wire.SubjectResult, "results", func(_ string, p *pb.BusPacket, _ string) error {
-		id := p.GetJobResult().GetJobId()
-		handled.add(id)
-		if id == "failing" {
-			return errors.New("store down")
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = stop() }()
+	b, handled := durableResults(t, srv.URL())
 
 	worker := systest.ConnectWith(t, bus.Config{URL: srv.URL()})
 	inbox, got := subscribeAnswers(t, worker)
@@ -127,6 +113,29 @@ func TestAnsweredResultsSkipTheStream(t *testing.T) {
 	if n := streamMsgs(t, b, wire.SubjectResult); n != 1 {
 		t.Fatalf("the result stream holds %d messages; want 1 (the plain result)", n)
 	}
+}
+
+// durableResults consumes results through the result stream on a bus of
+// its own, for the test's length, failing the handling of the job
+// "failing" (a store that is down); it counts what it handled.
+func durableResults(t *testing.T, url string) (*bus.NatsBus, *counts) {
+	t.Helper()
+	b := systest.ConnectWith(t, bus.Config{URL: url})
+	b.SetDurable(true)
+	handled := &counts{}
+	stop, err := b.ConsumeTree(wire.SubjectResult, "results", func(_ string, p *pb.BusPacket, _ string) error {
+		id := p.GetJobResult().GetJobId()
+		handled.add(id)
+		if id == "failing" {
+			return errors.New("store down")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = stop() })
+	return b, handled
 }
 
 // streamMsgs is how many messages the stream that captures subject holds.
