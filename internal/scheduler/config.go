@@ -88,7 +88,9 @@ type Config struct {
 	// RequireWorkerIdentity refuses heartbeats and results on subjects that
 	// name no worker (the design document's bare sys.heartbeat.<kind> and
 	// sys.job.result). A heartbeat or result whose subject names another
-	// worker than its worker_id is refused either way. See docs/security.md.
+	// worker than its worker_id is refused either way. With it, a result
+	// that asks for an answer is answered only in its worker's own inbox
+	// (_INBOX.<worker id>.). See docs/security.md.
 	RequireWorkerIdentity bool
 	// Clients binds client identities to tenants (package tenancy): a
 	// tenant's client submits for its tenant only and sees its tenant's jobs

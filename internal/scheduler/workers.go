@@ -36,6 +36,7 @@ type heartbeats struct {
 	results         *results
 	placer          *placer
 	other           packetHandler // the engine: packets that are neither heartbeats nor results
+	replyWarn       warnLimit     // results asking for answers in another's inbox: logged at most once a second
 
 	mu          sync.Mutex
 	confirmSeen map[string]time.Time // topic -> when a worker that confirms last heartbeated serving it
@@ -81,7 +82,12 @@ func (w *heartbeats) handleHeartbeatOn(subject string, p *pb.BusPacket) {
 
 // handleResultOn handles a result that came on subject, if the subject may
 // carry it. A refused result is acknowledged: it is never redelivered.
-func (w *heartbeats) handleResultOn(subject string, p *pb.BusPacket, _ string) error {
+//
+// With RequireWorkerIdentity, a result that asks for an answer (replyTo)
+// gets one only in its worker's own inbox (_INBOX.<worker id>.), as a
+// client's request does: one asking for it elsewhere is handled all the
+// same, and not answered (wire.ErrNotAnswered), counted and logged.
+func (w *heartbeats) handleResultOn(subject string, p *pb.BusPacket, replyTo string) error {
 	res := p.GetJobResult()
 	if res != nil && !w.identified("result", subject, res.GetWorkerId(), wire.ResultSubjectWorker) {
 		return nil
@@ -92,7 +98,19 @@ func (w *heartbeats) handleResultOn(subject string, p *pb.BusPacket, _ string) e
 	if !named {
 		from = res.GetWorkerId()
 	}
-	return w.results.handleResultPacket(p, from)
+	err := w.results.handleResultPacket(p, from)
+	if err != nil || !named || !w.requireIdentity || replyTo == "" {
+		return err
+	}
+	if rerr := checkReply(from, replyTo, "", nil); rerr != nil {
+		w.stats.repliesRefused.Add(1)
+		if ok, suppressed := w.replyWarn.allow(time.Now()); ok {
+			w.log.Warn("not answering a result: it names a reply subject its worker may not read", "subject", clip(subject),
+				"reply", clip(replyTo), "worker_id", clip(from), "err", rerr, "not_logged_since_last", suppressed)
+		}
+		return wire.ErrNotAnswered
+	}
+	return nil
 }
 
 // identified reports whether a packet of worker claimed that came on

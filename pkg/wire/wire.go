@@ -187,6 +187,12 @@ const HeaderAnswerBatch = "Cortex-Answer-Batch"
 // WorkerCancelSubject is where a worker hears cancellations of jobs it holds.
 func WorkerCancelSubject(workerID string) string { return "sys.worker." + workerID + ".cancel" }
 
+// ErrNotAnswered is what a handler of packets published for an answer
+// returns when it handled the packet but its sender is not to be answered
+// where it asked: the reply subject it named is not its own. The bus then
+// sends no answer, and takes the packet as handled.
+var ErrNotAnswered = errors.New("handled, not answered: the reply subject is not the sender's")
+
 // ErrNoResponders is returned by a request that reached no subscriber.
 var ErrNoResponders = errors.New("no responders")
 

@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -289,6 +290,69 @@ func TestWorkerCannotActAsAnother(t *testing.T) {
 		t.Fatal(err)
 	}
 	systest.Eventually(t, waitFor, "its own heartbeat", func() bool { return e.Stats().Heartbeats == 1 })
+	logs.noViolations(t)
+}
+
+// A worker cannot have the scheduler answer its results in another
+// worker's inbox: under RequireWorkerIdentity a result on its own subject
+// that asks for its answer (or its batch) elsewhere is handled and not
+// answered, counted and logged; asked for in its own inbox, it is answered.
+func TestResultAnswersGoOnlyToTheWorkersOwnInbox(t *testing.T) {
+	t.Parallel()
+	url := startServer(t).ClientURL()
+	var logs logBuffer
+	e := engine(t, url, logs.logger())
+
+	victim := connectAs(t, url, "echo-2", logs.logger())
+	var forged atomic.Int32
+	drain, err := victim.SubscribeAnswers(bus.DefaultInboxPrefix("echo-2")+".>", func(string, string, []uint64) { forged.Add(1) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = drain() }()
+	attacker := connectAs(t, url, "echo-1", logs.logger())
+	own := attacker.NewInbox()
+	answered := make(chan string, 4)
+	drainOwn, err := attacker.SubscribeAnswers(own+".*", func(_, answer string, _ []uint64) { answered <- answer })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = drainOwn() }()
+	flushBus := func(b *bus.NatsBus) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+		defer cancel()
+		if err := b.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	flushBus(victim)
+	flushBus(attacker)
+
+	res := &pb.JobResult{JobId: "no-such-job", WorkerId: "echo-1", Status: pb.JobStatus_JOB_STATUS_COMPLETED}
+	elsewhere := bus.DefaultInboxPrefix("echo-2") + ".x"
+	if err := attacker.PublishAnswered(wire.ResultSubject("echo-1"), wire.JobResultPacket("t", "echo-1", res), elsewhere+".1", elsewhere+".batch"); err != nil {
+		t.Fatal(err)
+	}
+	systest.Eventually(t, waitFor, "the refusal to answer", func() bool { return e.Stats().RepliesRefused == 1 })
+	if err := attacker.PublishAnswered(wire.ResultSubject("echo-1"), wire.JobResultPacket("t", "echo-1", res), own+".2", ""); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case a := <-answered:
+		if a != bus.AnswerDone {
+			t.Fatalf("the answer in its own inbox: %q; want done", a)
+		}
+	case <-time.After(waitFor):
+		t.Fatal("no answer in the worker's own inbox")
+	}
+	flushBus(victim)
+	if n := forged.Load(); n != 0 {
+		t.Fatalf("%d answers reached another worker's inbox", n)
+	}
+	systest.Eventually(t, waitFor, "the refusal to be logged", func() bool {
+		return strings.Contains(logs.String(), "reply subject its worker may not read")
+	})
 	logs.noViolations(t)
 }
 

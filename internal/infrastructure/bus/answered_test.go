@@ -138,6 +138,55 @@ func durableResults(t *testing.T, url string) (*bus.NatsBus, *counts) {
 	return b, handled
 }
 
+// A handler that returns wire.ErrNotAnswered has handled the result and
+// gets no answer sent for it: not done, not retry. The result is not
+// published again by anyone, and the answers to others go as before.
+func TestNotAnsweredResultsGetNoAnswer(t *testing.T) {
+	t.Parallel()
+	srv := natstest.RunRestartable(t)
+	b := systest.ConnectWith(t, bus.Config{URL: srv.URL()})
+	b.SetDurable(true)
+	var handled counts
+	stop, err := b.ConsumeTree(wire.SubjectResult, "results", func(_ string, p *pb.BusPacket, replyTo string) error {
+		id := p.GetJobResult().GetJobId()
+		handled.add(id)
+		if id == "quiet" {
+			return fmt.Errorf("reply %s: %w", replyTo, wire.ErrNotAnswered)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = stop() }()
+
+	worker := systest.ConnectWith(t, bus.Config{URL: srv.URL()})
+	inbox, got := subscribeAnswers(t, worker)
+	flush(t, worker)
+	if err := worker.PublishAnswered(wire.ResultSubject("w1"), resultPacket("quiet", "w1"), inbox+".1", ""); err != nil {
+		t.Fatal(err)
+	}
+	flush(t, worker)
+	systest.Eventually(t, waitFor, "the quiet result handled", func() bool { return handled.get("quiet") == 1 })
+	// Handled before the next is published: its answer, had it one, would
+	// have gone before the next's.
+	if err := worker.PublishAnswered(wire.ResultSubject("w1"), resultPacket("a", "w1"), inbox+".2", ""); err != nil {
+		t.Fatal(err)
+	}
+	flush(t, worker)
+	systest.Eventually(t, waitFor, "the next result's answer", func() bool { return got.get(inbox+".2") == bus.AnswerDone })
+	flush(t, worker)
+	if a := got.get(inbox + ".1"); a != "" {
+		t.Fatalf("the result its handler did not answer got %q", a)
+	}
+	if single, batches := got.kinds(); single != 1 || batches != 0 {
+		t.Fatalf("%d answers alone and %d batches; want 1 and 0", single, batches)
+	}
+	if n := handled.get("quiet"); n != 1 {
+		t.Fatalf("the quiet result was handled %d times; want 1", n)
+	}
+}
+
 // streamMsgs is how many messages the stream that captures subject holds.
 func streamMsgs(t *testing.T, b *bus.NatsBus, subject string) uint64 {
 	t.Helper()

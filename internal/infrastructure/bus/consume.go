@@ -97,12 +97,12 @@ func (b *NatsBus) consumeCore(subject, queue string, handler func(subject string
 		if replyTo == "" {
 			replyTo = m.Reply
 		}
-		b.call(m.Subject, packet, func(p *pb.BusPacket) {
-			if err := handler(m.Subject, p, replyTo); err != nil {
-				b.log.Warn("handler failed; core NATS cannot redeliver", "subject", m.Subject, "err", err)
-			}
-		})
-		if m.Header.Get(jetstream.ExpectedStreamHeader) == AnsweredStream {
+		var herr error
+		b.call(m.Subject, packet, func(p *pb.BusPacket) { herr = handler(m.Subject, p, replyTo) })
+		if herr != nil && !errors.Is(herr, wire.ErrNotAnswered) {
+			b.log.Warn("handler failed; core NATS cannot redeliver", "subject", m.Subject, "err", herr)
+		}
+		if m.Header.Get(jetstream.ExpectedStreamHeader) == AnsweredStream && !errors.Is(herr, wire.ErrNotAnswered) {
 			// Nothing here is stored: the sender need not wait for it.
 			b.answerResult(m.Header.Get(wire.HeaderReplyTo), AnswerNotStored)
 		}
@@ -328,7 +328,7 @@ func (b *NatsBus) handleStreamMsg(m jetstream.Msg, handler func(subject string, 
 	var herr error
 	b.noteIncoming(m.Headers(), packet)
 	b.call(m.Subject(), packet, func(p *pb.BusPacket) { herr = handler(m.Subject(), p, m.Headers().Get(wire.HeaderReplyTo)) })
-	if herr != nil {
+	if herr != nil && !errors.Is(herr, wire.ErrNotAnswered) {
 		b.log.Warn("handler failed; redelivering", "subject", m.Subject(), "err", herr)
 		_ = m.NakWithDelay(time.Second)
 		return
@@ -552,7 +552,9 @@ var answerPackets = func() map[string][]byte {
 // handleAnswered handles a result published with PublishAnswered, then
 // answers its sender: AnswerDone once the handler has returned nil (or the
 // packet is garbage, which is never handled), in a batch if the sender
-// asked for one (wire.HeaderAnswerBatch), AnswerRetry otherwise, at once.
+// asked for one (wire.HeaderAnswerBatch), AnswerRetry otherwise, at once;
+// nothing when the handler says the reply subject is not the sender's
+// (wire.ErrNotAnswered). The handler is given the reply subject.
 func (b *NatsBus) handleAnswered(m *nats.Msg, handler func(subject string, p *pb.BusPacket, replyTo string) error, batcher *answerBatcher) {
 	replyTo := m.Header.Get(wire.HeaderReplyTo)
 	packet, pooled, err := b.decodeIntake(m.Subject, m.Data)
@@ -563,8 +565,11 @@ func (b *NatsBus) handleAnswered(m *nats.Msg, handler func(subject string, p *pb
 	defer releaseIntakePacket(pooled)
 	var herr error
 	b.noteIncoming(m.Header, packet)
-	b.call(m.Subject, packet, func(p *pb.BusPacket) { herr = handler(m.Subject, p, "") })
-	if herr != nil {
+	b.call(m.Subject, packet, func(p *pb.BusPacket) { herr = handler(m.Subject, p, replyTo) })
+	switch {
+	case errors.Is(herr, wire.ErrNotAnswered):
+		return // handled; the reply subject is not the sender's to read
+	case herr != nil:
 		b.log.Warn("handler failed; the sender publishes it for the stream", "subject", m.Subject, "err", herr)
 		b.answerResult(replyTo, AnswerRetry)
 		return
@@ -593,7 +598,7 @@ func (b *NatsBus) handleAnsweredSubmit(m *nats.Msg, handler func(subject string,
 	var herr error
 	b.noteIncoming(m.Header, packet)
 	b.call(m.Subject, packet, func(p *pb.BusPacket) { herr = handler(m.Subject, p, replyTo) })
-	if herr != nil {
+	if herr != nil && !errors.Is(herr, wire.ErrNotAnswered) {
 		b.log.Warn("handler failed; the sender publishes it for the stream", "subject", m.Subject, "err", herr)
 		b.answerInbox(replyTo, submitRetryPacket)
 	}

@@ -144,8 +144,9 @@ type Scheduler struct {
 	// their worker in the subject (the bare sys.heartbeat.<kind> and
 	// sys.job.result of the design document). Heartbeats and results whose
 	// subject names another worker than their worker_id are refused either
-	// way. Turn it on where the server's permissions tie each worker to its
-	// subjects (docs/security.md).
+	// way. With it, a result that asks for an answer is answered only in its
+	// worker's own inbox (_INBOX.<worker id>.). Turn it on where the server's
+	// permissions tie each worker to its subjects (docs/security.md).
 	RequireWorkerIdentity bool `yaml:"require_worker_identity"`
 	// Results: which results the scheduler accepts (docs/security.md).
 	Results Results `yaml:"results"`
