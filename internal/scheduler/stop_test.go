@@ -182,13 +182,42 @@ func TestTwoReplicasShareOneStore(t *testing.T) {
 		t.Errorf("%d dispatches published, %d DISPATCHED records: a dispatch without its compare-and-set", published, dispatchedWrites)
 	}
 
-	// Replica a dies, and both workers with it: b notices the lost leases
-	// and runs every job again.
+	// Replica a dies, and both workers' attempts with it: b notices the
+	// lost leases and runs every job again, on its worker (which confirms
+	// each dispatch, ackBy). That worker heartbeats what it now holds, as
+	// a live worker does: without it, an attempt 2 would lose its lease too
+	// whenever a loaded machine kept this test from answering it within
+	// the 300 ms lease (CI saw all three attempts lost so).
 	close(toA)
 	<-aQuiet
 	a.stop()
 	close(toB)
 	beating.Wait()
+	stopB := make(chan struct{})
+	var beatingB sync.WaitGroup
+	beatingB.Go(func() {
+		tk := time.NewTicker(5 * time.Millisecond)
+		defer tk.Stop()
+		for {
+			var holds []*pb.HeldJob
+			for i := range jobs {
+				id := fmt.Sprintf("shared-%d", i)
+				if j := b.job(id); j.GetAttempt() == 2 && j.GetWorkerId() == "w-sched-b" {
+					holds = append(holds, &pb.HeldJob{JobId: id, Attempt: 2})
+				}
+			}
+			b.bus.heartbeat(t, &pb.Heartbeat{WorkerId: "w-sched-b", IntervalMs: 100, Held: holds})
+			select {
+			case <-stopB:
+				return
+			case <-tk.C:
+			}
+		}
+	})
+	defer func() {
+		close(stopB)
+		beatingB.Wait()
+	}()
 	for i := range jobs {
 		id := fmt.Sprintf("shared-%d", i)
 		j := b.waitState(id, lifecycle.Running, 2)
