@@ -152,9 +152,9 @@ func New(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, error
 func bindBucket(ctx context.Context, js jetstream.JetStream, kc jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
 	st, err := js.Stream(ctx, "KV_"+kc.Bucket)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		kv, err := js.CreateKeyValue(ctx, kc)
-		if !errors.Is(err, jetstream.ErrBucketExists) {
-			return kv, err
+		kv, cerr := js.CreateKeyValue(ctx, kc)
+		if !errors.Is(cerr, jetstream.ErrBucketExists) {
+			return kv, cerr
 		}
 		st, err = js.Stream(ctx, "KV_"+kc.Bucket) // another process made it meanwhile
 	}

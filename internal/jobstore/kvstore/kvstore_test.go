@@ -554,3 +554,29 @@ func TestNewKeepsWhatItDoesNotSet(t *testing.T) {
 		t.Fatalf("New on memory storage for a bucket on file storage: %v; want an error naming the storage", err)
 	}
 }
+
+// Processes that bind a new bucket at the same moment, with different
+// settings, all bind it: the one that finds it made meanwhile updates it.
+func TestNewBindsABucketMadeMeanwhile(t *testing.T) {
+	t.Parallel()
+	srv := natstest.RunServer(t)
+	_, js := openJetStream(t, srv)
+	for round := range 5 {
+		bucket := uniqueName("RACE")
+		errs := make(chan error, 8)
+		var wg sync.WaitGroup
+		for i := range 8 {
+			wg.Go(func() {
+				_, err := New(t.Context(), js, Config{Bucket: bucket, History: uint8(1 + i%2), Logger: quietLogger()})
+				errs <- err
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				t.Fatalf("round %d: New: %v", round, err)
+			}
+		}
+	}
+}
